@@ -1,0 +1,19 @@
+"""mtl-envs: Gymnasium environments that wrap multi-task-learning training loops as MDPs.
+
+Importing the package registers its environment ids and does nothing else::
+
+    import gymnasium as gym
+    import mtl_envs  # noqa: F401
+
+    env = gym.make("AuxLabel-Digits-v0")
+
+``gym.make("mtl_envs:AuxLabel-Digits-v0")`` imports the package for you.
+"""
+
+from mtl_envs.registration import register_envs, registered_ids
+
+__version__ = "0.1.0"
+
+register_envs()
+
+__all__ = ["__version__", "registered_ids"]

@@ -1,0 +1,137 @@
+"""In-memory image-classification datasets with the task structure the envs need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+from sklearn.model_selection import train_test_split
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Split:
+    """One split held as tensors: ``images`` (N, C, H, W) uint8, ``labels`` (N,) int64.
+
+    ``fine_labels`` is the finer human labelling where a dataset has one (CIFAR-100's
+    100 classes under its 20 superclasses), used by the human-auxiliary baseline.
+    """
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    fine_labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def to(self, device: torch.device) -> Split:
+        fine = None if self.fine_labels is None else self.fine_labels.to(device)
+        return Split(self.images.to(device), self.labels.to(device), fine)
+
+    def subset(self, index: np.ndarray) -> Split:
+        index_t = torch.as_tensor(index, dtype=torch.long, device=self.labels.device)
+        fine = None if self.fine_labels is None else self.fine_labels[index_t]
+        return Split(self.images[index_t], self.labels[index_t], fine)
+
+
+@dataclass
+class ImageDataset:
+    """A classification dataset with train/val/test splits living on one device.
+
+    Attributes:
+        name: registry name.
+        train, val, test: the splits.
+        num_classes: number of primary classes.
+        mean, std: per-channel normalisation statistics in [0, 1] units.
+        augment: whether training batches get random crop (4-pixel padding) + flip.
+        num_fine_classes: size of the ``fine_labels`` space, 0 if there is none.
+        class_names: primary class names.
+    """
+
+    name: str
+    train: Split
+    val: Split
+    test: Split
+    num_classes: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    augment: bool
+    num_fine_classes: int = 0
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return tuple(self.train.images.shape[1:])  # type: ignore[return-value]
+
+    @property
+    def device(self) -> torch.device:
+        return self.train.images.device
+
+    def split(self, name: str) -> Split:
+        if name not in SPLITS:
+            raise ValueError(f"`split` must be one of {list(SPLITS)}; got {name!r}.")
+        split = getattr(self, name)
+        if len(split) == 0:
+            raise ValueError(f"The {name!r} split of {self.name!r} is empty (val_fraction=0?).")
+        return split
+
+    def to(self, device: torch.device) -> ImageDataset:
+        return replace(
+            self, train=self.train.to(device), val=self.val.to(device), test=self.test.to(device)
+        )
+
+
+def make_split(images: np.ndarray, labels: np.ndarray, fine: np.ndarray | None = None) -> Split:
+    """Wrap numpy arrays (images N x C x H x W uint8) as a CPU :class:`Split`."""
+    if images.dtype != np.uint8 or images.ndim != 4:
+        raise ValueError(f"images must be uint8 N x C x H x W; got {images.dtype} {images.shape}")
+    if len(images) != len(labels):
+        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+    return Split(
+        torch.from_numpy(np.ascontiguousarray(images)),
+        torch.as_tensor(np.asarray(labels), dtype=torch.long),
+        None if fine is None else torch.as_tensor(np.asarray(fine), dtype=torch.long),
+    )
+
+
+def stratified_split(labels: np.ndarray, fraction_or_size: float | int, seed: int):
+    """Indices (kept, taken) of a stratified split; ``taken`` has the given fraction/size."""
+    index = np.arange(len(labels))
+    kept, taken = train_test_split(
+        index, test_size=fraction_or_size, stratify=labels, random_state=seed
+    )
+    return np.sort(kept), np.sort(taken)
+
+
+def carve_val_and_subset(
+    train: Split, val_size: float | int, train_subset: int | None, seed: int
+) -> tuple[Split, Split]:
+    """Take a stratified validation split from ``train``, then optionally subsample train.
+
+    ``val_size`` is a fraction in [0, 1) or a number of images.
+    """
+    valid_fraction = isinstance(val_size, float) and 0.0 <= val_size < 1.0
+    valid_count = isinstance(val_size, int) and 0 <= val_size < len(train)
+    if not (valid_fraction or valid_count):
+        raise ValueError(
+            f"`val_fraction` must be a fraction in [0, 1) or an image count below {len(train)}; "
+            f"got {val_size!r}."
+        )
+    labels = train.labels.numpy()
+    if val_size > 0:
+        kept, taken = stratified_split(labels, val_size, seed)
+        train, val = train.subset(kept), train.subset(taken)
+    else:
+        val = train.subset(np.arange(0))
+    if train_subset is not None:
+        if not isinstance(train_subset, int) or not 0 < train_subset <= len(train):
+            raise ValueError(
+                f"`train_subset` must be an int in [1, {len(train)}] (the training split size); "
+                f"got {train_subset!r}."
+            )
+        if train_subset < len(train):
+            _, taken = stratified_split(train.labels.numpy(), train_subset, seed)
+            train = train.subset(taken)
+    return train, val

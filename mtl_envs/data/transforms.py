@@ -1,0 +1,45 @@
+"""Batched tensor augmentation and normalisation: no per-sample Python, no PIL."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def random_crop_flip(
+    images: torch.Tensor, generator: torch.Generator, padding: int = 4
+) -> torch.Tensor:
+    """Random crop with zero ``padding`` plus random horizontal flip, on a whole batch.
+
+    The standard CIFAR/SVHN augmentation (``RandomCrop(32, padding=4)`` followed by
+    ``RandomHorizontalFlip()``), done with one gather per batch.
+
+    Args:
+        images: (B, C, H, W) tensor of any dtype.
+        generator: torch generator on the images' device.
+        padding: pixels of zero padding on each side before cropping.
+    """
+    b, c, h, w = images.shape
+    device = images.device
+    padded = F.pad(images, (padding, padding, padding, padding))
+    dy = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
+    dx = torch.randint(0, 2 * padding + 1, (b, 1), device=device, generator=generator)
+    flip = torch.rand(b, 1, device=device, generator=generator) < 0.5
+    rows = torch.arange(h, device=device) + dy  # (B, H)
+    cols = torch.arange(w, device=device).expand(b, w)
+    cols = torch.where(flip, cols.flip(-1), cols) + dx  # (B, W)
+    batch = torch.arange(b, device=device)[:, None, None]
+    # Advanced indexing on dims (0, 2, 3) moves the channel dim last: (B, H, W, C).
+    out = padded.permute(0, 2, 3, 1)[batch, rows[:, :, None], cols[:, None, :]]
+    return out.permute(0, 3, 1, 2).contiguous()
+
+
+class Normalize:
+    """``(x / 255 - mean) / std`` for uint8 batches, with statistics cached on the device."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], device: torch.device):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, device=device).view(1, -1, 1, 1)
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() / 255.0 - self.mean) / self.std

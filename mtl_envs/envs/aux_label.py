@@ -1,0 +1,389 @@
+"""AuxLabel: an agent invents auxiliary labels for a main network's training images (RL-AUX).
+
+Two forms share one MDP core (:class:`AuxLabelTask`) and one learner
+(:class:`~mtl_envs.training.AuxLearner`):
+
+* :class:`AuxLabelEnv`, one sample per step, as in the paper;
+* :class:`AuxLabelVectorEnv`, one slot per sample of a batch, so one vector step labels a whole
+  batch and makes one SGD step (``gym.make_vec(..., vectorization_mode="vector_entry_point")``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from mtl_envs.training import (
+    AuxLearner,
+    AuxLearnerConfig,
+    auxiliary_targets,
+    label_entropy,
+    weight_from_bin,
+)
+from mtl_envs.utils import check_choice, seed_from, suggest
+
+MODES = ("train_agent", "train_main")
+LABEL_SPACES = ("hierarchical", "flat")
+RESTORE = ("epoch", "batch")
+ENV_ARGUMENTS = (
+    "label_space", "sample_weights", "weight_bins", "weight_exponent_range",
+    "entropy_coef", "max_batches", "restore",
+)
+
+
+def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], AuxLearnerConfig]:
+    """Split AuxLabel constructor kwargs into env arguments and the learner's config.
+
+    Unknown keys raise a ``TypeError`` that suggests the closest valid argument.
+    """
+    learner_fields = [f.name for f in dataclasses.fields(AuxLearnerConfig)]
+    valid = list(ENV_ARGUMENTS) + learner_fields
+    for key in kwargs:
+        if key not in valid:
+            raise TypeError(
+                f"Unknown AuxLabel argument {key!r}.{suggest(key, valid)} "
+                f"Valid arguments: {', '.join(valid)}."
+            )
+    env_kwargs = {k: v for k, v in kwargs.items() if k in ENV_ARGUMENTS}
+    config = AuxLearnerConfig(**{k: v for k, v in kwargs.items() if k in learner_fields})
+    return env_kwargs, config
+
+
+class AuxLabelTask:
+    """The MDP of RL-AUX on top of an :class:`AuxLearner`, shared by both env forms.
+
+    It turns a batch of actions into auxiliary targets and sample weights, calls the learner
+    for one SGD step and computes the reward of RL-AUX eq. 4:
+    ``-mean CE(primary) on B_R random training images + entropy_coef * H(mean aux target)``.
+    """
+
+    def __init__(
+        self,
+        config: AuxLearnerConfig,
+        label_space: str = "hierarchical",
+        sample_weights: bool = False,
+        weight_bins: int = 21,
+        weight_exponent_range: tuple[float, float] | list[float] = (-5.0, 5.0),
+        entropy_coef: float = 0.2,
+        max_batches: int | None = None,
+        restore: str = "epoch",
+    ):
+        check_choice("label_space", label_space, LABEL_SPACES)
+        check_choice("restore", restore, RESTORE)
+        if not isinstance(sample_weights, bool):
+            raise ValueError(f"`sample_weights` must be a bool; got {sample_weights!r}.")
+        if not isinstance(weight_bins, int) or weight_bins < 2:
+            raise ValueError(f"`weight_bins` must be an int >= 2; got {weight_bins!r}.")
+        lo_hi = tuple(weight_exponent_range)
+        if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
+            raise ValueError(
+                f"`weight_exponent_range` must be (low, high) with low < high; "
+                f"got {weight_exponent_range!r}."
+            )
+        if not isinstance(entropy_coef, (int, float)) or entropy_coef < 0:
+            raise ValueError(f"`entropy_coef` must be a non-negative number; got {entropy_coef!r}.")
+        if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
+            raise ValueError(f"`max_batches` must be a positive int or None; got {max_batches!r}.")
+        self.label_space = label_space
+        self.sample_weights = sample_weights
+        self.weight_bins = weight_bins
+        self.weight_exponent_range = (float(lo_hi[0]), float(lo_hi[1]))
+        self.entropy_coef = float(entropy_coef)
+        self.max_batches = max_batches
+        self.restore_every_batch = restore == "batch"
+        self.learner = AuxLearner(config)
+        self.psi = config.hierarchy_factor
+        self.mode = "train_agent"
+        self.canonical = self.learner.snapshot()
+        self.batch = 0
+        self.indices = self.learner.batch_indices(0)
+
+    # ------------------------------------------------------------------ spaces
+    @property
+    def num_labels(self) -> int:
+        return self.psi if self.label_space == "hierarchical" else self.learner.num_aux
+
+    def single_action_space(self) -> spaces.Space:
+        if self.sample_weights:
+            return spaces.MultiDiscrete([self.num_labels, self.weight_bins])
+        return spaces.Discrete(self.num_labels)
+
+    def single_observation_space(self) -> spaces.Dict:
+        return spaces.Dict(
+            {
+                "image": spaces.Box(0, 255, self.learner.data.image_shape, dtype=np.uint8),
+                "primary_label": spaces.Discrete(self.learner.num_primary),
+            }
+        )
+
+    # ------------------------------------------------------------------ episode
+    def start_episode(self, seed: int | None, mode: str | None) -> None:
+        """Begin an epoch; a ``seed`` rebuilds the run (network, optimiser, canonical model)."""
+        if mode is not None:
+            check_choice("options['mode']", mode, MODES)
+            self.mode = mode
+        if seed is not None:
+            self.learner.reset_run(seed)
+            self.canonical = self.learner.snapshot()
+        elif self.mode == "train_agent":
+            self.learner.restore(self.canonical)
+        self.learner.begin_epoch()
+        self.batch = 0
+        self.indices = self.learner.batch_indices(0)
+
+    def current_batch(self) -> tuple[np.ndarray, np.ndarray]:
+        """The current batch's raw images (B, C, H, W) and primary labels (B,) on the host."""
+        labels = self.learner.data.train.labels[self.indices].cpu().numpy()
+        return self.learner.images_numpy(self.indices), labels
+
+    def apply(self, actions: np.ndarray) -> tuple[float, bool, bool, dict[str, Any]]:
+        """Label the current batch with ``actions``, train one step, compute the reward.
+
+        Args:
+            actions: (B,) labels, or (B, 2) label and weight bin with ``sample_weights``.
+
+        Returns:
+            reward, terminated, truncated, info.
+        """
+        learner = self.learner
+        device = learner.device
+        actions_t = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=device)
+        labels, bins = (actions_t[:, 0], actions_t[:, 1]) if self.sample_weights else (actions_t, None)
+        primary = learner.data.train.labels[self.indices]
+        targets = auxiliary_targets(labels, primary, self.psi, learner.num_primary, self.label_space)
+        weights = None
+        if bins is not None:
+            weights = weight_from_bin(bins, self.weight_bins, self.weight_exponent_range)
+        losses = learner.train_batch(self.indices, targets, weights)
+        info: dict[str, Any] = {"epoch": learner.epoch, "batch": self.batch, "mode": self.mode}
+        reward = 0.0
+        if self.mode == "train_agent":
+            eval_loss = learner.primary_loss(learner.sample_eval_indices())
+            entropy = label_entropy(targets)
+            reward_t = -eval_loss + self.entropy_coef * entropy
+            values = torch.stack([reward_t, eval_loss, entropy, *losses.values()]).tolist()
+            reward = values[0]
+            info.update(
+                primary_eval_loss=values[1], label_entropy=values[2],
+                **{f"train_{k}": v for k, v in zip(losses, values[3:])},
+            )
+            if self.restore_every_batch:
+                learner.restore(self.canonical)
+        self.batch += 1
+        terminated = self.batch >= learner.num_batches
+        truncated = not terminated and self.max_batches is not None and self.batch >= self.max_batches
+        if terminated:
+            learner.end_epoch()
+        if (terminated or truncated) and self.mode == "train_main":
+            self.canonical = learner.snapshot()
+        if not (terminated or truncated):
+            self.indices = learner.batch_indices(self.batch)
+        return reward, terminated, truncated, info
+
+
+_DOC_ARGUMENTS = """
+    | argument                | default          | meaning                                                      |
+    |-------------------------|------------------|--------------------------------------------------------------|
+    | `dataset`               | per id           | registered image dataset                                     |
+    | `data_root`             | `$MTL_ENVS_DATA` | folder of the dataset files                                  |
+    | `backbone`              | per id           | `vgg16` (paper), `small_cnn`, `mlp`                          |
+    | `hierarchy_factor`      | 5                | psi, auxiliary sub-classes per primary class                 |
+    | `aux_weight`            | 1.0              | lambda of eq. 2                                              |
+    | `train_batch_size`      | 100              | B_T, samples per SGD step                                    |
+    | `eval_batch_size`       | 256              | B_R, training images in the reward's evaluation batch        |
+    | `lr`, `momentum`, ...   | 0.01, 0, ...     | SGD + StepLR(50 epochs, 0.5); see `AuxLearnerConfig`          |
+    | `label_space`           | `"hierarchical"` | `Discrete(psi)` sub-class, or `"flat"` `Discrete(K)`         |
+    | `sample_weights`        | False            | add a weight bin per sample (eq. 7-8)                        |
+    | `weight_bins`           | 21               | weight bins {0, .05, ..., 1}                                 |
+    | `weight_exponent_range` | (-5, 5)          | bin w -> 2^(lo + (hi - lo) w); the public code used (-3, 5)  |
+    | `entropy_coef`          | 0.2              | weight of the label-entropy bonus in the reward              |
+    | `max_batches`           | None             | truncate episodes after this many batches                    |
+    | `restore`               | `"epoch"`        | `"batch"`: restore the canonical model after every batch     |
+    | `device`                | `"auto"`         | CUDA when present                                            |
+"""
+
+
+class AuxLabelEnv(gym.Env):
+    __doc__ = f"""Label one training image per step with an auxiliary class (RL-AUX, sections 3-4).
+
+    ## Description
+    A main network with a primary and an auxiliary head trains on the agent's labels. Every
+    ``train_batch_size`` (B_T) steps it takes one SGD step on
+    ``CE(primary) + lambda * mean(w_i * focal(aux, target_i))`` (eq. 2, 7).
+
+    ## Action Space
+    ``Discrete(psi)``: the sub-class within the sample's primary class, i.e. auxiliary class
+    ``psi * y + a`` (the masked-softmax hierarchy of eq. 5-6 moved into the action space).
+    ``label_space="flat"``: ``Discrete(psi * C)``; a label outside the sample's block trains
+    towards the uniform distribution over the block. With ``sample_weights=True``:
+    ``MultiDiscrete([labels, 21])``, bin w/20 mapped to weight ``2^(10 w - 5)`` (eq. 8).
+
+    ## Observation Space
+    | key             | space                        | meaning                          |
+    |-----------------|------------------------------|----------------------------------|
+    | `image`         | `Box(0, 255, (C, H, W), uint8)` | the raw training image        |
+    | `primary_label` | `Discrete(C)`                | its primary class                |
+
+    ## Rewards
+    0, except on the step that completes a batch in ``train_agent`` mode:
+    ``-mean CE(primary)`` on B_R random training images after the SGD step
+    ``+ entropy_coef * H(batch-mean auxiliary target)`` (eq. 3-4; see
+    :func:`~mtl_envs.training.label_entropy` for the sign). ``train_main`` mode computes no
+    reward (0).
+
+    ## Starting State
+    ``reset(seed=s)`` builds a fresh main network from ``s`` and makes it canonical.
+    ``reset(options={{"mode": "train_agent"}})`` restores the canonical model (network,
+    optimiser, scheduler) and reshuffles; ``"train_main"`` continues training and makes the
+    network canonical when the epoch ends. The mode persists across resets.
+
+    ## Episode End
+    Terminated after one epoch (``floor(N / B_T)`` batches; the shuffled remainder is left
+    out). Truncated after ``max_batches`` batches when set.
+
+    ## Arguments
+    {_DOC_ARGUMENTS}
+    ## Version History
+    * v0: initial release.
+
+    ## Example
+    >>> import gymnasium as gym, mtl_envs
+    >>> env = gym.make("AuxLabel-Digits-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(self, render_mode: str | None = None, **kwargs: Any):
+        if render_mode is not None:
+            raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        env_kwargs, config = split_env_kwargs(kwargs)
+        self.task = AuxLabelTask(config, **env_kwargs)
+        self.action_space = self.task.single_action_space()
+        self.observation_space = self.task.single_observation_space()
+        self._batch_size = config.train_batch_size
+        self._position = 0
+        self._actions = np.zeros(self.action_space.shape or (), dtype=np.int64)
+        self._needs_run = True
+
+    @property
+    def learner(self) -> AuxLearner:
+        return self.task.learner
+
+    def _load_batch(self) -> None:
+        self._images, self._labels = self.task.current_batch()
+        self._actions = np.zeros((len(self._labels), *(self.action_space.shape or ())), np.int64)
+        self._position = 0
+
+    def _obs(self) -> dict[str, Any]:
+        j = min(self._position, len(self._labels) - 1)
+        return {"image": self._images[j], "primary_label": np.int64(self._labels[j])}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
+        self._needs_run = False
+        self.task.start_episode(run_seed, (options or {}).get("mode"))
+        self._load_batch()
+        return self._obs(), {"epoch": self.learner.epoch, "mode": self.task.mode}
+
+    def step(self, action):
+        if not self.action_space.contains(action):
+            raise ValueError(f"Action {action!r} is outside the action space {self.action_space}.")
+        self._actions[self._position] = action
+        self._position += 1
+        info: dict[str, Any] = {"epoch": self.learner.epoch, "batch": self.task.batch, "mode": self.task.mode}
+        if self._position < len(self._labels):
+            return self._obs(), 0.0, False, False, info
+        reward, terminated, truncated, info = self.task.apply(self._actions)
+        if not (terminated or truncated):
+            self._load_batch()
+        return self._obs(), float(reward), bool(terminated), bool(truncated), info
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Primary-task metrics of the current main network on ``split``."""
+        return self.learner.evaluate(split)
+
+
+class AuxLabelVectorEnv(VectorEnv):
+    """The natively vectorised AuxLabel env: slot i labels sample i of the current batch.
+
+    One vector step labels one batch of ``train_batch_size`` samples and makes one SGD step, so
+    the agent's forward pass is batched. ``num_envs`` must equal ``train_batch_size``. Every
+    slot receives the batch reward (the per-sample env gives it to the batch's last step
+    only). Autoreset is ``SAME_STEP``: when the epoch ends, the returned observation already
+    belongs to the next epoch (same mode) and ``info["final_obs"]`` holds the last one.
+    Given the same labels it trains exactly the same network as :class:`AuxLabelEnv`.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(self, num_envs: int | None = None, render_mode: str | None = None, **kwargs: Any):
+        if render_mode is not None:
+            raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        env_kwargs, config = split_env_kwargs(kwargs)
+        if num_envs is not None and num_envs != config.train_batch_size:
+            raise ValueError(
+                f"`num_envs` ({num_envs}) must equal `train_batch_size` ({config.train_batch_size}):"
+                f" the vector form has one slot per sample of a batch. Pass "
+                f"num_envs={config.train_batch_size} or train_batch_size={num_envs}."
+            )
+        self.task = AuxLabelTask(config, **env_kwargs)
+        self.num_envs = config.train_batch_size
+        self.single_action_space = self.task.single_action_space()
+        self.single_observation_space = self.task.single_observation_space()
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self._needs_run = True
+
+    @property
+    def learner(self) -> AuxLearner:
+        return self.task.learner
+
+    def _obs(self) -> dict[str, np.ndarray]:
+        images, labels = self.task.current_batch()
+        return {"image": images, "primary_label": labels.astype(np.int64)}
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
+        self._needs_run = False
+        self.task.start_episode(run_seed, (options or {}).get("mode"))
+        return self._obs(), {}
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        expected = (self.num_envs, *(self.single_action_space.shape or ()))
+        if actions.shape != expected or not self.action_space.contains(actions.astype(np.int64)):
+            raise ValueError(
+                f"Actions must be an int array of shape {expected} inside {self.action_space}; "
+                f"got shape {actions.shape}."
+            )
+        reward, terminated, truncated, info = self.task.apply(actions)
+        n = self.num_envs
+        infos = {k: np.full(n, v) for k, v in info.items()}
+        rewards = np.full(n, reward, dtype=np.float64)
+        terminations = np.full(n, terminated)
+        truncations = np.full(n, truncated)
+        if terminated or truncated:
+            final_obs = self._obs()
+            infos["final_obs"] = np.array(
+                [{k: v[i] for k, v in final_obs.items()} for i in range(n)], dtype=object
+            )
+            infos["final_info"] = {k: v.copy() for k, v in infos.items() if k != "final_obs"}
+            infos["_final_obs"] = np.ones(n, dtype=bool)
+            infos["_final_info"] = np.ones(n, dtype=bool)
+            self.task.start_episode(None, None)
+        return self._obs(), rewards, terminations, truncations, infos
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Primary-task metrics of the current main network on ``split``."""
+        return self.learner.evaluate(split)

@@ -1,0 +1,276 @@
+"""The auxiliary-learning training loop as a steppable object (no Gym in here).
+
+``AuxLearner`` trains a two-head network (primary + auxiliary) one batch at a time on
+``primary CE + aux_weight * mean(sample_weight * aux focal loss)`` (RL-AUX eq. 2 and 7). The
+AuxLabel env, its vector form and the non-RL baselines all drive this one loop.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mtl_envs.data import ImageDataset, Normalize, load_dataset, random_crop_flip
+from mtl_envs.models import build_multi_head_net
+from mtl_envs.training.losses import focal_loss
+from mtl_envs.training.metrics import classification_metrics, confusion_matrix
+from mtl_envs.utils import resolve_device
+
+# A labeller maps training-set indices (B,) to (aux targets (B, K), sample weights (B,) or None).
+Labeller = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+
+
+@dataclass
+class AuxLearnerConfig:
+    """Everything that defines the main network's training run. Defaults: RL-AUX appendix B."""
+
+    dataset: str = "digits"
+    """Registered image dataset (``mtl_envs.data.DATASETS``)."""
+    data_root: str | None = None
+    """Folder holding the dataset; ``None`` = ``$MTL_ENVS_DATA`` or the user cache."""
+    download: bool = False
+    """Fetch the official files when missing."""
+    val_fraction: float | int | None = None
+    """Stratified validation split from the training set; ``None`` = the dataset default."""
+    train_subset: int | None = None
+    """Train on a stratified subset of this many images (CPU-sized runs)."""
+    backbone: str = "vgg16"
+    """Registered backbone (``mtl_envs.models.BACKBONES``); VGG16 as in appendix C.1."""
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    head_hidden: int = 512
+    """Hidden width of both two-layer heads (appendix C.1)."""
+    hierarchy_factor: int = 5
+    """psi: auxiliary sub-classes per primary class (appendix B)."""
+    aux_weight: float = 1.0
+    """lambda: weight of the auxiliary loss (appendix B)."""
+    focal_gamma: float = 2.0
+    """Focusing exponent of the auxiliary focal loss (MAXL code)."""
+    lr: float = 0.01
+    """SGD learning rate of the main network (appendix B)."""
+    momentum: float = 0.0
+    weight_decay: float = 0.0
+    scheduler_step_epochs: int = 50
+    """StepLR period in epochs (appendix B)."""
+    scheduler_gamma: float = 0.5
+    """StepLR decay factor (appendix B)."""
+    train_batch_size: int = 100
+    """B_T: samples per SGD step (appendix B)."""
+    eval_batch_size: int = 256
+    """B_R: training images in the reward's evaluation batch (appendix B)."""
+    augment: bool | None = None
+    """Random crop + flip on training batches; ``None`` = the dataset's default."""
+    device: str = "auto"
+    """``"auto"`` picks CUDA when present."""
+
+    def __post_init__(self) -> None:
+        positive = ("head_hidden", "hierarchy_factor", "scheduler_step_epochs",
+                    "train_batch_size", "eval_batch_size")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+        for name in ("lr", "aux_weight", "focal_gamma", "momentum", "weight_decay",
+                     "scheduler_gamma"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.")
+        if self.lr == 0:
+            raise ValueError("`lr` must be positive; got 0.")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class AuxLearner:
+    """Main network, optimiser, scheduler and data order of one auxiliary-learning run.
+
+    Args:
+        config: the run's settings.
+        seed: seeds network initialisation, data order, augmentation and evaluation batches.
+        dataset: an already loaded dataset to share (avoids reloading on every seeded reset).
+    """
+
+    def __init__(self, config: AuxLearnerConfig, seed: int = 0, dataset: ImageDataset | None = None):
+        self.config = config
+        self.device = resolve_device(config.device)
+        if dataset is None:
+            dataset = load_dataset(
+                config.dataset, config.data_root, download=config.download, device=self.device,
+                val_fraction=config.val_fraction, train_subset=config.train_subset,
+            )
+        self.data = dataset.to(self.device)
+        if len(self.data.train) < config.train_batch_size:
+            raise ValueError(
+                f"`train_batch_size` ({config.train_batch_size}) exceeds the training split "
+                f"({len(self.data.train)} images)."
+            )
+        self.num_primary = self.data.num_classes
+        self.num_aux = config.hierarchy_factor * self.num_primary
+        self.augment = self.data.augment if config.augment is None else config.augment
+        self.normalize = Normalize(self.data.mean, self.data.std, self.device)
+        self.reset_run(seed)
+
+    # ------------------------------------------------------------------ run state
+    def reset_run(self, seed: int) -> None:
+        """Fresh network, optimiser and scheduler, all randomness seeded by ``seed``."""
+        cfg = self.config
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            net = build_multi_head_net(
+                cfg.backbone, self.data.image_shape, [self.num_primary, self.num_aux],
+                cfg.backbone_kwargs, cfg.head_hidden,
+            )
+        self.net = net.to(self.device)
+        self.optimizer = torch.optim.SGD(
+            self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=cfg.scheduler_step_epochs, gamma=cfg.scheduler_gamma
+        )
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        self.epoch = 0
+        self.order = torch.arange(len(self.data.train), device=self.device)
+
+    @property
+    def num_batches(self) -> int:
+        """SGD steps per epoch; the remainder of a shuffled epoch is left out (drop-last)."""
+        return len(self.data.train) // self.config.train_batch_size
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def begin_epoch(self) -> None:
+        """Reshuffle the training order for a new epoch."""
+        self.order = torch.randperm(len(self.data.train), device=self.device, generator=self.generator)
+
+    def batch_indices(self, batch: int) -> torch.Tensor:
+        """Training-set indices of batch ``batch`` of the current epoch."""
+        b = self.config.train_batch_size
+        return self.order[batch * b : (batch + 1) * b]
+
+    def end_epoch(self) -> None:
+        self.scheduler.step()
+        self.epoch += 1
+
+    # ------------------------------------------------------------------ training
+    def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+        if train and self.augment:
+            images = random_crop_flip(images, self.generator)
+        return self.normalize(images)
+
+    def train_batch(
+        self,
+        indices: torch.Tensor,
+        aux_targets: torch.Tensor | None,
+        sample_weights: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """One SGD step on ``CE(primary) + aux_weight * mean(w_i * focal(aux, target_i))``.
+
+        Args:
+            indices: (B,) training-set indices.
+            aux_targets: (B, K) auxiliary target distributions, or ``None`` to train the
+                primary task alone (single-task learning).
+            sample_weights: (B,) per-sample auxiliary weights (RL-AUX eq. 7), default 1.
+
+        Returns:
+            Detached scalar tensors ``primary_loss``, ``aux_loss``, ``loss``.
+        """
+        self.net.train()
+        x = self._inputs(self.data.train.images[indices], train=True)
+        y = self.data.train.labels[indices]
+        if aux_targets is None:
+            (primary_logits,) = self.net(x, heads=[0])
+            primary = F.cross_entropy(primary_logits, y)
+            aux = torch.zeros((), device=self.device)
+        else:
+            primary_logits, aux_logits = self.net(x)
+            primary = F.cross_entropy(primary_logits, y)
+            per_sample = focal_loss(aux_logits, aux_targets, self.config.focal_gamma)
+            if sample_weights is not None:
+                per_sample = per_sample * sample_weights
+            aux = per_sample.mean()
+        loss = primary + self.config.aux_weight * aux
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return {"primary_loss": primary.detach(), "aux_loss": aux.detach(), "loss": loss.detach()}
+
+    def train_epoch(self, labeller: Labeller | None) -> dict[str, float]:
+        """A whole epoch with auxiliary targets from ``labeller`` (``None`` = single-task).
+
+        Returns the epoch's mean losses and its wall time.
+        """
+        start = time.perf_counter()
+        self.begin_epoch()
+        totals: dict[str, torch.Tensor] = {}
+        for batch in range(self.num_batches):
+            idx = self.batch_indices(batch)
+            targets, weights = (None, None) if labeller is None else labeller(idx)
+            for key, value in self.train_batch(idx, targets, weights).items():
+                totals[key] = totals.get(key, 0.0) + value
+        self.end_epoch()
+        out = {f"train/{k}": float(v) / self.num_batches for k, v in totals.items()}
+        out["train/epoch_seconds"] = time.perf_counter() - start
+        return out
+
+    # ------------------------------------------------------------------ evaluation
+    def sample_eval_indices(self) -> torch.Tensor:
+        """B_R distinct random training indices: the reward's evaluation batch."""
+        n = len(self.data.train)
+        perm = torch.randperm(n, device=self.device, generator=self.generator)
+        return perm[: min(self.config.eval_batch_size, n)]
+
+    @torch.no_grad()
+    def primary_loss(self, indices: torch.Tensor) -> torch.Tensor:
+        """Mean primary cross-entropy of the (un-augmented) training images ``indices``."""
+        self.net.eval()
+        x = self._inputs(self.data.train.images[indices], train=False)
+        (logits,) = self.net(x, heads=[0])
+        return F.cross_entropy(logits, self.data.train.labels[indices])
+
+    @torch.no_grad()
+    def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
+        """Primary-task loss, accuracy and macro precision/recall/F1 on a split."""
+        self.net.eval()
+        data = self.data.split(split)
+        confusion = torch.zeros(self.num_primary, self.num_primary, dtype=torch.long, device=self.device)
+        loss_sum = torch.zeros((), device=self.device)
+        for start in range(0, len(data), batch_size):
+            x = self._inputs(data.images[start : start + batch_size], train=False)
+            y = data.labels[start : start + batch_size]
+            (logits,) = self.net(x, heads=[0])
+            loss_sum += F.cross_entropy(logits, y, reduction="sum")
+            confusion += confusion_matrix(logits.argmax(dim=1), y, self.num_primary)
+        metrics = classification_metrics(confusion)
+        metrics["loss"] = float(loss_sum) / len(data)
+        return metrics
+
+    # ------------------------------------------------------------------ snapshots
+    def snapshot(self) -> dict[str, Any]:
+        """A deep copy of network, optimiser, scheduler and epoch: the canonical model."""
+        return {
+            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
+            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
+            "epoch": self.epoch,
+        }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Return exactly to a :meth:`snapshot` (the data-order generator keeps running)."""
+        self.net.load_state_dict(snapshot["net"])
+        self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
+        self.scheduler.load_state_dict(snapshot["scheduler"])
+        self.epoch = snapshot["epoch"]
+
+    def images_numpy(self, indices: torch.Tensor) -> np.ndarray:
+        """Raw uint8 training images ``indices`` on the host (one transfer per call)."""
+        return self.data.train.images[indices].cpu().numpy()

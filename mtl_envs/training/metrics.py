@@ -1,0 +1,33 @@
+"""Classification metrics computed on the device from a confusion matrix."""
+
+from __future__ import annotations
+
+import torch
+
+
+def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
+    """(num_classes, num_classes) counts, rows = true class, columns = predicted class."""
+    flat = target * num_classes + pred
+    return torch.bincount(flat, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
+    """Accuracy and macro-averaged precision, recall and F1 (RL-AUX appendix A.3).
+
+    A class never predicted has precision 0 and a class with no samples recall 0, as in
+    scikit-learn's ``zero_division=0``; macro averages run over all classes.
+    """
+    confusion = confusion.double()
+    true_pos = confusion.diag()
+    predicted = confusion.sum(dim=0)
+    actual = confusion.sum(dim=1)
+    precision = torch.where(predicted > 0, true_pos / predicted.clamp_min(1), 0.0)
+    recall = torch.where(actual > 0, true_pos / actual.clamp_min(1), 0.0)
+    denom = precision + recall
+    f1 = torch.where(denom > 0, 2 * precision * recall / denom.clamp_min(1e-12), 0.0)
+    return {
+        "accuracy": float(true_pos.sum() / confusion.sum().clamp_min(1)),
+        "precision": float(precision.mean()),
+        "recall": float(recall.mean()),
+        "f1": float(f1.mean()),
+    }
