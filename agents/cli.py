@@ -1,0 +1,105 @@
+"""The ``mtl-envs`` command: list what the suite offers, run experiments, compare results.
+
+    mtl-envs list
+    mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
+    mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--plot out.png]
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from agents import AGENTS
+from mtl_envs.experiment import RunConfig, format_table, load_results, plot_summary, summarize
+from mtl_envs.utils import lookup
+
+
+def method_names() -> list[str]:
+    from baselines import BASELINES
+
+    return sorted({*AGENTS, *BASELINES})
+
+
+def resolve_method(name: str) -> Callable[[RunConfig, int], dict[str, Any]]:
+    """The ``run(config, seed)`` function of an agent or a baseline."""
+    from baselines import BASELINES
+
+    if name in AGENTS:
+        module, attr = AGENTS[name].split(":")
+        return getattr(importlib.import_module(module), attr)
+    return lookup({**BASELINES, **dict.fromkeys(AGENTS)}, name, kind="method")
+
+
+def cmd_list(args: argparse.Namespace) -> None:
+    import mtl_envs
+    from mtl_envs.data import DATASETS
+    from mtl_envs.models import BACKBONES
+
+    print("environments:")
+    for env_id in mtl_envs.registered_ids():
+        print(f"  {env_id}")
+    print("datasets:  " + ", ".join(DATASETS))
+    print("backbones: " + ", ".join(BACKBONES))
+    print("methods:   " + ", ".join(method_names()))
+
+
+def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        overrides.append(f"env_kwargs.data_root={args.data_root}")
+    config = RunConfig.from_file(args.config, overrides)
+    runners = {m: resolve_method(m) for m in config.methods}  # fail fast on a bad name
+    results = []
+    for method, runner in runners.items():
+        for seed in config.seeds:
+            result = runner(config, seed)
+            results.append(result)
+            print(f"{method} seed {seed}: test accuracy {result['final']['test/accuracy']:.4f} "
+                  f"({result['wall_time_s']:.0f} s)", flush=True)
+    print()
+    print(format_table(summarize(results)))
+    return results
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    rows = summarize(load_results(args.results), args.metric, args.which)
+    print(format_table(rows))
+    if args.plot:
+        print(f"plot: {plot_summary(rows, args.plot)}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mtl-envs", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="registered env ids, datasets, backbones and methods")
+    run = sub.add_parser("run", help="run the methods and seeds of a YAML config")
+    run.add_argument("config")
+    run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=3 seeds=[0,1]")
+    run.add_argument("--data-root", default=None, help="dataset folder (sets env_kwargs.data_root)")
+    compare = sub.add_parser("compare", help="table (and plot) of result files")
+    compare.add_argument("results", nargs="+", help="result.json files or folders holding them")
+    compare.add_argument("--metric", default="test/accuracy")
+    compare.add_argument("--which", default="final", choices=["final", "best"],
+                         help="last epoch, or the epoch with the best validation accuracy")
+    compare.add_argument("--plot", default=None, help="write a PNG bar chart here")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    try:
+        {"list": cmd_list, "run": cmd_run, "compare": cmd_compare}[args.command](args)
+    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"mtl-envs {args.command}: error: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Drive a Gymnasium ``VectorEnv`` with Stable-Baselines3.
+
+SB3 has its own ``VecEnv`` API (``reset()`` returns observations only, ``step`` returns a
+``dones`` array and a list of info dicts, final observations go in
+``info["terminal_observation"]``), so a Gymnasium 1.x vector env needs this small adapter.
+It requires ``SAME_STEP`` autoreset, which is SB3's own convention.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
+
+
+class SB3VecEnvAdapter(VecEnv):
+    """Present a Gymnasium ``VectorEnv`` (SAME_STEP autoreset) as an SB3 ``VecEnv``.
+
+    Args:
+        env: the vector env, e.g. ``gym.make_vec(id, num_envs=100,
+            vectorization_mode="vector_entry_point")``.
+
+    Seeds and reset options set through :meth:`seed` and :meth:`set_options` apply to the
+    next :meth:`reset` (SB3 semantics); all slots share one seed and one options dict.
+    """
+
+    def __init__(self, env: VectorEnv):
+        mode = env.metadata.get("autoreset_mode")
+        if mode != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"SB3VecEnvAdapter needs a vector env with autoreset_mode SAME_STEP; got {mode!r}."
+            )
+        self.env = env
+        super().__init__(env.num_envs, env.single_observation_space, env.single_action_space)
+        self._actions: np.ndarray | None = None
+
+    def _unbatch(self, obs: Any, i: int) -> Any:
+        if isinstance(obs, dict):
+            return {k: v[i] for k, v in obs.items()}
+        return obs[i]
+
+    def _infos(self, infos: dict[str, Any]) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
+        for key, values in infos.items():
+            if key.startswith("_") or key in ("final_obs", "final_info"):
+                continue
+            mask = infos.get(f"_{key}", np.ones(self.num_envs, dtype=bool))
+            for i in np.flatnonzero(mask):
+                out[i][key] = values[i]
+        return out
+
+    def reset(self):
+        seed = self._seeds[0]
+        obs, infos = self.env.reset(seed=seed, options=self._options[0] or None)
+        self.reset_infos = self._infos(infos)
+        self._reset_seeds()
+        self._reset_options()
+        return obs
+
+    def step_async(self, actions: np.ndarray) -> None:
+        self._actions = actions
+
+    def step_wait(self) -> VecEnvStepReturn:
+        obs, rewards, terminated, truncated, infos = self.env.step(self._actions)
+        dones = np.logical_or(terminated, truncated)
+        info_list = self._infos(infos)
+        final_obs = infos.get("final_obs")
+        for i in np.flatnonzero(dones):
+            info_list[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
+            if final_obs is not None:
+                info_list[i]["terminal_observation"] = final_obs[i]
+        return obs, rewards.astype(np.float32), dones, info_list
+
+    def close(self) -> None:
+        self.env.close()
+
+    # The slots are not separate objects, so attribute access goes to the one vector env.
+    def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        value = getattr(self.env.unwrapped, attr_name)
+        return [value for _ in self._get_indices(indices)]
+
+    def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
+        setattr(self.env.unwrapped, attr_name, value)
+
+    def env_method(self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs) -> list[Any]:
+        result = getattr(self.env.unwrapped, method_name)(*method_args, **method_kwargs)
+        return [result for _ in self._get_indices(indices)]
+
+    def env_is_wrapped(self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None) -> list[bool]:
+        return [False for _ in self._get_indices(indices)]
+
+    def get_images(self) -> Sequence[np.ndarray | None]:
+        return [None for _ in range(self.num_envs)]

@@ -1,0 +1,48 @@
+"""Shared runner of the auxiliary-learning baselines: same learner and protocol as the env.
+
+A baseline is a *labeller* (training indices -> auxiliary targets) plugged into
+:meth:`~mtl_envs.training.AuxLearner.train_epoch`; the learner is built from the env id's
+registered kwargs plus the run's ``env_kwargs``, so baselines and agents train the identical
+main network on identical data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import gymnasium as gym
+
+import mtl_envs  # noqa: F401  (registers the ids)
+from mtl_envs.envs.aux_label import split_env_kwargs
+from mtl_envs.experiment import RunConfig, run_epochs
+from mtl_envs.training import AuxLearner, Labeller
+
+AUX_ENTRY_POINT = "mtl_envs.envs.aux_label:AuxLabelEnv"
+
+LabellerFactory = Callable[[AuxLearner, int], Labeller | None]
+
+
+def build_aux_learner(config: RunConfig, seed: int) -> AuxLearner:
+    """The main-network learner that ``gym.make(config.env_id, **config.env_kwargs)`` would use."""
+    spec = gym.spec(config.env_id)
+    if spec.entry_point != AUX_ENTRY_POINT:
+        raise ValueError(
+            f"`env_id` {config.env_id!r} is not an AuxLabel environment; auxiliary-learning "
+            f"baselines need one of {mtl_envs.registered_ids()}."
+        )
+    _, learner_config = split_env_kwargs({**spec.kwargs, **config.env_kwargs})
+    return AuxLearner(learner_config, seed=seed)
+
+
+def run_aux_baseline(config: RunConfig, seed: int, method: str, make_labeller: LabellerFactory,
+                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Train ``config.epochs`` epochs with the labeller's auxiliary task; write the result."""
+    learner = build_aux_learner(config, seed)
+    labeller = make_labeller(learner, seed)
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        return learner.train_epoch(labeller)
+
+    return run_epochs(config=config, method=method, seed=seed, train_epoch=train_epoch,
+                      evaluate=learner.evaluate, extra=extra)

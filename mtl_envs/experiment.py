@@ -1,0 +1,277 @@
+"""Experiment plumbing shared by agents and baselines: run configs, the per-epoch
+evaluate-log-record cycle, TensorBoard, JSON results and the comparison table.
+
+No training logic lives here: callers pass a function that trains one epoch through a learner.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import platform
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl_envs.utils import atomic_write_json, config_from_dict, suggest
+
+
+@dataclass
+class RunConfig:
+    """One experiment: an env id with its kwargs, one or more methods, seeds and epochs."""
+
+    method: str | list[str] = "ppo"
+    """Method name(s): ``ppo`` or a baseline (``mtl-envs list`` shows them)."""
+    env_id: str = "AuxLabel-Digits-v0"
+    """Registered environment id; baselines train the same learner the env would build."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the env's constructor arguments (dataset, backbone, lr, ...)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    epochs: int = 10
+    """Main-network training epochs (for PPO: alternating agent/main cycles, appendix B)."""
+    output_dir: str = "results"
+    """Results land in ``output_dir/<env_id>/<method>/seed<k>/``."""
+    tensorboard: bool = True
+    progress: bool = True
+    """Show tqdm progress bars."""
+    agent: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the SB3 algorithm (learning_rate, n_steps, ...)."""
+    policy: dict[str, Any] = field(default_factory=dict)
+    """Feature extractor settings for the agent: backbone, image_features, backbone_kwargs."""
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra options of a baseline method."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.method, str):
+            self.method = [self.method]
+        if isinstance(self.seeds, int):
+            self.seeds = [self.seeds]
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ValueError(f"`epochs` must be a positive int; got {self.epochs!r}.")
+        if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
+            raise ValueError(f"`seeds` must be a non-empty list of ints; got {self.seeds!r}.")
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
+        """Read a YAML config and apply ``key=value`` overrides (dotted keys reach nested dicts)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"Config {str(path)!r} must be a YAML mapping; got {type(values).__name__}.")
+        return cls.from_dict(apply_overrides(values, overrides))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        return config_from_dict(cls, values)
+
+
+def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings to a nested dict; values are parsed as YAML scalars/lists."""
+    values = json.loads(json.dumps(values))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"Override {item!r} must look like key=value (e.g. epochs=3).")
+        key, raw = item.split("=", 1)
+        target = values
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ValueError(f"Override {item!r}: {parent!r} is not a mapping.")
+        target[leaf] = yaml.safe_load(raw)
+    return values
+
+
+def run_dir(config: RunConfig, method: str, seed: int) -> Path:
+    return Path(config.output_dir) / config.env_id / method / f"seed{seed}"
+
+
+class TensorBoardLog:
+    """A SummaryWriter that can be switched off; tags are namespaced ``train/``, ``eval/``..."""
+
+    def __init__(self, log_dir: Path | None):
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(str(log_dir))
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def run_epochs(
+    *,
+    config: RunConfig,
+    method: str,
+    seed: int,
+    train_epoch: Callable[[int], dict[str, float]],
+    evaluate: Callable[[str], dict[str, float]],
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Train ``config.epochs`` epochs, evaluating val and test after each; write the result.
+
+    Args:
+        train_epoch: trains epoch ``e`` and returns its training metrics (``train/...``).
+        evaluate: primary-task metrics of the current network on a split.
+        extra: more fields for the result JSON.
+
+    Returns:
+        The result dict, also written atomically to ``run_dir/result.json``. ``final`` holds
+        the test metrics after the last epoch, ``best`` those of the epoch with the best
+        validation accuracy (the paper reports early-stopped numbers).
+    """
+    from tqdm.auto import tqdm
+
+    out = run_dir(config, method, seed)
+    tb = TensorBoardLog(out / "tb" if config.tensorboard else None)
+    history: list[dict[str, float]] = []
+    best: dict[str, Any] = {}
+    start = time.perf_counter()
+    bar = tqdm(range(config.epochs), desc=f"{method} seed {seed}", disable=not config.progress)
+    try:
+        for epoch in bar:
+            metrics = dict(train_epoch(epoch))
+            for split in ("val", "test"):
+                metrics.update({f"{split}/{k}": v for k, v in evaluate(split).items()})
+            metrics["epoch"] = epoch + 1
+            history.append(metrics)
+            tb.scalars(metrics, epoch + 1)
+            if not best or metrics["val/accuracy"] > best["val/accuracy"]:
+                best = dict(metrics)
+            bar.set_postfix(val_acc=f"{metrics['val/accuracy']:.3f}", test_acc=f"{metrics['test/accuracy']:.3f}")
+    finally:
+        tb.close()
+    wall = time.perf_counter() - start
+    result = {
+        "method": method,
+        "env_id": config.env_id,
+        "seed": seed,
+        "epochs": history,
+        "final": {k: v for k, v in history[-1].items() if k.startswith("test/")},
+        "best": {k: v for k, v in best.items() if k.startswith(("test/", "val/")) or k == "epoch"},
+        "wall_time_s": wall,
+        "config": config.to_dict(),
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+        **(extra or {}),
+    }
+    atomic_write_json(out / "result.json", result)
+    return result
+
+
+# ---------------------------------------------------------------------- comparison
+def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Read result JSON files; a directory contributes every ``result.json`` below it."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("result.json"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"Result path {str(p)!r} does not exist.")
+    results = []
+    for f in files:
+        with open(f) as fh:
+            data = json.load(fh)
+        for key in ("method", "env_id", "seed", "final"):
+            if key not in data:
+                raise ValueError(f"{f} is not a result file: missing key {key!r}.")
+        results.append(data)
+    if not results:
+        raise ValueError("No result files found.")
+    return results
+
+
+def summarize(results: list[dict[str, Any]], metric: str = "test/accuracy", which: str = "final") -> list[dict[str, Any]]:
+    """Mean and std over seeds of ``metric`` per (env_id, method), plus mean wall time."""
+    if which not in ("final", "best"):
+        raise ValueError(f"`which` must be one of ['final', 'best']; got {which!r}.")
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        groups[(r["env_id"], r["method"])].append(r)
+    rows = []
+    for (env_id, method), runs in sorted(groups.items()):
+        available = sorted(runs[0][which])
+        if metric not in runs[0][which]:
+            raise KeyError(f"Unknown metric {metric!r}.{suggest(metric, available)} Valid: {available}.")
+        values = [float(r[which][metric]) for r in runs]
+        mean = sum(values) / len(values)
+        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        wall = sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)
+        rows.append({"env_id": env_id, "method": method, "metric": metric, "mean": mean,
+                     "std": std, "n": len(values), "wall_time_s": wall})
+    return rows
+
+
+def format_table(rows: list[dict[str, Any]]) -> str:
+    """A plain-text table: env, method, mean +- std, seeds, wall time."""
+    if not rows:
+        return "(no results)"
+    metric = rows[0]["metric"]
+    header = ("env_id", "method", metric, "seeds", "wall time (s)")
+    body = [
+        (r["env_id"], r["method"], f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f}"
+         if "accuracy" in metric or metric.endswith(("precision", "recall", "f1"))
+         else f"{r['mean']:.4f} +- {r['std']:.4f}", str(r["n"]), f"{r['wall_time_s']:.1f}")
+        for r in rows
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Bar chart of mean +- std per method (one group per env id), saved as PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env_id"] for r in rows})
+    fig, axes = plt.subplots(1, len(envs), figsize=(max(4, 1.3 * len(rows) + 2), 4), squeeze=False)
+    for ax, env_id in zip(axes[0], envs):
+        sub = [r for r in rows if r["env_id"] == env_id]
+        ax.bar([r["method"] for r in sub], [r["mean"] for r in sub],
+               yerr=[r["std"] for r in sub], capsize=4, color="tab:blue")
+        lo = min(r["mean"] - r["std"] for r in sub)
+        hi = max(r["mean"] + r["std"] for r in sub)
+        pad = max(0.01, 0.15 * (hi - lo))
+        ax.set_ylim(max(0.0, lo - pad), hi + pad)
+        ax.set_title(env_id)
+        ax.set_ylabel(rows[0]["metric"])
+        for label in ax.get_xticklabels():
+            label.set_rotation(30)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
