@@ -1,8 +1,8 @@
 """The ``mtl-envs`` command: list what the suite offers, run experiments, compare results.
 
-    mtl-envs list
-    mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
-    mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--plot out.png]
+mtl-envs list
+mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
+mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -58,8 +58,11 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for seed in config.seeds:
             result = runner(config, seed)
             results.append(result)
-            print(f"{method} seed {seed}: test accuracy {result['final']['test/accuracy']:.4f} "
-                  f"({result['wall_time_s']:.0f} s)", flush=True)
+            print(
+                f"{method} seed {seed}: test accuracy {result['final']['test/accuracy']:.4f} "
+                f"({result['wall_time_s']:.0f} s)",
+                flush=True,
+            )
     print()
     print(format_table(summarize(results)))
     return results
@@ -73,8 +76,9 @@ def cmd_compare(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="mtl-envs", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="mtl-envs", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="registered env ids, datasets, backbones and methods")
     run = sub.add_parser("run", help="run the methods and seeds of a YAML config")
@@ -84,8 +88,12 @@ def build_parser() -> argparse.ArgumentParser:
     compare = sub.add_parser("compare", help="table (and plot) of result files")
     compare.add_argument("results", nargs="+", help="result.json files or folders holding them")
     compare.add_argument("--metric", default="test/accuracy")
-    compare.add_argument("--which", default="final", choices=["final", "best"],
-                         help="last epoch, or the epoch with the best validation accuracy")
+    compare.add_argument(
+        "--which",
+        default="final",
+        choices=["final", "best"],
+        help="last epoch, or the epoch with the best validation accuracy",
+    )
     compare.add_argument("--plot", default=None, help="write a PNG bar chart here")
     return parser
 

@@ -59,7 +59,9 @@ class RewardStats(BaseCallback):
 
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]
-        self.sums["agent/reward"] = self.sums.get("agent/reward", 0.0) + float(self.locals["rewards"][0])
+        self.sums["agent/reward"] = self.sums.get("agent/reward", 0.0) + float(
+            self.locals["rewards"][0]
+        )
         for key in ("primary_eval_loss", "label_entropy", "train_aux_loss"):
             if key in info:
                 self.sums[f"agent/{key}"] = self.sums.get(f"agent/{key}", 0.0) + float(info[key])
@@ -77,8 +79,12 @@ def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
     spec = gym.spec(config.env_id)
     kwargs = {**spec.kwargs, **config.env_kwargs}
     _, learner_config = split_env_kwargs(kwargs)
-    env = gym.make_vec(config.env_id, num_envs=learner_config.train_batch_size,
-                       vectorization_mode="vector_entry_point", **config.env_kwargs)
+    env = gym.make_vec(
+        config.env_id,
+        num_envs=learner_config.train_batch_size,
+        vectorization_mode="vector_entry_point",
+        **config.env_kwargs,
+    )
     if not isinstance(env.unwrapped, AuxLabelVectorEnv):
         raise ValueError(f"`env_id` {config.env_id!r} is not an AuxLabel environment.")
     return env
@@ -103,8 +109,15 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         "net_arch": [],  # linear action and value layers (appendix C.2)
     }
     device = agent_kwargs.pop("device", str(resolve_device("auto")))
-    model = PPO("MultiInputPolicy", venv, seed=seed, device=device, policy_kwargs=policy_kwargs,
-                verbose=0, **agent_kwargs)
+    model = PPO(
+        "MultiInputPolicy",
+        venv,
+        seed=seed,
+        device=device,
+        policy_kwargs=policy_kwargs,
+        verbose=0,
+        **agent_kwargs,
+    )
     out = run_dir(config, "ppo", seed)
     if config.tensorboard:
         from stable_baselines3.common.logger import configure
@@ -136,8 +149,14 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         return metrics
 
     try:
-        return run_epochs(config=config, method="ppo", seed=seed, train_epoch=train_epoch,
-                          evaluate=env.evaluate, extra={"agent": agent_kwargs, "policy": policy_cfg})
+        return run_epochs(
+            config=config,
+            method="ppo",
+            seed=seed,
+            train_epoch=train_epoch,
+            evaluate=env.evaluate,
+            extra={"agent": agent_kwargs, "policy": policy_cfg},
+        )
     finally:
         venv.close()
 

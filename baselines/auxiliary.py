@@ -35,8 +35,13 @@ def build_aux_learner(config: RunConfig, seed: int) -> AuxLearner:
     return AuxLearner(learner_config, seed=seed)
 
 
-def run_aux_baseline(config: RunConfig, seed: int, method: str, make_labeller: LabellerFactory,
-                     extra: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_aux_baseline(
+    config: RunConfig,
+    seed: int,
+    method: str,
+    make_labeller: LabellerFactory,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train ``config.epochs`` epochs with the labeller's auxiliary task; write the result."""
     learner = build_aux_learner(config, seed)
     labeller = make_labeller(learner, seed)
@@ -44,5 +49,11 @@ def run_aux_baseline(config: RunConfig, seed: int, method: str, make_labeller: L
     def train_epoch(epoch: int) -> dict[str, float]:
         return learner.train_epoch(labeller)
 
-    return run_epochs(config=config, method=method, seed=seed, train_epoch=train_epoch,
-                      evaluate=learner.evaluate, extra=extra)
+    return run_epochs(
+        config=config,
+        method=method,
+        seed=seed,
+        train_epoch=train_epoch,
+        evaluate=learner.evaluate,
+        extra=extra,
+    )

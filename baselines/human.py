@@ -25,8 +25,9 @@ def human_labeller(learner: AuxLearner, seed: int) -> Labeller:
         )
     if data.num_fine_classes != learner.num_aux:
         raise ValueError(
-            f"`hierarchy_factor` ({learner.config.hierarchy_factor}) x {learner.num_primary} primary "
-            f"classes must equal the {data.num_fine_classes} fine classes for the human baseline."
+            f"`hierarchy_factor` ({learner.config.hierarchy_factor}) x {learner.num_primary} "
+            f"primary classes must equal the {data.num_fine_classes} fine classes of the human "
+            "auxiliary task."
         )
     fine = data.train.fine_labels
 

@@ -74,7 +74,9 @@ class RunConfig:
         with open(path) as f:
             values = yaml.safe_load(f) or {}
         if not isinstance(values, dict):
-            raise ValueError(f"Config {str(path)!r} must be a YAML mapping; got {type(values).__name__}.")
+            raise ValueError(
+                f"Config {str(path)!r} must be a YAML mapping; got {type(values).__name__}."
+            )
         return cls.from_dict(apply_overrides(values, overrides))
 
     @classmethod
@@ -164,7 +166,9 @@ def run_epochs(
             tb.scalars(metrics, epoch + 1)
             if not best or metrics["val/accuracy"] > best["val/accuracy"]:
                 best = dict(metrics)
-            bar.set_postfix(val_acc=f"{metrics['val/accuracy']:.3f}", test_acc=f"{metrics['test/accuracy']:.3f}")
+            bar.set_postfix(
+                val_acc=f"{metrics['val/accuracy']:.3f}", test_acc=f"{metrics['test/accuracy']:.3f}"
+            )
     finally:
         tb.close()
     wall = time.perf_counter() - start
@@ -208,7 +212,9 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     return results
 
 
-def summarize(results: list[dict[str, Any]], metric: str = "test/accuracy", which: str = "final") -> list[dict[str, Any]]:
+def summarize(
+    results: list[dict[str, Any]], metric: str = "test/accuracy", which: str = "final"
+) -> list[dict[str, Any]]:
     """Mean and std over seeds of ``metric`` per (env_id, method), plus mean wall time."""
     if which not in ("final", "best"):
         raise ValueError(f"`which` must be one of ['final', 'best']; got {which!r}.")
@@ -219,13 +225,28 @@ def summarize(results: list[dict[str, Any]], metric: str = "test/accuracy", whic
     for (env_id, method), runs in sorted(groups.items()):
         available = sorted(runs[0][which])
         if metric not in runs[0][which]:
-            raise KeyError(f"Unknown metric {metric!r}.{suggest(metric, available)} Valid: {available}.")
+            raise KeyError(
+                f"Unknown metric {metric!r}.{suggest(metric, available)} Valid: {available}."
+            )
         values = [float(r[which][metric]) for r in runs]
         mean = sum(values) / len(values)
-        std = math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        std = (
+            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+            if len(values) > 1
+            else 0.0
+        )
         wall = sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)
-        rows.append({"env_id": env_id, "method": method, "metric": metric, "mean": mean,
-                     "std": std, "n": len(values), "wall_time_s": wall})
+        rows.append(
+            {
+                "env_id": env_id,
+                "method": method,
+                "metric": metric,
+                "mean": mean,
+                "std": std,
+                "n": len(values),
+                "wall_time_s": wall,
+            }
+        )
     return rows
 
 
@@ -236,9 +257,15 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     metric = rows[0]["metric"]
     header = ("env_id", "method", metric, "seeds", "wall time (s)")
     body = [
-        (r["env_id"], r["method"], f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f}"
-         if "accuracy" in metric or metric.endswith(("precision", "recall", "f1"))
-         else f"{r['mean']:.4f} +- {r['std']:.4f}", str(r["n"]), f"{r['wall_time_s']:.1f}")
+        (
+            r["env_id"],
+            r["method"],
+            f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f}"
+            if "accuracy" in metric or metric.endswith(("precision", "recall", "f1"))
+            else f"{r['mean']:.4f} +- {r['std']:.4f}",
+            str(r["n"]),
+            f"{r['wall_time_s']:.1f}",
+        )
         for r in rows
     ]
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
@@ -257,8 +284,13 @@ def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(1, len(envs), figsize=(max(4, 1.3 * len(rows) + 2), 4), squeeze=False)
     for ax, env_id in zip(axes[0], envs):
         sub = [r for r in rows if r["env_id"] == env_id]
-        ax.bar([r["method"] for r in sub], [r["mean"] for r in sub],
-               yerr=[r["std"] for r in sub], capsize=4, color="tab:blue")
+        ax.bar(
+            [r["method"] for r in sub],
+            [r["mean"] for r in sub],
+            yerr=[r["std"] for r in sub],
+            capsize=4,
+            color="tab:blue",
+        )
         lo = min(r["mean"] - r["std"] for r in sub)
         hi = max(r["mean"] + r["std"] for r in sub)
         pad = max(0.01, 0.15 * (hi - lo))

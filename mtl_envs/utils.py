@@ -107,7 +107,9 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
-    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n")
+    return atomic_write_text(
+        path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
+    )
 
 
 def seed_from(rng: Any) -> int:

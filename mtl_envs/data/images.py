@@ -126,14 +126,17 @@ def read_cifar10(data_root: Path, download: bool = False) -> RawImageData:
 
     def read(names: list[str]) -> Split:
         batches = [_read_pickle(folder / n, "cifar10") for n in names]
-        images = np.concatenate([_cifar_images(b, folder / n, "cifar10") for b, n in zip(batches, names)])
+        images = np.concatenate(
+            [_cifar_images(b, folder / n, "cifar10") for b, n in zip(batches, names)]
+        )
         labels = np.concatenate([np.asarray(b["labels"]) for b in batches])
         return make_split(images, labels)
 
     train, test = read(files.train_files), read(files.test_files)
     meta = _read_pickle(folder / files.meta_file, "cifar10")
-    return RawImageData(train, test, 10, files.mean, files.std, True,
-                        class_names=list(meta.get("label_names", [])))
+    return RawImageData(
+        train, test, 10, files.mean, files.std, True, class_names=list(meta.get("label_names", []))
+    )
 
 
 def fine_to_coarse_rank(fine: np.ndarray, coarse: np.ndarray, num_fine: int) -> np.ndarray:
@@ -183,18 +186,29 @@ def read_cifar100(data_root: Path, download: bool = False) -> RawImageData:
         part: make_split(images, coarse_l, 5 * coarse_l + rank[fine_l])
         for part, (images, coarse_l, fine_l) in raw.items()
     }
-    return RawImageData(split["train"], split["test"], 20, files.mean, files.std, True,
-                        num_fine_classes=100,
-                        class_names=list(meta.get("coarse_label_names", [])))
+    return RawImageData(
+        split["train"],
+        split["test"],
+        20,
+        files.mean,
+        files.std,
+        True,
+        num_fine_classes=100,
+        class_names=list(meta.get("coarse_label_names", [])),
+    )
 
 
 class SVHNFiles:
     folder = "svhn"
     urls = {
-        "train": ("http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
-                  "e26dedcc434d2e4c54c9b2d4a06d8373"),
-        "test": ("http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
-                 "eb5a983be6a315427106f1b164d9cef3"),
+        "train": (
+            "http://ufldl.stanford.edu/housenumbers/train_32x32.mat",
+            "e26dedcc434d2e4c54c9b2d4a06d8373",
+        ),
+        "test": (
+            "http://ufldl.stanford.edu/housenumbers/test_32x32.mat",
+            "eb5a983be6a315427106f1b164d9cef3",
+        ),
     }
     mean = (0.4377, 0.4438, 0.4728)
     std = (0.1980, 0.2010, 0.1970)
@@ -222,5 +236,12 @@ def read_svhn(data_root: Path, download: bool = False) -> RawImageData:
         except (KeyError, ValueError, OSError) as err:
             raise _missing("svhn", folder, f" ({path.name!r} is unreadable: {err})") from None
         split[part] = make_split(np.ascontiguousarray(images, dtype=np.uint8), labels)
-    return RawImageData(split["train"], split["test"], 10, files.mean, files.std, True,
-                        class_names=[str(d) for d in range(10)])
+    return RawImageData(
+        split["train"],
+        split["test"],
+        10,
+        files.mean,
+        files.std,
+        True,
+        class_names=[str(d) for d in range(10)],
+    )

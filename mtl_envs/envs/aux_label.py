@@ -33,8 +33,13 @@ MODES = ("train_agent", "train_main")
 LABEL_SPACES = ("hierarchical", "flat")
 RESTORE = ("epoch", "batch")
 ENV_ARGUMENTS = (
-    "label_space", "sample_weights", "weight_bins", "weight_exponent_range",
-    "entropy_coef", "max_batches", "restore",
+    "label_space",
+    "sample_weights",
+    "weight_bins",
+    "weight_exponent_range",
+    "entropy_coef",
+    "max_batches",
+    "restore",
 )
 
 
@@ -155,9 +160,13 @@ class AuxLabelTask:
         learner = self.learner
         device = learner.device
         actions_t = torch.as_tensor(np.asarray(actions), dtype=torch.long, device=device)
-        labels, bins = (actions_t[:, 0], actions_t[:, 1]) if self.sample_weights else (actions_t, None)
+        labels, bins = (
+            (actions_t[:, 0], actions_t[:, 1]) if self.sample_weights else (actions_t, None)
+        )
         primary = learner.data.train.labels[self.indices]
-        targets = auxiliary_targets(labels, primary, self.psi, learner.num_primary, self.label_space)
+        targets = auxiliary_targets(
+            labels, primary, self.psi, learner.num_primary, self.label_space
+        )
         weights = None
         if bins is not None:
             weights = weight_from_bin(bins, self.weight_bins, self.weight_exponent_range)
@@ -171,14 +180,17 @@ class AuxLabelTask:
             values = torch.stack([reward_t, eval_loss, entropy, *losses.values()]).tolist()
             reward = values[0]
             info.update(
-                primary_eval_loss=values[1], label_entropy=values[2],
+                primary_eval_loss=values[1],
+                label_entropy=values[2],
                 **{f"train_{k}": v for k, v in zip(losses, values[3:])},
             )
             if self.restore_every_batch:
                 learner.restore(self.canonical)
         self.batch += 1
         terminated = self.batch >= learner.num_batches
-        truncated = not terminated and self.max_batches is not None and self.batch >= self.max_batches
+        truncated = (
+            not terminated and self.max_batches is not None and self.batch >= self.max_batches
+        )
         if terminated:
             learner.end_epoch()
         if (terminated or truncated) and self.mode == "train_main":
@@ -188,30 +200,8 @@ class AuxLabelTask:
         return reward, terminated, truncated, info
 
 
-_DOC_ARGUMENTS = """
-    | argument                | default          | meaning                                                      |
-    |-------------------------|------------------|--------------------------------------------------------------|
-    | `dataset`               | per id           | registered image dataset                                     |
-    | `data_root`             | `$MTL_ENVS_DATA` | folder of the dataset files                                  |
-    | `backbone`              | per id           | `vgg16` (paper), `small_cnn`, `mlp`                          |
-    | `hierarchy_factor`      | 5                | psi, auxiliary sub-classes per primary class                 |
-    | `aux_weight`            | 1.0              | lambda of eq. 2                                              |
-    | `train_batch_size`      | 100              | B_T, samples per SGD step                                    |
-    | `eval_batch_size`       | 256              | B_R, training images in the reward's evaluation batch        |
-    | `lr`, `momentum`, ...   | 0.01, 0, ...     | SGD + StepLR(50 epochs, 0.5); see `AuxLearnerConfig`          |
-    | `label_space`           | `"hierarchical"` | `Discrete(psi)` sub-class, or `"flat"` `Discrete(K)`         |
-    | `sample_weights`        | False            | add a weight bin per sample (eq. 7-8)                        |
-    | `weight_bins`           | 21               | weight bins {0, .05, ..., 1}                                 |
-    | `weight_exponent_range` | (-5, 5)          | bin w -> 2^(lo + (hi - lo) w); the public code used (-3, 5)  |
-    | `entropy_coef`          | 0.2              | weight of the label-entropy bonus in the reward              |
-    | `max_batches`           | None             | truncate episodes after this many batches                    |
-    | `restore`               | `"epoch"`        | `"batch"`: restore the canonical model after every batch     |
-    | `device`                | `"auto"`         | CUDA when present                                            |
-"""
-
-
 class AuxLabelEnv(gym.Env):
-    __doc__ = f"""Label one training image per step with an auxiliary class (RL-AUX, sections 3-4).
+    """Label one training image per step with an auxiliary class (RL-AUX, sections 3-4).
 
     ## Description
     A main network with a primary and an auxiliary head trains on the agent's labels. Every
@@ -240,7 +230,7 @@ class AuxLabelEnv(gym.Env):
 
     ## Starting State
     ``reset(seed=s)`` builds a fresh main network from ``s`` and makes it canonical.
-    ``reset(options={{"mode": "train_agent"}})`` restores the canonical model (network,
+    ``reset(options={"mode": "train_agent"})`` restores the canonical model (network,
     optimiser, scheduler) and reshuffles; ``"train_main"`` continues training and makes the
     network canonical when the epoch ends. The mode persists across resets.
 
@@ -249,7 +239,25 @@ class AuxLabelEnv(gym.Env):
     out). Truncated after ``max_batches`` batches when set.
 
     ## Arguments
-    {_DOC_ARGUMENTS}
+    | argument                | default          | meaning                                     |
+    |-------------------------|------------------|---------------------------------------------|
+    | `dataset`               | per id           | registered image dataset                    |
+    | `data_root`             | `$MTL_ENVS_DATA` | folder of the dataset files                 |
+    | `backbone`              | per id           | `vgg16` (paper), `small_cnn`, `mlp`         |
+    | `hierarchy_factor`      | 5                | psi, sub-classes per primary class          |
+    | `aux_weight`            | 1.0              | lambda of eq. 2                             |
+    | `train_batch_size`      | 100              | B_T, samples per SGD step                   |
+    | `eval_batch_size`       | 256              | B_R, images in the reward's eval batch      |
+    | `lr`, `momentum`, ...   | 0.01, 0, ...     | SGD + StepLR(50, 0.5): `AuxLearnerConfig`   |
+    | `label_space`           | `"hierarchical"` | `Discrete(psi)`, or `"flat"` `Discrete(K)`  |
+    | `sample_weights`        | False            | add a weight bin per sample (eq. 7-8)       |
+    | `weight_bins`           | 21               | weight bins {0, .05, ..., 1}                |
+    | `weight_exponent_range` | (-5, 5)          | w -> 2^(lo + (hi - lo) w)                   |
+    | `entropy_coef`          | 0.2              | weight of the label-entropy reward bonus    |
+    | `max_batches`           | None             | truncate episodes after this many batches   |
+    | `restore`               | `"epoch"`        | `"batch"`: restore canonical every batch    |
+    | `device`                | `"auto"`         | CUDA when present                           |
+
     ## Version History
     * v0: initial release.
 
@@ -300,7 +308,11 @@ class AuxLabelEnv(gym.Env):
             raise ValueError(f"Action {action!r} is outside the action space {self.action_space}.")
         self._actions[self._position] = action
         self._position += 1
-        info: dict[str, Any] = {"epoch": self.learner.epoch, "batch": self.task.batch, "mode": self.task.mode}
+        info: dict[str, Any] = {
+            "epoch": self.learner.epoch,
+            "batch": self.task.batch,
+            "mode": self.task.mode,
+        }
         if self._position < len(self._labels):
             return self._obs(), 0.0, False, False, info
         reward, terminated, truncated, info = self.task.apply(self._actions)
@@ -332,9 +344,9 @@ class AuxLabelVectorEnv(VectorEnv):
         env_kwargs, config = split_env_kwargs(kwargs)
         if num_envs is not None and num_envs != config.train_batch_size:
             raise ValueError(
-                f"`num_envs` ({num_envs}) must equal `train_batch_size` ({config.train_batch_size}):"
-                f" the vector form has one slot per sample of a batch. Pass "
-                f"num_envs={config.train_batch_size} or train_batch_size={num_envs}."
+                f"`num_envs` ({num_envs}) must equal `train_batch_size` "
+                f"({config.train_batch_size}): the vector form has one slot per sample of a "
+                f"batch. Pass num_envs={config.train_batch_size} or train_batch_size={num_envs}."
             )
         self.task = AuxLabelTask(config, **env_kwargs)
         self.num_envs = config.train_batch_size

@@ -70,14 +70,25 @@ class AuxLearnerConfig:
     """``"auto"`` picks CUDA when present."""
 
     def __post_init__(self) -> None:
-        positive = ("head_hidden", "hierarchy_factor", "scheduler_step_epochs",
-                    "train_batch_size", "eval_batch_size")
+        positive = (
+            "head_hidden",
+            "hierarchy_factor",
+            "scheduler_step_epochs",
+            "train_batch_size",
+            "eval_batch_size",
+        )
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
-        for name in ("lr", "aux_weight", "focal_gamma", "momentum", "weight_decay",
-                     "scheduler_gamma"):
+        for name in (
+            "lr",
+            "aux_weight",
+            "focal_gamma",
+            "momentum",
+            "weight_decay",
+            "scheduler_gamma",
+        ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
                 raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.")
@@ -97,13 +108,19 @@ class AuxLearner:
         dataset: an already loaded dataset to share (avoids reloading on every seeded reset).
     """
 
-    def __init__(self, config: AuxLearnerConfig, seed: int = 0, dataset: ImageDataset | None = None):
+    def __init__(
+        self, config: AuxLearnerConfig, seed: int = 0, dataset: ImageDataset | None = None
+    ):
         self.config = config
         self.device = resolve_device(config.device)
         if dataset is None:
             dataset = load_dataset(
-                config.dataset, config.data_root, download=config.download, device=self.device,
-                val_fraction=config.val_fraction, train_subset=config.train_subset,
+                config.dataset,
+                config.data_root,
+                download=config.download,
+                device=self.device,
+                val_fraction=config.val_fraction,
+                train_subset=config.train_subset,
             )
         self.data = dataset.to(self.device)
         if len(self.data.train) < config.train_batch_size:
@@ -124,8 +141,11 @@ class AuxLearner:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             net = build_multi_head_net(
-                cfg.backbone, self.data.image_shape, [self.num_primary, self.num_aux],
-                cfg.backbone_kwargs, cfg.head_hidden,
+                cfg.backbone,
+                self.data.image_shape,
+                [self.num_primary, self.num_aux],
+                cfg.backbone_kwargs,
+                cfg.head_hidden,
             )
         self.net = net.to(self.device)
         self.optimizer = torch.optim.SGD(
@@ -150,7 +170,9 @@ class AuxLearner:
 
     def begin_epoch(self) -> None:
         """Reshuffle the training order for a new epoch."""
-        self.order = torch.randperm(len(self.data.train), device=self.device, generator=self.generator)
+        self.order = torch.randperm(
+            len(self.data.train), device=self.device, generator=self.generator
+        )
 
     def batch_indices(self, batch: int) -> torch.Tensor:
         """Training-set indices of batch ``batch`` of the current epoch."""
@@ -242,7 +264,9 @@ class AuxLearner:
         """Primary-task loss, accuracy and macro precision/recall/F1 on a split."""
         self.net.eval()
         data = self.data.split(split)
-        confusion = torch.zeros(self.num_primary, self.num_primary, dtype=torch.long, device=self.device)
+        confusion = torch.zeros(
+            self.num_primary, self.num_primary, dtype=torch.long, device=self.device
+        )
         loss_sum = torch.zeros((), device=self.device)
         for start in range(0, len(data), batch_size):
             x = self._inputs(data.images[start : start + batch_size], train=False)

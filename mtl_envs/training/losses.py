@@ -12,7 +12,9 @@ import torch
 import torch.nn.functional as F
 
 
-def hierarchy_mask(primary_labels: torch.Tensor, hierarchy_factor: int, num_primary: int) -> torch.Tensor:
+def hierarchy_mask(
+    primary_labels: torch.Tensor, hierarchy_factor: int, num_primary: int
+) -> torch.Tensor:
     """Boolean mask m of RL-AUX eq. 6: ``m_k = 1`` iff ``psi*y <= k < psi*(y+1)``.
 
     Args:
@@ -88,7 +90,9 @@ def label_entropy(targets: torch.Tensor) -> torch.Tensor:
     return -(mean * torch.log(mean.clamp_min(1e-12))).sum()
 
 
-def weight_from_bin(bins: torch.Tensor, num_bins: int = 21, exponent_range: tuple[float, float] = (-5.0, 5.0)) -> torch.Tensor:
+def weight_from_bin(
+    bins: torch.Tensor, num_bins: int = 21, exponent_range: tuple[float, float] = (-5.0, 5.0)
+) -> torch.Tensor:
     """Sample weight of RL-AUX eq. 8: bin b -> w = b / (num_bins - 1) -> ``2^(lo + (hi-lo) w)``.
 
     With the paper's 21 bins and range (-5, 5) this is ``2^(10w - 5)`` in [2^-5, 2^5]; the

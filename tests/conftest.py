@@ -1,0 +1,82 @@
+"""Shared fixtures: small dataset files written in the official on-disk layouts."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+def _images(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.integers(0, 256, size=(n, 3 * 32 * 32), dtype=np.uint8)
+
+
+def write_fake_cifar100(root: Path, per_fine: int = 2, seed: int = 0) -> np.ndarray:
+    """CIFAR-100 pickle layout with a shuffled fine->coarse map; returns that map."""
+    rng = np.random.default_rng(seed)
+    coarse_of_fine = rng.permutation(100) // 5
+    folder = root / "cifar-100-python"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, reps in (("train", per_fine), ("test", 1)):
+        fine = np.repeat(np.arange(100), reps)
+        batch = {
+            "data": _images(rng, len(fine)),
+            "fine_labels": fine.tolist(),
+            "coarse_labels": coarse_of_fine[fine].tolist(),
+        }
+        with open(folder / name, "wb") as f:
+            pickle.dump(batch, f)
+    meta = {
+        "fine_label_names": [f"f{i}" for i in range(100)],
+        "coarse_label_names": [f"c{i}" for i in range(20)],
+    }
+    with open(folder / "meta", "wb") as f:
+        pickle.dump(meta, f)
+    return coarse_of_fine
+
+
+def write_fake_cifar10(root: Path, per_batch: int = 40, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True, exist_ok=True)
+    names = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]
+    for name in names:
+        labels = np.arange(per_batch) % 10
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": _images(rng, per_batch), "labels": labels.tolist()}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"c{i}" for i in range(10)]}, f)
+
+
+def write_fake_svhn(root: Path, n_train: int = 200, n_test: int = 50, seed: int = 0) -> None:
+    from scipy.io import savemat
+
+    rng = np.random.default_rng(seed)
+    folder = root / "svhn"
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, n in (("train", n_train), ("test", n_test)):
+        x = rng.integers(0, 256, size=(32, 32, 3, n), dtype=np.uint8)
+        y = (np.arange(n) % 10 + 1).reshape(-1, 1)  # SVHN stores digit 0 as label 10
+        savemat(folder / f"{name}_32x32.mat", {"X": x, "y": y})
+
+
+@pytest.fixture(scope="session")
+def fake_data_root(tmp_path_factory) -> Path:
+    """A data root holding small CIFAR-10, CIFAR-100 and SVHN files."""
+    root = tmp_path_factory.mktemp("data")
+    write_fake_cifar100(root)
+    write_fake_cifar10(root)
+    write_fake_svhn(root)
+    return root
+
+
+@pytest.fixture
+def data_env(fake_data_root, monkeypatch) -> Path:
+    """Point MTL_ENVS_DATA at the fake data root, as a user would."""
+    monkeypatch.setenv("MTL_ENVS_DATA", str(fake_data_root))
+    return fake_data_root

@@ -1,0 +1,68 @@
+"""SB3 adapter, feature extractor and a short PPO run of the alternating protocol."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import mtl_envs  # noqa: F401
+from agents.sb3_vec_env import SB3VecEnvAdapter
+from agents.train import run
+from mtl_envs.experiment import RunConfig
+
+
+def make_adapter(**kwargs):
+    vec = gym.make_vec(
+        "AuxLabel-Digits-v0",
+        num_envs=20,
+        vectorization_mode="vector_entry_point",
+        train_batch_size=20,
+        **kwargs,
+    )
+    return SB3VecEnvAdapter(vec)
+
+
+def test_adapter_speaks_sb3():
+    venv = make_adapter(max_batches=2)
+    venv.seed(3)
+    obs = venv.reset()
+    assert obs["image"].shape == (20, 1, 8, 8) and obs["primary_label"].shape == (20,)
+    obs, rewards, dones, infos = venv.step(np.zeros(20, dtype=np.int64))
+    assert rewards.dtype == np.float32 and not dones.any() and len(infos) == 20
+    obs, rewards, dones, infos = venv.step(np.zeros(20, dtype=np.int64))
+    assert dones.all()
+    assert infos[0]["TimeLimit.truncated"] is True  # max_batches is a budget: truncation
+    assert infos[0]["terminal_observation"]["image"].shape == (1, 8, 8)
+    assert venv.get_attr("num_envs") == [20] * 20
+
+
+def test_adapter_rejects_next_step_autoreset():
+    sync = gym.make_vec("CartPole-v1", num_envs=2, vectorization_mode="sync")
+    with pytest.raises(ValueError, match="SAME_STEP"):
+        SB3VecEnvAdapter(sync)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_ppo_smoke_run_writes_result(tmp_path):
+    config = RunConfig(
+        method="ppo",
+        env_id="AuxLabelWeighted-Digits-v0",
+        env_kwargs={"train_batch_size": 50, "train_subset": 300},
+        epochs=2,
+        seeds=[0],
+        output_dir=str(tmp_path),
+        progress=False,
+        agent={"n_epochs": 2, "batch_size": 50},
+        policy={"backbone": "small_cnn", "image_features": 32},
+    )
+    result = run(config, seed=0)  # 2 cycles x 6 batches x 50 slots = 600 agent steps
+    path = tmp_path / "AuxLabelWeighted-Digits-v0" / "ppo" / "seed0"
+    saved = json.loads((path / "result.json").read_text())
+    assert saved["method"] == "ppo" and saved["seed"] == 0 and len(saved["epochs"]) == 2
+    assert 0.0 <= saved["final"]["test/accuracy"] <= 1.0
+    assert "agent/reward" in saved["epochs"][0] and saved["epochs"][0]["agent/reward"] < 0
+    assert saved["config"]["env_kwargs"]["train_subset"] == 300
+    assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
+    assert any((path / "tb").iterdir())
+    assert result["final"] == saved["final"]

@@ -1,0 +1,91 @@
+"""The mtl-envs command: list, run (baselines), compare, and its error messages."""
+
+import json
+
+import pytest
+
+from agents.cli import main
+from mtl_envs.experiment import RunConfig, apply_overrides
+
+
+def write_config(tmp_path, **values):
+    import yaml
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "AuxLabel-CIFAR100-v0" in out and "digits" in out and "ppo" in out and "stl" in out
+
+
+def test_run_baselines_and_compare(tmp_path, capsys):
+    config = write_config(
+        tmp_path,
+        method=["stl", "random"],
+        env_id="AuxLabel-Digits-v0",
+        env_kwargs={"train_subset": 400},
+        seeds=[0],
+        epochs=1,
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+    )
+    assert main(["run", str(config), "seeds=[0,1]", "tensorboard=false"]) == 0
+    out = capsys.readouterr().out
+    assert "stl" in out and "random" in out and "+-" in out
+    files = sorted((tmp_path / "out").rglob("result.json"))
+    assert len(files) == 4
+    assert json.loads(files[0].read_text())["config"]["env_kwargs"] == {"train_subset": 400}
+    assert not list((tmp_path / "out").rglob("*.tmp"))
+    plot = tmp_path / "cmp.png"
+    assert main(["compare", str(tmp_path / "out"), "--plot", str(plot)]) == 0
+    table = capsys.readouterr().out
+    assert table.count("AuxLabel-Digits-v0") == 2 and plot.stat().st_size > 1000
+
+
+def test_human_baseline_needs_fine_labels(tmp_path, capsys, data_env):
+    digits = write_config(
+        tmp_path,
+        method="human",
+        env_id="AuxLabel-Digits-v0",
+        epochs=1,
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+    )
+    assert main(["run", str(digits)]) == 2
+    assert "fine labels" in capsys.readouterr().err
+    cifar = write_config(
+        tmp_path,
+        method="human",
+        env_id="AuxLabel-CIFAR100-v0",
+        epochs=1,
+        env_kwargs={"backbone": "small_cnn", "train_batch_size": 50},
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+        tensorboard=False,
+    )
+    assert main(["run", str(cifar)]) == 0
+
+
+def test_errors_name_the_bad_value(tmp_path, capsys):
+    config = write_config(tmp_path, method="maxl2", epochs=1)
+    assert main(["run", str(config)]) == 2
+    assert "Unknown method 'maxl2'" in capsys.readouterr().err
+    config = write_config(tmp_path, method="stl", epoch=1)
+    assert main(["run", str(config)]) == 2
+    assert "Did you mean 'epochs'" in capsys.readouterr().err
+    assert main(["run", str(tmp_path / "missing.yaml")]) == 2
+    assert main(["compare", str(tmp_path / "nothing")]) == 2
+
+
+def test_overrides():
+    values = apply_overrides(
+        {"env_kwargs": {"lr": 0.1}}, ["epochs=3", "env_kwargs.backbone=mlp", "seeds=[1, 2]"]
+    )
+    assert values == {"env_kwargs": {"lr": 0.1, "backbone": "mlp"}, "epochs": 3, "seeds": [1, 2]}
+    assert RunConfig.from_dict(values).seeds == [1, 2]
+    with pytest.raises(ValueError, match="key=value"):
+        apply_overrides({}, ["epochs"])

@@ -1,0 +1,104 @@
+"""Dataset readers on files written in the official layouts, splits and augmentation."""
+
+import pickle
+
+import numpy as np
+import pytest
+import torch
+from conftest import write_fake_cifar100
+
+from mtl_envs.data import DatasetNotFoundError, load_dataset, random_crop_flip
+from mtl_envs.utils import default_data_root
+
+
+def test_digits_fixed_stratified_split():
+    data = load_dataset("digits", device="cpu")
+    assert (len(data.train), len(data.val), len(data.test)) == (1200, 297, 300)
+    assert data.image_shape == (1, 8, 8) and data.train.images.dtype == torch.uint8
+    counts = torch.bincount(data.train.labels, minlength=10)
+    assert counts.min() >= 115 and counts.max() <= 125  # stratified: about 120 per digit
+    again = load_dataset("digits", device="cpu")
+    assert torch.equal(data.test.images, again.test.images)
+
+
+def test_cifar100_coarse_primary_and_hierarchical_fine_labels(tmp_path):
+    coarse_of_fine = write_fake_cifar100(tmp_path)
+    data = load_dataset("cifar100", tmp_path, device="cpu")
+    assert data.num_classes == 20 and data.num_fine_classes == 100
+    assert data.image_shape == (3, 32, 32)
+    assert len(data.train) + len(data.val) == 200 and len(data.test) == 100
+    # Without a validation split the training set keeps the file order.
+    whole = load_dataset("cifar100", tmp_path, device="cpu", val_fraction=0.0)
+    with open(tmp_path / "cifar-100-python" / "train", "rb") as f:
+        fine = np.asarray(pickle.load(f)["fine_labels"])
+    # Fine class f is auxiliary class 5 * coarse(f) + (rank of f among its superclass's ids).
+    rank = {
+        f: sorted(np.flatnonzero(coarse_of_fine == coarse_of_fine[f])).index(f) for f in range(100)
+    }
+    expected = [5 * coarse_of_fine[f] + rank[f] for f in fine]
+    assert whole.train.fine_labels.tolist() == expected
+    assert torch.equal(whole.train.fine_labels // 5, whole.train.labels)
+
+
+def test_cifar10_and_svhn_read(fake_data_root):
+    c10 = load_dataset("cifar10", fake_data_root, device="cpu")
+    assert c10.num_classes == 10 and len(c10.train) + len(c10.val) == 200 and len(c10.test) == 40
+    svhn = load_dataset("svhn", fake_data_root, device="cpu")
+    assert svhn.image_shape == (3, 32, 32) and len(svhn.test) == 50
+    assert int(svhn.test.labels.min()) == 0 and int(svhn.test.labels.max()) == 9  # 10 -> 0
+
+
+def test_missing_dataset_names_path_and_fix(tmp_path):
+    with pytest.raises(DatasetNotFoundError) as err:
+        load_dataset("cifar100", tmp_path / "nowhere", device="cpu")
+    message = str(err.value)
+    assert "nowhere" in message and "download=True" in message and "MTL_ENVS_DATA" in message
+
+
+def test_corrupt_file_is_an_error_not_a_partial_load(tmp_path):
+    write_fake_cifar100(tmp_path)
+    path = tmp_path / "cifar-100-python" / "train"
+    path.write_bytes(path.read_bytes()[:1000])  # truncated download
+    with pytest.raises(DatasetNotFoundError, match="train"):
+        load_dataset("cifar100", tmp_path, device="cpu")
+    with open(path, "wb") as f:
+        pickle.dump(
+            {"data": np.zeros((3, 10), np.uint8), "fine_labels": [0] * 3, "coarse_labels": [0] * 3},
+            f,
+        )
+    with pytest.raises(DatasetNotFoundError, match="unexpected 'data'"):
+        load_dataset("cifar100", tmp_path, device="cpu")
+
+
+def test_unknown_dataset_suggests():
+    with pytest.raises(KeyError, match="Did you mean 'cifar100'"):
+        load_dataset("cifar-100", device="cpu")
+
+
+def test_split_arguments_validated():
+    with pytest.raises(ValueError, match="val_fraction"):
+        load_dataset("digits", device="cpu", val_fraction=1.5)
+    with pytest.raises(ValueError, match="train_subset"):
+        load_dataset("digits", device="cpu", train_subset=10**6)
+    small = load_dataset("digits", device="cpu", train_subset=500)
+    assert len(small.train) == 500
+
+
+def test_data_root_from_environment(monkeypatch, tmp_path):
+    monkeypatch.setenv("MTL_ENVS_DATA", str(tmp_path))
+    assert default_data_root() == tmp_path
+
+
+def test_random_crop_flip_is_a_shifted_possibly_flipped_window():
+    g = torch.Generator().manual_seed(0)
+    images = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).reshape(2, 3, 6, 6)
+    out = random_crop_flip(images, g, padding=2)
+    assert out.shape == images.shape
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for b in range(2):
+        windows = [padded[b, :, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
+        windows += [w.flip(-1) for w in windows]
+        assert any(torch.equal(out[b], w) for w in windows)
+    # Same generator state -> same augmentation.
+    again = random_crop_flip(images, torch.Generator().manual_seed(0), padding=2)
+    assert torch.equal(out, again)

@@ -1,0 +1,174 @@
+"""Every registered id against Gymnasium's and SB3's checkers, determinism, and the MDP."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import mtl_envs
+
+ENV_IDS = mtl_envs.registered_ids()
+SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
+
+
+def test_ids_registered():
+    for name in ("CIFAR100", "CIFAR10", "SVHN", "Digits"):
+        assert f"AuxLabel-{name}-v0" in ENV_IDS and f"AuxLabelWeighted-{name}-v0" in ENV_IDS
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)
+def test_check_env(env_id, data_env):
+    # Registered defaults (VGG16 for CIFAR/SVHN) on small files in the official layouts.
+    env = gym.make(env_id)
+    check_env(env.unwrapped, skip_render_check=True)
+    sb3_check_env(env.unwrapped, warn=False)
+    env.close()
+
+
+def rollout(env, seed, steps, action_seed=0):
+    obs, _ = env.reset(seed=seed)
+    env.action_space.seed(action_seed)
+    trajectory = []
+    for _ in range(steps):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        trajectory.append(
+            (
+                obs["image"].copy(),
+                int(obs["primary_label"]),
+                reward,
+                terminated,
+                truncated,
+                tuple(sorted(info.items())),
+            )
+        )
+    return trajectory
+
+
+@pytest.mark.parametrize("env_id", ["AuxLabel-Digits-v0", "AuxLabelWeighted-Digits-v0"])
+def test_same_seed_same_trajectory(env_id):
+    env = gym.make(env_id, **SMALL)
+    first = rollout(env, seed=7, steps=3 * 20)
+    second = rollout(gym.make(env_id, **SMALL), seed=7, steps=3 * 20)
+    other = rollout(env, seed=8, steps=3 * 20)
+    for a, b in zip(first, second):
+        assert np.array_equal(a[0], b[0]) and a[1:] == b[1:]
+    rewards = [t[2] for t in first]
+    assert [r != 0 for r in rewards] == [(i + 1) % 20 == 0 for i in range(60)]
+    assert rewards != [t[2] for t in other]
+
+
+def test_reward_is_eq4_on_hand_numbers(monkeypatch):
+    env = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    env.reset(seed=0)
+    learner = env.learner
+    monkeypatch.setattr(learner, "primary_loss", lambda idx: torch.tensor(1.5))
+    # Sub-class 0 for even positions, 1 for odd: with balanced primary labels the batch-mean
+    # target is spread over 2 sub-classes of each primary class present.
+    labels = [env._labels[j] for j in range(20)]
+    actions = [j % 2 for j in range(20)]
+    for a in actions:
+        *_, reward = env.step(a)[:2]
+    classes = [5 * y + a for y, a in zip(labels, actions)]
+    counts = np.bincount(classes) / 20
+    entropy = -sum(p * math.log(p) for p in counts if p > 0)
+    assert reward == pytest.approx(-1.5 + 0.2 * entropy, rel=1e-6)
+
+
+def test_modes_and_canonical_model():
+    env = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    env.reset(seed=0, options={"mode": "train_agent"})
+    canonical = [p.clone() for p in env.learner.net.parameters()]
+    for _ in range(40):
+        env.step(env.action_space.sample())
+    assert not all(torch.equal(a, b) for a, b in zip(canonical, env.learner.net.parameters()))
+    env.reset()  # train_agent: back to the canonical model
+    assert all(torch.equal(a, b) for a, b in zip(canonical, env.learner.net.parameters()))
+    env.reset(options={"mode": "train_main"})
+    terminated, info = False, {}
+    while not terminated:
+        _, reward, terminated, _, info = env.step(env.action_space.sample())
+        assert reward == 0.0 and info["mode"] == "train_main"
+    trained = [p.clone() for p in env.learner.net.parameters()]
+    env.reset(options={"mode": "train_agent"})  # the trained network is canonical now
+    assert all(torch.equal(a, b) for a, b in zip(trained, env.learner.net.parameters()))
+    assert env.learner.epoch == 1
+
+
+def test_restore_every_batch_and_max_batches():
+    env = gym.make("AuxLabel-Digits-v0", restore="batch", max_batches=2, **SMALL).unwrapped
+    env.reset(seed=0)
+    canonical = [p.clone() for p in env.learner.net.parameters()]
+    for step in range(40):
+        _, reward, terminated, truncated, _ = env.step(0)
+        if step == 19:
+            assert reward != 0.0
+            assert all(torch.equal(a, b) for a, b in zip(canonical, env.learner.net.parameters()))
+    assert truncated and not terminated
+
+
+def test_vector_env_matches_per_sample_env():
+    single = gym.make("AuxLabelWeighted-Digits-v0", **SMALL).unwrapped
+    vector = gym.make_vec(
+        "AuxLabelWeighted-Digits-v0", num_envs=20, vectorization_mode="vector_entry_point", **SMALL
+    )
+    single.reset(seed=11)
+    obs, _ = vector.reset(seed=11)
+    rng = np.random.default_rng(0)
+    for _ in range(3):
+        actions = np.stack([rng.integers(0, 5, 20), rng.integers(0, 21, 20)], axis=1)
+        for j in range(20):
+            s_obs = single._obs()
+            assert np.array_equal(s_obs["image"], obs["image"][j])
+            assert s_obs["primary_label"] == obs["primary_label"][j]
+            _, s_reward, *_ = single.step(actions[j])
+        obs, rewards, terms, truncs, infos = vector.step(actions)
+        assert np.allclose(rewards, s_reward) and s_reward != 0.0
+    for a, b in zip(single.learner.net.parameters(), vector.unwrapped.learner.net.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_vector_env_autoresets_same_step():
+    vector = gym.make_vec(
+        "AuxLabel-Digits-v0", num_envs=100, vectorization_mode="vector_entry_point"
+    )
+    vector.reset(seed=0, options={"mode": "train_main"})
+    for step in range(12):
+        obs, rewards, terms, truncs, infos = vector.step(np.zeros(100, dtype=np.int64))
+        assert terms.all() == (step == 11)
+    assert infos["final_obs"][0]["image"].shape == (1, 8, 8)
+    assert vector.unwrapped.learner.epoch == 1 and vector.unwrapped.task.batch == 0
+
+
+def test_bad_arguments_are_named():
+    with pytest.raises(TypeError, match="Did you mean 'hierarchy_factor'"):
+        gym.make("AuxLabel-Digits-v0", hierarchy_factr=3)
+    with pytest.raises(
+        ValueError, match=r"`label_space` must be one of \['hierarchical', 'flat'\]"
+    ):
+        gym.make("AuxLabel-Digits-v0", label_space="tree")
+    with pytest.raises(ValueError, match="restore"):
+        gym.make("AuxLabel-Digits-v0", restore="never")
+    with pytest.raises(KeyError, match="Did you mean 'small_cnn'"):
+        gym.make("AuxLabel-Digits-v0", backbone="small-cnn")
+    with pytest.raises(ValueError, match=r"`num_envs` \(8\) must equal `train_batch_size` \(100\)"):
+        gym.make_vec("AuxLabel-Digits-v0", num_envs=8, vectorization_mode="vector_entry_point")
+    env = gym.make("AuxLabel-Digits-v0").unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(7)
+    with pytest.raises(ValueError, match="options\\['mode'\\]"):
+        env.reset(options={"mode": "train"})
+
+
+def test_flat_label_space():
+    env = gym.make("AuxLabel-Digits-v0", label_space="flat", **SMALL).unwrapped
+    assert env.action_space == gym.spaces.Discrete(50)
+    env.reset(seed=0)
+    for _ in range(20):
+        _, reward, *_ = env.step(49)
+    assert np.isfinite(reward)

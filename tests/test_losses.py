@@ -1,0 +1,89 @@
+"""Formulas of RL-AUX / MAXL against numbers worked by hand."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import precision_recall_fscore_support
+
+from mtl_envs.training import (
+    auxiliary_targets,
+    classification_metrics,
+    confusion_matrix,
+    focal_loss,
+    hierarchy_mask,
+    label_entropy,
+    masked_softmax,
+    weight_from_bin,
+)
+
+
+def test_hierarchy_mask_eq6():
+    # psi = 2, three primary classes -> K = 6; class 0 owns {0, 1}, class 2 owns {4, 5}.
+    mask = hierarchy_mask(torch.tensor([0, 2]), hierarchy_factor=2, num_primary=3)
+    assert mask.tolist() == [
+        [True, True, False, False, False, False],
+        [False, False, False, False, True, True],
+    ]
+
+
+def test_masked_softmax_eq5():
+    # exp(0), exp(ln 2), exp(ln 3) over the unmasked entries: 1/6, 2/6, 3/6; masked -> 0.
+    z = torch.tensor([[0.0, math.log(2), math.log(3), 5.0]])
+    m = torch.tensor([[True, True, True, False]])
+    torch.testing.assert_close(masked_softmax(z, m), torch.tensor([[1 / 6, 2 / 6, 3 / 6, 0.0]]))
+
+
+def test_auxiliary_targets_hierarchical_and_flat():
+    y = torch.tensor([1, 0])
+    hier = auxiliary_targets(torch.tensor([1, 0]), y, hierarchy_factor=2, num_primary=2)
+    assert hier.tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]  # 2*1+1 = 3, 2*0+0 = 0
+    # Flat: label 0 is outside block {2, 3} of class 1 -> uniform over the block;
+    # label 1 is inside block {0, 1} of class 0 -> one-hot.
+    flat = auxiliary_targets(torch.tensor([0, 1]), y, 2, 2, label_space="flat")
+    assert flat.tolist() == [[0, 0, 0.5, 0.5], [0, 1, 0, 0]]
+    with pytest.raises(ValueError, match="label_space"):
+        auxiliary_targets(torch.tensor([0]), torch.tensor([0]), 2, 2, label_space="tree")
+
+
+def test_focal_loss_by_hand():
+    # p = (0.5, 0.5), target class 0, gamma 2: -(1 - 0.5)^2 * ln 0.5 = 0.25 ln 2.
+    loss = focal_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), gamma=2.0)
+    torch.testing.assert_close(loss, torch.tensor([0.25 * math.log(2)]))
+    # gamma = 0 is plain cross-entropy: p = (e^2, 1)/(e^2 + 1) -> -ln p_0 = ln(1 + e^-2).
+    ce = focal_loss(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]), gamma=0.0)
+    torch.testing.assert_close(ce, torch.tensor([math.log(1 + math.exp(-2))]))
+
+
+def test_label_entropy_eq3():
+    # Two one-hot targets on different classes: mean (0.5, 0.5, 0) -> entropy ln 2.
+    t = torch.tensor([[1.0, 0, 0], [0, 1.0, 0]])
+    torch.testing.assert_close(label_entropy(t), torch.tensor(math.log(2)))
+    # A single class used -> 0 (the degenerate labelling the bonus guards against).
+    torch.testing.assert_close(label_entropy(torch.tensor([[1.0, 0], [1.0, 0]])), torch.tensor(0.0))
+
+
+def test_weight_from_bin_eq8():
+    bins = torch.tensor([0, 10, 20, 1])
+    # 2^(10w - 5): w = 0 -> 2^-5, w = 0.5 -> 1, w = 1 -> 2^5, w = 0.05 -> 2^-4.5.
+    torch.testing.assert_close(weight_from_bin(bins), torch.tensor([1 / 32, 1.0, 32.0, 2**-4.5]))
+    # The public code's 2^(8w - 3): w = 0.5 -> 2^1.
+    torch.testing.assert_close(
+        weight_from_bin(torch.tensor([10]), 21, (-3, 5)), torch.tensor([2.0])
+    )
+
+
+def test_metrics_match_sklearn():
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 4, 200)
+    p = np.where(rng.random(200) < 0.6, y, rng.integers(0, 4, 200))
+    p[p == 3] = 2  # class 3 never predicted: precision 0 by convention
+    metrics = classification_metrics(confusion_matrix(torch.tensor(p), torch.tensor(y), 4))
+    prec, rec, f1, _ = precision_recall_fscore_support(
+        y, p, average="macro", zero_division=0, labels=range(4)
+    )
+    assert metrics["accuracy"] == pytest.approx((p == y).mean())
+    assert metrics["precision"] == pytest.approx(prec)
+    assert metrics["recall"] == pytest.approx(rec)
+    assert metrics["f1"] == pytest.approx(f1)
