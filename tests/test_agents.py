@@ -66,3 +66,11 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
     assert any((path / "tb").iterdir())
     assert result["final"] == saved["final"]
+
+
+def test_custom_agent_runs(capsys):
+    from agents.custom_agent import main
+
+    metrics = main(["--epochs", "1", "--batch-size", "100"])
+    assert 0.0 <= metrics["accuracy"] <= 1.0
+    assert "epoch 1: test accuracy" in capsys.readouterr().out

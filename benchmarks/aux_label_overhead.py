@@ -1,0 +1,103 @@
+"""Overhead of the AuxLabel MDP over plain auxiliary training, measured in one run.
+
+    python benchmarks/aux_label_overhead.py [--data-root DIR] [--repeats 3]
+
+For Digits and (when ``--data-root`` holds it) CIFAR-100 with ``small_cnn``, it times
+
+* env:   one train-agent episode of the vector env with a random agent (reset + one epoch of
+         vector steps: observations to the host, labels to targets, SGD step, reward);
+* plain: one epoch of ``AuxLearner.train_epoch`` with fixed auxiliary labels, plus the same
+         evaluation forwards the reward needs (one B_R batch per SGD step),
+
+and prints the median ratio env / plain (target <= 1.15).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+import mtl_envs  # noqa: F401
+
+
+def time_env_episode(vec, rng: np.random.Generator) -> float:
+    start = time.perf_counter()
+    vec.reset(options={"mode": "train_agent"})
+    terminated = np.zeros(1, dtype=bool)
+    while not terminated.all():
+        actions = rng.integers(0, vec.single_action_space.n, vec.num_envs)
+        _, _, terminated, _, _ = vec.step(actions)
+    return time.perf_counter() - start
+
+
+def time_plain_epoch(learner, aux: torch.Tensor) -> float:
+    def labeller(idx):
+        return F.one_hot(aux[idx], learner.num_aux).float(), None
+
+    start = time.perf_counter()
+    learner.train_epoch(labeller)
+    for _ in range(learner.num_batches):
+        float(learner.primary_loss(learner.sample_eval_indices()))
+    return time.perf_counter() - start
+
+
+def measure(env_id: str, repeats: int, **kwargs) -> dict[str, float]:
+    vec = gym.make_vec(env_id, num_envs=100, vectorization_mode="vector_entry_point", **kwargs)
+    vec.reset(seed=0)
+    learner = vec.unwrapped.learner
+    psi = learner.config.hierarchy_factor
+    g = torch.Generator(device=learner.device).manual_seed(0)
+    labels = learner.data.train.labels
+    fixed = psi * labels + torch.randint(0, psi, labels.shape, generator=g, device=learner.device)
+    rng = np.random.default_rng(0)
+    warm = time_env_episode(vec, rng)
+    # Short epochs (Digits) are timed over several episodes so each sample lasts >= 1 s.
+    inner = max(1, int(np.ceil(1.0 / warm)))
+    env_times, plain_times = [], []
+    for _ in range(repeats):  # interleaved so drifts in machine load hit both alike
+        env_times.append(sum(time_env_episode(vec, rng) for _ in range(inner)) / inner)
+        snap = learner.snapshot()
+        plain_times.append(sum(time_plain_epoch(learner, fixed) for _ in range(inner)) / inner)
+        learner.restore(snap)
+    env_s, plain_s = statistics.median(env_times), statistics.median(plain_times)
+    return {
+        "env_s": env_s,
+        "plain_s": plain_s,
+        "ratio": env_s / plain_s,
+        "batches": learner.num_batches,
+        "device": str(learner.device),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=None, help="folder with cifar-100-python")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    cases = [("AuxLabel-Digits-v0", {})]
+    if args.data_root is not None:
+        cases.append(
+            ("AuxLabel-CIFAR100-v0", {"data_root": args.data_root, "backbone": "small_cnn"})
+        )
+    else:
+        print("(pass --data-root to include CIFAR-100)")
+    print(f"{'env':24} {'device':6} {'batches':>7} {'env (s)':>9} {'plain (s)':>9} {'ratio':>6}")
+    for env_id, kwargs in cases:
+        r = measure(env_id, args.repeats, device=args.device, **kwargs)
+        print(
+            f"{env_id:24} {r['device']:6} {r['batches']:7d} {r['env_s']:9.3f} "
+            f"{r['plain_s']:9.3f} {r['ratio']:6.3f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
