@@ -7,7 +7,6 @@ AuxLabel env, its vector form and the non-RL baselines all drive this one loop.
 
 from __future__ import annotations
 
-import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -19,6 +18,7 @@ import torch.nn.functional as F
 
 from mtl_envs.data import ImageDataset, Normalize, load_dataset, random_crop_flip
 from mtl_envs.models import build_multi_head_net
+from mtl_envs.training.common import restore_state, seeded, snapshot_state
 from mtl_envs.training.losses import focal_loss
 from mtl_envs.training.metrics import classification_metrics, confusion_matrix
 from mtl_envs.utils import resolve_device
@@ -138,15 +138,16 @@ class AuxLearner:
     def reset_run(self, seed: int) -> None:
         """Fresh network, optimiser and scheduler, all randomness seeded by ``seed``."""
         cfg = self.config
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            net = build_multi_head_net(
+        net = seeded(
+            seed,
+            lambda: build_multi_head_net(
                 cfg.backbone,
                 self.data.image_shape,
                 [self.num_primary, self.num_aux],
                 cfg.backbone_kwargs,
                 cfg.head_hidden,
-            )
+            ),
+        )
         self.net = net.to(self.device)
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
@@ -281,18 +282,12 @@ class AuxLearner:
     # ------------------------------------------------------------------ snapshots
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of network, optimiser, scheduler and epoch: the canonical model."""
-        return {
-            "net": {k: v.detach().clone() for k, v in self.net.state_dict().items()},
-            "optimizer": copy.deepcopy(self.optimizer.state_dict()),
-            "scheduler": copy.deepcopy(self.scheduler.state_dict()),
-            "epoch": self.epoch,
-        }
+        state = snapshot_state(net=self.net, optimizer=self.optimizer, scheduler=self.scheduler)
+        return {**state, "epoch": self.epoch}
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Return exactly to a :meth:`snapshot` (the data-order generator keeps running)."""
-        self.net.load_state_dict(snapshot["net"])
-        self.optimizer.load_state_dict(copy.deepcopy(snapshot["optimizer"]))
-        self.scheduler.load_state_dict(snapshot["scheduler"])
+        restore_state(snapshot, net=self.net, optimizer=self.optimizer, scheduler=self.scheduler)
         self.epoch = snapshot["epoch"]
 
     def images_numpy(self, indices: torch.Tensor) -> np.ndarray:

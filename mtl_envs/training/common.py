@@ -1,0 +1,47 @@
+"""Pieces every learner shares: seeded construction, optimisers, snapshots."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Iterable
+from typing import Any, TypeVar
+
+import torch
+from torch import nn
+
+from mtl_envs.utils import check_choice
+
+M = TypeVar("M", bound=nn.Module)
+OPTIMIZERS = ("sgd", "adam")
+
+
+def seeded(seed: int, build: Callable[[], M]) -> M:
+    """Build a module under ``torch.manual_seed(seed)`` without touching the global RNG."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return build()
+
+
+def make_optimizer(
+    params: Iterable[torch.Tensor],
+    name: str,
+    lr: float,
+    momentum: float = 0.0,
+    weight_decay: float = 0.0,
+) -> torch.optim.Optimizer:
+    check_choice("optimizer", name, OPTIMIZERS)
+    if name == "sgd":
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+
+
+def snapshot_state(**parts: Any) -> dict[str, Any]:
+    """Deep copies of the ``state_dict()`` of each part (modules, optimisers, schedulers)."""
+    return {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}
+
+
+def restore_state(snapshot: dict[str, Any], **parts: Any) -> None:
+    # Optimizer.load_state_dict may keep references to the given tensors: pass copies so the
+    # snapshot stays untouched by later steps.
+    for name, part in parts.items():
+        part.load_state_dict(copy.deepcopy(snapshot[name]))

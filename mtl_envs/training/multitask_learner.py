@@ -1,0 +1,358 @@
+"""Hard-parameter-sharing multi-task training as a steppable object (no Gym in here).
+
+One shared encoder, one head per task. Each step computes the n task losses of a batch and
+updates the network on a weighted objective, ``sum w_i L_i`` or the scale-invariant
+``sum w_i log L_i`` (IGB eq. 2); optionally the per-task gradients of the shared parameters
+are combined by a torchjd aggregator (IGB Algorithm 3) while the task-specific heads take
+their weighted-loss gradients. The LossWeighting env and the loss-weighting baselines all
+drive this one loop.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mtl_envs.data.base import SPLITS
+from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
+from mtl_envs.data.transforms import Normalize, random_crop_flip
+from mtl_envs.models import MultiHeadNet, build_backbone
+from mtl_envs.training.common import OPTIMIZERS, make_optimizer, seeded
+from mtl_envs.training.weighting import LOSS_MODES, Weighting, weighted_objective_terms
+from mtl_envs.utils import check_choice, lookup, resolve_device, suggest
+
+AGGREGATORS = ("mgda", "pcgrad", "cagrad", "imtl_g", "nash_mtl", "upgrad", "dualproj", "mean")
+
+
+def make_aggregator(name: str, num_tasks: int):
+    """A torchjd aggregator by name (MGDA, PCGrad, CAGrad, IMTL-G, Nash-MTL, UPGrad, ...).
+
+    CAGrad uses c = 0.4 and Nash-MTL its published defaults, as in their papers' MTL runs.
+    """
+    from torchjd import aggregation as agg
+
+    factories = {
+        "mgda": agg.MGDA,
+        "pcgrad": agg.PCGrad,
+        "cagrad": lambda: agg.CAGrad(c=0.4),
+        "imtl_g": agg.IMTLG,
+        "nash_mtl": lambda: agg.NashMTL(n_tasks=num_tasks),
+        "upgrad": agg.UPGrad,
+        "dualproj": agg.DualProj,
+        "mean": agg.Mean,
+    }
+    return lookup(factories, name, kind="aggregator")()
+
+
+@dataclass
+class MultiTaskLearnerConfig:
+    """The multi-task training run. Defaults are CPU-sized; IGB's own runs used Adam."""
+
+    dataset: str = "digits10"
+    """Registered multi-task dataset (``mtl_envs.data.multitask.MULTITASK_DATASETS``)."""
+    data_root: str | None = None
+    download: bool = False
+    backbone: str = "small_cnn"
+    """Shared encoder (``mtl_envs.models.BACKBONES``); feature datasets use ``mlp``."""
+    backbone_kwargs: dict[str, Any] = field(default_factory=dict)
+    head_hidden: int = 64
+    optimizer: str = "adam"
+    """``adam`` (IGB, section 4.1) or ``sgd``."""
+    lr: float = 1e-3
+    momentum: float = 0.9
+    """SGD only."""
+    weight_decay: float = 0.0
+    scheduler_step_epochs: int = 100
+    """StepLR period; IGB halves the learning rate every 100 epochs on NYUv2."""
+    scheduler_gamma: float = 0.5
+    batch_size: int = 100
+    """Samples per batch; with per-task samples, ``batch_size // n`` per task (at least 1)."""
+    loss: str = "sum"
+    """``sum`` = sum w_i L_i, ``log`` = sum w_i log L_i (IGB eq. 2)."""
+    aggregator: str | None = None
+    """torchjd aggregator for the shared parameters (IGB Algorithm 3), or ``None``."""
+    augment: bool | None = None
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("head_hidden", "scheduler_step_epochs", "batch_size"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+        for name in ("lr", "momentum", "weight_decay", "scheduler_gamma"):
+            value = getattr(self, name)
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("loss", self.loss, LOSS_MODES)
+        if self.aggregator is not None and self.aggregator not in AGGREGATORS:
+            raise ValueError(
+                f"`aggregator` must be None or one of {list(AGGREGATORS)}; got "
+                f"{self.aggregator!r}.{suggest(str(self.aggregator), AGGREGATORS)}"
+            )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class MultiTaskLearner:
+    """Shared encoder + n heads, optimiser, scheduler and data order of one MTL run.
+
+    Args:
+        config: the run's settings.
+        seed: seeds initialisation, data order and augmentation.
+        dataset: an already loaded dataset to share across runs.
+        weighting: a loss-weighting rule used when :meth:`train_batch` gets no weights; its
+            parameters (UW) join the optimiser.
+        tasks: train only these task indices (single-task learning uses one); default all.
+    """
+
+    def __init__(
+        self,
+        config: MultiTaskLearnerConfig,
+        seed: int = 0,
+        dataset: MultiTaskDataset | None = None,
+        weighting: Weighting | None = None,
+        tasks: list[int] | None = None,
+    ):
+        self.config = config
+        self.device = resolve_device(config.device)
+        if dataset is None:
+            dataset = load_multitask_dataset(
+                config.dataset, config.data_root, download=config.download, device=self.device
+            )
+        self.data = dataset.to(self.device)
+        self.tasks = list(range(self.data.num_tasks)) if tasks is None else list(tasks)
+        self.num_tasks = len(self.tasks)
+        self.weighting = weighting
+        self.augment = self.data.augment if config.augment is None else config.augment
+        self.normalize = (
+            Normalize(self.data.mean, self.data.std, self.device) if self.data.is_image else None
+        )
+        self._task_index = torch.tensor(self.tasks, device=self.device)
+        if self.data.shared_inputs:
+            self._per_task = None
+            self._num_batches = len(self.data.train) // config.batch_size
+        else:
+            mask = self.data.train.mask[:, self._task_index]
+            self._per_task = [torch.nonzero(mask[:, t]).flatten() for t in range(self.num_tasks)]
+            self._k = max(1, config.batch_size // self.num_tasks)
+            total = sum(len(ix) for ix in self._per_task)
+            self._num_batches = max(1, -(-total // (self._k * self.num_tasks)))
+        if self._num_batches < 1:
+            raise ValueError(
+                f"`batch_size` ({config.batch_size}) exceeds the training split "
+                f"({len(self.data.train)} samples)."
+            )
+        self.reset_run(seed)
+
+    # ------------------------------------------------------------------ run state
+    def reset_run(self, seed: int) -> None:
+        cfg = self.config
+        shape = self.data.input_shape
+        in_channels, size = (shape[0], shape[1]) if len(shape) == 3 else (shape[0], 1)
+        num_outputs = self.data.num_classes if self.data.task_type == "classification" else 1
+
+        def build() -> MultiHeadNet:
+            backbone = build_backbone(cfg.backbone, in_channels, size, cfg.backbone_kwargs)
+            return MultiHeadNet(backbone, [num_outputs] * self.num_tasks, cfg.head_hidden)
+
+        self.net = seeded(seed, build).to(self.device)
+        params = list(self.net.parameters())
+        if self.weighting is not None:
+            self.weighting.reset(self.num_tasks)
+            self.weighting.to(self.device)
+            params += list(self.weighting.parameters())
+        # Stateful aggregators (Nash-MTL) start afresh with the run.
+        self.aggregator = (
+            None if cfg.aggregator is None else make_aggregator(cfg.aggregator, self.num_tasks)
+        )
+        self.optimizer = make_optimizer(
+            params, cfg.optimizer, cfg.lr, cfg.momentum, cfg.weight_decay
+        )
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=cfg.scheduler_step_epochs, gamma=cfg.scheduler_gamma
+        )
+        self.initial_lr = cfg.lr
+        self.generator = torch.Generator(device=self.device)
+        self.generator.manual_seed(int(seed))
+        self.epoch = 0
+        self.loss_history: list[torch.Tensor] = []
+        self.base_losses: torch.Tensor | None = None
+        self._epoch_loss_sum = torch.zeros(self.num_tasks, device=self.device)
+        self._epoch_batches = 0
+        self.batches = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.train_seconds = 0.0
+
+    @property
+    def num_batches(self) -> int:
+        return self._num_batches
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def begin_epoch(self) -> None:
+        """Draw the epoch's batches: shuffled slices, or task-balanced batches of k per task."""
+        g, dev = self.generator, self.device
+        if self._per_task is None:
+            order = torch.randperm(len(self.data.train), device=dev, generator=g)
+            b = self.config.batch_size
+            self.batches = order[: self._num_batches * b].reshape(self._num_batches, b)
+        else:
+            needed = self._num_batches * self._k
+            columns = []
+            for ix in self._per_task:  # one short loop per epoch, not per sample
+                perm = ix[torch.randperm(len(ix), device=dev, generator=g)]
+                pos = torch.arange(needed, device=dev) % len(ix)
+                columns.append(perm[pos].reshape(self._num_batches, self._k))
+            self.batches = torch.cat(columns, dim=1)
+        self._epoch_loss_sum.zero_()
+        self._epoch_batches = 0
+
+    def batch_indices(self, batch: int) -> torch.Tensor:
+        return self.batches[batch]
+
+    def end_epoch(self) -> None:
+        """Record the epoch's mean task losses; after the second epoch they become L_base."""
+        mean = self._epoch_loss_sum / max(self._epoch_batches, 1)
+        self.loss_history.append(mean.clone())
+        if self.epoch == 1:  # second epoch (IGB Algorithm 1-2, line 1-3)
+            self.base_losses = mean.clone()
+        self.scheduler.step()
+        self.epoch += 1
+
+    # ------------------------------------------------------------------ training
+    def _inputs(self, inputs: torch.Tensor, train: bool) -> torch.Tensor:
+        if self.normalize is None:
+            return inputs
+        if train and self.augment:
+            inputs = random_crop_flip(inputs, self.generator)
+        return self.normalize(inputs)
+
+    def _per_sample_losses(
+        self, outputs: list[torch.Tensor], targets: torch.Tensor
+    ) -> list[torch.Tensor]:
+        """Per-task (B,) losses: cross-entropy per head, or squared error for regression.
+
+        Each task's loss keeps a graph of its own (no op joins the tasks), so per-task
+        gradients can be taken one after another, as torchjd's ``mtl_backward`` does.
+        """
+        if self.data.task_type == "classification":
+            return [
+                F.cross_entropy(out, targets[:, t].long(), reduction="none")
+                for t, out in enumerate(outputs)
+            ]
+        return [(out[:, 0] - targets[:, t]) ** 2 for t, out in enumerate(outputs)]
+
+    def task_losses(self, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Scalar task losses of a training batch, each with its graph, and the features."""
+        self.net.train()
+        split = self.data.train
+        x = self._inputs(split.inputs[indices], train=True)
+        targets = split.targets[indices][:, self._task_index]
+        mask = split.mask[indices][:, self._task_index].float()
+        count = mask.sum(0).clamp_min(1.0)
+        features = self.net.backbone(x)
+        outputs = [head(features) for head in self.net.heads]
+        per_sample = self._per_sample_losses(outputs, targets)
+        losses = [(loss * mask[:, t]).sum() / count[t] for t, loss in enumerate(per_sample)]
+        return losses, features
+
+    def train_batch(
+        self, indices: torch.Tensor, weights: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """One update on the batch ``indices``; returns its detached task losses (n,).
+
+        ``weights`` (n,) come from the caller (the env's action); without them the learner's
+        weighting rule (default equal weights) decides from the batch losses.
+        """
+        start = time.perf_counter()
+        losses, features = self.task_losses(indices)
+        detached = self.update(losses, features, weights)
+        self._epoch_loss_sum += detached
+        self._epoch_batches += 1
+        self.train_seconds += time.perf_counter() - start
+        return detached
+
+    def update(
+        self, losses: list[torch.Tensor], features: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Optimiser step on the weighted objective (IGB Algorithm 3 with an aggregator).
+
+        Returns the detached task losses (n,).
+        """
+        rule = self.weighting
+        loss_mode = self.config.loss if rule is None else rule.loss_mode
+        detached = torch.stack(losses).detach()
+        if weights is None:
+            weights = torch.ones_like(detached) if rule is None else rule.weights(detached, self)
+        weights = weights.to(detached)
+        fixed = weights.detach()
+        terms = [
+            weighted_objective_terms(loss, fixed[t], loss_mode) for t, loss in enumerate(losses)
+        ]
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.aggregator is None:
+            torch.stack(terms).sum().backward()
+        else:
+            from torchjd.autojac import jac_to_grad, mtl_backward
+
+            shared = list(self.net.backbone.parameters())
+            heads = [list(h.parameters()) for h in self.net.heads]
+            mtl_backward(terms, features=features, tasks_params=heads, shared_params=shared)
+            jac_to_grad(shared, self.aggregator)
+        if rule is not None:
+            # Gradients for the rule's own parameters (UW), from the losses' values alone.
+            extra = rule.objective(detached, weights)
+            if extra is not None:
+                extra.backward()
+        self.optimizer.step()
+        return detached
+
+    def train_epoch(self) -> dict[str, float]:
+        """A whole epoch with the learner's weighting rule; returns mean task losses."""
+        self.begin_epoch()
+        for b in range(self.num_batches):
+            self.train_batch(self.batch_indices(b))
+        mean = (self._epoch_loss_sum / max(self._epoch_batches, 1)).tolist()
+        self.end_epoch()
+        return {"train/loss": sum(mean) / len(mean), "train/seconds": self.train_seconds}
+
+    # ------------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
+        """Per-task metrics: ``<task>/accuracy`` (classification) or ``<task>/mse``, their
+        means, and the mean task loss."""
+        check_choice("split", split, SPLITS)
+        self.net.eval()
+        data = self.data.split(split)
+        n = self.num_tasks
+        correct = torch.zeros(n, device=self.device)
+        loss_sum = torch.zeros(n, device=self.device)
+        count = torch.zeros(n, device=self.device)
+        for start in range(0, len(data), batch_size):
+            x = self._inputs(data.inputs[start : start + batch_size], train=False)
+            targets = data.targets[start : start + batch_size][:, self._task_index]
+            mask = data.mask[start : start + batch_size][:, self._task_index].float()
+            outputs = self.net(x)
+            per_sample = torch.stack(self._per_sample_losses(outputs, targets), dim=1)
+            loss_sum += (per_sample * mask).sum(0)
+            count += mask.sum(0)
+            if self.data.task_type == "classification":
+                pred = torch.stack([o.argmax(dim=1) for o in outputs], dim=1)
+                correct += ((pred == targets.long()).float() * mask).sum(0)
+        count = count.clamp_min(1.0)
+        names = [self.data.task_names[t] for t in self.tasks]
+        metrics: dict[str, float] = {}
+        kind = "accuracy" if self.data.task_type == "classification" else "mse"
+        values = (correct / count) if kind == "accuracy" else (loss_sum / count)
+        for name, v in zip(names, values.tolist()):
+            metrics[f"{name}/{kind}"] = v
+        metrics[f"mean_{kind}"] = float(values.mean())
+        metrics["loss"] = float((loss_sum / count).mean())
+        return metrics

@@ -1,0 +1,60 @@
+"""The plug-in interface of loss-weighting rules and the objectives they weight.
+
+Concrete rules (EW, SI, UW, RLW, DWA, IGBv1) live in ``baselines/``, one file each; the
+LossWeighting env supplies weights from the agent's action instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from mtl_envs.training.multitask_learner import MultiTaskLearner
+
+LOSS_MODES = ("sum", "log")
+
+
+def weighted_objective_terms(
+    losses: torch.Tensor, weights: torch.Tensor, loss_mode: str
+) -> torch.Tensor:
+    """Per-task terms whose sum is the training objective.
+
+    ``"sum"``: ``w_i L_i`` (the usual weighted sum); ``"log"``: ``w_i log L_i``, the
+    scale-invariant objective of IGB eq. 2, whose gradient is ``w_i grad(L_i) / L_i`` so tasks
+    on different loss scales are balanced.
+    """
+    if loss_mode == "sum":
+        return weights * losses
+    if loss_mode == "log":
+        return weights * torch.log(losses.clamp_min(1e-12))
+    raise ValueError(f"`loss` must be one of {list(LOSS_MODES)}; got {loss_mode!r}.")
+
+
+def softmax_weights(scores: torch.Tensor) -> torch.Tensor:
+    """``n * softmax(scores)``: positive weights that sum to the number of tasks n."""
+    return scores.numel() * torch.softmax(scores, dim=-1)
+
+
+class Weighting(nn.Module):
+    """A loss-weighting rule: maps the current batch's task losses to task weights.
+
+    Subclasses set ``loss_mode`` and implement :meth:`weights`. A rule with learnable
+    parameters (UW) also overrides :meth:`objective`; the learner adds those parameters to its
+    optimiser.
+    """
+
+    loss_mode: str = "sum"
+
+    def reset(self, num_tasks: int) -> None:
+        """Prepare for a fresh run with ``num_tasks`` tasks (create or zero parameters)."""
+
+    def weights(self, losses: torch.Tensor, learner: MultiTaskLearner) -> torch.Tensor:
+        """Task weights (n,) for the batch whose detached task losses are ``losses``."""
+        raise NotImplementedError
+
+    def objective(self, losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor | None:
+        """Extra scalar to minimise for the rule's own parameters (``losses`` detached)."""
+        return None
