@@ -5,7 +5,8 @@ path of its ``run(config, seed)`` function.
 """
 
 AGENTS: dict[str, str] = {
-    "ppo": "agents.train:run",
+    "ppo": "agents.ppo_auxlabel:run",  # RL-AUX on AuxLabel ids
+    "igbv2": "agents.sac_lossweighting:run",  # IGBv2 (SAC) on LossWeighting ids
 }
 
 __all__ = ["AGENTS"]

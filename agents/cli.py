@@ -2,19 +2,25 @@
 
 mtl-envs list
 mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
-mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--plot out.png]
+mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--plot out.png]
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 from collections.abc import Callable
 from typing import Any
 
 from agents import AGENTS
-from mtl_envs.experiment import RunConfig, format_table, load_results, plot_summary, summarize
+from mtl_envs.experiment import (
+    RunConfig,
+    default_metric,
+    format_table,
+    load_results,
+    plot_summary,
+    summarize,
+)
 from mtl_envs.utils import lookup
 
 
@@ -29,8 +35,9 @@ def resolve_method(name: str) -> Callable[[RunConfig, int], dict[str, Any]]:
     from baselines import BASELINES
 
     if name in AGENTS:
-        module, attr = AGENTS[name].split(":")
-        return getattr(importlib.import_module(module), attr)
+        from agents.train import agent_runner
+
+        return agent_runner(name)
     return lookup({**BASELINES, **dict.fromkeys(AGENTS)}, name, kind="method")
 
 
@@ -58,8 +65,9 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
         for seed in config.seeds:
             result = runner(config, seed)
             results.append(result)
+            metric = default_metric([result])
             print(
-                f"{method} seed {seed}: test accuracy {result['final']['test/accuracy']:.4f} "
+                f"{method} seed {seed}: {metric} {result['final'][metric]:.4f} "
                 f"({result['wall_time_s']:.0f} s)",
                 flush=True,
             )
@@ -87,7 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--data-root", default=None, help="dataset folder (sets env_kwargs.data_root)")
     compare = sub.add_parser("compare", help="table (and plot) of result files")
     compare.add_argument("results", nargs="+", help="result.json files or folders holding them")
-    compare.add_argument("--metric", default="test/accuracy")
+    compare.add_argument(
+        "--metric",
+        default=None,
+        help="default: test/accuracy, test/mean_accuracy or test/mean_mse, whichever exists",
+    )
     compare.add_argument(
         "--which",
         default="final",

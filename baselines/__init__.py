@@ -1,16 +1,36 @@
-"""Non-RL methods, one file each, in one registry: name -> ``run(config, seed) -> result``."""
+"""Non-RL methods, one file each, in one registry: name -> ``run(config, seed) -> result``.
+
+Auxiliary-learning methods (AuxLabel ids): ``stl``, ``human``, ``random``.
+Loss-weighting methods (LossWeighting ids): ``stl``, ``ew``, ``si``, ``uw``, ``rlw``,
+``dwa``, ``igbv1``; each combines with a torchjd aggregator via
+``env_kwargs: {aggregator: upgrad}`` (IGB Algorithm 3).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from baselines import human, random_labels, stl
+from baselines.dwa import DWA
+from baselines.ew import EW
+from baselines.igbv1 import IGBv1
+from baselines.loss_weighting import run_weighting_baseline
+from baselines.rlw import RLW
+from baselines.si import SI
+from baselines.uw import UW
+
+WEIGHTING_RULES = {"ew": EW, "si": SI, "uw": UW, "rlw": RLW, "dwa": DWA, "igbv1": IGBv1}
 
 BASELINES: dict[str, Callable[..., dict[str, Any]]] = {
     "stl": stl.run,
     "human": human.run,
     "random": random_labels.run,
+    **{
+        name: partial(run_weighting_baseline, method=name, make_rule=rule)
+        for name, rule in WEIGHTING_RULES.items()
+    },
 }
 
-__all__ = ["BASELINES"]
+__all__ = ["BASELINES", "WEIGHTING_RULES"]

@@ -1,15 +1,59 @@
-"""Single-task learning (STL): the primary task alone, no auxiliary loss.
+"""Single-task learning (STL): every task trained on its own.
 
-The "no auxiliary task" reference of RL-AUX section 5 (figure 4: 71.86% on CIFAR-100-20).
+* AuxLabel envs: the primary task alone, no auxiliary loss (the "no auxiliary task"
+  reference of RL-AUX section 5; figure 4: 71.86% on CIFAR-100-20).
+* LossWeighting envs: one network per task, same encoder, optimiser and epochs as the
+  multi-task run. These results are the reference of Δm (IGB eq. 5); a finished run with the
+  same config is reused rather than trained again.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from baselines.auxiliary import run_aux_baseline
-from mtl_envs.experiment import RunConfig
+from baselines.loss_weighting import build_learner, is_loss_weighting
+from mtl_envs.experiment import RunConfig, run_dir, run_epochs
+
+
+def _cached(config: RunConfig, seed: int) -> dict[str, Any] | None:
+    path = run_dir(config, "stl", seed) / "result.json"
+    if not path.is_file():
+        return None
+    result = json.loads(path.read_text())
+    same = {k: result["config"].get(k) for k in ("env_id", "env_kwargs", "epochs")}
+    wanted = {k: config.to_dict()[k] for k in ("env_id", "env_kwargs", "epochs")}
+    return result if same == wanted else None
+
+
+def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
+    cached = _cached(config, seed)
+    if cached is not None:
+        return cached
+    first = build_learner(config, seed, tasks=[0])
+    learners = [first] + [
+        build_learner(config, seed, tasks=[t]) for t in range(1, first.data.num_tasks)
+    ]
+
+    def train_epoch(epoch: int) -> dict[str, float]:
+        losses = [learner.train_epoch()["train/loss"] for learner in learners]
+        return {"train/loss": sum(losses) / len(losses)}
+
+    def evaluate(split: str) -> dict[str, float]:
+        merged: dict[str, float] = {}
+        for learner in learners:
+            merged.update({k: v for k, v in learner.evaluate(split).items() if "/" in k})
+        kind = next(iter(merged)).rsplit("/", 1)[-1]
+        merged[f"mean_{kind}"] = sum(merged.values()) / len(learners)
+        return merged
+
+    return run_epochs(
+        config=config, method="stl", seed=seed, train_epoch=train_epoch, evaluate=evaluate
+    )
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    if is_loss_weighting(config.env_id):
+        return run_single_task_networks(config, seed)
     return run_aux_baseline(config, seed, "stl", lambda learner, seed: None)

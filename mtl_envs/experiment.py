@@ -127,6 +127,14 @@ class TensorBoardLog:
             self.writer.close()
 
 
+def selection_metric(metrics: dict[str, float]) -> tuple[str, int]:
+    """The validation score that picks the best epoch, and its direction (+1 = higher)."""
+    for key, sign in (("val/accuracy", 1), ("val/mean_accuracy", 1), ("val/mean_mse", -1)):
+        if key in metrics:
+            return key, sign
+    raise KeyError(f"No validation score among {sorted(metrics)}.")
+
+
 def run_epochs(
     *,
     config: RunConfig,
@@ -135,18 +143,22 @@ def run_epochs(
     train_epoch: Callable[[int], dict[str, float]],
     evaluate: Callable[[str], dict[str, float]],
     extra: dict[str, Any] | None = None,
+    epochs: range | None = None,
 ) -> dict[str, Any]:
-    """Train ``config.epochs`` epochs, evaluating val and test after each; write the result.
+    """Train epoch after epoch, evaluating val and test after each; write the result.
 
     Args:
         train_epoch: trains epoch ``e`` and returns its training metrics (``train/...``).
-        evaluate: primary-task metrics of the current network on a split.
+        evaluate: metrics of the current network on a split (``accuracy`` for one task,
+            ``mean_accuracy`` or ``mean_mse`` plus per-task metrics for several).
         extra: more fields for the result JSON.
+        epochs: the epochs to run (default ``range(config.epochs)``).
 
     Returns:
         The result dict, also written atomically to ``run_dir/result.json``. ``final`` holds
         the test metrics after the last epoch, ``best`` those of the epoch with the best
-        validation accuracy (the paper reports early-stopped numbers).
+        validation score (the papers report early-stopped numbers); ``train_time_s`` the time
+        spent in training alone (the T metric of IGB compares it across methods).
     """
     from tqdm.auto import tqdm
 
@@ -155,20 +167,23 @@ def run_epochs(
     history: list[dict[str, float]] = []
     best: dict[str, Any] = {}
     start = time.perf_counter()
-    bar = tqdm(range(config.epochs), desc=f"{method} seed {seed}", disable=not config.progress)
+    train_time = 0.0
+    epochs = range(config.epochs) if epochs is None else epochs
+    bar = tqdm(epochs, desc=f"{method} seed {seed}", disable=not config.progress)
     try:
         for epoch in bar:
+            tick = time.perf_counter()
             metrics = dict(train_epoch(epoch))
+            train_time += time.perf_counter() - tick
             for split in ("val", "test"):
                 metrics.update({f"{split}/{k}": v for k, v in evaluate(split).items()})
             metrics["epoch"] = epoch + 1
             history.append(metrics)
             tb.scalars(metrics, epoch + 1)
-            if not best or metrics["val/accuracy"] > best["val/accuracy"]:
+            key, sign = selection_metric(metrics)
+            if not best or sign * metrics[key] > sign * best[key]:
                 best = dict(metrics)
-            bar.set_postfix(
-                val_acc=f"{metrics['val/accuracy']:.3f}", test_acc=f"{metrics['test/accuracy']:.3f}"
-            )
+            bar.set_postfix({key: f"{metrics[key]:.4f}"})
     finally:
         tb.close()
     wall = time.perf_counter() - start
@@ -180,6 +195,7 @@ def run_epochs(
         "final": {k: v for k, v in history[-1].items() if k.startswith("test/")},
         "best": {k: v for k, v in best.items() if k.startswith(("test/", "val/")) or k == "epoch"},
         "wall_time_s": wall,
+        "train_time_s": train_time,
         "config": config.to_dict(),
         "platform": {"python": platform.python_version(), "machine": platform.machine()},
         **(extra or {}),
@@ -212,12 +228,34 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     return results
 
 
+METRIC_CANDIDATES = ("test/accuracy", "test/mean_accuracy", "test/mean_mse")
+
+
+def default_metric(results: list[dict[str, Any]], which: str = "final") -> str:
+    for key in METRIC_CANDIDATES:
+        if key in results[0][which]:
+            return key
+    raise KeyError(f"No known headline metric in {sorted(results[0][which])}.")
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
 def summarize(
-    results: list[dict[str, Any]], metric: str = "test/accuracy", which: str = "final"
+    results: list[dict[str, Any]], metric: str | None = None, which: str = "final"
 ) -> list[dict[str, Any]]:
-    """Mean and std over seeds of ``metric`` per (env_id, method), plus mean wall time."""
+    """Per (env_id, method): mean and std over seeds of ``metric``, wall time, and for
+    multi-task results Δm against ``stl`` (IGB eq. 5) and T, the training time relative to
+    ``ew`` on the same seed; per-task means when there are at most 10 tasks."""
+    from mtl_envs.training.metrics import delta_m
+
     if which not in ("final", "best"):
         raise ValueError(f"`which` must be one of ['final', 'best']; got {which!r}.")
+    metric = metric or default_metric(results, which)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[(r["env_id"], r["method"])].append(r)
@@ -228,46 +266,81 @@ def summarize(
             raise KeyError(
                 f"Unknown metric {metric!r}.{suggest(metric, available)} Valid: {available}."
             )
-        values = [float(r[which][metric]) for r in runs]
-        mean = sum(values) / len(values)
-        std = (
-            math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
-            if len(values) > 1
-            else 0.0
-        )
-        wall = sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs)
-        rows.append(
+        mean, std = _mean_std([float(r[which][metric]) for r in runs])
+        row: dict[str, Any] = {
+            "env_id": env_id,
+            "method": method,
+            "metric": metric,
+            "mean": mean,
+            "std": std,
+            "n": len(runs),
+            "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs),
+        }
+        stl = {r["seed"]: r for r in groups.get((env_id, "stl"), [])}
+        ew = {r["seed"]: r for r in groups.get((env_id, "ew"), [])}
+        deltas = []
+        for r in runs:
+            if r["seed"] in stl:
+                try:
+                    test_only = {
+                        k: v for k, v in stl[r["seed"]][which].items() if k.startswith("test/")
+                    }
+                    deltas.append(delta_m(r[which], test_only))
+                except ValueError:
+                    break  # single-task results (AuxLabel): no per-task metrics
+        if deltas:
+            row["delta_m"], row["delta_m_std"] = _mean_std(deltas)
+        ratios = [
+            r["train_time_s"] / ew[r["seed"]]["train_time_s"]
+            for r in runs
+            if r["seed"] in ew and r.get("train_time_s") and ew[r["seed"]].get("train_time_s")
+        ]
+        if ratios and method != "stl":
+            row["T"] = sum(ratios) / len(ratios)
+        suffix = metric.rsplit("_", 1)[-1] if metric.split("/")[-1].startswith("mean_") else None
+        tasks = sorted(
             {
-                "env_id": env_id,
-                "method": method,
-                "metric": metric,
-                "mean": mean,
-                "std": std,
-                "n": len(values),
-                "wall_time_s": wall,
+                k.split("/")[1]
+                for k in runs[0][which]
+                if suffix and k.count("/") == 2 and k.endswith("/" + suffix)
             }
         )
+        if 0 < len(tasks) <= 10:
+            row["tasks"] = {
+                t: _mean_std([float(r[which][f"test/{t}/{suffix}"]) for r in runs])[0]
+                for t in tasks
+            }
+        rows.append(row)
     return rows
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table: env, method, mean +- std, seeds, wall time."""
+    """A plain-text table: env, method, mean +- std, per-task means, Δm, T, seeds, wall time."""
     if not rows:
         return "(no results)"
     metric = rows[0]["metric"]
-    header = ("env_id", "method", metric, "seeds", "wall time (s)")
-    body = [
-        (
-            r["env_id"],
-            r["method"],
-            f"{100 * r['mean']:.2f} +- {100 * r['std']:.2f}"
-            if "accuracy" in metric or metric.endswith(("precision", "recall", "f1"))
-            else f"{r['mean']:.4f} +- {r['std']:.4f}",
-            str(r["n"]),
-            f"{r['wall_time_s']:.1f}",
-        )
-        for r in rows
-    ]
+    percent = not metric.endswith("mse")
+    task_names = sorted({t for r in rows for t in r.get("tasks", {})})
+    header = ["env_id", "method", metric, *task_names]
+    if any("delta_m" in r for r in rows):
+        header.append("Δm % (lower better)")
+    if any("T" in r for r in rows):
+        header.append("T")
+    header += ["seeds", "wall time (s)"]
+
+    def fmt(v: float) -> str:
+        return f"{100 * v:.2f}" if percent else f"{v:.4f}"
+
+    body = []
+    for r in rows:
+        cells = [r["env_id"], r["method"], f"{fmt(r['mean'])} +- {fmt(r['std'])}"]
+        cells += [fmt(r["tasks"][t]) if t in r.get("tasks", {}) else "" for t in task_names]
+        if "Δm % (lower better)" in header:
+            cells.append(f"{r['delta_m']:+.2f} +- {r['delta_m_std']:.2f}" if "delta_m" in r else "")
+        if "T" in header:
+            cells.append(f"{r['T']:.2f}" if "T" in r else "")
+        cells += [str(r["n"]), f"{r['wall_time_s']:.1f}"]
+        body.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])

@@ -17,6 +17,16 @@ AUX_LABEL_DATASETS: dict[str, dict] = {
 }
 
 
+LOSS_WEIGHTING_DATASETS: dict[str, dict] = {
+    # CPU-sized: 12 batches per epoch; warm-up 2 + SAC from epoch 4, acting from epoch 6.
+    "Digits10": {"dataset": "digits10", "backbone": "small_cnn", "epochs": 30},
+    # 65 schools, 4 students per school per batch, an MLP encoder.
+    "Exam": {"dataset": "exam", "backbone": "mlp", "batch_size": 260, "epochs": 40},
+    # 20 superclass tasks, 5 images each per batch.
+    "CIFAR100MTL": {"dataset": "cifar100_mtl", "backbone": "small_cnn", "epochs": 50},
+}
+
+
 def register_envs() -> None:
     for name, kwargs in AUX_LABEL_DATASETS.items():
         for prefix, extra in (("AuxLabel", {}), ("AuxLabelWeighted", {"sample_weights": True})):
@@ -29,9 +39,17 @@ def register_envs() -> None:
                 vector_entry_point="mtl_envs.envs.aux_label:AuxLabelVectorEnv",
                 kwargs={**kwargs, **extra},
             )
+    for name, kwargs in LOSS_WEIGHTING_DATASETS.items():
+        env_id = f"LossWeighting-{name}-v0"
+        if env_id not in registry:
+            register(
+                id=env_id,
+                entry_point="mtl_envs.envs.loss_weighting:LossWeightingEnv",
+                kwargs=kwargs,
+            )
 
 
 def registered_ids() -> list[str]:
     """The ids this package registers, in registry order."""
-    prefixes = ("AuxLabel-", "AuxLabelWeighted-")
+    prefixes = ("AuxLabel-", "AuxLabelWeighted-", "LossWeighting-")
     return [env_id for env_id in registry if env_id.startswith(prefixes)]

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import mtl_envs  # noqa: F401
+from agents.ppo_auxlabel import run
 from agents.sb3_vec_env import SB3VecEnvAdapter
-from agents.train import run
 from mtl_envs.experiment import RunConfig
 
 

@@ -31,3 +31,29 @@ def classification_metrics(confusion: torch.Tensor) -> dict[str, float]:
         "recall": float(recall.mean()),
         "f1": float(f1.mean()),
     }
+
+
+# Per-task metric names and whether higher is better (delta_k = 1 in IGB eq. 5).
+HIGHER_IS_BETTER = {"accuracy": True, "precision": True, "recall": True, "f1": True, "mse": False}
+
+
+def delta_m(method: dict[str, float], reference: dict[str, float]) -> float:
+    """IGB eq. 5, in percent: ``100/K sum_k (-1)^delta_k (M_m,k - M_b,k) / M_b,k``.
+
+    The mean signed relative change against the single-task reference over all K per-task
+    metrics (keys ``<split>/<task>/<metric>``); delta_k = 1 when higher is better, so an
+    improvement counts negative and lower is better.
+
+    Raises:
+        ValueError: when the two share no per-task metric.
+    """
+    terms = []
+    for key, base in reference.items():
+        parts = key.split("/")
+        if len(parts) < 3 or parts[-1] not in HIGHER_IS_BETTER or key not in method:
+            continue
+        sign = -1.0 if HIGHER_IS_BETTER[parts[-1]] else 1.0
+        terms.append(sign * (method[key] - base) / base)
+    if not terms:
+        raise ValueError("No per-task metrics in common between the method and the reference.")
+    return 100.0 * sum(terms) / len(terms)

@@ -271,8 +271,14 @@ class MultiTaskLearner:
         ``weights`` (n,) come from the caller (the env's action); without them the learner's
         weighting rule (default equal weights) decides from the batch losses.
         """
-        start = time.perf_counter()
         losses, features = self.task_losses(indices)
+        return self.apply(losses, features, weights)
+
+    def apply(
+        self, losses: list[torch.Tensor], features: torch.Tensor, weights: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Update on losses from :meth:`task_losses` and count them in the epoch's means."""
+        start = time.perf_counter()
         detached = self.update(losses, features, weights)
         self._epoch_loss_sum += detached
         self._epoch_batches += 1

@@ -1,0 +1,221 @@
+"""LossWeighting: an agent sets the task weights of a multi-task training run (IGBv2)."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from gymnasium import spaces
+
+from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+from mtl_envs.training.weighting import softmax_weights
+from mtl_envs.utils import check_choice, seed_from, suggest
+
+OBSERVATIONS = ("losses", "normalized_losses")
+ENV_ARGUMENTS = ("observation", "temperature", "warmup_epochs", "epochs", "max_steps")
+
+
+def improvable_gap_reward(
+    losses: torch.Tensor, next_losses: torch.Tensor, base_losses: torch.Tensor, alpha: float
+) -> torch.Tensor:
+    """IGB eq. 4: ``r_t = alpha * min_i (L_t,i - L_t+1,i) / L_base,i``."""
+    return alpha * ((losses - next_losses) / base_losses).min()
+
+
+def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], MultiTaskLearnerConfig]:
+    """Split constructor kwargs into env arguments and the learner's config (``loss`` defaults
+    to the scale-invariant ``"log"`` here, as in IGB)."""
+    learner_fields = [f.name for f in dataclasses.fields(MultiTaskLearnerConfig)]
+    valid = list(ENV_ARGUMENTS) + learner_fields
+    for key in kwargs:
+        if key not in valid:
+            raise TypeError(
+                f"Unknown LossWeighting argument {key!r}.{suggest(key, valid)} "
+                f"Valid arguments: {', '.join(valid)}."
+            )
+    learner_kwargs = {"loss": "log", **{k: v for k, v in kwargs.items() if k in learner_fields}}
+    env_kwargs = {k: v for k, v in kwargs.items() if k in ENV_ARGUMENTS}
+    return env_kwargs, MultiTaskLearnerConfig(**learner_kwargs)
+
+
+class LossWeightingEnv(gym.Env):
+    """Choose the task weights of every batch of a multi-task training run (IGB, sec. 3.2.2).
+
+    ## Description
+    A hard-sharing network (shared encoder, one head per task) trains on n tasks. Each step
+    is one batch: the agent sees the batch's task losses and returns the task weights; the
+    network takes one optimiser step on ``sum w_i log L_i`` (IGB eq. 2; ``loss="sum"`` for
+    ``sum w_i L_i``), optionally with a torchjd aggregator on the shared parameters
+    (``aggregator="upgrad"``, ..., IGB Algorithm 3).
+
+    ## Action Space
+    ``Box(-1, 1, (n,))``, mapped to weights ``n * softmax(temperature * a)``: positive and
+    summing to n, as the paper requires for a fair comparison with equal weighting.
+
+    ## Observation Space
+    | observation           | space                 | meaning                                |
+    |-----------------------|-----------------------|----------------------------------------|
+    | `"losses"` (paper)    | `Box(0, inf, (n,))`   | the current batch's task losses L_t    |
+    | `"normalized_losses"` | `Box(0, inf, (n,))`   | L_t / L_base                           |
+
+    ## Rewards
+    IGB eq. 4: ``r_t = alpha * min_i (L_t,i - L_t+1,i) / L_base,i`` with
+    ``alpha = lr_0 / lr_t``; L_t+1 are the next batch's losses after the update (on the final
+    step, those of a fresh batch that is not trained on).
+
+    ## Starting State
+    ``reset()`` starts a new training run (seeded from the env's generator) and trains
+    ``warmup_epochs`` (2) epochs with equal weights; L_base is the mean of the second epoch's
+    batch losses (or of the last warm-up epoch when there is only one).
+
+    ## Episode End
+    Terminated when the run reaches ``epochs``; truncated after ``max_steps`` steps or when a
+    loss becomes NaN or infinite (``info["diverged"] = True``).
+
+    ## Arguments
+    | argument        | default    | meaning                                              |
+    |-----------------|------------|------------------------------------------------------|
+    | `dataset`       | per id     | `digits10`, `cifar100_mtl`, `exam`                   |
+    | `backbone`      | per id     | shared encoder (`small_cnn`, `mlp`, `vgg16`)         |
+    | `epochs`        | per id     | total training epochs, warm-up included              |
+    | `warmup_epochs` | 2          | equal-weight epochs before the agent acts            |
+    | `observation`   | `"losses"` | or `"normalized_losses"`                             |
+    | `temperature`   | 1.0        | softmax temperature of the action-to-weight map      |
+    | `loss`          | `"log"`    | `"log"` (eq. 2) or `"sum"`                           |
+    | `aggregator`    | None       | torchjd aggregator on the shared parameters          |
+    | `optimizer`, `lr`, ... | adam, 1e-3 | see `MultiTaskLearnerConfig`                  |
+    | `max_steps`     | None       | truncate after this many steps                       |
+
+    ## Version History
+    * v0: initial release.
+
+    ## Example
+    >>> import gymnasium as gym, mtl_envs
+    >>> env = gym.make("LossWeighting-Digits10-v0")
+    >>> obs, info = env.reset(seed=0)
+    >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    """
+
+    metadata = {"render_modes": []}
+
+    def __init__(
+        self,
+        observation: str = "losses",
+        temperature: float = 1.0,
+        warmup_epochs: int = 2,
+        epochs: int = 30,
+        max_steps: int | None = None,
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ):
+        if render_mode is not None:
+            raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        _, config = split_env_kwargs(kwargs)
+        check_choice("observation", observation, OBSERVATIONS)
+        if not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise ValueError(f"`temperature` must be a positive number; got {temperature!r}.")
+        if not isinstance(warmup_epochs, int) or warmup_epochs < 1:
+            raise ValueError(f"`warmup_epochs` must be an int >= 1; got {warmup_epochs!r}.")
+        if not isinstance(epochs, int) or epochs <= warmup_epochs:
+            raise ValueError(
+                f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` "
+                f"({warmup_epochs})."
+            )
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ValueError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
+        self.observation = observation
+        self.temperature = float(temperature)
+        self.warmup_epochs = warmup_epochs
+        self.epochs = epochs
+        self.max_steps = max_steps
+        self.learner = MultiTaskLearner(config)
+        n = self.learner.num_tasks
+        self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
+        self.observation_space = spaces.Box(0.0, np.inf, (n,), dtype=np.float32)
+        self._losses: list[torch.Tensor] = []
+        self._features: torch.Tensor | None = None
+        self._current = torch.zeros(n)
+        self.base_losses = torch.ones(n)
+        self.batch = 0
+        self.steps = 0
+
+    @property
+    def num_tasks(self) -> int:
+        return self.learner.num_tasks
+
+    def action_to_weights(self, action: np.ndarray) -> torch.Tensor:
+        """``n * softmax(temperature * a)``."""
+        a = torch.as_tensor(np.asarray(action, dtype=np.float32), device=self.learner.device)
+        return softmax_weights(self.temperature * a)
+
+    def _load_batch(self) -> None:
+        self._losses, self._features = self.learner.task_losses(
+            self.learner.batch_indices(self.batch)
+        )
+        self._current = torch.stack(self._losses).detach()
+
+    def _obs(self) -> np.ndarray:
+        losses = self._current
+        if self.observation == "normalized_losses":
+            losses = losses / self.base_losses
+        return losses.cpu().numpy().astype(np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        learner = self.learner
+        learner.reset_run(seed_from(self.np_random))
+        for _ in range(self.warmup_epochs):
+            learner.train_epoch()
+        base = learner.base_losses if learner.base_losses is not None else learner.loss_history[-1]
+        self.base_losses = base.clamp_min(1e-12)
+        learner.begin_epoch()
+        self.batch = 0
+        self.steps = 0
+        self._load_batch()
+        info = {"epoch": learner.epoch, "base_losses": self.base_losses.tolist()}
+        return self._obs(), info
+
+    def step(self, action):
+        if not self.action_space.contains(np.asarray(action, dtype=np.float32)):
+            raise ValueError(f"Action {action!r} is outside the action space {self.action_space}.")
+        learner = self.learner
+        weights = self.action_to_weights(action)
+        alpha = learner.initial_lr / learner.lr
+        losses = learner.apply(self._losses, self._features, weights)
+        epoch = learner.epoch
+        self.batch += 1
+        self.steps += 1
+        terminated = False
+        if self.batch >= learner.num_batches:
+            learner.end_epoch()
+            terminated = learner.epoch >= self.epochs
+            learner.begin_epoch()
+            self.batch = 0
+        self._load_batch()  # L_t+1: the next batch, whose forward the next step trains on
+        next_losses = self._current
+        diverged = not bool(torch.isfinite(next_losses).all() and torch.isfinite(losses).all())
+        reward = (
+            0.0
+            if diverged
+            else float(improvable_gap_reward(losses, next_losses, self.base_losses, alpha))
+        )
+        truncated = diverged or (self.max_steps is not None and self.steps >= self.max_steps)
+        info = {
+            "losses": losses.tolist(),
+            "weights": weights.tolist(),
+            "epoch": epoch,
+            "batch": self.batch,
+            "alpha": alpha,
+            "diverged": diverged,
+        }
+        obs = self._obs()
+        if diverged:
+            obs = np.nan_to_num(obs, nan=0.0, posinf=np.finfo(np.float32).max)
+        return obs, reward, bool(terminated), bool(truncated and not terminated), info
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Per-task metrics of the current network on ``split``."""
+        return self.learner.evaluate(split)
