@@ -74,3 +74,33 @@ def test_custom_agent_runs(capsys):
     metrics = main(["--epochs", "1", "--batch-size", "100"])
     assert 0.0 <= metrics["accuracy"] <= 1.0
     assert "epoch 1: test accuracy" in capsys.readouterr().out
+
+
+def test_igbv2_schedule_steps():
+    from agents.sac_lossweighting import schedule_steps
+
+    # Env steps start in epoch 3 (after 2 warm-up epochs): SAC learns from epoch 4, i.e.
+    # after 1 epoch of steps, and acts from epoch 6, after 3 epochs of steps.
+    assert schedule_steps(4, 6, warmup_epochs=2, batches=12) == (12, 36)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_igbv2_smoke_run(tmp_path):
+    from agents.sac_lossweighting import run as run_igbv2
+
+    config = RunConfig(
+        method="igbv2",
+        env_id="LossWeighting-Digits10-v0",
+        env_kwargs={"warmup_epochs": 1},
+        epochs=3,
+        seeds=[0],
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+        method_kwargs={"update_epoch": 2, "use_epoch": 3},
+        agent={"gradient_steps": 2, "train_freq": [6, "step"], "batch_size": 8},
+    )
+    result = run_igbv2(config, seed=0)
+    assert [e["epoch"] for e in result["epochs"]] == [2, 3]
+    assert 0.5 < result["final"]["test/mean_accuracy"] <= 1.0
+    assert result["train_time_s"] > 0 and result["schedule"] == {"update_epoch": 2, "use_epoch": 3}

@@ -89,3 +89,53 @@ def test_overrides():
     assert RunConfig.from_dict(values).seeds == [1, 2]
     with pytest.raises(ValueError, match="key=value"):
         apply_overrides({}, ["epochs"])
+
+
+def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
+    config = write_config(
+        tmp_path,
+        method=["stl", "ew", "uw", "igbv1"],
+        env_id="LossWeighting-Digits10-v0",
+        epochs=3,
+        seeds=[0],
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+        tensorboard=False,
+    )
+    assert main(["run", str(config)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(tmp_path / "out")]) == 0
+    table = capsys.readouterr().out
+    assert "Δm" in table and "is_9" in table and table.count("LossWeighting-Digits10-v0") == 4
+    ew_row = next(line for line in table.splitlines() if " ew " in line)
+    assert "1.00" in ew_row  # T of EW against itself
+    # A second stl run with the same config is read from its result, not trained again.
+    stl_file = next((tmp_path / "out").rglob("stl/seed0/result.json"))
+    mtime = stl_file.stat().st_mtime_ns
+    config2 = write_config(
+        tmp_path,
+        method="stl",
+        env_id="LossWeighting-Digits10-v0",
+        epochs=3,
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+        tensorboard=False,
+    )
+    assert main(["run", str(config2)]) == 0
+    assert stl_file.stat().st_mtime_ns == mtime
+
+
+def test_aggregator_option_reaches_the_learner(tmp_path):
+    from baselines import BASELINES
+
+    config = RunConfig(
+        method="ew",
+        env_id="LossWeighting-Digits10-v0",
+        env_kwargs={"aggregator": "upgrad"},
+        epochs=1,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+    )
+    result = BASELINES["ew"](config, 0)
+    assert result["config"]["env_kwargs"]["aggregator"] == "upgrad"

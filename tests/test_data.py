@@ -102,3 +102,20 @@ def test_random_crop_flip_is_a_shifted_possibly_flipped_window():
     # Same generator state -> same augmentation.
     again = random_crop_flip(images, torch.Generator().manual_seed(0), padding=2)
     assert torch.equal(out, again)
+
+
+def test_multitask_datasets(fake_data_root):
+    from mtl_envs.data.multitask import load_multitask_dataset
+
+    digits10 = load_multitask_dataset("digits10", device="cpu")
+    assert digits10.num_tasks == 10 and digits10.shared_inputs and bool(digits10.train.mask.all())
+    assert torch.equal(digits10.train.targets.sum(1), torch.ones(len(digits10.train)))
+    cifar = load_multitask_dataset("cifar100_mtl", fake_data_root, device="cpu")
+    assert cifar.num_tasks == 20 and cifar.num_classes == 5
+    assert torch.equal(cifar.train.mask.sum(1), torch.ones(len(cifar.train), dtype=torch.long))
+    assert float(cifar.train.targets.max()) <= 4
+    exam = load_multitask_dataset("exam", device="cpu")
+    assert exam.num_tasks == 65 and exam.task_type == "regression"
+    assert len(exam.train) + len(exam.val) + len(exam.test) == 4059
+    assert exam.task_metadata.shape[0] == 65 and exam.input_shape == (8,)
+    assert bool((exam.test.mask.sum(0) >= 1).all())  # every school has test students

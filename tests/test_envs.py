@@ -15,16 +15,26 @@ ENV_IDS = mtl_envs.registered_ids()
 SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
 
 
+# Same env, cheaper episodes: one warm-up epoch for the LossWeighting ids in the checkers.
+CHEAP = {"LossWeighting": {"warmup_epochs": 1, "epochs": 3}}
+
+
+def cheap_kwargs(env_id: str) -> dict:
+    return CHEAP.get(env_id.split("-")[0], {})
+
+
 def test_ids_registered():
     for name in ("CIFAR100", "CIFAR10", "SVHN", "Digits"):
         assert f"AuxLabel-{name}-v0" in ENV_IDS and f"AuxLabelWeighted-{name}-v0" in ENV_IDS
+    for name in ("Digits10", "CIFAR100MTL", "Exam"):
+        assert f"LossWeighting-{name}-v0" in ENV_IDS
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)
 def test_check_env(env_id, data_env):
     # Registered defaults (VGG16 for CIFAR/SVHN) on small files in the official layouts.
-    env = gym.make(env_id)
+    env = gym.make(env_id, **cheap_kwargs(env_id))
     check_env(env.unwrapped, skip_render_check=True)
     sb3_check_env(env.unwrapped, warn=False)
     env.close()

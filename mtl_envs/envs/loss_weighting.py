@@ -161,7 +161,8 @@ class LossWeightingEnv(gym.Env):
         losses = self._current
         if self.observation == "normalized_losses":
             losses = losses / self.base_losses
-        return losses.cpu().numpy().astype(np.float32)
+        # A diverged run reports itself through info["diverged"]; observations stay finite.
+        return np.nan_to_num(losses.cpu().numpy().astype(np.float32), nan=0.0, posinf=1e30)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -175,7 +176,12 @@ class LossWeightingEnv(gym.Env):
         self.batch = 0
         self.steps = 0
         self._load_batch()
-        info = {"epoch": learner.epoch, "base_losses": self.base_losses.tolist()}
+        diverged = not bool(torch.isfinite(self._current).all())
+        info = {
+            "epoch": learner.epoch,
+            "base_losses": self.base_losses.tolist(),
+            "diverged": diverged,
+        }
         return self._obs(), info
 
     def step(self, action):
@@ -211,10 +217,7 @@ class LossWeightingEnv(gym.Env):
             "alpha": alpha,
             "diverged": diverged,
         }
-        obs = self._obs()
-        if diverged:
-            obs = np.nan_to_num(obs, nan=0.0, posinf=np.finfo(np.float32).max)
-        return obs, reward, bool(terminated), bool(truncated and not terminated), info
+        return self._obs(), reward, bool(terminated), bool(truncated and not terminated), info
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Per-task metrics of the current network on ``split``."""

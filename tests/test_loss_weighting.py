@@ -1,0 +1,209 @@
+"""LossWeighting (IGB): formulas on hand-worked numbers, the env, the learner's aggregation."""
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import mtl_envs  # noqa: F401
+from baselines.dwa import DWA
+from baselines.igbv1 import IGBv1
+from baselines.rlw import RLW
+from baselines.uw import UW
+from mtl_envs.envs.loss_weighting import improvable_gap_reward
+from mtl_envs.training.metrics import delta_m
+from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+from mtl_envs.training.weighting import weighted_objective_terms
+
+FAST = {"warmup_epochs": 1, "epochs": 3}
+
+
+class FakeLearner:
+    def __init__(self, history=(), base=None):
+        self.loss_history = [torch.tensor(h) for h in history]
+        self.base_losses = None if base is None else torch.tensor(base)
+        self.generator = torch.Generator().manual_seed(0)
+
+
+def test_reward_eq4_by_hand():
+    # declines (0.5, 0.2) / L_base (1, 0.5) = (0.5, 0.4); min 0.4; alpha = 2 -> 0.8.
+    r = improvable_gap_reward(
+        torch.tensor([1.0, 0.6]), torch.tensor([0.5, 0.4]), torch.tensor([1.0, 0.5]), alpha=2.0
+    )
+    assert float(r) == pytest.approx(0.8)
+
+
+def test_action_to_weights_sum_to_n():
+    env = gym.make("LossWeighting-Digits10-v0", **FAST).unwrapped
+    assert torch.allclose(env.action_to_weights(np.zeros(10)), torch.ones(10))
+    a = np.zeros(10, dtype=np.float32)
+    a[0] = math.log(3.0)  # softmax over (3, 1, ..., 1) / 12 -> weights 10 * (3/12, 1/12, ...)
+    w = env.action_to_weights(a)
+    assert float(w[0]) == pytest.approx(2.5) and float(w[1]) == pytest.approx(10 / 12)
+    assert float(w.sum()) == pytest.approx(10.0)
+
+
+def test_scale_invariant_gradient_eq2():
+    # d/dx [w log L(x)] = w L'(x) / L(x); L = x^2 at x = 3, w = 2 -> 2 * 6 / 9.
+    x = torch.tensor(3.0, requires_grad=True)
+    weighted_objective_terms(x**2, torch.tensor(2.0), "log").backward()
+    assert float(x.grad) == pytest.approx(12 / 9)
+    with pytest.raises(ValueError, match="loss"):
+        weighted_objective_terms(x, torch.tensor(1.0), "mean")
+
+
+def test_dwa_weights_by_hand():
+    rule = DWA(temperature=2.0)
+    assert torch.equal(rule.weights(torch.ones(2), FakeLearner([(1.0, 1.0)])), torch.ones(2))
+    # r = (0.5/1, 1/1) -> 2 * softmax((0.25, 0.5)).
+    w = rule.weights(torch.ones(2), FakeLearner([(1.0, 1.0), (0.5, 1.0)]))
+    e1, e2 = math.exp(0.25), math.exp(0.5)
+    torch.testing.assert_close(w, torch.tensor([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2)]))
+
+
+def test_uw_weights_and_log_variance_gradient():
+    rule = UW()
+    rule.reset(2)
+    losses = torch.tensor([3.0, 1.0])
+    w = rule.weights(losses, None)
+    torch.testing.assert_close(w, torch.tensor([0.5, 0.5]))  # 1 / (2 e^0)
+    rule.objective(losses, w).backward()
+    # d/ds [L e^{-s} / 2 + s / 2] at s = 0 is (1 - L) / 2.
+    torch.testing.assert_close(rule.log_vars.grad, torch.tensor([-1.0, 0.0]))
+
+
+def test_igbv1_weights_eq3():
+    rule = IGBv1()
+    assert torch.equal(rule.weights(torch.tensor([2.0, 1.0]), FakeLearner()), torch.ones(2))
+    w = rule.weights(torch.tensor([2.0, 1.0]), FakeLearner(base=(1.0, 1.0)))
+    e = math.e
+    torch.testing.assert_close(w, torch.tensor([2 * e / (e + 1), 2 / (e + 1)]))
+
+
+def test_rlw_weights_positive_sum_to_n_and_seeded():
+    a = RLW().weights(torch.ones(4), FakeLearner())
+    b = RLW().weights(torch.ones(4), FakeLearner())
+    assert torch.equal(a, b) and bool((a > 0).all()) and float(a.sum()) == pytest.approx(4.0)
+
+
+def test_delta_m_eq5_by_hand():
+    stl = {"test/a/accuracy": 0.8, "test/b/mse": 2.0, "test/mean_accuracy": 0.8}
+    mtl = {"test/a/accuracy": 0.88, "test/b/mse": 2.5, "test/mean_accuracy": 0.88}
+    # accuracy +10% counts -10, mse +25% counts +25 -> mean 7.5 %.
+    assert delta_m(mtl, stl) == pytest.approx(7.5)
+
+
+def test_base_losses_are_second_epoch_mean():
+    learner = MultiTaskLearner(MultiTaskLearnerConfig(dataset="digits10", device="cpu"), seed=0)
+    seen = []
+    for _ in range(3):
+        learner.begin_epoch()
+        batch_losses = [
+            learner.train_batch(learner.batch_indices(b)) for b in range(learner.num_batches)
+        ]
+        learner.end_epoch()
+        seen.append(torch.stack(batch_losses).mean(0))
+    torch.testing.assert_close(learner.base_losses, seen[1])
+    torch.testing.assert_close(learner.loss_history[2], seen[2])
+
+
+def test_env_reward_uses_next_batch_losses():
+    env = gym.make("LossWeighting-Digits10-v0", **FAST).unwrapped
+    obs, info = env.reset(seed=0)
+    base = np.array(info["base_losses"])
+    for _ in range(3):
+        action = env.action_space.sample()
+        next_obs, reward, terminated, truncated, info = env.step(action)
+        expected = info["alpha"] * np.min((np.array(info["losses"]) - next_obs) / base)
+        assert reward == pytest.approx(expected, rel=1e-5, abs=1e-6)
+        assert np.allclose(info["losses"], obs, rtol=1e-5)  # obs were the trained batch's losses
+        assert sum(info["weights"]) == pytest.approx(10.0, rel=1e-5)
+        obs = next_obs
+
+
+def test_episode_is_the_whole_run_and_normalized_observation():
+    env = gym.make("LossWeighting-Digits10-v0", observation="normalized_losses", **FAST).unwrapped
+    obs, info = env.reset(seed=1)
+    assert np.allclose(obs * np.array(info["base_losses"]), env._current.numpy(), rtol=1e-5)
+    steps, terminated = 0, False
+    while not terminated:
+        _, _, terminated, truncated, info = env.step(np.zeros(10, dtype=np.float32))
+        steps += 1
+    assert steps == (3 - 1) * env.learner.num_batches and env.learner.epoch == 3
+
+
+def test_max_steps_truncates_and_divergence_is_reported():
+    env = gym.make("LossWeighting-Digits10-v0", max_steps=2, **FAST).unwrapped
+    env.reset(seed=0)
+    env.step(np.zeros(10, dtype=np.float32))
+    *_, terminated, truncated, _ = env.step(np.zeros(10, dtype=np.float32))
+    assert truncated and not terminated
+    # A huge learning rate makes the squared errors overflow during the warm-up.
+    huge = gym.make("LossWeighting-Exam-v0", optimizer="sgd", lr=1e10, loss="sum", **FAST)
+    obs, info = huge.unwrapped.reset(seed=0)
+    assert info["diverged"] and np.isfinite(obs).all()
+    obs, reward, terminated, truncated, info = huge.unwrapped.step(np.zeros(65, dtype=np.float32))
+    assert info["diverged"] and truncated and not terminated
+    assert np.isfinite(obs).all() and reward == 0.0
+
+
+def test_same_seed_same_trajectory():
+    env = gym.make("LossWeighting-Exam-v0", **FAST)
+    runs = []
+    for _ in range(2):
+        obs, _ = env.reset(seed=5)
+        env.action_space.seed(0)
+        traj = [obs]
+        for _ in range(4):
+            obs, reward, *_ = env.step(env.action_space.sample())
+            traj += [obs, reward]
+        runs.append(traj)
+    for a, b in zip(*runs):
+        assert np.array_equal(a, b)
+
+
+def test_bad_arguments():
+    with pytest.raises(TypeError, match="Did you mean 'aggregator'"):
+        gym.make("LossWeighting-Digits10-v0", agregator="mgda")
+    with pytest.raises(ValueError, match="`aggregator` must be None or one of"):
+        gym.make("LossWeighting-Digits10-v0", aggregator="mgdaa")
+    with pytest.raises(ValueError, match="observation"):
+        gym.make("LossWeighting-Digits10-v0", observation="loss")
+    with pytest.raises(ValueError, match="epochs"):
+        gym.make("LossWeighting-Digits10-v0", epochs=2)
+    env = gym.make("LossWeighting-Digits10-v0", **FAST).unwrapped
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(np.full(10, 2.0, dtype=np.float32))
+
+
+def test_mean_aggregator_scales_the_shared_update_and_leaves_heads_alone():
+    def one_step(aggregator):
+        cfg = MultiTaskLearnerConfig(
+            dataset="digits10",
+            device="cpu",
+            optimizer="sgd",
+            momentum=0.0,
+            lr=0.1,
+            aggregator=aggregator,
+        )
+        learner = MultiTaskLearner(cfg, seed=0)
+        before = [p.detach().clone() for p in learner.net.parameters()]
+        learner.begin_epoch()
+        learner.train_batch(learner.batch_indices(0))
+        shared = [p.detach() - b for p, b in zip(learner.net.backbone.parameters(), before)]
+        heads_before = before[len(shared) :]
+        heads = [p.detach() - b for p, b in zip(learner.net.heads.parameters(), heads_before)]
+        return shared, heads
+
+    plain_shared, plain_heads = one_step(None)
+    mean_shared, mean_heads = one_step("mean")
+    upgrad_shared, _ = one_step("upgrad")
+    # torchjd's Mean averages the 10 task gradients; plain training sums them.
+    for p, m in zip(plain_shared, mean_shared):
+        torch.testing.assert_close(m * 10, p, rtol=1e-4, atol=1e-6)
+    for p, m in zip(plain_heads, mean_heads):
+        torch.testing.assert_close(m, p)
+    assert not all(torch.allclose(p, u) for p, u in zip(mean_shared, upgrad_shared))
