@@ -123,7 +123,13 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
 
         model.set_logger(configure(str(out / "tb_agent"), ["tensorboard"]))
     stats = RewardStats()
-    steps_per_epoch = env.learner.num_batches * venv.num_envs
+    batches = env.learner.num_batches
+    if batches % model.n_steps:
+        # PPO collects n_steps per rollout; a rollout must not spill into the next epoch.
+        raise ValueError(
+            f"`agent.n_steps` ({model.n_steps}) must divide the {batches} batches of an epoch."
+        )
+    steps_per_epoch = batches * venv.num_envs
 
     def train_epoch(epoch: int) -> dict[str, float]:
         # 1) train-agent epoch from the canonical model; clearing _last_obs makes SB3 reset

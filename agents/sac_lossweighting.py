@@ -30,7 +30,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 
 import mtl_envs  # noqa: F401
 from mtl_envs.envs.loss_weighting import LossWeightingEnv
-from mtl_envs.experiment import RunConfig, run_dir, run_epochs
+from mtl_envs.experiment import EpochRecorder, RunConfig, run_dir
 from mtl_envs.utils import resolve_device
 
 # IGB section 4.1: SAC lr 3e-4 (alone or with CAGrad/IMTL-G), buffer 1e4, gamma 0.99,
@@ -58,11 +58,17 @@ class ScheduledSAC(SAC):
         return super()._sample_action(max(learning_starts, self.random_steps), action_noise, n_envs)
 
 
-class WeightStats(BaseCallback):
-    """Mean reward and the spread of the chosen task weights over an epoch."""
+class EpochCallback(BaseCallback):
+    """Records each finished epoch of the run (evaluation, logging) from inside ``learn``.
 
-    def __init__(self) -> None:
+    SB3's off-policy ``learn`` collects ``train_freq`` steps per round whatever the
+    requested total, so the whole run is one ``learn`` call; this callback cuts the epochs
+    and stops ``learn`` (by returning False) once ``epochs`` epochs are recorded.
+    """
+
+    def __init__(self, recorder: EpochRecorder, env: LossWeightingEnv, epochs: int) -> None:
         super().__init__()
+        self.recorder, self.env, self.epochs = recorder, env, epochs
         self.rewards: list[float] = []
         self.weight_std: list[float] = []
 
@@ -70,15 +76,15 @@ class WeightStats(BaseCallback):
         info = self.locals["infos"][0]
         self.rewards.append(float(self.locals["rewards"][0]))
         self.weight_std.append(float(np.std(info["weights"])))
-        return True
-
-    def pop(self) -> dict[str, float]:
-        out = {
-            "agent/reward": float(np.mean(self.rewards)) if self.rewards else 0.0,
-            "agent/weight_std": float(np.mean(self.weight_std)) if self.weight_std else 0.0,
-        }
-        self.rewards, self.weight_std = [], []
-        return out
+        if self.env.batch == 0:  # the step closed an epoch
+            metrics = {
+                "agent/reward": float(np.mean(self.rewards)),
+                "agent/weight_std": float(np.mean(self.weight_std)),
+                "train/lr": self.env.learner.lr,
+            }
+            self.recorder.record(self.env.learner.epoch - 1, metrics)
+            self.rewards, self.weight_std = [], []
+        return len(self.recorder.history) < self.epochs
 
 
 def schedule_steps(
@@ -98,7 +104,8 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     """Train one LossWeighting run with IGBv2; returns (and writes) the result dict."""
     schedule = {**SCHEDULE_DEFAULTS, **config.method_kwargs}
     # One epoch more than trained: SB3 auto-resets an env that terminates, which here would
-    # start a new run (with its warm-up) before the final evaluation.
+    # start a new run (with its warm-up) before the final evaluation. The extra epoch is
+    # never reached: EpochCallback stops learn() when config.epochs epochs are done.
     env = gym.make(config.env_id, **{**config.env_kwargs, "epochs": config.epochs + 1})
     lw = env.unwrapped
     if not isinstance(lw, LossWeightingEnv):
@@ -125,26 +132,13 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         from stable_baselines3.common.logger import configure
 
         model.set_logger(configure(str(out / "tb_agent"), ["tensorboard"]))
-    stats = WeightStats()
-
-    def train_epoch(epoch: int) -> dict[str, float]:
-        model.learn(batches, callback=stats, reset_num_timesteps=False)
-        return {**stats.pop(), "train/lr": lw.learner.lr}
-
+    epochs = config.epochs - lw.warmup_epochs
+    recorder = EpochRecorder(config, "igbv2", seed, lw.evaluate, total_epochs=epochs)
     try:
-        return run_epochs(
-            config=config,
-            method="igbv2",
-            seed=seed,
-            train_epoch=train_epoch,
-            evaluate=lw.evaluate,
-            epochs=range(lw.warmup_epochs, config.epochs),
-            extra={
-                "agent": {
-                    k: list(v) if isinstance(v, tuple) else v for k, v in agent_kwargs.items()
-                },
-                "schedule": schedule,
-            },
-        )
+        # The total is an upper bound; the callback ends learn() after `epochs` epochs.
+        model.learn((epochs + 1) * batches, callback=EpochCallback(recorder, lw, epochs))
     finally:
+        recorder.close()
         env.close()
+    agent = {k: list(v) if isinstance(v, tuple) else v for k, v in agent_kwargs.items()}
+    return recorder.finish({"agent": agent, "schedule": schedule})

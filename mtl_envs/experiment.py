@@ -135,6 +135,90 @@ def selection_metric(metrics: dict[str, float]) -> tuple[str, int]:
     raise KeyError(f"No validation score among {sorted(metrics)}.")
 
 
+class EpochRecorder:
+    """Evaluate val and test after each epoch, log them, keep the best, write the result.
+
+    For loops that do not train epoch by epoch themselves (an SB3 ``learn`` call spanning a
+    whole run calls :meth:`record` from a callback); :func:`run_epochs` wraps the common case.
+    Training time is the wall time minus the time spent evaluating.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        method: str,
+        seed: int,
+        evaluate: Callable[[str], dict[str, float]],
+        total_epochs: int | None = None,
+    ):
+        from tqdm.auto import tqdm
+
+        self.config, self.method, self.seed, self.evaluate = config, method, seed, evaluate
+        self.out = run_dir(config, method, seed)
+        self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None)
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {}
+        self.start = time.perf_counter()
+        self.eval_time = 0.0
+        self.bar = tqdm(
+            total=total_epochs or config.epochs,
+            desc=f"{method} seed {seed}",
+            disable=not config.progress,
+        )
+
+    def record(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
+        """Evaluate after (0-based) ``epoch`` and record it with its training metrics."""
+        tick = time.perf_counter()
+        metrics = dict(train_metrics)
+        for split in ("val", "test"):
+            metrics.update({f"{split}/{k}": v for k, v in self.evaluate(split).items()})
+        metrics["epoch"] = epoch + 1
+        self.eval_time += time.perf_counter() - tick
+        self.history.append(metrics)
+        self.tb.scalars(metrics, epoch + 1)
+        key, sign = selection_metric(metrics)
+        if not self.best or sign * metrics[key] > sign * self.best[key]:
+            self.best = dict(metrics)
+        self.bar.update(1)
+        self.bar.set_postfix({key: f"{metrics[key]:.4f}"})
+        return metrics
+
+    def close(self) -> None:
+        self.tb.close()
+        self.bar.close()
+
+    def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``result.json`` atomically and return the result dict.
+
+        ``final`` holds the test metrics after the last epoch, ``best`` those of the epoch
+        with the best validation score (the papers report early-stopped numbers);
+        ``train_time_s`` the time spent training (IGB's T compares it across methods).
+        """
+        self.close()
+        if not self.history:
+            raise RuntimeError(f"{self.method} seed {self.seed}: no epoch was recorded.")
+        wall = time.perf_counter() - self.start
+        result = {
+            "method": self.method,
+            "env_id": self.config.env_id,
+            "seed": self.seed,
+            "epochs": self.history,
+            "final": {k: v for k, v in self.history[-1].items() if k.startswith("test/")},
+            "best": {
+                k: v
+                for k, v in self.best.items()
+                if k.startswith(("test/", "val/")) or k == "epoch"
+            },
+            "wall_time_s": wall,
+            "train_time_s": wall - self.eval_time,
+            "config": self.config.to_dict(),
+            "platform": {"python": platform.python_version(), "machine": platform.machine()},
+            **(extra or {}),
+        }
+        atomic_write_json(self.out / "result.json", result)
+        return result
+
+
 def run_epochs(
     *,
     config: RunConfig,
@@ -143,65 +227,22 @@ def run_epochs(
     train_epoch: Callable[[int], dict[str, float]],
     evaluate: Callable[[str], dict[str, float]],
     extra: dict[str, Any] | None = None,
-    epochs: range | None = None,
 ) -> dict[str, Any]:
-    """Train epoch after epoch, evaluating val and test after each; write the result.
+    """Train ``config.epochs`` epochs, evaluating val and test after each; write the result.
 
     Args:
         train_epoch: trains epoch ``e`` and returns its training metrics (``train/...``).
         evaluate: metrics of the current network on a split (``accuracy`` for one task,
             ``mean_accuracy`` or ``mean_mse`` plus per-task metrics for several).
         extra: more fields for the result JSON.
-        epochs: the epochs to run (default ``range(config.epochs)``).
-
-    Returns:
-        The result dict, also written atomically to ``run_dir/result.json``. ``final`` holds
-        the test metrics after the last epoch, ``best`` those of the epoch with the best
-        validation score (the papers report early-stopped numbers); ``train_time_s`` the time
-        spent in training alone (the T metric of IGB compares it across methods).
     """
-    from tqdm.auto import tqdm
-
-    out = run_dir(config, method, seed)
-    tb = TensorBoardLog(out / "tb" if config.tensorboard else None)
-    history: list[dict[str, float]] = []
-    best: dict[str, Any] = {}
-    start = time.perf_counter()
-    train_time = 0.0
-    epochs = range(config.epochs) if epochs is None else epochs
-    bar = tqdm(epochs, desc=f"{method} seed {seed}", disable=not config.progress)
+    recorder = EpochRecorder(config, method, seed, evaluate)
     try:
-        for epoch in bar:
-            tick = time.perf_counter()
-            metrics = dict(train_epoch(epoch))
-            train_time += time.perf_counter() - tick
-            for split in ("val", "test"):
-                metrics.update({f"{split}/{k}": v for k, v in evaluate(split).items()})
-            metrics["epoch"] = epoch + 1
-            history.append(metrics)
-            tb.scalars(metrics, epoch + 1)
-            key, sign = selection_metric(metrics)
-            if not best or sign * metrics[key] > sign * best[key]:
-                best = dict(metrics)
-            bar.set_postfix({key: f"{metrics[key]:.4f}"})
+        for epoch in range(config.epochs):
+            recorder.record(epoch, train_epoch(epoch))
     finally:
-        tb.close()
-    wall = time.perf_counter() - start
-    result = {
-        "method": method,
-        "env_id": config.env_id,
-        "seed": seed,
-        "epochs": history,
-        "final": {k: v for k, v in history[-1].items() if k.startswith("test/")},
-        "best": {k: v for k, v in best.items() if k.startswith(("test/", "val/")) or k == "epoch"},
-        "wall_time_s": wall,
-        "train_time_s": train_time,
-        "config": config.to_dict(),
-        "platform": {"python": platform.python_version(), "machine": platform.machine()},
-        **(extra or {}),
-    }
-    atomic_write_json(out / "result.json", result)
-    return result
+        recorder.close()
+    return recorder.finish(extra)
 
 
 # ---------------------------------------------------------------------- comparison
