@@ -115,3 +115,29 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
 def seed_from(rng: Any) -> int:
     """Draw a 63-bit seed for a torch generator from a numpy ``Generator``."""
     return int(rng.integers(0, 2**63 - 1))
+
+
+def split_kwargs(
+    kwargs: dict[str, Any],
+    own: Iterable[str],
+    config_cls: type[ConfigT],
+    owner: str,
+    config_defaults: dict[str, Any] | None = None,
+) -> tuple[dict[str, Any], ConfigT]:
+    """Split flat constructor kwargs into ``own`` arguments and a ``config_cls`` instance.
+
+    Envs take their own arguments and their learner's config fields side by side (so
+    ``gym.make`` can override any of them); an unknown key raises a ``TypeError`` naming
+    ``owner`` and suggesting the closest valid argument.
+    """
+    own = list(own)
+    fields = [f.name for f in dataclasses.fields(config_cls)]  # type: ignore[arg-type]
+    valid = own + fields
+    for key in kwargs:
+        if key not in valid:
+            raise TypeError(
+                f"Unknown {owner} argument {key!r}.{suggest(key, valid)} "
+                f"Valid arguments: {', '.join(valid)}."
+            )
+    config_kwargs = {**(config_defaults or {}), **{k: v for k, v in kwargs.items() if k in fields}}
+    return {k: v for k, v in kwargs.items() if k in own}, config_cls(**config_kwargs)

@@ -207,3 +207,28 @@ def test_mean_aggregator_scales_the_shared_update_and_leaves_heads_alone():
     for p, m in zip(plain_heads, mean_heads):
         torch.testing.assert_close(m, p)
     assert not all(torch.allclose(p, u) for p, u in zip(mean_shared, upgrad_shared))
+
+
+def test_evaluate_reports_delta_m_against_stl_results(tmp_path):
+    from baselines import BASELINES
+    from mtl_envs.experiment import RunConfig
+
+    config = RunConfig(
+        method="stl",
+        env_id="LossWeighting-Digits10-v0",
+        epochs=1,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+    )
+    stl = BASELINES["stl"](config, 0)
+    env = gym.make("LossWeighting-Digits10-v0", stl_results=str(tmp_path), **FAST).unwrapped
+    env.reset(seed=0)
+    metrics = env.evaluate("test")
+    expected = delta_m({f"test/{k}": v for k, v in metrics.items()}, stl["epochs"][-1])
+    assert metrics["delta_m"] == pytest.approx(expected)
+    ew_dir = tmp_path / "ew_only"
+    BASELINES["ew"](RunConfig(method="ew", env_id="LossWeighting-Digits10-v0", epochs=1,
+                              output_dir=str(ew_dir), progress=False, tensorboard=False), 0)
+    with pytest.raises(ValueError, match="no result of method 'stl'"):
+        gym.make("LossWeighting-Digits10-v0", stl_results=str(ew_dir))

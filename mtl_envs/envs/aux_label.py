@@ -10,7 +10,6 @@ Two forms share one MDP core (:class:`AuxLabelTask`) and one learner
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Any
 
 import gymnasium as gym
@@ -27,7 +26,7 @@ from mtl_envs.training import (
     label_entropy,
     weight_from_bin,
 )
-from mtl_envs.utils import check_choice, seed_from, suggest
+from mtl_envs.utils import check_choice, seed_from, split_kwargs
 
 MODES = ("train_agent", "train_main")
 LABEL_SPACES = ("hierarchical", "flat")
@@ -44,21 +43,8 @@ ENV_ARGUMENTS = (
 
 
 def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], AuxLearnerConfig]:
-    """Split AuxLabel constructor kwargs into env arguments and the learner's config.
-
-    Unknown keys raise a ``TypeError`` that suggests the closest valid argument.
-    """
-    learner_fields = [f.name for f in dataclasses.fields(AuxLearnerConfig)]
-    valid = list(ENV_ARGUMENTS) + learner_fields
-    for key in kwargs:
-        if key not in valid:
-            raise TypeError(
-                f"Unknown AuxLabel argument {key!r}.{suggest(key, valid)} "
-                f"Valid arguments: {', '.join(valid)}."
-            )
-    env_kwargs = {k: v for k, v in kwargs.items() if k in ENV_ARGUMENTS}
-    config = AuxLearnerConfig(**{k: v for k, v in kwargs.items() if k in learner_fields})
-    return env_kwargs, config
+    """Split AuxLabel constructor kwargs into env arguments and the learner's config."""
+    return split_kwargs(kwargs, ENV_ARGUMENTS, AuxLearnerConfig, "AuxLabel")
 
 
 class AuxLabelTask:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import dataclasses
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -10,12 +10,20 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
+from mtl_envs.training.metrics import delta_m
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 from mtl_envs.training.weighting import softmax_weights
-from mtl_envs.utils import check_choice, seed_from, suggest
+from mtl_envs.utils import check_choice, seed_from, split_kwargs
 
 OBSERVATIONS = ("losses", "normalized_losses")
-ENV_ARGUMENTS = ("observation", "temperature", "warmup_epochs", "epochs", "max_steps")
+ENV_ARGUMENTS = (
+    "observation",
+    "temperature",
+    "warmup_epochs",
+    "epochs",
+    "max_steps",
+    "stl_results",
+)
 
 
 def improvable_gap_reward(
@@ -26,19 +34,15 @@ def improvable_gap_reward(
 
 
 def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], MultiTaskLearnerConfig]:
-    """Split constructor kwargs into env arguments and the learner's config (``loss`` defaults
-    to the scale-invariant ``"log"`` here, as in IGB)."""
-    learner_fields = [f.name for f in dataclasses.fields(MultiTaskLearnerConfig)]
-    valid = list(ENV_ARGUMENTS) + learner_fields
-    for key in kwargs:
-        if key not in valid:
-            raise TypeError(
-                f"Unknown LossWeighting argument {key!r}.{suggest(key, valid)} "
-                f"Valid arguments: {', '.join(valid)}."
-            )
-    learner_kwargs = {"loss": "log", **{k: v for k, v in kwargs.items() if k in learner_fields}}
-    env_kwargs = {k: v for k, v in kwargs.items() if k in ENV_ARGUMENTS}
-    return env_kwargs, MultiTaskLearnerConfig(**learner_kwargs)
+    """Split constructor kwargs into env arguments and the learner's config; ``loss``
+    defaults to the scale-invariant ``"log"`` here, as in IGB."""
+    return split_kwargs(
+        kwargs,
+        ENV_ARGUMENTS,
+        MultiTaskLearnerConfig,
+        "LossWeighting",
+        config_defaults={"loss": "log"},
+    )
 
 
 class LossWeightingEnv(gym.Env):
@@ -88,6 +92,7 @@ class LossWeightingEnv(gym.Env):
     | `aggregator`    | None       | torchjd aggregator on the shared parameters          |
     | `optimizer`, `lr`, ... | adam, 1e-3 | see `MultiTaskLearnerConfig`                  |
     | `max_steps`     | None       | truncate after this many steps                       |
+    | `stl_results`   | None       | STL result file/folder: `evaluate` adds `delta_m`    |
 
     ## Version History
     * v0: initial release.
@@ -108,6 +113,7 @@ class LossWeightingEnv(gym.Env):
         warmup_epochs: int = 2,
         epochs: int = 30,
         max_steps: int | None = None,
+        stl_results: str | None = None,
         render_mode: str | None = None,
         **kwargs: Any,
     ):
@@ -131,6 +137,7 @@ class LossWeightingEnv(gym.Env):
         self.warmup_epochs = warmup_epochs
         self.epochs = epochs
         self.max_steps = max_steps
+        self.stl_reference = None if stl_results is None else load_stl_reference(stl_results)
         self.learner = MultiTaskLearner(config)
         n = self.learner.num_tasks
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
@@ -220,5 +227,23 @@ class LossWeightingEnv(gym.Env):
         return self._obs(), reward, bool(terminated), bool(truncated and not terminated), info
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Per-task metrics of the current network on ``split``."""
-        return self.learner.evaluate(split)
+        """Per-task metrics of the current network on ``split``, with ``delta_m`` (IGB eq. 5,
+        percent) against the single-task results given as ``stl_results``."""
+        metrics = self.learner.evaluate(split)
+        if self.stl_reference is not None:
+            prefixed = {f"{split}/{k}": v for k, v in metrics.items()}
+            reference = {k: v for k, v in self.stl_reference.items() if k.startswith(f"{split}/")}
+            metrics["delta_m"] = delta_m(prefixed, reference)
+        return metrics
+
+
+def load_stl_reference(path: str | os.PathLike) -> dict[str, float]:
+    """Last-epoch val/test metrics of ``stl`` result files (one file, or all below a folder),
+    averaged over the files."""
+    from mtl_envs.experiment import load_results
+
+    runs = [r for r in load_results([path]) if r["method"] == "stl"]
+    if not runs:
+        raise ValueError(f"`stl_results` {str(path)!r} holds no result of method 'stl'.")
+    keys = [k for k in runs[0]["epochs"][-1] if k.startswith(("val/", "test/"))]
+    return {k: sum(r["epochs"][-1][k] for r in runs) / len(runs) for k in keys}
