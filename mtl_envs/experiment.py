@@ -388,7 +388,9 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
-    """Bar chart of mean +- std per method (one group per env id), saved as PNG."""
+    """Bar chart per env id, saved as PNG: Δm (%, lower is better) with its std over seeds
+    where multi-task results have it (the STL reference itself is left out), otherwise the
+    headline metric's mean +- std per method."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -398,21 +400,24 @@ def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     fig, axes = plt.subplots(1, len(envs), figsize=(max(4, 1.3 * len(rows) + 2), 4), squeeze=False)
     for ax, env_id in zip(axes[0], envs):
         sub = [r for r in rows if r["env_id"] == env_id]
-        ax.bar(
-            [r["method"] for r in sub],
-            [r["mean"] for r in sub],
-            yerr=[r["std"] for r in sub],
-            capsize=4,
-            color="tab:blue",
-        )
-        lo = min(r["mean"] - r["std"] for r in sub)
-        hi = max(r["mean"] + r["std"] for r in sub)
-        pad = max(0.01, 0.15 * (hi - lo))
-        ax.set_ylim(max(0.0, lo - pad), hi + pad)
+        with_dm = [r for r in sub if "delta_m" in r and r["method"] != "stl"]
+        if with_dm:
+            values = [r["delta_m"] for r in with_dm]
+            errors = [r["delta_m_std"] for r in with_dm]
+            names, label = [r["method"] for r in with_dm], "Δm % vs STL (lower is better)"
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        else:
+            values, errors = [r["mean"] for r in sub], [r["std"] for r in sub]
+            names, label = [r["method"] for r in sub], rows[0]["metric"]
+            lo = min(v - e for v, e in zip(values, errors))
+            hi = max(v + e for v, e in zip(values, errors))
+            pad = max(0.01, 0.15 * (hi - lo))
+            ax.set_ylim(max(0.0, lo - pad), hi + pad)
+        ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue")
         ax.set_title(env_id)
-        ax.set_ylabel(rows[0]["metric"])
-        for label in ax.get_xticklabels():
-            label.set_rotation(30)
+        ax.set_ylabel(label)
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(30)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
