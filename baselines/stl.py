@@ -44,8 +44,11 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
         merged: dict[str, float] = {}
         for learner in learners:
             merged.update({k: v for k, v in learner.evaluate(split).items() if "/" in k})
-        kind = next(iter(merged)).rsplit("/", 1)[-1]
-        merged[f"mean_{kind}"] = sum(merged.values()) / len(learners)
+        kind = "accuracy" if first.data.task_type == "classification" else "mse"
+        values = [v for k, v in merged.items() if k.endswith(f"/{kind}")]
+        merged[f"mean_{kind}"] = sum(values) / len(values)
+        losses = [v for k, v in merged.items() if k.endswith(("/loss", "/mse"))]
+        merged["loss"] = sum(losses) / len(losses)
         return merged
 
     return run_epochs(

@@ -228,7 +228,16 @@ def test_evaluate_reports_delta_m_against_stl_results(tmp_path):
     expected = delta_m({f"test/{k}": v for k, v in metrics.items()}, stl["epochs"][-1])
     assert metrics["delta_m"] == pytest.approx(expected)
     ew_dir = tmp_path / "ew_only"
-    BASELINES["ew"](RunConfig(method="ew", env_id="LossWeighting-Digits10-v0", epochs=1,
-                              output_dir=str(ew_dir), progress=False, tensorboard=False), 0)
+    BASELINES["ew"](
+        RunConfig(
+            method="ew",
+            env_id="LossWeighting-Digits10-v0",
+            epochs=1,
+            output_dir=str(ew_dir),
+            progress=False,
+            tensorboard=False,
+        ),
+        0,
+    )
     with pytest.raises(ValueError, match="no result of method 'stl'"):
         gym.make("LossWeighting-Digits10-v0", stl_results=str(ew_dir))

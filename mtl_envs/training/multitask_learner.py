@@ -331,9 +331,10 @@ class MultiTaskLearner:
 
     # ------------------------------------------------------------------ evaluation
     @torch.no_grad()
-    def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
-        """Per-task metrics: ``<task>/accuracy`` (classification) or ``<task>/mse``, their
-        means, and the mean task loss."""
+    def _split_statistics(
+        self, split: str, batch_size: int = 1000
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-task mean loss and accuracy (zeros for regression) on a split."""
         check_choice("split", split, SPLITS)
         self.net.eval()
         data = self.data.split(split)
@@ -353,12 +354,26 @@ class MultiTaskLearner:
                 pred = torch.stack([o.argmax(dim=1) for o in outputs], dim=1)
                 correct += ((pred == targets.long()).float() * mask).sum(0)
         count = count.clamp_min(1.0)
+        return loss_sum / count, correct / count
+
+    def split_losses(self, split: str = "test") -> list[float]:
+        """Per-task mean loss on a split, in the order of ``tasks`` (ETAP eq. 1's L_t)."""
+        return self._split_statistics(split)[0].tolist()
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """Per-task metrics: ``<task>/accuracy`` and ``<task>/loss`` (classification) or
+        ``<task>/mse`` (regression), their means, and the mean task loss."""
+        losses, accuracy = self._split_statistics(split)
         names = [self.data.task_names[t] for t in self.tasks]
         metrics: dict[str, float] = {}
-        kind = "accuracy" if self.data.task_type == "classification" else "mse"
-        values = (correct / count) if kind == "accuracy" else (loss_sum / count)
-        for name, v in zip(names, values.tolist()):
-            metrics[f"{name}/{kind}"] = v
-        metrics[f"mean_{kind}"] = float(values.mean())
-        metrics["loss"] = float((loss_sum / count).mean())
+        if self.data.task_type == "classification":
+            for name, acc, loss in zip(names, accuracy.tolist(), losses.tolist()):
+                metrics[f"{name}/accuracy"] = acc
+                metrics[f"{name}/loss"] = loss
+            metrics["mean_accuracy"] = float(accuracy.mean())
+        else:
+            for name, mse in zip(names, losses.tolist()):
+                metrics[f"{name}/mse"] = mse
+            metrics["mean_mse"] = float(losses.mean())
+        metrics["loss"] = float(losses.mean())
         return metrics

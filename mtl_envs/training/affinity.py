@@ -1,0 +1,182 @@
+"""Task-affinity scores from one all-task MTL run: ETAP (gradient alignment) and TAG (lookahead).
+
+ETAP section 3.1: at step k, with per-task gradients g_i of the shared parameters, losses L_i,
+learning rate eta and SGD momentum beta,
+
+    z^k_{i->j} = g_j . (eta g_i - beta v^{k-1}) / L_j                          (eq. 5)
+
+where ``-beta v^{k-1}`` is the momentum part of the update (PyTorch keeps the buffer
+``b = -v / eta``, so the term is ``eta beta b``). Scores are averaged over steps (eq. 6) and
+turned into group scores (eq. 7). TAG (Fifty et al., 2021) instead takes a lookahead step
+with task i's update and measures ``1 - L_j(theta - Delta_i) / L_j(theta)`` on the same batch,
+n extra forward passes per step.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch.func import functional_call
+
+from mtl_envs.training.multitask_learner import MultiTaskLearner
+
+
+def per_task_gradients(
+    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
+) -> torch.Tensor:
+    """(n, P) matrix of the gradients of each loss w.r.t. ``params``, one batched backward."""
+    stacked = torch.stack(list(losses))
+    eye = torch.eye(len(losses), device=stacked.device, dtype=stacked.dtype)
+    grads = torch.autograd.grad(
+        stacked,
+        list(params),
+        grad_outputs=eye,
+        is_grads_batched=True,
+        retain_graph=True,
+        allow_unused=True,
+    )
+    flat = [
+        torch.zeros(len(losses), p.numel(), device=stacked.device)
+        if g is None
+        else g.reshape(len(losses), -1)
+        for g, p in zip(grads, params)
+    ]
+    return torch.cat(flat, dim=1)
+
+
+def step_affinity(
+    grads: torch.Tensor,
+    losses: torch.Tensor,
+    lr: float,
+    momentum: float = 0.0,
+    buffer: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """ETAP eq. 5 for one step: ``z[i, j] = eta g_j . (g_i + beta b) / L_j`` (n, n).
+
+    Args:
+        grads: (n, P) per-task gradients of the shared parameters.
+        losses: (n,) task losses of the batch.
+        lr: learning rate eta.
+        momentum: beta; 0 gives the momentum-free score.
+        buffer: (P,) PyTorch SGD momentum buffer before this step (b = -v / eta).
+    """
+    gram = grads @ grads.T  # gram[j, i] = g_j . g_i
+    scores = gram.clone()
+    if momentum and buffer is not None:
+        scores = scores + momentum * (grads @ buffer)[:, None]  # row j: g_j . b
+    return (lr * scores / losses[:, None]).T  # transpose: [i, j] = score from i to j
+
+
+def group_affinity(affinity: np.ndarray, group: Sequence[int]) -> dict[int, float]:
+    """ETAP eq. 7: ``z_{G->i}`` = mean over j in G \\ {i} of ``z_{j->i}``; 0 for a singleton."""
+    group = list(group)
+    if len(group) == 1:
+        return {group[0]: 0.0}
+    return {i: float(np.mean([affinity[j, i] for j in group if j != i])) for i in group}
+
+
+@dataclass
+class AffinityScores:
+    """Time-averaged pairwise scores ``[i, j]`` = affinity from task i to task j."""
+
+    etap: np.ndarray
+    """Eq. 6 with momentum (eq. 4-5)."""
+    etap_no_momentum: np.ndarray
+    """Eq. 6 without the momentum term."""
+    tag: np.ndarray | None
+    """TAG lookahead affinity, when collected."""
+    steps: int
+    seconds: float
+
+
+def collect_affinities(
+    learner: MultiTaskLearner, epochs: int, etap: bool = True, tag: bool = False
+) -> AffinityScores:
+    """Train ``learner`` (all its tasks, equal weights) for ``epochs`` epochs and average the
+    per-step affinity scores. With ``etap=tag=False`` it is the plain run (for timing).
+
+    ETAP's momentum term reads the SGD momentum buffer, so the learner should use
+    ``optimizer="sgd"``; with Adam the momentum-free score is the meaningful one.
+    """
+    n = learner.num_tasks
+    shared = [p for p in learner.net.backbone.parameters() if p.requires_grad]
+    lr = learner.lr
+    beta = learner.config.momentum if learner.config.optimizer == "sgd" else 0.0
+    sums = {k: torch.zeros(n, n, device=learner.device) for k in ("etap", "plain", "tag")}
+    steps = 0
+    start = time.perf_counter()
+    for _ in range(epochs):
+        learner.begin_epoch()
+        for b in range(learner.num_batches):
+            idx = learner.batch_indices(b)
+            losses, features = learner.task_losses(idx)
+            detached = torch.stack(losses).detach()
+            if etap or tag:
+                grads = per_task_gradients(losses, shared)
+                buffer = _momentum_buffer(learner, shared) if beta else None
+            if etap:
+                sums["plain"] += step_affinity(grads, detached, lr)
+                sums["etap"] += step_affinity(grads, detached, lr, beta, buffer)
+            if tag:
+                sums["tag"] += _lookahead_affinity(
+                    learner, idx, shared, grads, detached, lr, beta, buffer
+                )
+            learner.apply(losses, features, None)
+            steps += 1
+        learner.end_epoch()
+    seconds = time.perf_counter() - start
+    mean = {k: (v / max(steps, 1)).cpu().numpy() for k, v in sums.items()}
+    return AffinityScores(
+        etap=mean["etap"],
+        etap_no_momentum=mean["plain"],
+        tag=mean["tag"] if tag else None,
+        steps=steps,
+        seconds=seconds,
+    )
+
+
+def _momentum_buffer(learner: MultiTaskLearner, params: list[torch.Tensor]) -> torch.Tensor:
+    parts = []
+    for p in params:
+        buf = learner.optimizer.state.get(p, {}).get("momentum_buffer")
+        parts.append(torch.zeros(p.numel(), device=p.device) if buf is None else buf.reshape(-1))
+    return torch.cat(parts)
+
+
+@torch.no_grad()
+def _lookahead_affinity(
+    learner: MultiTaskLearner,
+    idx: torch.Tensor,
+    shared: list[torch.Tensor],
+    grads: torch.Tensor,
+    losses: torch.Tensor,
+    lr: float,
+    beta: float,
+    buffer: torch.Tensor | None,
+) -> torch.Tensor:
+    """TAG: ``z[i, j] = 1 - L_j(theta_s - eta (g_i + beta b)) / L_j(theta_s)`` on the batch."""
+    net = learner.net
+    names = [name for name, p in net.backbone.named_parameters() if p.requires_grad]
+    split = learner.data.train
+    x = learner._inputs(split.inputs[idx], train=False)
+    targets = split.targets[idx][:, learner._task_index]
+    mask = split.mask[idx][:, learner._task_index].float()
+    count = mask.sum(0).clamp_min(1.0)
+    sizes = [p.numel() for p in shared]
+    # Copies of the buffers: a lookahead in train mode must not move BN running statistics.
+    buffers = {n: b.clone() for n, b in net.backbone.named_buffers()}
+    scores = torch.zeros(len(losses), len(losses), device=losses.device)
+    for i in range(len(losses)):
+        step = grads[i] if buffer is None else grads[i] + beta * buffer
+        deltas = torch.split(lr * step, sizes)
+        params = {n: p - d.view_as(p) for n, p, d in zip(names, shared, deltas)}
+        features = functional_call(net.backbone, {**params, **buffers}, (x,))
+        outputs = [head(features) for head in net.heads]
+        per_sample = torch.stack(learner._per_sample_losses(outputs, targets), dim=1)
+        after = (per_sample * mask).sum(0) / count
+        scores[i] = 1.0 - after / losses
+    return scores

@@ -1,0 +1,148 @@
+"""Ground-truth MTL gains of task groups (ETAP eq. 1), with an on-disk cache.
+
+``GroupTrainer`` trains one hard-sharing network on a task group under a fixed protocol and
+reports each member's test loss; the gain of task t in group G is
+``(L_t(STL) - L_t(G)) / L_t(STL)``, where STL is the group {t} under the same protocol.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
+from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+from mtl_envs.utils import atomic_write_json, resolve_device
+
+Group = tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class GroupProtocol:
+    """How every group is trained; its hash keys the cache, so results never mix protocols."""
+
+    dataset: str = "digits10"
+    backbone: str = "mlp"
+    backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"hidden": [64]})
+    head_hidden: int = 32
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    batch_size: int = 100
+    epochs: int = 5
+
+    def key(self) -> str:
+        text = json.dumps(asdict(self), sort_keys=True)
+        return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+    def learner_config(self, data_root: str | None, device: str) -> MultiTaskLearnerConfig:
+        return MultiTaskLearnerConfig(
+            dataset=self.dataset,
+            data_root=data_root,
+            backbone=self.backbone,
+            backbone_kwargs=dict(self.backbone_kwargs),
+            head_hidden=self.head_hidden,
+            optimizer=self.optimizer,
+            lr=self.lr,
+            batch_size=self.batch_size,
+            device=device,
+        )
+
+
+def mtl_gain(stl_loss: float, group_loss: float) -> float:
+    """ETAP eq. 1: relative loss reduction of a task trained in a group versus alone."""
+    return (stl_loss - group_loss) / stl_loss
+
+
+def group_name(group: Iterable[int]) -> str:
+    return "-".join(str(t) for t in sorted(group))
+
+
+def all_groups(num_tasks: int) -> list[Group]:
+    """Every non-empty subset of ``range(num_tasks)`` (2^n - 1 groups), smallest first."""
+    return [
+        g
+        for size in range(1, num_tasks + 1)
+        for g in itertools.combinations(range(num_tasks), size)
+    ]
+
+
+class GroupTrainer:
+    """Train task groups under one protocol and cache their per-task test losses.
+
+    Args:
+        protocol: the training protocol.
+        cache_dir: where results are kept (``<cache_dir>/<dataset>/<protocol key>/seed<k>/``);
+            ``None`` disables the cache.
+        data_root, device: passed to the dataset and learner.
+    """
+
+    def __init__(
+        self,
+        protocol: GroupProtocol,
+        cache_dir: str | os.PathLike | None = None,
+        data_root: str | None = None,
+        device: str = "auto",
+        dataset: MultiTaskDataset | None = None,
+    ):
+        self.protocol = protocol
+        self.device = str(resolve_device(device))
+        self.data_root = data_root
+        self.data = dataset or load_multitask_dataset(
+            protocol.dataset, data_root, device=self.device
+        )
+        self.cache = (
+            None if cache_dir is None else Path(cache_dir) / protocol.dataset / protocol.key()
+        )
+
+    @property
+    def num_tasks(self) -> int:
+        return self.data.num_tasks
+
+    def _path(self, group: Group, seed: int) -> Path | None:
+        return (
+            None if self.cache is None else self.cache / f"seed{seed}" / f"{group_name(group)}.json"
+        )
+
+    def task_losses(self, group: Sequence[int], seed: int) -> dict[int, float]:
+        """Test loss of every task of ``group`` trained together (cached)."""
+        group = tuple(sorted(set(group)))
+        if not group or min(group) < 0 or max(group) >= self.num_tasks:
+            raise ValueError(
+                f"`group` must be a non-empty set of task ids in [0, {self.num_tasks}); "
+                f"got {group!r}."
+            )
+        path = self._path(group, seed)
+        if path is not None and path.is_file():
+            return {int(k): v for k, v in json.loads(path.read_text())["losses"].items()}
+        config = self.protocol.learner_config(self.data_root, self.device)
+        learner = MultiTaskLearner(config, seed=seed, dataset=self.data, tasks=list(group))
+        for _ in range(self.protocol.epochs):
+            learner.train_epoch()
+        losses = dict(zip(group, learner.split_losses("test")))
+        if path is not None:
+            atomic_write_json(
+                path,
+                {
+                    "group": list(group),
+                    "seed": seed,
+                    "losses": losses,
+                    "protocol": asdict(self.protocol),
+                },
+            )
+        return losses
+
+    def gains(self, group: Sequence[int], seeds: Sequence[int] = (0,)) -> dict[int, float]:
+        """ETAP eq. 1 for every task of ``group``, averaged over ``seeds``."""
+        totals: dict[int, float] = {}
+        for seed in seeds:
+            losses = self.task_losses(group, seed)
+            for t, loss in losses.items():
+                stl = self.task_losses((t,), seed)[t]
+                totals[t] = totals.get(t, 0.0) + mtl_gain(stl, loss)
+        return {t: v / len(seeds) for t, v in totals.items()}

@@ -1,0 +1,92 @@
+"""Choosing task groups under a budget (ETAP eq. 2; Standley et al., 2020).
+
+A selection S of groups scores ``sum_t max(0, max_{G in S, t in G} y_{G->t})``: every task
+takes the best selected group it belongs to, or is trained alone (single-task learning, gain
+0) when no selected group helps it or none covers it. The score is a facility-location
+function, hence monotone submodular, which gives branch-and-bound an admissible bound.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+Group = tuple[int, ...]
+
+
+def gain_matrix(
+    candidates: Sequence[Group], gains: Mapping[Group, Mapping[int, float]], num_tasks: int
+) -> np.ndarray:
+    """(len(candidates), n) matrix: gain of task t in candidate c, 0 where t is not in c."""
+    m = np.zeros((len(candidates), num_tasks))
+    for c, group in enumerate(candidates):
+        for t in group:
+            m[c, t] = gains[group][t]
+    return m
+
+
+def selection_score(matrix: np.ndarray, selected: Sequence[int]) -> float:
+    """Total gain of the selected candidate rows (STL fallback: per-task floor at 0)."""
+    if not len(selected):
+        return 0.0
+    return float(np.maximum(matrix[list(selected)].max(axis=0), 0.0).sum())
+
+
+def exhaustive_search(matrix: np.ndarray, budget: int) -> tuple[list[int], float]:
+    """The exact optimum by trying every selection of at most ``budget`` candidates."""
+    best: tuple[list[int], float] = ([], 0.0)
+    for size in range(1, budget + 1):
+        for combo in itertools.combinations(range(len(matrix)), size):
+            score = selection_score(matrix, combo)
+            if score > best[1] + 1e-12:
+                best = (list(combo), score)
+    return best
+
+
+def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]:
+    """The exact optimum by depth-first branch-and-bound.
+
+    Candidates are tried in order of their stand-alone score; a branch is cut when its
+    score plus the sum of the ``budget - |S|`` largest marginal gains of the remaining
+    candidates (an upper bound, by submodularity) cannot beat the best selection found.
+    """
+    if budget < 1:
+        raise ValueError(f"`budget` must be a positive int; got {budget!r}.")
+    positive = np.maximum(matrix, 0.0)
+    order = np.argsort(-positive.sum(axis=1), kind="stable")
+    m = positive[order]
+    best_sel: list[int] = []
+    best = 0.0
+
+    def search(start: int, chosen: list[int], current: np.ndarray, value: float) -> None:
+        nonlocal best, best_sel
+        if value > best + 1e-12:
+            best, best_sel = value, list(chosen)
+        left = budget - len(chosen)
+        if left == 0 or start >= len(m):
+            return
+        marginal = np.maximum(m[start:] - current, 0.0).sum(axis=1)
+        top = heapq.nlargest(left, marginal.tolist())
+        if value + sum(top) <= best + 1e-12:
+            return
+        # Visit the most promising candidates first so good bounds come early.
+        for offset in np.argsort(-marginal, kind="stable"):
+            if marginal[offset] <= 0.0:
+                break
+            c = start + int(offset)
+            rest = np.delete(marginal, offset)
+            if (
+                value + marginal[offset] + sum(heapq.nlargest(left - 1, rest.tolist()))
+                <= best + 1e-12
+            ):
+                continue
+            chosen.append(c)
+            new = np.maximum(current, m[c])
+            search(c + 1, chosen, new, float(new.sum()))
+            chosen.pop()
+
+    search(0, [], np.zeros(matrix.shape[1]), 0.0)
+    return sorted(int(order[c]) for c in best_sel), best

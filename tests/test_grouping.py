@@ -1,0 +1,158 @@
+"""Task grouping pieces (ETAP): gains, affinities, group selection, the gain predictor."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from baselines.etap import ETAPPredictor, prediction_quality
+from mtl_envs.training.affinity import group_affinity, per_task_gradients, step_affinity
+from mtl_envs.training.group_trainer import GroupProtocol, GroupTrainer, all_groups, mtl_gain
+from mtl_envs.training.grouping import (
+    branch_and_bound,
+    exhaustive_search,
+    gain_matrix,
+    selection_score,
+)
+
+
+def test_mtl_gain_eq1():
+    assert mtl_gain(0.5, 0.4) == pytest.approx(0.2)
+    assert mtl_gain(0.5, 0.6) == pytest.approx(-0.2)
+    assert len(all_groups(4)) == 15 and all_groups(3)[:3] == [(0,), (1,), (2,)]
+
+
+def test_step_affinity_eq5_by_hand():
+    g = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    losses = torch.tensor([1.0, 2.0])
+    z = step_affinity(g, losses, lr=0.1)
+    # z[0->1] = 0.1 * g1.g0 / L1 = 0.05; z[1->0] = 0.1 * g0.g1 / L0 = 0.1; z[1->1] = 0.1 * 2 / 2.
+    torch.testing.assert_close(z, torch.tensor([[0.1, 0.05], [0.1, 0.1]]))
+    # Momentum buffer b = (0, 2), beta = 0.5: every score to j gains 0.1 * 0.5 * g_j.b / L_j.
+    zm = step_affinity(g, losses, lr=0.1, momentum=0.5, buffer=torch.tensor([0.0, 2.0]))
+    torch.testing.assert_close(zm, torch.tensor([[0.1, 0.1], [0.1, 0.15]]))
+
+
+def test_affinity_of_a_two_task_linear_model_matches_the_closed_form():
+    # L_i(theta) = 0.5 * ||X theta - y_i||^2 / m, so g_i = X^T (X theta - y_i) / m.
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(20, 3, generator=gen)
+    ys = [torch.randn(20, generator=gen) for _ in range(2)]
+    theta = torch.randn(3, generator=gen, requires_grad=True)
+    losses = [0.5 * ((x @ theta - y) ** 2).mean() for y in ys]
+    grads = per_task_gradients(losses, [theta])
+    closed = torch.stack([x.T @ (x @ theta.detach() - y) / 20 for y in ys])
+    torch.testing.assert_close(grads, closed)
+    z = step_affinity(grads, torch.stack(losses).detach(), lr=0.05)
+    expected = 0.05 * (closed[1] @ closed[0]) / losses[1].detach()
+    torch.testing.assert_close(z[0, 1], expected)
+
+
+def test_group_affinity_eq7():
+    a = np.array([[0.0, 1.0, 2.0], [3.0, 0.0, 4.0], [5.0, 6.0, 0.0]])
+    # z_{G->0} = mean(z_{1->0}, z_{2->0}) = mean(3, 5); z_{G->2} = mean(2, 4).
+    assert group_affinity(a, (0, 1, 2)) == {0: 4.0, 1: 3.5, 2: 3.0}
+    assert group_affinity(a, (1,)) == {1: 0.0}
+
+
+def test_selection_score_by_hand():
+    groups = [(0, 1), (1, 2)]
+    gains = {(0, 1): {0: 0.2, 1: -0.1}, (1, 2): {1: 0.3, 2: 0.1}}
+    m = gain_matrix(groups, gains, 3)
+    assert selection_score(m, [0]) == pytest.approx(0.2)  # task 1 falls back to STL (0)
+    assert selection_score(m, [0, 1]) == pytest.approx(0.2 + 0.3 + 0.1)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_branch_and_bound_equals_exhaustive_search(seed):
+    rng = np.random.default_rng(seed)
+    n = 5
+    candidates = [g for g in all_groups(n) if len(g) > 1]
+    gains = {g: {t: float(rng.normal(0.0, 0.2)) for t in g} for g in candidates}
+    m = gain_matrix(candidates, gains, n)
+    for budget in (1, 2, 3):
+        _, exact = exhaustive_search(m, budget)
+        chosen, bnb = branch_and_bound(m, budget)
+        assert bnb == pytest.approx(exact) and len(chosen) <= budget
+        assert selection_score(m, chosen) == pytest.approx(bnb)
+
+
+def test_etap_recovers_a_nonlinear_affinity_to_gain_map():
+    rng = np.random.default_rng(0)
+    n = 8
+    affinity = rng.normal(0.0, 1.0, (n, n))
+    bias = rng.normal(0.0, 0.05, n)
+
+    def truth(group):
+        scores = group_affinity(affinity, group)
+        return {t: math.tanh(1.5 * scores[t]) + bias[t] for t in group}
+
+    groups = [g for g in all_groups(n) if len(g) > 1]
+    order = rng.permutation(len(groups))
+    train = [groups[i] for i in order[:40]]
+    test = [groups[i] for i in order[40:200]]
+    gains = {g: truth(g) for g in train + test}
+    model = ETAPPredictor(affinity).fit(train, gains)
+    pred = [p for g in test for p in model.predict(g).values()]
+    true = [gains[g][t] for g in test for t in sorted(g)]
+    quality = prediction_quality(pred, true)
+    assert quality["pearson"] > 0.95 and quality["r2"] > 0.9
+    assert model.predict((3,)) == {3: 0.0}
+
+
+def test_group_trainer_caches_and_computes_gains(tmp_path):
+    protocol = GroupProtocol(epochs=1)
+    trainer = GroupTrainer(protocol, cache_dir=tmp_path, device="cpu")
+    pair = trainer.task_losses((1, 0), seed=0)
+    assert set(pair) == {0, 1} and all(v > 0 for v in pair.values())
+    files = sorted(p.name for p in tmp_path.rglob("*.json"))
+    assert files == ["0-1.json"]
+    gains = trainer.gains((0, 1), seeds=[0])
+    stl0 = trainer.task_losses((0,), seed=0)[0]
+    assert gains[0] == pytest.approx((stl0 - pair[0]) / stl0)
+    # Cached: a second trainer reads the same numbers without training.
+    again = GroupTrainer(protocol, cache_dir=tmp_path, device="cpu")
+    assert again.task_losses((0, 1), seed=0) == pair
+    with pytest.raises(ValueError, match="group"):
+        trainer.task_losses((0, 10), seed=0)
+    assert GroupProtocol(epochs=2).key() != protocol.key()
+
+
+def test_branch_and_bound_scales_to_all_groups_of_ten_tasks():
+    rng = np.random.default_rng(1)
+    candidates = [g for g in all_groups(10) if len(g) > 1]
+    gains = {g: {t: float(rng.normal(-0.05, 0.1)) for t in g} for g in candidates}
+    m = gain_matrix(candidates, gains, 10)
+    chosen, score = branch_and_bound(m, 2)
+    # Exact for budget 2: check against all pairs of the top candidates by brute force.
+    best_pair = max(selection_score(m, [a, b]) for a, b in itertools.combinations(range(len(m)), 2))
+    assert score == pytest.approx(
+        max(best_pair, max(selection_score(m, [c]) for c in range(len(m))))
+    )
+
+
+def test_collect_affinities_etap_and_tag_on_an_mtl_run():
+    from mtl_envs.training.affinity import collect_affinities
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    cfg = MultiTaskLearnerConfig(
+        dataset="digits10",
+        backbone="mlp",
+        backbone_kwargs={"hidden": [32]},
+        head_hidden=16,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.9,
+        device="cpu",
+    )
+    learner = MultiTaskLearner(cfg, seed=0)
+    scores = collect_affinities(learner, epochs=2, tag=True)
+    assert scores.steps == 24 and scores.etap.shape == (10, 10) and scores.tag.shape == (10, 10)
+    # A task's own update lowers its own loss: positive self-affinity in both estimates.
+    assert (np.diag(scores.etap_no_momentum) > 0).all() and (np.diag(scores.tag) > 0).all()
+    # With momentum, the first-order ETAP score and TAG's lookahead agree on the pairs.
+    off = ~np.eye(10, dtype=bool)
+    assert np.corrcoef(scores.etap[off], scores.tag[off])[0, 1] > 0.8
+    assert learner.epoch == 2
