@@ -5,7 +5,7 @@ path of its ``run(config, seed)`` function.
 """
 
 AGENTS: dict[str, str] = {
-    "ppo": "agents.ppo_auxlabel:run",  # RL-AUX on AuxLabel ids
+    "ppo": "agents.ppo:run",  # RL-AUX on AuxLabel ids, group selection on TaskGrouping ids
     "igbv2": "agents.sac_lossweighting:run",  # IGBv2 (SAC) on LossWeighting ids
 }
 

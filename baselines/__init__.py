@@ -4,6 +4,7 @@ Auxiliary-learning methods (AuxLabel ids): ``stl``, ``human``, ``random``.
 Loss-weighting methods (LossWeighting ids): ``stl``, ``ew``, ``si``, ``uw``, ``rlw``,
 ``dwa``, ``igbv1``; each combines with a torchjd aggregator via
 ``env_kwargs: {aggregator: upgrad}`` (IGB Algorithm 3).
+Grouping methods (TaskGrouping ids): ``etap``, ``tag``, ``random``, ``optimal``.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from baselines import human, random_labels, stl
+from baselines import etap, human, optimal, random_labels, stl, tag
 from baselines.dwa import DWA
 from baselines.ew import EW
 from baselines.igbv1 import IGBv1
@@ -27,6 +28,9 @@ BASELINES: dict[str, Callable[..., dict[str, Any]]] = {
     "stl": stl.run,
     "human": human.run,
     "random": random_labels.run,
+    "etap": etap.run,
+    "tag": tag.run,
+    "optimal": optimal.run,
     **{
         name: partial(run_weighting_baseline, method=name, make_rule=rule)
         for name, rule in WEIGHTING_RULES.items()

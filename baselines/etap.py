@@ -1,110 +1,41 @@
-"""ETAP: ensemble prediction of MTL gains from affinity scores (ETAP section 3.2).
-
-Stage 1 (eq. 8-9): each task's group affinity score ``z_{G->t}`` (eq. 7) is expanded in a
-B-spline basis and mapped to a gain by ridge regression; spline degree (2-6), number of knots
-(2 .. sqrt(|G_train|)) and the ridge penalty (1e-3 .. 1) are chosen by cross-validation
-(scikit-learn ``SplineTransformer``, ``Ridge``, ``GridSearchCV``).
-Stage 2 (eq. 10-12): a ridge model on the multi-hot group encoding (plus the one-hot target
-task, so the correction can differ per member) predicts the residual ``y - y_aff``; the final
-prediction is their sum.
-"""
+"""ETAP + branch-and-bound: predict every group's gains from affinities and a few trained
+groups, then select groups under the budget on the predictions (ETAP sections 3.2-3.3)."""
 
 from __future__ import annotations
 
-import math
-from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
-from sklearn.linear_model import Ridge, RidgeCV
-from sklearn.model_selection import GridSearchCV, KFold
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import SplineTransformer
 
-from mtl_envs.training.affinity import group_affinity
-
-Group = tuple[int, ...]
-ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
+from baselines.grouping import run_selection, true_matrix
+from mtl_envs.experiment import RunConfig
+from mtl_envs.training.gain_prediction import ETAPPredictor, prediction_quality
+from mtl_envs.training.grouping import branch_and_bound, gain_matrix
 
 
-class ETAPPredictor:
-    """Predict per-task MTL gains of any group from affinities and a few trained groups.
-
-    Args:
-        affinity: (n, n) pairwise scores, ``[i, j]`` = affinity from task i to task j.
-        residual: add the stage-2 residual correction.
-        seed: seed of the cross-validation folds.
-    """
-
-    def __init__(self, affinity: np.ndarray, residual: bool = True, seed: int = 0):
-        self.affinity = np.asarray(affinity, dtype=float)
-        self.n = self.affinity.shape[0]
-        self.residual = residual
-        self.seed = seed
-        self.mapping = None
-        self.correction = None
-
-    def _rows(
-        self, groups: Sequence[Group]
-    ) -> tuple[np.ndarray, np.ndarray, list[tuple[Group, int]]]:
-        z, codes, keys = [], [], []
-        for group in groups:
-            if len(group) < 2:
-                continue
-            scores = group_affinity(self.affinity, group)
-            for t in group:
-                code = np.zeros(2 * self.n)
-                code[list(group)] = 1.0
-                code[self.n + t] = 1.0
-                z.append(scores[t])
-                codes.append(code)
-                keys.append((group, t))
-        return np.array(z).reshape(-1, 1), np.array(codes), keys
-
-    def fit(
-        self, groups: Sequence[Group], gains: Mapping[Group, Mapping[int, float]]
-    ) -> ETAPPredictor:
-        """Fit on training groups (of two or more tasks) with their measured gains."""
-        z, codes, keys = self._rows(groups)
-        if len(keys) < 4:
-            raise ValueError(
-                f"ETAP needs training groups with at least 4 (group, task) rows; got {len(keys)}."
-            )
-        y = np.array([gains[g][t] for g, t in keys])
-        folds = KFold(n_splits=min(5, len(y)), shuffle=True, random_state=self.seed)
-        max_knots = max(2, int(math.sqrt(len({g for g, _ in keys}))))
-        grid = {
-            "splinetransformer__degree": list(range(2, 7)),
-            "splinetransformer__n_knots": list(range(2, max_knots + 1)),
-            "ridge__alpha": list(ALPHAS),
-        }
-        pipeline = make_pipeline(SplineTransformer(extrapolation="linear"), Ridge())
-        self.mapping = GridSearchCV(pipeline, grid, cv=folds, scoring="neg_mean_squared_error")
-        self.mapping.fit(z, y)
-        if self.residual:
-            residuals = y - self.mapping.predict(z)
-            self.correction = RidgeCV(alphas=ALPHAS).fit(codes, residuals)
-        return self
-
-    def predict(self, group: Sequence[int]) -> dict[int, float]:
-        """Predicted gain of every task of ``group`` (0 for a single task: it is its own STL)."""
-        group = tuple(sorted(group))
-        if len(group) == 1:
-            return {group[0]: 0.0}
-        if self.mapping is None:
-            raise RuntimeError("Call fit() before predict().")
-        z, codes, keys = self._rows([group])
-        pred = self.mapping.predict(z)
-        if self.correction is not None:
-            pred = pred + self.correction.predict(codes)
-        return {t: float(p) for (_, t), p in zip(keys, pred)}
-
-
-def prediction_quality(predicted: Sequence[float], truth: Sequence[float]) -> dict[str, float]:
-    """Pearson correlation and R^2 of predicted against true gains (ETAP Tables 3 and 5)."""
-    from scipy.stats import pearsonr
-    from sklearn.metrics import r2_score
-
-    return {
-        "pearson": float(pearsonr(predicted, truth)[0]),
-        "r2": float(r2_score(truth, predicted)),
+def select(
+    table: dict, budget: int, seed: int, train_groups: int = 10, affinity: str = "etap"
+) -> tuple[list, dict[str, Any]]:
+    candidates, truth = true_matrix(table)
+    rng = np.random.default_rng(seed)
+    chosen = [candidates[i] for i in rng.choice(len(candidates), train_groups, replace=False)]
+    gains = {g: {t: truth[candidates.index(g), t] for t in g} for g in chosen}
+    model = ETAPPredictor(np.asarray(table["affinity"][affinity]), seed=seed).fit(chosen, gains)
+    predicted = {g: model.predict(g) for g in candidates}
+    matrix = gain_matrix(candidates, predicted, truth.shape[1])
+    picks, _ = branch_and_bound(matrix, budget)
+    held_out = [i for i, g in enumerate(candidates) if g not in gains]
+    pred = [matrix[i, t] for i in held_out for t in candidates[i]]
+    true = [truth[i, t] for i in held_out for t in candidates[i]]
+    extra = {
+        "train_groups": [list(g) for g in chosen],
+        "prediction": prediction_quality(pred, true),
     }
+    return [candidates[c] for c in picks], extra
+
+
+def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    k = int(config.method_kwargs.get("etap_train_groups", 10))
+    return run_selection(
+        config, seed, "etap", lambda table, budget, s: select(table, budget, s, train_groups=k)
+    )

@@ -32,4 +32,10 @@ def random_labeller(learner: AuxLearner, seed: int) -> Labeller:
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    """Random auxiliary labels (AuxLabel ids) or random groups (TaskGrouping ids)."""
+    from baselines import random_groups
+    from baselines.grouping import is_task_grouping
+
+    if is_task_grouping(config.env_id):
+        return random_groups.run(config, seed)
     return run_aux_baseline(config, seed, "random", random_labeller)

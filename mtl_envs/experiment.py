@@ -101,8 +101,39 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
     return values
 
 
-def run_dir(config: RunConfig, method: str, seed: int) -> Path:
-    return Path(config.output_dir) / config.env_id / method / f"seed{seed}"
+def run_dir(config: RunConfig, method: str, seed: int, setting: str | None = None) -> Path:
+    """``output_dir/<env_id>/<method>[/<setting>]/seed<k>``."""
+    base = Path(config.output_dir) / config.env_id / method
+    return (base / setting if setting else base) / f"seed{seed}"
+
+
+def write_result(
+    config: RunConfig,
+    method: str,
+    seed: int,
+    final: dict[str, float],
+    *,
+    setting: str | None = None,
+    wall_time_s: float = 0.0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a result without epochs (a search, a selection) in the common layout."""
+    result = {
+        "method": method,
+        "env_id": config.env_id,
+        "seed": seed,
+        "setting": setting,
+        "epochs": [],
+        "final": final,
+        "best": final,
+        "wall_time_s": wall_time_s,
+        "train_time_s": wall_time_s,
+        "config": config.to_dict(),
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+        **(extra or {}),
+    }
+    atomic_write_json(run_dir(config, method, seed, setting) / "result.json", result)
+    return result
 
 
 class TensorBoardLog:
@@ -269,7 +300,7 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     return results
 
 
-METRIC_CANDIDATES = ("test/accuracy", "test/mean_accuracy", "test/mean_mse")
+METRIC_CANDIDATES = ("test/accuracy", "test/mean_accuracy", "test/mean_mse", "test/total_gain")
 
 
 def default_metric(results: list[dict[str, Any]], which: str = "final") -> str:
@@ -299,7 +330,9 @@ def summarize(
     metric = metric or default_metric(results, which)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        groups[(r["env_id"], r["method"])].append(r)
+        # A result's "setting" (e.g. a grouping budget) splits one env id into several rows.
+        env = f"{r['env_id']} {r['setting']}" if r.get("setting") else r["env_id"]
+        groups[(env, r["method"])].append(r)
     rows = []
     for (env_id, method), runs in sorted(groups.items()):
         available = sorted(runs[0][which])
@@ -360,7 +393,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no results)"
     metric = rows[0]["metric"]
-    percent = not metric.endswith("mse")
+    percent = not metric.endswith(("mse", "total_gain"))
     task_names = sorted({t for r in rows for t in r.get("tasks", {})})
     header = ["env_id", "method", metric, *task_names]
     if any("delta_m" in r for r in rows):

@@ -27,6 +27,20 @@ LOSS_WEIGHTING_DATASETS: dict[str, dict] = {
 }
 
 
+TASK_GROUPING_DATASETS: dict[str, dict] = {
+    # The shipped table of all 1,023 groups (mtl_envs/tables/digits10_gains.json).
+    "Digits10": {"dataset": "digits10", "gains": "table", "budget": 3},
+    # No table: ETAP fitted on 10 trained groups (cached under the data root).
+    "CIFAR100MTL": {
+        "dataset": "cifar100_mtl",
+        "gains": "etap",
+        "budget": 3,
+        "etap_train_groups": 10,
+        "protocol": {"backbone": "small_cnn", "backbone_kwargs": {}, "epochs": 2},
+    },
+}
+
+
 def register_envs() -> None:
     for name, kwargs in AUX_LABEL_DATASETS.items():
         for prefix, extra in (("AuxLabel", {}), ("AuxLabelWeighted", {"sample_weights": True})):
@@ -38,6 +52,12 @@ def register_envs() -> None:
                 entry_point="mtl_envs.envs.aux_label:AuxLabelEnv",
                 vector_entry_point="mtl_envs.envs.aux_label:AuxLabelVectorEnv",
                 kwargs={**kwargs, **extra},
+            )
+    for name, kwargs in TASK_GROUPING_DATASETS.items():
+        env_id = f"TaskGrouping-{name}-v0"
+        if env_id not in registry:
+            register(
+                id=env_id, entry_point="mtl_envs.envs.task_grouping:TaskGroupingEnv", kwargs=kwargs
             )
     for name, kwargs in LOSS_WEIGHTING_DATASETS.items():
         env_id = f"LossWeighting-{name}-v0"
@@ -51,5 +71,5 @@ def register_envs() -> None:
 
 def registered_ids() -> list[str]:
     """The ids this package registers, in registry order."""
-    prefixes = ("AuxLabel-", "AuxLabelWeighted-", "LossWeighting-")
+    prefixes = ("AuxLabel-", "AuxLabelWeighted-", "LossWeighting-", "TaskGrouping-")
     return [env_id for env_id in registry if env_id.startswith(prefixes)]

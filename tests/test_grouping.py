@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from baselines.etap import ETAPPredictor, prediction_quality
 from mtl_envs.training.affinity import group_affinity, per_task_gradients, step_affinity
+from mtl_envs.training.gain_prediction import ETAPPredictor, prediction_quality
 from mtl_envs.training.group_trainer import GroupProtocol, GroupTrainer, all_groups, mtl_gain
 from mtl_envs.training.grouping import (
     branch_and_bound,
@@ -156,3 +156,19 @@ def test_collect_affinities_etap_and_tag_on_an_mtl_run():
     off = ~np.eye(10, dtype=bool)
     assert np.corrcoef(scores.etap[off], scores.tag[off])[0, 1] > 0.8
     assert learner.epoch == 2
+
+
+def test_shipped_table_matches_retraining_within_seed_noise():
+    from mtl_envs.training.group_trainer import load_gain_table
+
+    table = load_gain_table("digits10")
+    assert len(table["gains"]) == 2**10 - 1 and table["protocol_key"]
+    protocol = GroupProtocol(**table["protocol"])
+    assert protocol.key() == table["protocol_key"]
+    trainer = GroupTrainer(protocol, cache_dir=None, device="cpu")
+    for group in [(3,), (0, 7), (2, 5, 8)]:
+        fresh = trainer.task_losses(group, seed=table["seeds"][0])
+        for t in group:
+            stored = table["losses"]["-".join(map(str, group))][str(t)]
+            noise = abs(stored[0] - stored[1])
+            assert abs(fresh[t] - stored[0]) <= max(2 * noise, 0.05 * stored[0])

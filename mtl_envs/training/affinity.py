@@ -94,10 +94,11 @@ class AffinityScores:
 
 
 def collect_affinities(
-    learner: MultiTaskLearner, epochs: int, etap: bool = True, tag: bool = False
+    learner: MultiTaskLearner, epochs: int, etap: bool = True, tag: bool = False, every: int = 1
 ) -> AffinityScores:
     """Train ``learner`` (all its tasks, equal weights) for ``epochs`` epochs and average the
-    per-step affinity scores. With ``etap=tag=False`` it is the plain run (for timing).
+    per-step affinity scores over every ``every``-th step (1 = all steps, eq. 6). With
+    ``etap=tag=False`` it is the plain run (for timing).
 
     ETAP's momentum term reads the SGD momentum buffer, so the learner should use
     ``optimizer="sgd"``; with Adam the momentum-free score is the meaningful one.
@@ -106,8 +107,10 @@ def collect_affinities(
     shared = [p for p in learner.net.backbone.parameters() if p.requires_grad]
     lr = learner.lr
     beta = learner.config.momentum if learner.config.optimizer == "sgd" else 0.0
+    if not isinstance(every, int) or every < 1:
+        raise ValueError(f"`every` must be a positive int; got {every!r}.")
     sums = {k: torch.zeros(n, n, device=learner.device) for k in ("etap", "plain", "tag")}
-    steps = 0
+    steps = scored = 0
     start = time.perf_counter()
     for _ in range(epochs):
         learner.begin_epoch()
@@ -115,13 +118,15 @@ def collect_affinities(
             idx = learner.batch_indices(b)
             losses, features = learner.task_losses(idx)
             detached = torch.stack(losses).detach()
-            if etap or tag:
+            score = (etap or tag) and steps % every == 0
+            if score:
                 grads = per_task_gradients(losses, shared)
                 buffer = _momentum_buffer(learner, shared) if beta else None
-            if etap:
+                scored += 1
+            if score and etap:
                 sums["plain"] += step_affinity(grads, detached, lr)
                 sums["etap"] += step_affinity(grads, detached, lr, beta, buffer)
-            if tag:
+            if score and tag:
                 sums["tag"] += _lookahead_affinity(
                     learner, idx, shared, grads, detached, lr, beta, buffer
                 )
@@ -129,7 +134,7 @@ def collect_affinities(
             steps += 1
         learner.end_epoch()
     seconds = time.perf_counter() - start
-    mean = {k: (v / max(steps, 1)).cpu().numpy() for k, v in sums.items()}
+    mean = {k: (v / max(scored, 1)).cpu().numpy() for k, v in sums.items()}
     return AffinityScores(
         etap=mean["etap"],
         etap_no_momentum=mean["plain"],

@@ -146,3 +146,30 @@ class GroupTrainer:
                 stl = self.task_losses((t,), seed)[t]
                 totals[t] = totals.get(t, 0.0) + mtl_gain(stl, loss)
         return {t: v / len(seeds) for t, v in totals.items()}
+
+
+def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """A gain table written by ``scripts/build_gain_table.py``: a file path, or the name of a
+    table shipped with the package (``"digits10"``)."""
+    path = Path(name_or_path)
+    if not path.is_file():
+        from importlib import resources
+
+        shipped = resources.files("mtl_envs") / "tables" / f"{name_or_path}_gains.json"
+        if not shipped.is_file():
+            available = sorted(
+                p.name.removesuffix("_gains.json")
+                for p in (resources.files("mtl_envs") / "tables").iterdir()
+                if p.name.endswith("_gains.json")
+            )
+            raise FileNotFoundError(
+                f"No gain table {str(name_or_path)!r}: not a file, and the package ships "
+                f"tables for {available}. Build one with scripts/build_gain_table.py."
+            )
+        path = Path(str(shipped))
+    with open(path) as f:
+        table = json.load(f)
+    for key in ("gains", "protocol", "affinity", "task_names"):
+        if key not in table:
+            raise ValueError(f"{path} is not a gain table: missing key {key!r}.")
+    return table

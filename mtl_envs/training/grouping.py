@@ -90,3 +90,30 @@ def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]
 
     search(0, [], np.zeros(matrix.shape[1]), 0.0)
     return sorted(int(order[c]) for c in best_sel), best
+
+
+def evaluate_selection(table: dict, groups: Sequence[Group]) -> dict[str, float]:
+    """True quality of a selection, from a gain table (ETAP Table 4).
+
+    ``total_gain``: the selection score with the table's gains; ``total_loss``: the sum over
+    tasks of the test loss each task gets from its best selected group or, failing that,
+    from single-task training (losses averaged over the table's seeds).
+    """
+    from mtl_envs.training.group_trainer import group_name
+
+    n = len(table["task_names"])
+    best_gain = np.zeros(n)
+    best_loss = np.array([np.mean(table["losses"][str(t)][str(t)]) for t in range(n)])
+    for group in groups:
+        key = group_name(group)
+        for t in group:
+            best_gain[t] = max(best_gain[t], table["gains"][key][str(t)])
+            best_loss[t] = min(best_loss[t], float(np.mean(table["losses"][key][str(t)])))
+    return {"total_gain": float(best_gain.sum()), "total_loss": float(best_loss.sum())}
+
+
+def candidate_groups(num_tasks: int) -> list[Group]:
+    """Groups of two or more tasks (single tasks are the free STL fallback)."""
+    from mtl_envs.training.group_trainer import all_groups
+
+    return [g for g in all_groups(num_tasks) if len(g) > 1]

@@ -1,0 +1,134 @@
+"""The TaskGrouping env and the grouping methods on a hand-made gain table."""
+
+import json
+
+import gymnasium as gym
+import numpy as np
+import pytest
+from gymnasium.utils.env_checker import check_env
+from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+import mtl_envs  # noqa: F401
+from mtl_envs.experiment import RunConfig
+from mtl_envs.training.group_trainer import all_groups, group_name
+
+
+@pytest.fixture
+def table_path(tmp_path):
+    """Four tasks; tasks 0 and 1 help each other, task 3 is hurt by every partner."""
+    rng = np.random.default_rng(0)
+    gains, losses = {}, {}
+    for g in all_groups(4):
+        key = group_name(g)
+        gains[key] = {}
+        for t in g:
+            if len(g) == 1:
+                value = 0.0
+            elif t == 3:
+                value = -0.3
+            elif set(g) >= {0, 1}:
+                value = 0.4 - 0.05 * len(g)
+            else:
+                value = float(rng.uniform(-0.1, 0.1))
+            gains[key][str(t)] = value
+            losses[key] = losses.get(key, {})
+            losses[key][str(t)] = [1.0 - value, 1.0 - value]
+    affinity = np.eye(4).tolist()
+    table = {
+        "dataset": "toy",
+        "task_names": ["a", "b", "c", "d"],
+        "protocol": {},
+        "seeds": [0, 1],
+        "gains": gains,
+        "losses": losses,
+        "affinity": {"etap": affinity, "tag": affinity},
+    }
+    path = tmp_path / "toy_gains.json"
+    path.write_text(json.dumps(table))
+    return path
+
+
+def make(table_path, **kwargs):
+    return gym.make("TaskGrouping-Digits10-v0", table=str(table_path), **kwargs).unwrapped
+
+
+def test_reward_is_the_increase_of_total_gain(table_path):
+    env = make(table_path, budget=3)
+    obs, _ = env.reset(seed=0)
+    assert obs["budget_left"] == 3 and not obs["covered"].any()
+    # {0, 1}: both gain 0.4 - 0.1 = 0.3 -> reward 0.6.
+    _, r1, term, _, info = env.step(np.array([1, 1, 0, 0]))
+    assert r1 == pytest.approx(0.6) and not term and info["total_gain"] == pytest.approx(0.6)
+    # {0, 1, 3}: 0 and 1 get 0.25 < 0.3 (kept), 3 gets -0.3 -> floor 0 (trained alone): reward 0.
+    _, r2, *_ = env.step(np.array([1, 1, 0, 1]))
+    assert r2 == pytest.approx(0.0)
+    obs, _, term, _, info = env.step(np.array([0, 0, 0, 0]))  # stop early
+    assert term and info["stopped"] and obs["covered"].tolist() == [1, 1, 0, 1]
+
+
+def test_budget_ends_the_episode(table_path):
+    env = make(table_path, budget=1)
+    env.reset(seed=0)
+    _, _, terminated, truncated, _ = env.step(np.array([0, 1, 1, 0]))
+    assert terminated and not truncated
+
+
+def test_checkers_and_bad_input(table_path):
+    env = make(table_path)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env, warn=False)
+    env.reset(seed=0)
+    with pytest.raises(ValueError, match="outside the action space"):
+        env.step(np.array([2, 0, 0, 0]))
+    with pytest.raises(ValueError, match="`gains` must be one of"):
+        make(table_path, gains="oracle")
+    with pytest.raises(FileNotFoundError, match="build_gain_table"):
+        gym.make("TaskGrouping-Digits10-v0", table="no_such_table")
+
+
+def test_etap_gain_source_fits_on_table_groups(table_path):
+    env = make(table_path, gains="etap", etap_train_groups=6)
+    assert len(env.source.train_groups) == 6
+    env.reset(seed=0)
+    _, reward, *_ = env.step(np.array([1, 1, 0, 0]))
+    assert np.isfinite(reward)
+
+
+@pytest.mark.parametrize("method", ["etap", "tag", "random", "optimal"])
+def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
+    from baselines import BASELINES
+
+    config = RunConfig(
+        method=method,
+        env_id="TaskGrouping-Digits10-v0",
+        env_kwargs={"table": str(table_path)},
+        output_dir=str(tmp_path / "out"),
+        method_kwargs={"budgets": [1, 2], "etap_train_groups": 5},
+    )
+    result = BASELINES[method](config, 0)
+    files = sorted((tmp_path / "out").rglob("result.json"))
+    assert [f.parent.parent.name for f in files] == ["B=1", "B=2"]
+    final = result["final"]
+    # Budget 2: {0, 1} (0.3 each) plus {0, 1, 2}, which gives task 2 a gain of 0.25.
+    assert final["test/optimal_gain"] == pytest.approx(0.85)
+    assert (
+        final["test/gap"] >= -1e-9 and final["test/total_loss"] >= final["test/optimal_loss"] - 1e-9
+    )
+    if method == "optimal":
+        assert final["test/gap"] == pytest.approx(0.0)
+
+
+def test_ppo_on_the_grouping_env(table_path, tmp_path):
+    from agents.ppo import run
+
+    config = RunConfig(
+        method="ppo",
+        env_id="TaskGrouping-Digits10-v0",
+        env_kwargs={"table": str(table_path)},
+        output_dir=str(tmp_path),
+        method_kwargs={"budgets": [2]},
+        agent={"total_timesteps": 256, "n_steps": 64, "batch_size": 32},
+    )
+    result = run(config, 0)
+    assert result["setting"] == "B=2" and len(result["groups"]) <= 2
+    assert result["final"]["test/total_gain"] <= result["final"]["test/optimal_gain"] + 1e-9
