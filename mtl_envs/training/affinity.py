@@ -167,9 +167,9 @@ def _lookahead_affinity(
     net = learner.net
     names = [name for name, p in net.backbone.named_parameters() if p.requires_grad]
     split = learner.data.train
-    x = learner._inputs(split.inputs[idx], train=False)
-    targets = split.targets[idx][:, learner._task_index]
-    mask = split.mask[idx][:, learner._task_index].float()
+    x = learner.prepare_inputs(split.inputs[idx], train=False)
+    targets = split.targets[idx][:, learner.task_index]
+    mask = split.mask[idx][:, learner.task_index].float()
     count = mask.sum(0).clamp_min(1.0)
     sizes = [p.numel() for p in shared]
     # Copies of the buffers: a lookahead in train mode must not move BN running statistics.
@@ -181,7 +181,7 @@ def _lookahead_affinity(
         params = {n: p - d.view_as(p) for n, p, d in zip(names, shared, deltas)}
         features = functional_call(net.backbone, {**params, **buffers}, (x,))
         outputs = [head(features) for head in net.heads]
-        per_sample = torch.stack(learner._per_sample_losses(outputs, targets), dim=1)
+        per_sample = torch.stack(learner.per_sample_losses(outputs, targets), dim=1)
         after = (per_sample * mask).sum(0) / count
         scores[i] = 1.0 - after / losses
     return scores

@@ -133,12 +133,12 @@ class MultiTaskLearner:
         self.normalize = (
             Normalize(self.data.mean, self.data.std, self.device) if self.data.is_image else None
         )
-        self._task_index = torch.tensor(self.tasks, device=self.device)
+        self.task_index = torch.tensor(self.tasks, device=self.device)
         if self.data.shared_inputs:
             self._per_task = None
             self._num_batches = len(self.data.train) // config.batch_size
         else:
-            mask = self.data.train.mask[:, self._task_index]
+            mask = self.data.train.mask[:, self.task_index]
             self._per_task = [torch.nonzero(mask[:, t]).flatten() for t in range(self.num_tasks)]
             self._k = max(1, config.batch_size // self.num_tasks)
             total = sum(len(ix) for ix in self._per_task)
@@ -227,14 +227,16 @@ class MultiTaskLearner:
         self.epoch += 1
 
     # ------------------------------------------------------------------ training
-    def _inputs(self, inputs: torch.Tensor, train: bool) -> torch.Tensor:
+    def prepare_inputs(self, inputs: torch.Tensor, train: bool) -> torch.Tensor:
+        """Network inputs from stored ones: augmented (training) and normalised images, or
+        features as they are."""
         if self.normalize is None:
             return inputs
         if train and self.augment:
             inputs = random_crop_flip(inputs, self.generator)
         return self.normalize(inputs)
 
-    def _per_sample_losses(
+    def per_sample_losses(
         self, outputs: list[torch.Tensor], targets: torch.Tensor
     ) -> list[torch.Tensor]:
         """Per-task (B,) losses: cross-entropy per head, or squared error for regression.
@@ -253,13 +255,13 @@ class MultiTaskLearner:
         """Scalar task losses of a training batch, each with its graph, and the features."""
         self.net.train()
         split = self.data.train
-        x = self._inputs(split.inputs[indices], train=True)
-        targets = split.targets[indices][:, self._task_index]
-        mask = split.mask[indices][:, self._task_index].float()
+        x = self.prepare_inputs(split.inputs[indices], train=True)
+        targets = split.targets[indices][:, self.task_index]
+        mask = split.mask[indices][:, self.task_index].float()
         count = mask.sum(0).clamp_min(1.0)
         features = self.net.backbone(x)
         outputs = [head(features) for head in self.net.heads]
-        per_sample = self._per_sample_losses(outputs, targets)
+        per_sample = self.per_sample_losses(outputs, targets)
         losses = [(loss * mask[:, t]).sum() / count[t] for t, loss in enumerate(per_sample)]
         return losses, features
 
@@ -343,11 +345,11 @@ class MultiTaskLearner:
         loss_sum = torch.zeros(n, device=self.device)
         count = torch.zeros(n, device=self.device)
         for start in range(0, len(data), batch_size):
-            x = self._inputs(data.inputs[start : start + batch_size], train=False)
-            targets = data.targets[start : start + batch_size][:, self._task_index]
-            mask = data.mask[start : start + batch_size][:, self._task_index].float()
+            x = self.prepare_inputs(data.inputs[start : start + batch_size], train=False)
+            targets = data.targets[start : start + batch_size][:, self.task_index]
+            mask = data.mask[start : start + batch_size][:, self.task_index].float()
             outputs = self.net(x)
-            per_sample = torch.stack(self._per_sample_losses(outputs, targets), dim=1)
+            per_sample = torch.stack(self.per_sample_losses(outputs, targets), dim=1)
             loss_sum += (per_sample * mask).sum(0)
             count += mask.sum(0)
             if self.data.task_type == "classification":
