@@ -393,7 +393,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "(no results)"
     metric = rows[0]["metric"]
-    percent = not metric.endswith(("mse", "total_gain"))
+    percent = metric.endswith(("accuracy", "precision", "recall", "f1"))
     task_names = sorted({t for r in rows for t in r.get("tasks", {})})
     header = ["env_id", "method", metric, *task_names]
     if any("delta_m" in r for r in rows):

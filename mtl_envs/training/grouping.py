@@ -46,18 +46,42 @@ def exhaustive_search(matrix: np.ndarray, budget: int) -> tuple[list[int], float
     return best
 
 
+def undominated(matrix: np.ndarray) -> np.ndarray:
+    """Indices of candidates no other candidate beats or ties on every task.
+
+    A selection using a dominated candidate scores no more than the same selection with the
+    dominating one, so an exact search may drop dominated candidates (keeping one of any
+    identical rows).
+    """
+    positive = np.maximum(matrix, 0.0)
+    keep = []
+    for c in np.argsort(-positive.sum(axis=1), kind="stable"):
+        row = positive[c]
+        if not row.any():
+            continue
+        if keep and (positive[keep] >= row).all(axis=1).any():
+            continue
+        keep.append(int(c))
+    return np.array(sorted(keep), dtype=np.int64)
+
+
 def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]:
     """The exact optimum by depth-first branch-and-bound.
 
-    Candidates are tried in order of their stand-alone score; a branch is cut when its
-    score plus the sum of the ``budget - |S|`` largest marginal gains of the remaining
-    candidates (an upper bound, by submodularity) cannot beat the best selection found.
+    Dominated candidates are dropped first; the rest are tried in order of their
+    stand-alone score. A branch is cut when its score plus the ``budget - |S|`` largest
+    marginal gains of the remaining candidates (an upper bound, by submodularity), or the
+    sum over tasks of the best value any remaining candidate offers, cannot beat the best
+    selection found.
     """
     if budget < 1:
         raise ValueError(f"`budget` must be a positive int; got {budget!r}.")
-    positive = np.maximum(matrix, 0.0)
+    kept = undominated(matrix)
+    positive = np.maximum(matrix[kept], 0.0)
     order = np.argsort(-positive.sum(axis=1), kind="stable")
     m = positive[order]
+    # suffix_best[i, t] = best value of task t among candidates i, i+1, ...
+    suffix_best = np.maximum.accumulate(m[::-1], axis=0)[::-1] if len(m) else m
     best_sel: list[int] = []
     best = 0.0
 
@@ -68,9 +92,10 @@ def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]
         left = budget - len(chosen)
         if left == 0 or start >= len(m):
             return
+        if np.maximum(current, suffix_best[start]).sum() <= best + 1e-12:
+            return
         marginal = np.maximum(m[start:] - current, 0.0).sum(axis=1)
-        top = heapq.nlargest(left, marginal.tolist())
-        if value + sum(top) <= best + 1e-12:
+        if value + sum(heapq.nlargest(left, marginal.tolist())) <= best + 1e-12:
             return
         # Visit the most promising candidates first so good bounds come early.
         for offset in np.argsort(-marginal, kind="stable"):
@@ -78,10 +103,8 @@ def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]
                 break
             c = start + int(offset)
             rest = np.delete(marginal, offset)
-            if (
-                value + marginal[offset] + sum(heapq.nlargest(left - 1, rest.tolist()))
-                <= best + 1e-12
-            ):
+            bound = value + marginal[offset] + sum(heapq.nlargest(left - 1, rest.tolist()))
+            if bound <= best + 1e-12:
                 continue
             chosen.append(c)
             new = np.maximum(current, m[c])
@@ -89,7 +112,7 @@ def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]
             chosen.pop()
 
     search(0, [], np.zeros(matrix.shape[1]), 0.0)
-    return sorted(int(order[c]) for c in best_sel), best
+    return sorted(int(kept[order[c]]) for c in best_sel), best
 
 
 def evaluate_selection(table: dict, groups: Sequence[Group]) -> dict[str, float]:
