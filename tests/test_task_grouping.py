@@ -132,3 +132,19 @@ def test_ppo_on_the_grouping_env(table_path, tmp_path):
     result = run(config, 0)
     assert result["setting"] == "B=2" and len(result["groups"]) <= 2
     assert result["final"]["test/total_gain"] <= result["final"]["test/optimal_gain"] + 1e-9
+
+
+def test_same_seed_same_trajectory(table_path):
+    def rollout():
+        env = make(table_path, budget=3)
+        env.reset(seed=4)
+        env.action_space.seed(4)
+        out = []
+        for _ in range(3):
+            obs, reward, terminated, _, info = env.step(env.action_space.sample())
+            out.append((obs["best_gain"].tolist(), reward, terminated, info["group"]))
+            if terminated:
+                break
+        return out
+
+    assert rollout() == rollout()
