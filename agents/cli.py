@@ -44,12 +44,14 @@ def resolve_method(name: str) -> Callable[[RunConfig, int], dict[str, Any]]:
 def cmd_list(args: argparse.Namespace) -> None:
     import mtl_envs
     from mtl_envs.data import DATASETS
+    from mtl_envs.data.multitask import MULTITASK_DATASETS
     from mtl_envs.models import BACKBONES
 
     print("environments:")
     for env_id in mtl_envs.registered_ids():
         print(f"  {env_id}")
     print("datasets:  " + ", ".join(DATASETS))
+    print("multi-task datasets: " + ", ".join(MULTITASK_DATASETS))
     print("backbones: " + ", ".join(BACKBONES))
     print("methods:   " + ", ".join(method_names()))
 
