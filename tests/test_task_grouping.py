@@ -148,3 +148,26 @@ def test_same_seed_same_trajectory(table_path):
         return out
 
     assert rollout() == rollout()
+
+
+def test_agents_train_runs_the_grouping_config(table_path, tmp_path, capsys):
+    import yaml
+
+    from agents.train import main
+
+    config = tmp_path / "grouping.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "method": ["ppo", "optimal"],
+                "env_id": "TaskGrouping-Digits10-v0",
+                "env_kwargs": {"table": str(table_path)},
+                "output_dir": str(tmp_path / "out"),
+                "method_kwargs": {"budgets": [2]},
+                "agent": {"total_timesteps": 128, "n_steps": 64, "batch_size": 32},
+            }
+        )
+    )
+    main([str(config), "seeds=[1]"])
+    assert "ppo seed 1: test/total_gain" in capsys.readouterr().out
+    assert not list((tmp_path / "out").rglob("optimal"))  # agents.train runs the agents only
