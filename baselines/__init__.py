@@ -1,6 +1,7 @@
 """Non-RL methods, one file each, in one registry: name -> ``run(config, seed) -> result``.
 
-Auxiliary-learning methods (AuxLabel ids): ``stl``, ``human``, ``random``.
+Auxiliary-learning methods (AuxLabel ids): ``stl``, ``human``, ``random``, ``maxl``,
+``wa_maxl``.
 Loss-weighting methods (LossWeighting ids): ``stl``, ``ew``, ``si``, ``uw``, ``rlw``,
 ``dwa``, ``igbv1``; each combines with a torchjd aggregator via
 ``env_kwargs: {aggregator: upgrad}`` (IGB Algorithm 3).
@@ -13,7 +14,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from baselines import etap, human, optimal, random_labels, stl, tag
+from baselines import etap, human, maxl, optimal, random_labels, stl, tag
 from baselines.dwa import DWA
 from baselines.ew import EW
 from baselines.igbv1 import IGBv1
@@ -28,6 +29,8 @@ BASELINES: dict[str, Callable[..., dict[str, Any]]] = {
     "stl": stl.run,
     "human": human.run,
     "random": random_labels.run,
+    "maxl": maxl.run,
+    "wa_maxl": maxl.run_weight_aware,
     "etap": etap.run,
     "tag": tag.run,
     "optimal": optimal.run,

@@ -41,13 +41,20 @@ def run_aux_baseline(
     method: str,
     make_labeller: LabellerFactory,
     extra: dict[str, Any] | None = None,
+    on_epoch_end: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
-    """Train ``config.epochs`` epochs with the labeller's auxiliary task; write the result."""
+    """Train ``config.epochs`` epochs with the labeller's auxiliary task; write the result.
+
+    ``on_epoch_end`` runs after every epoch (a learning labeller steps its scheduler there).
+    """
     learner = build_aux_learner(config, seed)
     labeller = make_labeller(learner, seed)
 
     def train_epoch(epoch: int) -> dict[str, float]:
-        return learner.train_epoch(labeller)
+        metrics = learner.train_epoch(labeller)
+        if on_epoch_end is not None:
+            on_epoch_end()
+        return metrics
 
     return run_epochs(
         config=config,

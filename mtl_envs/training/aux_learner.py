@@ -185,7 +185,7 @@ class AuxLearner:
         self.epoch += 1
 
     # ------------------------------------------------------------------ training
-    def _inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+    def prepare_inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         if train and self.augment:
             images = random_crop_flip(images, self.generator)
         return self.normalize(images)
@@ -208,7 +208,7 @@ class AuxLearner:
             Detached scalar tensors ``primary_loss``, ``aux_loss``, ``loss``.
         """
         self.net.train()
-        x = self._inputs(self.data.train.images[indices], train=True)
+        x = self.prepare_inputs(self.data.train.images[indices], train=True)
         y = self.data.train.labels[indices]
         if aux_targets is None:
             (primary_logits,) = self.net(x, heads=[0])
@@ -256,7 +256,7 @@ class AuxLearner:
     def primary_loss(self, indices: torch.Tensor) -> torch.Tensor:
         """Mean primary cross-entropy of the (un-augmented) training images ``indices``."""
         self.net.eval()
-        x = self._inputs(self.data.train.images[indices], train=False)
+        x = self.prepare_inputs(self.data.train.images[indices], train=False)
         (logits,) = self.net(x, heads=[0])
         return F.cross_entropy(logits, self.data.train.labels[indices])
 
@@ -270,7 +270,7 @@ class AuxLearner:
         )
         loss_sum = torch.zeros((), device=self.device)
         for start in range(0, len(data), batch_size):
-            x = self._inputs(data.images[start : start + batch_size], train=False)
+            x = self.prepare_inputs(data.images[start : start + batch_size], train=False)
             y = data.labels[start : start + batch_size]
             (logits,) = self.net(x, heads=[0])
             loss_sum += F.cross_entropy(logits, y, reduction="sum")

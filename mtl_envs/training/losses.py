@@ -99,7 +99,7 @@ def weight_from_bin(
     later public code used ``2^(8w - 3)``, i.e. ``exponent_range=(-3, 5)``.
     """
     lo, hi = exponent_range
-    w = bins.float() / (num_bins - 1)
+    w = (bins if bins.is_floating_point() else bins.float()) / (num_bins - 1)
     return torch.exp2(lo + (hi - lo) * w)
 
 

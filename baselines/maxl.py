@@ -1,0 +1,222 @@
+"""MAXL (Liu, Davison and Johns, 2019) and weight-aware MAXL (RL-AUX section 3).
+
+A label-generation network of the main network's backbone family predicts, for each image,
+a distribution over the psi auxiliary sub-classes of its primary class (masked softmax,
+RL-AUX eq. 5-6). The main network trains on these soft labels through the shared
+:class:`~mtl_envs.training.AuxLearner`; the generator learns through MAXL's bi-level update:
+one *virtual* SGD step of the main network on the generated labels, kept differentiable
+(``torch.func.functional_call``), then the primary loss of the virtually updated network plus
+``entropy_coef`` times the negative entropy of the batch-mean generated distribution,
+back-propagated into the generator only. ``first_order=True`` replaces the second-order term
+with a finite-difference Hessian-vector product (as in DARTS).
+
+Weight-aware MAXL adds a generator head whose sigmoid output w in [0, 1] becomes the sample
+weight ``2^(lo + (hi - lo) w)``, the rule of RL-AUX eq. 8.
+
+Defaults from the MAXL reference: generator SGD lr 1e-3, weight decay 5e-4, StepLR(50, 0.5).
+Each batch first updates the generator (virtual step on the current main network), then the
+main network trains on the updated generator's labels; the reference does the two halves in
+the opposite order, which shifts the alternation by half a step.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.func import functional_call
+
+from baselines.auxiliary import run_aux_baseline
+from mtl_envs.experiment import RunConfig
+from mtl_envs.models import MultiHeadNet, build_backbone
+from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight_from_bin
+from mtl_envs.training.common import seeded
+from mtl_envs.training.losses import focal_loss
+
+
+class LabelGenerator(torch.nn.Module):
+    """Backbone + heads: K auxiliary logits (masked per sample), and optionally a weight."""
+
+    def __init__(self, learner: AuxLearner, weight_aware: bool):
+        super().__init__()
+        cfg = learner.config
+        c, h, _ = learner.data.image_shape
+        sizes = [learner.num_aux] + ([1] if weight_aware else [])
+        self.net = MultiHeadNet(
+            build_backbone(cfg.backbone, c, h, cfg.backbone_kwargs), sizes, cfg.head_hidden
+        )
+        self.psi, self.num_primary = cfg.hierarchy_factor, learner.num_primary
+        self.weight_aware = weight_aware
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Soft auxiliary targets (B, K) inside each sample's block, and weights in [0, 1]."""
+        outputs = self.net(x)
+        targets = masked_softmax(outputs[0], hierarchy_mask(y, self.psi, self.num_primary))
+        w = torch.sigmoid(outputs[1]).squeeze(1) if self.weight_aware else None
+        return targets, w
+
+
+def training_loss(
+    learner: AuxLearner,
+    outputs: list[torch.Tensor],
+    y: torch.Tensor,
+    targets: torch.Tensor,
+    weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """The main network's objective: CE + aux_weight * mean(weight * focal) (RL-AUX eq. 2, 7)."""
+    aux = focal_loss(outputs[1], targets, learner.config.focal_gamma)
+    if weights is not None:
+        aux = aux * weights
+    return F.cross_entropy(outputs[0], y) + learner.config.aux_weight * aux.mean()
+
+
+def generator_loss(
+    learner: AuxLearner,
+    generator: LabelGenerator,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    entropy_coef: float,
+    exponent_range: tuple[float, float],
+    first_order: bool = False,
+    fd_epsilon: float = 0.01,
+) -> torch.Tensor:
+    """MAXL's meta objective: primary CE after a virtual step, plus ``entropy_coef`` times the
+    negative entropy of the batch-mean label distribution. Call ``.backward()`` on it for the
+    generator's gradient (second order), or with ``first_order`` the returned loss already
+    carries the finite-difference gradient."""
+    net = learner.net
+    params = {n: p for n, p in net.named_parameters()}
+    # Copies: virtual forwards in train mode must not move the real BN statistics.
+    buffers = {n: b.clone() for n, b in net.named_buffers()}
+    lr = learner.lr
+    targets, w = generator(x, y)
+    weights = None if w is None else weight_from_bin(w * 20.0, 21, exponent_range)
+    mean = targets.mean(0)
+    neg_entropy = (mean * torch.log(mean.clamp_min(1e-12))).sum()
+    if not first_order:
+        outputs = functional_call(net, (params, buffers), (x,))
+        loss = training_loss(learner, outputs, y, targets, weights)
+        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
+        virtual = {n: p - lr * g for (n, p), g in zip(params.items(), grads)}
+        primary = F.cross_entropy(functional_call(net, (virtual, buffers), (x,))[0], y)
+        return primary + entropy_coef * neg_entropy
+    # First order: d/dphi L_pri(theta') ~ -lr * [grad_phi L_train(theta+)
+    # - grad_phi L_train(theta-)] / (2 eps), theta+- = theta +- eps * grad_theta' L_pri(theta').
+    names = list(params)
+    detached = {n: p.detach().requires_grad_(True) for n, p in params.items()}
+    loss = training_loss(
+        learner,
+        functional_call(net, (detached, buffers), (x,)),
+        y,
+        targets.detach(),
+        None if weights is None else weights.detach(),
+    )
+    grads = torch.autograd.grad(loss, list(detached.values()))
+    virtual = {
+        n: (detached[n] - lr * g).detach().requires_grad_(True) for n, g in zip(names, grads)
+    }
+    primary = F.cross_entropy(functional_call(net, (virtual, buffers), (x,))[0], y)
+    # The auxiliary head does not reach the primary logits: its part of the vector is zero.
+    v = [
+        torch.zeros_like(p) if g is None else g
+        for p, g in zip(
+            virtual.values(),
+            torch.autograd.grad(primary, list(virtual.values()), allow_unused=True),
+        )
+    ]
+    norm = torch.sqrt(sum((g * g).sum() for g in v)).clamp_min(1e-12)
+    eps = fd_epsilon / norm
+    plus = {n: (params[n] + eps * g).detach() for n, g in zip(names, v)}
+    minus = {n: (params[n] - eps * g).detach() for n, g in zip(names, v)}
+    l_plus = training_loss(
+        learner, functional_call(net, (plus, buffers), (x,)), y, targets, weights
+    )
+    l_minus = training_loss(
+        learner, functional_call(net, (minus, buffers), (x,)), y, targets, weights
+    )
+    hvp_term = -lr * (l_plus - l_minus) / (2 * eps)
+    # Value: the true primary loss; gradient w.r.t. phi: the finite-difference estimate.
+    return primary.detach() + (hvp_term - hvp_term.detach()) + entropy_coef * neg_entropy
+
+
+class MAXLLabeller:
+    """A learning labeller for :meth:`AuxLearner.train_epoch`: meta-update, then label."""
+
+    def __init__(
+        self,
+        learner: AuxLearner,
+        seed: int,
+        weight_aware: bool = False,
+        first_order: bool = False,
+        lr: float = 1e-3,
+        weight_decay: float = 5e-4,
+        entropy_coef: float = 0.2,
+        exponent_range: tuple[float, float] = (-5.0, 5.0),
+    ):
+        self.learner = learner
+        self.generator = seeded(seed + 1, lambda: LabelGenerator(learner, weight_aware))
+        self.generator.to(learner.device)
+        self.optimizer = torch.optim.SGD(
+            self.generator.parameters(), lr=lr, weight_decay=weight_decay
+        )
+        cfg = learner.config
+        self.scheduler = torch.optim.lr_scheduler.StepLR(
+            self.optimizer, step_size=cfg.scheduler_step_epochs, gamma=cfg.scheduler_gamma
+        )
+        self.first_order = first_order
+        self.entropy_coef = entropy_coef
+        self.exponent_range = tuple(exponent_range)
+
+    def __call__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        learner = self.learner
+        x = learner.prepare_inputs(learner.data.train.images[indices], train=False)
+        y = learner.data.train.labels[indices]
+        learner.net.train()
+        self.generator.train()
+        loss = generator_loss(
+            learner, self.generator, x, y, self.entropy_coef, self.exponent_range, self.first_order
+        )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward(inputs=list(self.generator.parameters()))
+        self.optimizer.step()
+        learner.net.zero_grad(set_to_none=True)
+        with torch.no_grad():
+            self.generator.eval()
+            targets, w = self.generator(x, y)
+        weights = None if w is None else weight_from_bin(w * 20.0, 21, self.exponent_range)
+        return targets, weights
+
+    def end_epoch(self) -> None:
+        self.scheduler.step()
+
+
+def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, Any]:
+    options = dict(config.method_kwargs)
+    allowed = {"first_order", "lr", "weight_decay", "entropy_coef", "exponent_range"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise ValueError(f"Unknown MAXL option(s) {sorted(unknown)}; valid: {sorted(allowed)}.")
+    holder: dict[str, MAXLLabeller] = {}
+
+    def make(learner: AuxLearner, s: int):
+        holder["labeller"] = MAXLLabeller(learner, s, weight_aware=weight_aware, **options)
+        labeller = holder["labeller"]
+
+        def label(indices):
+            return labeller(indices)
+
+        return label
+
+    method = "wa_maxl" if weight_aware else "maxl"
+    return run_aux_baseline(
+        config, seed, method, make, on_epoch_end=lambda: holder["labeller"].end_epoch()
+    )
+
+
+def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_maxl(config, seed, weight_aware=False)
+
+
+def run_weight_aware(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_maxl(config, seed, weight_aware=True)
