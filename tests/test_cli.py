@@ -139,3 +139,22 @@ def test_aggregator_option_reaches_the_learner(tmp_path):
     )
     result = BASELINES["ew"](config, 0)
     assert result["config"]["env_kwargs"]["aggregator"] == "upgrad"
+
+
+def test_overrides_may_follow_data_root(tmp_path):
+    config = write_config(
+        tmp_path,
+        method="stl",
+        env_id="AuxLabel-Digits-v0",
+        epochs=2,
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+        tensorboard=False,
+    )
+    data = tmp_path / "data"
+    assert main(["run", str(config), "--data-root", str(data), "epochs=1"]) == 0
+    result = json.loads(next((tmp_path / "out").rglob("result.json")).read_text())
+    assert result["config"]["env_kwargs"]["data_root"] == str(data)
+    assert len(result["epochs"]) == 1
+    with pytest.raises(SystemExit):
+        main(["run", str(config), "--data-root", str(data), "--bogus"])
