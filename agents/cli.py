@@ -2,7 +2,8 @@
 
 mtl-envs list
 mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
-mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--plot out.png]
+mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--spread sem]
+                 [--plot out.png]
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     rows = summarize(load_results(args.results), args.metric, args.which)
-    print(format_table(rows))
+    print(format_table(rows, args.spread))
     if args.plot:
         print(f"plot: {plot_summary(rows, args.plot)}")
 
@@ -107,6 +108,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="final",
         choices=["final", "best"],
         help="last epoch, or the epoch with the best validation accuracy",
+    )
+    compare.add_argument(
+        "--spread",
+        default="std",
+        choices=["std", "sem"],
+        help="after +-: standard deviation over seeds, or standard error of the mean",
     )
     compare.add_argument("--plot", default=None, help="write a PNG bar chart here")
     return parser

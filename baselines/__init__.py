@@ -6,6 +6,9 @@ Loss-weighting methods (LossWeighting ids): ``stl``, ``ew``, ``si``, ``uw``, ``r
 ``dwa``, ``igbv1``; each combines with a torchjd aggregator via
 ``env_kwargs: {aggregator: upgrad}`` (IGB Algorithm 3).
 Grouping methods (TaskGrouping ids): ``etap``, ``tag``, ``random``, ``optimal``.
+Tabular methods (LossWeighting ids of tabular data, the hypernetwork paper's protocol):
+``hypernet``, ``hard_sharing``, ``stl_naive``, ``stl_task_info``, and ``stl`` with
+``method_kwargs: {protocol: tabular}``.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from baselines.igbv1 import IGBv1
 from baselines.loss_weighting import run_weighting_baseline
 from baselines.rlw import RLW
 from baselines.si import SI
+from baselines.tabular import TABULAR_METHODS, run_tabular
 from baselines.uw import UW
 
 WEIGHTING_RULES = {"ew": EW, "si": SI, "uw": UW, "rlw": RLW, "dwa": DWA, "igbv1": IGBv1}
@@ -38,6 +42,7 @@ BASELINES: dict[str, Callable[..., dict[str, Any]]] = {
         name: partial(run_weighting_baseline, method=name, make_rule=rule)
         for name, rule in WEIGHTING_RULES.items()
     },
+    **{name: partial(run_tabular, method=name) for name in TABULAR_METHODS if name != "stl"},
 }
 
 __all__ = ["BASELINES", "WEIGHTING_RULES"]

@@ -5,6 +5,8 @@
 * LossWeighting envs: one network per task, same encoder, optimiser and epochs as the
   multi-task run. These results are the reference of Δm (IGB eq. 5); a finished run with the
   same config is reused rather than trained again.
+* With ``method_kwargs: {protocol: tabular}``: independent per-task networks under the
+  hypernetwork paper's protocol (learning-rate grid, early stopping; ``baselines.tabular``).
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 from baselines.auxiliary import run_aux_baseline
 from baselines.loss_weighting import build_learner, is_loss_weighting
+from baselines.tabular import run_tabular, uses_tabular_protocol
 from mtl_envs.experiment import RunConfig, run_dir, run_epochs
 
 
@@ -57,6 +60,8 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    if uses_tabular_protocol(config):
+        return run_tabular(config, seed, "stl")
     if is_loss_weighting(config.env_id):
         return run_single_task_networks(config, seed)
     return run_aux_baseline(config, seed, "stl", lambda learner, seed: None)

@@ -300,7 +300,13 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     return results
 
 
-METRIC_CANDIDATES = ("test/accuracy", "test/mean_accuracy", "test/mean_mse", "test/total_gain")
+METRIC_CANDIDATES = (
+    "test/accuracy",
+    "test/mean_accuracy",
+    "test/raw_mse",
+    "test/mean_mse",
+    "test/total_gain",
+)
 
 
 def default_metric(results: list[dict[str, Any]], which: str = "final") -> str:
@@ -347,6 +353,7 @@ def summarize(
             "metric": metric,
             "mean": mean,
             "std": std,
+            "sem": std / math.sqrt(len(runs)),
             "n": len(runs),
             "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs),
         }
@@ -388,14 +395,20 @@ def summarize(
     return rows
 
 
-def format_table(rows: list[dict[str, Any]]) -> str:
-    """A plain-text table: env, method, mean +- std, per-task means, Δm, T, seeds, wall time."""
+SPREADS = ("std", "sem")
+
+
+def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
+    """A plain-text table: env, method, mean +- spread (standard deviation over seeds, or
+    ``"sem"``, the standard error), per-task means, Δm, T, seeds, wall time."""
+    if spread not in SPREADS:
+        raise ValueError(f"`spread` must be one of {list(SPREADS)}; got {spread!r}.")
     if not rows:
         return "(no results)"
     metric = rows[0]["metric"]
     percent = metric.endswith(("accuracy", "precision", "recall", "f1"))
     task_names = sorted({t for r in rows for t in r.get("tasks", {})})
-    header = ["env_id", "method", metric, *task_names]
+    header = ["env_id", "method", f"{metric} (mean +- {spread})", *task_names]
     if any("delta_m" in r for r in rows):
         header.append("Δm % (lower better)")
     if any("T" in r for r in rows):
@@ -407,7 +420,7 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
     body = []
     for r in rows:
-        cells = [r["env_id"], r["method"], f"{fmt(r['mean'])} +- {fmt(r['std'])}"]
+        cells = [r["env_id"], r["method"], f"{fmt(r['mean'])} +- {fmt(r[spread])}"]
         cells += [fmt(r["tasks"][t]) if t in r.get("tasks", {}) else "" for t in task_names]
         if "Δm % (lower better)" in header:
             cells.append(f"{r['delta_m']:+.2f} +- {r['delta_m_std']:.2f}" if "delta_m" in r else "")

@@ -24,6 +24,12 @@ LOSS_WEIGHTING_DATASETS: dict[str, dict] = {
     "Exam": {"dataset": "exam", "backbone": "mlp", "batch_size": 260, "epochs": 40},
     # 20 superclass tasks, 5 images each per batch.
     "CIFAR100MTL": {"dataset": "cifar100_mtl", "backbone": "small_cnn", "epochs": 50},
+    # Tabular tasks with metadata (hypernetwork paper): a shared trunk of three ReLU layers
+    # of 32 with one output layer per task; model="hypernet" trains the hypernetwork instead.
+    "Cubic": {"dataset": "cubic", "model": "hard_sharing", "batch_size": 60, "epochs": 100},
+    "RobotArm": {"dataset": "robot_arm", "model": "hard_sharing", "batch_size": 60, "epochs": 60},
+    "HSB": {"dataset": "hsb", "model": "hard_sharing", "batch_size": 320, "epochs": 30},
+    "Radon": {"dataset": "radon", "model": "hard_sharing", "batch_size": 92, "epochs": 60},
 }
 
 

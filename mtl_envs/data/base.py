@@ -1,4 +1,5 @@
-"""In-memory image-classification datasets with the task structure the envs need."""
+"""In-memory datasets (image classification, multi-task) with the task structure the envs
+need."""
 
 from __future__ import annotations
 
@@ -135,3 +136,96 @@ def carve_val_and_subset(
             _, taken = stratified_split(train.labels.numpy(), train_subset, seed)
             train = train.subset(taken)
     return train, val
+
+
+@dataclass
+class MultiTaskSplit:
+    """``inputs`` (N, ...), ``targets`` (N, n) or (N, n, d), ``mask`` (N, n): which tasks
+    label which sample."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.inputs.shape[0])
+
+    def to(self, device: torch.device) -> MultiTaskSplit:
+        return MultiTaskSplit(self.inputs.to(device), self.targets.to(device), self.mask.to(device))
+
+    def subset(self, index: np.ndarray | torch.Tensor) -> MultiTaskSplit:
+        index = torch.as_tensor(index, dtype=torch.long, device=self.inputs.device)
+        return MultiTaskSplit(self.inputs[index], self.targets[index], self.mask[index])
+
+    def task_ids(self) -> torch.Tensor:
+        """(N,) the task of each sample, for data where every sample has exactly one."""
+        return self.mask.to(torch.uint8).argmax(dim=1)
+
+
+@dataclass
+class MultiTaskDataset:
+    """n tasks with train/val/test splits on one device.
+
+    Attributes:
+        task_type: ``"classification"`` (targets are class ids) or ``"regression"``.
+        num_classes: classes per task (1 for regression).
+        shared_inputs: every sample is labelled for every task (batches are plain slices);
+            otherwise batches are task-balanced.
+        mean, std: per-channel statistics for uint8 image inputs; ``None`` for feature inputs.
+        task_metadata: (n, m) task-level features (z-scored), or ``None``.
+        target_mean, target_std: per-output statistics of z-scored regression targets
+            (``target * std + mean`` is the value in the data's units); ``None`` if unscaled.
+    """
+
+    name: str
+    train: MultiTaskSplit
+    val: MultiTaskSplit
+    test: MultiTaskSplit
+    task_type: str
+    num_classes: int
+    task_names: list[str]
+    shared_inputs: bool
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+    augment: bool = False
+    task_metadata: torch.Tensor | None = None
+    metadata_names: list[str] = field(default_factory=list)
+    target_mean: tuple[float, ...] | None = None
+    target_std: tuple[float, ...] | None = None
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.task_names)
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(self.train.inputs.shape[1:])
+
+    @property
+    def output_dim(self) -> int:
+        """Regression outputs per task: targets are (N, n) for 1 and (N, n, d) for d > 1."""
+        return 1 if self.train.targets.dim() == 2 else int(self.train.targets.shape[2])
+
+    @property
+    def one_task_per_sample(self) -> bool:
+        """Whether every sample belongs to exactly one task (tabular and superclass data)."""
+        return all(bool((s.mask.sum(1) == 1).all()) for s in (self.train, self.val, self.test))
+
+    @property
+    def is_image(self) -> bool:
+        return self.train.inputs.dtype == torch.uint8
+
+    def split(self, name: str) -> MultiTaskSplit:
+        if name not in SPLITS:
+            raise ValueError(f"`split` must be one of {list(SPLITS)}; got {name!r}.")
+        return getattr(self, name)
+
+    def to(self, device: torch.device) -> MultiTaskDataset:
+        meta = None if self.task_metadata is None else self.task_metadata.to(device)
+        return replace(
+            self,
+            train=self.train.to(device),
+            val=self.val.to(device),
+            test=self.test.to(device),
+            task_metadata=meta,
+        )

@@ -7,6 +7,14 @@ from typing import Any
 
 from mtl_envs.models.backbones import MLP, VGG16, Backbone, SmallCNN
 from mtl_envs.models.heads import MultiHeadNet, two_layer_head
+from mtl_envs.models.hypernet import MultiTaskHypernet, hypernet_parameter_count
+from mtl_envs.models.task_networks import (
+    HardSharing,
+    PerTaskNetworks,
+    STLNaive,
+    STLTaskInfo,
+    TaskNetwork,
+)
 from mtl_envs.utils import lookup
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
@@ -14,6 +22,32 @@ BACKBONES: dict[str, Callable[..., Backbone]] = {
     "small_cnn": SmallCNN,
     "mlp": MLP,
 }
+
+
+TASK_NETWORKS: dict[str, Callable[..., TaskNetwork]] = {
+    "hypernet": MultiTaskHypernet,
+    "hard_sharing": HardSharing,
+    "stl_naive": STLNaive,
+    "stl_task_info": STLTaskInfo,
+    "per_task": PerTaskNetworks,
+}
+"""Networks for samples that each belong to one task; ``forward(x, task)``."""
+
+
+def build_task_network(
+    name: str,
+    num_tasks: int,
+    in_features: int,
+    out_features: int,
+    metadata=None,
+    kwargs: dict[str, Any] | None = None,
+) -> TaskNetwork:
+    """Instantiate a registered task network; ``kwargs`` go to its constructor."""
+    cls = lookup(TASK_NETWORKS, name, kind="task network")
+    try:
+        return cls(num_tasks, in_features, out_features, metadata=metadata, **(kwargs or {}))
+    except TypeError as err:
+        raise TypeError(f"Bad `model_kwargs` {kwargs!r} for task network {name!r}: {err}") from None
 
 
 def build_backbone(
@@ -40,12 +74,17 @@ def build_multi_head_net(
 
 __all__ = [
     "BACKBONES",
+    "TASK_NETWORKS",
     "MLP",
+    "MultiTaskHypernet",
+    "TaskNetwork",
     "VGG16",
     "Backbone",
     "MultiHeadNet",
     "SmallCNN",
     "build_backbone",
     "build_multi_head_net",
+    "build_task_network",
+    "hypernet_parameter_count",
     "two_layer_head",
 ]

@@ -30,9 +30,12 @@ def make_optimizer(
     weight_decay: float = 0.0,
 ) -> torch.optim.Optimizer:
     check_choice("optimizer", name, OPTIMIZERS)
+    # foreach: one fused update over all parameter tensors, on CPU too (many small tensors).
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
-    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+        return torch.optim.SGD(
+            params, lr=lr, momentum=momentum, weight_decay=weight_decay, foreach=True
+        )
+    return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
 def snapshot_state(**parts: Any) -> dict[str, Any]:

@@ -1,11 +1,13 @@
-"""Hard-parameter-sharing multi-task training as a steppable object (no Gym in here).
+"""Multi-task training as a steppable object (no Gym in here).
 
-One shared encoder, one head per task. Each step computes the n task losses of a batch and
-updates the network on a weighted objective, ``sum w_i L_i`` or the scale-invariant
-``sum w_i log L_i`` (IGB eq. 2); optionally the per-task gradients of the shared parameters
-are combined by a torchjd aggregator (IGB Algorithm 3) while the task-specific heads take
-their weighted-loss gradients. The LossWeighting env and the loss-weighting baselines all
-drive this one loop.
+By default one shared encoder with one head per task (hard parameter sharing); with
+``model=...`` a task network of :data:`mtl_envs.models.TASK_NETWORKS` (the Multi-Task
+Hypernetwork, per-task networks, ...) that maps ``(x, task)`` to predictions. Each step
+computes the n task losses of a batch and updates the network on a weighted objective, ``sum
+w_i L_i`` or the scale-invariant ``sum w_i log L_i`` (IGB eq. 2); optionally the per-task
+gradients of the shared parameters are combined by a torchjd aggregator (IGB Algorithm 3)
+while the task-specific heads take their weighted-loss gradients. The LossWeighting env and
+the loss-weighting baselines all drive this one loop.
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import torch.nn.functional as F
 from mtl_envs.data.base import SPLITS
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
 from mtl_envs.data.transforms import Normalize, random_crop_flip
-from mtl_envs.models import MultiHeadNet, build_backbone
+from mtl_envs.models import TASK_NETWORKS, MultiHeadNet, build_backbone, build_task_network
 from mtl_envs.training.common import OPTIMIZERS, make_optimizer, seeded
 from mtl_envs.training.weighting import LOSS_MODES, Weighting, weighted_objective_terms
 from mtl_envs.utils import check_choice, lookup, resolve_device, suggest
 
+BATCHING = ("balanced", "uniform")
 AGGREGATORS = ("mgda", "pcgrad", "cagrad", "imtl_g", "nash_mtl", "upgrad", "dualproj", "mean")
 
 
@@ -56,6 +59,21 @@ class MultiTaskLearnerConfig:
     """Registered multi-task dataset (``mtl_envs.data.multitask.MULTITASK_DATASETS``)."""
     data_root: str | None = None
     download: bool = False
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Options of the dataset reader (``num_tasks``, ``samples_per_task`` of ``cubic``...)."""
+    split_seed: int = 0
+    """Seed of the dataset's train/val/test split (and of synthetic data)."""
+    model: str | None = None
+    """``None``: shared ``backbone`` + one head per task. Otherwise a task network for feature
+    inputs: ``hypernet``, ``hard_sharing``, ``stl_naive``, ``stl_task_info``, ``per_task``."""
+    model_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Constructor options of the task network (``hidden``, ``extractor_layers``, ...)."""
+    use_metadata: bool = True
+    """Give the task network the dataset's task metadata, when it has any."""
+    batching: str = "balanced"
+    """``balanced``: ``batch_size // n`` samples of every task per batch, task losses are
+    per-task means. ``uniform``: random batches of ``batch_size`` samples, task t's loss is
+    its share of the batch mean (so equal weights give the plain mean over samples)."""
     backbone: str = "small_cnn"
     """Shared encoder (``mtl_envs.models.BACKBONES``); feature datasets use ``mlp``."""
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -89,6 +107,9 @@ class MultiTaskLearnerConfig:
                 raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.")
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("loss", self.loss, LOSS_MODES)
+        check_choice("batching", self.batching, BATCHING)
+        if self.model is not None:
+            check_choice("model", self.model, TASK_NETWORKS)
         if self.aggregator is not None and self.aggregator not in AGGREGATORS:
             raise ValueError(
                 f"`aggregator` must be None or one of {list(AGGREGATORS)}; got "
@@ -123,9 +144,19 @@ class MultiTaskLearner:
         self.device = resolve_device(config.device)
         if dataset is None:
             dataset = load_multitask_dataset(
-                config.dataset, config.data_root, download=config.download, device=self.device
+                config.dataset,
+                config.data_root,
+                download=config.download,
+                device=self.device,
+                split_seed=config.split_seed,
+                options=config.dataset_kwargs,
             )
         self.data = dataset.to(self.device)
+        if config.model is not None and self.data.is_image:
+            raise ValueError(
+                f"`model={config.model!r}` needs feature inputs; dataset {self.data.name!r} holds "
+                "images (use model=None with an image backbone)."
+            )
         self.tasks = list(range(self.data.num_tasks)) if tasks is None else list(tasks)
         self.num_tasks = len(self.tasks)
         self.weighting = weighting
@@ -134,9 +165,13 @@ class MultiTaskLearner:
             Normalize(self.data.mean, self.data.std, self.device) if self.data.is_image else None
         )
         self.task_index = torch.tensor(self.tasks, device=self.device)
-        if self.data.shared_inputs:
+        self._one_task = config.model is not None and self.data.one_task_per_sample
+        if config.batching == "uniform" or self.data.shared_inputs:
             self._per_task = None
-            self._num_batches = len(self.data.train) // config.batch_size
+            self._pool = torch.nonzero(self.data.train.mask[:, self.task_index].any(1)).flatten()
+            self._num_batches = max(1, -(-len(self._pool) // config.batch_size))
+            if self.data.shared_inputs and config.batching == "balanced":
+                self._num_batches = len(self.data.train) // config.batch_size
         else:
             mask = self.data.train.mask[:, self.task_index]
             self._per_task = [torch.nonzero(mask[:, t]).flatten() for t in range(self.num_tasks)]
@@ -157,7 +192,20 @@ class MultiTaskLearner:
         in_channels, size = (shape[0], shape[1]) if len(shape) == 3 else (shape[0], 1)
         num_outputs = self.data.num_classes if self.data.task_type == "classification" else 1
 
-        def build() -> MultiHeadNet:
+        num_outputs = self.data.output_dim if self.data.task_type == "regression" else num_outputs
+
+        def build() -> torch.nn.Module:
+            if cfg.model is not None:
+                meta = self.data.task_metadata
+                use = cfg.use_metadata and meta is not None
+                return build_task_network(
+                    cfg.model,
+                    self.num_tasks,
+                    int(torch.tensor(shape).prod()),
+                    num_outputs,
+                    metadata=meta[self.task_index].cpu() if use else None,
+                    kwargs=cfg.model_kwargs,
+                )
             backbone = build_backbone(cfg.backbone, in_channels, size, cfg.backbone_kwargs)
             return MultiHeadNet(backbone, [num_outputs] * self.num_tasks, cfg.head_hidden)
 
@@ -200,9 +248,14 @@ class MultiTaskLearner:
         """Draw the epoch's batches: shuffled slices, or task-balanced batches of k per task."""
         g, dev = self.generator, self.device
         if self._per_task is None:
-            order = torch.randperm(len(self.data.train), device=dev, generator=g)
             b = self.config.batch_size
-            self.batches = order[: self._num_batches * b].reshape(self._num_batches, b)
+            if self.config.batching == "uniform":
+                # Every pooled sample once per epoch; the last batch may be shorter.
+                order = self._pool[torch.randperm(len(self._pool), device=dev, generator=g)]
+                self.batches = list(order.split(b))
+            else:
+                order = torch.randperm(len(self.data.train), device=dev, generator=g)
+                self.batches = order[: self._num_batches * b].reshape(self._num_batches, b)
         else:
             needed = self._num_batches * self._k
             columns = []
@@ -249,7 +302,31 @@ class MultiTaskLearner:
                 F.cross_entropy(out, targets[:, t].long(), reduction="none")
                 for t, out in enumerate(outputs)
             ]
-        return [(out[:, 0] - targets[:, t]) ** 2 for t, out in enumerate(outputs)]
+        return [
+            ((out - targets[:, t].reshape(len(out), -1)) ** 2).mean(1)
+            for t, out in enumerate(outputs)
+        ]
+
+    def _own_task_losses(
+        self, x: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-sample loss of each sample's own task with a task network, and that task.
+
+        ``targets``/``mask`` are restricted to the learner's tasks; samples of other tasks get
+        a zero loss (they never reach a batch) and task 0.
+        """
+        task = mask.to(torch.uint8).argmax(dim=1)
+        out = self.net(x, task)
+        rows = torch.arange(len(x), device=x.device)
+        own = targets[rows, task]
+        if self.data.task_type == "classification":
+            per_sample = F.cross_entropy(out, own.long(), reduction="none")
+        else:
+            per_sample = ((out - own.reshape(len(out), -1)) ** 2).mean(1)
+        return per_sample * mask.any(1), task
+
+    def _task_network_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return list(self.net.forward_all(x).unbind(1))
 
     def task_losses(self, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Scalar task losses of a training batch, each with its graph, and the features."""
@@ -257,11 +334,25 @@ class MultiTaskLearner:
         split = self.data.train
         x = self.prepare_inputs(split.inputs[indices], train=True)
         targets = split.targets[indices][:, self.task_index]
-        mask = split.mask[indices][:, self.task_index].float()
-        count = mask.sum(0).clamp_min(1.0)
-        features = self.net.backbone(x)
-        outputs = [head(features) for head in self.net.heads]
+        mask = split.mask[indices][:, self.task_index]
+        uniform = self.config.batching == "uniform"
+        count = (
+            torch.full((self.num_tasks,), float(len(indices)), device=self.device)
+            if uniform
+            else mask.float().sum(0).clamp_min(1.0)
+        )
+        if self._one_task:
+            # Only each sample's own task is evaluated: one pass, no loop over tasks.
+            per_sample, task = self._own_task_losses(x, targets, mask)
+            sums = torch.zeros(self.num_tasks, device=self.device).index_add(0, task, per_sample)
+            return list((sums / count).unbind()), None
+        if self.config.model is not None:
+            outputs, features = self._task_network_outputs(x), None
+        else:
+            features = self.net.backbone(x)
+            outputs = [head(features) for head in self.net.heads]
         per_sample = self.per_sample_losses(outputs, targets)
+        mask = mask.float()
         losses = [(loss * mask[:, t]).sum() / count[t] for t, loss in enumerate(per_sample)]
         return losses, features
 
@@ -277,7 +368,10 @@ class MultiTaskLearner:
         return self.apply(losses, features, weights)
 
     def apply(
-        self, losses: list[torch.Tensor], features: torch.Tensor, weights: torch.Tensor | None
+        self,
+        losses: list[torch.Tensor],
+        features: torch.Tensor | None,
+        weights: torch.Tensor | None,
     ) -> torch.Tensor:
         """Update on losses from :meth:`task_losses` and count them in the epoch's means."""
         start = time.perf_counter()
@@ -288,7 +382,10 @@ class MultiTaskLearner:
         return detached
 
     def update(
-        self, losses: list[torch.Tensor], features: torch.Tensor, weights: torch.Tensor | None
+        self,
+        losses: list[torch.Tensor],
+        features: torch.Tensor | None,
+        weights: torch.Tensor | None,
     ) -> torch.Tensor:
         """Optimiser step on the weighted objective (IGB Algorithm 3 with an aggregator).
 
@@ -301,19 +398,26 @@ class MultiTaskLearner:
             weights = torch.ones_like(detached) if rule is None else rule.weights(detached, self)
         weights = weights.to(detached)
         fixed = weights.detach()
-        terms = [
-            weighted_objective_terms(loss, fixed[t], loss_mode) for t, loss in enumerate(losses)
-        ]
         self.optimizer.zero_grad(set_to_none=True)
         if self.aggregator is None:
-            torch.stack(terms).sum().backward()
+            weighted_objective_terms(torch.stack(losses), fixed, loss_mode).sum().backward()
         else:
-            from torchjd.autojac import jac_to_grad, mtl_backward
+            from torchjd.autojac import backward, jac_to_grad, mtl_backward
 
-            shared = list(self.net.backbone.parameters())
-            heads = [list(h.parameters()) for h in self.net.heads]
-            mtl_backward(terms, features=features, tasks_params=heads, shared_params=shared)
-            jac_to_grad(shared, self.aggregator)
+            terms = [
+                weighted_objective_terms(loss, fixed[t], loss_mode) for t, loss in enumerate(losses)
+            ]
+            if features is None:
+                # A task network has no shared representation to split at: aggregate the
+                # task gradients of all its parameters.
+                params = [p for p in self.net.parameters() if p.requires_grad]
+                backward(terms, inputs=params)
+                jac_to_grad(params, self.aggregator)
+            else:
+                shared = list(self.net.backbone.parameters())
+                heads = [list(h.parameters()) for h in self.net.heads]
+                mtl_backward(terms, features=features, tasks_params=heads, shared_params=shared)
+                jac_to_grad(shared, self.aggregator)
         if rule is not None:
             # Gradients for the rule's own parameters (UW), from the losses' values alone.
             extra = rule.objective(detached, weights)
@@ -335,8 +439,9 @@ class MultiTaskLearner:
     @torch.no_grad()
     def _split_statistics(
         self, split: str, batch_size: int = 1000
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-task mean loss and accuracy (zeros for regression) on a split."""
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Per-task mean loss, accuracy (zeros for regression) and, for z-scored regression
+        targets with a task network, squared-error sums in the data's units (else ``None``)."""
         check_choice("split", split, SPLITS)
         self.net.eval()
         data = self.data.split(split)
@@ -344,19 +449,37 @@ class MultiTaskLearner:
         correct = torch.zeros(n, device=self.device)
         loss_sum = torch.zeros(n, device=self.device)
         count = torch.zeros(n, device=self.device)
+        raw_sum = None
+        if self._one_task and self.data.target_std is not None:
+            variance = torch.tensor(self.data.target_std, device=self.device) ** 2
+            raw_sum = torch.zeros(n, device=self.device)
         for start in range(0, len(data), batch_size):
             x = self.prepare_inputs(data.inputs[start : start + batch_size], train=False)
             targets = data.targets[start : start + batch_size][:, self.task_index]
             mask = data.mask[start : start + batch_size][:, self.task_index].float()
-            outputs = self.net(x)
+            if self._one_task and self.data.task_type == "regression":
+                task = mask.to(torch.uint8).argmax(dim=1)
+                rows = torch.arange(len(x), device=self.device)
+                error = (self.net(x, task) - targets[rows, task].reshape(len(x), -1)) ** 2
+                valid = mask.any(1).float()
+                loss_sum.index_add_(0, task, error.mean(1) * valid)
+                if raw_sum is not None:
+                    raw_sum.index_add_(0, task, (error * variance).mean(1) * valid)
+                count += mask.sum(0)
+                continue
+            outputs = (
+                self._task_network_outputs(x) if self.config.model is not None else self.net(x)
+            )
             per_sample = torch.stack(self.per_sample_losses(outputs, targets), dim=1)
             loss_sum += (per_sample * mask).sum(0)
             count += mask.sum(0)
             if self.data.task_type == "classification":
                 pred = torch.stack([o.argmax(dim=1) for o in outputs], dim=1)
                 correct += ((pred == targets.long()).float() * mask).sum(0)
+        if raw_sum is not None:
+            raw_sum = torch.cat([raw_sum / count.clamp_min(1.0), raw_sum.sum()[None] / count.sum()])
         count = count.clamp_min(1.0)
-        return loss_sum / count, correct / count
+        return loss_sum / count, correct / count, raw_sum
 
     def split_losses(self, split: str = "test") -> list[float]:
         """Per-task mean loss on a split, in the order of ``tasks`` (ETAP eq. 1's L_t)."""
@@ -364,8 +487,13 @@ class MultiTaskLearner:
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Per-task metrics: ``<task>/accuracy`` and ``<task>/loss`` (classification) or
-        ``<task>/mse`` (regression), their means, and the mean task loss."""
-        losses, accuracy = self._split_statistics(split)
+        ``<task>/mse`` (regression), their means, and the mean task loss.
+
+        Regression with z-scored targets and a task network also reports errors in the data's
+        own units: ``mean_raw_mse`` (mean over tasks) and ``raw_mse`` (mean over samples, the
+        hypernetwork paper's Table 2 metric).
+        """
+        losses, accuracy, raw = self._split_statistics(split)
         names = [self.data.task_names[t] for t in self.tasks]
         metrics: dict[str, float] = {}
         if self.data.task_type == "classification":
@@ -377,5 +505,8 @@ class MultiTaskLearner:
             for name, mse in zip(names, losses.tolist()):
                 metrics[f"{name}/mse"] = mse
             metrics["mean_mse"] = float(losses.mean())
+            if raw is not None:
+                metrics["mean_raw_mse"] = float(raw[:-1].mean())
+                metrics["raw_mse"] = float(raw[-1])
         metrics["loss"] = float(losses.mean())
         return metrics

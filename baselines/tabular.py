@@ -1,0 +1,212 @@
+"""Tabular multi-task baselines under the Multi-Task Hypernetwork paper's protocol.
+
+``000_6f85eb44aaf9e6f8.txt``, section 4: Adam, random batches of 64, the learning rate picked
+from {1e-3, 10^-3.5, 1e-4, 10^-4.5} on validation, early stopping on validation, each model a
+stack of three ReLU layers of 32. Every method trains the LossWeighting env's
+:class:`MultiTaskLearner` with a task network (``model=...``), so the env could train the same
+network:
+
+* ``hypernet``: the Multi-Task Hypernetwork; the extractor depth l_h in {0, 1, 2} is tuned too;
+* ``hard_sharing``: shared trunk, one output layer per task;
+* ``stl_naive``: one network, no task information;
+* ``stl_task_info``: one network given the task (the paper's "STL": metadata appended to the
+  inputs, or a one-hot task code without metadata);
+* ``stl`` with ``method_kwargs: {protocol: tabular}``: an independent network per task.
+
+Each method runs in the settings it has: with metadata (``setting: metadata``; metadata is
+appended to the inputs for the baselines, fed to the hypernetwork beside the embeddings) and
+without (``setting: no_metadata``). ``method_kwargs``: ``metadata`` (true, false or both,
+default both), ``learning_rates``, ``extractor_layers``, ``batch_size``, ``max_epochs``,
+``val_every``, ``patience``, ``num_threads`` (torch threads, default 1: these networks are too
+small to gain from more). The split (and the synthetic data) is drawn from the seed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+import mtl_envs  # noqa: F401  (registers the ids)
+from baselines.loss_weighting import is_loss_weighting
+from mtl_envs.data.multitask import load_multitask_dataset
+from mtl_envs.envs.loss_weighting import split_env_kwargs
+from mtl_envs.experiment import RunConfig, TensorBoardLog, run_dir, write_result
+from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
+from mtl_envs.training.multitask_learner import MultiTaskLearner
+from mtl_envs.utils import suggest
+
+TABULAR_METHODS = {
+    # method: (task network, settings it can use)
+    "hypernet": ("hypernet", ("no_metadata", "metadata")),
+    "hard_sharing": ("hard_sharing", ("no_metadata", "metadata")),
+    "stl_naive": ("stl_naive", ("no_metadata",)),
+    "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
+    "stl": ("per_task", ("no_metadata",)),
+}
+OPTIONS = (
+    "protocol",
+    "metadata",
+    "learning_rates",
+    "extractor_layers",
+    "batch_size",
+    "max_epochs",
+    "val_every",
+    "patience",
+    "num_threads",
+)
+
+
+def uses_tabular_protocol(config: RunConfig) -> bool:
+    return config.method_kwargs.get("protocol") == "tabular"
+
+
+def _options(config: RunConfig) -> dict[str, Any]:
+    options = dict(config.method_kwargs)
+    for key in options:
+        if key not in OPTIONS:
+            raise ValueError(
+                f"Unknown `method_kwargs` key {key!r} for the tabular protocol."
+                f"{suggest(key, OPTIONS)} Valid: {list(OPTIONS)}."
+            )
+    protocol = options.get("protocol", "tabular")
+    if protocol != "tabular":
+        raise ValueError(f"`method_kwargs.protocol` must be 'tabular'; got {protocol!r}.")
+    return options
+
+
+def _settings(method: str, options: dict[str, Any]) -> list[str]:
+    available = TABULAR_METHODS[method][1]
+    wanted = options.get("metadata", "both")
+    if wanted == "both":
+        return list(available)
+    if not isinstance(wanted, bool):
+        raise ValueError(f"`method_kwargs.metadata` must be true, false or 'both'; got {wanted!r}.")
+    setting = "metadata" if wanted else "no_metadata"
+    if setting not in available:
+        raise ValueError(f"{method} cannot use task metadata; run it with metadata=false.")
+    return [setting]
+
+
+def _grid(method: str, options: dict[str, Any]) -> list[dict[str, Any]]:
+    lrs = options.get("learning_rates", PAPER_LEARNING_RATES)
+    if not lrs or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
+        raise ValueError(f"`method_kwargs.learning_rates` must be positive numbers; got {lrs!r}.")
+    if method != "hypernet":
+        return [{"lr": float(lr)} for lr in lrs]
+    depths = options.get("extractor_layers", (0, 1, 2))
+    pairs = itertools.product(lrs, depths)
+    return [{"lr": float(lr), "extractor_layers": int(d)} for lr, d in pairs]
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
+    """Grid search + early stopping per setting; one result per setting; returns the last."""
+    if not is_loss_weighting(config.env_id):
+        raise ValueError(
+            f"`env_id` {config.env_id!r} is not a LossWeighting environment; {method} trains "
+            "the learner of one (e.g. LossWeighting-Cubic-v0)."
+        )
+    options = _options(config)
+    model, _ = TABULAR_METHODS[method]
+    kwargs = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    _, base = split_env_kwargs(kwargs)
+    stopping = EarlyStopping(
+        val_every=options.get("val_every", 5),
+        patience=options.get("patience", 20),
+        max_epochs=options.get("max_epochs", 2000),
+    )
+    with _torch_threads(int(options.get("num_threads", 1))):
+        data = load_multitask_dataset(
+            base.dataset,
+            base.data_root,
+            download=base.download,
+            device=base.device,
+            split_seed=seed,
+            options=base.dataset_kwargs,
+        )
+        if data.task_type != "regression" or not data.one_task_per_sample:
+            raise ValueError(
+                f"{method} needs a tabular regression dataset (one task per sample); "
+                f"{data.name!r} is not one."
+            )
+        result: dict[str, Any] = {}
+        for setting in _settings(method, options):
+            if setting == "metadata" and data.task_metadata is None:
+                raise ValueError(f"Dataset {data.name!r} has no task metadata.")
+            result = _run_setting(
+                config, seed, method, model, setting, base, data, options, stopping
+            )
+    return result
+
+
+def _run_setting(config, seed, method, model, setting, base, data, options, stopping):
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    grid = _grid(method, options)
+
+    def make_learner(point: dict[str, Any]) -> MultiTaskLearner:
+        model_kwargs = dict(base.model_kwargs)
+        if "extractor_layers" in point:
+            model_kwargs["extractor_layers"] = point["extractor_layers"]
+        learner_config = base.__class__(
+            **{
+                **base.to_dict(),
+                "model": model,
+                "model_kwargs": model_kwargs,
+                "use_metadata": setting == "metadata",
+                "optimizer": "adam",
+                "lr": point["lr"],
+                "weight_decay": 0.0,
+                "batch_size": int(options.get("batch_size", 64)),
+                "batching": "uniform",
+                "loss": "sum",
+                "aggregator": None,
+                "split_seed": seed,
+            }
+        )
+        return MultiTaskLearner(learner_config, seed=seed, dataset=data)
+
+    out = run_dir(config, method, seed, setting)
+    tb = TensorBoardLog(out / "tb" if config.tensorboard else None)
+    bar = tqdm(total=len(grid), desc=f"{method} {setting} seed {seed}", disable=not config.progress)
+
+    def on_fit(point: dict[str, Any], summary: dict[str, Any]) -> None:
+        tag = "_".join(f"{k}={v:.3g}" for k, v in point.items())
+        for epoch, value in summary["curve"]:
+            tb.scalars({f"val_mse/{tag}": value}, epoch)
+        bar.update(1)
+
+    try:
+        learner, chosen, fits = grid_search(make_learner, grid, stopping, on_fit)
+    finally:
+        bar.close()
+        tb.close()
+    metrics: dict[str, float] = {}
+    for split in ("val", "test"):
+        metrics.update({f"{split}/{k}": v for k, v in learner.evaluate(split).items()})
+    parameters = sum(p.numel() for p in learner.net.parameters())
+    return write_result(
+        config,
+        method,
+        seed,
+        metrics,
+        setting=setting,
+        wall_time_s=time.perf_counter() - start,
+        extra={"selected": chosen, "fits": fits, "parameters": parameters, "model": model},
+    )

@@ -1,0 +1,223 @@
+"""Networks for many small tasks whose samples each belong to one task (tabular MTL).
+
+Every model maps ``(x, task)`` to the prediction of the sample's own task, so a batch that
+mixes tasks runs in one pass: per-task weights are gathered by task id and applied with a
+batched matmul (:func:`task_linear`), never a Python loop over tasks. ``forward_all(x)``
+gives every task's prediction for every sample, (B, T, out), for learners that need all heads.
+
+The baselines of the Multi-Task Hypernetwork paper (``000_6f85eb44aaf9e6f8.txt``, section 4):
+
+* :class:`STLNaive`: one network, no task information;
+* :class:`STLTaskInfo`: one network given the task, as metadata appended to the inputs or, without
+  metadata, as a one-hot task code (the paper's "STL");
+* :class:`PerTaskNetworks`: an independent network per task;
+* :class:`HardSharing`: a shared trunk with a linear output layer per task, metadata (when
+  used) appended to the inputs "naively" as section 3 describes.
+
+All use the paper's target architecture: three fully connected ReLU layers of 32.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+DEFAULT_HIDDEN = (32, 32, 32)
+
+
+def task_linear(x: torch.Tensor, weight: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+    """Apply each sample's task-specific linear layer.
+
+    Args:
+        x: (B, d_in) inputs.
+        weight: (T, d_in + 1, d_out) per-task weights; the last row is the bias.
+        task: (B,) task id of each sample.
+
+    Returns:
+        (B, d_out) outputs.
+    """
+    w = weight.index_select(0, task)  # backward is an index_add, cheaper than indexing's
+    return torch.baddbmm(w[:, -1:, :], x.unsqueeze(1), w[:, :-1, :]).squeeze(1)
+
+
+def all_tasks_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """Apply every task's linear layer: x (B, d_in) or (B, T, d_in) -> (B, T, d_out)."""
+    if x.dim() == 2:
+        return torch.einsum("bi,tio->bto", x, weight[:, :-1]) + weight[:, -1]
+    return torch.einsum("bti,tio->bto", x, weight[:, :-1]) + weight[:, -1]
+
+
+def mlp(widths: Sequence[int], final_activation: bool = False) -> nn.Sequential:
+    """Linear layers between consecutive ``widths`` with ReLU between them."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(widths[:-1], widths[1:])):
+        layers.append(nn.Linear(a, b))
+        if final_activation or i < len(widths) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class TaskNetwork(nn.Module):
+    """Base class: ``forward(x, task) -> (B, out)`` and ``forward_all(x) -> (B, T, out)``.
+
+    Args:
+        num_tasks: T.
+        in_features: input features per sample.
+        out_features: outputs per sample (3 joint angles for the robot arm, 1 for a scalar).
+    """
+
+    def __init__(self, num_tasks: int, in_features: int, out_features: int):
+        super().__init__()
+        for name, value in (
+            ("num_tasks", num_tasks),
+            ("in_features", in_features),
+            ("out_features", out_features),
+        ):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+        self.num_tasks = num_tasks
+        self.in_features = in_features
+        self.out_features = out_features
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        """Every task's prediction for every sample, (B, T, out)."""
+        b, t = x.shape[0], self.num_tasks
+        task = torch.arange(t, device=x.device).repeat(b)
+        return self(x.repeat_interleave(t, dim=0), task).view(b, t, -1)
+
+
+def _metadata_buffer(module: nn.Module, metadata: torch.Tensor | None, num_tasks: int) -> int:
+    """Register task metadata (T, d_m) as a frozen buffer; returns d_m (0 without)."""
+    if metadata is None:
+        module.register_buffer("metadata", None)
+        return 0
+    metadata = torch.as_tensor(metadata, dtype=torch.float32)
+    if metadata.dim() != 2 or metadata.shape[0] != num_tasks:
+        raise ValueError(
+            f"`metadata` must have shape (num_tasks={num_tasks}, d_m); got {tuple(metadata.shape)}."
+        )
+    module.register_buffer("metadata", metadata.clone())
+    return int(metadata.shape[1])
+
+
+class STLNaive(TaskNetwork):
+    """One network for all tasks that never sees which task a sample comes from."""
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+    ):
+        super().__init__(num_tasks, in_features, out_features)
+        self.net = mlp([in_features, *hidden, out_features])
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class STLTaskInfo(TaskNetwork):
+    """One network whose inputs carry the task: its metadata, or a one-hot code without."""
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+    ):
+        super().__init__(num_tasks, in_features, out_features)
+        if _metadata_buffer(self, metadata, num_tasks) == 0:
+            self.metadata = torch.eye(num_tasks)
+        self.net = mlp([in_features + self.metadata.shape[1], *hidden, out_features])
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return self.net(torch.cat([x, self.metadata[task]], dim=1))
+
+
+class PerTaskNetworks(TaskNetwork):
+    """T independent networks, stored as stacked (T, d_in + 1, d_out) weights per layer."""
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+    ):
+        super().__init__(num_tasks, in_features, out_features)
+        widths = [in_features, *hidden, out_features]
+        self.weights = nn.ParameterList()
+        for d_in, d_out in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default, per task
+            w = torch.empty(num_tasks, d_in + 1, d_out).uniform_(-bound, bound)
+            self.weights.append(nn.Parameter(w))
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        for i, w in enumerate(self.weights):
+            x = task_linear(x, w, task)
+            if i < len(self.weights) - 1:
+                x = torch.relu(x)
+        return x
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        for i, w in enumerate(self.weights):
+            x = all_tasks_linear(x, w)
+            if i < len(self.weights) - 1:
+                x = torch.relu(x)
+        return x
+
+
+class HardSharing(TaskNetwork):
+    """A shared ReLU trunk and one linear output layer per task (hard parameter sharing)."""
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+    ):
+        super().__init__(num_tasks, in_features, out_features)
+        d_m = _metadata_buffer(self, metadata, num_tasks)
+        self.trunk = mlp([in_features + d_m, *hidden], final_activation=True)
+        bound = 1.0 / math.sqrt(hidden[-1])
+        head = torch.empty(num_tasks, hidden[-1] + 1, out_features).uniform_(-bound, bound)
+        self.heads = nn.Parameter(head)
+
+    def _features(self, x: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
+        if self.metadata is None:
+            return self.trunk(x)
+        return self.trunk(torch.cat([x, self.metadata[task]], dim=1))
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        return task_linear(self._features(x, task), self.heads, task)
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        if self.metadata is not None:  # the trunk's input depends on the task
+            return super().forward_all(x)
+        return all_tasks_linear(self.trunk(x), self.heads)
+
+
+__all__ = [
+    "DEFAULT_HIDDEN",
+    "HardSharing",
+    "PerTaskNetworks",
+    "STLNaive",
+    "STLTaskInfo",
+    "TaskNetwork",
+    "all_tasks_linear",
+    "mlp",
+    "task_linear",
+]
