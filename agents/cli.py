@@ -2,6 +2,7 @@
 
 mtl-envs list
 mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
+mtl-envs sweep SWEEP.yaml [key=value ...] [--data-root DIR]
 mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--spread sem]
                  [--plot out.png]
 """
@@ -16,6 +17,7 @@ from typing import Any
 from agents import AGENTS
 from mtl_envs.experiment import (
     RunConfig,
+    apply_overrides,
     default_metric,
     format_table,
     load_results,
@@ -79,6 +81,26 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     return results
 
 
+def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
+    from agents.sweep import SweepConfig, run_sweep
+
+    overrides = list(args.overrides)
+    if args.data_root is not None:
+        overrides.append(f"base.env_kwargs.data_root={args.data_root}")
+    run_overrides = [o[len("base.") :] for o in overrides if o.startswith("base.")]
+    sweep = SweepConfig.from_file(args.config, [o for o in overrides if not o.startswith("base.")])
+    if run_overrides:
+        sweep.base = apply_overrides(sweep.base_values(), run_overrides)
+    outcome = run_sweep(sweep, progress=True)
+    print(
+        f"sweep: {len(outcome['done'])} run, {len(outcome['skipped'])} already finished, "
+        f"{len(outcome['failed'])} failed -> {sweep.output_dir}"
+    )
+    for key in outcome["failed"]:
+        print(f"  failed: {key} (see {sweep.output_dir}/.sweep/{key}.failed.json)")
+    return outcome
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     rows = summarize(load_results(args.results), args.metric, args.which)
     print(format_table(rows, args.spread))
@@ -96,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("config")
     run.add_argument("overrides", nargs="*", help="key=value overrides, e.g. epochs=3 seeds=[0,1]")
     run.add_argument("--data-root", default=None, help="dataset folder (sets env_kwargs.data_root)")
+    sweep = sub.add_parser("sweep", help="run a grid of runs locally (process pool) or on Ray")
+    sweep.add_argument("config")
+    sweep.add_argument(
+        "overrides", nargs="*", help="key=value overrides of the sweep (base.x=... for the runs)"
+    )
+    sweep.add_argument("--data-root", default=None, help="dataset folder for every run")
     compare = sub.add_parser("compare", help="table (and plot) of result files")
     compare.add_argument("results", nargs="+", help="result.json files or folders holding them")
     compare.add_argument(
@@ -123,12 +151,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     # key=value overrides may also follow an option such as --data-root.
-    if extra and args.command == "run" and all("=" in e and not e.startswith("-") for e in extra):
+    overrides_only = all("=" in e and not e.startswith("-") for e in extra)
+    if extra and args.command in ("run", "sweep") and overrides_only:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        {"list": cmd_list, "run": cmd_run, "compare": cmd_compare}[args.command](args)
+        commands = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare}
+        commands[args.command](args)
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"mtl-envs {args.command}: error: {message}", file=sys.stderr)

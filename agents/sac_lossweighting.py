@@ -74,6 +74,9 @@ class EpochCallback(BaseCallback):
 
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]
+        if info.get("diverged"):  # the env truncated a NaN/inf run: record it and stop
+            self.recorder.mark_diverged(self.env.learner.epoch + 1)
+            return False
         self.rewards.append(float(self.locals["rewards"][0]))
         self.weight_std.append(float(np.std(info["weights"])))
         if self.env.batch == 0:  # the step closed an epoch
@@ -84,7 +87,7 @@ class EpochCallback(BaseCallback):
             }
             self.recorder.record(self.env.learner.epoch - 1, metrics)
             self.rewards, self.weight_std = [], []
-        return len(self.recorder.history) < self.epochs
+        return len(self.recorder.history) < self.epochs and not self.recorder.diverged
 
 
 def schedule_steps(

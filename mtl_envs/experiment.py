@@ -47,6 +47,8 @@ class RunConfig:
     """Feature extractor settings for the agent: backbone, image_features, backbone_kwargs."""
     method_kwargs: dict[str, Any] = field(default_factory=dict)
     """Extra options of a baseline method."""
+    variant: str | None = None
+    """A label that keeps this run's rows apart in comparisons (a sweep's override set)."""
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
@@ -123,6 +125,7 @@ def write_result(
         "env_id": config.env_id,
         "seed": seed,
         "setting": setting,
+        "variant": config.variant,
         "epochs": [],
         "final": final,
         "best": final,
@@ -189,6 +192,7 @@ class EpochRecorder:
         self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
+        self.diverged_epoch: int | None = None
         self.start = time.perf_counter()
         self.eval_time = 0.0
         self.bar = tqdm(
@@ -205,6 +209,10 @@ class EpochRecorder:
             metrics.update({f"{split}/{k}": v for k, v in self.evaluate(split).items()})
         metrics["epoch"] = epoch + 1
         self.eval_time += time.perf_counter() - tick
+        if self.diverged_epoch is None and not all(
+            math.isfinite(v) for v in metrics.values() if isinstance(v, (int, float))
+        ):
+            self.diverged_epoch = epoch + 1  # NaN/inf losses: the runner stops here
         self.history.append(metrics)
         self.tb.scalars(metrics, epoch + 1)
         key, sign = selection_metric(metrics)
@@ -213,6 +221,15 @@ class EpochRecorder:
         self.bar.update(1)
         self.bar.set_postfix({key: f"{metrics[key]:.4f}"})
         return metrics
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_epoch is not None
+
+    def mark_diverged(self, epoch: int) -> None:
+        """Record that training diverged during (1-based) ``epoch`` (e.g. the env said so)."""
+        if self.diverged_epoch is None:
+            self.diverged_epoch = epoch
 
     def close(self) -> None:
         self.tb.close()
@@ -223,7 +240,9 @@ class EpochRecorder:
 
         ``final`` holds the test metrics after the last epoch, ``best`` those of the epoch
         with the best validation score (the papers report early-stopped numbers);
-        ``train_time_s`` the time spent training (IGB's T compares it across methods).
+        ``train_time_s`` the time spent training (IGB's T compares it across methods);
+        ``status`` is ``"completed"`` or ``"diverged"`` (with ``diverged_epoch``: a NaN or
+        infinite loss stopped the run, and ``final`` holds that epoch's metrics).
         """
         self.close()
         if not self.history:
@@ -233,6 +252,7 @@ class EpochRecorder:
             "method": self.method,
             "env_id": self.config.env_id,
             "seed": self.seed,
+            "variant": self.config.variant,
             "epochs": self.history,
             "final": {k: v for k, v in self.history[-1].items() if k.startswith("test/")},
             "best": {
@@ -242,6 +262,8 @@ class EpochRecorder:
             },
             "wall_time_s": wall,
             "train_time_s": wall - self.eval_time,
+            "status": "diverged" if self.diverged else "completed",
+            "diverged_epoch": self.diverged_epoch,
             "config": self.config.to_dict(),
             "platform": {"python": platform.python_version(), "machine": platform.machine()},
             **(extra or {}),
@@ -261,6 +283,9 @@ def run_epochs(
 ) -> dict[str, Any]:
     """Train ``config.epochs`` epochs, evaluating val and test after each; write the result.
 
+    A run whose losses or metrics turn NaN or infinite stops after that epoch and is written
+    with ``status: "diverged"``; no exception escapes, so a sweep goes on.
+
     Args:
         train_epoch: trains epoch ``e`` and returns its training metrics (``train/...``).
         evaluate: metrics of the current network on a split (``accuracy`` for one task,
@@ -271,6 +296,8 @@ def run_epochs(
     try:
         for epoch in range(config.epochs):
             recorder.record(epoch, train_epoch(epoch))
+            if recorder.diverged:
+                break
     finally:
         recorder.close()
     return recorder.finish(extra)
@@ -336,8 +363,9 @@ def summarize(
     metric = metric or default_metric(results, which)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        # A result's "setting" (e.g. a grouping budget) splits one env id into several rows.
-        env = f"{r['env_id']} {r['setting']}" if r.get("setting") else r["env_id"]
+        # A result's "setting" (a grouping budget, with/without metadata) and "variant" (a
+        # sweep's overrides) split one env id into several rows.
+        env = " ".join(str(x) for x in (r["env_id"], r.get("setting"), r.get("variant")) if x)
         groups[(env, r["method"])].append(r)
     rows = []
     for (env_id, method), runs in sorted(groups.items()):

@@ -10,6 +10,7 @@ Two forms share one MDP core (:class:`AuxLabelTask`) and one learner
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -177,6 +178,11 @@ class AuxLabelTask:
         truncated = (
             not terminated and self.max_batches is not None and self.batch >= self.max_batches
         )
+        finite = all(math.isfinite(v) for v in info.values() if isinstance(v, float))
+        if not (finite and bool(torch.isfinite(losses["loss"]))):
+            # A NaN/inf loss ends the episode; the reward stays finite for the agent.
+            reward, terminated, truncated = 0.0, False, True
+            info["diverged"] = True
         if terminated:
             learner.end_epoch()
         if (terminated or truncated) and self.mode == "train_main":
@@ -222,7 +228,8 @@ class AuxLabelEnv(gym.Env):
 
     ## Episode End
     Terminated after one epoch (``floor(N / B_T)`` batches; the shuffled remainder is left
-    out). Truncated after ``max_batches`` batches when set.
+    out). Truncated after ``max_batches`` batches when set, and at once when a loss turns NaN
+    or infinite (``info["diverged"] = True``, reward 0).
 
     ## Arguments
     | argument                | default          | meaning                                     |

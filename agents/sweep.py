@@ -1,0 +1,272 @@
+"""Sweeps: a grid of runs (methods x seeds x env ids x overrides) on a process pool or Ray.
+
+A sweep file names a base run config and the grid to expand::
+
+    base: configs/lossweighting_digits10_sac.yaml   # or an inline mapping
+    grid:
+      method: [ew, uw, igbv2]
+      seeds: [0, 1, 2]
+      env_id: [LossWeighting-Digits10-v0, LossWeighting-Exam-v0]
+      overrides:                  # optional variants, each a mapping of dotted keys
+        - {env_kwargs.lr: 1.0e-3}
+        - {env_kwargs.lr: 3.0e-4}
+    output_dir: results/sweep     # every run writes below it; `mtl-envs compare` reads it
+    backend: local                # local (process pool, default) | ray
+    workers: 2                    # local: parallel processes
+    threads_per_run: 1            # torch threads in each run
+    ray: {address: auto, num_cpus: 1, num_gpus: 0}
+
+Each run is one method and one seed. A run that finishes leaves a marker under
+``output_dir/.sweep/``; restarting the sweep skips marked runs, so an interrupted sweep
+finishes with every result exactly once. A run that raises (a diverged network, a bad
+argument) is recorded in ``.sweep/<run>.failed.json`` with its traceback, and the others go on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl_envs.experiment import RunConfig, apply_overrides
+from mtl_envs.utils import atomic_write_json, config_from_dict, suggest
+
+BACKENDS = ("local", "ray")
+GRID_KEYS = ("method", "seeds", "env_id", "overrides")
+
+
+@dataclass
+class SweepConfig:
+    """A grid of runs and where and how to run them."""
+
+    base: str | dict[str, Any] = field(default_factory=dict)
+    """A run-config YAML path (relative to the sweep file) or an inline run config."""
+    grid: dict[str, Any] = field(default_factory=dict)
+    """``method``, ``seeds``, ``env_id`` lists and ``overrides`` (list of mappings)."""
+    output_dir: str = "results/sweep"
+    backend: str = "local"
+    workers: int = 2
+    threads_per_run: int = 1
+    ray: dict[str, Any] = field(default_factory=dict)
+    """``address`` (default ``auto``: an existing cluster), ``num_cpus``, ``num_gpus`` per run."""
+
+    def __post_init__(self) -> None:
+        if self.backend not in BACKENDS:
+            raise ValueError(
+                f"`backend` must be one of {list(BACKENDS)}; got {self.backend!r}."
+                f"{suggest(str(self.backend), BACKENDS)}"
+            )
+        for name in ("workers", "threads_per_run"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+        for key in self.grid:
+            if key not in GRID_KEYS:
+                raise ValueError(
+                    f"Unknown grid key {key!r}.{suggest(key, GRID_KEYS)} Valid: {list(GRID_KEYS)}."
+                )
+        unknown = set(self.ray) - {"address", "num_cpus", "num_gpus"}
+        if unknown:
+            raise ValueError(
+                f"Unknown `ray` keys {sorted(unknown)}; valid: address, num_cpus, num_gpus."
+            )
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, overrides: Iterable[str] = ()) -> SweepConfig:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Sweep file {str(path)!r} does not exist.")
+        values = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(values, dict):
+            raise ValueError(f"Sweep file {str(path)!r} must be a YAML mapping.")
+        values = apply_overrides(values, overrides)
+        if isinstance(values.get("base"), str):
+            base = Path(values["base"])
+            if not base.is_absolute() and not base.is_file():
+                base = path.parent / base
+            values["base"] = str(base)
+        return config_from_dict(cls, values)
+
+    def base_values(self) -> dict[str, Any]:
+        """The base run config as a plain mapping."""
+        if isinstance(self.base, dict):
+            return json.loads(json.dumps(self.base))
+        path = Path(self.base)
+        if not path.is_file():
+            raise FileNotFoundError(f"Sweep `base` config {str(path)!r} does not exist.")
+        return yaml.safe_load(path.read_text()) or {}
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run of a sweep: a complete run config (one method, one seed) and its key."""
+
+    key: str
+    config: dict[str, Any]
+
+
+def _as_list(value: Any, name: str) -> list[Any]:
+    values = value if isinstance(value, list) else [value]
+    if not values:
+        raise ValueError(f"Grid `{name}` must not be empty.")
+    return values
+
+
+def _variant_name(override: dict[str, Any]) -> str:
+    text = ",".join(f"{k}={v}" for k, v in sorted(override.items()))
+    safe = "".join(c if c.isalnum() or c in "=.,-_" else "_" for c in text)
+    if len(safe) > 60:  # keep folder names short but distinct
+        safe = safe[:48] + "-" + hashlib.sha1(text.encode()).hexdigest()[:8]
+    return safe
+
+
+def expand(sweep: SweepConfig) -> list[RunSpec]:
+    """The grid's runs in a fixed order; each config is validated before anything runs."""
+    base = sweep.base_values()
+    grid = sweep.grid
+    methods = _as_list(grid.get("method", base.get("method", "ppo")), "method")
+    seeds = _as_list(grid.get("seeds", base.get("seeds", [0])), "seeds")
+    env_ids = _as_list(grid.get("env_id", base.get("env_id", RunConfig.env_id)), "env_id")
+    overrides = _as_list(grid.get("overrides", [{}]), "overrides")
+    if not all(isinstance(o, dict) for o in overrides):
+        raise ValueError("Grid `overrides` must be a list of mappings of dotted keys to values.")
+    runs = []
+    for env_id, override, method, seed in itertools.product(env_ids, overrides, methods, seeds):
+        variant = _variant_name(override) if override else None
+        values = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in override.items()])
+        values.update(method=method, seeds=[seed], env_id=env_id, progress=False, variant=variant)
+        values["output_dir"] = str(
+            Path(sweep.output_dir) / variant if variant else Path(sweep.output_dir)
+        )
+        RunConfig.from_dict(values)  # fail before the sweep starts
+        key = "__".join(x for x in (env_id, variant, str(method), f"seed{seed}") if x)
+        runs.append(RunSpec(key, values))
+    keys = [r.key for r in runs]
+    if len(set(keys)) != len(keys):
+        raise ValueError("The grid repeats a run (duplicate methods, seeds or env ids).")
+    return runs
+
+
+def _marker_dir(sweep: SweepConfig) -> Path:
+    return Path(sweep.output_dir) / ".sweep"
+
+
+def execute(spec_key: str, config_values: dict[str, Any], marker_dir: str, threads: int) -> str:
+    """Run one spec in the current process; returns ``"done"`` or ``"failed"``.
+
+    Module-level so that process pools and Ray can ship it.
+    """
+    import torch
+
+    from agents.cli import resolve_method
+
+    torch.set_num_threads(threads)
+    markers = Path(marker_dir)
+    start = time.perf_counter()
+    try:
+        config = RunConfig.from_dict(config_values)
+        runner = resolve_method(config.methods[0])
+        runner(config, config.seeds[0])
+    except Exception as err:  # one failing run must not stop the sweep
+        atomic_write_json(
+            markers / f"{spec_key}.failed.json",
+            {
+                "run": spec_key,
+                "error": f"{type(err).__name__}: {err}",
+                "traceback": traceback.format_exc(),
+                "seconds": time.perf_counter() - start,
+            },
+        )
+        return "failed"
+    (markers / f"{spec_key}.failed.json").unlink(missing_ok=True)
+    atomic_write_json(
+        markers / f"{spec_key}.done.json",
+        {"run": spec_key, "seconds": time.perf_counter() - start},
+    )
+    return "done"
+
+
+def _run_local(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    marker_dir = str(_marker_dir(sweep))
+    if sweep.workers == 1:
+        for spec in todo:
+            report(spec.key, execute(spec.key, spec.config, marker_dir, sweep.threads_per_run))
+        return
+    context = mp.get_context("spawn")  # no forked torch state in the workers
+    with ProcessPoolExecutor(max_workers=sweep.workers, mp_context=context) as pool:
+        futures = {
+            pool.submit(execute, s.key, s.config, marker_dir, sweep.threads_per_run): s.key
+            for s in todo
+        }
+        for future in as_completed(futures):
+            report(futures[future], future.result())
+
+
+def _run_ray(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):
+    try:
+        import ray
+    except ImportError as err:
+        raise ImportError(
+            "backend: ray needs Ray: pip install 'mtl-envs[ray]' (or pip install ray)."
+        ) from err
+    options = dict(sweep.ray)
+    address = options.pop("address", "auto")
+    if not ray.is_initialized():
+        ray.init(address=address)
+    remote = ray.remote(
+        num_cpus=options.get("num_cpus", sweep.threads_per_run),
+        num_gpus=options.get("num_gpus", 0),
+    )(execute)
+    marker_dir = str(Path(_marker_dir(sweep)).resolve())
+    pending = {
+        remote.remote(s.key, s.config, marker_dir, sweep.threads_per_run): s.key for s in todo
+    }
+    while pending:
+        finished, _ = ray.wait(list(pending), num_returns=1)
+        for ref in finished:
+            report(pending.pop(ref), ray.get(ref))
+
+
+def run_sweep(sweep: SweepConfig, progress: bool = True) -> dict[str, list[str]]:
+    """Run every unfinished run of the grid; returns the keys ``done``, ``skipped``, ``failed``."""
+    from tqdm.auto import tqdm
+
+    runs = expand(sweep)
+    markers = _marker_dir(sweep)
+    markers.mkdir(parents=True, exist_ok=True)
+    skipped = [r.key for r in runs if (markers / f"{r.key}.done.json").is_file()]
+    todo = [r for r in runs if r.key not in set(skipped)]
+    atomic_write_json(
+        markers / "sweep.json",
+        {"config": dataclasses.asdict(sweep), "runs": [r.key for r in runs]},
+    )
+    outcome: dict[str, list[str]] = {"done": [], "skipped": skipped, "failed": []}
+    bar = tqdm(total=len(todo), desc="sweep", disable=not progress)
+
+    def report(key: str, status: str) -> None:
+        outcome[status].append(key)
+        bar.update(1)
+        bar.set_postfix(failed=len(outcome["failed"]))
+
+    try:
+        if todo:
+            (_run_ray if sweep.backend == "ray" else _run_local)(sweep, todo, report)
+    finally:
+        bar.close()
+    return outcome
+
+
+__all__ = ["RunSpec", "SweepConfig", "execute", "expand", "run_sweep"]
