@@ -15,7 +15,7 @@ import gymnasium as gym
 
 import mtl_envs  # noqa: F401  (registers the ids)
 from mtl_envs.envs.aux_label import split_env_kwargs
-from mtl_envs.experiment import RunConfig, run_epochs
+from mtl_envs.experiment import RunConfig, TrainingState, run_epochs
 from mtl_envs.training import AuxLearner, Labeller
 
 AUX_ENTRY_POINT = "mtl_envs.envs.aux_label:AuxLabelEnv"
@@ -63,4 +63,5 @@ def run_aux_baseline(
         train_epoch=train_epoch,
         evaluate=learner.evaluate,
         extra=extra,
+        state=TrainingState(learner=learner, labeller=labeller),
     )

@@ -62,4 +62,5 @@ def run_weighting_baseline(
         train_epoch=train_epoch,
         evaluate=learner.evaluate,
         extra=extra,
+        state=learner,
     )

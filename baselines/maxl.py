@@ -168,6 +168,18 @@ class MAXLLabeller:
         self.entropy_coef = entropy_coef
         self.exponent_range = tuple(exponent_range)
 
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "generator": self.generator.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+
     def __call__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         learner = self.learner
         x = learner.prepare_inputs(learner.data.train.images[indices], train=False)

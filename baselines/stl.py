@@ -17,7 +17,7 @@ from typing import Any
 from baselines.auxiliary import run_aux_baseline
 from baselines.loss_weighting import build_learner, is_loss_weighting
 from baselines.tabular import run_tabular, uses_tabular_protocol
-from mtl_envs.experiment import RunConfig, run_dir, run_epochs
+from mtl_envs.experiment import RunConfig, TrainingState, run_dir, run_epochs
 
 
 def _cached(config: RunConfig, seed: int) -> dict[str, Any] | None:
@@ -54,8 +54,14 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
         merged["loss"] = sum(losses) / len(losses)
         return merged
 
+    state = TrainingState(**{f"task{t}": learner for t, learner in enumerate(learners)})
     return run_epochs(
-        config=config, method="stl", seed=seed, train_epoch=train_epoch, evaluate=evaluate
+        config=config,
+        method="stl",
+        seed=seed,
+        train_epoch=train_epoch,
+        evaluate=evaluate,
+        state=state,
     )
 
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -148,6 +149,10 @@ def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
         for setting in _settings(method, options):
             if setting == "metadata" and data.task_metadata is None:
                 raise ValueError(f"Dataset {data.name!r} has no task metadata.")
+            done = run_dir(config, method, seed, setting) / "result.json"
+            if config.resume and done.is_file():  # finished before: not redone
+                result = json.loads(done.read_text())
+                continue
             result = _run_setting(
                 config, seed, method, model, setting, base, data, options, stopping
             )

@@ -12,6 +12,7 @@ import math
 import os
 import platform
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class RunConfig:
     """Extra options of a baseline method."""
     variant: str | None = None
     """A label that keeps this run's rows apart in comparisons (a sweep's override set)."""
+    resume: bool = False
+    """Continue from the run's checkpoint if there is one; a finished run is not redone."""
+    checkpoint_every: int = 1
+    """Epochs between checkpoints (0: none). A checkpoint holds the whole training state."""
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
@@ -57,6 +62,10 @@ class RunConfig:
             self.seeds = [self.seeds]
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ValueError(f"`epochs` must be a positive int; got {self.epochs!r}.")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ValueError(
+                f"`checkpoint_every` must be an int >= 0; got {self.checkpoint_every!r}."
+            )
         if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
             raise ValueError(f"`seeds` must be a non-empty list of ints; got {self.seeds!r}.")
 
@@ -142,12 +151,13 @@ def write_result(
 class TensorBoardLog:
     """A SummaryWriter that can be switched off; tags are namespaced ``train/``, ``eval/``..."""
 
-    def __init__(self, log_dir: Path | None):
+    def __init__(self, log_dir: Path | None, purge_step: int | None = None):
         self.writer = None
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            self.writer = SummaryWriter(str(log_dir))
+            # purge_step drops events a resumed run is about to write again.
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
         if self.writer is None:
@@ -184,12 +194,14 @@ class EpochRecorder:
         seed: int,
         evaluate: Callable[[str], dict[str, float]],
         total_epochs: int | None = None,
+        first_epoch: int = 0,
     ):
         from tqdm.auto import tqdm
 
         self.config, self.method, self.seed, self.evaluate = config, method, seed, evaluate
         self.out = run_dir(config, method, seed)
-        self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None)
+        purge = first_epoch + 1 if first_epoch else None
+        self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None, purge)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
         self.diverged_epoch: int | None = None
@@ -225,6 +237,21 @@ class EpochRecorder:
     @property
     def diverged(self) -> bool:
         return self.diverged_epoch is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "best": self.best,
+            "eval_time": self.eval_time,
+            "elapsed": time.perf_counter() - self.start,
+            "diverged_epoch": self.diverged_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history, self.best = state["history"], state["best"]
+        self.eval_time, self.diverged_epoch = state["eval_time"], state["diverged_epoch"]
+        self.start = time.perf_counter() - state["elapsed"]
+        self.bar.update(len(self.history))
 
     def mark_diverged(self, epoch: int) -> None:
         """Record that training diverged during (1-based) ``epoch`` (e.g. the env said so)."""
@@ -272,6 +299,31 @@ class EpochRecorder:
         return result
 
 
+class TrainingState:
+    """Named parts with ``state_dict``/``load_state_dict`` (learners, labellers), checkpointed
+    together; parts without them (stateless labellers) are left out."""
+
+    def __init__(self, **parts: Any):
+        self.parts = {k: v for k, v in parts.items() if hasattr(v, "load_state_dict")}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename (atomic)."""
+    import torch
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(payload, tmp)
+    os.replace(tmp, path)
+
+
 def run_epochs(
     *,
     config: RunConfig,
@@ -280,6 +332,7 @@ def run_epochs(
     train_epoch: Callable[[int], dict[str, float]],
     evaluate: Callable[[str], dict[str, float]],
     extra: dict[str, Any] | None = None,
+    state: Any | None = None,
 ) -> dict[str, Any]:
     """Train ``config.epochs`` epochs, evaluating val and test after each; write the result.
 
@@ -291,16 +344,53 @@ def run_epochs(
         evaluate: metrics of the current network on a split (``accuracy`` for one task,
             ``mean_accuracy`` or ``mean_mse`` plus per-task metrics for several).
         extra: more fields for the result JSON.
+        state: the runner's training state (``state_dict``/``load_state_dict``, e.g. a
+            :class:`TrainingState`). With it the run writes ``checkpoint.pt`` every
+            ``config.checkpoint_every`` epochs (with the global RNG states and the history so
+            far) and ``config.resume`` continues from it; the finished run deletes it.
     """
-    recorder = EpochRecorder(config, method, seed, evaluate)
+    from mtl_envs.training.common import rng_state, set_rng_state
+
+    out = run_dir(config, method, seed)
+    checkpoint = out / "checkpoint.pt"
+    if config.resume and (out / "result.json").is_file() and not checkpoint.is_file():
+        return json.loads((out / "result.json").read_text())  # finished before
+    payload = None
+    if config.resume and checkpoint.is_file():
+        if state is None:
+            raise ValueError(f"{method} cannot resume from {checkpoint}: it keeps no state.")
+        import torch
+
+        payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    elif config.resume and state is None:
+        warnings.warn(f"{method} keeps no checkpoint; resume=true starts it over.", stacklevel=2)
+    first = payload["epoch"] if payload else 0
+    recorder = EpochRecorder(config, method, seed, evaluate, first_epoch=first)
+    if payload is not None:
+        state.load_state_dict(payload["state"])
+        recorder.load_state_dict(payload["recorder"])
+        set_rng_state(payload["rng"])
     try:
-        for epoch in range(config.epochs):
+        for epoch in range(first, config.epochs):
             recorder.record(epoch, train_epoch(epoch))
             if recorder.diverged:
                 break
+            every = config.checkpoint_every
+            if state is not None and every and (epoch + 1) % every == 0:
+                save_checkpoint(
+                    checkpoint,
+                    {
+                        "epoch": epoch + 1,
+                        "state": state.state_dict(),
+                        "recorder": recorder.state_dict(),
+                        "rng": rng_state(),
+                    },
+                )
     finally:
         recorder.close()
-    return recorder.finish(extra)
+    result = recorder.finish(extra)
+    checkpoint.unlink(missing_ok=True)
+    return result
 
 
 # ---------------------------------------------------------------------- comparison

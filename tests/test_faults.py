@@ -82,6 +82,85 @@ def test_baseline_with_a_huge_learning_rate_finishes_as_diverged(tmp_path):
     assert result["status"] == "diverged"
 
 
+# ---------------------------------------------------------------------- resume
+def resume_config(tmp_path, name, **extra) -> RunConfig:
+    return RunConfig(
+        method="dwa",
+        env_id="LossWeighting-Cubic-v0",
+        env_kwargs={"device": "cpu"},
+        epochs=30,
+        output_dir=str(tmp_path / name),
+        tensorboard=False,
+        progress=False,
+        **extra,
+    )
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path):
+    from baselines import BASELINES
+
+    reference = BASELINES["dwa"](resume_config(tmp_path, "reference"), 0)
+    config_file = tmp_path / "run.yaml"
+    config = resume_config(tmp_path, "killed").to_dict()
+    config_file.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "agents.cli", "run", str(config_file)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    checkpoint = tmp_path / "killed/LossWeighting-Cubic-v0/dwa/seed0/checkpoint.pt"
+    deadline = time.time() + 120
+    while time.time() < deadline and not checkpoint.is_file():
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch, somewhere after the first checkpoint
+    proc.wait()
+    assert checkpoint.is_file() and not (checkpoint.parent / "result.json").is_file()
+    resumed = BASELINES["dwa"](resume_config(tmp_path, "killed", resume=True), 0)
+    assert len(resumed["epochs"]) == len(reference["epochs"]) == 30
+    assert resumed["final"] == reference["final"]
+    assert not checkpoint.is_file()  # a finished run leaves no checkpoint
+    again = BASELINES["dwa"](resume_config(tmp_path, "killed", resume=True), 0)
+    assert again["wall_time_s"] == resumed["wall_time_s"]  # finished runs are not redone
+
+
+def test_interrupted_aux_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    from baselines import BASELINES
+    from mtl_envs.training.aux_learner import AuxLearner
+
+    def config(name, **extra):
+        return RunConfig(
+            method="random",
+            env_id="AuxLabel-Digits-v0",
+            env_kwargs=SMALL,
+            epochs=4,
+            output_dir=str(tmp_path / name),
+            tensorboard=False,
+            progress=False,
+            **extra,
+        )
+
+    reference = BASELINES["random"](config("reference"), 0)
+    original = AuxLearner.train_epoch
+    calls = {"n": 0}
+
+    def crash_on_third(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AuxLearner, "train_epoch", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        BASELINES["random"](config("crashed"), 0)
+    monkeypatch.setattr(AuxLearner, "train_epoch", original)
+    resumed = BASELINES["random"](config("crashed", resume=True), 0)
+    assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
+
+
 # ---------------------------------------------------------------------- bad input
 BAD_INPUT = [
     (lambda: gym.make("AuxLabel-Digits-v0", hierarchy_factor=0), ValueError, "hierarchy_factor"),

@@ -285,6 +285,15 @@ class AuxLearner:
         state = snapshot_state(net=self.net, optimizer=self.optimizer, scheduler=self.scheduler)
         return {**state, "epoch": self.epoch}
 
+    def state_dict(self) -> dict[str, Any]:
+        """A checkpoint of the run: the :meth:`snapshot` plus the data-order generator."""
+        return {**self.snapshot(), "generator": self.generator.get_state(), "order": self.order}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restore(state)
+        self.generator.set_state(state["generator"])
+        self.order = state["order"].to(self.device)
+
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Return exactly to a :meth:`snapshot` (the data-order generator keeps running)."""
         restore_state(snapshot, net=self.net, optimizer=self.optimizer, scheduler=self.scheduler)

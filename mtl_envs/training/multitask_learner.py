@@ -240,6 +240,34 @@ class MultiTaskLearner:
     def num_batches(self) -> int:
         return self._num_batches
 
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs: network, optimiser, scheduler, the weighting
+        rule's parameters, the data-order generator, epoch counter and loss history."""
+        return {
+            "net": self.net.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "weighting": None if self.weighting is None else self.weighting.state_dict(),
+            "generator": self.generator.get_state(),
+            "epoch": self.epoch,
+            "loss_history": [h.cpu() for h in self.loss_history],
+            "base_losses": None if self.base_losses is None else self.base_losses.cpu(),
+            "train_seconds": self.train_seconds,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.net.load_state_dict(state["net"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        if self.weighting is not None and state["weighting"] is not None:
+            self.weighting.load_state_dict(state["weighting"])
+        self.generator.set_state(state["generator"])
+        self.epoch = state["epoch"]
+        self.loss_history = [h.to(self.device) for h in state["loss_history"]]
+        base = state["base_losses"]
+        self.base_losses = None if base is None else base.to(self.device)
+        self.train_seconds = state["train_seconds"]
+
     @property
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
