@@ -73,6 +73,33 @@ class RewardStats(BaseCallback):
         return out
 
 
+class AlternatingState:
+    """What a resumed alternating run needs at an epoch boundary: the agent (policy,
+    optimiser, step counters), the main network's learner and its canonical snapshot."""
+
+    def __init__(self, model: PPO, env: AuxLabelVectorEnv):
+        self.model, self.env = model, env
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "agent": self.model.get_parameters(),
+            "num_timesteps": self.model.num_timesteps,
+            "n_updates": self.model._n_updates,
+            "learner": self.env.learner.state_dict(),
+            "canonical": self.env.task.canonical,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.model.set_parameters(state["agent"], exact_match=True, device=self.model.device)
+        self.model.num_timesteps = state["num_timesteps"]
+        self.model._n_updates = state["n_updates"]
+        self.env.learner.load_state_dict(state["learner"])
+        self.env.task.canonical = state["canonical"]
+        # The next reset continues this run: no fresh network, no seed from construction.
+        self.env.continue_run()
+        self.model.get_env()._reset_seeds()
+
+
 def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
     """``gym.make_vec`` of the config's AuxLabel id with one slot per batch sample."""
     spec = gym.spec(config.env_id)
@@ -161,6 +188,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
             train_epoch=train_epoch,
             evaluate=env.evaluate,
             extra={"agent": agent_kwargs, "policy": policy_cfg},
+            state=AlternatingState(model, env),
         )
     finally:
         venv.close()

@@ -368,3 +368,41 @@ def test_memory_stays_flat_over_50_episodes(env_id, kwargs):
         episode(seed)
     growth = (rss_bytes() - before) / before
     assert growth < 0.10, f"RSS grew {100 * growth:.1f}% over 50 episodes"
+
+
+def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    from stable_baselines3 import PPO
+
+    from agents.ppo_auxlabel import run
+
+    def config(name, **extra):
+        return RunConfig(
+            method="ppo",
+            env_id="AuxLabel-Digits-v0",
+            env_kwargs={"train_batch_size": 100, "eval_batch_size": 32},
+            epochs=3,
+            output_dir=str(tmp_path / name),
+            tensorboard=False,
+            progress=False,
+            agent={"n_steps": 1, "batch_size": 100, "n_epochs": 2},
+            policy={"image_features": 32},
+            **extra,
+        )
+
+    reference = run(config("reference"), 0)
+    original = PPO.learn
+    calls = {"n": 0}
+
+    def crash_on_third(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(PPO, "learn", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        run(config("crashed"), 0)
+    monkeypatch.setattr(PPO, "learn", original)
+    resumed = run(config("crashed", resume=True), 0)
+    assert len(resumed["epochs"]) == 3
+    assert resumed["final"] == reference["final"]

@@ -288,6 +288,11 @@ class AuxLabelEnv(gym.Env):
         j = min(self._position, len(self._labels) - 1)
         return {"image": self._images[j], "primary_label": np.int64(self._labels[j])}
 
+    def continue_run(self) -> None:
+        """Make the next seedless :meth:`reset` continue the learner's current run (after its
+        state was loaded from a checkpoint) instead of starting a fresh one."""
+        self._needs_run = False
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
@@ -356,6 +361,11 @@ class AuxLabelVectorEnv(VectorEnv):
     def _obs(self) -> dict[str, np.ndarray]:
         images, labels = self.task.current_batch()
         return {"image": images, "primary_label": labels.astype(np.int64)}
+
+    def continue_run(self) -> None:
+        """Make the next seedless :meth:`reset` continue the learner's current run (after its
+        state was loaded from a checkpoint) instead of starting a fresh one."""
+        self._needs_run = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
