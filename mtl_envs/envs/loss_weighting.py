@@ -53,7 +53,9 @@ class LossWeightingEnv(gym.Env):
     is one batch: the agent sees the batch's task losses and returns the task weights; the
     network takes one optimiser step on ``sum w_i log L_i`` (IGB eq. 2; ``loss="sum"`` for
     ``sum w_i L_i``), optionally with a torchjd aggregator on the shared parameters
-    (``aggregator="upgrad"``, ..., IGB Algorithm 3).
+    (``aggregator="upgrad"``, ..., IGB Algorithm 3). On tabular data (one task per sample,
+    task metadata) ``model=`` trains a task network instead, e.g. the Multi-Task
+    Hypernetwork (``model="hypernet"``).
 
     ## Action Space
     ``Box(-1, 1, (n,))``, mapped to weights ``n * softmax(temperature * a)``: positive and
@@ -82,8 +84,12 @@ class LossWeightingEnv(gym.Env):
     ## Arguments
     | argument        | default    | meaning                                              |
     |-----------------|------------|------------------------------------------------------|
-    | `dataset`       | per id     | `digits10`, `cifar100_mtl`, `exam`                   |
+    | `dataset`       | per id     | `digits10`, `cifar100_mtl`, `exam`, `hsb`, `radon`,  |
+    |                 |            | `cubic`, `robot_arm`                                 |
     | `backbone`      | per id     | shared encoder (`small_cnn`, `mlp`, `vgg16`)         |
+    | `model`         | per id     | None (backbone + heads) or a task network for        |
+    |                 |            | tabular data: `hypernet`, `hard_sharing`, ...        |
+    | `use_metadata`  | True       | give the task network the tasks' metadata            |
     | `epochs`        | per id     | total training epochs, warm-up included              |
     | `warmup_epochs` | 2          | equal-weight epochs before the agent acts            |
     | `observation`   | `"losses"` | or `"normalized_losses"`                             |
