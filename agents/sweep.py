@@ -145,9 +145,10 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         variant = _variant_name(override) if override else None
         values = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in override.items()])
         values.update(method=method, seeds=[seed], env_id=env_id, progress=False, variant=variant)
-        values["output_dir"] = str(
-            Path(sweep.output_dir) / variant if variant else Path(sweep.output_dir)
-        )
+        # Absolute, so that workers with another working directory (Ray) write to the same
+        # place; on a cluster it must be storage every node shares.
+        out = Path(sweep.output_dir).resolve()
+        values["output_dir"] = str(out / variant if variant else out)
         RunConfig.from_dict(values)  # fail before the sweep starts
         key = "__".join(x for x in (env_id, variant, str(method), f"seed{seed}") if x)
         runs.append(RunSpec(key, values))
