@@ -226,7 +226,7 @@ def sweep_file(tmp_path, **extra) -> Path:
     values = {
         "base": {
             "env_id": "LossWeighting-Cubic-v0",
-            "epochs": 2,
+            "epochs": 40,  # a few seconds per run, so the kill lands mid-sweep
             "tensorboard": False,
             "env_kwargs": {"device": "cpu"},
         },
@@ -266,7 +266,7 @@ def test_interrupted_sweep_finishes_without_duplicates(tmp_path):
     )
     deadline = time.time() + 120
     while time.time() < deadline and not list(markers.glob("*.done.json")):
-        time.sleep(0.2)
+        time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)  # killed mid-sweep
     proc.wait()
     finished_before = len(list(markers.glob("*.done.json")))
