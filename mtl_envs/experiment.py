@@ -573,8 +573,9 @@ def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
         else:
             values, errors = [r["mean"] for r in sub], [r["std"] for r in sub]
             names, label = [r["method"] for r in sub], rows[0]["metric"]
-            lo = min(v - e for v, e in zip(values, errors))
-            hi = max(v + e for v, e in zip(values, errors))
+            # One scale for every panel, so bars of different env ids compare by eye.
+            lo = min(r["mean"] - r["std"] for r in rows)
+            hi = max(r["mean"] + r["std"] for r in rows)
             pad = max(0.01, 0.15 * (hi - lo))
             ax.set_ylim(max(0.0, lo - pad), hi + pad)
         ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue")
