@@ -88,7 +88,7 @@ def resume_config(tmp_path, name, **extra) -> RunConfig:
         method="dwa",
         env_id="LossWeighting-Cubic-v0",
         env_kwargs={"device": "cpu"},
-        epochs=30,
+        epochs=200,  # seconds of training after the first checkpoint, so the kill lands
         output_dir=str(tmp_path / name),
         tensorboard=False,
         progress=False,
@@ -114,13 +114,12 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     checkpoint = tmp_path / "killed/LossWeighting-Cubic-v0/dwa/seed0/checkpoint.pt"
     deadline = time.time() + 120
     while time.time() < deadline and not checkpoint.is_file():
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)  # mid-epoch, somewhere after the first checkpoint
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # mid-epoch, right after the first checkpoint
     proc.wait()
     assert checkpoint.is_file() and not (checkpoint.parent / "result.json").is_file()
     resumed = BASELINES["dwa"](resume_config(tmp_path, "killed", resume=True), 0)
-    assert len(resumed["epochs"]) == len(reference["epochs"]) == 30
+    assert len(resumed["epochs"]) == len(reference["epochs"]) == 200
     assert resumed["final"] == reference["final"]
     assert not checkpoint.is_file()  # a finished run leaves no checkpoint
     again = BASELINES["dwa"](resume_config(tmp_path, "killed", resume=True), 0)
