@@ -1,5 +1,6 @@
 """Faults: diverging runs, bad input, interrupted sweeps, memory over many episodes."""
 
+import contextlib
 import json
 import os
 import signal
@@ -126,6 +127,25 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert again["wall_time_s"] == resumed["wall_time_s"]  # finished runs are not redone
 
 
+@contextlib.contextmanager
+def crash_on_third_call(monkeypatch, owner, name):
+    """Interrupt the run (KeyboardInterrupt) at the third call of ``owner.name``; the
+    block must raise it. The original method is back afterwards."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, crashing)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(owner, name, original)
+
+
 def test_interrupted_aux_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     from baselines import BASELINES
     from mtl_envs.training.aux_learner import AuxLearner
@@ -143,19 +163,8 @@ def test_interrupted_aux_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         )
 
     reference = BASELINES["random"](config("reference"), 0)
-    original = AuxLearner.train_epoch
-    calls = {"n": 0}
-
-    def crash_on_third(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(AuxLearner, "train_epoch", crash_on_third)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_on_third_call(monkeypatch, AuxLearner, "train_epoch"):
         BASELINES["random"](config("crashed"), 0)
-    monkeypatch.setattr(AuxLearner, "train_epoch", original)
     resumed = BASELINES["random"](config("crashed", resume=True), 0)
     assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
 
@@ -389,19 +398,8 @@ def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         )
 
     reference = run(config("reference"), 0)
-    original = PPO.learn
-    calls = {"n": 0}
-
-    def crash_on_third(self, *args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return original(self, *args, **kwargs)
-
-    monkeypatch.setattr(PPO, "learn", crash_on_third)
-    with pytest.raises(KeyboardInterrupt):
+    with crash_on_third_call(monkeypatch, PPO, "learn"):
         run(config("crashed"), 0)
-    monkeypatch.setattr(PPO, "learn", original)
     resumed = run(config("crashed", resume=True), 0)
     assert len(resumed["epochs"]) == 3
     assert resumed["final"] == reference["final"]
