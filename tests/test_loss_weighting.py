@@ -1,5 +1,6 @@
 """LossWeighting (IGB): formulas on hand-worked numbers, the env, the learner's aggregation."""
 
+import copy
 import math
 
 import gymnasium as gym
@@ -162,6 +163,33 @@ def test_same_seed_same_trajectory():
         runs.append(traj)
     for a, b in zip(*runs):
         assert np.array_equal(a, b)
+
+
+def test_saved_run_continues_mid_epoch():
+    """state_dict + continue_run: a new env picks the run up between two batches, with the
+    same augmentation of the current batch and the same BatchNorm statistics."""
+    kwargs = {**FAST, "augment": True, "device": "cpu"}  # random crops draw from the run's rng
+    actions = [np.linspace(-1, 1, 10, dtype=np.float32) * s for s in (1, -1, 0.5, 0, -0.5)]
+    env = gym.make("LossWeighting-Digits10-v0", **kwargs)
+    env.reset(seed=3)
+    for action in actions[:2]:
+        saved_obs = env.step(action)[0]
+    state = copy.deepcopy(env.unwrapped.state_dict())  # like torch's, it holds live tensors
+    later = [env.step(action)[:2] for action in actions[2:]]
+    net = env.unwrapped.learner.net.state_dict()
+
+    other = gym.make("LossWeighting-Digits10-v0", **kwargs)
+    other.unwrapped.load_state_dict(state)
+    other.unwrapped.continue_run()
+    obs, _ = other.reset()
+    assert np.array_equal(obs, saved_obs)  # the saved batch's losses, computed again
+    again = [other.step(action)[:2] for action in actions[2:]]
+    for (obs_a, reward_a), (obs_b, reward_b) in zip(later, again, strict=True):
+        assert np.array_equal(obs_a, obs_b) and reward_a == reward_b
+    for key, value in other.unwrapped.learner.net.state_dict().items():
+        assert torch.equal(value, net[key]), key
+    other.reset(seed=3)  # a seeded reset starts a fresh run again
+    assert other.unwrapped.steps == 0
 
 
 def test_bad_arguments():

@@ -154,6 +154,8 @@ class LossWeightingEnv(gym.Env):
         self.base_losses = torch.ones(n)
         self.batch = 0
         self.steps = 0
+        self._batch_rng = self.learner.generator.get_state()
+        self._continue = False
 
     @property
     def num_tasks(self) -> int:
@@ -165,6 +167,8 @@ class LossWeightingEnv(gym.Env):
         return softmax_weights(self.temperature * a)
 
     def _load_batch(self) -> None:
+        # Kept so that a resumed run redraws the same augmentation for the current batch.
+        self._batch_rng = self.learner.generator.get_state()
         self._losses, self._features = self.learner.task_losses(
             self.learner.batch_indices(self.batch)
         )
@@ -177,18 +181,58 @@ class LossWeightingEnv(gym.Env):
         # A diverged run reports itself through info["diverged"]; observations stay finite.
         return np.nan_to_num(losses.cpu().numpy().astype(np.float32), nan=0.0, posinf=1e30)
 
+    def state_dict(self) -> dict[str, Any]:
+        """The run between two steps: the learner (network, optimiser, data order, epoch's
+        running sums), the batch position, L_base and the env's generator."""
+        return {
+            "learner": self.learner.state_dict(),
+            "batch": self.batch,
+            "steps": self.steps,
+            "base_losses": self.base_losses.cpu(),
+            "batch_rng": self._batch_rng,
+            "np_random": self.np_random.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load a run saved by :meth:`state_dict`; call :meth:`continue_run` before the
+        next reset so that it continues this run."""
+        self.learner.load_state_dict(state["learner"])
+        self.batch, self.steps = state["batch"], state["steps"]
+        self.base_losses = state["base_losses"].to(self.learner.device)
+        self._batch_rng = state["batch_rng"]
+        self.np_random.bit_generator.state = state["np_random"]
+
+    def continue_run(self) -> None:
+        """Make the next seedless :meth:`reset` continue the loaded run (at its saved batch,
+        without a new network or warm-up) instead of starting a fresh one."""
+        self._continue = True
+
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        resume, self._continue = self._continue and seed is None, False
         super().reset(seed=seed)
         learner = self.learner
-        learner.reset_run(seed_from(self.np_random))
-        for _ in range(self.warmup_epochs):
-            learner.train_epoch()
-        base = learner.base_losses if learner.base_losses is not None else learner.loss_history[-1]
-        self.base_losses = base.clamp_min(1e-12)
-        learner.begin_epoch()
-        self.batch = 0
-        self.steps = 0
-        self._load_batch()
+        if resume:
+            # Redo the saved batch's forward (its graph is what the next step trains on) with
+            # the same augmentation; BatchNorm's running statistics already count it.
+            # (The saved values are put back by rebinding: the new graph holds the old ones.)
+            learner.generator.set_state(self._batch_rng)
+            saved = {name: b.clone() for name, b in learner.net.named_buffers()}
+            self._load_batch()
+            for name, value in saved.items():
+                module, _, attr = name.rpartition(".")
+                setattr(learner.net.get_submodule(module), attr, value)
+        else:
+            learner.reset_run(seed_from(self.np_random))
+            for _ in range(self.warmup_epochs):
+                learner.train_epoch()
+            base = (
+                learner.base_losses if learner.base_losses is not None else learner.loss_history[-1]
+            )
+            self.base_losses = base.clamp_min(1e-12)
+            learner.begin_epoch()
+            self.batch = 0
+            self.steps = 0
+            self._load_batch()
         diverged = not bool(torch.isfinite(self._current).all())
         info = {
             "epoch": learner.epoch,

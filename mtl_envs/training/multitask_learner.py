@@ -12,6 +12,7 @@ the loss-weighting baselines all drive this one loop.
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -118,6 +119,14 @@ class MultiTaskLearnerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _batches_to(
+    batches: torch.Tensor | list[torch.Tensor], device: torch.device | str
+) -> torch.Tensor | list[torch.Tensor]:
+    """An epoch's batch order (one tensor, or a list when the last batch is shorter) on
+    ``device``."""
+    return [b.to(device) for b in batches] if isinstance(batches, list) else batches.to(device)
 
 
 class MultiTaskLearner:
@@ -242,17 +251,26 @@ class MultiTaskLearner:
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: network, optimiser, scheduler, the weighting
-        rule's parameters, the data-order generator, epoch counter and loss history."""
+        rule's parameters, the aggregator, the data-order generator, epoch counter, loss
+        history and the current epoch's batch order."""
         return {
             "net": self.net.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "weighting": None if self.weighting is None else self.weighting.state_dict(),
+            # Aggregators keep no tensors but some keep state (Nash-MTL's last weights and step
+            # count): a copy of the object itself is saved.
+            "aggregator": copy.deepcopy(self.aggregator),
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "loss_history": [h.cpu() for h in self.loss_history],
             "base_losses": None if self.base_losses is None else self.base_losses.cpu(),
             "train_seconds": self.train_seconds,
+            # The current epoch's batch order and running loss sums: a run saved between two
+            # batches continues mid-epoch.
+            "batches": _batches_to(self.batches, "cpu"),
+            "epoch_loss_sum": self._epoch_loss_sum.cpu(),
+            "epoch_batches": self._epoch_batches,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -261,12 +279,16 @@ class MultiTaskLearner:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.weighting is not None and state["weighting"] is not None:
             self.weighting.load_state_dict(state["weighting"])
+        self.aggregator = copy.deepcopy(state["aggregator"])
         self.generator.set_state(state["generator"])
         self.epoch = state["epoch"]
         self.loss_history = [h.to(self.device) for h in state["loss_history"]]
         base = state["base_losses"]
         self.base_losses = None if base is None else base.to(self.device)
         self.train_seconds = state["train_seconds"]
+        self.batches = _batches_to(state["batches"], self.device)
+        self._epoch_loss_sum = state["epoch_loss_sum"].to(self.device)
+        self._epoch_batches = state["epoch_batches"]
 
     @property
     def lr(self) -> float:
