@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401
-from mtl_envs.experiment import RunConfig, write_result
+from mtl_envs.experiment import RunConfig, run_dir, write_result
 from mtl_envs.training.group_trainer import group_name, load_gain_table
 from mtl_envs.training.grouping import (
     branch_and_bound,
@@ -25,6 +25,7 @@ from mtl_envs.training.grouping import (
     evaluate_selection,
     gain_matrix,
 )
+from mtl_envs.utils import read_json
 
 GROUPING_ENTRY_POINT = "mtl_envs.envs.task_grouping:TaskGroupingEnv"
 Group = tuple[int, ...]
@@ -65,12 +66,19 @@ def _optimum(table_key: str, budget: int) -> tuple[tuple[Group, ...], float]:
 
 
 def run_selection(config: RunConfig, seed: int, method: str, select: Selector) -> dict[str, Any]:
-    """Run ``select`` for every budget; write one result per budget; return the last."""
+    """Run ``select`` for every budget; write one result per budget; return the last.
+
+    With ``config.resume`` the budgets whose result is written already are not redone.
+    """
     settings = env_settings(config)
     table_key = settings.get("table") or settings["dataset"]
     table = load_gain_table(table_key)
     result: dict[str, Any] = {}
     for budget in budgets(config):
+        done = run_dir(config, method, seed, f"B={budget}") / "result.json"
+        if config.resume and done.is_file():
+            result = read_json(done)
+            continue
         start = time.perf_counter()
         groups, extra = select(table, budget, seed)
         seconds = time.perf_counter() - start

@@ -11,20 +11,20 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from baselines.auxiliary import run_aux_baseline
 from baselines.loss_weighting import build_learner, is_loss_weighting
 from baselines.tabular import run_tabular, uses_tabular_protocol
 from mtl_envs.experiment import RunConfig, TrainingState, run_dir, run_epochs
+from mtl_envs.utils import read_json
 
 
 def _cached(config: RunConfig, seed: int) -> dict[str, Any] | None:
     path = run_dir(config, "stl", seed) / "result.json"
     if not path.is_file():
         return None
-    result = json.loads(path.read_text())
+    result = read_json(path)
     same = {k: result["config"].get(k) for k in ("env_id", "env_kwargs", "epochs")}
     wanted = {k: config.to_dict()[k] for k in ("env_id", "env_kwargs", "epochs")}
     return result if same == wanted else None

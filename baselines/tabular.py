@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -40,7 +39,7 @@ from mtl_envs.envs.loss_weighting import split_env_kwargs
 from mtl_envs.experiment import RunConfig, TensorBoardLog, run_dir, write_result
 from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
 from mtl_envs.training.multitask_learner import MultiTaskLearner
-from mtl_envs.utils import suggest
+from mtl_envs.utils import read_json, suggest
 
 TABULAR_METHODS = {
     # method: (task network, settings it can use)
@@ -151,7 +150,7 @@ def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
                 raise ValueError(f"Dataset {data.name!r} has no task metadata.")
             done = run_dir(config, method, seed, setting) / "result.json"
             if config.resume and done.is_file():  # finished before: not redone
-                result = json.loads(done.read_text())
+                result = read_json(done)
                 continue
             result = _run_setting(
                 config, seed, method, model, setting, base, data, options, stopping

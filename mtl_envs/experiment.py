@@ -21,7 +21,13 @@ from typing import Any
 
 import yaml
 
-from mtl_envs.utils import atomic_write_json, config_from_dict, suggest
+from mtl_envs.utils import (
+    atomic_write_json,
+    config_from_dict,
+    load_checkpoint,
+    read_json,
+    suggest,
+)
 
 
 @dataclass
@@ -314,6 +320,23 @@ class TrainingState:
             part.load_state_dict(state[name])
 
 
+def resume_point(
+    config: RunConfig, method: str, seed: int
+) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
+    """The run's ``checkpoint.pt`` path and what ``config.resume`` finds: its finished result
+    (the run is done), or the checkpoint's payload (continue from it); None, None otherwise
+    (or without ``resume``): start afresh."""
+    out = run_dir(config, method, seed)
+    checkpoint = out / "checkpoint.pt"
+    if not config.resume:
+        return checkpoint, None, None
+    if checkpoint.is_file():
+        return checkpoint, None, load_checkpoint(checkpoint)
+    if (out / "result.json").is_file():
+        return checkpoint, read_json(out / "result.json"), None
+    return checkpoint, None, None
+
+
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     """``torch.save`` to a temporary file in the same folder, then rename (atomic)."""
     import torch
@@ -351,18 +374,12 @@ def run_epochs(
     """
     from mtl_envs.training.common import rng_state, set_rng_state
 
-    out = run_dir(config, method, seed)
-    checkpoint = out / "checkpoint.pt"
-    if config.resume and (out / "result.json").is_file() and not checkpoint.is_file():
-        return json.loads((out / "result.json").read_text())  # finished before
-    payload = None
-    if config.resume and checkpoint.is_file():
-        if state is None:
-            raise ValueError(f"{method} cannot resume from {checkpoint}: it keeps no state.")
-        import torch
-
-        payload = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    elif config.resume and state is None:
+    checkpoint, finished, payload = resume_point(config, method, seed)
+    if finished is not None:
+        return finished
+    if payload is not None and state is None:
+        raise ValueError(f"{method} cannot resume from {checkpoint}: it keeps no state.")
+    if config.resume and payload is None and state is None:
         warnings.warn(f"{method} keeps no checkpoint; resume=true starts it over.", stacklevel=2)
     first = payload["epoch"] if payload else 0
     recorder = EpochRecorder(config, method, seed, evaluate, first_epoch=first)
@@ -406,8 +423,7 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
             raise FileNotFoundError(f"Result path {str(p)!r} does not exist.")
     results = []
     for f in files:
-        with open(f) as fh:
-            data = json.load(fh)
+        data = read_json(f)
         for key in ("method", "env_id", "seed", "final"):
             if key not in data:
                 raise ValueError(f"{f} is not a result file: missing key {key!r}.")

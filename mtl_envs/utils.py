@@ -115,6 +115,31 @@ def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
     )
 
 
+def read_json(path: str | os.PathLike) -> Any:
+    """Parse a JSON file; a truncated or corrupt one is an error that names it."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(
+            f"{str(path)!r} is not valid JSON (truncated or corrupt: {err}); delete it to "
+            "recompute it."
+        ) from err
+
+
+def load_checkpoint(path: str | os.PathLike) -> Any:
+    """``torch.load`` a checkpoint onto the CPU; an unreadable one is an error that names it."""
+    import pickle
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
+        raise ValueError(
+            f"Checkpoint {str(path)!r} is unreadable (truncated or corrupt: {err}); delete it "
+            "to start the run over."
+        ) from err
+
+
 def seed_from(rng: Any) -> int:
     """Draw a 63-bit seed for a torch generator from a numpy ``Generator``."""
     return int(rng.integers(0, 2**63 - 1))

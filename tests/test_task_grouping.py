@@ -118,6 +118,27 @@ def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
         assert final["test/gap"] == pytest.approx(0.0)
 
 
+def test_resume_skips_finished_budgets(table_path, tmp_path):
+    from baselines import BASELINES
+
+    def config(**extra):
+        return RunConfig(
+            method="random",
+            env_id="TaskGrouping-Digits10-v0",
+            env_kwargs={"table": str(table_path)},
+            output_dir=str(tmp_path),
+            method_kwargs={"budgets": [1, 2]},
+            **extra,
+        )
+
+    BASELINES["random"](config(), 0)
+    first, second = sorted(tmp_path.rglob("result.json"))
+    kept = first.read_text()
+    second.unlink()  # the run died during the second budget
+    result = BASELINES["random"](config(resume=True), 0)
+    assert first.read_text() == kept and second.is_file() and result["setting"] == "B=2"
+
+
 def test_ppo_on_the_grouping_env(table_path, tmp_path):
     from agents.ppo import run
 

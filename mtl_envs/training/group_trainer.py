@@ -18,7 +18,7 @@ from typing import Any
 
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
-from mtl_envs.utils import atomic_write_json, resolve_device
+from mtl_envs.utils import atomic_write_json, read_json, resolve_device
 
 Group = tuple[int, ...]
 
@@ -119,7 +119,7 @@ class GroupTrainer:
             )
         path = self._path(group, seed)
         if path is not None and path.is_file():
-            return {int(k): v for k, v in json.loads(path.read_text())["losses"].items()}
+            return {int(k): v for k, v in read_json(path)["losses"].items()}
         config = self.protocol.learner_config(self.data_root, self.device)
         learner = MultiTaskLearner(config, seed=seed, dataset=self.data, tasks=list(group))
         for _ in range(self.protocol.epochs):
@@ -167,8 +167,7 @@ def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
                 f"tables for {available}. Build one with scripts/build_gain_table.py."
             )
         path = Path(str(shipped))
-    with open(path) as f:
-        table = json.load(f)
+    table = read_json(path)
     for key in ("gains", "protocol", "affinity", "task_names"):
         if key not in table:
             raise ValueError(f"{path} is not a gain table: missing key {key!r}.")
