@@ -21,16 +21,27 @@ Where SB3's SAC differs from the paper's own implementation:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.save_util import recursive_getattr
+from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
 import mtl_envs  # noqa: F401
 from mtl_envs.envs.loss_weighting import LossWeightingEnv
-from mtl_envs.experiment import EpochRecorder, RunConfig, run_dir
+from mtl_envs.experiment import (
+    EpochRecorder,
+    RunConfig,
+    TrainingState,
+    resume_point,
+    run_dir,
+    save_checkpoint,
+)
+from mtl_envs.training.common import rng_state, set_rng_state
 from mtl_envs.utils import resolve_device
 
 # IGB section 4.1: SAC lr 3e-4 (alone or with CAGrad/IMTL-G), buffer 1e4, gamma 0.99,
@@ -43,19 +54,95 @@ SAC_DEFAULTS: dict[str, Any] = {
     "gradient_steps": 50,
     "batch_size": 256,
 }
+# SB3 counters an interrupted learn() call needs back (progress drives lr schedules).
+RESUMED_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
 # Algorithm 2: update_e = 4, use_e = 6 (1-indexed epochs).
 SCHEDULE_DEFAULTS: dict[str, int] = {"update_epoch": 4, "use_epoch": 6}
 
 
 class ScheduledSAC(SAC):
-    """SAC whose random-action phase may outlast ``learning_starts`` (IGB: use_e > update_e)."""
+    """SAC whose random-action phase may outlast ``learning_starts`` (IGB: use_e > update_e),
+    and whose whole training state can be saved between two env steps and resumed.
+
+    SB3's own ``save`` keeps the networks but not what an interrupted ``learn`` call needs
+    to go on as if never stopped: the replay buffer, the position inside the current rollout
+    and the action space's generator. :meth:`state_dict` holds all of it;
+    :meth:`request_checkpoint` defers a save to the next point where that state is whole.
+    """
 
     def __init__(self, *args: Any, random_steps: int = 0, **kwargs: Any):
         self.random_steps = random_steps
+        self._pending_save: Callable[[], None] | None = None
+        self._rollout_done = 0  # steps of the current rollout already collected (resume)
         super().__init__(*args, **kwargs)
 
     def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
         return super()._sample_action(max(learning_starts, self.random_steps), action_noise, n_envs)
+
+    # ------------------------------------------------------------------ checkpoints
+    def request_checkpoint(self, save: Callable[[], None]) -> None:
+        """Call ``save`` once the step just taken is stored in the replay buffer, or, when
+        that step ends a rollout followed by an update round, after the round."""
+        if self.train_freq.unit != TrainFrequencyUnit.STEP:
+            raise ValueError(
+                f"Checkpoints need `train_freq` in steps; got {self.train_freq.unit.value!r}."
+            )
+        self._pending_save = save
+
+    def _update_due(self) -> bool:
+        """Whether ``learn`` runs an update round before the next step."""
+        return (
+            self.num_timesteps % self.train_freq.frequency == 0
+            and self.num_timesteps > self.learning_starts
+            and self.gradient_steps != 0
+        )
+
+    def _save_pending(self) -> None:
+        save, self._pending_save = self._pending_save, None
+        if save is not None:
+            save()
+
+    def _store_transition(self, *args: Any, **kwargs: Any) -> None:
+        super()._store_transition(*args, **kwargs)
+        if not self._update_due():
+            self._save_pending()
+
+    def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        super().train(gradient_steps, batch_size)
+        self._save_pending()
+
+    def collect_rollouts(self, env, callback, train_freq, replay_buffer, *args, **kwargs):
+        if self._rollout_done:  # a resumed run first completes the rollout it was saved in
+            left = self.train_freq.frequency - self._rollout_done
+            train_freq, self._rollout_done = TrainFreq(left, TrainFrequencyUnit.STEP), 0
+        return super().collect_rollouts(env, callback, train_freq, replay_buffer, *args, **kwargs)
+
+    def state_dict(self) -> dict[str, Any]:
+        """Networks and optimisers (as SB3 saves them), the entropy coefficient, the replay
+        buffer, the step/update counters and the action space's generator."""
+        _, variables = self._get_torch_save_params()
+        return {
+            "parameters": self.get_parameters(),
+            "variables": {n: recursive_getattr(self, n).detach().cpu() for n in variables},
+            "replay_buffer": self.replay_buffer,
+            "counters": {k: getattr(self, k) for k in RESUMED_COUNTERS},
+            "action_space_rng": self.action_space.np_random.bit_generator.state,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Load :meth:`state_dict`; the next ``learn(..., reset_num_timesteps=False)`` goes on
+        from the saved step."""
+        self.set_parameters(state["parameters"], exact_match=True, device=self.device)
+        for name, value in state["variables"].items():
+            recursive_getattr(self, name).data.copy_(value)
+        self.replay_buffer = state["replay_buffer"]
+        self.replay_buffer.device = self.device
+        for key, value in state["counters"].items():
+            setattr(self, key, value)
+        self.action_space.np_random.bit_generator.state = state["action_space_rng"]
+        self._rollout_done = (
+            0 if self._update_due() else self.num_timesteps % self.train_freq.frequency
+        )
 
 
 class EpochCallback(BaseCallback):
@@ -66,9 +153,17 @@ class EpochCallback(BaseCallback):
     and stops ``learn`` (by returning False) once ``epochs`` epochs are recorded.
     """
 
-    def __init__(self, recorder: EpochRecorder, env: LossWeightingEnv, epochs: int) -> None:
+    def __init__(
+        self,
+        recorder: EpochRecorder,
+        env: LossWeightingEnv,
+        epochs: int,
+        save: Callable[[], None] | None = None,
+        every: int = 1,
+    ) -> None:
         super().__init__()
         self.recorder, self.env, self.epochs = recorder, env, epochs
+        self.save, self.every = save, every
         self.rewards: list[float] = []
         self.weight_std: list[float] = []
 
@@ -87,6 +182,9 @@ class EpochCallback(BaseCallback):
             }
             self.recorder.record(self.env.learner.epoch - 1, metrics)
             self.rewards, self.weight_std = [], []
+            done = len(self.recorder.history)
+            if self.save is not None and done < self.epochs and done % self.every == 0:
+                self.model.request_checkpoint(self.save)
         return len(self.recorder.history) < self.epochs and not self.recorder.diverged
 
 
@@ -104,7 +202,15 @@ def schedule_steps(
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
-    """Train one LossWeighting run with IGBv2; returns (and writes) the result dict."""
+    """Train one LossWeighting run with IGBv2; returns (and writes) the result dict.
+
+    With ``config.checkpoint_every`` the whole state (env and learner, SAC networks,
+    optimisers, replay buffer, counters, RNGs) is saved after every that many epochs;
+    ``config.resume`` continues a killed run from it.
+    """
+    checkpoint, finished, payload = resume_point(config, "igbv2", seed)
+    if finished is not None:
+        return finished
     schedule = {**SCHEDULE_DEFAULTS, **config.method_kwargs}
     # One epoch more than trained: SB3 auto-resets an env that terminates, which here would
     # start a new run (with its warm-up) before the final evaluation. The extra epoch is
@@ -136,12 +242,44 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
 
         model.set_logger(configure(str(out / "tb_agent"), ["tensorboard"]))
     epochs = config.epochs - lw.warmup_epochs
-    recorder = EpochRecorder(config, "igbv2", seed, lw.evaluate, total_epochs=epochs)
+    first = payload["epoch"] if payload else 0
+    recorder = EpochRecorder(
+        config, "igbv2", seed, lw.evaluate, total_epochs=epochs, first_epoch=first
+    )
+    state = TrainingState(env=lw, agent=model)
+    if payload is not None:
+        state.load_state_dict(payload["state"])
+        recorder.load_state_dict(payload["recorder"])
+        # SB3's first reset continues the loaded run: no seed from construction, no warm-up.
+        lw.continue_run()
+        model.get_env()._reset_seeds()
+        set_rng_state(payload["rng"])
+
+    def save() -> None:
+        save_checkpoint(
+            checkpoint,
+            {
+                "epoch": len(recorder.history),
+                "state": state.state_dict(),
+                "recorder": recorder.state_dict(),
+                "rng": rng_state(),
+            },
+        )
+
+    callback = EpochCallback(
+        recorder, lw, epochs, save if config.checkpoint_every else None, config.checkpoint_every
+    )
     try:
         # The total is an upper bound; the callback ends learn() after `epochs` epochs.
-        model.learn((epochs + 1) * batches, callback=EpochCallback(recorder, lw, epochs))
+        model.learn(
+            (epochs + 1) * batches - model.num_timesteps,
+            callback=callback,
+            reset_num_timesteps=payload is None,
+        )
     finally:
         recorder.close()
         env.close()
     agent = {k: list(v) if isinstance(v, tuple) else v for k, v in agent_kwargs.items()}
-    return recorder.finish({"agent": agent, "schedule": schedule})
+    result = recorder.finish({"agent": agent, "schedule": schedule})
+    checkpoint.unlink(missing_ok=True)
+    return result

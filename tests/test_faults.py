@@ -1,6 +1,8 @@
 """Faults: diverging runs, bad input, interrupted sweeps, memory over many episodes."""
 
 import contextlib
+import dataclasses
+import functools
 import json
 import os
 import signal
@@ -13,13 +15,15 @@ from pathlib import Path
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 import yaml
 
 import mtl_envs  # noqa: F401
 from agents.cli import main as cli_main
 from agents.sweep import SweepConfig, expand, run_sweep
+from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
 from mtl_envs.data.multitask import load_multitask_dataset
-from mtl_envs.experiment import RunConfig, run_epochs
+from mtl_envs.experiment import RunConfig, load_results, run_epochs
 from mtl_envs.training.multitask_learner import MultiTaskLearnerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -127,16 +131,34 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert again["wall_time_s"] == resumed["wall_time_s"]  # finished runs are not redone
 
 
+def test_corrupt_result_and_checkpoint_files_are_named(tmp_path):
+    from baselines import BASELINES
+
+    config = resume_config(tmp_path, "corrupt", resume=True)
+    run = tmp_path / "corrupt/LossWeighting-Cubic-v0/dwa/seed0"
+    run.mkdir(parents=True)
+    torch.save({"epoch": 3, "state": {}}, run / "checkpoint.pt")
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match="checkpoint.pt.*truncated or corrupt"):
+        BASELINES["dwa"](config, 0)
+    (run / "checkpoint.pt").unlink()
+    (run / "result.json").write_text('{"method": "dwa", "se')  # cut off mid-write
+    with pytest.raises(ValueError, match="result.json.*truncated or corrupt"):
+        load_results([tmp_path])
+    with pytest.raises(ValueError, match="result.json.*truncated or corrupt"):
+        BASELINES["dwa"](config, 0)  # resume finds a finished run it cannot read
+
+
 @contextlib.contextmanager
-def crash_on_third_call(monkeypatch, owner, name):
-    """Interrupt the run (KeyboardInterrupt) at the third call of ``owner.name``; the
+def crash_on_call(monkeypatch, owner, name, call=3):
+    """Interrupt the run (KeyboardInterrupt) at call number ``call`` of ``owner.name``; the
     block must raise it. The original method is back afterwards."""
     original = getattr(owner, name)
     calls = {"n": 0}
 
     def crashing(self, *args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == call:
             raise KeyboardInterrupt
         return original(self, *args, **kwargs)
 
@@ -163,13 +185,94 @@ def test_interrupted_aux_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         )
 
     reference = BASELINES["random"](config("reference"), 0)
-    with crash_on_third_call(monkeypatch, AuxLearner, "train_epoch"):
+    with crash_on_call(monkeypatch, AuxLearner, "train_epoch"):
         BASELINES["random"](config("crashed"), 0)
     resumed = BASELINES["random"](config("crashed", resume=True), 0)
     assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
 
 
+def test_interrupted_nash_mtl_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    from baselines import BASELINES
+    from mtl_envs.training.multitask_learner import MultiTaskLearner
+
+    def config(name, **extra):
+        return RunConfig(
+            method="ew",
+            env_id="LossWeighting-Cubic-v0",
+            env_kwargs={"device": "cpu", "aggregator": "nash_mtl"},  # keeps state across steps
+            epochs=4,
+            output_dir=str(tmp_path / name),
+            tensorboard=False,
+            progress=False,
+            **extra,
+        )
+
+    reference = BASELINES["ew"](config("reference"), 0)
+    with crash_on_call(monkeypatch, MultiTaskLearner, "train_epoch"):
+        BASELINES["ew"](config("crashed"), 0)
+    resumed = BASELINES["ew"](config("crashed", resume=True), 0)
+    assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
+
+
+@pytest.mark.parametrize(
+    "crash_at",
+    [2, 3],  # saved after epoch 1 mid-rollout (step 12 of 8-step rollouts) / after epoch 2's
+    ids=["mid-rollout", "after-update"],  # update round (step 24)
+)
+def test_interrupted_sac_run_resumes_to_the_same_result(tmp_path, monkeypatch, crash_at):
+    from agents.sac_lossweighting import run
+    from mtl_envs.experiment import EpochRecorder
+
+    def config(name, **extra):
+        return RunConfig(
+            method="igbv2",
+            env_id="LossWeighting-Digits10-v0",  # 12 batches per epoch
+            env_kwargs={"device": "cpu"},
+            epochs=6,  # 2 warm-up epochs, then 4 with the agent
+            output_dir=str(tmp_path / name),
+            tensorboard=False,
+            progress=False,
+            # SAC updates from the first agent step and acts from the second epoch on.
+            method_kwargs={"update_epoch": 3, "use_epoch": 4},
+            agent={"train_freq": [8, "step"], "gradient_steps": 4, "batch_size": 16},
+            **extra,
+        )
+
+    reference = run(config("reference"), 0)
+    with crash_on_call(monkeypatch, EpochRecorder, "record", call=crash_at):
+        run(config("crashed"), 0)
+    checkpoint = torch.load(
+        tmp_path / "crashed/LossWeighting-Digits10-v0/igbv2/seed0/checkpoint.pt",
+        weights_only=False,
+    )
+    assert checkpoint["epoch"] == crash_at - 1
+    assert checkpoint["state"]["agent"]["replay_buffer"].size() == 12 * (crash_at - 1)
+    resumed = run(config("crashed", resume=True), 0)
+    assert len(resumed["epochs"]) == 4
+    for ours, theirs in zip(resumed["epochs"], reference["epochs"], strict=True):
+        assert {k: v for k, v in ours.items() if "seconds" not in k} == {
+            k: v for k, v in theirs.items() if "seconds" not in k
+        }
+
+
 # ---------------------------------------------------------------------- bad input
+@functools.cache
+def cubic() -> MultiTaskDataset:
+    return load_multitask_dataset("cubic", device="cpu")
+
+
+def custom_split(**changes) -> MultiTaskSplit:
+    """Cubic's training split with some of its tensors replaced (custom data)."""
+    return dataclasses.replace(cubic().train, **changes)
+
+
+def nan_target() -> MultiTaskDataset:
+    targets = cubic().train.targets.clone()
+    row, task = map(int, torch.nonzero(cubic().train.mask)[0])
+    targets[row, task] = float("nan")
+    return dataclasses.replace(cubic(), train=custom_split(targets=targets))
+
+
 BAD_INPUT = [
     (lambda: gym.make("AuxLabel-Digits-v0", hierarchy_factor=0), ValueError, "hierarchy_factor"),
     (lambda: gym.make("AuxLabel-Digits-v0", backbone="small_cnm"), KeyError, "small_cnn"),
@@ -193,6 +296,30 @@ BAD_INPUT = [
         lambda: load_multitask_dataset("cubic", device="cpu", options={"num_tasks": 1}),
         ValueError,
         "num_tasks",
+    ),
+    # Custom data of the wrong shape or content never reaches a learner.
+    (lambda: custom_split(targets=cubic().train.targets[:, :3]), ValueError, r"\(N, 20\)"),
+    (lambda: custom_split(mask=cubic().train.mask.float()), ValueError, "bool"),
+    (lambda: custom_split(inputs=cubic().train.inputs[:-1]), ValueError, "same N"),
+    (lambda: custom_split(inputs=cubic().train.inputs.numpy()), TypeError, "inputs"),
+    (
+        lambda: dataclasses.replace(
+            cubic(), val=dataclasses.replace(cubic().val, inputs=cubic().val.inputs.repeat(1, 2))
+        ),
+        ValueError,
+        "'val' split",
+    ),
+    (lambda: dataclasses.replace(cubic(), task_type="regresion"), ValueError, "regression"),
+    (nan_target, ValueError, "NaN"),
+    (
+        lambda: dataclasses.replace(cubic(), task_type="classification", num_classes=2),
+        ValueError,
+        "num_classes",
+    ),
+    (
+        lambda: dataclasses.replace(cubic(), task_metadata=cubic().task_metadata[:5]),
+        ValueError,
+        "task_metadata",
     ),
 ]
 
@@ -398,7 +525,7 @@ def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         )
 
     reference = run(config("reference"), 0)
-    with crash_on_third_call(monkeypatch, PPO, "learn"):
+    with crash_on_call(monkeypatch, PPO, "learn"):
         run(config("crashed"), 0)
     resumed = run(config("crashed", resume=True), 0)
     assert len(resumed["epochs"]) == 3

@@ -9,7 +9,10 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from mtl_envs.utils import check_choice
+
 SPLITS = ("train", "val", "test")
+TASK_TYPES = ("classification", "regression")
 
 
 @dataclass
@@ -147,6 +150,29 @@ class MultiTaskSplit:
     targets: torch.Tensor
     mask: torch.Tensor
 
+    def __post_init__(self) -> None:
+        for name in ("inputs", "targets", "mask"):
+            value = getattr(self, name)
+            if not isinstance(value, torch.Tensor):
+                raise TypeError(f"`{name}` must be a torch.Tensor; got {type(value).__name__}.")
+        if self.mask.dim() != 2 or self.mask.dtype != torch.bool:
+            raise ValueError(
+                f"`mask` must be a bool tensor (N, n_tasks); got {self.mask.dtype} "
+                f"{tuple(self.mask.shape)}."
+            )
+        n = self.mask.shape[1]
+        if self.targets.dim() not in (2, 3) or self.targets.shape[1] != n:
+            raise ValueError(
+                f"`targets` must be (N, {n}) or (N, {n}, d) to match `mask` (N, {n}); got "
+                f"{tuple(self.targets.shape)}."
+            )
+        sizes = {k: int(getattr(self, k).shape[0]) for k in ("inputs", "targets", "mask")}
+        if len(set(sizes.values())) != 1 or self.inputs.dim() < 2:
+            raise ValueError(
+                f"`inputs` (N, ...), `targets` and `mask` must have one row per sample and the "
+                f"same N; got {sizes} with inputs {tuple(self.inputs.shape)}."
+            )
+
     def __len__(self) -> int:
         return int(self.inputs.shape[0])
 
@@ -192,6 +218,54 @@ class MultiTaskDataset:
     metadata_names: list[str] = field(default_factory=list)
     target_mean: tuple[float, ...] | None = None
     target_std: tuple[float, ...] | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("task_type", self.task_type, TASK_TYPES)
+        n = len(self.task_names)
+        splits = {name: self.split(name) for name in SPLITS}
+        for name, split in splits.items():
+            if not isinstance(split, MultiTaskSplit):
+                raise TypeError(f"`{name}` must be a MultiTaskSplit; got {type(split).__name__}.")
+            shape = (split.inputs.shape[1:], split.targets.shape[2:], split.mask.shape[1])
+            if shape != (self.train.inputs.shape[1:], self.train.targets.shape[2:], n):
+                raise ValueError(
+                    f"The {name!r} split has inputs {tuple(split.inputs.shape)} and targets "
+                    f"{tuple(split.targets.shape)}; expected (N, "
+                    f"{', '.join(map(str, self.train.inputs.shape[1:]))}) inputs as in 'train' "
+                    f"and targets for the {n} tasks of `task_names`."
+                )
+            if split.inputs.dtype != torch.uint8 and not split.inputs.is_floating_point():
+                raise ValueError(
+                    f"The {name!r} split's inputs must be uint8 images or float features; "
+                    f"got {split.inputs.dtype}."
+                )
+            if split.inputs.is_floating_point() and not bool(split.inputs.isfinite().all()):
+                raise ValueError(f"The {name!r} split's inputs hold NaN or infinite values.")
+            labelled = split.targets[split.mask]
+            if not bool(labelled.isfinite().all()):
+                raise ValueError(f"The {name!r} split's labelled targets hold NaN or inf values.")
+            if self.task_type == "classification" and not bool(
+                (
+                    (labelled >= 0) & (labelled < self.num_classes) & (labelled == labelled.round())
+                ).all()
+            ):
+                raise ValueError(
+                    f"The {name!r} split's classification targets must be class ids in "
+                    f"[0, {self.num_classes}) (`num_classes`)."
+                )
+        if self.is_image and (len(self.input_shape) != 3 or self.mean is None or self.std is None):
+            raise ValueError(
+                f"uint8 image inputs must be (N, C, H, W) with per-channel `mean` and `std`; got "
+                f"inputs {tuple(self.train.inputs.shape)}, mean {self.mean}, std {self.std}."
+            )
+        meta = self.task_metadata
+        if meta is not None and (meta.dim() != 2 or meta.shape[0] != n):
+            raise ValueError(f"`task_metadata` must be (n_tasks={n}, m); got {tuple(meta.shape)}.")
+        if meta is not None and self.metadata_names and len(self.metadata_names) != meta.shape[1]:
+            raise ValueError(
+                f"`metadata_names` has {len(self.metadata_names)} names for "
+                f"{meta.shape[1]} metadata columns."
+            )
 
     @property
     def num_tasks(self) -> int:
