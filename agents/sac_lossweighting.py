@@ -37,11 +37,11 @@ from mtl_envs.experiment import (
     EpochRecorder,
     RunConfig,
     TrainingState,
+    restore_run,
     resume_point,
     run_dir,
-    save_checkpoint,
+    save_run,
 )
-from mtl_envs.training.common import rng_state, set_rng_state
 from mtl_envs.utils import resolve_device
 
 # IGB section 4.1: SAC lr 3e-4 (alone or with CAGrad/IMTL-G), buffer 1e4, gamma 0.99,
@@ -80,10 +80,15 @@ class ScheduledSAC(SAC):
         return super()._sample_action(max(learning_starts, self.random_steps), action_noise, n_envs)
 
     # ------------------------------------------------------------------ checkpoints
+    @property
+    def checkpointable(self) -> bool:
+        """Rollouts of a fixed number of steps: a resumed run knows where it stands."""
+        return self.train_freq.unit == TrainFrequencyUnit.STEP
+
     def request_checkpoint(self, save: Callable[[], None]) -> None:
         """Call ``save`` once the step just taken is stored in the replay buffer, or, when
         that step ends a rollout followed by an update round, after the round."""
-        if self.train_freq.unit != TrainFrequencyUnit.STEP:
+        if not self.checkpointable:
             raise ValueError(
                 f"Checkpoints need `train_freq` in steps; got {self.train_freq.unit.value!r}."
             )
@@ -140,9 +145,7 @@ class ScheduledSAC(SAC):
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self.action_space.np_random.bit_generator.state = state["action_space_rng"]
-        self._rollout_done = (
-            0 if self._update_due() else self.num_timesteps % self.train_freq.frequency
-        )
+        self._rollout_done = self.num_timesteps % self.train_freq.frequency
 
 
 class EpochCallback(BaseCallback):
@@ -236,6 +239,11 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         random_steps=random_steps,
         **agent_kwargs,
     )
+    if config.checkpoint_every and not model.checkpointable:
+        raise ValueError(
+            f"`checkpoint_every` needs `agent.train_freq` in steps; got "
+            f"{agent_kwargs['train_freq']!r}. Set checkpoint_every=0 to run without checkpoints."
+        )
     out = run_dir(config, "igbv2", seed)
     if config.tensorboard:
         from stable_baselines3.common.logger import configure
@@ -248,23 +256,13 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     )
     state = TrainingState(env=lw, agent=model)
     if payload is not None:
-        state.load_state_dict(payload["state"])
-        recorder.load_state_dict(payload["recorder"])
+        restore_run(payload, state, recorder)
         # SB3's first reset continues the loaded run: no seed from construction, no warm-up.
         lw.continue_run()
         model.get_env()._reset_seeds()
-        set_rng_state(payload["rng"])
 
     def save() -> None:
-        save_checkpoint(
-            checkpoint,
-            {
-                "epoch": len(recorder.history),
-                "state": state.state_dict(),
-                "recorder": recorder.state_dict(),
-                "rng": rng_state(),
-            },
-        )
+        save_run(checkpoint, len(recorder.history), state, recorder)
 
     callback = EpochCallback(
         recorder, lw, epochs, save if config.checkpoint_every else None, config.checkpoint_every

@@ -347,6 +347,31 @@ def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def save_run(path: Path, epochs: int, state: Any, recorder: EpochRecorder) -> None:
+    """Checkpoint a run after ``epochs`` epochs: the runner's ``state`` (``state_dict``), the
+    recorder's history and the global RNG states."""
+    from mtl_envs.training.common import rng_state
+
+    save_checkpoint(
+        path,
+        {
+            "epoch": epochs,
+            "state": state.state_dict(),
+            "recorder": recorder.state_dict(),
+            "rng": rng_state(),
+        },
+    )
+
+
+def restore_run(payload: dict[str, Any], state: Any, recorder: EpochRecorder) -> None:
+    """Load what :func:`save_run` wrote into a freshly built runner."""
+    from mtl_envs.training.common import set_rng_state
+
+    state.load_state_dict(payload["state"])
+    recorder.load_state_dict(payload["recorder"])
+    set_rng_state(payload["rng"])
+
+
 def run_epochs(
     *,
     config: RunConfig,
@@ -372,8 +397,6 @@ def run_epochs(
             ``config.checkpoint_every`` epochs (with the global RNG states and the history so
             far) and ``config.resume`` continues from it; the finished run deletes it.
     """
-    from mtl_envs.training.common import rng_state, set_rng_state
-
     checkpoint, finished, payload = resume_point(config, method, seed)
     if finished is not None:
         return finished
@@ -384,9 +407,7 @@ def run_epochs(
     first = payload["epoch"] if payload else 0
     recorder = EpochRecorder(config, method, seed, evaluate, first_epoch=first)
     if payload is not None:
-        state.load_state_dict(payload["state"])
-        recorder.load_state_dict(payload["recorder"])
-        set_rng_state(payload["rng"])
+        restore_run(payload, state, recorder)
     try:
         for epoch in range(first, config.epochs):
             recorder.record(epoch, train_epoch(epoch))
@@ -394,15 +415,7 @@ def run_epochs(
                 break
             every = config.checkpoint_every
             if state is not None and every and (epoch + 1) % every == 0:
-                save_checkpoint(
-                    checkpoint,
-                    {
-                        "epoch": epoch + 1,
-                        "state": state.state_dict(),
-                        "recorder": recorder.state_dict(),
-                        "rng": rng_state(),
-                    },
-                )
+                save_run(checkpoint, epoch + 1, state, recorder)
     finally:
         recorder.close()
     result = recorder.finish(extra)
