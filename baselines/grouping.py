@@ -17,7 +17,7 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401
-from mtl_envs.experiment import RunConfig, run_dir, write_result
+from mtl_envs.experiment import RunConfig, finished_result, write_result
 from mtl_envs.training.group_trainer import group_name, load_gain_table
 from mtl_envs.training.grouping import (
     branch_and_bound,
@@ -25,7 +25,6 @@ from mtl_envs.training.grouping import (
     evaluate_selection,
     gain_matrix,
 )
-from mtl_envs.utils import read_json
 
 GROUPING_ENTRY_POINT = "mtl_envs.envs.task_grouping:TaskGroupingEnv"
 Group = tuple[int, ...]
@@ -75,9 +74,9 @@ def run_selection(config: RunConfig, seed: int, method: str, select: Selector) -
     table = load_gain_table(table_key)
     result: dict[str, Any] = {}
     for budget in budgets(config):
-        done = run_dir(config, method, seed, f"B={budget}") / "result.json"
-        if config.resume and done.is_file():
-            result = read_json(done)
+        finished = finished_result(config, method, seed, f"B={budget}")
+        if finished is not None:
+            result = finished
             continue
         start = time.perf_counter()
         groups, extra = select(table, budget, seed)

@@ -36,10 +36,16 @@ import mtl_envs  # noqa: F401  (registers the ids)
 from baselines.loss_weighting import is_loss_weighting
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.envs.loss_weighting import split_env_kwargs
-from mtl_envs.experiment import RunConfig, TensorBoardLog, run_dir, write_result
+from mtl_envs.experiment import (
+    RunConfig,
+    TensorBoardLog,
+    finished_result,
+    run_dir,
+    write_result,
+)
 from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
 from mtl_envs.training.multitask_learner import MultiTaskLearner
-from mtl_envs.utils import read_json, suggest
+from mtl_envs.utils import suggest
 
 TABULAR_METHODS = {
     # method: (task network, settings it can use)
@@ -148,9 +154,9 @@ def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
         for setting in _settings(method, options):
             if setting == "metadata" and data.task_metadata is None:
                 raise ValueError(f"Dataset {data.name!r} has no task metadata.")
-            done = run_dir(config, method, seed, setting) / "result.json"
-            if config.resume and done.is_file():  # finished before: not redone
-                result = read_json(done)
+            finished = finished_result(config, method, seed, setting)
+            if finished is not None:  # not redone
+                result = finished
                 continue
             result = _run_setting(
                 config, seed, method, model, setting, base, data, options, stopping

@@ -320,21 +320,66 @@ class TrainingState:
             part.load_state_dict(state[name])
 
 
+# What steers how runs are executed and stored, not what a run computes.
+RUN_CONTROL_KEYS = frozenset(
+    (
+        "method",
+        "seeds",
+        "output_dir",
+        "tensorboard",
+        "progress",
+        "variant",
+        "resume",
+        "checkpoint_every",
+    )
+)
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    """The config as result files store it (JSON types), without the run-control keys."""
+    values = json.loads(json.dumps(config.to_dict(), default=str))
+    return {k: v for k, v in values.items() if k not in RUN_CONTROL_KEYS}
+
+
+def check_same_config(config: RunConfig, stored: dict[str, Any] | None, path: Path) -> None:
+    """Refuse to continue or reuse ``path`` when it was made with another config."""
+    if stored is None:
+        raise ValueError(f"{path} records no config; delete it to start the run over.")
+    current = _comparable(config)
+    differ = [k for k in current if stored.get(k) != current[k]]
+    if differ:
+        detail = "; ".join(f"`{k}` {stored.get(k)!r} there, {current[k]!r} now" for k in differ)
+        raise ValueError(
+            f"resume=true found {path} from another config ({detail}). Use another "
+            "`output_dir`, or delete it to start the run over."
+        )
+
+
+def finished_result(
+    config: RunConfig, method: str, seed: int, setting: str | None = None
+) -> dict[str, Any] | None:
+    """With ``config.resume``: the run's result if it is written already (and made with this
+    config; another config is an error), else None."""
+    path = run_dir(config, method, seed, setting) / "result.json"
+    if not (config.resume and path.is_file()):
+        return None
+    result = read_json(path)
+    check_same_config(config, result.get("config"), path)
+    return result
+
+
 def resume_point(
     config: RunConfig, method: str, seed: int
 ) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
     """The run's ``checkpoint.pt`` path and what ``config.resume`` finds: its finished result
     (the run is done), or the checkpoint's payload (continue from it); None, None otherwise
     (or without ``resume``): start afresh."""
-    out = run_dir(config, method, seed)
-    checkpoint = out / "checkpoint.pt"
-    if not config.resume:
-        return checkpoint, None, None
-    if checkpoint.is_file():
-        return checkpoint, None, load_checkpoint(checkpoint)
-    if (out / "result.json").is_file():
-        return checkpoint, read_json(out / "result.json"), None
-    return checkpoint, None, None
+    checkpoint = run_dir(config, method, seed) / "checkpoint.pt"
+    if config.resume and checkpoint.is_file():
+        payload = load_checkpoint(checkpoint)
+        check_same_config(config, payload.get("config"), checkpoint)
+        return checkpoint, None, payload
+    return checkpoint, finished_result(config, method, seed), None
 
 
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
@@ -356,6 +401,7 @@ def save_run(path: Path, epochs: int, state: Any, recorder: EpochRecorder) -> No
         path,
         {
             "epoch": epochs,
+            "config": _comparable(recorder.config),
             "state": state.state_dict(),
             "recorder": recorder.state_dict(),
             "rng": rng_state(),

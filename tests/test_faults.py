@@ -214,6 +214,31 @@ def test_interrupted_nash_mtl_run_resumes_to_the_same_result(tmp_path, monkeypat
     assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
 
 
+def test_resume_refuses_a_run_of_another_config(tmp_path, monkeypatch):
+    from baselines import BASELINES
+    from mtl_envs.training.multitask_learner import MultiTaskLearner
+
+    config = RunConfig(
+        method="ew",
+        env_id="LossWeighting-Cubic-v0",
+        env_kwargs={"device": "cpu"},
+        epochs=4,
+        output_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+    )
+    first = BASELINES["ew"](config, 0)
+    again = BASELINES["ew"](dataclasses.replace(config, resume=True, progress=True), 0)
+    assert again == first  # run-control keys may change; the finished run is returned
+    other_lr = dataclasses.replace(config, resume=True, env_kwargs={"device": "cpu", "lr": 0.1})
+    with pytest.raises(ValueError, match=r"result.json from another config \(`env_kwargs`"):
+        BASELINES["ew"](other_lr, 0)
+    with crash_on_call(monkeypatch, MultiTaskLearner, "train_epoch"):
+        BASELINES["ew"](config, 1)  # leaves a checkpoint after epoch 2
+    with pytest.raises(ValueError, match=r"checkpoint.pt from another config \(`epochs` 4 there"):
+        BASELINES["ew"](dataclasses.replace(config, resume=True, epochs=6), 1)
+
+
 @pytest.mark.parametrize(
     "crash_at",
     [2, 3],  # saved after epoch 1 mid-rollout (step 12 of 8-step rollouts) / after epoch 2's
