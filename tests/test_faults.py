@@ -24,7 +24,8 @@ from agents.sweep import SweepConfig, expand, run_sweep
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.experiment import RunConfig, load_results, run_epochs
-from mtl_envs.training.multitask_learner import MultiTaskLearnerConfig
+from mtl_envs.training.aux_learner import AuxLearner
+from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
@@ -168,15 +169,30 @@ def crash_on_call(monkeypatch, owner, name, call=3):
     monkeypatch.setattr(owner, name, original)
 
 
-def test_interrupted_aux_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    "method, env_id, env_kwargs, learner",
+    [
+        ("random", "AuxLabel-Digits-v0", SMALL, AuxLearner),
+        # Nash-MTL's aggregator keeps state from step to step.
+        (
+            "ew",
+            "LossWeighting-Cubic-v0",
+            {"device": "cpu", "aggregator": "nash_mtl"},
+            MultiTaskLearner,
+        ),
+    ],
+    ids=["aux-random", "nash-mtl"],
+)
+def test_interrupted_run_resumes_to_the_same_result(
+    tmp_path, monkeypatch, method, env_id, env_kwargs, learner
+):
     from baselines import BASELINES
-    from mtl_envs.training.aux_learner import AuxLearner
 
     def config(name, **extra):
         return RunConfig(
-            method="random",
-            env_id="AuxLabel-Digits-v0",
-            env_kwargs=SMALL,
+            method=method,
+            env_id=env_id,
+            env_kwargs=env_kwargs,
             epochs=4,
             output_dir=str(tmp_path / name),
             tensorboard=False,
@@ -184,39 +200,15 @@ def test_interrupted_aux_run_resumes_to_the_same_result(tmp_path, monkeypatch):
             **extra,
         )
 
-    reference = BASELINES["random"](config("reference"), 0)
-    with crash_on_call(monkeypatch, AuxLearner, "train_epoch"):
-        BASELINES["random"](config("crashed"), 0)
-    resumed = BASELINES["random"](config("crashed", resume=True), 0)
-    assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
-
-
-def test_interrupted_nash_mtl_run_resumes_to_the_same_result(tmp_path, monkeypatch):
-    from baselines import BASELINES
-    from mtl_envs.training.multitask_learner import MultiTaskLearner
-
-    def config(name, **extra):
-        return RunConfig(
-            method="ew",
-            env_id="LossWeighting-Cubic-v0",
-            env_kwargs={"device": "cpu", "aggregator": "nash_mtl"},  # keeps state across steps
-            epochs=4,
-            output_dir=str(tmp_path / name),
-            tensorboard=False,
-            progress=False,
-            **extra,
-        )
-
-    reference = BASELINES["ew"](config("reference"), 0)
-    with crash_on_call(monkeypatch, MultiTaskLearner, "train_epoch"):
-        BASELINES["ew"](config("crashed"), 0)
-    resumed = BASELINES["ew"](config("crashed", resume=True), 0)
+    reference = BASELINES[method](config("reference"), 0)
+    with crash_on_call(monkeypatch, learner, "train_epoch"):
+        BASELINES[method](config("crashed"), 0)
+    resumed = BASELINES[method](config("crashed", resume=True), 0)
     assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
 
 
 def test_resume_refuses_a_run_of_another_config(tmp_path, monkeypatch):
     from baselines import BASELINES
-    from mtl_envs.training.multitask_learner import MultiTaskLearner
 
     config = RunConfig(
         method="ew",
