@@ -2,21 +2,24 @@
 
     python -m agents.train configs/lossweighting_digits10_sac.yaml [key=value ...]
 
-The schedule of Algorithm 2 and section 4.1: two equal-weight warm-up epochs fix L_base
-(inside the env's ``reset``); random weights until epoch ``use_epoch`` (6); SAC updates from
-epoch ``update_epoch`` (4), one round every 50 batches; replay buffer 1e4, learning rate 3e-4,
-discount 0.99. One episode is the whole training run.
+The schedule of Algorithm 2 and section 4.1: two warm-up epochs with random weights fix L_base
+(inside the env's ``reset``); random weights ``n * softmax(z)``, ``z ~ N(0, I)`` (RLW, line 11)
+until epoch ``use_epoch`` (6); SAC updates from epoch ``update_epoch`` (4), one round every 50
+batches; replay buffer 1e4, learning rate 3e-4, discount 0.99. One episode is the whole
+training run. The env maps an action a to ``n * softmax(atanh(a))``, so SAC's tanh-squashed
+Gaussian acts as the paper's unbounded pre-softmax action.
 
 Where SB3's SAC differs from the paper's own implementation:
 
-* random actions are uniform in the action box, mapped to ``n * softmax(a)``; the paper's
-  RLW phase draws ``n * softmax(N(0, I))`` (same support, narrower spread);
 * SB3 begins updating at ``learning_starts`` and acts randomly until then; the paper decouples
-  the two epochs, so :class:`ScheduledSAC` keeps acting randomly until ``use_epoch``;
+  the two epochs, so :class:`ScheduledSAC` keeps acting randomly until ``use_epoch``, drawing
+  ``tanh(z)``, ``z ~ N(0, I)``: the env's atanh turns that back into RLW's ``n * softmax(z)``
+  (SB3 would draw uniformly in the box, whose atanh is logistic, not normal);
 * "one round of updates" is ``gradient_steps`` (default 50, one per collected batch) SAC
   steps of ``batch_size`` 256 every 50 batches; the paper's round size is not stated;
 * SB3 SAC tunes the entropy coefficient automatically (``ent_coef="auto"``), with
-  two Q-networks and target smoothing tau = 0.005 (the SAC defaults).
+  two Q-networks and target smoothing tau = 0.005 (the SAC defaults), and computes the
+  entropy of the squashed action (with the tanh correction), not of the pre-softmax Gaussian.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
+import torch
 from stable_baselines3 import SAC
 from stable_baselines3.common.callbacks import BaseCallback
 from stable_baselines3.common.save_util import recursive_getattr
@@ -56,6 +60,9 @@ SAC_DEFAULTS: dict[str, Any] = {
 }
 # SB3 counters an interrupted learn() call needs back (progress drives lr schedules).
 RESUMED_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
+# The arrays of an SB3 ReplayBuffer (``next_observations`` only without
+# ``optimize_memory_usage``); the rest of the buffer (spaces, sizes, device) the model builds.
+REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "dones", "timeouts")
 # Algorithm 2: update_e = 4, use_e = 6 (1-indexed epochs).
 SCHEDULE_DEFAULTS: dict[str, int] = {"update_epoch": 4, "use_epoch": 6}
 
@@ -70,14 +77,30 @@ class ScheduledSAC(SAC):
     :meth:`request_checkpoint` defers a save to the next point where that state is whole.
     """
 
-    def __init__(self, *args: Any, random_steps: int = 0, **kwargs: Any):
+    def __init__(
+        self,
+        *args: Any,
+        random_steps: int = 0,
+        random_action: Callable[[np.random.Generator], np.ndarray] | None = None,
+        **kwargs: Any,
+    ):
         self.random_steps = random_steps
+        self.random_action = random_action
         self._pending_save: Callable[[], None] | None = None
         self._rollout_done = 0  # steps of the current rollout already collected (resume)
         super().__init__(*args, **kwargs)
 
     def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
-        return super()._sample_action(max(learning_starts, self.random_steps), action_noise, n_envs)
+        start = max(learning_starts, self.random_steps)
+        if self.random_action is not None and self.num_timesteps < start:
+            # The random phase draws from `random_action` (with the action space's generator,
+            # which checkpoints keep) instead of SB3's uniform draw.
+            rng = self.action_space.np_random
+            scaled = self.policy.scale_action(
+                np.array([self.random_action(rng) for _ in range(n_envs)])
+            )
+            return self.policy.unscale_action(scaled), scaled
+        return super()._sample_action(start, action_noise, n_envs)
 
     # ------------------------------------------------------------------ checkpoints
     @property
@@ -126,10 +149,21 @@ class ScheduledSAC(SAC):
         """Networks and optimisers (as SB3 saves them), the entropy coefficient, the replay
         buffer, the step/update counters and the action space's generator."""
         _, variables = self._get_torch_save_params()
+        buffer = self.replay_buffer
         return {
             "parameters": self.get_parameters(),
             "variables": {n: recursive_getattr(self, n).detach().cpu() for n in variables},
-            "replay_buffer": self.replay_buffer,
+            # The buffer's contents as tensors, not the buffer object: a checkpoint holds only
+            # tensors and plain data, so that loading one cannot run code.
+            "replay_buffer": {
+                **{
+                    name: torch.from_numpy(getattr(buffer, name).copy())
+                    for name in REPLAY_ARRAYS
+                    if hasattr(buffer, name)
+                },
+                "pos": int(buffer.pos),
+                "full": bool(buffer.full),
+            },
             "counters": {k: getattr(self, k) for k in RESUMED_COUNTERS},
             "action_space_rng": self.action_space.np_random.bit_generator.state,
         }
@@ -140,12 +174,27 @@ class ScheduledSAC(SAC):
         self.set_parameters(state["parameters"], exact_match=True, device=self.device)
         for name, value in state["variables"].items():
             recursive_getattr(self, name).data.copy_(value)
-        self.replay_buffer = state["replay_buffer"]
-        self.replay_buffer.device = self.device
+        self._load_replay_buffer(state["replay_buffer"])
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self.action_space.np_random.bit_generator.state = state["action_space_rng"]
         self._rollout_done = self.num_timesteps % self.train_freq.frequency
+
+    def _load_replay_buffer(self, saved: dict[str, Any]) -> None:
+        """Copy the arrays :meth:`state_dict` saved into this model's (same-sized) buffer."""
+        buffer = self.replay_buffer
+        for name in REPLAY_ARRAYS:
+            if not hasattr(buffer, name):
+                continue
+            target, value = getattr(buffer, name), saved[name].numpy()
+            if value.shape != target.shape:
+                raise ValueError(
+                    f"The checkpoint's replay buffer holds {name} of shape {value.shape}; this "
+                    f"run's buffer holds {target.shape}. Resume with the `agent.buffer_size` "
+                    "the run was started with, or delete the checkpoint to start over."
+                )
+            np.copyto(target, value)
+        buffer.pos, buffer.full = saved["pos"], saved["full"]
 
 
 class EpochCallback(BaseCallback):
@@ -237,6 +286,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         verbose=0,
         learning_starts=learning_starts,
         random_steps=random_steps,
+        random_action=lw.random_weight_action,
         **agent_kwargs,
     )
     if config.checkpoint_every and not model.checkpointable:

@@ -11,9 +11,10 @@ import json
 import math
 import os
 import platform
+import sys
 import time
 import warnings
-from collections import defaultdict
+from collections import OrderedDict, defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -225,6 +226,9 @@ class EpochRecorder:
         metrics = dict(train_metrics)
         for split in ("val", "test"):
             metrics.update({f"{split}/{k}": v for k, v in self.evaluate(split).items()})
+        # NumPy scalars become Python numbers: the history goes into checkpoints, which hold
+        # only plain data (see save_checkpoint), and into JSON.
+        metrics = {k: v.item() if _is_numpy_scalar(v) else v for k, v in metrics.items()}
         metrics["epoch"] = epoch + 1
         self.eval_time += time.perf_counter() - tick
         if self.diverged_epoch is None and not all(
@@ -382,10 +386,57 @@ def resume_point(
     return checkpoint, finished_result(config, method, seed), None
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """``torch.save`` to a temporary file in the same folder, then rename (atomic)."""
+def _is_numpy_scalar(value: Any) -> bool:
+    numpy = sys.modules.get("numpy")  # nothing can be a NumPy scalar if NumPy is not loaded
+    return numpy is not None and isinstance(value, numpy.generic)
+
+
+# What check_plain accepts besides containers, tensors and torch's dtype and device.
+_PLAIN_TYPES = (type(None), bool, int, float, complex, str, bytes, bytearray)
+
+
+def check_plain(value: Any, where: str = "checkpoint") -> None:
+    """Raise ``TypeError`` unless ``value`` is tensors and plain data all the way down.
+
+    Plain data is what ``torch.load(..., weights_only=True)`` rebuilds without running code:
+    ``None``, bools, ints, floats, complex numbers, strings, bytes, ``torch.Size``/``dtype``/
+    ``device``, and dicts (``OrderedDict`` too), lists, tuples and sets of those. Exact types
+    are checked: a subclass (a NumPy float, a named tuple, an enum) is pickled as its class.
+
+    Args:
+        value: what is about to be saved.
+        where: the path of ``value`` inside the checkpoint, for the message.
+    """
     import torch
 
+    kind = type(value)
+    if kind in (dict, OrderedDict):
+        for key, item in value.items():
+            check_plain(key, f"{where} key {key!r}")
+            check_plain(item, f"{where}[{key!r}]")
+    elif kind in (list, tuple, set, torch.Size):
+        for i, item in enumerate(value):
+            check_plain(item, f"{where}[{i}]")
+    elif kind in (torch.Tensor, torch.nn.Parameter):
+        pass
+    elif kind not in _PLAIN_TYPES and not isinstance(value, (torch.dtype, torch.device)):
+        raise TypeError(
+            f"{where} is a {kind.__module__}.{kind.__qualname__}; checkpoints hold only tensors "
+            "and plain data (numbers, strings, None, lists, tuples, dicts), since loading "
+            "anything else could run code. Store it as such in the state_dict that returns it."
+        )
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """``torch.save`` to a temporary file in the same folder, then rename (atomic).
+
+    Raises:
+        TypeError: ``payload`` holds something :func:`~mtl_envs.utils.load_checkpoint` would
+            refuse (see :func:`check_plain`); caught here, not when a run tries to resume.
+    """
+    import torch
+
+    check_plain(payload, f"checkpoint {str(path)!r}")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     torch.save(payload, tmp)

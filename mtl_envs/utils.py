@@ -128,16 +128,48 @@ def read_json(path: str | os.PathLike) -> Any:
 
 
 def load_checkpoint(path: str | os.PathLike) -> Any:
-    """``torch.load`` a checkpoint onto the CPU; an unreadable one is an error that names it."""
+    """Load a checkpoint onto the CPU without running code from the file.
+
+    ``torch.load(..., weights_only=True)`` rebuilds only tensors and plain data (numbers,
+    strings, ``None``, lists, tuples, dicts); a pickled object of any other kind could run
+    code while it is unpickled, so a file holding one (a crafted file, or a checkpoint of an
+    older version that pickled objects) is refused instead.
+
+    Raises:
+        ValueError: ``path`` is truncated or corrupt, or holds objects other than tensors and
+            plain data; the message names the file.
+    """
     import pickle
 
     try:
-        return torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, pickle.UnpicklingError) as err:
-        raise ValueError(
-            f"Checkpoint {str(path)!r} is unreadable (truncated or corrupt: {err}); delete it "
-            "to start the run over."
-        ) from err
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        if "weights only load failed" in str(err).lower() or "WeightsUnpickler" in str(err):
+            raise ValueError(
+                f"Checkpoint {str(path)!r} holds objects other than tensors and plain data "
+                f"({_weights_only_reason(err)}); it is not loaded because loading it could run "
+                "code. Delete it to start the run over."
+            ) from err
+        raise _corrupt_checkpoint(path, err) from err
+    except (RuntimeError, EOFError, KeyError, ValueError) as err:
+        # A file cut short or overwritten: torch's zip reader raises RuntimeError, its legacy
+        # (pre-zip) reader whatever the stray bytes make the unpickler do.
+        raise _corrupt_checkpoint(path, err) from err
+
+
+def _corrupt_checkpoint(path: str | os.PathLike, err: BaseException) -> ValueError:
+    return ValueError(
+        f"Checkpoint {str(path)!r} is unreadable (truncated or corrupt: {err}); delete it "
+        "to start the run over."
+    )
+
+
+def _weights_only_reason(err: BaseException) -> str:
+    """The line of torch's long weights-only message that says what it refused."""
+    message = str(err)
+    _, marker, rest = message.partition("WeightsUnpickler error:")
+    reason = rest.strip().split("\n")[0].split(". ")[0].strip() if marker else ""
+    return reason or "refused by torch's weights-only unpickler"
 
 
 def seed_from(rng: Any) -> int:

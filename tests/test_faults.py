@@ -26,6 +26,7 @@ from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.experiment import RunConfig, load_results, run_epochs
 from mtl_envs.training.aux_learner import AuxLearner
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+from mtl_envs.utils import load_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
@@ -46,7 +47,7 @@ def test_aux_label_env_truncates_a_diverged_run():
 
 
 def test_loss_weighting_env_truncates_a_diverged_run():
-    env = gym.make("LossWeighting-Cubic-v0", optimizer="sgd", lr=1e12, loss="sum", epochs=5)
+    env = gym.make("LossWeighting-Cubic-v1", optimizer="sgd", lr=1e12, loss="sum", epochs=5)
     env.reset(seed=0)
     for _ in range(200):
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
@@ -77,7 +78,7 @@ def test_baseline_with_a_huge_learning_rate_finishes_as_diverged(tmp_path):
 
     config = RunConfig(
         method="ew",
-        env_id="LossWeighting-Cubic-v0",
+        env_id="LossWeighting-Cubic-v1",
         env_kwargs={"optimizer": "sgd", "lr": 1e12},
         epochs=4,
         output_dir=str(tmp_path),
@@ -92,7 +93,7 @@ def test_baseline_with_a_huge_learning_rate_finishes_as_diverged(tmp_path):
 def resume_config(tmp_path, name, **extra) -> RunConfig:
     return RunConfig(
         method="dwa",
-        env_id="LossWeighting-Cubic-v0",
+        env_id="LossWeighting-Cubic-v1",
         env_kwargs={"device": "cpu"},
         epochs=200,  # seconds of training after the first checkpoint, so the kill lands
         output_dir=str(tmp_path / name),
@@ -117,7 +118,7 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    checkpoint = tmp_path / "killed/LossWeighting-Cubic-v0/dwa/seed0/checkpoint.pt"
+    checkpoint = tmp_path / "killed/LossWeighting-Cubic-v1/dwa/seed0/checkpoint.pt"
     deadline = time.time() + 120
     while time.time() < deadline and not checkpoint.is_file():
         time.sleep(0.01)
@@ -136,7 +137,7 @@ def test_corrupt_result_and_checkpoint_files_are_named(tmp_path):
     from baselines import BASELINES
 
     config = resume_config(tmp_path, "corrupt", resume=True)
-    run = tmp_path / "corrupt/LossWeighting-Cubic-v0/dwa/seed0"
+    run = tmp_path / "corrupt/LossWeighting-Cubic-v1/dwa/seed0"
     run.mkdir(parents=True)
     torch.save({"epoch": 3, "state": {}}, run / "checkpoint.pt")
     (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:100])
@@ -176,7 +177,7 @@ def crash_on_call(monkeypatch, owner, name, call=3):
         # Nash-MTL's aggregator keeps state from step to step.
         (
             "ew",
-            "LossWeighting-Cubic-v0",
+            "LossWeighting-Cubic-v1",
             {"device": "cpu", "aggregator": "nash_mtl"},
             MultiTaskLearner,
         ),
@@ -212,7 +213,7 @@ def test_resume_refuses_a_run_of_another_config(tmp_path, monkeypatch):
 
     config = RunConfig(
         method="ew",
-        env_id="LossWeighting-Cubic-v0",
+        env_id="LossWeighting-Cubic-v1",
         env_kwargs={"device": "cpu"},
         epochs=4,
         output_dir=str(tmp_path),
@@ -243,7 +244,7 @@ def test_interrupted_sac_run_resumes_to_the_same_result(tmp_path, monkeypatch, c
     def config(name, **extra):
         return RunConfig(
             method="igbv2",
-            env_id="LossWeighting-Digits10-v0",  # 12 batches per epoch
+            env_id="LossWeighting-Digits10-v1",  # 12 batches per epoch
             env_kwargs={"device": "cpu"},
             epochs=6,  # 2 warm-up epochs, then 4 with the agent
             output_dir=str(tmp_path / name),
@@ -258,12 +259,12 @@ def test_interrupted_sac_run_resumes_to_the_same_result(tmp_path, monkeypatch, c
     reference = run(config("reference"), 0)
     with crash_on_call(monkeypatch, EpochRecorder, "record", call=crash_at):
         run(config("crashed"), 0)
-    checkpoint = torch.load(
-        tmp_path / "crashed/LossWeighting-Digits10-v0/igbv2/seed0/checkpoint.pt",
-        weights_only=False,
+    checkpoint = load_checkpoint(
+        tmp_path / "crashed/LossWeighting-Digits10-v1/igbv2/seed0/checkpoint.pt"
     )
     assert checkpoint["epoch"] == crash_at - 1
-    assert checkpoint["state"]["agent"]["replay_buffer"].size() == 12 * (crash_at - 1)
+    buffer = checkpoint["state"]["agent"]["replay_buffer"]  # its arrays, as tensors
+    assert buffer["pos"] == 12 * (crash_at - 1) and not buffer["full"]
     resumed = run(config("crashed", resume=True), 0)
     assert len(resumed["epochs"]) == 4
     for ours, theirs in zip(resumed["epochs"], reference["epochs"], strict=True):
@@ -294,9 +295,9 @@ BAD_INPUT = [
     (lambda: gym.make("AuxLabel-Digits-v0", hierarchy_factor=0), ValueError, "hierarchy_factor"),
     (lambda: gym.make("AuxLabel-Digits-v0", backbone="small_cnm"), KeyError, "small_cnn"),
     (lambda: gym.make("AuxLabel-Digits-v0", lr_rate=0.1), TypeError, "Unknown"),
-    (lambda: gym.make("LossWeighting-Cubic-v0", aggregator="upgrd"), ValueError, "upgrad"),
-    (lambda: gym.make("LossWeighting-Cubic-v0", model="hypernets"), ValueError, "hypernet"),
-    (lambda: gym.make("LossWeighting-Cubic-v0", temperature="hot"), (TypeError, ValueError), ""),
+    (lambda: gym.make("LossWeighting-Cubic-v1", aggregator="upgrd"), ValueError, "upgrad"),
+    (lambda: gym.make("LossWeighting-Cubic-v1", model="hypernets"), ValueError, "hypernet"),
+    (lambda: gym.make("LossWeighting-Cubic-v1", temperature="hot"), (TypeError, ValueError), ""),
     (lambda: MultiTaskLearnerConfig(batching="random"), ValueError, "uniform"),
     (lambda: MultiTaskLearnerConfig(batch_size=0), ValueError, "batch_size"),
     (lambda: RunConfig.from_dict({"epoch": 3}), TypeError, "epochs"),
@@ -351,9 +352,9 @@ def test_bad_arguments_raise_clear_errors(make, error, match):
     "env_id, action",
     [
         ("AuxLabel-Digits-v0", 7),
-        ("LossWeighting-Cubic-v0", np.full(20, 2.0, dtype=np.float32)),
-        ("LossWeighting-Cubic-v0", np.zeros(3, dtype=np.float32)),
-        ("TaskGrouping-Digits10-v0", np.full(10, 2)),
+        ("LossWeighting-Cubic-v1", np.full(20, 2.0, dtype=np.float32)),
+        ("LossWeighting-Cubic-v1", np.zeros(3, dtype=np.float32)),
+        ("TaskGrouping-Digits10-v1", np.full(10, 2)),
     ],
 )
 def test_actions_outside_the_space_are_rejected(env_id, action):
@@ -368,7 +369,7 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert cli_main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
-    bad.write_text("method: ew\nenv_id: LossWeighting-Cubic-v0\nepoch: 3\n")
+    bad.write_text("method: ew\nenv_id: LossWeighting-Cubic-v1\nepoch: 3\n")
     assert cli_main(["run", str(bad)]) == 2
     assert "epochs" in capsys.readouterr().err
 
@@ -377,7 +378,7 @@ def test_cli_reports_bad_config(tmp_path, capsys):
 def sweep_file(tmp_path, **extra) -> Path:
     values = {
         "base": {
-            "env_id": "LossWeighting-Cubic-v0",
+            "env_id": "LossWeighting-Cubic-v1",
             "epochs": 40,  # a few seconds per run, so the kill lands mid-sweep
             "tensorboard": False,
             "env_kwargs": {"device": "cpu"},
@@ -443,7 +444,7 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     )
     sweep = SweepConfig.from_file(path, ["base.method_kwargs={metadata: true}"])
     outcome = run_sweep(sweep, progress=False)
-    assert outcome["done"] == ["LossWeighting-Cubic-v0__ew__seed0"]
+    assert outcome["done"] == ["LossWeighting-Cubic-v1__ew__seed0"]
     failed = outcome["failed"]
     assert len(failed) == 1 and "stl_naive" in failed[0]
     record = json.loads((tmp_path / "sweep/.sweep" / f"{failed[0]}.failed.json").read_text())
@@ -476,7 +477,7 @@ def test_ray_backend_ships_runs_to_ray(tmp_path, monkeypatch):
     path = sweep_file(tmp_path, backend="ray", ray={"address": "ray://head:10001", "num_cpus": 2})
     outcome = run_sweep(SweepConfig.from_file(path, ["grid.seeds=[0]"]), progress=False)
     assert sorted(outcome["done"]) == sorted(
-        ["LossWeighting-Cubic-v0__ew__seed0", "LossWeighting-Cubic-v0__rlw__seed0"]
+        ["LossWeighting-Cubic-v1__ew__seed0", "LossWeighting-Cubic-v1__rlw__seed0"]
     )
     assert calls == {"resources": {"num_cpus": 2, "num_gpus": 0}, "address": "ray://head:10001"}
 
@@ -498,7 +499,7 @@ def rss_bytes() -> int:
 @pytest.mark.parametrize(
     "env_id, kwargs",
     [
-        ("LossWeighting-Cubic-v0", {"warmup_epochs": 1, "epochs": 2}),
+        ("LossWeighting-Cubic-v1", {"warmup_epochs": 1, "epochs": 2}),
         ("AuxLabel-Digits-v0", {**SMALL, "max_batches": 2}),
     ],
 )

@@ -10,10 +10,18 @@ from __future__ import annotations
 import pickle
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from mtl_envs.data.base import Split, make_split, stratified_split
+
+# NumPy's array reconstructor, which pickles of arrays call by name: ``numpy.core.multiarray``
+# in the official files (NumPy 1), ``numpy._core.multiarray`` in files pickled with NumPy 2.
+try:
+    from numpy._core.multiarray import _reconstruct
+except ImportError:  # NumPy < 2 has no numpy._core
+    from numpy.core.multiarray import _reconstruct
 
 
 @dataclass
@@ -43,13 +51,50 @@ def _missing(name: str, path: Path, detail: str = "") -> DatasetNotFoundError:
     )
 
 
+# Every global the CIFAR-10/100 python files name (their uint8 ``data`` array); the rest of
+# them is dicts, lists, strings, bytes and ints, which need none.
+_CIFAR_GLOBALS = {
+    ("numpy.core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy._core.multiarray", "_reconstruct"): _reconstruct,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+}
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """An unpickler that cannot run code: it resolves only the globals of :data:`_CIFAR_GLOBALS`.
+
+    ``pickle.load`` imports and calls whatever function a file names, so a crafted file in
+    place of a CIFAR batch would run code; here any other global is an error instead.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        try:
+            return _CIFAR_GLOBALS[(module, name)]
+        except KeyError:
+            raise pickle.UnpicklingError(
+                f"refuses to load global {module}.{name}: CIFAR files hold only NumPy arrays, "
+                "dicts, lists, strings and numbers, and loading anything else could run code"
+            ) from None
+
+
 def _read_pickle(path: Path, name: str) -> dict:
+    """Unpickle a CIFAR python file with :class:`_CifarUnpickler`.
+
+    Raises:
+        DatasetNotFoundError: the file is missing, truncated or corrupt, or names a global
+            other than NumPy's array reconstruction (the message names the file and why).
+    """
     try:
         with open(path, "rb") as f:
-            return pickle.load(f, encoding="latin1")
+            # latin1: the official files were pickled by Python 2, whose byte strings (keys,
+            # array data) latin1 decodes one to one.
+            return _CifarUnpickler(f, encoding="latin1").load()
     except FileNotFoundError:
         raise _missing(name, path.parent, f" (no file {path.name!r})") from None
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
+    except (pickle.UnpicklingError, EOFError, ValueError, TypeError, KeyError, IndexError) as err:
+        # Past the allow-list a corrupt file fails in whichever way its bytes lead the
+        # unpickler (a bad memo key, wrong arguments to the array constructor...).
         raise _missing(name, path.parent, f" ({path.name!r} is unreadable: {err})") from None
 
 

@@ -12,13 +12,15 @@ the loss-weighting baselines all drive this one loop.
 
 from __future__ import annotations
 
-import copy
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.func import functional_call
 
 from mtl_envs.data.base import SPLITS
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
@@ -50,6 +52,59 @@ def make_aggregator(name: str, num_tasks: int):
         "mean": agg.Mean,
     }
     return lookup(factories, name, kind="aggregator")()
+
+
+# What torchjd's Nash-MTL weighting carries from one call to the next: the last weights (the
+# warm start of its solver and the weights reused between updates), the Gram matrix's norm and
+# the call counter. Everything else it holds is settings or the cvxpy problem built from them.
+_NASH_MTL_STATE = ("prvs_alpha", "normalization_factor", "step")
+
+
+def aggregator_state(aggregator: Any) -> dict[str, Any] | None:
+    """The state ``aggregator`` keeps between calls, as tensors and numbers (checkpointable).
+
+    Most torchjd aggregators are functions of their input and give ``None``. Nash-MTL gives
+    its last weights and Gram normalisation (NumPy arrays, stored as tensors) and step count.
+
+    Raises:
+        TypeError: a stateful aggregator whose state is not known here; saving it anyway would
+            resume a run from a reset aggregator.
+    """
+    import torchjd
+    from torchjd import aggregation
+
+    if aggregator is None:
+        return None
+    is_nash = isinstance(aggregator, aggregation.NashMTL)
+    if is_nash and all(hasattr(aggregator.weighting, a) for a in _NASH_MTL_STATE):
+        weighting = aggregator.weighting
+        return {
+            "prvs_alpha": torch.from_numpy(np.array(weighting.prvs_alpha)),
+            "normalization_factor": torch.from_numpy(np.array(weighting.normalization_factor)),
+            "step": float(weighting.step),
+        }
+    # torchjd marks the aggregators that keep state (older versions may not).
+    if is_nash or isinstance(aggregator, getattr(torchjd, "Stateful", ())):
+        raise TypeError(
+            f"Cannot checkpoint the state of the {type(aggregator).__name__} aggregator of this "
+            "torchjd version; set `checkpoint_every=0`, or extend `aggregator_state` to it."
+        )
+    return None
+
+
+def load_aggregator_state(aggregator: Any, state: dict[str, Any] | None) -> None:
+    """Set what :func:`aggregator_state` returned on a freshly built ``aggregator``."""
+    if state is None:
+        return
+    weighting = aggregator.weighting
+    # Copies, so that the next calls do not write into the loaded checkpoint.
+    weighting.prvs_alpha = state["prvs_alpha"].numpy().copy()
+    weighting.normalization_factor = state["normalization_factor"].numpy().copy()
+    weighting.step = state["step"]
+    if weighting.step != 0:
+        # Nash-MTL builds its cvxpy problem on its first call only (step 0); a resumed one
+        # is past it. The problem's parameters are all set anew before each solve.
+        weighting._init_optim_problem()
 
 
 @dataclass
@@ -119,6 +174,16 @@ class MultiTaskLearnerConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+@dataclass
+class TrainingBatch:
+    """One prepared training batch (see :meth:`MultiTaskLearner.prepare_batch`)."""
+
+    inputs: torch.Tensor
+    targets: torch.Tensor
+    mask: torch.Tensor
+    count: torch.Tensor
 
 
 def _batches_to(
@@ -258,9 +323,9 @@ class MultiTaskLearner:
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "weighting": None if self.weighting is None else self.weighting.state_dict(),
-            # Aggregators keep no tensors but some keep state (Nash-MTL's last weights and step
-            # count): a copy of the object itself is saved.
-            "aggregator": copy.deepcopy(self.aggregator),
+            # Some aggregators keep state between steps (Nash-MTL's last weights and step
+            # count): saved as plain data, since a checkpoint holds no arbitrary objects.
+            "aggregator": aggregator_state(self.aggregator),
             "generator": self.generator.get_state(),
             "epoch": self.epoch,
             "loss_history": [h.cpu() for h in self.loss_history],
@@ -279,7 +344,10 @@ class MultiTaskLearner:
         self.scheduler.load_state_dict(state["scheduler"])
         if self.weighting is not None and state["weighting"] is not None:
             self.weighting.load_state_dict(state["weighting"])
-        self.aggregator = copy.deepcopy(state["aggregator"])
+        if self.config.aggregator is not None:
+            # A fresh aggregator, so that no state of this learner's own steps remains.
+            self.aggregator = make_aggregator(self.config.aggregator, self.num_tasks)
+            load_aggregator_state(self.aggregator, state["aggregator"])
         self.generator.set_state(state["generator"])
         self.epoch = state["epoch"]
         self.loss_history = [h.to(self.device) for h in state["loss_history"]]
@@ -378,33 +446,59 @@ class MultiTaskLearner:
     def _task_network_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
         return list(self.net.forward_all(x).unbind(1))
 
-    def task_losses(self, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Scalar task losses of a training batch, each with its graph, and the features."""
-        self.net.train()
+    def prepare_batch(self, indices: torch.Tensor) -> TrainingBatch:
+        """A training batch as the network sees it: augmented (one draw from the learner's
+        generator) and normalised inputs, the learner's task targets and label mask, and the
+        per-task sample counts that turn summed losses into task losses."""
         split = self.data.train
-        x = self.prepare_inputs(split.inputs[indices], train=True)
-        targets = split.targets[indices][:, self.task_index]
         mask = split.mask[indices][:, self.task_index]
-        uniform = self.config.batching == "uniform"
         count = (
             torch.full((self.num_tasks,), float(len(indices)), device=self.device)
-            if uniform
+            if self.config.batching == "uniform"
             else mask.float().sum(0).clamp_min(1.0)
         )
+        return TrainingBatch(
+            inputs=self.prepare_inputs(split.inputs[indices], train=True),
+            targets=split.targets[indices][:, self.task_index],
+            mask=mask,
+            count=count,
+        )
+
+    def batch_losses(
+        self, batch: TrainingBatch, shared: dict[str, torch.Tensor] | None = None
+    ) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Scalar task losses of ``batch``, each with its graph, and the shared features.
+
+        ``shared``: other values for the encoder's parameters (a lookahead step, TAG); the
+        forward then runs on copies of its buffers, so BatchNorm's running statistics stay.
+        """
+        self.net.train()
+        x, targets, mask, count = batch.inputs, batch.targets, batch.mask, batch.count
         if self._one_task:
             # Only each sample's own task is evaluated: one pass, no loop over tasks.
             per_sample, task = self._own_task_losses(x, targets, mask)
             sums = torch.zeros(self.num_tasks, device=self.device).index_add(0, task, per_sample)
             return list((sums / count).unbind()), None
+        if shared is not None and self.config.model is not None:
+            raise ValueError("`shared` parameters need a shared encoder (model=None).")
         if self.config.model is not None:
             outputs, features = self._task_network_outputs(x), None
         else:
-            features = self.net.backbone(x)
+            backbone = self.net.backbone
+            if shared is None:
+                features = backbone(x)
+            else:
+                buffers = {n: b.clone() for n, b in backbone.named_buffers()}
+                features = functional_call(backbone, {**shared, **buffers}, (x,))
             outputs = [head(features) for head in self.net.heads]
         per_sample = self.per_sample_losses(outputs, targets)
         mask = mask.float()
         losses = [(loss * mask[:, t]).sum() / count[t] for t, loss in enumerate(per_sample)]
         return losses, features
+
+    def task_losses(self, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Scalar task losses of a training batch, each with its graph, and the features."""
+        return self.batch_losses(self.prepare_batch(indices))
 
     def train_batch(
         self, indices: torch.Tensor, weights: torch.Tensor | None = None
@@ -476,11 +570,19 @@ class MultiTaskLearner:
         self.optimizer.step()
         return detached
 
-    def train_epoch(self) -> dict[str, float]:
-        """A whole epoch with the learner's weighting rule; returns mean task losses."""
+    def train_epoch(
+        self, weights: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> dict[str, float]:
+        """A whole epoch; returns mean task losses.
+
+        ``weights`` maps a batch's detached task losses (n,) to its task weights (the IGBv2
+        warm-up draws random ones); without it the learner's weighting rule decides.
+        """
         self.begin_epoch()
         for b in range(self.num_batches):
-            self.train_batch(self.batch_indices(b))
+            losses, features = self.task_losses(self.batch_indices(b))
+            w = None if weights is None else weights(torch.stack(losses).detach())
+            self.apply(losses, features, w)
         mean = (self._epoch_loss_sum / max(self._epoch_batches, 1)).tolist()
         self.end_epoch()
         return {"train/loss": sum(mean) / len(mean), "train/seconds": self.train_seconds}
