@@ -6,7 +6,7 @@ A sweep file names a base run config and the grid to expand::
     grid:
       method: [ew, uw, igbv2]
       seeds: [0, 1, 2]
-      env_id: [LossWeighting-Digits10-v0, LossWeighting-Exam-v0]
+      env_id: [LossWeighting-Digits10-v1, LossWeighting-Exam-v1]
       overrides:                  # optional variants, each a mapping of dotted keys
         - {env_kwargs.lr: 1.0e-3}
         - {env_kwargs.lr: 3.0e-4}

@@ -14,6 +14,7 @@ from typing import Any
 import gymnasium as gym
 
 import mtl_envs  # noqa: F401  (registers the ids)
+from mtl_envs.data.multitask import MultiTaskDataset
 from mtl_envs.envs.loss_weighting import split_env_kwargs
 from mtl_envs.experiment import RunConfig, run_epochs
 from mtl_envs.training.multitask_learner import MultiTaskLearner
@@ -27,9 +28,15 @@ def is_loss_weighting(env_id: str) -> bool:
 
 
 def build_learner(
-    config: RunConfig, seed: int, weighting: Weighting | None = None, tasks: list[int] | None = None
+    config: RunConfig,
+    seed: int,
+    weighting: Weighting | None = None,
+    tasks: list[int] | None = None,
+    dataset: MultiTaskDataset | None = None,
+    **overrides: Any,
 ) -> MultiTaskLearner:
-    """The learner of ``config.env_id`` with the run's overrides (``aggregator=...`` included)."""
+    """The learner of ``config.env_id`` with the run's overrides (``aggregator=...`` included)
+    and then ``overrides`` (learner config fields the method fixes itself)."""
     if not is_loss_weighting(config.env_id):
         raise ValueError(
             f"`env_id` {config.env_id!r} is not a LossWeighting environment; loss-weighting "
@@ -39,8 +46,11 @@ def build_learner(
     kwargs = {**spec.kwargs, **config.env_kwargs}
     if weighting is not None:  # the rule picks its own objective (sum or log)
         kwargs.pop("loss", None)
+    kwargs.update(overrides)
     _, learner_config = split_env_kwargs(kwargs)
-    return MultiTaskLearner(learner_config, seed=seed, weighting=weighting, tasks=tasks)
+    return MultiTaskLearner(
+        learner_config, seed=seed, dataset=dataset, weighting=weighting, tasks=tasks
+    )
 
 
 def run_weighting_baseline(

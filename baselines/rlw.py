@@ -7,12 +7,11 @@ from __future__ import annotations
 
 import torch
 
-from mtl_envs.training.weighting import Weighting, softmax_weights
+from mtl_envs.training.weighting import Weighting, random_weights
 
 
 class RLW(Weighting):
     loss_mode = "sum"
 
     def weights(self, losses: torch.Tensor, learner) -> torch.Tensor:
-        z = torch.randn(losses.shape, device=losses.device, generator=learner.generator)
-        return softmax_weights(z)
+        return random_weights(len(losses), learner.generator, losses.device)

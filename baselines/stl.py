@@ -3,8 +3,10 @@
 * AuxLabel envs: the primary task alone, no auxiliary loss (the "no auxiliary task"
   reference of RL-AUX section 5; figure 4: 71.86% on CIFAR-100-20).
 * LossWeighting envs: one network per task, same encoder, optimiser and epochs as the
-  multi-task run. These results are the reference of Δm (IGB eq. 5); a finished run with the
-  same config is reused rather than trained again.
+  multi-task run, each minimising its plain task loss L_t (IGB's STL): the env's ``loss``
+  (the scale-invariant ``log`` by default) and ``aggregator`` shape the multi-task objective
+  and are not applied to a single task. These results are the reference of Δm (IGB eq. 5); a
+  finished run with the same config is reused rather than trained again.
 * With ``method_kwargs: {protocol: tabular}``: independent per-task networks under the
   hypernetwork paper's protocol (learning-rate grid, early stopping; ``baselines.tabular``).
 """
@@ -17,6 +19,7 @@ from baselines.auxiliary import run_aux_baseline
 from baselines.loss_weighting import build_learner, is_loss_weighting
 from baselines.tabular import run_tabular, uses_tabular_protocol
 from mtl_envs.experiment import RunConfig, TrainingState, run_dir, run_epochs
+from mtl_envs.training.multitask_learner import MultiTaskLearner
 from mtl_envs.utils import read_json
 
 
@@ -27,17 +30,30 @@ def _cached(config: RunConfig, seed: int) -> dict[str, Any] | None:
     result = read_json(path)
     same = {k: result["config"].get(k) for k in ("env_id", "env_kwargs", "epochs")}
     wanted = {k: config.to_dict()[k] for k in ("env_id", "env_kwargs", "epochs")}
-    return result if same == wanted else None
+    # Results written before STL used the plain task loss are not reused.
+    return result if same == wanted and result.get("objective") == STL_OBJECTIVE else None
+
+
+# A single-task network minimises its own loss L_t: no log objective, no gradient aggregator.
+STL_OBJECTIVE = {"loss": "sum", "aggregator": None}
+
+
+def single_task_learners(config: RunConfig, seed: int) -> list[MultiTaskLearner]:
+    """One learner per task of ``config.env_id``, each on the plain task loss."""
+    first = build_learner(config, seed, tasks=[0], **STL_OBJECTIVE)
+    rest = [
+        build_learner(config, seed, tasks=[t], dataset=first.data, **STL_OBJECTIVE)
+        for t in range(1, first.data.num_tasks)
+    ]
+    return [first, *rest]
 
 
 def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
     cached = _cached(config, seed)
     if cached is not None:
         return cached
-    first = build_learner(config, seed, tasks=[0])
-    learners = [first] + [
-        build_learner(config, seed, tasks=[t]) for t in range(1, first.data.num_tasks)
-    ]
+    learners = single_task_learners(config, seed)
+    first = learners[0]
 
     def train_epoch(epoch: int) -> dict[str, float]:
         losses = [learner.train_epoch()["train/loss"] for learner in learners]
@@ -61,6 +77,7 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
         seed=seed,
         train_epoch=train_epoch,
         evaluate=evaluate,
+        extra={"objective": STL_OBJECTIVE},
         state=state,
     )
 

@@ -125,7 +125,7 @@ def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
     if not is_loss_weighting(config.env_id):
         raise ValueError(
             f"`env_id` {config.env_id!r} is not a LossWeighting environment; {method} trains "
-            "the learner of one (e.g. LossWeighting-Cubic-v0)."
+            "the learner of one (e.g. LossWeighting-Cubic-v1)."
         )
     options = _options(config)
     model, _ = TABULAR_METHODS[method]

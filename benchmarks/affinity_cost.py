@@ -47,7 +47,7 @@ def main() -> None:
     for name in ("etap", "etap_every10", "tag"):
         print(f"  {name:13} {statistics.median(times[name]) / plain:6.2f} x plain")
 
-    env = gym.make("TaskGrouping-Digits10-v0").unwrapped
+    env = gym.make("TaskGrouping-Digits10-v1").unwrapped
     rng = np.random.default_rng(0)
     actions = rng.integers(0, 2, size=(20_000, env.num_tasks), dtype=np.int8)
     env.reset(seed=0)
@@ -57,7 +57,7 @@ def main() -> None:
         if terminated:
             env.reset()
     rate = len(actions) / (time.perf_counter() - start)
-    print(f"TaskGrouping-Digits10-v0 (table): {rate:,.0f} steps/s")
+    print(f"TaskGrouping-Digits10-v1 (table): {rate:,.0f} steps/s")
 
 
 if __name__ == "__main__":

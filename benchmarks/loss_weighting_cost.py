@@ -77,11 +77,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.manual_seed(0)
     paper = {"update_epoch": 4, "use_epoch": 6}
-    cases = [("LossWeighting-Digits10-v0", 30, {"device": args.device}, paper)]
+    cases = [("LossWeighting-Digits10-v1", 30, {"device": args.device}, paper)]
     if args.data_root:
         cifar = {"data_root": args.data_root, "backbone": "small_cnn", "device": args.device}
         short = {"update_epoch": 3, "use_epoch": 3}
-        cases.append(("LossWeighting-CIFAR100MTL-v0", 4, cifar, short))
+        cases.append(("LossWeighting-CIFAR100MTL-v1", 4, cifar, short))
     else:
         print("(pass --data-root to include CIFAR100MTL)")
     with tempfile.TemporaryDirectory() as out:

@@ -17,9 +17,9 @@ import gymnasium as gym
 import mtl_envs  # noqa: F401
 
 ENVS = {
-    "LossWeighting-Cubic-v0": {"warmup_epochs": 1, "epochs": 2},
+    "LossWeighting-Cubic-v1": {"warmup_epochs": 1, "epochs": 2},
     "AuxLabel-Digits-v0": {"train_batch_size": 20, "eval_batch_size": 32, "max_batches": 2},
-    "TaskGrouping-Digits10-v0": {},
+    "TaskGrouping-Digits10-v1": {},
 }
 
 

@@ -60,13 +60,13 @@ def register_envs() -> None:
                 kwargs={**kwargs, **extra},
             )
     for name, kwargs in TASK_GROUPING_DATASETS.items():
-        env_id = f"TaskGrouping-{name}-v0"
+        env_id = f"TaskGrouping-{name}-v1"
         if env_id not in registry:
             register(
                 id=env_id, entry_point="mtl_envs.envs.task_grouping:TaskGroupingEnv", kwargs=kwargs
             )
     for name, kwargs in LOSS_WEIGHTING_DATASETS.items():
-        env_id = f"LossWeighting-{name}-v0"
+        env_id = f"LossWeighting-{name}-v1"
         if env_id not in registry:
             register(
                 id=env_id,

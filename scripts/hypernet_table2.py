@@ -18,24 +18,24 @@ from mtl_envs.experiment import load_results, summarize
 # Table 2 of 000_6f85eb44aaf9e6f8.txt (Cubic and Robot Arm columns; MSE despite the caption,
 # as its code computes it and the Cubic noise floor of 0.01 shows).
 PAPER = {
-    ("LossWeighting-Cubic-v0", "no_metadata"): {
+    ("LossWeighting-Cubic-v1", "no_metadata"): {
         "stl_naive": "0.624 +- 0.001",
         "stl_task_info": "0.132 +- 0.007",
         "hard_sharing": "0.040 +- 0.002",
         "hypernet": "0.122 +- 0.008",
     },
-    ("LossWeighting-Cubic-v0", "metadata"): {
+    ("LossWeighting-Cubic-v1", "metadata"): {
         "stl_task_info": "0.030 +- 0.001",
         "hard_sharing": "0.034 +- 0.001",
         "hypernet": "0.023 +- 0.000",
     },
-    ("LossWeighting-RobotArm-v0", "no_metadata"): {
+    ("LossWeighting-RobotArm-v1", "no_metadata"): {
         "stl_naive": "0.559 +- 0.001",
         "stl_task_info": "0.547 +- 0.002",
         "hard_sharing": "0.596 +- 0.004",
         "hypernet": "0.485 +- 0.002",
     },
-    ("LossWeighting-RobotArm-v0", "metadata"): {
+    ("LossWeighting-RobotArm-v1", "metadata"): {
         "stl_task_info": "0.469 +- 0.002",
         "hard_sharing": "0.598 +- 0.004",
         "hypernet": "0.467 +- 0.001",

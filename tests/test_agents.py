@@ -90,7 +90,7 @@ def test_igbv2_smoke_run(tmp_path):
 
     config = RunConfig(
         method="igbv2",
-        env_id="LossWeighting-Digits10-v0",
+        env_id="LossWeighting-Digits10-v1",
         env_kwargs={"warmup_epochs": 1},
         epochs=3,
         seeds=[0],

@@ -95,7 +95,7 @@ def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
     config = write_config(
         tmp_path,
         method=["stl", "ew", "uw", "igbv1"],
-        env_id="LossWeighting-Digits10-v0",
+        env_id="LossWeighting-Digits10-v1",
         epochs=3,
         seeds=[0],
         output_dir=str(tmp_path / "out"),
@@ -106,7 +106,7 @@ def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "out")]) == 0
     table = capsys.readouterr().out
-    assert "Δm" in table and "is_9" in table and table.count("LossWeighting-Digits10-v0") == 4
+    assert "Δm" in table and "is_9" in table and table.count("LossWeighting-Digits10-v1") == 4
     ew_row = next(line for line in table.splitlines() if " ew " in line)
     assert "1.00" in ew_row  # T of EW against itself
     # A second stl run with the same config is read from its result, not trained again.
@@ -115,7 +115,7 @@ def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
     config2 = write_config(
         tmp_path,
         method="stl",
-        env_id="LossWeighting-Digits10-v0",
+        env_id="LossWeighting-Digits10-v1",
         epochs=3,
         output_dir=str(tmp_path / "out"),
         progress=False,
@@ -130,7 +130,7 @@ def test_aggregator_option_reaches_the_learner(tmp_path):
 
     config = RunConfig(
         method="ew",
-        env_id="LossWeighting-Digits10-v0",
+        env_id="LossWeighting-Digits10-v1",
         env_kwargs={"aggregator": "upgrad"},
         epochs=1,
         output_dir=str(tmp_path),

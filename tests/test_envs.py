@@ -27,7 +27,14 @@ def test_ids_registered():
     for name in ("CIFAR100", "CIFAR10", "SVHN", "Digits"):
         assert f"AuxLabel-{name}-v0" in ENV_IDS and f"AuxLabelWeighted-{name}-v0" in ENV_IDS
     for name in ("Digits10", "CIFAR100MTL", "Exam"):
-        assert f"LossWeighting-{name}-v0" in ENV_IDS
+        assert f"LossWeighting-{name}-v1" in ENV_IDS
+    for name in ("Digits10", "CIFAR100MTL"):
+        assert f"TaskGrouping-{name}-v1" in ENV_IDS
+    # The v0 ids (bounded weight ratios; free single-task fallback) point to v1.
+    with pytest.raises(gym.error.DeprecatedEnv, match="LossWeighting-Digits10-v1"):
+        gym.make("LossWeighting-Digits10-v0")
+    with pytest.raises(gym.error.DeprecatedEnv, match="TaskGrouping-Digits10-v1"):
+        gym.make("TaskGrouping-Digits10-v0")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -181,7 +181,7 @@ def test_per_task_parts_is_60_20_20():
 
 # ---------------------------------------------------------------------- learner and protocol
 def test_hypernet_in_the_loss_weighting_env():
-    env = gym.make("LossWeighting-Exam-v0", model="hypernet", warmup_epochs=1, epochs=2)
+    env = gym.make("LossWeighting-Exam-v1", model="hypernet", warmup_epochs=1, epochs=2)
     check_env(env.unwrapped, skip_render_check=True)
     learner = env.unwrapped.learner
     assert isinstance(learner.net, MultiTaskHypernet)
@@ -237,7 +237,7 @@ def test_early_stopping_rule_and_best_checkpoint():
 def quick(method, tmp_path, **kwargs):
     config = RunConfig(
         method=method,
-        env_id="LossWeighting-Cubic-v0",
+        env_id="LossWeighting-Cubic-v1",
         env_kwargs={"device": "cpu"},
         output_dir=str(tmp_path),
         tensorboard=False,
@@ -256,7 +256,7 @@ def test_hypernet_with_metadata_beats_stl_naive_on_cubic(tmp_path):
     # metadata gets close to the noise floor 0.01 (the paper: 0.023).
     assert naive["final"]["test/raw_mse"] > 0.3
     assert hyper["final"]["test/raw_mse"] < 0.1
-    assert (tmp_path / "LossWeighting-Cubic-v0/hypernet/metadata/seed0/result.json").is_file()
+    assert (tmp_path / "LossWeighting-Cubic-v1/hypernet/metadata/seed0/result.json").is_file()
 
 
 def test_tabular_protocol_bad_arguments(tmp_path):
@@ -266,6 +266,6 @@ def test_tabular_protocol_bad_arguments(tmp_path):
         quick("stl_naive", tmp_path, metadata=True)
     with pytest.raises(ValueError, match="learning_rates"):
         quick("stl_naive", tmp_path, learning_rates=[-1.0])
-    config = RunConfig(method="hypernet", env_id="LossWeighting-Digits10-v0")
+    config = RunConfig(method="hypernet", env_id="LossWeighting-Digits10-v1")
     with pytest.raises(ValueError, match="tabular regression"):
         run_tabular(config, 0, "hypernet")

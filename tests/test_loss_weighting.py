@@ -37,13 +37,59 @@ def test_reward_eq4_by_hand():
 
 
 def test_action_to_weights_sum_to_n():
-    env = gym.make("LossWeighting-Digits10-v0", **FAST).unwrapped
+    env = gym.make("LossWeighting-Digits10-v1", **FAST).unwrapped
     assert torch.allclose(env.action_to_weights(np.zeros(10)), torch.ones(10))
     a = np.zeros(10, dtype=np.float32)
-    a[0] = math.log(3.0)  # softmax over (3, 1, ..., 1) / 12 -> weights 10 * (3/12, 1/12, ...)
+    # atanh(0.8) = log 3: softmax over (3, 1, ..., 1) / 12 -> weights 10 * (3/12, 1/12, ...).
+    a[0] = 0.8
     w = env.action_to_weights(a)
     assert float(w[0]) == pytest.approx(2.5) and float(w[1]) == pytest.approx(10 / 12)
     assert float(w.sum()) == pytest.approx(10.0)
+    linear = gym.make("LossWeighting-Digits10-v1", action_transform="linear", **FAST).unwrapped
+    a[0] = math.log(3.0) / 2  # the linear map at temperature 2: logits (log 3, 0, ...)
+    linear.temperature = 2.0
+    assert float(linear.action_to_weights(a)[0]) == pytest.approx(2.5)
+
+
+def test_weight_ratio_is_not_bounded_by_the_box():
+    # IGB's actor is unbounded; the linear map caps max/min weight at e^2 = 7.39.
+    a = np.full(10, -0.999, dtype=np.float32)
+    a[0] = 0.999
+    envs = {
+        t: gym.make("LossWeighting-Digits10-v1", action_transform=t, **FAST).unwrapped
+        for t in ("atanh", "linear")
+    }
+    ratios = {}
+    for transform, env in envs.items():
+        w = env.action_to_weights(a)
+        ratios[transform] = float(w.max() / w.min())
+    assert ratios["linear"] == pytest.approx(math.exp(2 * 0.999), rel=1e-4)
+    assert ratios["atanh"] == pytest.approx(math.exp(2 * math.atanh(0.999)), rel=1e-3)  # 1999
+    extreme = envs["atanh"].action_to_weights(np.sign(a))  # +-1 exactly stays finite
+    assert bool(torch.isfinite(extreme).all()) and float(extreme.max() / extreme.min()) > 1e6
+
+
+def test_random_weight_action_gives_rlw_weights():
+    # Algorithm 2, line 11: n * softmax(z), z ~ N(0, I); atanh(tanh(z)) = z.
+    env = gym.make("LossWeighting-Digits10-v1", **FAST).unwrapped
+    action = env.random_weight_action(np.random.default_rng(3))
+    z = np.random.default_rng(3).standard_normal(10)
+    expected = 10 * np.exp(z) / np.exp(z).sum()
+    np.testing.assert_allclose(env.action_to_weights(action).numpy(), expected, rtol=1e-4)
+
+
+def test_warmup_weights_follow_algorithm_2():
+    # The env's warm-up draws RLW weights from the learner's generator; "equal" differs.
+    nets = {}
+    for warmup in ("random", "equal"):
+        env = gym.make("LossWeighting-Digits10-v1", warmup_weights=warmup, **FAST).unwrapped
+        env.reset(seed=0)
+        nets[warmup] = torch.cat([p.flatten() for p in env.learner.net.parameters()])
+    assert not torch.allclose(nets["random"], nets["equal"])
+    calls = []
+    learner = MultiTaskLearner(MultiTaskLearnerConfig(dataset="digits10", loss="log"), seed=0)
+    learner.train_epoch(lambda losses: calls.append(losses) or torch.ones_like(losses))
+    assert len(calls) == learner.num_batches and calls[0].shape == (10,)
 
 
 def test_scale_invariant_gradient_eq2():
@@ -111,7 +157,7 @@ def test_base_losses_are_second_epoch_mean():
 
 
 def test_env_reward_uses_next_batch_losses():
-    env = gym.make("LossWeighting-Digits10-v0", **FAST).unwrapped
+    env = gym.make("LossWeighting-Digits10-v1", **FAST).unwrapped
     obs, info = env.reset(seed=0)
     base = np.array(info["base_losses"])
     for _ in range(3):
@@ -125,7 +171,7 @@ def test_env_reward_uses_next_batch_losses():
 
 
 def test_episode_is_the_whole_run_and_normalized_observation():
-    env = gym.make("LossWeighting-Digits10-v0", observation="normalized_losses", **FAST).unwrapped
+    env = gym.make("LossWeighting-Digits10-v1", observation="normalized_losses", **FAST).unwrapped
     obs, info = env.reset(seed=1)
     assert np.allclose(obs * np.array(info["base_losses"]), env._current.numpy(), rtol=1e-5)
     steps, terminated = 0, False
@@ -136,13 +182,13 @@ def test_episode_is_the_whole_run_and_normalized_observation():
 
 
 def test_max_steps_truncates_and_divergence_is_reported():
-    env = gym.make("LossWeighting-Digits10-v0", max_steps=2, **FAST).unwrapped
+    env = gym.make("LossWeighting-Digits10-v1", max_steps=2, **FAST).unwrapped
     env.reset(seed=0)
     env.step(np.zeros(10, dtype=np.float32))
     *_, terminated, truncated, _ = env.step(np.zeros(10, dtype=np.float32))
     assert truncated and not terminated
     # A huge learning rate makes the squared errors overflow during the warm-up.
-    huge = gym.make("LossWeighting-Exam-v0", optimizer="sgd", lr=1e10, loss="sum", **FAST)
+    huge = gym.make("LossWeighting-Exam-v1", optimizer="sgd", lr=1e10, loss="sum", **FAST)
     obs, info = huge.unwrapped.reset(seed=0)
     assert info["diverged"] and np.isfinite(obs).all()
     obs, reward, terminated, truncated, info = huge.unwrapped.step(np.zeros(65, dtype=np.float32))
@@ -151,7 +197,7 @@ def test_max_steps_truncates_and_divergence_is_reported():
 
 
 def test_same_seed_same_trajectory():
-    env = gym.make("LossWeighting-Exam-v0", **FAST)
+    env = gym.make("LossWeighting-Exam-v1", **FAST)
     runs = []
     for _ in range(2):
         obs, _ = env.reset(seed=5)
@@ -170,7 +216,7 @@ def test_saved_run_continues_mid_epoch():
     same augmentation of the current batch and the same BatchNorm statistics."""
     kwargs = {**FAST, "augment": True, "device": "cpu"}  # random crops draw from the run's rng
     actions = [np.linspace(-1, 1, 10, dtype=np.float32) * s for s in (1, -1, 0.5, 0, -0.5)]
-    env = gym.make("LossWeighting-Digits10-v0", **kwargs)
+    env = gym.make("LossWeighting-Digits10-v1", **kwargs)
     env.reset(seed=3)
     for action in actions[:2]:
         saved_obs = env.step(action)[0]
@@ -178,7 +224,7 @@ def test_saved_run_continues_mid_epoch():
     later = [env.step(action)[:2] for action in actions[2:]]
     net = env.unwrapped.learner.net.state_dict()
 
-    other = gym.make("LossWeighting-Digits10-v0", **kwargs)
+    other = gym.make("LossWeighting-Digits10-v1", **kwargs)
     other.unwrapped.load_state_dict(state)
     other.unwrapped.continue_run()
     obs, _ = other.reset()
@@ -194,14 +240,14 @@ def test_saved_run_continues_mid_epoch():
 
 def test_bad_arguments():
     with pytest.raises(TypeError, match="Did you mean 'aggregator'"):
-        gym.make("LossWeighting-Digits10-v0", agregator="mgda")
+        gym.make("LossWeighting-Digits10-v1", agregator="mgda")
     with pytest.raises(ValueError, match="`aggregator` must be None or one of"):
-        gym.make("LossWeighting-Digits10-v0", aggregator="mgdaa")
+        gym.make("LossWeighting-Digits10-v1", aggregator="mgdaa")
     with pytest.raises(ValueError, match="observation"):
-        gym.make("LossWeighting-Digits10-v0", observation="loss")
+        gym.make("LossWeighting-Digits10-v1", observation="loss")
     with pytest.raises(ValueError, match="epochs"):
-        gym.make("LossWeighting-Digits10-v0", epochs=2)
-    env = gym.make("LossWeighting-Digits10-v0", **FAST).unwrapped
+        gym.make("LossWeighting-Digits10-v1", epochs=2)
+    env = gym.make("LossWeighting-Digits10-v1", **FAST).unwrapped
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside the action space"):
         env.step(np.full(10, 2.0, dtype=np.float32))
@@ -243,14 +289,14 @@ def test_evaluate_reports_delta_m_against_stl_results(tmp_path):
 
     config = RunConfig(
         method="stl",
-        env_id="LossWeighting-Digits10-v0",
+        env_id="LossWeighting-Digits10-v1",
         epochs=1,
         output_dir=str(tmp_path),
         progress=False,
         tensorboard=False,
     )
     stl = BASELINES["stl"](config, 0)
-    env = gym.make("LossWeighting-Digits10-v0", stl_results=str(tmp_path), **FAST).unwrapped
+    env = gym.make("LossWeighting-Digits10-v1", stl_results=str(tmp_path), **FAST).unwrapped
     env.reset(seed=0)
     metrics = env.evaluate("test")
     expected = delta_m({f"test/{k}": v for k, v in metrics.items()}, stl["epochs"][-1])
@@ -259,7 +305,7 @@ def test_evaluate_reports_delta_m_against_stl_results(tmp_path):
     BASELINES["ew"](
         RunConfig(
             method="ew",
-            env_id="LossWeighting-Digits10-v0",
+            env_id="LossWeighting-Digits10-v1",
             epochs=1,
             output_dir=str(ew_dir),
             progress=False,
@@ -268,4 +314,30 @@ def test_evaluate_reports_delta_m_against_stl_results(tmp_path):
         0,
     )
     with pytest.raises(ValueError, match="no result of method 'stl'"):
-        gym.make("LossWeighting-Digits10-v0", stl_results=str(ew_dir))
+        gym.make("LossWeighting-Digits10-v1", stl_results=str(ew_dir))
+
+
+def test_stl_networks_minimise_the_plain_task_loss():
+    # IGB's STL reference trains L_t itself: neither the env's log objective nor an aggregator.
+    from baselines.stl import single_task_learners
+    from mtl_envs.experiment import RunConfig
+
+    config = RunConfig(
+        method="stl",
+        env_id="LossWeighting-Digits10-v1",
+        env_kwargs={"loss": "log", "aggregator": "upgrad", "optimizer": "sgd", "momentum": 0.0},
+    )
+    learners = single_task_learners(config, seed=0)
+    assert [learner.tasks for learner in learners] == [[t] for t in range(10)]
+    assert all(learner.config.loss == "sum" and learner.aggregator is None for learner in learners)
+    learner = learners[3]
+    learner.begin_epoch()
+    idx = learner.batch_indices(0)
+    before = [p.detach().clone() for p in learner.net.parameters()]
+    losses, _ = learner.task_losses(idx)
+    grads = torch.autograd.grad(losses[0], list(learner.net.parameters()), allow_unused=True)
+    learner.train_batch(idx)
+    lr = learner.config.lr
+    for p, p0, g in zip(learner.net.parameters(), before, grads):
+        expected = p0 if g is None else p0 - lr * g  # one SGD step on the plain loss
+        torch.testing.assert_close(p.detach(), expected)

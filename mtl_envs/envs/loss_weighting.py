@@ -12,13 +12,20 @@ from gymnasium import spaces
 
 from mtl_envs.training.metrics import delta_m
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
-from mtl_envs.training.weighting import softmax_weights
+from mtl_envs.training.weighting import random_weights, softmax_weights
 from mtl_envs.utils import check_choice, seed_from, split_kwargs
 
 OBSERVATIONS = ("losses", "normalized_losses")
+ACTION_TRANSFORMS = ("atanh", "linear")
+WARMUP_WEIGHTS = ("random", "equal")
+# atanh of the largest float32 below 1 that SB3's tanh squashing returns is about 8.3; this
+# clamp keeps it finite: logits within +-7.25, weight ratios up to e^14.5 (about 2e6).
+ATANH_LIMIT = 1.0 - 1e-6
 ENV_ARGUMENTS = (
     "observation",
+    "action_transform",
     "temperature",
+    "warmup_weights",
     "warmup_epochs",
     "epochs",
     "max_steps",
@@ -58,8 +65,14 @@ class LossWeightingEnv(gym.Env):
     Hypernetwork (``model="hypernet"``).
 
     ## Action Space
-    ``Box(-1, 1, (n,))``, mapped to weights ``n * softmax(temperature * a)``: positive and
-    summing to n, as the paper requires for a fair comparison with equal weighting.
+    ``Box(-1, 1, (n,))``, mapped to weights ``n * softmax(temperature * atanh(a))``: positive
+    and summing to n, as the paper requires for a fair comparison with equal weighting. SB3's
+    SAC (like most continuous-control agents) squashes a Gaussian sample u with tanh into the
+    box, so ``atanh(a)`` gives back u: the weights are ``n * softmax(u)`` of an unbounded
+    Gaussian action, as in IGB's own actor, and the weight ratio is not bounded by the box
+    (``atanh`` is clamped at +-7.25, a ratio of about 2e6). ``action_transform="linear"``
+    maps ``n * softmax(temperature * a)`` directly (ratio at most ``e^(2 temperature)``,
+    0.148 to 4.50 of the mean weight for 10 tasks at temperature 1: the v0 map).
 
     ## Observation Space
     | observation           | space                 | meaning                                |
@@ -74,8 +87,10 @@ class LossWeightingEnv(gym.Env):
 
     ## Starting State
     ``reset()`` starts a new training run (seeded from the env's generator) and trains
-    ``warmup_epochs`` (2) epochs with equal weights; L_base is the mean of the second epoch's
-    batch losses (or of the last warm-up epoch when there is only one).
+    ``warmup_epochs`` (2) epochs with random weights ``n * softmax(z)``, ``z ~ N(0, I)`` per
+    batch (Algorithm 2, line 11: IGBv2 weights randomly until ``use_e``; ``warmup_weights=
+    "equal"`` uses Algorithm 1's equal weights instead); L_base is the mean of the second
+    epoch's batch losses (or of the last warm-up epoch when there is only one).
 
     ## Episode End
     Terminated when the run reaches ``epochs``; truncated after ``max_steps`` steps or when a
@@ -93,7 +108,9 @@ class LossWeightingEnv(gym.Env):
     | `epochs`        | per id     | total training epochs, warm-up included              |
     | `warmup_epochs` | 2          | equal-weight epochs before the agent acts            |
     | `observation`   | `"losses"` | or `"normalized_losses"`                             |
-    | `temperature`   | 1.0        | softmax temperature of the action-to-weight map      |
+    | `action_transform` | `"atanh"` | `"atanh"`: n softmax(atanh(a)); `"linear"`: n softmax(a) |
+    | `temperature`   | 1.0        | scale of the logits before the softmax               |
+    | `warmup_weights` | `"random"` | warm-up weights: `"random"` (Alg. 2) or `"equal"`   |
     | `loss`          | `"log"`    | `"log"` (eq. 2) or `"sum"`                           |
     | `aggregator`    | None       | torchjd aggregator on the shared parameters          |
     | `optimizer`, `lr`, ... | adam, 1e-3 | see `MultiTaskLearnerConfig`                  |
@@ -101,11 +118,13 @@ class LossWeightingEnv(gym.Env):
     | `stl_results`   | None       | STL result file/folder: `evaluate` adds `delta_m`    |
 
     ## Version History
-    * v0: initial release.
+    * v1: actions map through ``atanh`` before the softmax (unbounded weight ratios, as IGB's
+      actor); random warm-up weights as in Algorithm 2.
+    * v0: initial release (``n * softmax(a)`` on the box, equal warm-up weights).
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
-    >>> env = gym.make("LossWeighting-Digits10-v0")
+    >>> env = gym.make("LossWeighting-Digits10-v1")
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
@@ -115,7 +134,9 @@ class LossWeightingEnv(gym.Env):
     def __init__(
         self,
         observation: str = "losses",
+        action_transform: str = "atanh",
         temperature: float = 1.0,
+        warmup_weights: str = "random",
         warmup_epochs: int = 2,
         epochs: int = 30,
         max_steps: int | None = None,
@@ -127,6 +148,8 @@ class LossWeightingEnv(gym.Env):
             raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         _, config = split_env_kwargs(kwargs)
         check_choice("observation", observation, OBSERVATIONS)
+        check_choice("action_transform", action_transform, ACTION_TRANSFORMS)
+        check_choice("warmup_weights", warmup_weights, WARMUP_WEIGHTS)
         if not isinstance(temperature, (int, float)) or temperature <= 0:
             raise ValueError(f"`temperature` must be a positive number; got {temperature!r}.")
         if not isinstance(warmup_epochs, int) or warmup_epochs < 1:
@@ -139,7 +162,9 @@ class LossWeightingEnv(gym.Env):
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
         self.observation = observation
+        self.action_transform = action_transform
         self.temperature = float(temperature)
+        self.warmup_weights = warmup_weights
         self.warmup_epochs = warmup_epochs
         self.epochs = epochs
         self.max_steps = max_steps
@@ -162,9 +187,22 @@ class LossWeightingEnv(gym.Env):
         return self.learner.num_tasks
 
     def action_to_weights(self, action: np.ndarray) -> torch.Tensor:
-        """``n * softmax(temperature * a)``."""
+        """``n * softmax(temperature * atanh(a))`` (``"linear"``: without the atanh)."""
         a = torch.as_tensor(np.asarray(action, dtype=np.float32), device=self.learner.device)
+        if self.action_transform == "atanh":
+            a = torch.atanh(a.clamp(-ATANH_LIMIT, ATANH_LIMIT))
         return softmax_weights(self.temperature * a)
+
+    def random_weight_action(self, rng: np.random.Generator) -> np.ndarray:
+        """An action whose weights are RLW's ``n * softmax(z)``, ``z ~ N(0, I)`` (IGB
+        Algorithm 2, line 11): ``tanh(z / temperature)``; with the linear map, ``z /
+        temperature`` clipped to the box (exact only while it stays inside)."""
+        z = rng.standard_normal(self.num_tasks) / self.temperature
+        a = np.tanh(z) if self.action_transform == "atanh" else np.clip(z, -1.0, 1.0)
+        return a.astype(np.float32)
+
+    def _random_weights(self, losses: torch.Tensor) -> torch.Tensor:
+        return random_weights(len(losses), self.learner.generator, losses.device)
 
     def _load_batch(self) -> None:
         # Kept so that a resumed run redraws the same augmentation for the current batch.
@@ -223,8 +261,9 @@ class LossWeightingEnv(gym.Env):
                 setattr(learner.net.get_submodule(module), attr, value)
         else:
             learner.reset_run(seed_from(self.np_random))
+            warmup = self._random_weights if self.warmup_weights == "random" else None
             for _ in range(self.warmup_epochs):
-                learner.train_epoch()
+                learner.train_epoch(warmup)
             base = (
                 learner.base_losses if learner.base_losses is not None else learner.loss_history[-1]
             )

@@ -38,6 +38,14 @@ def softmax_weights(scores: torch.Tensor) -> torch.Tensor:
     return scores.numel() * torch.softmax(scores, dim=-1)
 
 
+def random_weights(
+    num_tasks: int, generator: torch.Generator, device: torch.device | str = "cpu"
+) -> torch.Tensor:
+    """RLW's weights ``n * softmax(z)``, ``z ~ N(0, I)`` (Lin et al., 2022), which IGB's
+    Algorithm 2 (line 11) uses until the SAC agent takes over."""
+    return softmax_weights(torch.randn(num_tasks, device=device, generator=generator))
+
+
 class Weighting(nn.Module):
     """A loss-weighting rule: maps the current batch's task losses to task weights.
 
