@@ -31,7 +31,7 @@ def human_labeller(learner: AuxLearner, seed: int) -> Labeller:
         )
     fine = data.train.fine_labels
 
-    def label(indices):
+    def label(indices, inputs):
         return F.one_hot(fine[indices], learner.num_aux).float(), None
 
     return label

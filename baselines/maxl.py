@@ -16,7 +16,12 @@ weight ``2^(lo + (hi - lo) w)``, the rule of RL-AUX eq. 8.
 Defaults from the MAXL reference: generator SGD lr 1e-3, weight decay 5e-4, StepLR(50, 0.5).
 Each batch first updates the generator (virtual step on the current main network), then the
 main network trains on the updated generator's labels; the reference does the two halves in
-the opposite order, which shifts the alternation by half a step.
+the opposite order, which shifts the alternation by half a step. Both halves see the same
+prepared batch (one augmentation draw) and the generator stays in training mode, as in the
+reference. The virtual step is the main optimiser's actual SGD update, weight decay and
+momentum buffer included (:func:`virtual_sgd_step`); the reference's virtual step is plain
+gradient descent, which is the same rule only at momentum 0 and weight decay 0 (the paper's
+setting; the CPU config uses momentum 0.9).
 """
 
 from __future__ import annotations
@@ -32,7 +37,6 @@ from mtl_envs.experiment import RunConfig
 from mtl_envs.models import MultiHeadNet, build_backbone
 from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight_from_bin
 from mtl_envs.training.common import seeded
-from mtl_envs.training.losses import focal_loss
 
 
 class LabelGenerator(torch.nn.Module):
@@ -57,18 +61,25 @@ class LabelGenerator(torch.nn.Module):
         return targets, w
 
 
-def training_loss(
-    learner: AuxLearner,
-    outputs: list[torch.Tensor],
-    y: torch.Tensor,
-    targets: torch.Tensor,
-    weights: torch.Tensor | None,
-) -> torch.Tensor:
-    """The main network's objective: CE + aux_weight * mean(weight * focal) (RL-AUX eq. 2, 7)."""
-    aux = focal_loss(outputs[1], targets, learner.config.focal_gamma)
-    if weights is not None:
-        aux = aux * weights
-    return F.cross_entropy(outputs[0], y) + learner.config.aux_weight * aux.mean()
+def virtual_sgd_step(
+    optimizer: torch.optim.Optimizer,
+    params: dict[str, torch.Tensor],
+    grads: tuple[torch.Tensor, ...],
+) -> dict[str, torch.Tensor]:
+    """``theta' = theta - lr (g + wd theta + momentum b)``: the update ``optimizer`` (SGD) would
+    make with gradients ``grads``, differentiable in them; b is its momentum buffer (none
+    before the first step). ``params`` are the optimiser's own parameters, by name."""
+    out = {}
+    for (name, p), g in zip(params.items(), grads):
+        group = next(gr for gr in optimizer.param_groups if any(q is p for q in gr["params"]))
+        if group.get("nesterov") or group.get("dampening"):
+            raise ValueError("The virtual step follows SGD without Nesterov or dampening.")
+        step = g + group["weight_decay"] * p.detach() if group["weight_decay"] else g
+        buffer = optimizer.state.get(p, {}).get("momentum_buffer")
+        if group["momentum"] and buffer is not None:
+            step = step + group["momentum"] * buffer
+        out[name] = p - group["lr"] * step
+    return out
 
 
 def generator_loss(
@@ -89,33 +100,32 @@ def generator_loss(
     params = {n: p for n, p in net.named_parameters()}
     # Copies: virtual forwards in train mode must not move the real BN statistics.
     buffers = {n: b.clone() for n, b in net.named_buffers()}
-    lr = learner.lr
     targets, w = generator(x, y)
     weights = None if w is None else weight_from_bin(w * 20.0, 21, exponent_range)
     mean = targets.mean(0)
     neg_entropy = (mean * torch.log(mean.clamp_min(1e-12))).sum()
+
+    def objective(values: dict[str, torch.Tensor], t, sw) -> torch.Tensor:
+        return learner.objective(functional_call(net, (values, buffers), (x,)), y, t, sw)["loss"]
+
     if not first_order:
-        outputs = functional_call(net, (params, buffers), (x,))
-        loss = training_loss(learner, outputs, y, targets, weights)
-        grads = torch.autograd.grad(loss, list(params.values()), create_graph=True)
-        virtual = {n: p - lr * g for (n, p), g in zip(params.items(), grads)}
+        grads = torch.autograd.grad(
+            objective(params, targets, weights), list(params.values()), create_graph=True
+        )
+        virtual = virtual_sgd_step(learner.optimizer, params, grads)
         primary = F.cross_entropy(functional_call(net, (virtual, buffers), (x,))[0], y)
         return primary + entropy_coef * neg_entropy
     # First order: d/dphi L_pri(theta') ~ -lr * [grad_phi L_train(theta+)
-    # - grad_phi L_train(theta-)] / (2 eps), theta+- = theta +- eps * grad_theta' L_pri(theta').
+    # - grad_phi L_train(theta-)] / (2 eps), theta+- = theta +- eps * grad_theta' L_pri(theta')
+    # (the SGD rule's weight-decay and momentum terms do not depend on phi).
     names = list(params)
     detached = {n: p.detach().requires_grad_(True) for n, p in params.items()}
-    loss = training_loss(
-        learner,
-        functional_call(net, (detached, buffers), (x,)),
-        y,
-        targets.detach(),
-        None if weights is None else weights.detach(),
+    grads = torch.autograd.grad(
+        objective(detached, targets.detach(), None if weights is None else weights.detach()),
+        list(detached.values()),
     )
-    grads = torch.autograd.grad(loss, list(detached.values()))
-    virtual = {
-        n: (detached[n] - lr * g).detach().requires_grad_(True) for n, g in zip(names, grads)
-    }
+    stepped = virtual_sgd_step(learner.optimizer, params, grads)
+    virtual = {n: v.detach().requires_grad_(True) for n, v in stepped.items()}
     primary = F.cross_entropy(functional_call(net, (virtual, buffers), (x,))[0], y)
     # The auxiliary head does not reach the primary logits: its part of the vector is zero.
     v = [
@@ -129,13 +139,9 @@ def generator_loss(
     eps = fd_epsilon / norm
     plus = {n: (params[n] + eps * g).detach() for n, g in zip(names, v)}
     minus = {n: (params[n] - eps * g).detach() for n, g in zip(names, v)}
-    l_plus = training_loss(
-        learner, functional_call(net, (plus, buffers), (x,)), y, targets, weights
-    )
-    l_minus = training_loss(
-        learner, functional_call(net, (minus, buffers), (x,)), y, targets, weights
-    )
-    hvp_term = -lr * (l_plus - l_minus) / (2 * eps)
+    lr = learner.lr
+    hvp_term = -lr * (objective(plus, targets, weights) - objective(minus, targets, weights))
+    hvp_term = hvp_term / (2 * eps)
     # Value: the true primary loss; gradient w.r.t. phi: the finite-difference estimate.
     return primary.detach() + (hvp_term - hvp_term.detach()) + entropy_coef * neg_entropy
 
@@ -180,22 +186,30 @@ class MAXLLabeller:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def __call__(self, indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def __call__(
+        self, indices: torch.Tensor, inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Meta-update the generator on the batch, then label it: both on ``inputs``, the
+        prepared (augmented) images the main network trains on next."""
         learner = self.learner
-        x = learner.prepare_inputs(learner.data.train.images[indices], train=False)
         y = learner.data.train.labels[indices]
         learner.net.train()
         self.generator.train()
         loss = generator_loss(
-            learner, self.generator, x, y, self.entropy_coef, self.exponent_range, self.first_order
+            learner,
+            self.generator,
+            inputs,
+            y,
+            self.entropy_coef,
+            self.exponent_range,
+            self.first_order,
         )
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward(inputs=list(self.generator.parameters()))
         self.optimizer.step()
         learner.net.zero_grad(set_to_none=True)
         with torch.no_grad():
-            self.generator.eval()
-            targets, w = self.generator(x, y)
+            targets, w = self.generator(inputs, y)
         weights = None if w is None else weight_from_bin(w * 20.0, 21, self.exponent_range)
         return targets, weights
 
@@ -209,20 +223,15 @@ def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, A
     unknown = set(options) - allowed
     if unknown:
         raise ValueError(f"Unknown MAXL option(s) {sorted(unknown)}; valid: {sorted(allowed)}.")
-    holder: dict[str, MAXLLabeller] = {}
-
-    def make(learner: AuxLearner, s: int):
-        holder["labeller"] = MAXLLabeller(learner, s, weight_aware=weight_aware, **options)
-        labeller = holder["labeller"]
-
-        def label(indices):
-            return labeller(indices)
-
-        return label
-
     method = "wa_maxl" if weight_aware else "maxl"
+    labellers: list[MAXLLabeller] = []
+
+    def make(learner: AuxLearner, s: int) -> MAXLLabeller:
+        labellers.append(MAXLLabeller(learner, s, weight_aware=weight_aware, **options))
+        return labellers[-1]
+
     return run_aux_baseline(
-        config, seed, method, make, on_epoch_end=lambda: holder["labeller"].end_epoch()
+        config, seed, method, make, on_epoch_end=lambda: labellers[-1].end_epoch()
     )
 
 

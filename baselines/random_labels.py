@@ -25,7 +25,7 @@ def random_labeller(learner: AuxLearner, seed: int) -> Labeller:
     sub = torch.randint(0, psi, labels.shape, device=learner.device, generator=generator)
     aux = psi * labels + sub
 
-    def label(indices):
+    def label(indices, inputs):
         return F.one_hot(aux[indices], learner.num_aux).float(), None
 
     return label

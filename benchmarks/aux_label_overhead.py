@@ -37,7 +37,7 @@ def time_env_episode(vec, rng: np.random.Generator) -> float:
 
 
 def time_plain_epoch(learner, aux: torch.Tensor) -> float:
-    def labeller(idx):
+    def labeller(idx, inputs):
         return F.one_hot(aux[idx], learner.num_aux).float(), None
 
     start = time.perf_counter()

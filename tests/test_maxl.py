@@ -95,3 +95,50 @@ def test_two_epoch_digits_smoke_run(tmp_path, method):
     result = BASELINES[method](config, 0)
     assert len(result["epochs"]) == 2 and 0.0 <= result["final"]["test/accuracy"] <= 1.0
     assert result["epochs"][-1]["train/aux_loss"] > 0
+
+
+def test_virtual_step_is_the_optimisers_own_update():
+    # SGD with momentum 0.9 and weight decay: theta - lr (g + wd theta + 0.9 b).
+    from baselines.maxl import virtual_sgd_step
+
+    net = torch.nn.Linear(3, 2)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, weight_decay=5e-4)
+    x = torch.randn(4, 3, generator=torch.Generator().manual_seed(0))
+    for _ in range(2):  # the second step has a momentum buffer
+        params = dict(net.named_parameters())
+        grads = torch.autograd.grad(net(x).pow(2).sum(), list(params.values()))
+        virtual = virtual_sgd_step(opt, params, grads)
+        for p, g in zip(params.values(), grads):
+            p.grad = g.clone()
+        opt.step()
+        for name, p in net.named_parameters():
+            torch.testing.assert_close(virtual[name], p.detach())
+
+
+def test_focal_primary_loss_option():
+    # logits (2, 0), label 0: p = e^2 / (e^2 + 1); focal = -(1 - p)^2 log p (gamma 2).
+    import math
+
+    cfg = AuxLearnerConfig(dataset="digits", backbone="mlp", device="cpu", primary_loss="focal")
+    learner = AuxLearner(cfg, seed=0)
+    learner.num_primary = 2
+    logits = torch.tensor([[2.0, 0.0]])
+    terms = learner.objective([logits], torch.tensor([0]), None)
+    p = math.exp(2) / (math.exp(2) + 1)
+    expected = -((1 - p) ** 2) * math.log(p)
+    assert float(terms["primary_loss"]) == pytest.approx(expected, rel=1e-5)
+    with pytest.raises(ValueError, match="primary_loss"):
+        AuxLearnerConfig(primary_loss="hinge")
+
+
+def test_maxl_labels_the_inputs_the_main_network_trains_on(tiny):
+    from baselines.maxl import MAXLLabeller
+
+    learner = AuxLearner(tiny[0].config, seed=0, dataset=tiny[0].data)
+    labeller = MAXLLabeller(learner, seed=0)
+    idx = torch.arange(8)
+    x = learner.batch_inputs(idx) + 0.5  # inputs no un-augmented forward would produce
+    targets, _ = labeller(idx, x)
+    with torch.no_grad():
+        expected, _ = labeller.generator(x, learner.data.train.labels[idx])
+    torch.testing.assert_close(targets, expected)

@@ -198,7 +198,9 @@ class AuxLabelEnv(gym.Env):
     ## Description
     A main network with a primary and an auxiliary head trains on the agent's labels. Every
     ``train_batch_size`` (B_T) steps it takes one SGD step on
-    ``CE(primary) + lambda * mean(w_i * focal(aux, target_i))`` (eq. 2, 7).
+    ``CE(primary) + lambda * mean(w_i * focal(aux, target_i))`` (eq. 2, 7). The paper writes
+    the primary term as cross-entropy; its public code (and MAXL's) uses the focal loss there
+    too: ``primary_loss="focal"``.
 
     ## Action Space
     ``Discrete(psi)``: the sub-class within the sample's primary class, i.e. auxiliary class
@@ -239,6 +241,8 @@ class AuxLabelEnv(gym.Env):
     | `backbone`              | per id           | `vgg16` (paper), `small_cnn`, `mlp`         |
     | `hierarchy_factor`      | 5                | psi, sub-classes per primary class          |
     | `aux_weight`            | 1.0              | lambda of eq. 2                             |
+    | `primary_loss`          | `"cross_entropy"`| or `"focal"`, as the public RL-AUX and MAXL |
+    |                         |                  | code train the primary head (gamma 2)       |
     | `train_batch_size`      | 100              | B_T, samples per SGD step                   |
     | `eval_batch_size`       | 256              | B_R, images in the reward's eval batch      |
     | `lr`, `momentum`, ...   | 0.01, 0, ...     | SGD + StepLR(50, 0.5): `AuxLearnerConfig`   |

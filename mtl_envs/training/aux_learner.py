@@ -2,7 +2,8 @@
 
 ``AuxLearner`` trains a two-head network (primary + auxiliary) one batch at a time on
 ``primary CE + aux_weight * mean(sample_weight * aux focal loss)`` (RL-AUX eq. 2 and 7). The
-AuxLabel env, its vector form and the non-RL baselines all drive this one loop.
+AuxLabel env, its vector form and the non-RL baselines all drive this one loop, and MAXL's
+virtual step differentiates the same :meth:`AuxLearner.objective`.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ from mtl_envs.models import build_multi_head_net
 from mtl_envs.training.common import restore_state, seeded, snapshot_state
 from mtl_envs.training.losses import focal_loss
 from mtl_envs.training.metrics import classification_metrics, confusion_matrix
-from mtl_envs.utils import resolve_device
+from mtl_envs.utils import check_choice, resolve_device
 
-# A labeller maps training-set indices (B,) to (aux targets (B, K), sample weights (B,) or None).
-Labeller = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+# A labeller maps a batch, as training-set indices (B,) and the prepared (augmented,
+# normalised) inputs the main network trains on, to (aux targets (B, K), weights (B,) or None).
+Labeller = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor | None]]
+PRIMARY_LOSSES = ("cross_entropy", "focal")
 
 
 @dataclass
@@ -52,6 +55,10 @@ class AuxLearnerConfig:
     """lambda: weight of the auxiliary loss (appendix B)."""
     focal_gamma: float = 2.0
     """Focusing exponent of the auxiliary focal loss (MAXL code)."""
+    primary_loss: str = "cross_entropy"
+    """Primary-task training loss: ``cross_entropy`` (RL-AUX eq. 2) or ``focal`` (with
+    ``focal_gamma``), which the public RL-AUX and MAXL code train the primary head with. The
+    reward and the evaluation use cross-entropy either way."""
     lr: float = 0.01
     """SGD learning rate of the main network (appendix B)."""
     momentum: float = 0.0
@@ -94,6 +101,7 @@ class AuxLearnerConfig:
                 raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.")
         if self.lr == 0:
             raise ValueError("`lr` must be positive; got 0.")
+        check_choice("primary_loss", self.primary_loss, PRIMARY_LOSSES)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -190,55 +198,91 @@ class AuxLearner:
             images = random_crop_flip(images, self.generator)
         return self.normalize(images)
 
+    def objective(
+        self,
+        outputs: list[torch.Tensor],
+        labels: torch.Tensor,
+        aux_targets: torch.Tensor | None,
+        sample_weights: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The main network's training objective (RL-AUX eq. 2 and 7), with its graph:
+        ``primary + aux_weight * mean(w_i * focal(aux, target_i))``.
+
+        Args:
+            outputs: the network's logits, primary first, then auxiliary (when targets).
+            labels: (B,) primary labels.
+            aux_targets: (B, K) auxiliary target distributions, or ``None`` (no auxiliary
+                task: single-task learning).
+            sample_weights: (B,) per-sample auxiliary weights (RL-AUX eq. 7), default 1.
+
+        Returns:
+            Scalar tensors ``primary_loss``, ``aux_loss`` and their sum ``loss``.
+        """
+        cfg = self.config
+        if cfg.primary_loss == "focal":
+            one_hot = F.one_hot(labels, self.num_primary).to(outputs[0].dtype)
+            primary = focal_loss(outputs[0], one_hot, cfg.focal_gamma).mean()
+        else:
+            primary = F.cross_entropy(outputs[0], labels)
+        if aux_targets is None:
+            aux = torch.zeros((), device=primary.device, dtype=primary.dtype)
+        else:
+            per_sample = focal_loss(outputs[1], aux_targets, cfg.focal_gamma)
+            if sample_weights is not None:
+                per_sample = per_sample * sample_weights
+            aux = per_sample.mean()
+        return {"primary_loss": primary, "aux_loss": aux, "loss": primary + cfg.aux_weight * aux}
+
+    def batch_inputs(self, indices: torch.Tensor) -> torch.Tensor:
+        """The training images ``indices`` as the network trains on them: augmented (one draw
+        from the learner's generator) and normalised."""
+        return self.prepare_inputs(self.data.train.images[indices], train=True)
+
     def train_batch(
         self,
         indices: torch.Tensor,
         aux_targets: torch.Tensor | None,
         sample_weights: torch.Tensor | None = None,
+        inputs: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """One SGD step on ``CE(primary) + aux_weight * mean(w_i * focal(aux, target_i))``.
+        """One SGD step on :meth:`objective` for the training images ``indices``.
 
         Args:
             indices: (B,) training-set indices.
             aux_targets: (B, K) auxiliary target distributions, or ``None`` to train the
                 primary task alone (single-task learning).
             sample_weights: (B,) per-sample auxiliary weights (RL-AUX eq. 7), default 1.
+            inputs: the batch's prepared inputs when the caller holds them (a labeller saw
+                them); default: :meth:`batch_inputs`.
 
         Returns:
             Detached scalar tensors ``primary_loss``, ``aux_loss``, ``loss``.
         """
         self.net.train()
-        x = self.prepare_inputs(self.data.train.images[indices], train=True)
-        y = self.data.train.labels[indices]
-        if aux_targets is None:
-            (primary_logits,) = self.net(x, heads=[0])
-            primary = F.cross_entropy(primary_logits, y)
-            aux = torch.zeros((), device=self.device)
-        else:
-            primary_logits, aux_logits = self.net(x)
-            primary = F.cross_entropy(primary_logits, y)
-            per_sample = focal_loss(aux_logits, aux_targets, self.config.focal_gamma)
-            if sample_weights is not None:
-                per_sample = per_sample * sample_weights
-            aux = per_sample.mean()
-        loss = primary + self.config.aux_weight * aux
+        x = self.batch_inputs(indices) if inputs is None else inputs
+        outputs = self.net(x, heads=[0] if aux_targets is None else None)
+        terms = self.objective(
+            outputs, self.data.train.labels[indices], aux_targets, sample_weights
+        )
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        terms["loss"].backward()
         self.optimizer.step()
-        return {"primary_loss": primary.detach(), "aux_loss": aux.detach(), "loss": loss.detach()}
+        return {k: v.detach() for k, v in terms.items()}
 
     def train_epoch(self, labeller: Labeller | None) -> dict[str, float]:
         """A whole epoch with auxiliary targets from ``labeller`` (``None`` = single-task).
 
-        Returns the epoch's mean losses and its wall time.
+        The labeller sees each batch's prepared inputs, the very tensor the main network then
+        trains on. Returns the epoch's mean losses and its wall time.
         """
         start = time.perf_counter()
         self.begin_epoch()
         totals: dict[str, torch.Tensor] = {}
         for batch in range(self.num_batches):
             idx = self.batch_indices(batch)
-            targets, weights = (None, None) if labeller is None else labeller(idx)
-            for key, value in self.train_batch(idx, targets, weights).items():
+            x = self.batch_inputs(idx)
+            targets, weights = (None, None) if labeller is None else labeller(idx, x)
+            for key, value in self.train_batch(idx, targets, weights, inputs=x).items():
                 totals[key] = totals.get(key, 0.0) + value
         self.end_epoch()
         out = {f"train/{k}": float(v) / self.num_batches for k, v in totals.items()}
