@@ -3,9 +3,11 @@
     mtl-envs run configs/taskgrouping_digits10_ppo.yaml
 
 For every budget in ``method_kwargs.budgets`` a fresh agent trains for ``agent.total_timesteps``
-env steps (episodes of at most ``budget`` steps, gains from the table), then its
-deterministic policy selects the groups, which are scored on the true gains like every other
-grouping method.
+env steps (episodes of at most ``budget`` steps, rewards from the gains of the env's
+``gain_split``: validation by default), then its deterministic policy selects the groups,
+which are scored on the test gains like every other grouping method. With
+``env_kwargs.gain_split: test`` the agent learns from the gains it is scored on: an oracle,
+and its results say so.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import gymnasium as gym
 from stable_baselines3 import PPO
 
 import mtl_envs  # noqa: F401
-from baselines.grouping import env_settings, run_selection
+from baselines.grouping import GroupingProblem, env_settings, run_selection
 from mtl_envs.experiment import RunConfig
 from mtl_envs.utils import resolve_device
 
@@ -38,7 +40,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     device = kwargs.pop("device", str(resolve_device("auto")))
     settings = {k: v for k, v in env_settings(config).items() if k != "budget"}
 
-    def select(table: dict, budget: int, s: int) -> tuple[list, dict[str, Any]]:
+    def select(problem: GroupingProblem, budget: int, s: int) -> tuple[list, dict[str, Any]]:
         env = gym.make(config.env_id, **{**config.env_kwargs, "budget": budget})
         model = PPO("MultiInputPolicy", env, seed=s, device=device, verbose=0, **kwargs)
         model.learn(steps)

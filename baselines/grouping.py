@@ -1,15 +1,21 @@
 """Shared runner of the task-grouping methods: select groups per budget, score them on the
-ground-truth table (ETAP Table 4).
+held-out test gains of the ground-truth table (ETAP Table 4).
 
-A method is a ``select(table, budget, seed) -> (groups, extra)`` function. Every result
-holds the selection's true total gain and total test loss, the optimum for the same budget
-(branch-and-bound on the true gains, exact) and the gap to it.
+A method is a ``select(problem, budget, seed) -> (groups, extra)`` function. The
+:class:`GroupingProblem` gives it the candidate groups, the affinities and the gains of the
+split methods may learn from (validation, the env's ``gain_split``); a method that reads the
+test gains instead is an *oracle* and its results say so (``"oracle": true``). Every result
+holds the selection's true total gain and total loss on the test split, the optimum for the
+same budget (exact, on the test gains) and the gap to it. The objective is the env's
+(``"etap"``: every task covered, single-task networks count against the budget, ETAP section
+3.2.3; ``"fallback"``: uncovered or hurt tasks are trained alone at no cost).
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
@@ -18,17 +24,59 @@ import numpy as np
 
 import mtl_envs  # noqa: F401
 from mtl_envs.experiment import RunConfig, finished_result, write_result
-from mtl_envs.training.group_trainer import group_name, load_gain_table
+from mtl_envs.training.group_trainer import group_name, load_gain_table, table_gains
 from mtl_envs.training.grouping import (
-    branch_and_bound,
-    candidate_groups,
+    best_selection,
     evaluate_selection,
     gain_matrix,
+    selection_candidates,
 )
 
 GROUPING_ENTRY_POINT = "mtl_envs.envs.task_grouping:TaskGroupingEnv"
 Group = tuple[int, ...]
-Selector = Callable[[dict, int, int], tuple[list[Group], dict[str, Any]]]
+
+
+@dataclass
+class GroupingProblem:
+    """A gain table seen through one objective and one learning split."""
+
+    table: dict[str, Any]
+    objective: str
+    split: str
+    """The split whose gains a fair method may read (``"val"``); ``"test"`` makes every
+    method that reads gains an oracle."""
+    _matrices: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    @property
+    def num_tasks(self) -> int:
+        return len(self.table["task_names"])
+
+    @property
+    def candidates(self) -> list[Group]:
+        return selection_candidates(self.num_tasks, self.objective)
+
+    def affinity(self, kind: str = "etap") -> np.ndarray:
+        return np.asarray(self.table["affinity"][kind], dtype=float)
+
+    def gains(self, split: str | None = None) -> dict[Group, dict[int, float]]:
+        """Per-group, per-task gains on ``split`` (default: the learning split)."""
+        values = table_gains(self.table, split or self.split)
+        return {g: {t: values[group_name(g)][str(t)] for t in g} for g in self.candidates}
+
+    def matrix(self, split: str | None = None) -> np.ndarray:
+        """(candidates, n) gain matrix on ``split`` (default: the learning split)."""
+        split = split or self.split
+        if split not in self._matrices:
+            self._matrices[split] = gain_matrix(self.candidates, self.gains(split), self.num_tasks)
+        return self._matrices[split]
+
+    def solve(self, matrix: np.ndarray, budget: int) -> list[Group]:
+        """The exact optimum of the objective on ``matrix`` (one row per candidate)."""
+        chosen, _ = best_selection(self.candidates, matrix, budget, self.objective)
+        return [self.candidates[c] for c in chosen]
+
+
+Selector = Callable[[GroupingProblem, int, int], tuple[list[Group], dict[str, Any]]]
 
 
 def is_task_grouping(env_id: str) -> bool:
@@ -49,29 +97,38 @@ def budgets(config: RunConfig) -> list[int]:
     return list(values)
 
 
-def true_matrix(table: dict) -> tuple[list[Group], np.ndarray]:
-    n = len(table["task_names"])
-    candidates = candidate_groups(n)
-    gains = {g: {t: table["gains"][group_name(g)][str(t)] for t in g} for g in candidates}
-    return candidates, gain_matrix(candidates, gains, n)
+def grouping_problem(config: RunConfig) -> GroupingProblem:
+    """The table, objective and learning split the env id and its kwargs define."""
+    from mtl_envs.envs.task_grouping import TaskGroupingEnv
+    from mtl_envs.utils import check_choice
+
+    settings = env_settings(config)
+    defaults = TaskGroupingEnv.__init__.__kwdefaults__ or {}
+    objective = settings.get("objective", defaults.get("objective", "etap"))
+    split = settings.get("gain_split", defaults.get("gain_split", "val"))
+    check_choice("objective", objective, ("etap", "fallback"))
+    check_choice("gain_split", split, ("val", "test"))
+    table = load_gain_table(settings.get("table") or settings["dataset"])
+    return GroupingProblem(table, objective, split)
 
 
-@lru_cache(maxsize=32)
-def _optimum(table_key: str, budget: int) -> tuple[tuple[Group, ...], float]:
-    table = load_gain_table(table_key)
-    candidates, matrix = true_matrix(table)
-    chosen, score = branch_and_bound(matrix, budget)
-    return tuple(candidates[c] for c in chosen), score
+@lru_cache(maxsize=64)
+def _optimum(path: str, objective: str, budget: int) -> tuple[Group, ...]:
+    problem = GroupingProblem(load_gain_table(path), objective, "test")
+    return tuple(problem.solve(problem.matrix("test"), budget))
 
 
-def run_selection(config: RunConfig, seed: int, method: str, select: Selector) -> dict[str, Any]:
+def run_selection(
+    config: RunConfig, seed: int, method: str, select: Selector, oracle: bool = False
+) -> dict[str, Any]:
     """Run ``select`` for every budget; write one result per budget; return the last.
 
-    With ``config.resume`` the budgets whose result is written already are not redone.
+    ``oracle``: the method reads the test gains whatever the learning split (the exact
+    optimum); a learning split of ``"test"`` makes every method an oracle. With
+    ``config.resume`` the budgets whose result is written already are not redone.
     """
-    settings = env_settings(config)
-    table_key = settings.get("table") or settings["dataset"]
-    table = load_gain_table(table_key)
+    problem = grouping_problem(config)
+    oracle = oracle or problem.split == "test"
     result: dict[str, Any] = {}
     for budget in budgets(config):
         finished = finished_result(config, method, seed, f"B={budget}")
@@ -79,18 +136,27 @@ def run_selection(config: RunConfig, seed: int, method: str, select: Selector) -
             result = finished
             continue
         start = time.perf_counter()
-        groups, extra = select(table, budget, seed)
+        groups, extra = select(problem, budget, seed)
         seconds = time.perf_counter() - start
-        optimum, best = _optimum(table_key, budget)
-        quality = evaluate_selection(table, groups)
-        optimal_quality = evaluate_selection(table, optimum)
+        optimum = _optimum(problem.table["path"], problem.objective, budget)
+        quality = evaluate_selection(problem.table, groups, problem.objective, "test")
+        if problem.objective == "etap" and quality["networks"] > budget:
+            raise RuntimeError(
+                f"{method} selected {groups}, which trains {quality['networks']} networks: more "
+                f"than the budget {budget} allows under ETAP's objective."
+            )
+        best = evaluate_selection(problem.table, optimum, problem.objective, "test")
         final = {
             "test/total_gain": quality["total_gain"],
             "test/total_loss": quality["total_loss"],
-            "test/optimal_gain": best,
-            "test/optimal_loss": optimal_quality["total_loss"],
-            "test/gap": best - quality["total_gain"],
+            "test/networks": quality["networks"],
+            "test/optimal_gain": best["total_gain"],
+            "test/optimal_loss": best["total_loss"],
+            "test/gap": best["total_gain"] - quality["total_gain"],
         }
+        if "val_gains" in problem.table:
+            val = evaluate_selection(problem.table, groups, problem.objective, "val")
+            final["val/total_gain"] = val["total_gain"]
         result = write_result(
             config,
             method,
@@ -101,6 +167,9 @@ def run_selection(config: RunConfig, seed: int, method: str, select: Selector) -
             extra={
                 "groups": [list(g) for g in groups],
                 "optimal_groups": [list(g) for g in optimum],
+                "objective": problem.objective,
+                "gain_split": problem.split,
+                "oracle": oracle,
                 **extra,
             },
         )

@@ -1,4 +1,5 @@
-"""Random grouping: ``budget`` distinct groups of two or more tasks, drawn uniformly."""
+"""Random grouping: ``budget`` distinct groups drawn uniformly from the candidates (under
+ETAP's objective the last one takes in every task left uncovered, as in the env)."""
 
 from __future__ import annotations
 
@@ -6,14 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from baselines.grouping import run_selection, true_matrix
+from baselines.grouping import GroupingProblem, run_selection
 from mtl_envs.experiment import RunConfig
+from mtl_envs.training.grouping import complete_cover
 
 
-def select(table: dict, budget: int, seed: int) -> tuple[list, dict[str, Any]]:
-    candidates, _ = true_matrix(table)
+def select(problem: GroupingProblem, budget: int, seed: int) -> tuple[list, dict[str, Any]]:
+    candidates = problem.candidates
     rng = np.random.default_rng(seed)
-    return [candidates[i] for i in rng.choice(len(candidates), budget, replace=False)], {}
+    groups = [candidates[i] for i in rng.choice(len(candidates), budget, replace=False)]
+    if problem.objective == "etap":
+        groups = complete_cover(groups, problem.num_tasks)
+    return groups, {}
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:

@@ -5,8 +5,9 @@
 
 Trains all 2^n - 1 groups under one ``GroupProtocol`` for each seed (cached per group, so an
 interrupted build resumes), collects ETAP and TAG affinities from one all-task run per seed,
-and writes the per-task test losses, the gains averaged over seeds, the affinities and the
-protocol to one JSON file, which the TaskGrouping env reads in table mode.
+and writes the per-task validation and test losses, the gains averaged over seeds on each
+split, the affinities and the protocol to one JSON file, which the TaskGrouping env reads in
+table mode. Methods learn from the validation gains; the test gains score them.
 """
 
 from __future__ import annotations
@@ -20,7 +21,13 @@ import torch
 from tqdm.auto import tqdm
 
 from mtl_envs.training.affinity import collect_affinities
-from mtl_envs.training.group_trainer import GroupProtocol, GroupTrainer, all_groups, group_name
+from mtl_envs.training.group_trainer import (
+    GroupProtocol,
+    GroupTrainer,
+    all_groups,
+    group_name,
+    mtl_gain,
+)
 from mtl_envs.training.multitask_learner import MultiTaskLearner
 from mtl_envs.utils import atomic_write_json, default_data_root
 
@@ -39,20 +46,23 @@ def main() -> None:
     trainer = GroupTrainer(protocol, cache_dir=args.cache, device="cpu")
     groups = all_groups(trainer.num_tasks)
     start = time.perf_counter()
-    losses: dict[str, dict[str, list[float]]] = {}
+    losses: dict[str, dict[str, dict[str, list[float]]]] = {"val": {}, "test": {}}
     for group in tqdm(
         groups, desc=f"{args.dataset}: {len(groups)} groups x {len(args.seeds)} seeds"
     ):
-        per_seed = [trainer.task_losses(group, seed) for seed in args.seeds]
-        losses[group_name(group)] = {str(t): [s[t] for s in per_seed] for t in group}
-    gains = {}
-    for group in groups:
-        key = group_name(group)
-        gains[key] = {}
-        for t in group:
-            stl = losses[str(t)][str(t)]
-            mine = losses[key][str(t)]
-            gains[key][str(t)] = sum((a - b) / a for a, b in zip(stl, mine)) / len(stl)
+        for split, table in losses.items():
+            per_seed = [trainer.task_losses(group, seed, split) for seed in args.seeds]
+            table[group_name(group)] = {str(t): [s[t] for s in per_seed] for t in group}
+    gains: dict[str, dict[str, dict[str, float]]] = {"val": {}, "test": {}}
+    for split, table in losses.items():
+        for group in groups:
+            key = group_name(group)
+            gains[split][key] = {}
+            for t in group:
+                stl, mine = table[str(t)][str(t)], table[key][str(t)]
+                gains[split][key][str(t)] = sum(mtl_gain(a, b) for a, b in zip(stl, mine)) / len(
+                    stl
+                )
     # Affinities of one all-task run per seed, same protocol (ETAP eq. 6; TAG lookahead).
     etap, tag = 0.0, 0.0
     for seed in args.seeds:
@@ -71,8 +81,11 @@ def main() -> None:
             "protocol": asdict(protocol),
             "protocol_key": protocol.key(),
             "seeds": args.seeds,
-            "losses": losses,
-            "gains": gains,
+            # Test losses and gains score a selection; validation ones are what methods use.
+            "losses": losses["test"],
+            "gains": gains["test"],
+            "val_losses": losses["val"],
+            "val_gains": gains["val"],
             "affinity": {"etap": etap.tolist(), "tag": tag.tolist()},
         },
     )

@@ -12,9 +12,14 @@ from mtl_envs.training.gain_prediction import ETAPPredictor, prediction_quality
 from mtl_envs.training.group_trainer import GroupProtocol, GroupTrainer, all_groups, mtl_gain
 from mtl_envs.training.grouping import (
     branch_and_bound,
+    complete_cover,
+    cover_search,
+    evaluate_selection,
     exhaustive_search,
     gain_matrix,
+    selection_candidates,
     selection_score,
+    selection_value,
 )
 
 
@@ -79,6 +84,72 @@ def test_branch_and_bound_equals_exhaustive_search(seed):
         assert selection_score(m, chosen) == pytest.approx(bnb)
 
 
+def test_etap_objective_by_hand():
+    # ETAP section 3.2.3: cover every task; single tasks (gain 0) cost budget too.
+    candidates = [(0,), (1,), (2,), (0, 1), (1, 2), (0, 1, 2)]
+    gains = {g: {t: 0.0 for t in g} for g in candidates}
+    gains[(0, 1)] = {0: 0.2, 1: -0.1}
+    gains[(1, 2)] = {1: 0.3, 2: -0.2}
+    gains[(0, 1, 2)] = {0: 0.1, 1: 0.1, 2: 0.1}
+    m = gain_matrix(candidates, gains, 3)
+    # {0,1} + {2}: 0.2 - 0.1 + 0 = 0.1; {0,1} + {1,2}: 0.2 + 0.3 - 0.2 = 0.3; all: 0.3.
+    assert selection_value(m, [3, 2], "etap", candidates) == pytest.approx(0.1)
+    assert selection_value(m, [3, 4], "etap", candidates) == pytest.approx(0.3)
+    with pytest.raises(ValueError, match="does not cover"):
+        selection_value(m, [3], "etap", candidates)
+    # Budget 1 must take the group of all three; the fallback objective would take {1, 2}.
+    assert cover_search(candidates, m, 1) == ([5], pytest.approx(0.3))
+    assert selection_score(m, [4]) == pytest.approx(0.3)
+    # Budget 3: {0,1}, {1,2} and {0,1,2}, each task from its best: 0.2 + 0.3 + 0.1.
+    chosen, value = cover_search(candidates, m, 3)
+    assert value == pytest.approx(0.6) and chosen == [3, 4, 5]
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_cover_search_equals_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = 4
+    candidates = selection_candidates(n, "etap")
+    gains = {
+        g: {t: 0.0 if len(g) == 1 else float(rng.normal(0.0, 0.2)) for t in g} for g in candidates
+    }
+    m = gain_matrix(candidates, gains, n)
+    for budget in (1, 2, 3, 4):
+        feasible = [
+            combo
+            for size in range(1, budget + 1)
+            for combo in itertools.combinations(range(len(candidates)), size)
+            if set().union(*(candidates[c] for c in combo)) == set(range(n))
+        ]
+        exact = max(selection_value(m, combo, "etap", candidates) for combo in feasible)
+        chosen, value = cover_search(candidates, m, budget)
+        assert value == pytest.approx(exact) and len(chosen) <= budget
+
+
+def test_complete_cover_and_evaluate_selection():
+    assert complete_cover([(0, 1), (2,)], 5) == [(0, 1), (2, 3, 4)]
+    assert complete_cover([(0, 1), ()], 3) == [(0, 1), (2,)]
+    assert complete_cover([(0, 1, 2)], 3) == [(0, 1, 2)]
+    table = {
+        "task_names": ["a", "b", "c"],
+        "gains": {"0": {"0": 0.0}, "1": {"1": 0.0}, "2": {"2": 0.0}, "0-1": {"0": 0.5, "1": -0.5}},
+        "losses": {
+            "0": {"0": [1.0]},
+            "1": {"1": [2.0]},
+            "2": {"2": [3.0]},
+            "0-1": {"0": [0.5], "1": [3.0]},
+        },
+    }
+    # ETAP: {0,1} keeps task 1's loss 3.0 (gain -0.5); task 2 needs its own network.
+    etap = evaluate_selection(table, [(0, 1)], "etap")
+    assert etap == {"total_gain": 0.0, "total_loss": 0.5 + 3.0 + 3.0, "networks": 2}
+    # Fallback: task 1 falls back to training alone for free.
+    fallback = evaluate_selection(table, [(0, 1)], "fallback")
+    assert fallback["total_gain"] == 0.5 and fallback["total_loss"] == 0.5 + 2.0 + 3.0
+    with pytest.raises(ValueError, match="holds no val gains"):
+        evaluate_selection(table, [(0, 1)], "etap", split="val")
+
+
 def test_etap_recovers_a_nonlinear_affinity_to_gain_map():
     rng = np.random.default_rng(0)
     n = 8
@@ -100,6 +171,16 @@ def test_etap_recovers_a_nonlinear_affinity_to_gain_map():
     quality = prediction_quality(pred, true)
     assert quality["pearson"] > 0.95 and quality["r2"] > 0.9
     assert model.predict((3,)) == {3: 0.0}
+
+
+def test_etap_cross_validation_keeps_each_group_in_one_fold():
+    groups = [(0, 1), (0, 2, 3), (1, 2), (1, 3), (0, 1, 2, 3), (2, 3)]
+    keys = [(g, t) for g in groups for t in g]
+    folds = ETAPPredictor(np.eye(4), seed=0).folds(keys)
+    assert len(folds) == 5
+    for train, held in folds:
+        assert {keys[i][0] for i in train}.isdisjoint({keys[i][0] for i in held})
+    assert sorted(np.concatenate([held for _, held in folds]).tolist()) == list(range(len(keys)))
 
 
 def test_group_trainer_caches_and_computes_gains(tmp_path):
@@ -156,6 +237,20 @@ def test_collect_affinities_etap_and_tag_on_an_mtl_run():
     off = ~np.eye(10, dtype=bool)
     assert np.corrcoef(scores.etap[off], scores.tag[off])[0, 1] > 0.8
     assert learner.epoch == 2
+
+
+def test_tag_lookahead_compares_losses_on_the_same_augmented_inputs():
+    # A vanishing step cannot change any loss: every TAG score must be 0, augmentation or not.
+    from mtl_envs.training.affinity import collect_affinities
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    cfg = MultiTaskLearnerConfig(
+        dataset="digits10", optimizer="sgd", lr=1e-12, momentum=0.0, augment=True, device="cpu"
+    )
+    learner = MultiTaskLearner(cfg, seed=0)
+    scores = collect_affinities(learner, epochs=1, etap=False, tag=True)
+    assert learner.augment and scores.steps == learner.num_batches
+    assert np.abs(scores.tag).max() < 1e-5
 
 
 def test_shipped_table_matches_retraining_within_seed_noise():

@@ -34,6 +34,9 @@ def table_path(tmp_path):
             losses[key] = losses.get(key, {})
             losses[key][str(t)] = [1.0 - value, 1.0 - value]
     affinity = np.eye(4).tolist()
+    # Validation gains: every multi-task gain 0.01 lower than on test.
+    val_gains = {k: {t: v - 0.01 * (len(g) > 1) for t, v in g.items()} for k, g in gains.items()}
+    val_losses = {k: {t: [1.0 - val_gains[k][t]] * 2 for t in g} for k, g in gains.items()}
     table = {
         "dataset": "toy",
         "task_names": ["a", "b", "c", "d"],
@@ -41,6 +44,8 @@ def table_path(tmp_path):
         "seeds": [0, 1],
         "gains": gains,
         "losses": losses,
+        "val_gains": val_gains,
+        "val_losses": val_losses,
         "affinity": {"etap": affinity, "tag": affinity},
     }
     path = tmp_path / "toy_gains.json"
@@ -49,11 +54,11 @@ def table_path(tmp_path):
 
 
 def make(table_path, **kwargs):
-    return gym.make("TaskGrouping-Digits10-v0", table=str(table_path), **kwargs).unwrapped
+    return gym.make("TaskGrouping-Digits10-v1", table=str(table_path), **kwargs).unwrapped
 
 
 def test_reward_is_the_increase_of_total_gain(table_path):
-    env = make(table_path, budget=3)
+    env = make(table_path, budget=3, objective="fallback", gain_split="test")
     obs, _ = env.reset(seed=0)
     assert obs["budget_left"] == 3 and not obs["covered"].any()
     # {0, 1}: both gain 0.4 - 0.1 = 0.3 -> reward 0.6.
@@ -64,6 +69,31 @@ def test_reward_is_the_increase_of_total_gain(table_path):
     assert r2 == pytest.approx(0.0)
     obs, _, term, _, info = env.step(np.array([0, 0, 0, 0]))  # stop early
     assert term and info["stopped"] and obs["covered"].tolist() == [1, 1, 0, 1]
+
+
+def test_etap_objective_covers_every_task_and_rewards_from_validation(table_path):
+    table = json.loads(table_path.read_text())
+    env = make(table_path, budget=2)  # v1 defaults: objective "etap", gain_split "val"
+    env.reset(seed=0)
+    # {0, 1}: validation gains 0.3 - 0.01 each.
+    _, r1, term, _, _ = env.step(np.array([1, 1, 0, 0]))
+    assert r1 == pytest.approx(0.58) and not term
+    # The last group takes in the uncovered task 3: {2} becomes {2, 3}.
+    obs, r2, term, _, info = env.step(np.array([0, 0, 1, 0]))
+    val = table["val_gains"]["2-3"]
+    assert info["group"] == [2, 3] and term and obs["covered"].tolist() == [1, 1, 1, 1]
+    assert r2 == pytest.approx(val["2"] + val["3"])  # task 3's -0.31 counts: no free fallback
+    assert info["total_gain"] == pytest.approx(r1 + r2)
+    # evaluate() scores the same selection on the test gains.
+    test = table["gains"]
+    quality = env.evaluate("test")
+    assert quality["total_gain"] == pytest.approx(0.6 + test["2-3"]["2"] + test["2-3"]["3"])
+    assert quality["networks"] == 2
+    # Stopping with tasks uncovered trains them together as the final group.
+    env.reset()
+    _, reward, term, _, info = env.step(np.zeros(4, dtype=np.int8))
+    assert term and info["group"] == [0, 1, 2, 3]
+    assert reward == pytest.approx(sum(table["val_gains"]["0-1-2-3"].values()))
 
 
 def test_budget_ends_the_episode(table_path):
@@ -83,7 +113,7 @@ def test_checkers_and_bad_input(table_path):
     with pytest.raises(ValueError, match="`gains` must be one of"):
         make(table_path, gains="oracle")
     with pytest.raises(FileNotFoundError, match="build_gain_table"):
-        gym.make("TaskGrouping-Digits10-v0", table="no_such_table")
+        gym.make("TaskGrouping-Digits10-v1", table="no_such_table")
 
 
 def test_etap_gain_source_fits_on_table_groups(table_path):
@@ -100,8 +130,8 @@ def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
 
     config = RunConfig(
         method=method,
-        env_id="TaskGrouping-Digits10-v0",
-        env_kwargs={"table": str(table_path)},
+        env_id="TaskGrouping-Digits10-v1",
+        env_kwargs={"table": str(table_path), "objective": "fallback"},
         output_dir=str(tmp_path / "out"),
         method_kwargs={"budgets": [1, 2], "etap_train_groups": 5},
     )
@@ -116,6 +146,40 @@ def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
     )
     if method == "optimal":
         assert final["test/gap"] == pytest.approx(0.0)
+    # Only the exact optimum reads the test gains; the others learn from validation gains.
+    assert result["oracle"] == (method == "optimal") and result["gain_split"] == "val"
+
+
+@pytest.mark.parametrize("method", ["etap", "tag", "random", "optimal"])
+def test_grouping_methods_under_etaps_objective(table_path, tmp_path, method):
+    from baselines import BASELINES
+
+    config = RunConfig(
+        method=method,
+        env_id="TaskGrouping-Digits10-v1",
+        env_kwargs={"table": str(table_path)},
+        output_dir=str(tmp_path),
+        method_kwargs={"budgets": [2, 3], "etap_train_groups": 5},
+    )
+    result = BASELINES[method](config, 0)
+    covered = sorted({t for g in result["groups"] for t in g})
+    assert covered == [0, 1, 2, 3] and len(result["groups"]) <= 3
+    final = result["final"]
+    # Budget 3: {0, 1} (0.3 each), {0, 1, 2} for task 2 (0.25) and {3} alone (0): 0.85.
+    assert final["test/optimal_gain"] == pytest.approx(0.85)
+    assert sorted(map(sorted, result["optimal_groups"])) == [[0, 1], [0, 1, 2], [3]]
+    assert final["test/networks"] <= 3 and final["test/gap"] >= -1e-9
+    oracle = BASELINES[method](
+        RunConfig(
+            **{
+                **config.to_dict(),
+                "env_kwargs": {**config.env_kwargs, "gain_split": "test"},
+                "output_dir": str(tmp_path / "oracle"),
+            }
+        ),
+        0,
+    )
+    assert oracle["oracle"]  # reading test gains makes every method an oracle
 
 
 def test_resume_skips_finished_budgets(table_path, tmp_path):
@@ -124,7 +188,7 @@ def test_resume_skips_finished_budgets(table_path, tmp_path):
     def config(**extra):
         return RunConfig(
             method="random",
-            env_id="TaskGrouping-Digits10-v0",
+            env_id="TaskGrouping-Digits10-v1",
             env_kwargs={"table": str(table_path)},
             output_dir=str(tmp_path),
             method_kwargs={"budgets": [1, 2]},
@@ -144,7 +208,7 @@ def test_ppo_on_the_grouping_env(table_path, tmp_path):
 
     config = RunConfig(
         method="ppo",
-        env_id="TaskGrouping-Digits10-v0",
+        env_id="TaskGrouping-Digits10-v1",
         env_kwargs={"table": str(table_path)},
         output_dir=str(tmp_path),
         method_kwargs={"budgets": [2]},
@@ -181,7 +245,7 @@ def test_agents_train_runs_the_grouping_config(table_path, tmp_path, capsys):
         yaml.safe_dump(
             {
                 "method": ["ppo", "optimal"],
-                "env_id": "TaskGrouping-Digits10-v0",
+                "env_id": "TaskGrouping-Digits10-v1",
                 "env_kwargs": {"table": str(table_path)},
                 "output_dir": str(tmp_path / "out"),
                 "method_kwargs": {"budgets": [2]},

@@ -10,12 +10,16 @@ from gymnasium import spaces
 
 from mtl_envs.training.gain_prediction import ETAPPredictor
 from mtl_envs.training.group_trainer import (
+    GAIN_SPLITS,
     GroupProtocol,
     GroupTrainer,
     all_groups,
     group_name,
     load_gain_table,
+    table_gains,
+    table_losses,
 )
+from mtl_envs.training.grouping import OBJECTIVES, complete_cover, selection_quality
 from mtl_envs.utils import check_choice, default_data_root
 
 GAIN_SOURCES = ("table", "train", "etap")
@@ -31,8 +35,12 @@ class TableGains:
         self.table = table
         self.num_tasks = len(table["task_names"])
 
-    def gains(self, group: Group) -> dict[int, float]:
-        return {int(t): v for t, v in self.table["gains"][group_name(group)].items()}
+    def gains(self, group: Group, split: str) -> dict[int, float]:
+        return {int(t): v for t, v in table_gains(self.table, split)[group_name(group)].items()}
+
+    def losses(self, group: Group, split: str) -> dict[int, float]:
+        values = table_losses(self.table, split)[group_name(group)]
+        return {int(t): float(np.mean(v)) for t, v in values.items()}
 
 
 class TrainedGains:
@@ -42,14 +50,19 @@ class TrainedGains:
         self.trainer, self.seeds = trainer, seeds
         self.num_tasks = trainer.num_tasks
 
-    def gains(self, group: Group) -> dict[int, float]:
-        return self.trainer.gains(group, self.seeds)
+    def gains(self, group: Group, split: str) -> dict[int, float]:
+        return self.trainer.gains(group, self.seeds, split)
+
+    def losses(self, group: Group, split: str) -> dict[int, float]:
+        per_seed = [self.trainer.task_losses(group, s, split) for s in self.seeds]
+        return {t: float(np.mean([p[t] for p in per_seed])) for t in group}
 
 
 class PredictedGains:
-    """ETAP's predictions, fitted on ``train_groups`` groups measured by ``truth``."""
+    """ETAP's predictions, fitted on ``train_groups`` groups measured by ``truth`` on
+    ``split``."""
 
-    def __init__(self, truth, affinity: np.ndarray, train_groups: int, seed: int):
+    def __init__(self, truth, affinity: np.ndarray, train_groups: int, seed: int, split: str):
         rng = np.random.default_rng(seed)
         candidates = [g for g in all_groups(truth.num_tasks) if len(g) > 1]
         if not 1 <= train_groups <= len(candidates):
@@ -57,12 +70,12 @@ class PredictedGains:
                 f"`etap_train_groups` must be in [1, {len(candidates)}]; got {train_groups!r}."
             )
         chosen = [candidates[i] for i in rng.choice(len(candidates), train_groups, replace=False)]
-        measured = {g: truth.gains(g) for g in chosen}
+        measured = {g: truth.gains(g, split) for g in chosen}
         self.train_groups = chosen
         self.model = ETAPPredictor(affinity, seed=seed).fit(chosen, measured)
         self.num_tasks = truth.num_tasks
 
-    def gains(self, group: Group) -> dict[int, float]:
+    def gains(self, group: Group, split: str) -> dict[int, float]:
         return self.model.predict(group)
 
 
@@ -73,24 +86,32 @@ class TaskGroupingEnv(gym.Env):
     n tasks may be trained in groups that share a network. Each step the agent names the
     next group; it is "trained" (its per-task MTL gains, ETAP eq. 1, come from a precomputed
     table, from real training, or from the ETAP predictor) and every task keeps the best gain
-    of the selected groups it belongs to.
+    of the selected groups it belongs to. Rewards use gains measured on ``gain_split``
+    (validation by default): what an agent may learn from. :meth:`evaluate` scores the
+    selection on the held-out test gains, as ETAP's Table 4 does; an agent trained with
+    ``gain_split="test"`` has read the test data and is an oracle.
 
     ## Action Space
-    ``MultiBinary(n)``: the members of the next group. All zeros stops the episode early.
+    ``MultiBinary(n)``: the members of the next group (a single task is a group too). All
+    zeros stops the episode early.
 
     ## Observation Space
     | key           | space                        | meaning                                    |
     |---------------|------------------------------|--------------------------------------------|
     | `affinity`    | `Box(-inf, inf, (n, n))`     | pairwise affinity from one all-task run    |
-    | `best_gain`   | `Box(-inf, inf, (n,))`       | each task's best gain so far (0 = alone)   |
+    | `best_gain`   | `Box(-inf, inf, (n,))`       | each task's best gain so far (0: none yet) |
     | `covered`     | `MultiBinary(n)`             | tasks in some selected group               |
     | `budget_left` | `Discrete(budget + 1)`       | groups that may still be selected          |
 
     ## Rewards
-    The increase of the total gain ``sum_t max(0, max_{G selected, t in G} y_{G->t})``
-    (ETAP eq. 2). Terminal rule for uncovered tasks: a task in no selected group, or whose
-    groups all hurt it, is trained alone (single-task learning, gain 0); there is no extra
-    penalty, so the episode return equals the total gain of the selection.
+    The increase of the total gain, so the episode return is the selection's total gain.
+    ``objective="etap"`` (ETAP section 3.2.3): the groups must cover every task and single
+    tasks cost budget like any group; the total is ``sum_t max_{G selected, t in G} y_{G->t}``
+    over covered tasks, negative when a task's groups all hurt it. To keep every episode
+    feasible, the last group (budget spent, or the all-zeros action) takes in every task not
+    yet covered. ``objective="fallback"``: ``sum_t max(0, max_{G selected, t in G}
+    y_{G->t})``; a task in no selected group, or whose groups all hurt it, is trained alone
+    at no cost (gain 0).
 
     ## Starting State
     Nothing selected, all best gains 0, the full budget.
@@ -103,6 +124,9 @@ class TaskGroupingEnv(gym.Env):
     |---------------------|--------------|--------------------------------------------------|
     | `dataset`           | per id       | multi-task dataset (`digits10`, `cifar100_mtl`)  |
     | `budget`            | 3            | B, groups that may be selected                   |
+    | `objective`         | `"etap"`     | `"etap"` (cover all tasks) or `"fallback"`       |
+    | `gain_split`        | `"val"`      | split whose gains make the rewards (`"test"`:    |
+    |                     |              | an oracle)                                       |
     | `gains`             | per id       | `"table"`, `"train"` or `"etap"` (fitted on a    |
     |                     |              | table's groups if one exists, else trained ones) |
     | `table`             | dataset name | gain table (shipped name or file path)           |
@@ -113,11 +137,14 @@ class TaskGroupingEnv(gym.Env):
     | `cache_dir`         | data root    | where trained groups are cached                  |
 
     ## Version History
-    * v0: initial release.
+    * v1: ETAP's objective (cover every task, single tasks count against the budget) and
+      rewards from validation gains; :meth:`evaluate` scores on test gains.
+    * v0: initial release (uncovered or hurt tasks trained alone for free; rewards from the
+      test gains).
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
-    >>> env = gym.make("TaskGrouping-Digits10-v0")
+    >>> env = gym.make("TaskGrouping-Digits10-v1")
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
@@ -128,6 +155,8 @@ class TaskGroupingEnv(gym.Env):
         self,
         dataset: str = "digits10",
         budget: int = 3,
+        objective: str = "etap",
+        gain_split: str = "val",
         gains: str = "table",
         table: str | None = None,
         affinity: str = "etap",
@@ -143,9 +172,13 @@ class TaskGroupingEnv(gym.Env):
             raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         check_choice("gains", gains, GAIN_SOURCES)
         check_choice("affinity", affinity, AFFINITIES)
+        check_choice("objective", objective, OBJECTIVES)
+        check_choice("gain_split", gain_split, GAIN_SPLITS)
         if not isinstance(budget, int) or budget < 1:
             raise ValueError(f"`budget` must be a positive int; got {budget!r}.")
         self.budget = budget
+        self.objective = objective
+        self.gain_split = gain_split
         self.gain_source = gains
         # "table" needs a table; "etap" fits on a table's groups when one exists, else trains.
         table_data = None
@@ -172,10 +205,11 @@ class TaskGroupingEnv(gym.Env):
             run = collect_affinities(learner, proto.epochs, tag=affinity == "tag")
             scores = run.tag if affinity == "tag" else run.etap
         self.affinity = scores.astype(np.float32)
+        self.truth = truth
         self.source = (
             truth
             if gains != "etap"
-            else PredictedGains(truth, scores, etap_train_groups, seed=int(seeds[0]))
+            else PredictedGains(truth, scores, etap_train_groups, int(seeds[0]), gain_split)
         )
         n = truth.num_tasks
         self.num_tasks = n
@@ -192,25 +226,30 @@ class TaskGroupingEnv(gym.Env):
         self._reset_state()
 
     def _reset_state(self) -> None:
-        self.best = np.zeros(self.num_tasks)
+        # -inf: not covered yet (reported as 0 in the observation, with `covered` = 0).
+        self.best = np.full(self.num_tasks, -np.inf)
         self.covered = np.zeros(self.num_tasks, dtype=np.int8)
         self.budget_left = self.budget
         self.selected: list[Group] = []
 
     def group_gains(self, group: Group) -> dict[int, float]:
-        """Per-task gains of ``group`` from the env's gain source (memoised)."""
+        """Per-task gains of ``group`` on the reward split (memoised)."""
         if group not in self._cache:
-            self._cache[group] = self.source.gains(group)
+            self._cache[group] = self.source.gains(group, self.gain_split)
         return self._cache[group]
 
     @property
     def total_gain(self) -> float:
-        return float(self.best.sum())
+        """The current selection's total gain under the env's objective (reward split)."""
+        best = self.best[self.covered.astype(bool)]
+        if self.objective == "fallback":
+            best = np.maximum(best, 0.0)
+        return float(best.sum())
 
     def _obs(self) -> dict[str, Any]:
         return {
             "affinity": self.affinity.copy(),
-            "best_gain": self.best.astype(np.float32),
+            "best_gain": np.where(self.covered, self.best, 0.0).astype(np.float32),
             "covered": self.covered.copy(),
             "budget_left": np.int64(self.budget_left),
         }
@@ -227,6 +266,9 @@ class TaskGroupingEnv(gym.Env):
         ):
             raise ValueError(f"Action {action!r} is outside the action space {self.action_space}.")
         group = tuple(int(t) for t in np.flatnonzero(action))
+        if self.objective == "etap" and (not group or self.budget_left == 1):
+            # ETAP covers every task: the last group takes in the tasks still uncovered.
+            group = complete_cover([*self.selected, group], self.num_tasks)[-1]
         if not group:
             info = {
                 "group": [],
@@ -247,7 +289,22 @@ class TaskGroupingEnv(gym.Env):
             "group": list(group),
             "group_gains": {str(t): g for t, g in gains.items()},
             "total_gain": self.total_gain,
-            "stopped": False,
+            "stopped": not np.flatnonzero(action).size,
             "selected": [list(g) for g in self.selected],
         }
-        return self._obs(), float(reward), self.budget_left == 0, False, info
+        terminated = self.budget_left == 0 or not np.flatnonzero(action).size
+        return self._obs(), float(reward), bool(terminated), False, info
+
+    def evaluate(self, split: str = "test") -> dict[str, float]:
+        """The current selection's true quality on ``split`` (test: ETAP Table 4), under the
+        env's objective: ``total_gain``, ``networks`` and, where losses are known,
+        ``total_loss``. With ``gains="etap"`` the rewards are predictions; this is measured."""
+        check_choice("split", split, GAIN_SPLITS)
+        truth = self.truth
+        return selection_quality(
+            self.selected,
+            self.num_tasks,
+            self.objective,
+            lambda g: truth.gains(g, split),
+            lambda g: truth.losses(g, split),
+        )

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
-from mtl_envs.training.multitask_learner import MultiTaskLearner
+from mtl_envs.training.multitask_learner import MultiTaskLearner, TrainingBatch
 
 
 def per_task_gradients(
@@ -115,8 +114,8 @@ def collect_affinities(
     for _ in range(epochs):
         learner.begin_epoch()
         for b in range(learner.num_batches):
-            idx = learner.batch_indices(b)
-            losses, features = learner.task_losses(idx)
+            batch = learner.prepare_batch(learner.batch_indices(b))
+            losses, features = learner.batch_losses(batch)
             detached = torch.stack(losses).detach()
             score = (etap or tag) and steps % every == 0
             if score:
@@ -128,7 +127,7 @@ def collect_affinities(
                 sums["etap"] += step_affinity(grads, detached, lr, beta, buffer)
             if score and tag:
                 sums["tag"] += _lookahead_affinity(
-                    learner, idx, shared, grads, detached, lr, beta, buffer
+                    learner, batch, shared, grads, detached, lr, beta, buffer
                 )
             learner.apply(losses, features, None)
             steps += 1
@@ -155,7 +154,7 @@ def _momentum_buffer(learner: MultiTaskLearner, params: list[torch.Tensor]) -> t
 @torch.no_grad()
 def _lookahead_affinity(
     learner: MultiTaskLearner,
-    idx: torch.Tensor,
+    batch: TrainingBatch,
     shared: list[torch.Tensor],
     grads: torch.Tensor,
     losses: torch.Tensor,
@@ -163,25 +162,18 @@ def _lookahead_affinity(
     beta: float,
     buffer: torch.Tensor | None,
 ) -> torch.Tensor:
-    """TAG: ``z[i, j] = 1 - L_j(theta_s - eta (g_i + beta b)) / L_j(theta_s)`` on the batch."""
-    net = learner.net
-    names = [name for name, p in net.backbone.named_parameters() if p.requires_grad]
-    split = learner.data.train
-    x = learner.prepare_inputs(split.inputs[idx], train=False)
-    targets = split.targets[idx][:, learner.task_index]
-    mask = split.mask[idx][:, learner.task_index].float()
-    count = mask.sum(0).clamp_min(1.0)
+    """TAG: ``z[i, j] = 1 - L_j(theta_s - eta (g_i + beta b)) / L_j(theta_s)`` on the batch.
+
+    The lookahead losses come from the same prepared batch (the same augmentation draw) and
+    the same loss code as ``losses``, so a zero step gives zero scores.
+    """
+    names = [name for name, p in learner.net.backbone.named_parameters() if p.requires_grad]
     sizes = [p.numel() for p in shared]
-    # Copies of the buffers: a lookahead in train mode must not move BN running statistics.
-    buffers = {n: b.clone() for n, b in net.backbone.named_buffers()}
     scores = torch.zeros(len(losses), len(losses), device=losses.device)
     for i in range(len(losses)):
         step = grads[i] if buffer is None else grads[i] + beta * buffer
         deltas = torch.split(lr * step, sizes)
         params = {n: p - d.view_as(p) for n, p, d in zip(names, shared, deltas)}
-        features = functional_call(net.backbone, {**params, **buffers}, (x,))
-        outputs = [head(features) for head in net.heads]
-        per_sample = torch.stack(learner.per_sample_losses(outputs, targets), dim=1)
-        after = (per_sample * mask).sum(0) / count
-        scores[i] = 1.0 - after / losses
+        after, _ = learner.batch_losses(batch, shared=params)
+        scores[i] = 1.0 - torch.stack(after) / losses
     return scores

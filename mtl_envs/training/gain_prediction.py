@@ -3,7 +3,8 @@
 Stage 1 (eq. 8-9): each task's group affinity score ``z_{G->t}`` (eq. 7) is expanded in a
 B-spline basis and mapped to a gain by ridge regression; spline degree (2-6), number of knots
 (2 .. sqrt(|G_train|)) and the ridge penalty (1e-3 .. 1) are chosen by cross-validation
-(scikit-learn ``SplineTransformer``, ``Ridge``, ``GridSearchCV``).
+(scikit-learn ``SplineTransformer``, ``Ridge``, ``GridSearchCV`` over ``GroupKFold`` folds that
+keep each training group's rows together).
 Stage 2 (eq. 10-12): a ridge model on the multi-hot group encoding (plus the one-hot target
 task, so the correction can differ per member) predicts the residual ``y - y_aff``; the final
 prediction is their sum.
@@ -16,11 +17,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 from sklearn.linear_model import Ridge, RidgeCV
-from sklearn.model_selection import GridSearchCV, KFold
+from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import SplineTransformer
 
 from mtl_envs.training.affinity import group_affinity
+from mtl_envs.training.group_trainer import group_name
 
 Group = tuple[int, ...]
 ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
@@ -70,7 +72,7 @@ class ETAPPredictor:
                 f"ETAP needs training groups with at least 4 (group, task) rows; got {len(keys)}."
             )
         y = np.array([gains[g][t] for g, t in keys])
-        folds = KFold(n_splits=min(5, len(y)), shuffle=True, random_state=self.seed)
+        folds = self.folds(keys)
         max_knots = max(2, int(math.sqrt(len({g for g, _ in keys}))))
         grid = {
             "splinetransformer__degree": list(range(2, 7)),
@@ -84,6 +86,19 @@ class ETAPPredictor:
             residuals = y - self.mapping.predict(z)
             self.correction = RidgeCV(alphas=ALPHAS).fit(codes, residuals)
         return self
+
+    def folds(self, keys: Sequence[tuple[Group, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
+        """Cross-validation folds over (group, task) rows that keep each group's rows
+        together: they share the group's affinity scores and its training run, so a group
+        split across folds would leak into its own validation."""
+        group_ids = np.unique([group_name(g) for g, _ in keys], return_inverse=True)[1]
+        num_groups = int(group_ids.max()) + 1 if len(keys) else 0
+        if num_groups < 2:
+            raise ValueError(
+                f"ETAP's cross-validation needs 2 or more training groups; got {num_groups}."
+            )
+        splitter = GroupKFold(n_splits=min(5, num_groups), shuffle=True, random_state=self.seed)
+        return list(splitter.split(np.zeros(len(keys)), groups=group_ids))
 
     def predict(self, group: Sequence[int]) -> dict[int, float]:
         """Predicted gain of every task of ``group`` (0 for a single task: it is its own STL)."""

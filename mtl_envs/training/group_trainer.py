@@ -1,8 +1,9 @@
 """Ground-truth MTL gains of task groups (ETAP eq. 1), with an on-disk cache.
 
 ``GroupTrainer`` trains one hard-sharing network on a task group under a fixed protocol and
-reports each member's test loss; the gain of task t in group G is
-``(L_t(STL) - L_t(G)) / L_t(STL)``, where STL is the group {t} under the same protocol.
+reports each member's validation and test loss; the gain of task t in group G is
+``(L_t(STL) - L_t(G)) / L_t(STL)``, where STL is the group {t} under the same protocol. Gains
+on the validation split are what a method may learn from; test gains score it.
 """
 
 from __future__ import annotations
@@ -18,9 +19,10 @@ from typing import Any
 
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
-from mtl_envs.utils import atomic_write_json, read_json, resolve_device
+from mtl_envs.utils import atomic_write_json, check_choice, read_json, resolve_device
 
 Group = tuple[int, ...]
+GAIN_SPLITS = ("val", "test")
 
 
 @dataclass(frozen=True)
@@ -109,41 +111,46 @@ class GroupTrainer:
             None if self.cache is None else self.cache / f"seed{seed}" / f"{group_name(group)}.json"
         )
 
-    def task_losses(self, group: Sequence[int], seed: int) -> dict[int, float]:
-        """Test loss of every task of ``group`` trained together (cached)."""
+    def task_losses(self, group: Sequence[int], seed: int, split: str = "test") -> dict[int, float]:
+        """``split`` loss (``"val"`` or ``"test"``) of every task of ``group`` trained
+        together (cached; one training run gives both splits)."""
+        check_choice("split", split, GAIN_SPLITS)
         group = tuple(sorted(set(group)))
         if not group or min(group) < 0 or max(group) >= self.num_tasks:
             raise ValueError(
                 f"`group` must be a non-empty set of task ids in [0, {self.num_tasks}); "
                 f"got {group!r}."
             )
+        key = "losses" if split == "test" else "val_losses"
         path = self._path(group, seed)
         if path is not None and path.is_file():
-            return {int(k): v for k, v in read_json(path)["losses"].items()}
+            stored = read_json(path)
+            if key in stored:  # caches from before validation losses were kept are redone
+                return {int(k): v for k, v in stored[key].items()}
         config = self.protocol.learner_config(self.data_root, self.device)
         learner = MultiTaskLearner(config, seed=seed, dataset=self.data, tasks=list(group))
         for _ in range(self.protocol.epochs):
             learner.train_epoch()
-        losses = dict(zip(group, learner.split_losses("test")))
+        measured = {
+            "losses": dict(zip(group, learner.split_losses("test"))),
+            "val_losses": dict(zip(group, learner.split_losses("val"))),
+        }
         if path is not None:
             atomic_write_json(
                 path,
-                {
-                    "group": list(group),
-                    "seed": seed,
-                    "losses": losses,
-                    "protocol": asdict(self.protocol),
-                },
+                {"group": list(group), "seed": seed, **measured, "protocol": asdict(self.protocol)},
             )
-        return losses
+        return measured[key]
 
-    def gains(self, group: Sequence[int], seeds: Sequence[int] = (0,)) -> dict[int, float]:
-        """ETAP eq. 1 for every task of ``group``, averaged over ``seeds``."""
+    def gains(
+        self, group: Sequence[int], seeds: Sequence[int] = (0,), split: str = "test"
+    ) -> dict[int, float]:
+        """ETAP eq. 1 for every task of ``group`` on ``split``, averaged over ``seeds``."""
         totals: dict[int, float] = {}
         for seed in seeds:
-            losses = self.task_losses(group, seed)
+            losses = self.task_losses(group, seed, split)
             for t, loss in losses.items():
-                stl = self.task_losses((t,), seed)[t]
+                stl = self.task_losses((t,), seed, split)[t]
                 totals[t] = totals.get(t, 0.0) + mtl_gain(stl, loss)
         return {t: v / len(seeds) for t, v in totals.items()}
 
@@ -171,4 +178,26 @@ def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
     for key in ("gains", "protocol", "affinity", "task_names"):
         if key not in table:
             raise ValueError(f"{path} is not a gain table: missing key {key!r}.")
+    table.setdefault("path", str(path))
     return table
+
+
+def _table_part(table: dict[str, Any], split: str, what: str) -> dict[str, Any]:
+    check_choice("split", split, GAIN_SPLITS)
+    key = what if split == "test" else f"val_{what}"
+    if key not in table:
+        raise ValueError(
+            f"Gain table {table.get('path', table.get('dataset'))!r} holds no {split} {what}; "
+            "rebuild it with scripts/build_gain_table.py."
+        )
+    return table[key]
+
+
+def table_gains(table: dict[str, Any], split: str = "test") -> dict[str, dict[str, float]]:
+    """A gain table's per-group, per-task gains on ``split`` (``"val"`` or ``"test"``)."""
+    return _table_part(table, split, "gains")
+
+
+def table_losses(table: dict[str, Any], split: str = "test") -> dict[str, dict[str, list]]:
+    """A gain table's per-group, per-task losses on ``split``, one per seed."""
+    return _table_part(table, split, "losses")

@@ -1,20 +1,29 @@
-"""Choosing task groups under a budget (ETAP eq. 2; Standley et al., 2020).
+"""Choosing task groups under a budget (ETAP section 3.2.3; Standley et al., 2020).
 
-A selection S of groups scores ``sum_t max(0, max_{G in S, t in G} y_{G->t})``: every task
-takes the best selected group it belongs to, or is trained alone (single-task learning, gain
-0) when no selected group helps it or none covers it. The score is a facility-location
-function, hence monotone submodular, which gives branch-and-bound an admissible bound.
+Every task takes the best gain of the selected groups it belongs to. Two objectives:
+
+* ``"etap"`` (ETAP section 3.2.3, the paper's Table 4): the selected groups must cover all n
+  tasks and at most B groups are selected, single-task groups (gain 0) included; a task whose
+  groups all hurt it keeps that (negative) gain. Solved exactly as a mixed-integer program
+  (:func:`cover_search`, HiGHS's branch-and-cut through SciPy).
+* ``"fallback"``: a selection S of groups of two or more tasks scores
+  ``sum_t max(0, max_{G in S, t in G} y_{G->t})``: a task no selected group helps or covers is
+  trained alone (gain 0) at no cost to the budget. The score is a facility-location function,
+  hence monotone submodular, which gives :func:`branch_and_bound` an admissible bound.
 """
 
 from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from mtl_envs.utils import check_choice
+
 Group = tuple[int, ...]
+OBJECTIVES = ("etap", "fallback")
 
 
 def gain_matrix(
@@ -115,28 +124,166 @@ def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]
     return sorted(int(kept[order[c]]) for c in best_sel), best
 
 
-def evaluate_selection(table: dict, groups: Sequence[Group]) -> dict[str, float]:
-    """True quality of a selection, from a gain table (ETAP Table 4).
+def cover_search(
+    candidates: Sequence[Group], matrix: np.ndarray, budget: int
+) -> tuple[list[int], float]:
+    """The exact optimum of ETAP's objective: at most ``budget`` candidates that cover every
+    task, each task scored by its best selected group (``matrix[c, t]``, t in c).
 
-    ``total_gain``: the selection score with the table's gains; ``total_loss``: the sum over
-    tasks of the test loss each task gets from its best selected group or, failing that,
-    from single-task training (losses averaged over the table's seeds).
+    Binary x_c selects candidate c; y_{c,t} in [0, 1] assigns task t to a selected c:
+    ``max sum y_{c,t} matrix[c, t]`` s.t. ``sum_c x_c <= B``, ``sum_{c ni t} y_{c,t} = 1`` for
+    every t, ``y_{c,t} <= x_c``. For fixed x the y-problem is a choice per task, so y is
+    integral at the optimum. Returns the chosen candidate indices and the total gain.
     """
-    from mtl_envs.training.group_trainer import group_name
+    from scipy.optimize import Bounds, LinearConstraint, milp
+    from scipy.sparse import csr_matrix
 
-    n = len(table["task_names"])
-    best_gain = np.zeros(n)
-    best_loss = np.array([np.mean(table["losses"][str(t)][str(t)]) for t in range(n)])
-    for group in groups:
-        key = group_name(group)
+    if not isinstance(budget, int) or budget < 1:
+        raise ValueError(f"`budget` must be a positive int; got {budget!r}.")
+    n = matrix.shape[1]
+    pairs = [(c, t) for c, group in enumerate(candidates) for t in group]
+    pc = np.array([c for c, _ in pairs])
+    pt = np.array([t for _, t in pairs])
+    if set(pt.tolist()) != set(range(n)):
+        raise ValueError("The candidates do not cover every task: no selection is feasible.")
+    num_c, num_p = len(candidates), len(pairs)
+    cost = np.concatenate([np.zeros(num_c), -matrix[pc, pt]])
+    p_cols = num_c + np.arange(num_p)
+    budget_row = csr_matrix(
+        (np.ones(num_c), (np.zeros(num_c), np.arange(num_c))), (1, num_c + num_p)
+    )
+    cover_rows = csr_matrix((np.ones(num_p), (pt, p_cols)), (n, num_c + num_p))
+    link_rows = csr_matrix(
+        (
+            np.concatenate([np.ones(num_p), -np.ones(num_p)]),
+            (np.tile(np.arange(num_p), 2), np.concatenate([p_cols, pc])),
+        ),
+        (num_p, num_c + num_p),
+    )
+    result = milp(
+        cost,
+        constraints=[
+            LinearConstraint(budget_row, 0, budget),
+            LinearConstraint(cover_rows, 1, 1),
+            LinearConstraint(link_rows, -np.inf, 0),
+        ],
+        integrality=np.concatenate([np.ones(num_c), np.zeros(num_p)]),
+        bounds=Bounds(0, 1),
+    )
+    if not result.success:
+        raise RuntimeError(f"The group-selection program failed: {result.message}")
+    chosen = sorted(int(c) for c in np.flatnonzero(result.x[:num_c] > 0.5))
+    return chosen, selection_value(matrix, chosen, "etap", candidates)
+
+
+def selection_value(
+    matrix: np.ndarray,
+    selected: Sequence[int],
+    objective: str,
+    candidates: Sequence[Group] | None = None,
+) -> float:
+    """Total gain of the selected candidate rows under ``objective``; ``"etap"`` needs the
+    ``candidates`` to know membership and raises when a task is not covered."""
+    check_choice("objective", objective, OBJECTIVES)
+    if objective == "fallback":
+        return selection_score(matrix, selected)
+    best = np.full(matrix.shape[1], -np.inf)
+    for c in selected:
+        for t in candidates[c]:
+            best[t] = max(best[t], matrix[c, t])
+    if not np.isfinite(best).all():
+        missing = np.flatnonzero(~np.isfinite(best)).tolist()
+        raise ValueError(f"The selection does not cover tasks {missing} (ETAP's objective).")
+    return float(best.sum())
+
+
+def selection_candidates(num_tasks: int, objective: str) -> list[Group]:
+    """What may be selected: every group under ``"etap"`` (single tasks cost budget too),
+    groups of two or more tasks under ``"fallback"`` (single tasks are its free default)."""
+    from mtl_envs.training.group_trainer import all_groups
+
+    check_choice("objective", objective, OBJECTIVES)
+    groups = all_groups(num_tasks)
+    return groups if objective == "etap" else [g for g in groups if len(g) > 1]
+
+
+def best_selection(
+    candidates: Sequence[Group], matrix: np.ndarray, budget: int, objective: str
+) -> tuple[list[int], float]:
+    """The exact optimum of ``objective`` over ``candidates`` (rows of ``matrix``)."""
+    check_choice("objective", objective, OBJECTIVES)
+    if objective == "etap":
+        return cover_search(candidates, matrix, budget)
+    return branch_and_bound(matrix, budget)
+
+
+def selection_quality(
+    groups: Sequence[Group],
+    num_tasks: int,
+    objective: str,
+    gains_of: Callable[[Group], Mapping[int, float]],
+    losses_of: Callable[[Group], Mapping[int, float]] | None = None,
+) -> dict[str, float]:
+    """Quality of a selection of ``groups`` (ETAP Table 4) from per-group gains (and losses).
+
+    ``total_gain``: the sum over tasks of each task's best gain among the selected groups
+    holding it; ``total_loss`` (with ``losses_of``): the sum over tasks of the loss each task
+    gets from that group. A task no selected group covers is trained alone (gain 0, the loss
+    of its single-task group); under ``"fallback"`` that is free and a hurting group is not
+    used either, under ``"etap"`` each such single-task network counts: ``networks`` is the
+    number of networks the selection trains (the budget bounds it under ``"etap"``).
+    """
+    check_choice("objective", objective, OBJECTIVES)
+    best_gain = np.full(num_tasks, -np.inf)
+    best_loss = np.full(num_tasks, np.nan)
+    unique = {tuple(sorted(g)) for g in groups}
+    for group in unique:
+        gains = gains_of(group)
+        losses = losses_of(group) if losses_of is not None else {}
         for t in group:
-            best_gain[t] = max(best_gain[t], table["gains"][key][str(t)])
-            best_loss[t] = min(best_loss[t], float(np.mean(table["losses"][key][str(t)])))
-    return {"total_gain": float(best_gain.sum()), "total_loss": float(best_loss.sum())}
+            if gains[t] > best_gain[t]:
+                best_gain[t], best_loss[t] = gains[t], losses.get(t, np.nan)
+    alone = best_gain < 0.0 if objective == "fallback" else ~np.isfinite(best_gain)
+    uncovered = ~np.isfinite(best_gain)
+    for t in np.flatnonzero(alone):
+        best_gain[t] = 0.0
+        best_loss[t] = losses_of((int(t),))[int(t)] if losses_of is not None else np.nan
+    quality = {
+        "total_gain": float(best_gain.sum()),
+        "networks": len(unique) + int(uncovered.sum()),
+    }
+    if losses_of is not None:
+        quality["total_loss"] = float(best_loss.sum())
+    return quality
+
+
+def evaluate_selection(
+    table: dict, groups: Sequence[Group], objective: str = "etap", split: str = "test"
+) -> dict[str, float]:
+    """:func:`selection_quality` on a gain table's ``split`` (losses averaged over seeds)."""
+    from mtl_envs.training.group_trainer import group_name, table_gains, table_losses
+
+    gains, losses = table_gains(table, split), table_losses(table, split)
+    return selection_quality(
+        groups,
+        len(table["task_names"]),
+        objective,
+        lambda g: {int(t): v for t, v in gains[group_name(g)].items()},
+        lambda g: {int(t): float(np.mean(v)) for t, v in losses[group_name(g)].items()},
+    )
+
+
+def complete_cover(groups: Sequence[Group], num_tasks: int) -> list[Group]:
+    """ETAP's objective needs every task covered: the last group takes in the tasks no
+    group holds (the TaskGrouping env's rule for its final step)."""
+    groups = [tuple(sorted(g)) for g in groups]
+    missing = set(range(num_tasks)).difference(*map(set, groups))
+    if missing:
+        last = groups.pop() if groups else ()
+        groups.append(tuple(sorted({*last, *missing})))
+    return groups
 
 
 def candidate_groups(num_tasks: int) -> list[Group]:
     """Groups of two or more tasks (single tasks are the free STL fallback)."""
-    from mtl_envs.training.group_trainer import all_groups
-
-    return [g for g in all_groups(num_tasks) if len(g) > 1]
+    return selection_candidates(num_tasks, "fallback")
