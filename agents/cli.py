@@ -4,7 +4,7 @@ mtl-envs list
 mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
 mtl-envs sweep SWEEP.yaml [key=value ...] [--data-root DIR]
 mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--spread sem]
-                 [--plot out.png]
+                 [--baseline random] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -102,7 +102,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    rows = summarize(load_results(args.results), args.metric, args.which)
+    rows = summarize(load_results(args.results), args.metric, args.which, args.baseline)
     print(format_table(rows, args.spread))
     if args.plot:
         print(f"plot: {plot_summary(rows, args.plot)}")
@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="std",
         choices=["std", "sem"],
         help="after +-: standard deviation over seeds, or standard error of the mean",
+    )
+    compare.add_argument(
+        "--baseline",
+        default=None,
+        help="method the probability of improvement compares against (default: random, "
+        "else stl)",
     )
     compare.add_argument("--plot", default=None, help="write a PNG bar chart here")
     return parser

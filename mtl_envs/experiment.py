@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from mtl_envs.utils import (
@@ -559,6 +560,65 @@ def default_metric(results: list[dict[str, Any]], which: str = "final") -> str:
     raise KeyError(f"No known headline metric in {sorted(results[0][which])}.")
 
 
+def higher_is_better(metric: str) -> bool:
+    """Accuracy-like scores and gains go up; losses, errors, Δm and times go down."""
+    leaf = metric.rsplit("/", 1)[-1]
+    return leaf.endswith(("accuracy", "precision", "recall", "f1", "gain", "score"))
+
+
+# Bootstrap resamples of the rliable intervals: 2,000 keeps a table under a second.
+BOOTSTRAP_REPS = 2000
+
+
+def interval_estimates(
+    scores: dict[str, list[float]], reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """Interquartile mean over runs with a 95% percentile-bootstrap interval (rliable,
+    Agarwal et al. 2021), per method: ``{method: (iqm, low, high)}``; one task, so the
+    stratified bootstrap resamples runs."""
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    arrays = {m: np.asarray(v, dtype=float).reshape(-1, 1) for m, v in scores.items()}
+    with warnings.catch_warnings():
+        # arch (rliable's bootstrap) warns that RandomState seeding is deprecated.
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            arrays,
+            lambda x: np.array([rly_metrics.aggregate_iqm(x)]),
+            reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
+    return {
+        m: (float(point[m][0]), float(interval[m][0, 0]), float(interval[m][1, 0])) for m in arrays
+    }
+
+
+def improvement_probability(
+    x: list[float], y: list[float], higher: bool = True, reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> tuple[float, float, float]:
+    """P(X > Y) (Mann-Whitney; ties count half) of a run of X beating one of Y, with a 95%
+    bootstrap interval (rliable); ``higher=False`` compares ``-x`` with ``-y``."""
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    sign = 1.0 if higher else -1.0
+    pair = [sign * np.asarray(x, float).reshape(-1, 1), sign * np.asarray(y, float).reshape(-1, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"pair": pair},
+            rly_metrics.probability_of_improvement,
+            reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
+    return _scalar(point["pair"]), _scalar(interval["pair"][0]), _scalar(interval["pair"][1])
+
+
+def _scalar(value: Any) -> float:
+    return float(np.ravel(value)[0])
+
+
 def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
@@ -567,11 +627,21 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def summarize(
-    results: list[dict[str, Any]], metric: str | None = None, which: str = "final"
+    results: list[dict[str, Any]],
+    metric: str | None = None,
+    which: str = "final",
+    baseline: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per (env_id, method): mean and std over seeds of ``metric``, wall time, and for
     multi-task results Δm against ``stl`` (IGB eq. 5) and T, the training time relative to
-    ``ew`` on the same seed; per-task means when there are at most 10 tasks."""
+    ``ew`` on the same seed; per-task means when there are at most 10 tasks.
+
+    With 3 or more seeds a row also holds the interquartile mean with its 95% bootstrap
+    interval (``iqm``, ``iqm_low``, ``iqm_high``), and, against ``baseline`` (default:
+    ``random`` if present, else ``stl``), the probability that a run of the method beats a
+    run of the baseline (``p_improve`` with ``p_low``, ``p_high``). ``oracle`` marks methods
+    whose results say they read test data.
+    """
     from mtl_envs.training.metrics import delta_m
 
     if which not in ("final", "best"):
@@ -635,11 +705,41 @@ def summarize(
                 t: _mean_std([float(r[which][f"test/{t}/{suffix}"]) for r in runs])[0]
                 for t in tasks
             }
+        row["oracle"] = any(bool(r.get("oracle")) for r in runs)
+        row["values"] = [float(r[which][metric]) for r in runs]
         rows.append(row)
+    _add_intervals(rows, baseline)
     return rows
 
 
+def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
+    """IQM intervals per row and P(improvement) over the env's baseline row (3+ seeds)."""
+    by_env: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_env[row["env_id"]][row["method"]] = row
+    for methods in by_env.values():
+        enough = {m: r["values"] for m, r in methods.items() if len(r["values"]) >= 3}
+        if not enough:
+            continue
+        for m, (iqm, low, high) in interval_estimates(enough).items():
+            methods[m].update(iqm=iqm, iqm_low=low, iqm_high=high)
+        reference = baseline or next((b for b in ("random", "stl") if b in enough), None)
+        if reference not in enough:
+            continue
+        higher = higher_is_better(methods[reference]["metric"])
+        for m, values in enough.items():
+            if m == reference:
+                continue
+            p, low, high = improvement_probability(values, enough[reference], higher)
+            methods[m].update(p_improve=p, p_low=low, p_high=high, baseline=reference)
+
+
 SPREADS = ("std", "sem")
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """The method's name, marked when it read test data."""
+    return f"{row['method']} [oracle]" if row.get("oracle") else row["method"]
 
 
 def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
@@ -652,7 +752,13 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
     metric = rows[0]["metric"]
     percent = metric.endswith(("accuracy", "precision", "recall", "f1"))
     task_names = sorted({t for r in rows for t in r.get("tasks", {})})
-    header = ["env_id", "method", f"{metric} (mean +- {spread})", *task_names]
+    header = ["env_id", "method", f"{metric} (mean +- {spread})"]
+    if any("iqm" in r for r in rows):
+        header.append("IQM [95% CI]")
+    if any("p_improve" in r for r in rows):
+        reference = next(r["baseline"] for r in rows if "baseline" in r)
+        header.append(f"P(> {reference}) [95% CI]")
+    header += task_names
     if any("delta_m" in r for r in rows):
         header.append("Δm % (lower better)")
     if any("T" in r for r in rows):
@@ -664,7 +770,17 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
 
     body = []
     for r in rows:
-        cells = [r["env_id"], r["method"], f"{fmt(r['mean'])} +- {fmt(r[spread])}"]
+        cells = [r["env_id"], method_label(r), f"{fmt(r['mean'])} +- {fmt(r[spread])}"]
+        if "IQM [95% CI]" in header:
+            has = "iqm" in r
+            cells.append(
+                f"{fmt(r['iqm'])} [{fmt(r['iqm_low'])}, {fmt(r['iqm_high'])}]" if has else ""
+            )
+        if any(h.startswith("P(> ") for h in header):
+            has = "p_improve" in r
+            cells.append(
+                f"{r['p_improve']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]" if has else ""
+            )
         cells += [fmt(r["tasks"][t]) if t in r.get("tasks", {}) else "" for t in task_names]
         if "Δm % (lower better)" in header:
             cells.append(f"{r['delta_m']:+.2f} +- {r['delta_m_std']:.2f}" if "delta_m" in r else "")
@@ -680,7 +796,9 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
 def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Bar chart per env id, saved as PNG: Δm (%, lower is better) with its std over seeds
     where multi-task results have it (the STL reference itself is left out), otherwise the
-    headline metric's mean +- std per method."""
+    headline metric per method: its IQM with the 95% bootstrap interval where there are 3 or
+    more seeds, else mean +- std. Oracle methods (which read test data) are hatched grey and
+    labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -694,17 +812,34 @@ def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
         if with_dm:
             values = [r["delta_m"] for r in with_dm]
             errors = [r["delta_m_std"] for r in with_dm]
-            names, label = [r["method"] for r in with_dm], "Δm % vs STL (lower is better)"
+            names, label = [method_label(r) for r in with_dm], "Δm % vs STL (lower is better)"
             ax.axhline(0.0, color="black", linewidth=0.8)
         else:
-            values, errors = [r["mean"] for r in sub], [r["std"] for r in sub]
-            names, label = [r["method"] for r in sub], rows[0]["metric"]
+            with_dm = sub
+            values = [r.get("iqm", r["mean"]) for r in sub]
+            errors = np.array(
+                [
+                    [r["iqm"] - r["iqm_low"], r["iqm_high"] - r["iqm"]]
+                    if "iqm" in r
+                    else [r["std"], r["std"]]
+                    for r in sub
+                ]
+            ).T
+            names = [method_label(r) for r in sub]
+            has_iqm = any("iqm" in r for r in sub)
+            label = rows[0]["metric"] + (" (IQM, 95% CI)" if has_iqm else " (mean +- std)")
             # One scale for every panel, so bars of different env ids compare by eye.
-            lo = min(r["mean"] - r["std"] for r in rows)
-            hi = max(r["mean"] + r["std"] for r in rows)
+            lo = min(min(r.get("iqm_low", r["mean"] - r["std"]), r["mean"]) for r in rows)
+            hi = max(max(r.get("iqm_high", r["mean"] + r["std"]), r["mean"]) for r in rows)
             pad = max(0.01, 0.15 * (hi - lo))
-            ax.set_ylim(max(0.0, lo - pad), hi + pad)
-        ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue")
+            ax.set_ylim(lo - pad if lo < 0 else max(0.0, lo - pad), hi + pad)
+        oracle = [bool(r.get("oracle")) for r in with_dm]
+        bars = ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue")
+        for bar, is_oracle in zip(bars, oracle):
+            if is_oracle:
+                bar.set_color("lightgrey")
+                bar.set_hatch("//")
+                bar.set_edgecolor("dimgrey")
         ax.set_title(env_id)
         ax.set_ylabel(label)
         for tick in ax.get_xticklabels():

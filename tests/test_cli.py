@@ -158,3 +158,52 @@ def test_overrides_may_follow_data_root(tmp_path):
     assert len(result["epochs"]) == 1
     with pytest.raises(SystemExit):
         main(["run", str(config), "--data-root", str(data), "--bogus"])
+
+
+def _fake_result(method, seed, value, **extra):
+    return {
+        "method": method,
+        "env_id": "Toy-v0",
+        "seed": seed,
+        "final": {"test/accuracy": value},
+        "wall_time_s": 1.0,
+        **extra,
+    }
+
+
+def test_iqm_intervals_and_improvement_probability_on_known_orderings():
+    from mtl_envs.experiment import (
+        format_table,
+        improvement_probability,
+        interval_estimates,
+        summarize,
+    )
+
+    # IQM of 5 runs: the mean of the middle three (rliable trims 25% at each end).
+    (iqm, low, high) = interval_estimates({"a": [0.1, 0.2, 0.3, 0.4, 10.0]})["a"]
+    assert iqm == pytest.approx(0.3) and low <= iqm <= high
+    # Every run of "good" beats every run of "bad": P = 1; reversed for a loss.
+    assert improvement_probability([5, 6, 7], [1, 2, 3])[0] == pytest.approx(1.0)
+    assert improvement_probability([5, 6, 7], [1, 2, 3], higher=False)[0] == pytest.approx(0.0)
+    assert improvement_probability([1, 2, 3], [1, 2, 3])[0] == pytest.approx(0.5)
+    results = [_fake_result("random", s, 0.50 + 0.01 * s) for s in range(5)]
+    results += [_fake_result("good", s, 0.80 + 0.01 * s) for s in range(5)]
+    results += [_fake_result("optimal", s, 0.95, oracle=True) for s in range(5)]
+    rows = {r["method"]: r for r in summarize(results)}
+    assert rows["good"]["iqm_low"] > rows["random"]["iqm_high"]  # intervals apart
+    assert rows["good"]["p_improve"] == pytest.approx(1.0) and rows["good"]["baseline"] == "random"
+    assert rows["optimal"]["oracle"] and not rows["good"]["oracle"]
+    table = format_table(list(rows.values()))
+    assert "optimal [oracle]" in table and "IQM [95% CI]" in table and "P(> random)" in table
+    # Fewer than 3 seeds: mean +- std only.
+    two = summarize([_fake_result("a", s, 0.5) for s in range(2)])
+    assert "iqm" not in two[0] and "IQM" not in format_table(two)
+
+
+def test_compare_plot_marks_oracles(tmp_path):
+    from mtl_envs.experiment import plot_summary, summarize
+
+    results = [_fake_result("random", s, 0.5 + 0.01 * s) for s in range(3)]
+    results += [_fake_result("optimal", s, 0.9, oracle=True) for s in range(3)]
+    path = plot_summary(summarize(results), tmp_path / "plot.png")
+    assert path.is_file() and path.stat().st_size > 1000
