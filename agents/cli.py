@@ -3,6 +3,7 @@
 mtl-envs list
 mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
 mtl-envs sweep SWEEP.yaml [key=value ...] [--data-root DIR]
+mtl-envs probe ENV_ID [key=value ...] [--seeds 5] [--policies ...] [--episodes 10]
 mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--spread sem]
                  [--baseline random] [--plot out.png]
 """
@@ -101,6 +102,28 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
     return outcome
 
 
+def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
+    from harness.probe import format_probe, probe
+    from mtl_envs.utils import atomic_write_json
+
+    env_kwargs = apply_overrides({}, args.overrides)
+    if args.data_root is not None:
+        env_kwargs["data_root"] = args.data_root
+    summary = probe(
+        args.env_id,
+        env_kwargs,
+        args.policies,
+        seeds=range(args.seeds),
+        episodes=args.episodes,
+        progress=True,
+    )
+    out = args.out or f"results/probe/{args.env_id}.json"
+    atomic_write_json(out, summary)
+    print(format_probe(summary))
+    print(f"written: {out}")
+    return summary
+
+
 def cmd_compare(args: argparse.Namespace) -> None:
     rows = summarize(load_results(args.results), args.metric, args.which, args.baseline)
     print(format_table(rows, args.spread))
@@ -124,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         "overrides", nargs="*", help="key=value overrides of the sweep (base.x=... for the runs)"
     )
     sweep.add_argument("--data-root", default=None, help="dataset folder for every run")
+    probe = sub.add_parser(
+        "probe", help="run reference policies on an env id: headroom and reward-metric rho"
+    )
+    probe.add_argument("env_id")
+    probe.add_argument("overrides", nargs="*", help="env kwargs as key=value, e.g. epochs=10")
+    probe.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per policy")
+    probe.add_argument("--policies", nargs="+", default=None, help="default: the family's set")
+    probe.add_argument("--episodes", type=int, default=10, help="AuxLabel: epochs per run")
+    probe.add_argument("--out", default=None, help="JSON output (results/probe/ENV_ID.json)")
+    probe.add_argument("--data-root", default=None, help="dataset folder")
     compare = sub.add_parser("compare", help="table (and plot) of result files")
     compare.add_argument("results", nargs="+", help="result.json files or folders holding them")
     compare.add_argument(
@@ -146,8 +179,7 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--baseline",
         default=None,
-        help="method the probability of improvement compares against (default: random, "
-        "else stl)",
+        help="method the probability of improvement compares against (default: random, else stl)",
     )
     compare.add_argument("--plot", default=None, help="write a PNG bar chart here")
     return parser
@@ -158,12 +190,18 @@ def main(argv: list[str] | None = None) -> int:
     args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
     # key=value overrides may also follow an option such as --data-root.
     overrides_only = all("=" in e and not e.startswith("-") for e in extra)
-    if extra and args.command in ("run", "sweep") and overrides_only:
+    if extra and args.command in ("run", "sweep", "probe") and overrides_only:
         args.overrides = [*args.overrides, *extra]
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     try:
-        commands = {"list": cmd_list, "run": cmd_run, "sweep": cmd_sweep, "compare": cmd_compare}
+        commands = {
+            "list": cmd_list,
+            "run": cmd_run,
+            "sweep": cmd_sweep,
+            "probe": cmd_probe,
+            "compare": cmd_compare,
+        }
         commands[args.command](args)
     except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err

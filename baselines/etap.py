@@ -6,12 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
-
 from baselines.grouping import GroupingProblem, run_selection
 from mtl_envs.experiment import RunConfig
-from mtl_envs.training.gain_prediction import ETAPPredictor, prediction_quality
-from mtl_envs.training.grouping import gain_matrix
+from mtl_envs.training.gain_prediction import etap_selection, prediction_quality
 
 
 def select(
@@ -21,18 +18,19 @@ def select(
     train_groups: int = 10,
     affinity: str = "etap",
 ) -> tuple[list, dict[str, Any]]:
-    multi = [g for g in problem.candidates if len(g) > 1]
-    rng = np.random.default_rng(seed)
-    chosen = [multi[i] for i in rng.choice(len(multi), train_groups, replace=False)]
     measured = problem.gains()
-    model = ETAPPredictor(problem.affinity(affinity), seed=seed).fit(
-        chosen, {g: measured[g] for g in chosen}
+    groups, chosen, predicted = etap_selection(
+        problem.affinity(affinity),
+        problem.candidates,
+        measured.__getitem__,
+        budget,
+        problem.objective,
+        seed,
+        train_groups,
     )
-    predicted = {g: model.predict(g) for g in problem.candidates}
-    matrix = gain_matrix(problem.candidates, predicted, problem.num_tasks)
     # How well the predictions match the test gains of the groups ETAP did not train.
     truth = problem.gains("test")
-    held_out = [g for g in multi if g not in set(chosen)]
+    held_out = [g for g in problem.candidates if len(g) > 1 and g not in set(chosen)]
     extra = {
         "train_groups": [list(g) for g in chosen],
         "prediction": prediction_quality(
@@ -40,7 +38,7 @@ def select(
             [truth[g][t] for g in held_out for t in g],
         ),
     }
-    return problem.solve(matrix, budget), extra
+    return groups, extra
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:

@@ -31,7 +31,7 @@ from mtl_envs.utils import check_choice, seed_from, split_kwargs
 
 MODES = ("train_agent", "train_main")
 LABEL_SPACES = ("hierarchical", "flat")
-RESTORE = ("epoch", "batch")
+RESTORE = ("epoch", "batch", "none")
 ENV_ARGUMENTS = (
     "label_space",
     "sample_weights",
@@ -89,6 +89,7 @@ class AuxLabelTask:
         self.weight_exponent_range = (float(lo_hi[0]), float(lo_hi[1]))
         self.entropy_coef = float(entropy_coef)
         self.max_batches = max_batches
+        self.restore = restore
         self.restore_every_batch = restore == "batch"
         self.learner = AuxLearner(config)
         self.psi = config.hierarchy_factor
@@ -124,7 +125,7 @@ class AuxLabelTask:
         if seed is not None:
             self.learner.reset_run(seed)
             self.canonical = self.learner.snapshot()
-        elif self.mode == "train_agent":
+        elif self.mode == "train_agent" and self.restore != "none":
             self.learner.restore(self.canonical)
         self.learner.begin_epoch()
         self.batch = 0
@@ -252,7 +253,8 @@ class AuxLabelEnv(gym.Env):
     | `weight_exponent_range` | (-5, 5)          | w -> 2^(lo + (hi - lo) w)                   |
     | `entropy_coef`          | 0.2              | weight of the label-entropy reward bonus    |
     | `max_batches`           | None             | truncate episodes after this many batches   |
-    | `restore`               | `"epoch"`        | `"batch"`: restore canonical every batch    |
+    | `restore`               | `"epoch"`        | `"batch"`: restore canonical every batch;   |
+    |                         |                  | `"none"`: never (one rewarded training run) |
     | `device`                | `"auto"`         | CUDA when present                           |
 
     ## Version History
@@ -296,6 +298,12 @@ class AuxLabelEnv(gym.Env):
         """Make the next seedless :meth:`reset` continue the learner's current run (after its
         state was loaded from a checkpoint) instead of starting a fresh one."""
         self._needs_run = False
+
+    def sample_indices(self) -> np.ndarray:
+        """Training-set index of the sample the next step labels, shape (1,) (reference
+        policies read what the observation does not show, e.g. CIFAR-100's fine label)."""
+        j = min(self._position, len(self._labels) - 1)
+        return self.task.indices[j : j + 1].cpu().numpy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -365,6 +373,10 @@ class AuxLabelVectorEnv(VectorEnv):
     def _obs(self) -> dict[str, np.ndarray]:
         images, labels = self.task.current_batch()
         return {"image": images, "primary_label": labels.astype(np.int64)}
+
+    def sample_indices(self) -> np.ndarray:
+        """Training-set indices of the batch the next step labels, one per slot."""
+        return self.task.indices.cpu().numpy()
 
     def continue_run(self) -> None:
         """Make the next seedless :meth:`reset` continue the learner's current run (after its

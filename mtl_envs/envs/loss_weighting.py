@@ -193,13 +193,19 @@ class LossWeightingEnv(gym.Env):
             a = torch.atanh(a.clamp(-ATANH_LIMIT, ATANH_LIMIT))
         return softmax_weights(self.temperature * a)
 
+    def logits_to_action(self, logits: np.ndarray) -> np.ndarray:
+        """The action whose weights are ``n * softmax(logits)``: the inverse of
+        :meth:`action_to_weights` (``tanh(logits / temperature)``; with the linear map,
+        clipped to the box, exact only inside it)."""
+        z = np.asarray(logits, dtype=np.float64) / self.temperature
+        a = np.tanh(z) if self.action_transform == "atanh" else np.clip(z, -1.0, 1.0)
+        return a.astype(np.float32)
+
     def random_weight_action(self, rng: np.random.Generator) -> np.ndarray:
         """An action whose weights are RLW's ``n * softmax(z)``, ``z ~ N(0, I)`` (IGB
         Algorithm 2, line 11): ``tanh(z / temperature)``; with the linear map, ``z /
         temperature`` clipped to the box (exact only while it stays inside)."""
-        z = rng.standard_normal(self.num_tasks) / self.temperature
-        a = np.tanh(z) if self.action_transform == "atanh" else np.clip(z, -1.0, 1.0)
-        return a.astype(np.float32)
+        return self.logits_to_action(rng.standard_normal(self.num_tasks))
 
     def _random_weights(self, losses: torch.Tensor) -> torch.Tensor:
         return random_weights(len(losses), self.learner.generator, losses.device)

@@ -13,7 +13,7 @@ prediction is their sum.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from sklearn.linear_model import Ridge, RidgeCV
@@ -123,3 +123,32 @@ def prediction_quality(predicted: Sequence[float], truth: Sequence[float]) -> di
         "pearson": float(pearsonr(predicted, truth)[0]),
         "r2": float(r2_score(truth, predicted)),
     }
+
+
+def etap_selection(
+    affinity: np.ndarray,
+    candidates: Sequence[Group],
+    measure: Callable[[Group], Mapping[int, float]],
+    budget: int,
+    objective: str,
+    seed: int,
+    train_groups: int = 10,
+) -> tuple[list[Group], list[Group], dict[Group, dict[int, float]]]:
+    """ETAP end to end (sections 3.2-3.3): draw ``train_groups`` groups of two or more tasks,
+    ``measure`` their gains (train them), fit :class:`ETAPPredictor`, predict every candidate
+    and select the best groups under ``budget`` on the predictions.
+
+    Returns the selected groups, the training groups and the predictions.
+    """
+    from mtl_envs.training.grouping import best_selection, gain_matrix
+
+    multi = [g for g in candidates if len(g) > 1]
+    if not 1 <= train_groups <= len(multi):
+        raise ValueError(f"`train_groups` must be in [1, {len(multi)}]; got {train_groups!r}.")
+    rng = np.random.default_rng(seed)
+    chosen = [multi[i] for i in rng.choice(len(multi), train_groups, replace=False)]
+    model = ETAPPredictor(affinity, seed=seed).fit(chosen, {g: measure(g) for g in chosen})
+    predicted = {g: model.predict(g) for g in candidates}
+    matrix = gain_matrix(candidates, predicted, affinity.shape[0])
+    picks, _ = best_selection(candidates, matrix, budget, objective)
+    return [candidates[c] for c in picks], chosen, predicted

@@ -1,0 +1,310 @@
+"""Policy-sensitivity probe: does the choice of policy change the outcome of an env id?
+
+    mtl-envs probe ENV_ID [--seeds 5] [--policies random human ...] [--episodes 10]
+                   [--out FILE.json] [--data-root DIR] [key=value ...]
+
+Runs reference policies (``mtl_envs.envs.policies``) or any importable policy
+(``package.module:Class``, built as ``Class(env, seed)``) for whole episodes through the env's
+own ``step()`` and reports, per policy, the final primary test metric (mean, std, 95% CI),
+the episode return, the *headroom* (best reference policy minus the random one, over their
+pooled seed std; also without the oracle policies, which read test data) and Spearman's rho
+between episode return and final test metric over all (policy, seed) runs: whether the reward
+ranks policies as the test metric does.
+
+One *run* per (policy, seed):
+
+* AuxLabel: ``episodes`` epochs in ``train_agent`` mode with ``restore="none"``, i.e. one
+  training run of the main network on the policy's labels with every reward computed; the
+  return is the sum over the run.
+* LossWeighting: one episode (the whole training run).
+* TaskGrouping: one episode (the whole selection); the test metric is the selection's total
+  gain on the test gains (``env.evaluate("test")``), the return its total on the reward split.
+
+``best_fixed`` (LossWeighting) runs each constant weight vector of
+:data:`~mtl_envs.envs.policies.BEST_FIXED_SCALES` and keeps, per seed, the one with the best
+validation metric.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+import mtl_envs  # noqa: F401  (registers the ids)
+from mtl_envs.envs.policies import (
+    BEST_FIXED_SCALES,
+    REFERENCE_POLICIES,
+    FixedWeights,
+    ReferencePolicy,
+    env_family,
+    make_policy,
+)
+
+# Probe defaults per family: the policies it runs and the epochs of an AuxLabel run.
+DEFAULT_POLICIES = {
+    "AuxLabel": ("random", "constant", "image_hash", "human"),
+    "LossWeighting": ("random", "equal", "igbv1", "inverse_base", "drop_one", "best_fixed"),
+    "TaskGrouping": ("random", "all_in_one", "singletons", "etap", "optimal"),
+}
+HEADLINE = (
+    "accuracy",
+    "mean_accuracy",
+    "raw_mse",
+    "mean_mse",
+    "total_gain",
+)
+
+
+def headline_metric(metrics: dict[str, float]) -> str:
+    """The primary metric of an env's ``evaluate()`` output."""
+    for key in HEADLINE:
+        if key in metrics:
+            return key
+    raise KeyError(f"No headline metric among {sorted(metrics)}.")
+
+
+def higher_is_better(metric: str) -> bool:
+    return metric.endswith(("accuracy", "gain"))
+
+
+@dataclass
+class ProbeRun:
+    """One policy's whole run on one seed."""
+
+    policy: str
+    seed: int
+    episode_return: float
+    test: float
+    val: float
+    seconds: float
+    oracle: bool = False
+    detail: str | None = None
+
+
+def build_policy(name: str, env: Any, seed: int) -> ReferencePolicy:
+    """A reference policy by name, or ``package.module:Class`` built as ``Class(env, seed)``."""
+    if ":" in name:
+        module, attr = name.split(":", 1)
+        return getattr(importlib.import_module(module), attr)(env, seed)
+    return make_policy(name, env, seed)
+
+
+def run_policy(
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    policy: str,
+    seed: int,
+    episodes: int = 10,
+    policy_kwargs: dict[str, Any] | None = None,
+) -> ProbeRun:
+    """Run ``policy`` through ``gym.make(env_id, **env_kwargs)`` for one whole run."""
+    start = time.perf_counter()
+    env = gym.make(env_id, **env_kwargs)
+    family = env_family(env)
+    if family == "AuxLabel":
+        env = gym.make(env_id, **{**env_kwargs, "restore": "none"})
+    agent = (
+        build_policy(policy, env, seed)
+        if policy_kwargs is None
+        else make_policy(policy, env, seed, **policy_kwargs)
+    )
+    total = 0.0
+    for episode in range(episodes if family == "AuxLabel" else 1):
+        obs, _ = env.reset(seed=seed if episode == 0 else None)
+        agent.reset()
+        done = False
+        while not done:
+            obs, reward, terminated, truncated, _ = env.step(agent(obs))
+            total += float(reward)
+            done = terminated or truncated
+    unwrapped = env.unwrapped
+    test, val = unwrapped.evaluate("test"), unwrapped.evaluate("val")
+    metric = headline_metric(test)
+    env.close()
+    return ProbeRun(
+        policy=policy,
+        seed=seed,
+        episode_return=total,
+        test=float(test[metric]),
+        val=float(val[metric]),
+        seconds=time.perf_counter() - start,
+        oracle=bool(getattr(agent, "oracle", False)),
+    )
+
+
+def run_best_fixed(
+    env_id: str, env_kwargs: dict[str, Any], seed: int, higher: bool, scales=BEST_FIXED_SCALES
+) -> ProbeRun:
+    """The constant weight vector ``L_base^-s`` of the grid with the best validation metric."""
+    runs = [
+        run_policy(env_id, env_kwargs, FixedWeights.name, seed, policy_kwargs={"scale": s})
+        for s in scales
+    ]
+    sign = 1.0 if higher else -1.0
+    best = max(range(len(runs)), key=lambda i: sign * runs[i].val)
+    chosen = runs[best]
+    return ProbeRun(
+        policy="best_fixed",
+        seed=seed,
+        episode_return=chosen.episode_return,
+        test=chosen.test,
+        val=chosen.val,
+        seconds=sum(r.seconds for r in runs),
+        detail=f"scale={scales[best]}",
+    )
+
+
+def _interval(values: Sequence[float]) -> tuple[float, float, float, float]:
+    """Mean, std (ddof 1) and the 95% t-interval of the mean."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=float)
+    mean = float(x.mean())
+    std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
+    half = float(stats.t.ppf(0.975, len(x) - 1) * std / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    return mean, std, mean - half, mean + half
+
+
+def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random") -> dict:
+    """Per-policy statistics, the headroom over ``random`` and Spearman's rho."""
+    from scipy.stats import spearmanr
+
+    higher = higher_is_better(metric)
+    sign = 1.0 if higher else -1.0
+    policies: dict[str, dict[str, Any]] = {}
+    for name in dict.fromkeys(r.policy for r in runs):
+        mine = [r for r in runs if r.policy == name]
+        mean, std, low, high = _interval([r.test for r in mine])
+        ret_mean, ret_std, _, _ = _interval([r.episode_return for r in mine])
+        policies[name] = {
+            "mean": mean,
+            "std": std,
+            "ci95": [low, high],
+            "n": len(mine),
+            "return_mean": ret_mean,
+            "return_std": ret_std,
+            "seconds_mean": float(np.mean([r.seconds for r in mine])),
+            "oracle": any(r.oracle for r in mine),
+        }
+    summary: dict[str, Any] = {"metric": metric, "higher_is_better": higher, "policies": policies}
+    others = {k: v for k, v in policies.items() if k != random}
+    fair = {k: v for k, v in others.items() if not v["oracle"]}
+    for key, pool in (("headroom", others), ("headroom_fair", fair)):
+        if random not in policies or not pool:
+            continue
+        best = max(pool, key=lambda k: sign * pool[k]["mean"])
+        pooled = math.sqrt((policies[best]["std"] ** 2 + policies[random]["std"] ** 2) / 2)
+        gap = sign * (policies[best]["mean"] - policies[random]["mean"])
+        summary[key] = {
+            "best": best,
+            "best_is_oracle": policies[best]["oracle"],
+            "gap": gap,
+            "pooled_std": pooled,
+            "value": gap / pooled if pooled > 0 else (math.inf if gap > 0 else -math.inf),
+        }
+    returns = [r.episode_return for r in runs]
+    scores = [sign * r.test for r in runs]
+    if len(set(returns)) > 1 and len(set(scores)) > 1:
+        summary["spearman_rho"] = float(spearmanr(returns, scores).statistic)
+    return summary
+
+
+def probe(
+    env_id: str,
+    env_kwargs: dict[str, Any] | None = None,
+    policies: Sequence[str] | None = None,
+    seeds: Sequence[int] = range(5),
+    episodes: int = 10,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run every policy on every seed; return the runs and their summary."""
+    from tqdm.auto import tqdm
+
+    env_kwargs = dict(env_kwargs or {})
+    env = gym.make(env_id, **env_kwargs)
+    family, metric = env_family(env), _family_metric(env)
+    env.close()
+    names = list(policies or DEFAULT_POLICIES[family])
+    valid = [*REFERENCE_POLICIES[family], "best_fixed"]
+    for name in names:
+        if ":" not in name and name not in valid:
+            from mtl_envs.utils import suggest
+
+            raise ValueError(
+                f"Unknown {family} policy {name!r}.{suggest(name, valid)} Valid: {valid}, or "
+                "package.module:Class."
+            )
+    runs: list[ProbeRun] = []
+    bar = tqdm(total=len(names) * len(seeds), desc=f"probe {env_id}", disable=not progress)
+    for name in names:
+        for seed in seeds:
+            if name == "best_fixed":
+                if family != "LossWeighting":
+                    raise ValueError("`best_fixed` is a LossWeighting policy.")
+                run = run_best_fixed(env_id, env_kwargs, seed, higher_is_better(metric))
+            else:
+                run = run_policy(env_id, env_kwargs, name, seed, episodes)
+            runs.append(run)
+            bar.update(1)
+            bar.set_postfix({name: f"{run.test:.4f}"})
+    bar.close()
+    return {
+        "env_id": env_id,
+        "env_kwargs": env_kwargs,
+        "protocol": {
+            "seeds": list(seeds),
+            "episodes": episodes if family == "AuxLabel" else 1,
+            "family": family,
+        },
+        "runs": [asdict(r) for r in runs],
+        **summarize_probe(runs, metric),
+    }
+
+
+def _family_metric(env: Any) -> str:
+    """The headline metric name an env's ``evaluate`` reports (without running it long)."""
+    unwrapped = env.unwrapped
+    if env_family(env) == "TaskGrouping":
+        return "total_gain"
+    if env_family(env) == "AuxLabel":
+        return "accuracy"
+    learner = unwrapped.learner
+    if learner.data.task_type == "classification":
+        return "mean_accuracy"
+    return headline_metric(learner.evaluate("val"))
+
+
+def format_probe(summary: dict[str, Any]) -> str:
+    """A plain-text table of a probe's summary."""
+    metric = summary["metric"]
+    lines = [
+        f"{summary['env_id']}: test {metric} "
+        f"({'higher' if summary['higher_is_better'] else 'lower'} is better), "
+        f"{len(summary['protocol']['seeds'])} seeds",
+        f"{'policy':<14}{'mean':>10}{'std':>10}{'95% CI':>22}{'return':>12}{'s/run':>8}",
+    ]
+    for name, p in summary["policies"].items():
+        label = f"{name} [oracle]" if p["oracle"] else name
+        ci = f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]"
+        lines.append(
+            f"{label:<14}{p['mean']:>10.4f}{p['std']:>10.4f}{ci:>22}"
+            f"{p['return_mean']:>12.3f}{p['seconds_mean']:>8.1f}"
+        )
+    for key, label in (("headroom", "headroom"), ("headroom_fair", "headroom without oracles")):
+        head = summary.get(key)
+        if head and (key == "headroom" or head["best"] != summary["headroom"]["best"]):
+            oracle = " (an oracle)" if head["best_is_oracle"] else ""
+            lines.append(
+                f"{label}: {head['value']:.2f} ({head['best']}{oracle} - random = "
+                f"{head['gap']:.4f}, pooled std {head['pooled_std']:.4f})"
+            )
+    if "spearman_rho" in summary:
+        lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
+    return "\n".join(lines)

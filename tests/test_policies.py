@@ -1,0 +1,120 @@
+"""Reference policies: actions inside the space on every registered id, hand-worked maps."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+import mtl_envs
+from mtl_envs.envs.policies import REFERENCE_POLICIES, env_family, make_policy
+
+ENV_IDS = mtl_envs.registered_ids()
+CHEAP = {"LossWeighting": {"warmup_epochs": 1, "epochs": 3}}
+
+
+def cheap_kwargs(env_id: str) -> dict:
+    return CHEAP.get(env_id.split("-")[0], {})
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)
+def test_every_reference_policy_acts_inside_the_space(env_id, data_env):
+    env = gym.make(env_id, **cheap_kwargs(env_id))
+    family = env_family(env)
+    for name in REFERENCE_POLICIES[family]:
+        try:
+            policy = make_policy(name, env, seed=0)
+        except ValueError as err:  # the human labels need CIFAR-100's fine classes
+            assert name == "human" and "fine labels" in str(err)
+            continue
+        obs, _ = env.reset(seed=0)
+        policy.reset()
+        for _ in range(3):
+            action = policy(obs)
+            assert env.action_space.contains(action), (name, action)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            assert np.isfinite(reward)
+            if terminated or truncated:
+                break
+    env.close()
+
+
+@pytest.mark.parametrize("env_id", ["AuxLabel-Digits-v0", "AuxLabelWeighted-CIFAR100-v0"])
+def test_auxlabel_policies_in_the_vector_form(env_id, data_env):
+    envs = gym.make_vec(
+        env_id, num_envs=20, vectorization_mode="vector_entry_point", train_batch_size=20
+    )
+    obs, _ = envs.reset(seed=0)
+    for name in REFERENCE_POLICIES["AuxLabel"]:
+        if name == "human" and "Digits" in env_id:
+            continue
+        action = make_policy(name, envs, seed=0)(obs)
+        assert envs.action_space.contains(action), name
+        obs, *_ = envs.step(action)
+    envs.close()
+
+
+def test_human_policy_gives_the_fine_class_rank(data_env):
+    env = gym.make("AuxLabel-CIFAR100-v0", train_batch_size=20).unwrapped
+    obs, _ = env.reset(seed=0)
+    policy = make_policy("human", env)
+    fine = env.learner.data.train.fine_labels
+    for _ in range(5):
+        index = int(env.sample_indices()[0])
+        assert policy(obs) == int(fine[index]) % 5  # fine label = 5 * superclass + rank
+        obs, *_ = env.step(policy(obs))
+    weighted = gym.make("AuxLabelWeighted-CIFAR100-v0", train_batch_size=20).unwrapped
+    obs, _ = weighted.reset(seed=0)
+    action = make_policy("constant", weighted)(obs)
+    assert action.tolist() == [0, 10]  # bin 10 of 21: weight 2^(10 * 0.5 - 5) = 1
+
+
+def test_image_hash_is_fixed_per_image():
+    env = gym.make("AuxLabel-Digits-v0").unwrapped
+    obs, _ = env.reset(seed=0)
+    policy = make_policy("image_hash", env)
+    first = policy(obs)
+    assert policy({**obs, "primary_label": np.int64(3)}) == first  # the pixels decide
+
+
+def test_loss_weighting_policies_by_hand():
+    env = gym.make("LossWeighting-Digits10-v1", warmup_epochs=1, epochs=3).unwrapped
+    obs, _ = env.reset(seed=0)
+    base = env.base_losses.numpy().astype(np.float64)
+    weights = {
+        name: env.action_to_weights(make_policy(name, env, seed=0)(obs)).numpy()
+        for name in ("equal", "igbv1", "inverse_base", "drop_one")
+    }
+    np.testing.assert_allclose(weights["equal"], np.ones(10), rtol=1e-5)
+    ratio = obs / base  # IGB eq. 3: n softmax(L / L_base)
+    np.testing.assert_allclose(
+        weights["igbv1"], 10 * np.exp(ratio) / np.exp(ratio).sum(), rtol=1e-4
+    )
+    inverse = (1 / base) / (1 / base).sum() * 10  # proportional to 1 / L_base, summing to n
+    np.testing.assert_allclose(weights["inverse_base"], inverse, rtol=1e-4)
+    assert weights["drop_one"][0] == pytest.approx(10 * np.exp(-7) / (np.exp(-7) + 9), rel=1e-4)
+    with pytest.raises(KeyError, match="Valid LossWeighting reference policys"):
+        make_policy("igbv3", env)
+
+
+def test_grouping_policies_plan_their_groups():
+    env = gym.make("TaskGrouping-Digits10-v1", budget=3).unwrapped
+    obs, _ = env.reset(seed=0)
+    policy = make_policy("optimal", env)
+    assert policy.oracle and not make_policy("etap", env).oracle
+    groups, done = [], False
+    while not done:
+        obs, _, done, _, info = env.step(policy(obs))
+    groups = info["selected"]
+    assert sorted({t for g in groups for t in g}) == list(range(10)) and len(groups) <= 3
+    # The optimum on the test gains scores at least as well on them as every other plan.
+    best = env.evaluate("test")["total_gain"]
+    for name in ("all_in_one", "singletons", "etap"):
+        other = make_policy(name, env, seed=0)
+        obs, _ = env.reset()
+        other.reset()
+        done = False
+        while not done:
+            obs, _, done, _, _ = env.step(other(obs))
+        assert env.evaluate("test")["total_gain"] <= best + 1e-9, name
+    assert torch.is_tensor(torch.as_tensor(obs["affinity"]))
