@@ -51,9 +51,19 @@ def cmd_list(args: argparse.Namespace) -> None:
     from mtl_envs.data.multitask import MULTITASK_DATASETS
     from mtl_envs.models import BACKBONES
 
-    print("environments:")
+    print("environments (reference scores: random -> best reference policy, test metric):")
     for env_id in mtl_envs.registered_ids():
-        print(f"  {env_id}")
+        line = f"  {env_id}"
+        if env_id in mtl_envs.reference_ids():
+            ref = mtl_envs.reference_scores(env_id)
+            low = ref["policies"][ref["random"]]["mean"]
+            best = ref["policies"][ref["best"]]
+            oracle = " [oracle]" if best["oracle"] else ""
+            line += (
+                f"  {ref['metric']}: random {low:.4f} -> {ref['best']}{oracle} "
+                f"{best['mean']:.4f} ({best['n']} seeds)"
+            )
+        print(line)
     print("datasets:  " + ", ".join(DATASETS))
     print("multi-task datasets: " + ", ".join(MULTITASK_DATASETS))
     print("backbones: " + ", ".join(BACKBONES))

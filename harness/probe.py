@@ -56,6 +56,7 @@ DEFAULT_POLICIES = {
 HEADLINE = (
     "accuracy",
     "mean_accuracy",
+    "mean_nmse",
     "raw_mse",
     "mean_mse",
     "total_gain",

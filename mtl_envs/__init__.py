@@ -11,9 +11,16 @@ Importing the package registers its environment ids and does nothing else::
 """
 
 from mtl_envs.registration import register_envs, registered_ids
+from mtl_envs.scores import normalized_score, reference_ids, reference_scores
 
 __version__ = "0.1.0"
 
 register_envs()
 
-__all__ = ["__version__", "registered_ids"]
+__all__ = [
+    "__version__",
+    "normalized_score",
+    "reference_ids",
+    "reference_scores",
+    "registered_ids",
+]

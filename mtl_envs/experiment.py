@@ -712,6 +712,17 @@ def summarize(
     return rows
 
 
+def _add_normalized(row: dict[str, Any]) -> None:
+    """The IQM and its interval on the env id's reference scale (random 0, best 1), where
+    the package has reference scores for this id and metric."""
+    from mtl_envs.scores import normalized_score, reference_ids, reference_scores
+
+    env_id = row["env_id"].split(" ")[0]
+    if env_id not in reference_ids() or reference_scores(env_id)["metric"] != row["metric"]:
+        return
+    row["normalized"] = [normalized_score(env_id, row[k]) for k in ("iqm", "iqm_low", "iqm_high")]
+
+
 def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
     """IQM intervals per row and P(improvement) over the env's baseline row (3+ seeds)."""
     by_env: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
@@ -723,6 +734,7 @@ def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
             continue
         for m, (iqm, low, high) in interval_estimates(enough).items():
             methods[m].update(iqm=iqm, iqm_low=low, iqm_high=high)
+            _add_normalized(methods[m])
         reference = baseline or next((b for b in ("random", "stl") if b in enough), None)
         if reference not in enough:
             continue
@@ -755,6 +767,8 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
     header = ["env_id", "method", f"{metric} (mean +- {spread})"]
     if any("iqm" in r for r in rows):
         header.append("IQM [95% CI]")
+    if any("normalized" in r for r in rows):
+        header.append("normalized IQM [95% CI]")
     if any("p_improve" in r for r in rows):
         reference = next(r["baseline"] for r in rows if "baseline" in r)
         header.append(f"P(> {reference}) [95% CI]")
@@ -776,6 +790,9 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
             cells.append(
                 f"{fmt(r['iqm'])} [{fmt(r['iqm_low'])}, {fmt(r['iqm_high'])}]" if has else ""
             )
+        if "normalized IQM [95% CI]" in header:
+            n = r.get("normalized")
+            cells.append(f"{n[0]:.2f} [{n[1]:.2f}, {n[2]:.2f}]" if n else "")
         if any(h.startswith("P(> ") for h in header):
             has = "p_improve" in r
             cells.append(

@@ -341,3 +341,24 @@ def test_stl_networks_minimise_the_plain_task_loss():
     for p, p0, g in zip(learner.net.parameters(), before, grads):
         expected = p0 if g is None else p0 - lr * g  # one SGD step on the plain loss
         torch.testing.assert_close(p.detach(), expected)
+
+
+def test_validation_reward_telescopes_to_the_final_validation_loss():
+    env = gym.make("LossWeighting-CubicScales-v1", warmup_epochs=1, epochs=4).unwrapped
+    env.reset(seed=0)
+    total, rewards, done = 0.0, [], False
+    while not done:
+        _, reward, terminated, truncated, info = env.step(np.zeros(env.num_tasks))
+        total += reward
+        rewards.append(reward)
+        done = terminated or truncated
+    # Non-zero only where an epoch ends; the sum is minus the mean normalised val loss.
+    batches = env.learner.num_batches
+    assert all(r == 0.0 for i, r in enumerate(rewards) if (i + 1) % batches)
+    val = torch.tensor(env.learner.split_losses("val"))
+    assert total == pytest.approx(-float((val / env.base_losses).mean()), rel=1e-5)
+    # Its data: per-task target scales spread over two decades.
+    data = env.learner.data.train
+    task = data.mask.float().argmax(1)
+    stds = torch.stack([data.targets[task == t, t].std() for t in range(20)])
+    assert float(stds.max() / stds.min()) == pytest.approx(100.0, rel=0.3)

@@ -23,19 +23,30 @@ from mtl_envs.data.tabular import read_cubic, read_exam, read_hsb, read_radon, r
 from mtl_envs.utils import lookup, resolve_data_root, resolve_device
 
 
-def read_digits10(data_root, download: bool = False, split_seed: int = 0) -> MultiTaskDataset:
-    """Ten one-vs-rest binary tasks ("is it digit t?") on scikit-learn's digits."""
+def read_digits10(
+    data_root, download: bool = False, split_seed: int = 0, labels_per_task: int | None = None
+) -> MultiTaskDataset:
+    """Ten one-vs-rest binary tasks ("is it digit t?") on scikit-learn's digits.
+
+    ``labels_per_task``: each task labels only that many training images (half of them its
+    digit), drawn per task from ``split_seed``; validation and test stay fully labelled. With
+    few labels per task, a group's shared encoder learns from its members' labels together:
+    the regime where multi-task training helps (ETAP's benchmarks).
+    """
     from mtl_envs.data import load_dataset
 
     base = load_dataset("digits", device="cpu", split_seed=split_seed)
 
-    def convert(split):
+    def convert(split, scarce: bool = False):
         targets = torch.nn.functional.one_hot(split.labels, 10).float()
-        return MultiTaskSplit(split.images, targets, torch.ones_like(targets, dtype=torch.bool))
+        mask = torch.ones_like(targets, dtype=torch.bool)
+        if scarce and labels_per_task is not None:
+            mask = _scarce_labels(split.labels, labels_per_task, split_seed)
+        return MultiTaskSplit(split.images, targets, mask)
 
     return MultiTaskDataset(
         name="digits10",
-        train=convert(base.train),
+        train=convert(base.train, scarce=True),
         val=convert(base.val),
         test=convert(base.test),
         task_type="classification",
@@ -46,6 +57,24 @@ def read_digits10(data_root, download: bool = False, split_seed: int = 0) -> Mul
         std=base.std,
         augment=False,
     )
+
+
+def _scarce_labels(labels: torch.Tensor, per_task: int, seed: int) -> torch.Tensor:
+    """(N, 10) mask: task t labels ``per_task // 2`` images of digit t and as many others."""
+    if not isinstance(per_task, int) or isinstance(per_task, bool) or per_task < 2:
+        raise ValueError(f"`labels_per_task` must be an int >= 2; got {per_task!r}.")
+    generator = torch.Generator().manual_seed(seed)
+    mask = torch.zeros(len(labels), 10, dtype=torch.bool)
+    for t in range(10):
+        for members, k in ((labels == t, per_task // 2), (labels != t, per_task - per_task // 2)):
+            pool = torch.nonzero(members).flatten()
+            if k > len(pool):
+                raise ValueError(
+                    f"`labels_per_task` ({per_task}) asks for {k} images of a class with "
+                    f"{len(pool)} in the training split."
+                )
+            mask[pool[torch.randperm(len(pool), generator=generator)[:k]], t] = True
+    return mask
 
 
 def read_cifar100_mtl(data_root, download: bool = False, split_seed: int = 0) -> MultiTaskDataset:

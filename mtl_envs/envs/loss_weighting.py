@@ -29,15 +29,25 @@ ENV_ARGUMENTS = (
     "warmup_epochs",
     "epochs",
     "max_steps",
+    "reward",
     "stl_results",
 )
 
 
+REWARDS = ("min", "mean", "val")
+
+
 def improvable_gap_reward(
-    losses: torch.Tensor, next_losses: torch.Tensor, base_losses: torch.Tensor, alpha: float
+    losses: torch.Tensor,
+    next_losses: torch.Tensor,
+    base_losses: torch.Tensor,
+    alpha: float,
+    reduce: str = "min",
 ) -> torch.Tensor:
-    """IGB eq. 4: ``r_t = alpha * min_i (L_t,i - L_t+1,i) / L_base,i``."""
-    return alpha * ((losses - next_losses) / base_losses).min()
+    """IGB eq. 4: ``r_t = alpha * min_i (L_t,i - L_t+1,i) / L_base,i``; ``reduce="mean"``
+    averages the normalised declines over tasks instead of taking the worst one."""
+    declines = (losses - next_losses) / base_losses
+    return alpha * (declines.min() if reduce == "min" else declines.mean())
 
 
 def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], MultiTaskLearnerConfig]:
@@ -83,7 +93,12 @@ class LossWeightingEnv(gym.Env):
     ## Rewards
     IGB eq. 4: ``r_t = alpha * min_i (L_t,i - L_t+1,i) / L_base,i`` with
     ``alpha = lr_0 / lr_t``; L_t+1 are the next batch's losses after the update (on the final
-    step, those of a fresh batch that is not trained on).
+    step, those of a fresh batch that is not trained on). ``reward="mean"`` averages the
+    normalised declines over tasks instead of taking the minimum. ``reward="val"`` is 0 but
+    on the step that ends an epoch, where it is the change of ``-mean_i L_val,i / L_base,i``
+    (minus the mean normalised validation loss, counted from 0 at the run's start): the
+    return of a run is minus its final normalised validation loss, which ranks runs as their
+    test errors do where the paper's reward may not (measured in ``docs/headroom.md``).
 
     ## Starting State
     ``reset()`` starts a new training run (seeded from the env's generator) and trains
@@ -115,6 +130,7 @@ class LossWeightingEnv(gym.Env):
     | `aggregator`    | None       | torchjd aggregator on the shared parameters          |
     | `optimizer`, `lr`, ... | adam, 1e-3 | see `MultiTaskLearnerConfig`                  |
     | `max_steps`     | None       | truncate after this many steps                       |
+    | `reward`        | `"min"`    | `"min"` (IGB eq. 4), `"mean"` over tasks, or `"val"`  |
     | `stl_results`   | None       | STL result file/folder: `evaluate` adds `delta_m`    |
 
     ## Version History
@@ -140,6 +156,7 @@ class LossWeightingEnv(gym.Env):
         warmup_epochs: int = 2,
         epochs: int = 30,
         max_steps: int | None = None,
+        reward: str = "min",
         stl_results: str | None = None,
         render_mode: str | None = None,
         **kwargs: Any,
@@ -148,6 +165,7 @@ class LossWeightingEnv(gym.Env):
             raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         _, config = split_env_kwargs(kwargs)
         check_choice("observation", observation, OBSERVATIONS)
+        check_choice("reward", reward, REWARDS)
         check_choice("action_transform", action_transform, ACTION_TRANSFORMS)
         check_choice("warmup_weights", warmup_weights, WARMUP_WEIGHTS)
         if not isinstance(temperature, (int, float)) or temperature <= 0:
@@ -162,6 +180,7 @@ class LossWeightingEnv(gym.Env):
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
             raise ValueError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
         self.observation = observation
+        self.reward = reward
         self.action_transform = action_transform
         self.temperature = float(temperature)
         self.warmup_weights = warmup_weights
@@ -179,6 +198,7 @@ class LossWeightingEnv(gym.Env):
         self.base_losses = torch.ones(n)
         self.batch = 0
         self.steps = 0
+        self._potential = 0.0
         self._batch_rng = self.learner.generator.get_state()
         self._continue = False
 
@@ -233,6 +253,7 @@ class LossWeightingEnv(gym.Env):
             "batch": self.batch,
             "steps": self.steps,
             "base_losses": self.base_losses.cpu(),
+            "potential": self._potential,
             "batch_rng": self._batch_rng,
             "np_random": self.np_random.bit_generator.state,
         }
@@ -243,6 +264,7 @@ class LossWeightingEnv(gym.Env):
         self.learner.load_state_dict(state["learner"])
         self.batch, self.steps = state["batch"], state["steps"]
         self.base_losses = state["base_losses"].to(self.learner.device)
+        self._potential = state.get("potential", 0.0)
         self._batch_rng = state["batch_rng"]
         self.np_random.bit_generator.state = state["np_random"]
 
@@ -277,6 +299,7 @@ class LossWeightingEnv(gym.Env):
             learner.begin_epoch()
             self.batch = 0
             self.steps = 0
+            self._potential = 0.0
             self._load_batch()
         diverged = not bool(torch.isfinite(self._current).all())
         info = {
@@ -296,20 +319,26 @@ class LossWeightingEnv(gym.Env):
         epoch = learner.epoch
         self.batch += 1
         self.steps += 1
-        terminated = False
+        terminated = epoch_end = False
         if self.batch >= learner.num_batches:
             learner.end_epoch()
             terminated = learner.epoch >= self.epochs
             learner.begin_epoch()
             self.batch = 0
+            epoch_end = True
+        potential = self._val_potential() if self.reward == "val" and epoch_end else None
         self._load_batch()  # L_t+1: the next batch, whose forward the next step trains on
         next_losses = self._current
         diverged = not bool(torch.isfinite(next_losses).all() and torch.isfinite(losses).all())
-        reward = (
-            0.0
-            if diverged
-            else float(improvable_gap_reward(losses, next_losses, self.base_losses, alpha))
-        )
+        if diverged:
+            reward = 0.0
+        elif self.reward == "val":
+            reward = 0.0 if potential is None else potential - self._potential
+            self._potential = self._potential if potential is None else potential
+        else:
+            reward = float(
+                improvable_gap_reward(losses, next_losses, self.base_losses, alpha, self.reward)
+            )
         truncated = diverged or (self.max_steps is not None and self.steps >= self.max_steps)
         info = {
             "losses": losses.tolist(),
@@ -320,6 +349,11 @@ class LossWeightingEnv(gym.Env):
             "diverged": diverged,
         }
         return self._obs(), reward, bool(terminated), bool(truncated and not terminated), info
+
+    def _val_potential(self) -> float:
+        """``-mean_i L_val,i / L_base,i``: minus the mean normalised validation loss."""
+        val = torch.tensor(self.learner.split_losses("val"), device=self.base_losses.device)
+        return -float((val / self.base_losses).mean())
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Per-task metrics of the current network on ``split``, with ``delta_m`` (IGB eq. 5,

@@ -257,7 +257,21 @@ class MultiTaskLearner:
                 f"`batch_size` ({config.batch_size}) exceeds the training split "
                 f"({len(self.data.train)} samples)."
             )
+        self._target_var = (
+            self._task_target_variance() if self.data.task_type == "regression" else None
+        )
         self.reset_run(seed)
+
+    def _task_target_variance(self) -> torch.Tensor:
+        """Per-task variance of the training targets (in the learner's units), the scale of
+        the normalised MSE."""
+        split = self.data.train
+        targets = split.targets[:, self.task_index].reshape(len(split), self.num_tasks, -1)
+        mask = split.mask[:, self.task_index].float()[:, :, None]
+        count = mask.sum(0).clamp_min(1.0)
+        mean = (targets * mask).sum(0) / count
+        var = (((targets - mean) ** 2) * mask).sum(0) / count
+        return var.mean(-1).clamp_min(1e-12)
 
     # ------------------------------------------------------------------ run state
     def reset_run(self, seed: int) -> None:
@@ -641,9 +655,10 @@ class MultiTaskLearner:
         """Per-task metrics: ``<task>/accuracy`` and ``<task>/loss`` (classification) or
         ``<task>/mse`` (regression), their means, and the mean task loss.
 
-        Regression with z-scored targets and a task network also reports errors in the data's
-        own units: ``mean_raw_mse`` (mean over tasks) and ``raw_mse`` (mean over samples, the
-        hypernetwork paper's Table 2 metric).
+        Regression also reports ``mean_nmse``, the mean over tasks of each task's MSE over the
+        variance of its training targets (scale-free); with z-scored targets and a task network
+        also errors in the data's own units: ``mean_raw_mse`` (mean over tasks) and ``raw_mse``
+        (mean over samples, the hypernetwork paper's Table 2 metric).
         """
         losses, accuracy, raw = self._split_statistics(split)
         names = [self.data.task_names[t] for t in self.tasks]
@@ -657,6 +672,9 @@ class MultiTaskLearner:
             for name, mse in zip(names, losses.tolist()):
                 metrics[f"{name}/mse"] = mse
             metrics["mean_mse"] = float(losses.mean())
+            # Each task's MSE over its target variance (1 = predicting the task's mean): a
+            # mean over tasks that no task's scale dominates.
+            metrics["mean_nmse"] = float((losses / self._target_var).mean())
             if raw is not None:
                 metrics["mean_raw_mse"] = float(raw[:-1].mean())
                 metrics["raw_mse"] = float(raw[-1])

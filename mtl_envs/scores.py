@@ -1,0 +1,47 @@
+"""Reference scores: what the reference policies reach on an env id, and scores normalised
+to them, as D4RL does (random policy = 0, best reference policy = 1).
+
+The scores are package data (``mtl_envs/reference_scores.json``), written by
+``scripts/reference_scores.py`` from ``mtl-envs probe`` results kept in ``docs/results/probe``.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from importlib import resources
+from typing import Any
+
+from mtl_envs.utils import suggest
+
+
+@lru_cache(maxsize=1)
+def _table() -> dict[str, Any]:
+    path = resources.files("mtl_envs") / "reference_scores.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def reference_ids() -> list[str]:
+    """Env ids that have reference scores."""
+    return sorted(_table())
+
+
+def reference_scores(env_id: str) -> dict[str, Any]:
+    """Each reference policy's test metric on ``env_id``: ``{"metric", "higher_is_better",
+    "protocol", "random", "best", "policies": {name: {"mean", "std", "n", "oracle"}}}``."""
+    table = _table()
+    if env_id not in table:
+        raise KeyError(
+            f"No reference scores for {env_id!r}.{suggest(env_id, table)} Ids with reference "
+            f"scores: {sorted(table)}."
+        )
+    return table[env_id]
+
+
+def normalized_score(env_id: str, value: float) -> float:
+    """``(value - random) / (best - random)`` on ``env_id``'s headline test metric: 0 is the
+    random reference policy's mean, 1 the best reference policy's (D4RL's normalisation)."""
+    scores = reference_scores(env_id)
+    low = scores["policies"][scores["random"]]["mean"]
+    high = scores["policies"][scores["best"]]["mean"]
+    return (float(value) - low) / (high - low)
