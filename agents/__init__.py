@@ -1,12 +1,5 @@
-"""RL agents for the mtl-envs environments (Stable-Baselines3), in one registry.
-
-Imports stay lazy so ``import agents`` is cheap: ``AGENTS`` maps a method name to the dotted
-path of its ``run(config, seed)`` function.
+"""RL agents for the mtl-envs environments (Stable-Baselines3): RL-AUX's PPO
+(``ppo_auxlabel``), IGBv2's SAC (``sac_lossweighting``), PPO for group selection
+(``ppo_grouping``), their feature extractors, the SB3 adapter for Gymnasium's vector envs and
+a plain-loop custom agent. ``harness.registry`` maps methods to them.
 """
-
-AGENTS: dict[str, str] = {
-    "ppo": "agents.ppo:run",  # RL-AUX on AuxLabel ids, group selection on TaskGrouping ids
-    "igbv2": "agents.sac_lossweighting:run",  # IGBv2 (SAC) on LossWeighting ids
-}
-
-__all__ = ["AGENTS"]

@@ -1,6 +1,6 @@
 """Train an RL-AUX agent with SB3 PPO on the vector AuxLabel env (RL-AUX appendix B).
 
-    python -m agents.train configs/auxlabel_digits_ppo.yaml [key=value ...]   (method: ppo)
+    python -m harness.train configs/auxlabel_digits_ppo.yaml [key=value ...]   (method: ppo)
 
 The protocol alternates, for ``epochs`` cycles:
 
@@ -30,8 +30,12 @@ from stable_baselines3.common.callbacks import BaseCallback
 import mtl_envs  # noqa: F401  (registers the ids)
 from agents.extractors import ImageLabelExtractor
 from agents.sb3_vec_env import SB3VecEnvAdapter
-from mtl_envs.envs.aux_label import AuxLabelVectorEnv, split_env_kwargs
-from mtl_envs.experiment import RunConfig, run_dir, run_epochs
+from harness.config import RunConfig
+from harness.lifecycle import run_epochs
+from harness.results import run_dir
+from mtl_envs.envs.aux_label import AuxLabelVectorEnv
+from mtl_envs.errors import ConfigError
+from mtl_envs.families import require_family
 from mtl_envs.utils import resolve_device
 
 # RL-AUX appendix B and the reference code: lr 3e-4, entropy coefficient 0.01, 10 epochs,
@@ -102,9 +106,8 @@ class AlternatingState:
 
 def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
     """``gym.make_vec`` of the config's AuxLabel id with one slot per batch sample."""
-    spec = gym.spec(config.env_id)
-    kwargs = {**spec.kwargs, **config.env_kwargs}
-    _, learner_config = split_env_kwargs(kwargs)
+    family = require_family(config.env_id, "AuxLabel")
+    learner_config = family.learner_config(config.env_id, config.env_kwargs)
     env = gym.make_vec(
         config.env_id,
         num_envs=learner_config.train_batch_size,
@@ -112,7 +115,7 @@ def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
         **config.env_kwargs,
     )
     if not isinstance(env.unwrapped, AuxLabelVectorEnv):
-        raise ValueError(f"`env_id` {config.env_id!r} is not an AuxLabel environment.")
+        raise ConfigError(f"`env_id` {config.env_id!r} is not an AuxLabel environment.")
     return env
 
 
@@ -153,7 +156,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     batches = env.learner.num_batches
     if batches % model.n_steps:
         # PPO collects n_steps per rollout; a rollout must not spill into the next epoch.
-        raise ValueError(
+        raise ConfigError(
             f"`agent.n_steps` ({model.n_steps}) must divide the {batches} batches of an epoch."
         )
     steps_per_epoch = batches * venv.num_envs

@@ -19,7 +19,7 @@ from stable_baselines3 import PPO
 
 import mtl_envs  # noqa: F401
 from baselines.grouping import GroupingProblem, env_settings, run_selection
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
 from mtl_envs.utils import resolve_device
 
 # Short episodes: small rollouts, a few epochs per update.

@@ -1,6 +1,6 @@
 """IGBv2: SB3 SAC sets the task weights of a LossWeighting run (IGB section 3.2.2).
 
-    python -m agents.train configs/lossweighting_digits10_sac.yaml [key=value ...]
+    python -m harness.train configs/lossweighting_digits10_sac.yaml [key=value ...]
 
 The schedule of Algorithm 2 and section 4.1: two warm-up epochs with random weights fix L_base
 (inside the env's ``reset``); random weights ``n * softmax(z)``, ``z ~ N(0, I)`` (RLW, line 11)
@@ -36,16 +36,12 @@ from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
 import mtl_envs  # noqa: F401
+from harness.config import RunConfig
+from harness.lifecycle import TrainingState, restore_run, resume_point, save_run
+from harness.recording import EpochRecorder
+from harness.results import run_dir
 from mtl_envs.envs.loss_weighting import LossWeightingEnv
-from mtl_envs.experiment import (
-    EpochRecorder,
-    RunConfig,
-    TrainingState,
-    restore_run,
-    resume_point,
-    run_dir,
-    save_run,
-)
+from mtl_envs.errors import ConfigError
 from mtl_envs.utils import resolve_device
 
 # IGB section 4.1: SAC lr 3e-4 (alone or with CAGrad/IMTL-G), buffer 1e4, gamma 0.99,
@@ -112,7 +108,7 @@ class ScheduledSAC(SAC):
         """Call ``save`` once the step just taken is stored in the replay buffer, or, when
         that step ends a rollout followed by an update round, after the round."""
         if not self.checkpointable:
-            raise ValueError(
+            raise ConfigError(
                 f"Checkpoints need `train_freq` in steps; got {self.train_freq.unit.value!r}."
             )
         self._pending_save = save
@@ -188,7 +184,7 @@ class ScheduledSAC(SAC):
                 continue
             target, value = getattr(buffer, name), saved[name].numpy()
             if value.shape != target.shape:
-                raise ValueError(
+                raise ConfigError(
                     f"The checkpoint's replay buffer holds {name} of shape {value.shape}; this "
                     f"run's buffer holds {target.shape}. Resume with the `agent.buffer_size` "
                     "the run was started with, or delete the checkpoint to start over."
@@ -226,7 +222,7 @@ class EpochCallback(BaseCallback):
             return False
         self.rewards.append(float(self.locals["rewards"][0]))
         self.weight_std.append(float(np.std(info["weights"])))
-        if self.env.batch == 0:  # the step closed an epoch
+        if self.env.learner.position == 0:  # the step closed an epoch
             metrics = {
                 "agent/reward": float(np.mean(self.rewards)),
                 "agent/weight_std": float(np.mean(self.weight_std)),
@@ -270,7 +266,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     env = gym.make(config.env_id, **{**config.env_kwargs, "epochs": config.epochs + 1})
     lw = env.unwrapped
     if not isinstance(lw, LossWeightingEnv):
-        raise ValueError(f"`env_id` {config.env_id!r} is not a LossWeighting environment.")
+        raise ConfigError(f"`env_id` {config.env_id!r} is not a LossWeighting environment.")
     batches = lw.learner.num_batches
     learning_starts, random_steps = schedule_steps(
         schedule["update_epoch"], schedule["use_epoch"], lw.warmup_epochs, batches
@@ -290,7 +286,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         **agent_kwargs,
     )
     if config.checkpoint_every and not model.checkpointable:
-        raise ValueError(
+        raise ConfigError(
             f"`checkpoint_every` needs `agent.train_freq` in steps; got "
             f"{agent_kwargs['train_freq']!r}. Set checkpoint_every=0 to run without checkpoints."
         )

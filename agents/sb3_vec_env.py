@@ -16,6 +16,8 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from mtl_envs.errors import ConfigError
+
 
 class SB3VecEnvAdapter(VecEnv):
     """Present a Gymnasium ``VectorEnv`` (SAME_STEP autoreset) as an SB3 ``VecEnv``.
@@ -31,7 +33,7 @@ class SB3VecEnvAdapter(VecEnv):
     def __init__(self, env: VectorEnv):
         mode = env.metadata.get("autoreset_mode")
         if mode != AutoresetMode.SAME_STEP:
-            raise ValueError(
+            raise ConfigError(
                 f"SB3VecEnvAdapter needs a vector env with autoreset_mode SAME_STEP; got {mode!r}."
             )
         self.env = env

@@ -11,28 +11,19 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
-
 import mtl_envs  # noqa: F401  (registers the ids)
-from mtl_envs.envs.aux_label import split_env_kwargs
-from mtl_envs.experiment import RunConfig, TrainingState, run_epochs
+from harness.config import RunConfig
+from harness.lifecycle import TrainingState, run_epochs
+from mtl_envs.families import require_family
 from mtl_envs.training import AuxLearner, Labeller
-
-AUX_ENTRY_POINT = "mtl_envs.envs.aux_label:AuxLabelEnv"
 
 LabellerFactory = Callable[[AuxLearner, int], Labeller | None]
 
 
 def build_aux_learner(config: RunConfig, seed: int) -> AuxLearner:
     """The main-network learner that ``gym.make(config.env_id, **config.env_kwargs)`` would use."""
-    spec = gym.spec(config.env_id)
-    if spec.entry_point != AUX_ENTRY_POINT:
-        raise ValueError(
-            f"`env_id` {config.env_id!r} is not an AuxLabel environment; auxiliary-learning "
-            f"baselines need one of {mtl_envs.registered_ids()}."
-        )
-    _, learner_config = split_env_kwargs({**spec.kwargs, **config.env_kwargs})
-    return AuxLearner(learner_config, seed=seed)
+    family = require_family(config.env_id, "AuxLabel")
+    return AuxLearner(family.learner_config(config.env_id, config.env_kwargs), seed=seed)
 
 
 def run_aux_baseline(

@@ -6,8 +6,13 @@ previous epochs' mean losses, and temperature T = 2; equal weights for the first
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from baselines.loss_weighting import run_weighting_baseline
+from harness.config import RunConfig
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.weighting import Weighting, softmax_weights
 
 
@@ -17,7 +22,7 @@ class DWA(Weighting):
     def __init__(self, temperature: float = 2.0) -> None:
         super().__init__()
         if temperature <= 0:
-            raise ValueError(f"`temperature` must be positive; got {temperature!r}.")
+            raise ConfigError(f"`temperature` must be positive; got {temperature!r}.")
         self.temperature = temperature
 
     def weights(self, losses: torch.Tensor, learner) -> torch.Tensor:
@@ -26,3 +31,7 @@ class DWA(Weighting):
             return torch.ones_like(losses)
         ratio = history[-1] / history[-2].clamp_min(1e-12)
         return softmax_weights(ratio / self.temperature)
+
+
+def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_weighting_baseline(config, seed, "dwa", DWA)

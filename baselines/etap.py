@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from baselines.grouping import GroupingProblem, run_selection
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
 from mtl_envs.training.gain_prediction import etap_selection, prediction_quality
 
 

@@ -23,17 +23,19 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401
-from mtl_envs.experiment import RunConfig, finished_result, write_result
+from harness.config import RunConfig
+from harness.lifecycle import finished_result
+from harness.results import write_result
+from mtl_envs.errors import ConfigError
+from mtl_envs.families import require_family
 from mtl_envs.training.group_trainer import group_name, load_gain_table, table_gains
 from mtl_envs.training.grouping import (
+    Group,
     best_selection,
     evaluate_selection,
     gain_matrix,
     selection_candidates,
 )
-
-GROUPING_ENTRY_POINT = "mtl_envs.envs.task_grouping:TaskGroupingEnv"
-Group = tuple[int, ...]
 
 
 @dataclass
@@ -79,13 +81,9 @@ class GroupingProblem:
 Selector = Callable[[GroupingProblem, int, int], tuple[list[Group], dict[str, Any]]]
 
 
-def is_task_grouping(env_id: str) -> bool:
-    return gym.spec(env_id).entry_point == GROUPING_ENTRY_POINT
-
-
 def env_settings(config: RunConfig) -> dict[str, Any]:
-    if not is_task_grouping(config.env_id):
-        raise ValueError(f"`env_id` {config.env_id!r} is not a TaskGrouping environment.")
+    """The TaskGrouping env's kwargs: registered ones, then the run's."""
+    require_family(config.env_id, "TaskGrouping")
     return {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
 
 
@@ -93,7 +91,7 @@ def budgets(config: RunConfig) -> list[int]:
     """``method_kwargs.budgets`` (e.g. [2, 3, 4]) or the env's own budget."""
     values = config.method_kwargs.get("budgets", [env_settings(config).get("budget", 3)])
     if not values or not all(isinstance(b, int) and b >= 1 for b in values):
-        raise ValueError(f"`method_kwargs.budgets` must be positive ints; got {values!r}.")
+        raise ConfigError(f"`method_kwargs.budgets` must be positive ints; got {values!r}.")
     return list(values)
 
 

@@ -12,19 +12,21 @@ from typing import Any
 import torch.nn.functional as F
 
 from baselines.auxiliary import run_aux_baseline
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
+from harness.lifecycle import stateless
+from mtl_envs.errors import ConfigError
 from mtl_envs.training import AuxLearner, Labeller
 
 
 def human_labeller(learner: AuxLearner, seed: int) -> Labeller:
     data = learner.data
     if data.train.fine_labels is None:
-        raise ValueError(
+        raise ConfigError(
             f"The human baseline needs a dataset with fine labels (cifar100); "
             f"dataset {data.name!r} has none."
         )
     if data.num_fine_classes != learner.num_aux:
-        raise ValueError(
+        raise ConfigError(
             f"`hierarchy_factor` ({learner.config.hierarchy_factor}) x {learner.num_primary} "
             f"primary classes must equal the {data.num_fine_classes} fine classes of the human "
             "auxiliary task."
@@ -34,7 +36,7 @@ def human_labeller(learner: AuxLearner, seed: int) -> Labeller:
     def label(indices, inputs):
         return F.one_hot(fine[indices], learner.num_aux).float(), None
 
-    return label
+    return stateless(label)
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:

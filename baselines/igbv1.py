@@ -7,8 +7,12 @@ weight.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from baselines.loss_weighting import run_weighting_baseline
+from harness.config import RunConfig
 from mtl_envs.training.weighting import Weighting, softmax_weights
 
 
@@ -19,3 +23,7 @@ class IGBv1(Weighting):
         if learner.base_losses is None:
             return torch.ones_like(losses)
         return softmax_weights(losses / learner.base_losses)
+
+
+def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_weighting_baseline(config, seed, "igbv1", IGBv1)

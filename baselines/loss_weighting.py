@@ -11,20 +11,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-import gymnasium as gym
-
 import mtl_envs  # noqa: F401  (registers the ids)
+from harness.config import RunConfig
+from harness.lifecycle import run_epochs
 from mtl_envs.data.multitask import MultiTaskDataset
-from mtl_envs.envs.loss_weighting import split_env_kwargs
-from mtl_envs.experiment import RunConfig, run_epochs
+from mtl_envs.families import require_family
 from mtl_envs.training.multitask_learner import MultiTaskLearner
 from mtl_envs.training.weighting import Weighting
-
-LOSS_WEIGHTING_ENTRY_POINT = "mtl_envs.envs.loss_weighting:LossWeightingEnv"
-
-
-def is_loss_weighting(env_id: str) -> bool:
-    return gym.spec(env_id).entry_point == LOSS_WEIGHTING_ENTRY_POINT
 
 
 def build_learner(
@@ -36,18 +29,10 @@ def build_learner(
     **overrides: Any,
 ) -> MultiTaskLearner:
     """The learner of ``config.env_id`` with the run's overrides (``aggregator=...`` included)
-    and then ``overrides`` (learner config fields the method fixes itself)."""
-    if not is_loss_weighting(config.env_id):
-        raise ValueError(
-            f"`env_id` {config.env_id!r} is not a LossWeighting environment; loss-weighting "
-            f"baselines need one of {[i for i in mtl_envs.registered_ids() if 'Loss' in i]}."
-        )
-    spec = gym.spec(config.env_id)
-    kwargs = {**spec.kwargs, **config.env_kwargs}
-    if weighting is not None:  # the rule picks its own objective (sum or log)
-        kwargs.pop("loss", None)
-    kwargs.update(overrides)
-    _, learner_config = split_env_kwargs(kwargs)
+    and then ``overrides`` (learner config fields the method fixes itself). A weighting rule
+    picks its own objective (sum or log) whatever the config's ``loss``."""
+    family = require_family(config.env_id, "LossWeighting")
+    learner_config = family.learner_config(config.env_id, config.env_kwargs, **overrides)
     return MultiTaskLearner(
         learner_config, seed=seed, dataset=dataset, weighting=weighting, tasks=tasks
     )

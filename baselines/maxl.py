@@ -33,7 +33,8 @@ import torch.nn.functional as F
 from torch.func import functional_call
 
 from baselines.auxiliary import run_aux_baseline
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
+from mtl_envs.errors import ConfigError
 from mtl_envs.models import MultiHeadNet, build_backbone
 from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight_from_bin
 from mtl_envs.training.common import seeded
@@ -73,7 +74,7 @@ def virtual_sgd_step(
     for (name, p), g in zip(params.items(), grads):
         group = next(gr for gr in optimizer.param_groups if any(q is p for q in gr["params"]))
         if group.get("nesterov") or group.get("dampening"):
-            raise ValueError("The virtual step follows SGD without Nesterov or dampening.")
+            raise ConfigError("The virtual step follows SGD without Nesterov or dampening.")
         step = g + group["weight_decay"] * p.detach() if group["weight_decay"] else g
         buffer = optimizer.state.get(p, {}).get("momentum_buffer")
         if group["momentum"] and buffer is not None:
@@ -222,7 +223,7 @@ def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, A
     allowed = {"first_order", "lr", "weight_decay", "entropy_coef", "exponent_range"}
     unknown = set(options) - allowed
     if unknown:
-        raise ValueError(f"Unknown MAXL option(s) {sorted(unknown)}; valid: {sorted(allowed)}.")
+        raise ConfigError(f"Unknown MAXL option(s) {sorted(unknown)}; valid: {sorted(allowed)}.")
     method = "wa_maxl" if weight_aware else "maxl"
     labellers: list[MAXLLabeller] = []
 

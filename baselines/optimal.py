@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from baselines.grouping import GroupingProblem, run_selection
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
 
 
 def select(problem: GroupingProblem, budget: int, seed: int) -> tuple[list, dict[str, Any]]:

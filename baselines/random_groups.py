@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from baselines.grouping import GroupingProblem, run_selection
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
 from mtl_envs.training.grouping import complete_cover
 
 

@@ -13,7 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from baselines.auxiliary import run_aux_baseline
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
+from harness.lifecycle import stateless
 from mtl_envs.training import AuxLearner, Labeller
 
 
@@ -28,14 +29,8 @@ def random_labeller(learner: AuxLearner, seed: int) -> Labeller:
     def label(indices, inputs):
         return F.one_hot(aux[indices], learner.num_aux).float(), None
 
-    return label
+    return stateless(label)
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
-    """Random auxiliary labels (AuxLabel ids) or random groups (TaskGrouping ids)."""
-    from baselines import random_groups
-    from baselines.grouping import is_task_grouping
-
-    if is_task_grouping(config.env_id):
-        return random_groups.run(config, seed)
     return run_aux_baseline(config, seed, "random", random_labeller)

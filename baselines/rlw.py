@@ -5,8 +5,12 @@ The weights are drawn from the learner's generator, so a seeded run is reproduci
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from baselines.loss_weighting import run_weighting_baseline
+from harness.config import RunConfig
 from mtl_envs.training.weighting import Weighting, random_weights
 
 
@@ -15,3 +19,7 @@ class RLW(Weighting):
 
     def weights(self, losses: torch.Tensor, learner) -> torch.Tensor:
         return random_weights(len(losses), learner.generator, losses.device)
+
+
+def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_weighting_baseline(config, seed, "rlw", RLW)

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from baselines.loss_weighting import run_weighting_baseline
+from harness.config import RunConfig
 from mtl_envs.training.weighting import Weighting
 
 
@@ -12,3 +16,7 @@ class SI(Weighting):
 
     def weights(self, losses: torch.Tensor, learner) -> torch.Tensor:
         return torch.ones_like(losses)
+
+
+def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_weighting_baseline(config, seed, "si", SI)

@@ -16,11 +16,13 @@ from __future__ import annotations
 from typing import Any
 
 from baselines.auxiliary import run_aux_baseline
-from baselines.loss_weighting import build_learner, is_loss_weighting
+from baselines.loss_weighting import build_learner
 from baselines.tabular import run_tabular, uses_tabular_protocol
-from mtl_envs.experiment import RunConfig, TrainingState, run_dir, run_epochs
+from harness.config import RunConfig
+from harness.lifecycle import TrainingState, run_epochs
+from harness.results import run_dir
+from mtl_envs.io import read_json
 from mtl_envs.training.multitask_learner import MultiTaskLearner
-from mtl_envs.utils import read_json
 
 
 def _cached(config: RunConfig, seed: int) -> dict[str, Any] | None:
@@ -82,9 +84,14 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
     )
 
 
-def run(config: RunConfig, seed: int) -> dict[str, Any]:
+def run_per_task(config: RunConfig, seed: int) -> dict[str, Any]:
+    """One network per task (LossWeighting ids); with ``method_kwargs: {protocol: tabular}``
+    under the hypernetwork paper's protocol."""
     if uses_tabular_protocol(config):
         return run_tabular(config, seed, "stl")
-    if is_loss_weighting(config.env_id):
-        return run_single_task_networks(config, seed)
+    return run_single_task_networks(config, seed)
+
+
+def run_primary_only(config: RunConfig, seed: int) -> dict[str, Any]:
+    """The primary task alone, no auxiliary loss (AuxLabel ids)."""
     return run_aux_baseline(config, seed, "stl", lambda learner, seed: None)

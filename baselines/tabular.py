@@ -29,20 +29,16 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import gymnasium as gym
 import torch
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from baselines.loss_weighting import is_loss_weighting
+from harness.config import RunConfig
+from harness.lifecycle import finished_result
+from harness.recording import TensorBoardLog
+from harness.results import run_dir, write_result
 from mtl_envs.data.multitask import load_multitask_dataset
-from mtl_envs.envs.loss_weighting import split_env_kwargs
-from mtl_envs.experiment import (
-    RunConfig,
-    TensorBoardLog,
-    finished_result,
-    run_dir,
-    write_result,
-)
+from mtl_envs.errors import ConfigError
+from mtl_envs.families import require_family
 from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
 from mtl_envs.training.multitask_learner import MultiTaskLearner
 from mtl_envs.utils import suggest
@@ -76,13 +72,13 @@ def _options(config: RunConfig) -> dict[str, Any]:
     options = dict(config.method_kwargs)
     for key in options:
         if key not in OPTIONS:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown `method_kwargs` key {key!r} for the tabular protocol."
                 f"{suggest(key, OPTIONS)} Valid: {list(OPTIONS)}."
             )
     protocol = options.get("protocol", "tabular")
     if protocol != "tabular":
-        raise ValueError(f"`method_kwargs.protocol` must be 'tabular'; got {protocol!r}.")
+        raise ConfigError(f"`method_kwargs.protocol` must be 'tabular'; got {protocol!r}.")
     return options
 
 
@@ -92,17 +88,19 @@ def _settings(method: str, options: dict[str, Any]) -> list[str]:
     if wanted == "both":
         return list(available)
     if not isinstance(wanted, bool):
-        raise ValueError(f"`method_kwargs.metadata` must be true, false or 'both'; got {wanted!r}.")
+        raise ConfigError(
+            f"`method_kwargs.metadata` must be true, false or 'both'; got {wanted!r}."
+        )
     setting = "metadata" if wanted else "no_metadata"
     if setting not in available:
-        raise ValueError(f"{method} cannot use task metadata; run it with metadata=false.")
+        raise ConfigError(f"{method} cannot use task metadata; run it with metadata=false.")
     return [setting]
 
 
 def _grid(method: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     lrs = options.get("learning_rates", PAPER_LEARNING_RATES)
     if not lrs or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
-        raise ValueError(f"`method_kwargs.learning_rates` must be positive numbers; got {lrs!r}.")
+        raise ConfigError(f"`method_kwargs.learning_rates` must be positive numbers; got {lrs!r}.")
     if method != "hypernet":
         return [{"lr": float(lr)} for lr in lrs]
     depths = options.get("extractor_layers", (0, 1, 2))
@@ -122,15 +120,10 @@ def _torch_threads(n: int) -> Iterator[None]:
 
 def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
     """Grid search + early stopping per setting; one result per setting; returns the last."""
-    if not is_loss_weighting(config.env_id):
-        raise ValueError(
-            f"`env_id` {config.env_id!r} is not a LossWeighting environment; {method} trains "
-            "the learner of one (e.g. LossWeighting-Cubic-v1)."
-        )
+    family = require_family(config.env_id, "LossWeighting")
     options = _options(config)
     model, _ = TABULAR_METHODS[method]
-    kwargs = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
-    _, base = split_env_kwargs(kwargs)
+    base = family.learner_config(config.env_id, config.env_kwargs)
     stopping = EarlyStopping(
         val_every=options.get("val_every", 5),
         patience=options.get("patience", 20),
@@ -146,14 +139,14 @@ def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
             options=base.dataset_kwargs,
         )
         if data.task_type != "regression" or not data.one_task_per_sample:
-            raise ValueError(
+            raise ConfigError(
                 f"{method} needs a tabular regression dataset (one task per sample); "
                 f"{data.name!r} is not one."
             )
         result: dict[str, Any] = {}
         for setting in _settings(method, options):
             if setting == "metadata" and data.task_metadata is None:
-                raise ValueError(f"Dataset {data.name!r} has no task metadata.")
+                raise ConfigError(f"Dataset {data.name!r} has no task metadata.")
             finished = finished_result(config, method, seed, setting)
             if finished is not None:  # not redone
                 result = finished
@@ -220,3 +213,19 @@ def _run_setting(config, seed, method, model, setting, base, data, options, stop
         wall_time_s=time.perf_counter() - start,
         extra={"selected": chosen, "fits": fits, "parameters": parameters, "model": model},
     )
+
+
+def run_hypernet(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "hypernet")
+
+
+def run_hard_sharing(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "hard_sharing")
+
+
+def run_stl_naive(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "stl_naive")
+
+
+def run_stl_task_info(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "stl_task_info")

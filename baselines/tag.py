@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from baselines.grouping import GroupingProblem, run_selection
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
 from mtl_envs.training.affinity import group_affinity
 from mtl_envs.training.grouping import gain_matrix
 

@@ -7,9 +7,13 @@ regulariser ``sum_i s_i / 2`` keeps the variances from growing without bound.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
+from baselines.loss_weighting import run_weighting_baseline
+from harness.config import RunConfig
 from mtl_envs.training.weighting import Weighting
 
 
@@ -29,3 +33,7 @@ class UW(Weighting):
     def objective(self, losses: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         # d/ds_i of L_i / (2 e^{s_i}) + s_i / 2, with L_i a constant here.
         return (weights * losses).sum() + 0.5 * self.log_vars.sum()
+
+
+def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_weighting_baseline(config, seed, "uw", UW)

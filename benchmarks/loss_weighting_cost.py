@@ -22,8 +22,8 @@ import torch
 import mtl_envs  # noqa: F401
 from agents.sac_lossweighting import ScheduledSAC
 from agents.sac_lossweighting import run as run_igbv2
-from baselines import BASELINES
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
+from harness.registry import run_method
 
 TIMERS: dict[str, float] = defaultdict(float)
 
@@ -61,7 +61,7 @@ def measure(
 
     times = {}
     for method in ("ew", "igbv1"):
-        times[method] = BASELINES[method](config(method), 0)["train_time_s"]
+        times[method] = run_method(config(method), method, 0)["train_time_s"]
     TIMERS.clear()
     result = run_igbv2(config("igbv2"), 0)
     times["igbv2"] = result["train_time_s"]

@@ -8,8 +8,8 @@ Runs reference policies (``mtl_envs.envs.policies``) or any importable policy
 own ``step()`` and reports, per policy, the final primary test metric (mean, std, 95% CI),
 the episode return, the *headroom* (best reference policy minus the random one, over their
 pooled seed std; also without the oracle policies, which read test data) and Spearman's rho
-between episode return and final test metric over all (policy, seed) runs: whether the reward
-ranks policies as the test metric does.
+between episode return and final test metric over all distinct (policy, seed) runs: whether
+the reward ranks policies as the test metric does.
 
 One *run* per (policy, seed):
 
@@ -46,12 +46,20 @@ from mtl_envs.envs.policies import (
     env_family,
     make_policy,
 )
+from mtl_envs.errors import ConfigError
 
 # Probe defaults per family: the policies it runs and the epochs of an AuxLabel run.
 DEFAULT_POLICIES = {
     "AuxLabel": ("random", "constant", "image_hash", "human"),
     "LossWeighting": ("random", "equal", "igbv1", "inverse_base", "drop_one", "best_fixed"),
-    "TaskGrouping": ("random", "all_in_one", "singletons", "etap", "optimal"),
+    "TaskGrouping": (
+        "random",
+        "all_in_one",
+        "singletons",
+        "etap",
+        "reward_optimal",
+        "optimal",
+    ),
 }
 HEADLINE = (
     "accuracy",
@@ -68,7 +76,7 @@ def headline_metric(metrics: dict[str, float]) -> str:
     for key in HEADLINE:
         if key in metrics:
             return key
-    raise KeyError(f"No headline metric among {sorted(metrics)}.")
+    raise ConfigError(f"No headline metric among {sorted(metrics)}.")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -210,8 +218,11 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
             "pooled_std": pooled,
             "value": gap / pooled if pooled > 0 else (math.inf if gap > 0 else -math.inf),
         }
-    returns = [r.episode_return for r in runs]
-    scores = [sign * r.test for r in runs]
+    # best_fixed repeats one of its grid's runs per seed: counting it again would weigh that
+    # run twice, so rho is over the distinct runs.
+    distinct = [r for r in runs if r.policy != "best_fixed"]
+    returns = [r.episode_return for r in distinct]
+    scores = [sign * r.test for r in distinct]
     if len(set(returns)) > 1 and len(set(scores)) > 1:
         summary["spearman_rho"] = float(spearmanr(returns, scores).statistic)
     return summary
@@ -238,7 +249,7 @@ def probe(
         if ":" not in name and name not in valid:
             from mtl_envs.utils import suggest
 
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown {family} policy {name!r}.{suggest(name, valid)} Valid: {valid}, or "
                 "package.module:Class."
             )
@@ -248,7 +259,7 @@ def probe(
         for seed in seeds:
             if name == "best_fixed":
                 if family != "LossWeighting":
-                    raise ValueError("`best_fixed` is a LossWeighting policy.")
+                    raise ConfigError("`best_fixed` is a LossWeighting policy.")
                 run = run_best_fixed(env_id, env_kwargs, seed, higher_is_better(metric))
             else:
                 run = run_policy(env_id, env_kwargs, name, seed, episodes)

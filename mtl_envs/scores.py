@@ -12,6 +12,7 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.utils import suggest
 
 
@@ -31,7 +32,7 @@ def reference_scores(env_id: str) -> dict[str, Any]:
     "protocol", "random", "best", "policies": {name: {"mean", "std", "n", "oracle"}}}``."""
     table = _table()
     if env_id not in table:
-        raise KeyError(
+        raise ConfigError(
             f"No reference scores for {env_id!r}.{suggest(env_id, table)} Ids with reference "
             f"scores: {sorted(table)}."
         )

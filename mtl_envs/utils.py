@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
+
+from mtl_envs.errors import ConfigError
 
 T = TypeVar("T")
 ConfigT = TypeVar("ConfigT")
@@ -37,7 +37,7 @@ def lookup(registry: Mapping[str, T], name: str, *, kind: str) -> T:
         return registry[name]
     except (KeyError, TypeError):
         valid = ", ".join(sorted(registry))
-        raise KeyError(
+        raise ConfigError(
             f"Unknown {kind} {name!r}.{suggest(name, registry)} Valid {kind}s: {valid}."
         ) from None
 
@@ -47,7 +47,7 @@ def check_choice(argument: str, value: Any, choices: Iterable[Any]) -> None:
     choices = list(choices)
     if value not in choices:
         hint = suggest(value, [str(c) for c in choices]) if isinstance(value, str) else ""
-        raise ValueError(f"`{argument}` must be one of {choices}; got {value!r}.{hint}")
+        raise ConfigError(f"`{argument}` must be one of {choices}; got {value!r}.{hint}")
 
 
 def config_from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
@@ -55,7 +55,7 @@ def config_from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
     names = [f.name for f in dataclasses.fields(cls)]  # type: ignore[arg-type]
     for key in values:
         if key not in names:
-            raise TypeError(
+            raise ConfigError(
                 f"Unknown {cls.__name__} key {key!r}.{suggest(key, names)} "
                 f"Valid keys: {', '.join(names)}."
             )
@@ -71,9 +71,9 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     try:
         resolved = torch.device(device)
     except RuntimeError as err:
-        raise ValueError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}.") from err
+        raise ConfigError(f"`device` must be 'auto', 'cpu' or 'cuda[:N]'; got {device!r}.") from err
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"`device` is {device!r} but CUDA is not available; use 'auto' or 'cpu'.")
+        raise ConfigError(f"`device` is {device!r} but CUDA is not available; use 'auto' or 'cpu'.")
     return resolved
 
 
@@ -87,89 +87,6 @@ def default_data_root() -> Path:
 
 def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
     return default_data_root() if data_root is None else Path(data_root).expanduser()
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
-def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
-    return atomic_write_text(
-        path, json.dumps(payload, indent=2, sort_keys=True, default=str) + "\n"
-    )
-
-
-def read_json(path: str | os.PathLike) -> Any:
-    """Parse a JSON file; a truncated or corrupt one is an error that names it."""
-    path = Path(path)
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(
-            f"{str(path)!r} is not valid JSON (truncated or corrupt: {err}); delete it to "
-            "recompute it."
-        ) from err
-
-
-def load_checkpoint(path: str | os.PathLike) -> Any:
-    """Load a checkpoint onto the CPU without running code from the file.
-
-    ``torch.load(..., weights_only=True)`` rebuilds only tensors and plain data (numbers,
-    strings, ``None``, lists, tuples, dicts); a pickled object of any other kind could run
-    code while it is unpickled, so a file holding one (a crafted file, or a checkpoint of an
-    older version that pickled objects) is refused instead.
-
-    Raises:
-        ValueError: ``path`` is truncated or corrupt, or holds objects other than tensors and
-            plain data; the message names the file.
-    """
-    import pickle
-
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "weights only load failed" in str(err).lower() or "WeightsUnpickler" in str(err):
-            raise ValueError(
-                f"Checkpoint {str(path)!r} holds objects other than tensors and plain data "
-                f"({_weights_only_reason(err)}); it is not loaded because loading it could run "
-                "code. Delete it to start the run over."
-            ) from err
-        raise _corrupt_checkpoint(path, err) from err
-    except (RuntimeError, EOFError, KeyError, ValueError) as err:
-        # A file cut short or overwritten: torch's zip reader raises RuntimeError, its legacy
-        # (pre-zip) reader whatever the stray bytes make the unpickler do.
-        raise _corrupt_checkpoint(path, err) from err
-
-
-def _corrupt_checkpoint(path: str | os.PathLike, err: BaseException) -> ValueError:
-    return ValueError(
-        f"Checkpoint {str(path)!r} is unreadable (truncated or corrupt: {err}); delete it "
-        "to start the run over."
-    )
-
-
-def _weights_only_reason(err: BaseException) -> str:
-    """The line of torch's long weights-only message that says what it refused."""
-    message = str(err)
-    _, marker, rest = message.partition("WeightsUnpickler error:")
-    reason = rest.strip().split("\n")[0].split(". ")[0].strip() if marker else ""
-    return reason or "refused by torch's weights-only unpickler"
 
 
 def seed_from(rng: Any) -> int:
@@ -195,7 +112,7 @@ def split_kwargs(
     valid = own + fields
     for key in kwargs:
         if key not in valid:
-            raise TypeError(
+            raise ConfigError(
                 f"Unknown {owner} argument {key!r}.{suggest(key, valid)} "
                 f"Valid arguments: {', '.join(valid)}."
             )

@@ -1,7 +1,8 @@
 """Build the table of ground-truth MTL gains of every task group (ETAP eq. 1).
 
     python scripts/build_gain_table.py [--dataset digits10] [--seeds 0 1] [--epochs 5]
-        [--cache DIR] [--out mtl_envs/tables/digits10_gains.json]
+        [--dataset-kwargs '{"labels_per_task": 30}'] [--name digits10_scarce]
+        [--cache DIR] [--out mtl_envs/tables/NAME_gains.json]
 
 Trains all 2^n - 1 groups under one ``GroupProtocol`` for each seed (cached per group, so an
 interrupted build resumes), collects ETAP and TAG affinities from one all-task run per seed,
@@ -13,6 +14,7 @@ table mode. Methods learn from the validation gains; the test gains score them.
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -20,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mtl_envs.io import atomic_write_json
 from mtl_envs.training.affinity import collect_affinities
 from mtl_envs.training.group_trainer import (
     GroupProtocol,
@@ -29,7 +32,7 @@ from mtl_envs.training.group_trainer import (
     mtl_gain,
 )
 from mtl_envs.training.multitask_learner import MultiTaskLearner
-from mtl_envs.utils import atomic_write_json, default_data_root
+from mtl_envs.utils import default_data_root
 
 
 def main() -> None:
@@ -37,12 +40,19 @@ def main() -> None:
     parser.add_argument("--dataset", default="digits10")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--epochs", type=int, default=GroupProtocol.epochs)
+    parser.add_argument(
+        "--dataset-kwargs", type=json.loads, default={}, help="JSON options of the dataset"
+    )
+    parser.add_argument("--name", default=None, help="table name (default: the dataset's)")
     parser.add_argument("--cache", default=str(default_data_root() / "group_cache"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one core)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    protocol = GroupProtocol(dataset=args.dataset, epochs=args.epochs)
+    protocol = GroupProtocol(
+        dataset=args.dataset, dataset_kwargs=args.dataset_kwargs, epochs=args.epochs
+    )
+    name = args.name or args.dataset
     trainer = GroupTrainer(protocol, cache_dir=args.cache, device="cpu")
     groups = all_groups(trainer.num_tasks)
     start = time.perf_counter()
@@ -70,9 +80,7 @@ def main() -> None:
         learner = MultiTaskLearner(config, seed=seed, dataset=trainer.data)
         scores = collect_affinities(learner, protocol.epochs, tag=True)
         etap, tag = etap + scores.etap / len(args.seeds), tag + scores.tag / len(args.seeds)
-    out = Path(
-        args.out or Path(__file__).parents[1] / "mtl_envs" / "tables" / f"{args.dataset}_gains.json"
-    )
+    out = Path(args.out or Path(__file__).parents[1] / "mtl_envs" / "tables" / f"{name}_gains.json")
     atomic_write_json(
         out,
         {

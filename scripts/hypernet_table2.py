@@ -13,7 +13,8 @@ from __future__ import annotations
 import argparse
 from collections import defaultdict
 
-from mtl_envs.experiment import load_results, summarize
+from harness.compare import summarize
+from harness.results import load_results
 
 # Table 2 of 000_6f85eb44aaf9e6f8.txt (Cubic and Robot Arm columns; MSE despite the caption,
 # as its code computes it and the Cubic noise floor of 0.01 shows).

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from mtl_envs.utils import atomic_write_json, read_json
+from mtl_envs.io import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -80,3 +80,51 @@ def data_env(fake_data_root, monkeypatch) -> Path:
     """Point MTL_ENVS_DATA at the fake data root, as a user would."""
     monkeypatch.setenv("MTL_ENVS_DATA", str(fake_data_root))
     return fake_data_root
+
+
+# A child process that runs the CLI and kills itself with SIGKILL right after the
+# ``after``-th call of ``module.function`` returns: a hard kill at a chosen point, with no
+# race against the clock.
+_KILLING_DRIVER = """
+import importlib, os, signal, sys
+module, name, after = sys.argv[1], sys.argv[2], int(sys.argv[3])
+owner = importlib.import_module(module)
+original = getattr(owner, name)
+calls = [0]
+def killing(*args, **kwargs):
+    out = original(*args, **kwargs)
+    calls[0] += 1
+    if calls[0] == after:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+setattr(owner, name, killing)
+from harness.cli import main
+sys.exit(main(sys.argv[4:]))
+"""
+
+
+def run_cli_killed_after(target: str, after: int, argv: list[str]) -> int:
+    """Run ``mtl-envs ARGV`` in a child that SIGKILLs itself after ``after`` calls of
+    ``target`` (``"module:function"``); returns the child's exit status."""
+    import os
+    import subprocess
+    import sys
+
+    module, name = target.split(":")
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    proc = subprocess.run(
+        [sys.executable, "-c", _KILLING_DRIVER, module, name, str(after), *argv],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        timeout=600,
+    )
+    return proc.returncode
+
+
+@pytest.fixture
+def run_killed():
+    """:func:`run_cli_killed_after`, for tests that kill a run at a chosen point."""
+    return run_cli_killed_after

@@ -9,7 +9,7 @@ import pytest
 import mtl_envs  # noqa: F401
 from agents.ppo_auxlabel import run
 from agents.sb3_vec_env import SB3VecEnvAdapter
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
 
 
 def make_adapter(**kwargs):

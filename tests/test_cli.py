@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from agents.cli import main
-from mtl_envs.experiment import RunConfig, apply_overrides
+from harness.cli import main
+from harness.config import RunConfig, apply_overrides
 
 
 def write_config(tmp_path, **values):
@@ -126,7 +126,7 @@ def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
 
 
 def test_aggregator_option_reaches_the_learner(tmp_path):
-    from baselines import BASELINES
+    from harness.registry import run_method
 
     config = RunConfig(
         method="ew",
@@ -137,7 +137,7 @@ def test_aggregator_option_reaches_the_learner(tmp_path):
         progress=False,
         tensorboard=False,
     )
-    result = BASELINES["ew"](config, 0)
+    result = run_method(config, "ew", 0)
     assert result["config"]["env_kwargs"]["aggregator"] == "upgrad"
 
 
@@ -172,12 +172,7 @@ def _fake_result(method, seed, value, **extra):
 
 
 def test_iqm_intervals_and_improvement_probability_on_known_orderings():
-    from mtl_envs.experiment import (
-        format_table,
-        improvement_probability,
-        interval_estimates,
-        summarize,
-    )
+    from harness.compare import format_table, improvement_probability, interval_estimates, summarize
 
     # IQM of 5 runs: the mean of the middle three (rliable trims 25% at each end).
     (iqm, low, high) = interval_estimates({"a": [0.1, 0.2, 0.3, 0.4, 10.0]})["a"]
@@ -201,9 +196,22 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
 
 
 def test_compare_plot_marks_oracles(tmp_path):
-    from mtl_envs.experiment import plot_summary, summarize
+    from harness.compare import plot_summary, summarize
 
     results = [_fake_result("random", s, 0.5 + 0.01 * s) for s in range(3)]
     results += [_fake_result("optimal", s, 0.9, oracle=True) for s in range(3)]
     path = plot_summary(summarize(results), tmp_path / "plot.png")
     assert path.is_file() and path.stat().st_size > 1000
+
+
+def test_cli_prints_bad_input_in_one_line_and_bugs_with_their_traceback(tmp_path, monkeypatch):
+    import harness.cli as cli
+
+    config = write_config(tmp_path, method="stl", epochs=1)
+
+    def buggy(args):
+        raise KeyError("a bug, not bad input")
+
+    monkeypatch.setattr(cli, "cmd_run", buggy)
+    with pytest.raises(KeyError, match="a bug"):  # not turned into a one-line error
+        main(["run", str(config)])

@@ -8,6 +8,7 @@ import torch
 from conftest import write_fake_cifar100
 
 from mtl_envs.data import DatasetNotFoundError, load_dataset, random_crop_flip
+from mtl_envs.errors import ConfigError
 from mtl_envs.utils import default_data_root
 
 
@@ -71,7 +72,7 @@ def test_corrupt_file_is_an_error_not_a_partial_load(tmp_path):
 
 
 def test_unknown_dataset_suggests():
-    with pytest.raises(KeyError, match="Did you mean 'cifar100'"):
+    with pytest.raises(ConfigError, match="Did you mean 'cifar100'"):
         load_dataset("cifar-100", device="cpu")
 
 

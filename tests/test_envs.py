@@ -10,6 +10,7 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mtl_envs
+from mtl_envs.errors import ConfigError
 
 ENV_IDS = mtl_envs.registered_ids()
 SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
@@ -158,11 +159,11 @@ def test_vector_env_autoresets_same_step():
         obs, rewards, terms, truncs, infos = vector.step(np.zeros(100, dtype=np.int64))
         assert terms.all() == (step == 11)
     assert infos["final_obs"][0]["image"].shape == (1, 8, 8)
-    assert vector.unwrapped.learner.epoch == 1 and vector.unwrapped.task.batch == 0
+    assert vector.unwrapped.learner.epoch == 1 and vector.unwrapped.learner.position == 0
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(TypeError, match="Did you mean 'hierarchy_factor'"):
+    with pytest.raises(ConfigError, match="Did you mean 'hierarchy_factor'"):
         gym.make("AuxLabel-Digits-v0", hierarchy_factr=3)
     with pytest.raises(
         ValueError, match=r"`label_space` must be one of \['hierarchical', 'flat'\]"
@@ -170,7 +171,7 @@ def test_bad_arguments_are_named():
         gym.make("AuxLabel-Digits-v0", label_space="tree")
     with pytest.raises(ValueError, match="restore"):
         gym.make("AuxLabel-Digits-v0", restore="never")
-    with pytest.raises(KeyError, match="Did you mean 'small_cnn'"):
+    with pytest.raises(ConfigError, match="Did you mean 'small_cnn'"):
         gym.make("AuxLabel-Digits-v0", backbone="small-cnn")
     with pytest.raises(ValueError, match=r"`num_envs` \(8\) must equal `train_batch_size` \(100\)"):
         gym.make_vec("AuxLabel-Digits-v0", num_envs=8, vectorization_mode="vector_entry_point")
@@ -189,3 +190,22 @@ def test_flat_label_space():
     for _ in range(20):
         _, reward, *_ = env.step(49)
     assert np.isfinite(reward)
+
+
+def test_auxlabel_validation_reward_telescopes_over_a_run():
+    env = gym.make("AuxLabel-Digits-v0", reward="val", restore="none", **SMALL).unwrapped
+    env.reset(seed=0)
+    start = env.task.val_potential()
+    total = 0.0
+    for episode in range(2):
+        if episode:
+            env.reset()
+        done = False
+        while not done:
+            _, reward, terminated, truncated, _ = env.step(env.action_space.sample())
+            total += reward
+            done = terminated or truncated
+    # Only the episodes' last steps are rewarded; the run returns its validation-loss drop.
+    assert total == pytest.approx(env.task.val_potential() - start, rel=1e-5)
+    with pytest.raises(ValueError, match="restore='batch'"):
+        gym.make("AuxLabel-Digits-v0", reward="val", restore="batch")

@@ -9,9 +9,10 @@ import torch
 from gymnasium.utils.env_checker import check_env
 
 from baselines.tabular import run_tabular
+from harness.config import RunConfig
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.data.tabular import end_effector, per_task_parts
-from mtl_envs.experiment import RunConfig
+from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, build_task_network, hypernet_parameter_count
 from mtl_envs.models.hypernet import MultiTaskHypernet, WeightGenerator
 from mtl_envs.models.task_networks import task_linear
@@ -110,7 +111,7 @@ def test_bad_model_arguments():
         MultiTaskHypernet(3, 1, 1, embedding_dim=0)
     with pytest.raises(ValueError, match=r"metadata.*\(num_tasks=3"):
         MultiTaskHypernet(3, 1, 1, metadata=torch.zeros(4, 2))
-    with pytest.raises(KeyError, match="hypernet"):
+    with pytest.raises(ConfigError, match="hypernet"):
         build_task_network("hypernetz", 3, 1, 1)
 
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-import mtl_envs  # noqa: F401
 from baselines.dwa import DWA
 from baselines.igbv1 import IGBv1
 from baselines.rlw import RLW
 from baselines.uw import UW
 from mtl_envs.envs.loss_weighting import improvable_gap_reward
+from mtl_envs.errors import ConfigError  # noqa: F401
 from mtl_envs.training.metrics import delta_m
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 from mtl_envs.training.weighting import weighted_objective_terms
@@ -239,7 +239,7 @@ def test_saved_run_continues_mid_epoch():
 
 
 def test_bad_arguments():
-    with pytest.raises(TypeError, match="Did you mean 'aggregator'"):
+    with pytest.raises(ConfigError, match="Did you mean 'aggregator'"):
         gym.make("LossWeighting-Digits10-v1", agregator="mgda")
     with pytest.raises(ValueError, match="`aggregator` must be None or one of"):
         gym.make("LossWeighting-Digits10-v1", aggregator="mgdaa")
@@ -283,44 +283,35 @@ def test_mean_aggregator_scales_the_shared_update_and_leaves_heads_alone():
     assert not all(torch.allclose(p, u) for p, u in zip(mean_shared, upgrad_shared))
 
 
-def test_evaluate_reports_delta_m_against_stl_results(tmp_path):
-    from baselines import BASELINES
-    from mtl_envs.experiment import RunConfig
+def test_compare_reports_delta_m_against_stl_results(tmp_path):
+    # Δm (IGB eq. 5) belongs to the comparison, against the stl results of the same seeds.
+    from harness.compare import summarize
+    from harness.config import RunConfig
+    from harness.registry import run_method
+    from harness.results import load_results
 
-    config = RunConfig(
-        method="stl",
-        env_id="LossWeighting-Digits10-v1",
-        epochs=1,
-        output_dir=str(tmp_path),
-        progress=False,
-        tensorboard=False,
-    )
-    stl = BASELINES["stl"](config, 0)
-    env = gym.make("LossWeighting-Digits10-v1", stl_results=str(tmp_path), **FAST).unwrapped
-    env.reset(seed=0)
-    metrics = env.evaluate("test")
-    expected = delta_m({f"test/{k}": v for k, v in metrics.items()}, stl["epochs"][-1])
-    assert metrics["delta_m"] == pytest.approx(expected)
-    ew_dir = tmp_path / "ew_only"
-    BASELINES["ew"](
-        RunConfig(
-            method="ew",
+    def config(method):
+        return RunConfig(
+            method=method,
             env_id="LossWeighting-Digits10-v1",
             epochs=1,
-            output_dir=str(ew_dir),
+            output_dir=str(tmp_path),
             progress=False,
             tensorboard=False,
-        ),
-        0,
-    )
-    with pytest.raises(ValueError, match="no result of method 'stl'"):
-        gym.make("LossWeighting-Digits10-v1", stl_results=str(ew_dir))
+        )
+
+    stl = run_method(config("stl"), "stl", 0)
+    ew = run_method(config("ew"), "ew", 0)
+    rows = {r["method"]: r for r in summarize(load_results([tmp_path]))}
+    stl_test = {k: v for k, v in stl["final"].items() if k.startswith("test/")}
+    assert rows["ew"]["delta_m"] == pytest.approx(delta_m(ew["final"], stl_test))
+    assert rows["stl"]["delta_m"] == pytest.approx(0.0)
 
 
 def test_stl_networks_minimise_the_plain_task_loss():
     # IGB's STL reference trains L_t itself: neither the env's log objective nor an aggregator.
     from baselines.stl import single_task_learners
-    from mtl_envs.experiment import RunConfig
+    from harness.config import RunConfig
 
     config = RunConfig(
         method="stl",

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from baselines.maxl import LabelGenerator, generator_loss
+from harness.config import RunConfig
 from mtl_envs.data import load_dataset
-from mtl_envs.experiment import RunConfig
 from mtl_envs.training import AuxLearner, AuxLearnerConfig
 
 
@@ -81,7 +81,7 @@ def test_first_order_approximates_the_second_order_gradient(tiny):
 
 @pytest.mark.parametrize("method", ["maxl", "wa_maxl"])
 def test_two_epoch_digits_smoke_run(tmp_path, method):
-    from baselines import BASELINES
+    from harness.registry import run_method
 
     config = RunConfig(
         method=method,
@@ -92,7 +92,7 @@ def test_two_epoch_digits_smoke_run(tmp_path, method):
         progress=False,
         tensorboard=False,
     )
-    result = BASELINES[method](config, 0)
+    result = run_method(config, method, 0)
     assert len(result["epochs"]) == 2 and 0.0 <= result["final"]["test/accuracy"] <= 1.0
     assert result["epochs"][-1]["train/aux_loss"] > 0
 

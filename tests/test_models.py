@@ -1,6 +1,7 @@
 import pytest
 import torch
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.models import BACKBONES, build_backbone, build_multi_head_net
 
 
@@ -22,7 +23,7 @@ def test_vgg16_has_thirteen_conv_layers_with_batch_norm():
 
 
 def test_unknown_backbone_and_bad_kwargs():
-    with pytest.raises(KeyError, match="Did you mean 'vgg16'"):
+    with pytest.raises(ConfigError, match="Did you mean 'vgg16'"):
         build_backbone("vgg", 3, 32)
-    with pytest.raises(TypeError, match="backbone_kwargs"):
+    with pytest.raises(ConfigError, match="backbone_kwargs"):
         build_backbone("mlp", 3, 32, {"depth": 3})

@@ -10,10 +10,11 @@ import pytest
 import torch
 from conftest import write_fake_cifar100
 
+from harness.config import RunConfig
+from harness.lifecycle import resume_point
+from harness.results import run_dir
 from mtl_envs.data import DatasetNotFoundError, load_dataset
-from mtl_envs.experiment import RunConfig, resume_point, run_dir, save_checkpoint
-from mtl_envs.training.common import rng_state, set_rng_state
-from mtl_envs.utils import load_checkpoint
+from mtl_envs.io import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 class Evil:

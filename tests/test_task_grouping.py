@@ -9,7 +9,7 @@ from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mtl_envs  # noqa: F401
-from mtl_envs.experiment import RunConfig
+from harness.config import RunConfig
 from mtl_envs.training.group_trainer import all_groups, group_name
 
 
@@ -126,7 +126,7 @@ def test_etap_gain_source_fits_on_table_groups(table_path):
 
 @pytest.mark.parametrize("method", ["etap", "tag", "random", "optimal"])
 def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
-    from baselines import BASELINES
+    from harness.registry import run_method
 
     config = RunConfig(
         method=method,
@@ -135,7 +135,7 @@ def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
         output_dir=str(tmp_path / "out"),
         method_kwargs={"budgets": [1, 2], "etap_train_groups": 5},
     )
-    result = BASELINES[method](config, 0)
+    result = run_method(config, method, 0)
     files = sorted((tmp_path / "out").rglob("result.json"))
     assert [f.parent.parent.name for f in files] == ["B=1", "B=2"]
     final = result["final"]
@@ -152,7 +152,7 @@ def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
 
 @pytest.mark.parametrize("method", ["etap", "tag", "random", "optimal"])
 def test_grouping_methods_under_etaps_objective(table_path, tmp_path, method):
-    from baselines import BASELINES
+    from harness.registry import run_method
 
     config = RunConfig(
         method=method,
@@ -161,7 +161,7 @@ def test_grouping_methods_under_etaps_objective(table_path, tmp_path, method):
         output_dir=str(tmp_path),
         method_kwargs={"budgets": [2, 3], "etap_train_groups": 5},
     )
-    result = BASELINES[method](config, 0)
+    result = run_method(config, method, 0)
     covered = sorted({t for g in result["groups"] for t in g})
     assert covered == [0, 1, 2, 3] and len(result["groups"]) <= 3
     final = result["final"]
@@ -169,7 +169,7 @@ def test_grouping_methods_under_etaps_objective(table_path, tmp_path, method):
     assert final["test/optimal_gain"] == pytest.approx(0.85)
     assert sorted(map(sorted, result["optimal_groups"])) == [[0, 1], [0, 1, 2], [3]]
     assert final["test/networks"] <= 3 and final["test/gap"] >= -1e-9
-    oracle = BASELINES[method](
+    oracle = run_method(
         RunConfig(
             **{
                 **config.to_dict(),
@@ -177,13 +177,14 @@ def test_grouping_methods_under_etaps_objective(table_path, tmp_path, method):
                 "output_dir": str(tmp_path / "oracle"),
             }
         ),
+        method,
         0,
     )
     assert oracle["oracle"]  # reading test gains makes every method an oracle
 
 
 def test_resume_skips_finished_budgets(table_path, tmp_path):
-    from baselines import BASELINES
+    from harness.registry import run_method
 
     def config(**extra):
         return RunConfig(
@@ -195,16 +196,16 @@ def test_resume_skips_finished_budgets(table_path, tmp_path):
             **extra,
         )
 
-    BASELINES["random"](config(), 0)
+    run_method(config(), "random", 0)
     first, second = sorted(tmp_path.rglob("result.json"))
     kept = first.read_text()
     second.unlink()  # the run died during the second budget
-    result = BASELINES["random"](config(resume=True), 0)
+    result = run_method(config(resume=True), "random", 0)
     assert first.read_text() == kept and second.is_file() and result["setting"] == "B=2"
 
 
 def test_ppo_on_the_grouping_env(table_path, tmp_path):
-    from agents.ppo import run
+    from agents.ppo_grouping import run
 
     config = RunConfig(
         method="ppo",
@@ -238,7 +239,7 @@ def test_same_seed_same_trajectory(table_path):
 def test_agents_train_runs_the_grouping_config(table_path, tmp_path, capsys):
     import yaml
 
-    from agents.train import main
+    from harness.train import main
 
     config = tmp_path / "grouping.yaml"
     config.write_text(
@@ -255,4 +256,4 @@ def test_agents_train_runs_the_grouping_config(table_path, tmp_path, capsys):
     )
     main([str(config), "seeds=[1]"])
     assert "ppo seed 1: test/total_gain" in capsys.readouterr().out
-    assert not list((tmp_path / "out").rglob("optimal"))  # agents.train runs the agents only
+    assert not list((tmp_path / "out").rglob("optimal"))  # harness.train runs the agents only

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from sklearn.model_selection import train_test_split
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.utils import check_choice
 
 SPLITS = ("train", "val", "test")
@@ -75,10 +76,10 @@ class ImageDataset:
 
     def split(self, name: str) -> Split:
         if name not in SPLITS:
-            raise ValueError(f"`split` must be one of {list(SPLITS)}; got {name!r}.")
+            raise ConfigError(f"`split` must be one of {list(SPLITS)}; got {name!r}.")
         split = getattr(self, name)
         if len(split) == 0:
-            raise ValueError(f"The {name!r} split of {self.name!r} is empty (val_fraction=0?).")
+            raise ConfigError(f"The {name!r} split of {self.name!r} is empty (val_fraction=0?).")
         return split
 
     def to(self, device: torch.device) -> ImageDataset:
@@ -90,9 +91,9 @@ class ImageDataset:
 def make_split(images: np.ndarray, labels: np.ndarray, fine: np.ndarray | None = None) -> Split:
     """Wrap numpy arrays (images N x C x H x W uint8) as a CPU :class:`Split`."""
     if images.dtype != np.uint8 or images.ndim != 4:
-        raise ValueError(f"images must be uint8 N x C x H x W; got {images.dtype} {images.shape}")
+        raise ConfigError(f"images must be uint8 N x C x H x W; got {images.dtype} {images.shape}")
     if len(images) != len(labels):
-        raise ValueError(f"{len(images)} images but {len(labels)} labels")
+        raise ConfigError(f"{len(images)} images but {len(labels)} labels")
     return Split(
         torch.from_numpy(np.ascontiguousarray(images)),
         torch.as_tensor(np.asarray(labels), dtype=torch.long),
@@ -119,7 +120,7 @@ def carve_val_and_subset(
     valid_fraction = isinstance(val_size, float) and 0.0 <= val_size < 1.0
     valid_count = isinstance(val_size, int) and 0 <= val_size < len(train)
     if not (valid_fraction or valid_count):
-        raise ValueError(
+        raise ConfigError(
             f"`val_fraction` must be a fraction in [0, 1) or an image count below {len(train)}; "
             f"got {val_size!r}."
         )
@@ -131,7 +132,7 @@ def carve_val_and_subset(
         val = train.subset(np.arange(0))
     if train_subset is not None:
         if not isinstance(train_subset, int) or not 0 < train_subset <= len(train):
-            raise ValueError(
+            raise ConfigError(
                 f"`train_subset` must be an int in [1, {len(train)}] (the training split size); "
                 f"got {train_subset!r}."
             )
@@ -154,21 +155,21 @@ class MultiTaskSplit:
         for name in ("inputs", "targets", "mask"):
             value = getattr(self, name)
             if not isinstance(value, torch.Tensor):
-                raise TypeError(f"`{name}` must be a torch.Tensor; got {type(value).__name__}.")
+                raise ConfigError(f"`{name}` must be a torch.Tensor; got {type(value).__name__}.")
         if self.mask.dim() != 2 or self.mask.dtype != torch.bool:
-            raise ValueError(
+            raise ConfigError(
                 f"`mask` must be a bool tensor (N, n_tasks); got {self.mask.dtype} "
                 f"{tuple(self.mask.shape)}."
             )
         n = self.mask.shape[1]
         if self.targets.dim() not in (2, 3) or self.targets.shape[1] != n:
-            raise ValueError(
+            raise ConfigError(
                 f"`targets` must be (N, {n}) or (N, {n}, d) to match `mask` (N, {n}); got "
                 f"{tuple(self.targets.shape)}."
             )
         sizes = {k: int(getattr(self, k).shape[0]) for k in ("inputs", "targets", "mask")}
         if len(set(sizes.values())) != 1 or self.inputs.dim() < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"`inputs` (N, ...), `targets` and `mask` must have one row per sample and the "
                 f"same N; got {sizes} with inputs {tuple(self.inputs.shape)}."
             )
@@ -225,44 +226,44 @@ class MultiTaskDataset:
         splits = {name: self.split(name) for name in SPLITS}
         for name, split in splits.items():
             if not isinstance(split, MultiTaskSplit):
-                raise TypeError(f"`{name}` must be a MultiTaskSplit; got {type(split).__name__}.")
+                raise ConfigError(f"`{name}` must be a MultiTaskSplit; got {type(split).__name__}.")
             shape = (split.inputs.shape[1:], split.targets.shape[2:], split.mask.shape[1])
             if shape != (self.train.inputs.shape[1:], self.train.targets.shape[2:], n):
-                raise ValueError(
+                raise ConfigError(
                     f"The {name!r} split has inputs {tuple(split.inputs.shape)} and targets "
                     f"{tuple(split.targets.shape)}; expected (N, "
                     f"{', '.join(map(str, self.train.inputs.shape[1:]))}) inputs as in 'train' "
                     f"and targets for the {n} tasks of `task_names`."
                 )
             if split.inputs.dtype != torch.uint8 and not split.inputs.is_floating_point():
-                raise ValueError(
+                raise ConfigError(
                     f"The {name!r} split's inputs must be uint8 images or float features; "
                     f"got {split.inputs.dtype}."
                 )
             if split.inputs.is_floating_point() and not bool(split.inputs.isfinite().all()):
-                raise ValueError(f"The {name!r} split's inputs hold NaN or infinite values.")
+                raise ConfigError(f"The {name!r} split's inputs hold NaN or infinite values.")
             labelled = split.targets[split.mask]
             if not bool(labelled.isfinite().all()):
-                raise ValueError(f"The {name!r} split's labelled targets hold NaN or inf values.")
+                raise ConfigError(f"The {name!r} split's labelled targets hold NaN or inf values.")
             if self.task_type == "classification" and not bool(
                 (
                     (labelled >= 0) & (labelled < self.num_classes) & (labelled == labelled.round())
                 ).all()
             ):
-                raise ValueError(
+                raise ConfigError(
                     f"The {name!r} split's classification targets must be class ids in "
                     f"[0, {self.num_classes}) (`num_classes`)."
                 )
         if self.is_image and (len(self.input_shape) != 3 or self.mean is None or self.std is None):
-            raise ValueError(
+            raise ConfigError(
                 f"uint8 image inputs must be (N, C, H, W) with per-channel `mean` and `std`; got "
                 f"inputs {tuple(self.train.inputs.shape)}, mean {self.mean}, std {self.std}."
             )
         meta = self.task_metadata
         if meta is not None and (meta.dim() != 2 or meta.shape[0] != n):
-            raise ValueError(f"`task_metadata` must be (n_tasks={n}, m); got {tuple(meta.shape)}.")
+            raise ConfigError(f"`task_metadata` must be (n_tasks={n}, m); got {tuple(meta.shape)}.")
         if meta is not None and self.metadata_names and len(self.metadata_names) != meta.shape[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"`metadata_names` has {len(self.metadata_names)} names for "
                 f"{meta.shape[1]} metadata columns."
             )
@@ -291,7 +292,7 @@ class MultiTaskDataset:
 
     def split(self, name: str) -> MultiTaskSplit:
         if name not in SPLITS:
-            raise ValueError(f"`split` must be one of {list(SPLITS)}; got {name!r}.")
+            raise ConfigError(f"`split` must be one of {list(SPLITS)}; got {name!r}.")
         return getattr(self, name)
 
     def to(self, device: torch.device) -> MultiTaskDataset:

@@ -8,6 +8,7 @@ CIFAR is read straight from the official python-pickle layout and SVHN from the 
 from __future__ import annotations
 
 import pickle
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from mtl_envs.data.base import Split, make_split, stratified_split
+from mtl_envs.errors import ConfigError
 
 # NumPy's array reconstructor, which pickles of arrays call by name: ``numpy.core.multiarray``
 # in the official files (NumPy 1), ``numpy._core.multiarray`` in files pickled with NumPy 2.
@@ -194,7 +196,7 @@ def fine_to_coarse_rank(fine: np.ndarray, coarse: np.ndarray, num_fine: int) -> 
     parent[fine] = coarse
     if (parent < 0).any():
         missing = np.flatnonzero(parent < 0).tolist()
-        raise ValueError(f"fine classes {missing} never occur; cannot build the class hierarchy")
+        raise ConfigError(f"fine classes {missing} never occur; cannot build the class hierarchy")
     rank = np.zeros(num_fine, dtype=np.int64)
     for c in np.unique(parent):
         members = np.flatnonzero(parent == c)
@@ -226,7 +228,7 @@ def read_cifar100(data_root: Path, download: bool = False) -> RawImageData:
     rank = fine_to_coarse_rank(fine, coarse, 100)
     per_block = np.bincount(coarse[np.unique(fine, return_index=True)[1]], minlength=20)
     if not (per_block == 5).all():
-        raise ValueError(f"CIFAR-100 superclasses must hold 5 fine classes each; got {per_block}")
+        raise ConfigError(f"CIFAR-100 superclasses must hold 5 fine classes each; got {per_block}")
     split = {
         part: make_split(images, coarse_l, 5 * coarse_l + rank[fine_l])
         for part, (images, coarse_l, fine_l) in raw.items()
@@ -290,3 +292,12 @@ def read_svhn(data_root: Path, download: bool = False) -> RawImageData:
         True,
         class_names=[str(d) for d in range(10)],
     )
+
+
+# The image datasets by name: a new one is a reader above plus one line here.
+DATASETS: dict[str, Callable[..., RawImageData]] = {
+    "digits": read_digits,
+    "cifar10": read_cifar10,
+    "cifar100": read_cifar100,
+    "svhn": read_svhn,
+}

@@ -20,6 +20,7 @@ import torch
 
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit, stratified_split
 from mtl_envs.data.tabular import read_cubic, read_exam, read_hsb, read_radon, read_robot_arm
+from mtl_envs.errors import ConfigError
 from mtl_envs.utils import lookup, resolve_data_root, resolve_device
 
 
@@ -62,14 +63,14 @@ def read_digits10(
 def _scarce_labels(labels: torch.Tensor, per_task: int, seed: int) -> torch.Tensor:
     """(N, 10) mask: task t labels ``per_task // 2`` images of digit t and as many others."""
     if not isinstance(per_task, int) or isinstance(per_task, bool) or per_task < 2:
-        raise ValueError(f"`labels_per_task` must be an int >= 2; got {per_task!r}.")
+        raise ConfigError(f"`labels_per_task` must be an int >= 2; got {per_task!r}.")
     generator = torch.Generator().manual_seed(seed)
     mask = torch.zeros(len(labels), 10, dtype=torch.bool)
     for t in range(10):
         for members, k in ((labels == t, per_task // 2), (labels != t, per_task - per_task // 2)):
             pool = torch.nonzero(members).flatten()
             if k > len(pool):
-                raise ValueError(
+                raise ConfigError(
                     f"`labels_per_task` ({per_task}) asks for {k} images of a class with "
                     f"{len(pool)} in the training split."
                 )
@@ -141,7 +142,7 @@ def load_multitask_dataset(
     except TypeError as err:
         if not options:
             raise
-        raise TypeError(f"Bad `dataset_kwargs` {options!r} for dataset {name!r}: {err}") from None
+        raise ConfigError(f"Bad `dataset_kwargs` {options!r} for dataset {name!r}: {err}") from None
     return data.to(resolve_device(device))
 
 

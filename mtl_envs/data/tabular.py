@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
+from mtl_envs.errors import ConfigError
 
 
 def per_task_parts(task: np.ndarray, num_tasks: int, rng: np.random.Generator) -> np.ndarray:
@@ -69,7 +70,7 @@ def per_task_dataset(
     num_tasks = len(task_names)
     counts = np.bincount(task, minlength=num_tasks)
     if len(counts) != num_tasks or counts.min() < 2:
-        raise ValueError(f"{name}: every task needs at least 2 samples; counts {counts.tolist()}.")
+        raise ConfigError(f"{name}: every task needs at least 2 samples; counts {counts.tolist()}.")
     targets = targets.reshape(len(targets), -1).astype(np.float64)
     part = per_task_parts(task, num_tasks, np.random.default_rng(split_seed))
     fit = part < 2
@@ -108,9 +109,9 @@ def per_task_dataset(
 
 def _check_size(num_tasks: int, samples_per_task: int) -> None:
     if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 2:
-        raise ValueError(f"`num_tasks` must be an int >= 2; got {num_tasks!r}.")
+        raise ConfigError(f"`num_tasks` must be an int >= 2; got {num_tasks!r}.")
     if not isinstance(samples_per_task, int) or samples_per_task < 3:
-        raise ValueError(f"`samples_per_task` must be an int >= 3; got {samples_per_task!r}.")
+        raise ConfigError(f"`samples_per_task` must be an int >= 3; got {samples_per_task!r}.")
 
 
 def read_cubic(
@@ -132,7 +133,7 @@ def read_cubic(
     """
     _check_size(num_tasks, samples_per_task)
     if not isinstance(scale_decades, (int, float)) or scale_decades < 0:
-        raise ValueError(f"`scale_decades` must be a number >= 0; got {scale_decades!r}.")
+        raise ConfigError(f"`scale_decades` must be a number >= 0; got {scale_decades!r}.")
     rng = np.random.default_rng(split_seed)
     coef = rng.uniform(-1.0, 1.0, size=(num_tasks, 4))  # a, b, c, d
     x = rng.uniform(-1.0, 1.0, size=(num_tasks, samples_per_task))
@@ -257,7 +258,7 @@ def read_hsb(data_root=None, download: bool = False, split_seed: int = 0) -> Mul
     schools = np.sort(df["school"].unique())
     missing = sorted(set(schools) - set(schools_df.index))
     if missing:
-        raise ValueError(f"hsb: schools {missing[:5]} have no row in nlme MathAchSchool.")
+        raise ConfigError(f"hsb: schools {missing[:5]} have no row in nlme MathAchSchool.")
     inputs = np.stack(
         [
             df["ses"].to_numpy(dtype=np.float64),
@@ -290,7 +291,7 @@ def read_radon(
     county's log uranium is the task metadata.
     """
     if not isinstance(min_houses, int) or min_houses < 3:
-        raise ValueError(f"`min_houses` must be an int >= 3; got {min_houses!r}.")
+        raise ConfigError(f"`min_houses` must be an int >= 3; got {min_houses!r}.")
     df = _rdataset("HLMdiag", "radon")
     sizes = df.groupby("county")["county"].transform("size")
     df = df[sizes >= min_houses].sort_values(["county", "rownames"]).reset_index(drop=True)

@@ -20,6 +20,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.training import (
     AuxLearner,
     AuxLearnerConfig,
@@ -32,6 +33,7 @@ from mtl_envs.utils import check_choice, seed_from, split_kwargs
 MODES = ("train_agent", "train_main")
 LABEL_SPACES = ("hierarchical", "flat")
 RESTORE = ("epoch", "batch", "none")
+REWARDS = ("paper", "val")
 ENV_ARGUMENTS = (
     "label_space",
     "sample_weights",
@@ -40,6 +42,7 @@ ENV_ARGUMENTS = (
     "entropy_coef",
     "max_batches",
     "restore",
+    "reward",
 )
 
 
@@ -64,25 +67,34 @@ class AuxLabelTask:
         weight_bins: int = 21,
         weight_exponent_range: tuple[float, float] | list[float] = (-5.0, 5.0),
         entropy_coef: float = 0.2,
+        reward: str = "paper",
         max_batches: int | None = None,
         restore: str = "epoch",
     ):
         check_choice("label_space", label_space, LABEL_SPACES)
         check_choice("restore", restore, RESTORE)
+        check_choice("reward", reward, REWARDS)
+        if reward == "val" and restore == "batch":
+            raise ConfigError(
+                "`reward='val'` scores the network an episode leaves behind, which "
+                "`restore='batch'` resets after every batch; use restore='epoch' or 'none'."
+            )
         if not isinstance(sample_weights, bool):
-            raise ValueError(f"`sample_weights` must be a bool; got {sample_weights!r}.")
+            raise ConfigError(f"`sample_weights` must be a bool; got {sample_weights!r}.")
         if not isinstance(weight_bins, int) or weight_bins < 2:
-            raise ValueError(f"`weight_bins` must be an int >= 2; got {weight_bins!r}.")
+            raise ConfigError(f"`weight_bins` must be an int >= 2; got {weight_bins!r}.")
         lo_hi = tuple(weight_exponent_range)
         if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
-            raise ValueError(
+            raise ConfigError(
                 f"`weight_exponent_range` must be (low, high) with low < high; "
                 f"got {weight_exponent_range!r}."
             )
         if not isinstance(entropy_coef, (int, float)) or entropy_coef < 0:
-            raise ValueError(f"`entropy_coef` must be a non-negative number; got {entropy_coef!r}.")
+            raise ConfigError(
+                f"`entropy_coef` must be a non-negative number; got {entropy_coef!r}."
+            )
         if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
-            raise ValueError(f"`max_batches` must be a positive int or None; got {max_batches!r}.")
+            raise ConfigError(f"`max_batches` must be a positive int or None; got {max_batches!r}.")
         self.label_space = label_space
         self.sample_weights = sample_weights
         self.weight_bins = weight_bins
@@ -90,13 +102,15 @@ class AuxLabelTask:
         self.entropy_coef = float(entropy_coef)
         self.max_batches = max_batches
         self.restore = restore
+        self.reward = reward
+        self._potential = 0.0
         self.restore_every_batch = restore == "batch"
         self.learner = AuxLearner(config)
         self.psi = config.hierarchy_factor
         self.mode = "train_agent"
         self.canonical = self.learner.snapshot()
-        self.batch = 0
-        self.indices = self.learner.batch_indices(0)
+        self.last_indices = self.learner.current_indices
+        self.ended = False
 
     # ------------------------------------------------------------------ spaces
     @property
@@ -128,13 +142,20 @@ class AuxLabelTask:
         elif self.mode == "train_agent" and self.restore != "none":
             self.learner.restore(self.canonical)
         self.learner.begin_epoch()
-        self.batch = 0
-        self.indices = self.learner.batch_indices(0)
+        self.ended = False
+        if self.reward == "val" and self.mode == "train_agent":
+            self._potential = self.val_potential()
+
+    def val_potential(self) -> float:
+        """Minus the primary cross-entropy on the validation split."""
+        return -float(self.learner.evaluate("val")["loss"])
 
     def current_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """The current batch's raw images (B, C, H, W) and primary labels (B,) on the host."""
-        labels = self.learner.data.train.labels[self.indices].cpu().numpy()
-        return self.learner.images_numpy(self.indices), labels
+        """The current batch's raw images (B, C, H, W) and primary labels (B,) on the host;
+        once the episode has ended, the batch it ended on."""
+        indices = self.learner.current_indices if not self.ended else self.last_indices
+        labels = self.learner.data.train.labels[indices].cpu().numpy()
+        return self.learner.images_numpy(indices), labels
 
     def apply(self, actions: np.ndarray) -> tuple[float, bool, bool, dict[str, Any]]:
         """Label the current batch with ``actions``, train one step, compute the reward.
@@ -151,17 +172,24 @@ class AuxLabelTask:
         labels, bins = (
             (actions_t[:, 0], actions_t[:, 1]) if self.sample_weights else (actions_t, None)
         )
-        primary = learner.data.train.labels[self.indices]
+        indices = self.last_indices = learner.current_indices
+        primary = learner.data.train.labels[indices]
         targets = auxiliary_targets(
             labels, primary, self.psi, learner.num_primary, self.label_space
         )
         weights = None
         if bins is not None:
             weights = weight_from_bin(bins, self.weight_bins, self.weight_exponent_range)
-        losses = learner.train_batch(self.indices, targets, weights)
-        info: dict[str, Any] = {"epoch": learner.epoch, "batch": self.batch, "mode": self.mode}
+        losses = learner.train_batch(indices, targets, weights)
+        info: dict[str, Any] = {
+            "epoch": learner.epoch,
+            "batch": learner.position,
+            "mode": self.mode,
+        }
         reward = 0.0
-        if self.mode == "train_agent":
+        if self.mode == "train_agent" and self.reward == "val":
+            info["train_loss"] = float(losses["loss"])
+        elif self.mode == "train_agent":
             eval_loss = learner.primary_loss(learner.sample_eval_indices())
             entropy = label_entropy(targets)
             reward_t = -eval_loss + self.entropy_coef * entropy
@@ -174,22 +202,24 @@ class AuxLabelTask:
             )
             if self.restore_every_batch:
                 learner.restore(self.canonical)
-        self.batch += 1
-        terminated = self.batch >= learner.num_batches
+        terminated = learner.advance()
         truncated = (
-            not terminated and self.max_batches is not None and self.batch >= self.max_batches
+            not terminated and self.max_batches is not None and learner.position >= self.max_batches
         )
         finite = all(math.isfinite(v) for v in info.values() if isinstance(v, float))
         if not (finite and bool(torch.isfinite(losses["loss"]))):
             # A NaN/inf loss ends the episode; the reward stays finite for the agent.
             reward, terminated, truncated = 0.0, False, True
             info["diverged"] = True
+        episode_end = (terminated or truncated) and not info.get("diverged")
+        if self.reward == "val" and self.mode == "train_agent" and episode_end:
+            end = self.val_potential()
+            reward, self._potential = end - self._potential, end
         if terminated:
             learner.end_epoch()
         if (terminated or truncated) and self.mode == "train_main":
             self.canonical = learner.snapshot()
-        if not (terminated or truncated):
-            self.indices = learner.batch_indices(self.batch)
+        self.ended = terminated or truncated
         return reward, terminated, truncated, info
 
 
@@ -223,6 +253,11 @@ class AuxLabelEnv(gym.Env):
     :func:`~mtl_envs.training.label_entropy` for the sign). ``train_main`` mode computes no
     reward (0).
 
+    ``reward="val"`` replaces that reward by one at the episode's last step: the change of
+    minus the primary cross-entropy on the validation split over the episode, so a whole
+    training run (``restore="none"``) returns minus its final validation loss up to a
+    constant; the paper's reward stays the default (``docs/headroom.md`` compares the two).
+
     ## Starting State
     ``reset(seed=s)`` builds a fresh main network from ``s`` and makes it canonical.
     ``reset(options={"mode": "train_agent"})`` restores the canonical model (network,
@@ -253,6 +288,7 @@ class AuxLabelEnv(gym.Env):
     | `weight_exponent_range` | (-5, 5)          | w -> 2^(lo + (hi - lo) w)                   |
     | `entropy_coef`          | 0.2              | weight of the label-entropy reward bonus    |
     | `max_batches`           | None             | truncate episodes after this many batches   |
+    | `reward`                | `"paper"`        | eq. 3-4, or `"val"`: validation-loss change |
     | `restore`               | `"epoch"`        | `"batch"`: restore canonical every batch;   |
     |                         |                  | `"none"`: never (one rewarded training run) |
     | `device`                | `"auto"`         | CUDA when present                           |
@@ -271,7 +307,7 @@ class AuxLabelEnv(gym.Env):
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any):
         if render_mode is not None:
-            raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         env_kwargs, config = split_env_kwargs(kwargs)
         self.task = AuxLabelTask(config, **env_kwargs)
         self.action_space = self.task.single_action_space()
@@ -303,7 +339,7 @@ class AuxLabelEnv(gym.Env):
         """Training-set index of the sample the next step labels, shape (1,) (reference
         policies read what the observation does not show, e.g. CIFAR-100's fine label)."""
         j = min(self._position, len(self._labels) - 1)
-        return self.task.indices[j : j + 1].cpu().numpy()
+        return self.task.learner.current_indices[j : j + 1].cpu().numpy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -315,12 +351,12 @@ class AuxLabelEnv(gym.Env):
 
     def step(self, action):
         if not self.action_space.contains(action):
-            raise ValueError(f"Action {action!r} is outside the action space {self.action_space}.")
+            raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         self._actions[self._position] = action
         self._position += 1
         info: dict[str, Any] = {
             "epoch": self.learner.epoch,
-            "batch": self.task.batch,
+            "batch": self.learner.position,
             "mode": self.task.mode,
         }
         if self._position < len(self._labels):
@@ -350,10 +386,10 @@ class AuxLabelVectorEnv(VectorEnv):
 
     def __init__(self, num_envs: int | None = None, render_mode: str | None = None, **kwargs: Any):
         if render_mode is not None:
-            raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         env_kwargs, config = split_env_kwargs(kwargs)
         if num_envs is not None and num_envs != config.train_batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"`num_envs` ({num_envs}) must equal `train_batch_size` "
                 f"({config.train_batch_size}): the vector form has one slot per sample of a "
                 f"batch. Pass num_envs={config.train_batch_size} or train_batch_size={num_envs}."
@@ -376,7 +412,7 @@ class AuxLabelVectorEnv(VectorEnv):
 
     def sample_indices(self) -> np.ndarray:
         """Training-set indices of the batch the next step labels, one per slot."""
-        return self.task.indices.cpu().numpy()
+        return self.task.learner.current_indices.cpu().numpy()
 
     def continue_run(self) -> None:
         """Make the next seedless :meth:`reset` continue the learner's current run (after its
@@ -394,7 +430,7 @@ class AuxLabelVectorEnv(VectorEnv):
         actions = np.asarray(actions)
         expected = (self.num_envs, *(self.single_action_space.shape or ()))
         if actions.shape != expected or not self.action_space.contains(actions.astype(np.int64)):
-            raise ValueError(
+            raise ConfigError(
                 f"Actions must be an int array of shape {expected} inside {self.action_space}; "
                 f"got shape {actions.shape}."
             )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import gymnasium as gym
@@ -10,7 +9,7 @@ import numpy as np
 import torch
 from gymnasium import spaces
 
-from mtl_envs.training.metrics import delta_m
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 from mtl_envs.training.weighting import random_weights, softmax_weights
 from mtl_envs.utils import check_choice, seed_from, split_kwargs
@@ -30,7 +29,6 @@ ENV_ARGUMENTS = (
     "epochs",
     "max_steps",
     "reward",
-    "stl_results",
 )
 
 
@@ -131,11 +129,11 @@ class LossWeightingEnv(gym.Env):
     | `optimizer`, `lr`, ... | adam, 1e-3 | see `MultiTaskLearnerConfig`                  |
     | `max_steps`     | None       | truncate after this many steps                       |
     | `reward`        | `"min"`    | `"min"` (IGB eq. 4), `"mean"` over tasks, or `"val"`  |
-    | `stl_results`   | None       | STL result file/folder: `evaluate` adds `delta_m`    |
 
     ## Version History
     * v1: actions map through ``atanh`` before the softmax (unbounded weight ratios, as IGB's
-      actor); random warm-up weights as in Algorithm 2.
+      actor); random warm-up weights as in Algorithm 2; ``reward`` options; ``stl_results``
+      removed (``mtl-envs compare`` computes Δm).
     * v0: initial release (``n * softmax(a)`` on the box, equal warm-up weights).
 
     ## Example
@@ -157,28 +155,27 @@ class LossWeightingEnv(gym.Env):
         epochs: int = 30,
         max_steps: int | None = None,
         reward: str = "min",
-        stl_results: str | None = None,
         render_mode: str | None = None,
         **kwargs: Any,
     ):
         if render_mode is not None:
-            raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         _, config = split_env_kwargs(kwargs)
         check_choice("observation", observation, OBSERVATIONS)
         check_choice("reward", reward, REWARDS)
         check_choice("action_transform", action_transform, ACTION_TRANSFORMS)
         check_choice("warmup_weights", warmup_weights, WARMUP_WEIGHTS)
         if not isinstance(temperature, (int, float)) or temperature <= 0:
-            raise ValueError(f"`temperature` must be a positive number; got {temperature!r}.")
+            raise ConfigError(f"`temperature` must be a positive number; got {temperature!r}.")
         if not isinstance(warmup_epochs, int) or warmup_epochs < 1:
-            raise ValueError(f"`warmup_epochs` must be an int >= 1; got {warmup_epochs!r}.")
+            raise ConfigError(f"`warmup_epochs` must be an int >= 1; got {warmup_epochs!r}.")
         if not isinstance(epochs, int) or epochs <= warmup_epochs:
-            raise ValueError(
+            raise ConfigError(
                 f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` "
                 f"({warmup_epochs})."
             )
         if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-            raise ValueError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
+            raise ConfigError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
         self.observation = observation
         self.reward = reward
         self.action_transform = action_transform
@@ -187,19 +184,14 @@ class LossWeightingEnv(gym.Env):
         self.warmup_epochs = warmup_epochs
         self.epochs = epochs
         self.max_steps = max_steps
-        self.stl_reference = None if stl_results is None else load_stl_reference(stl_results)
         self.learner = MultiTaskLearner(config)
         n = self.learner.num_tasks
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
         self.observation_space = spaces.Box(0.0, np.inf, (n,), dtype=np.float32)
-        self._losses: list[torch.Tensor] = []
-        self._features: torch.Tensor | None = None
         self._current = torch.zeros(n)
         self.base_losses = torch.ones(n)
-        self.batch = 0
         self.steps = 0
         self._potential = 0.0
-        self._batch_rng = self.learner.generator.get_state()
         self._continue = False
 
     @property
@@ -230,14 +222,6 @@ class LossWeightingEnv(gym.Env):
     def _random_weights(self, losses: torch.Tensor) -> torch.Tensor:
         return random_weights(len(losses), self.learner.generator, losses.device)
 
-    def _load_batch(self) -> None:
-        # Kept so that a resumed run redraws the same augmentation for the current batch.
-        self._batch_rng = self.learner.generator.get_state()
-        self._losses, self._features = self.learner.task_losses(
-            self.learner.batch_indices(self.batch)
-        )
-        self._current = torch.stack(self._losses).detach()
-
     def _obs(self) -> np.ndarray:
         losses = self._current
         if self.observation == "normalized_losses":
@@ -246,15 +230,14 @@ class LossWeightingEnv(gym.Env):
         return np.nan_to_num(losses.cpu().numpy().astype(np.float32), nan=0.0, posinf=1e30)
 
     def state_dict(self) -> dict[str, Any]:
-        """The run between two steps: the learner (network, optimiser, data order, epoch's
-        running sums), the batch position, L_base and the env's generator."""
+        """The run between two steps: the learner (network, optimiser, data order and cursor,
+        the pending batch's augmentation draw, the epoch's running sums), L_base, the reward's
+        potential and the env's generator."""
         return {
             "learner": self.learner.state_dict(),
-            "batch": self.batch,
             "steps": self.steps,
             "base_losses": self.base_losses.cpu(),
             "potential": self._potential,
-            "batch_rng": self._batch_rng,
             "np_random": self.np_random.bit_generator.state,
         }
 
@@ -262,10 +245,9 @@ class LossWeightingEnv(gym.Env):
         """Load a run saved by :meth:`state_dict`; call :meth:`continue_run` before the
         next reset so that it continues this run."""
         self.learner.load_state_dict(state["learner"])
-        self.batch, self.steps = state["batch"], state["steps"]
+        self.steps = state["steps"]
         self.base_losses = state["base_losses"].to(self.learner.device)
-        self._potential = state.get("potential", 0.0)
-        self._batch_rng = state["batch_rng"]
+        self._potential = state["potential"]
         self.np_random.bit_generator.state = state["np_random"]
 
     def continue_run(self) -> None:
@@ -278,15 +260,7 @@ class LossWeightingEnv(gym.Env):
         super().reset(seed=seed)
         learner = self.learner
         if resume:
-            # Redo the saved batch's forward (its graph is what the next step trains on) with
-            # the same augmentation; BatchNorm's running statistics already count it.
-            # (The saved values are put back by rebinding: the new graph holds the old ones.)
-            learner.generator.set_state(self._batch_rng)
-            saved = {name: b.clone() for name, b in learner.net.named_buffers()}
-            self._load_batch()
-            for name, value in saved.items():
-                module, _, attr = name.rpartition(".")
-                setattr(learner.net.get_submodule(module), attr, value)
+            self._current = learner.replay_pending()
         else:
             learner.reset_run(seed_from(self.np_random))
             warmup = self._random_weights if self.warmup_weights == "random" else None
@@ -297,10 +271,9 @@ class LossWeightingEnv(gym.Env):
             )
             self.base_losses = base.clamp_min(1e-12)
             learner.begin_epoch()
-            self.batch = 0
             self.steps = 0
             self._potential = 0.0
-            self._load_batch()
+            self._current = learner.forward_pending()
         diverged = not bool(torch.isfinite(self._current).all())
         info = {
             "epoch": learner.epoch,
@@ -311,24 +284,17 @@ class LossWeightingEnv(gym.Env):
 
     def step(self, action):
         if not self.action_space.contains(np.asarray(action, dtype=np.float32)):
-            raise ValueError(f"Action {action!r} is outside the action space {self.action_space}.")
+            raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         learner = self.learner
         weights = self.action_to_weights(action)
         alpha = learner.initial_lr / learner.lr
-        losses = learner.apply(self._losses, self._features, weights)
         epoch = learner.epoch
-        self.batch += 1
+        losses, epoch_end = learner.apply_pending(weights)
         self.steps += 1
-        terminated = epoch_end = False
-        if self.batch >= learner.num_batches:
-            learner.end_epoch()
-            terminated = learner.epoch >= self.epochs
-            learner.begin_epoch()
-            self.batch = 0
-            epoch_end = True
+        terminated = epoch_end and learner.epoch >= self.epochs
         potential = self._val_potential() if self.reward == "val" and epoch_end else None
-        self._load_batch()  # L_t+1: the next batch, whose forward the next step trains on
-        next_losses = self._current
+        # L_t+1: the next batch, whose forward the next step trains on.
+        next_losses = self._current = learner.forward_pending()
         diverged = not bool(torch.isfinite(next_losses).all() and torch.isfinite(losses).all())
         if diverged:
             reward = 0.0
@@ -344,7 +310,7 @@ class LossWeightingEnv(gym.Env):
             "losses": losses.tolist(),
             "weights": weights.tolist(),
             "epoch": epoch,
-            "batch": self.batch,
+            "batch": learner.position,
             "alpha": alpha,
             "diverged": diverged,
         }
@@ -356,23 +322,6 @@ class LossWeightingEnv(gym.Env):
         return -float((val / self.base_losses).mean())
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
-        """Per-task metrics of the current network on ``split``, with ``delta_m`` (IGB eq. 5,
-        percent) against the single-task results given as ``stl_results``."""
-        metrics = self.learner.evaluate(split)
-        if self.stl_reference is not None:
-            prefixed = {f"{split}/{k}": v for k, v in metrics.items()}
-            reference = {k: v for k, v in self.stl_reference.items() if k.startswith(f"{split}/")}
-            metrics["delta_m"] = delta_m(prefixed, reference)
-        return metrics
-
-
-def load_stl_reference(path: str | os.PathLike) -> dict[str, float]:
-    """Last-epoch val/test metrics of ``stl`` result files (one file, or all below a folder),
-    averaged over the files."""
-    from mtl_envs.experiment import load_results
-
-    runs = [r for r in load_results([path]) if r["method"] == "stl"]
-    if not runs:
-        raise ValueError(f"`stl_results` {str(path)!r} holds no result of method 'stl'.")
-    keys = [k for k in runs[0]["epochs"][-1] if k.startswith(("val/", "test/"))]
-    return {k: sum(r["epochs"][-1][k] for r in runs) / len(runs) for k in keys}
+        """Per-task metrics of the current network on ``split`` (Δm against single-task
+        results is the comparison's business: ``mtl-envs compare``)."""
+        return self.learner.evaluate(split)

@@ -13,8 +13,10 @@ expert scores do, they give a scale on which agents are compared (``mtl_envs.ref
   eq. 3), ``inverse_base`` (weights proportional to 1 / L_base), ``drop_one`` (one task at a
   near-zero weight), and ``fixed``, a constant weight vector ``n * softmax(-s log L_base)``
   (``best_fixed`` in the probe picks ``s`` from a small grid on validation).
-* TaskGrouping: ``optimal`` (the exact optimum on the test gains: an oracle), ``random``,
-  ``etap`` (ETAP fitted on validation gains), ``all_in_one``, ``singletons``.
+* TaskGrouping: ``optimal`` (the exact optimum on the test gains: an oracle),
+  ``reward_optimal`` (the exact optimum of the env's rewards, i.e. on validation gains: the
+  MDP's optimal policy), ``random``, ``etap`` (ETAP fitted on validation gains),
+  ``all_in_one``, ``singletons``.
 
 A policy marked ``oracle = True`` reads test data; results of it must say so.
 """
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 from gymnasium.vector import VectorEnv
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.utils import lookup
 
 
@@ -66,7 +69,7 @@ class _AuxLabelPolicy(ReferencePolicy):
         # Bin (bins - 1) / 2 is weight 2^0 = 1 under the paper's 2^(10 w - 5).
         self.weight_bin = (task.weight_bins - 1) // 2 if weight_bin is None else weight_bin
         if self.weighted and not 0 <= self.weight_bin < task.weight_bins:
-            raise ValueError(
+            raise ConfigError(
                 f"`weight_bin` must be in [0, {task.weight_bins}); got {self.weight_bin!r}."
             )
 
@@ -95,7 +98,7 @@ class HumanLabels(_AuxLabelPolicy):
         super().__init__(env, seed, weight_bin)
         data = self.env.learner.data
         if data.train.fine_labels is None or data.num_fine_classes != self.env.learner.num_aux:
-            raise ValueError(
+            raise ConfigError(
                 f"The human policy needs fine labels with {self.psi} per primary class "
                 f"(cifar100); dataset {data.name!r} has none that fit."
             )
@@ -154,7 +157,7 @@ class _WeightPolicy(ReferencePolicy):
 
     def __call__(self, obs: np.ndarray) -> np.ndarray:
         if self.vector:
-            raise ValueError(f"The {self.name!r} policy acts in the single LossWeighting env.")
+            raise ConfigError(f"The {self.name!r} policy acts in the single LossWeighting env.")
         return self.env.logits_to_action(self.logits(self.raw_losses(obs)))
 
 
@@ -216,7 +219,7 @@ class DropOneWeights(_WeightPolicy):
     def __init__(self, env: Any, seed: int | None = None, task: int = 0):
         super().__init__(env, seed)
         if not 0 <= task < self.env.num_tasks:
-            raise ValueError(f"`task` must be in [0, {self.env.num_tasks}); got {task!r}.")
+            raise ConfigError(f"`task` must be in [0, {self.env.num_tasks}); got {task!r}.")
         self.task = task
 
     def logits(self, losses: np.ndarray) -> np.ndarray:
@@ -224,6 +227,9 @@ class DropOneWeights(_WeightPolicy):
         logits[self.task] = -7.0
         return logits
 
+
+# Policies that predict or search every group stop where enumerating them is too slow.
+MAX_ENUMERATED_GROUPS = 2**14
 
 # The constant weight vectors ``best_fixed`` chooses from on validation: L_base^-s.
 BEST_FIXED_SCALES = (0.0, 0.5, 1.0, 2.0)
@@ -241,7 +247,7 @@ class _GroupPolicy(ReferencePolicy):
 
     def __call__(self, obs: dict[str, Any]) -> np.ndarray:
         if self.vector:
-            raise ValueError(f"The {self.name!r} policy acts in the single TaskGrouping env.")
+            raise ConfigError(f"The {self.name!r} policy acts in the single TaskGrouping env.")
         if not hasattr(self, "_queue"):
             self.reset()
         action = np.zeros(self.env.num_tasks, dtype=np.int8)
@@ -255,16 +261,42 @@ class OptimalGroups(_GroupPolicy):
 
     name = "optimal"
     oracle = True
+    split = "test"
+
+    def __init__(self, env: Any, seed: int | None = None):
+        super().__init__(env, seed)
+        from mtl_envs.envs.task_grouping import TableGains
+
+        if not isinstance(self.env.truth, TableGains):
+            raise ConfigError(
+                f"The {self.name!r} policy searches every group's gains, so it needs a gain "
+                f"table (gains='table'); this env measures gains by training, and "
+                f"{2**self.env.num_tasks - 1} groups would each be trained."
+            )
 
     def plan(self) -> list[tuple[int, ...]]:
         from mtl_envs.training.grouping import best_selection, gain_matrix, selection_candidates
 
         env = self.env
         candidates = selection_candidates(env.num_tasks, env.objective)
-        gains = {g: env.truth.gains(g, "test") for g in candidates}
+        gains = {g: env.truth.gains(g, self.split or env.gain_split) for g in candidates}
         matrix = gain_matrix(candidates, gains, env.num_tasks)
         chosen, _ = best_selection(candidates, matrix, env.budget, env.objective)
         return [candidates[c] for c in chosen]
+
+
+class RewardOptimalGroups(OptimalGroups):
+    """The exact optimum of the env's own rewards (the gains of its reward split, validation
+    by default): the optimal policy of the MDP, which reads no test data."""
+
+    name = "reward_optimal"
+    oracle = False
+    split = None
+
+    def __init__(self, env: Any, seed: int | None = None):
+        super().__init__(env, seed)
+        if self.env.gain_split == "test":
+            self.oracle = True  # its rewards are the test gains
 
 
 class ETAPGroups(_GroupPolicy):
@@ -275,6 +307,12 @@ class ETAPGroups(_GroupPolicy):
 
     def __init__(self, env: Any, seed: int | None = None, train_groups: int = 10):
         super().__init__(env, seed)
+        groups = 2**self.env.num_tasks - 1
+        if groups > MAX_ENUMERATED_GROUPS:
+            raise ConfigError(
+                f"The 'etap' policy predicts and searches every group: {groups:,} for "
+                f"{self.env.num_tasks} tasks, more than {MAX_ENUMERATED_GROUPS:,}."
+            )
         self.seed = 0 if seed is None else int(seed)
         self.train_groups = train_groups
 
@@ -340,6 +378,7 @@ REFERENCE_POLICIES: dict[str, dict[str, Callable[..., ReferencePolicy]]] = {
     },
     "TaskGrouping": {
         "optimal": OptimalGroups,
+        "reward_optimal": RewardOptimalGroups,
         "random": RandomGroups,
         "etap": ETAPGroups,
         "all_in_one": AllInOne,
@@ -362,7 +401,7 @@ def env_family(env: Any) -> str:
     ):
         if isinstance(env, classes):
             return family
-    raise ValueError(f"{type(env).__name__} is not an mtl-envs environment.")
+    raise ConfigError(f"{type(env).__name__} is not an mtl-envs environment.")
 
 
 def make_policy(name: str, env: Any, seed: int | None = None, **kwargs: Any) -> ReferencePolicy:

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.gain_prediction import ETAPPredictor
 from mtl_envs.training.group_trainer import (
     GAIN_SPLITS,
@@ -19,13 +20,11 @@ from mtl_envs.training.group_trainer import (
     table_gains,
     table_losses,
 )
-from mtl_envs.training.grouping import OBJECTIVES, complete_cover, selection_quality
+from mtl_envs.training.grouping import OBJECTIVES, Group, complete_cover, selection_quality
 from mtl_envs.utils import check_choice, default_data_root
 
 GAIN_SOURCES = ("table", "train", "etap")
 AFFINITIES = ("etap", "tag")
-
-Group = tuple[int, ...]
 
 
 class TableGains:
@@ -66,7 +65,7 @@ class PredictedGains:
         rng = np.random.default_rng(seed)
         candidates = [g for g in all_groups(truth.num_tasks) if len(g) > 1]
         if not 1 <= train_groups <= len(candidates):
-            raise ValueError(
+            raise ConfigError(
                 f"`etap_train_groups` must be in [1, {len(candidates)}]; got {train_groups!r}."
             )
         chosen = [candidates[i] for i in rng.choice(len(candidates), train_groups, replace=False)]
@@ -169,13 +168,13 @@ class TaskGroupingEnv(gym.Env):
         render_mode: str | None = None,
     ):
         if render_mode is not None:
-            raise ValueError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         check_choice("gains", gains, GAIN_SOURCES)
         check_choice("affinity", affinity, AFFINITIES)
         check_choice("objective", objective, OBJECTIVES)
         check_choice("gain_split", gain_split, GAIN_SPLITS)
         if not isinstance(budget, int) or budget < 1:
-            raise ValueError(f"`budget` must be a positive int; got {budget!r}.")
+            raise ConfigError(f"`budget` must be a positive int; got {budget!r}.")
         self.budget = budget
         self.objective = objective
         self.gain_split = gain_split
@@ -264,7 +263,7 @@ class TaskGroupingEnv(gym.Env):
         if action.shape != (self.num_tasks,) or not self.action_space.contains(
             action.astype(np.int8)
         ):
-            raise ValueError(f"Action {action!r} is outside the action space {self.action_space}.")
+            raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         group = tuple(int(t) for t in np.flatnonzero(action))
         if self.objective == "etap" and (not group or self.budget_left == 1):
             # ETAP covers every task: the last group takes in the tasks still uncovered.

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.models.backbones import MLP, VGG16, Backbone, SmallCNN
 from mtl_envs.models.heads import MultiHeadNet, two_layer_head
 from mtl_envs.models.hypernet import MultiTaskHypernet, hypernet_parameter_count
@@ -47,7 +48,9 @@ def build_task_network(
     try:
         return cls(num_tasks, in_features, out_features, metadata=metadata, **(kwargs or {}))
     except TypeError as err:
-        raise TypeError(f"Bad `model_kwargs` {kwargs!r} for task network {name!r}: {err}") from None
+        raise ConfigError(
+            f"Bad `model_kwargs` {kwargs!r} for task network {name!r}: {err}"
+        ) from None
 
 
 def build_backbone(
@@ -58,7 +61,9 @@ def build_backbone(
     try:
         return cls(in_channels, image_size, **(kwargs or {}))
     except TypeError as err:
-        raise TypeError(f"Bad `backbone_kwargs` {kwargs!r} for backbone {name!r}: {err}") from None
+        raise ConfigError(
+            f"Bad `backbone_kwargs` {kwargs!r} for backbone {name!r}: {err}"
+        ) from None
 
 
 def build_multi_head_net(

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.models.task_networks import (
     DEFAULT_HIDDEN,
     TaskNetwork,
@@ -112,12 +113,12 @@ class MultiTaskHypernet(TaskNetwork):
             ("extractor_layers", extractor_layers),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative int; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a non-negative int; got {value!r}.")
         if embedding_variance <= 0:
-            raise ValueError(f"`embedding_variance` must be > 0; got {embedding_variance!r}.")
+            raise ConfigError(f"`embedding_variance` must be > 0; got {embedding_variance!r}.")
         d_m = _metadata_buffer(self, metadata, num_tasks)
         if embedding_dim == 0 and d_m == 0:
-            raise ValueError("`embedding_dim=0` needs task `metadata` as the hypernetwork input.")
+            raise ConfigError("`embedding_dim=0` needs task `metadata` as the hypernetwork input.")
         self.embedding_dim = embedding_dim
         if embedding_dim > 0:
             a = math.sqrt(3.0 * embedding_variance)  # U(-a, a) has variance a^2 / 3

@@ -25,6 +25,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mtl_envs.errors import ConfigError
+
 DEFAULT_HIDDEN = (32, 32, 32)
 
 
@@ -77,7 +79,7 @@ class TaskNetwork(nn.Module):
             ("out_features", out_features),
         ):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
         self.num_tasks = num_tasks
         self.in_features = in_features
         self.out_features = out_features
@@ -99,7 +101,7 @@ def _metadata_buffer(module: nn.Module, metadata: torch.Tensor | None, num_tasks
         return 0
     metadata = torch.as_tensor(metadata, dtype=torch.float32)
     if metadata.dim() != 2 or metadata.shape[0] != num_tasks:
-        raise ValueError(
+        raise ConfigError(
             f"`metadata` must have shape (num_tasks={num_tasks}, d_m); got {tuple(metadata.shape)}."
         )
     module.register_buffer("metadata", metadata.clone())

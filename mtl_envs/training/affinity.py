@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.multitask_learner import MultiTaskLearner, TrainingBatch
 
 
@@ -107,33 +108,40 @@ def collect_affinities(
     lr = learner.lr
     beta = learner.config.momentum if learner.config.optimizer == "sgd" else 0.0
     if not isinstance(every, int) or every < 1:
-        raise ValueError(f"`every` must be a positive int; got {every!r}.")
+        raise ConfigError(f"`every` must be a positive int; got {every!r}.")
     sums = {k: torch.zeros(n, n, device=learner.device) for k in ("etap", "plain", "tag")}
-    steps = scored = 0
+    # Steps that scored each pair: a task with no labelled sample in a batch has no loss to
+    # divide by (eq. 5) or to compare (TAG), so its pairs skip that step.
+    scored = torch.zeros(n, n, device=learner.device)
+    steps = 0
     start = time.perf_counter()
     for _ in range(epochs):
         learner.begin_epoch()
-        for b in range(learner.num_batches):
-            batch = learner.prepare_batch(learner.batch_indices(b))
+        while not learner.epoch_done:
+            batch = learner.prepare_batch(learner.next_indices())
             losses, features = learner.batch_losses(batch)
             detached = torch.stack(losses).detach()
             score = (etap or tag) and steps % every == 0
             if score:
                 grads = per_task_gradients(losses, shared)
                 buffer = _momentum_buffer(learner, shared) if beta else None
-                scored += 1
+                present = batch.mask.any(0)
+                valid = present[:, None] & present[None, :]
+                scored += valid
             if score and etap:
-                sums["plain"] += step_affinity(grads, detached, lr)
-                sums["etap"] += step_affinity(grads, detached, lr, beta, buffer)
+                sums["plain"] += torch.where(valid, step_affinity(grads, detached, lr), 0.0)
+                step = step_affinity(grads, detached, lr, beta, buffer)
+                sums["etap"] += torch.where(valid, step, 0.0)
             if score and tag:
-                sums["tag"] += _lookahead_affinity(
+                step = _lookahead_affinity(
                     learner, batch, shared, grads, detached, lr, beta, buffer
                 )
+                sums["tag"] += torch.where(valid, step, 0.0)
             learner.apply(losses, features, None)
             steps += 1
         learner.end_epoch()
     seconds = time.perf_counter() - start
-    mean = {k: (v / max(scored, 1)).cpu().numpy() for k, v in sums.items()}
+    mean = {k: (v / scored.clamp_min(1.0)).cpu().numpy() for k, v in sums.items()}
     return AffinityScores(
         etap=mean["etap"],
         etap_no_momentum=mean["plain"],

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from mtl_envs.data import ImageDataset, Normalize, load_dataset, random_crop_flip
+from mtl_envs.errors import ConfigError
 from mtl_envs.models import build_multi_head_net
 from mtl_envs.training.common import restore_state, seeded, snapshot_state
 from mtl_envs.training.losses import focal_loss
@@ -44,6 +45,9 @@ class AuxLearnerConfig:
     """Stratified validation split from the training set; ``None`` = the dataset default."""
     train_subset: int | None = None
     """Train on a stratified subset of this many images (CPU-sized runs)."""
+    label_noise: float = 0.0
+    """Fraction of training and validation images whose primary label is replaced by a
+    random other class (test labels stay clean)."""
     backbone: str = "vgg16"
     """Registered backbone (``mtl_envs.models.BACKBONES``); VGG16 as in appendix C.1."""
     backbone_kwargs: dict[str, Any] = field(default_factory=dict)
@@ -87,7 +91,7 @@ class AuxLearnerConfig:
         for name in positive:
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
         for name in (
             "lr",
             "aux_weight",
@@ -98,9 +102,9 @@ class AuxLearnerConfig:
         ):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a non-negative number; got {value!r}.")
         if self.lr == 0:
-            raise ValueError("`lr` must be positive; got 0.")
+            raise ConfigError("`lr` must be positive; got 0.")
         check_choice("primary_loss", self.primary_loss, PRIMARY_LOSSES)
 
     def to_dict(self) -> dict[str, Any]:
@@ -129,10 +133,11 @@ class AuxLearner:
                 device=self.device,
                 val_fraction=config.val_fraction,
                 train_subset=config.train_subset,
+                label_noise=config.label_noise,
             )
         self.data = dataset.to(self.device)
         if len(self.data.train) < config.train_batch_size:
-            raise ValueError(
+            raise ConfigError(
                 f"`train_batch_size` ({config.train_batch_size}) exceeds the training split "
                 f"({len(self.data.train)} images)."
             )
@@ -167,6 +172,8 @@ class AuxLearner:
         self.generator.manual_seed(int(seed))
         self.epoch = 0
         self.order = torch.arange(len(self.data.train), device=self.device)
+        self.position = 0
+        """The cursor: index, in the epoch's order, of the next batch to train on."""
 
     @property
     def num_batches(self) -> int:
@@ -178,15 +185,32 @@ class AuxLearner:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def begin_epoch(self) -> None:
-        """Reshuffle the training order for a new epoch."""
+        """Reshuffle the training order for a new epoch; the cursor goes to its first batch."""
         self.order = torch.randperm(
             len(self.data.train), device=self.device, generator=self.generator
         )
+        self.position = 0
 
     def batch_indices(self, batch: int) -> torch.Tensor:
-        """Training-set indices of batch ``batch`` of the current epoch."""
+        """Training-set indices of batch ``batch`` of the current epoch (a view; training
+        moves through the epoch with the cursor)."""
         b = self.config.train_batch_size
         return self.order[batch * b : (batch + 1) * b]
+
+    @property
+    def current_indices(self) -> torch.Tensor:
+        """Training-set indices of the batch at the cursor."""
+        return self.batch_indices(self.position)
+
+    @property
+    def epoch_done(self) -> bool:
+        """Whether the cursor has passed the epoch's last batch."""
+        return self.position >= self.num_batches
+
+    def advance(self) -> bool:
+        """Move the cursor to the next batch; returns whether the epoch's batches are used up."""
+        self.position += 1
+        return self.epoch_done
 
     def end_epoch(self) -> None:
         self.scheduler.step()
@@ -278,8 +302,9 @@ class AuxLearner:
         start = time.perf_counter()
         self.begin_epoch()
         totals: dict[str, torch.Tensor] = {}
-        for batch in range(self.num_batches):
-            idx = self.batch_indices(batch)
+        while not self.epoch_done:
+            idx = self.current_indices
+            self.advance()
             x = self.batch_inputs(idx)
             targets, weights = (None, None) if labeller is None else labeller(idx, x)
             for key, value in self.train_batch(idx, targets, weights, inputs=x).items():
@@ -330,13 +355,19 @@ class AuxLearner:
         return {**state, "epoch": self.epoch}
 
     def state_dict(self) -> dict[str, Any]:
-        """A checkpoint of the run: the :meth:`snapshot` plus the data-order generator."""
-        return {**self.snapshot(), "generator": self.generator.get_state(), "order": self.order}
+        """A checkpoint of the run: the :meth:`snapshot` plus the data order and cursor."""
+        return {
+            **self.snapshot(),
+            "generator": self.generator.get_state(),
+            "order": self.order,
+            "position": self.position,
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.restore(state)
         self.generator.set_state(state["generator"])
         self.order = state["order"].to(self.device)
+        self.position = state["position"]
 
     def restore(self, snapshot: dict[str, Any]) -> None:
         """Return exactly to a :meth:`snapshot` (the data-order generator keeps running)."""

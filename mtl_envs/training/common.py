@@ -38,39 +38,6 @@ def make_optimizer(
     return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay, foreach=True)
 
 
-def rng_state() -> dict[str, Any]:
-    """The global RNG states (Python, NumPy, torch CPU and CUDA) for a checkpoint."""
-    import random
-
-    import numpy as np
-
-    # NumPy's legacy state holds its Mersenne Twister keys as an ndarray, which a checkpoint
-    # loaded with ``weights_only=True`` may not contain: store them as a list of ints.
-    name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
-    state = {
-        "python": random.getstate(),
-        "numpy": (name, keys.tolist(), int(pos), int(has_gauss), float(cached_gaussian)),
-        "torch": torch.get_rng_state(),
-    }
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` returned."""
-    import random
-
-    import numpy as np
-
-    random.setstate(state["python"])
-    name, keys, pos, has_gauss, cached_gaussian = state["numpy"]
-    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached_gaussian))
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
 def snapshot_state(**parts: Any) -> dict[str, Any]:
     """Deep copies of the ``state_dict()`` of each part (modules, optimisers, schedulers)."""
     return {name: copy.deepcopy(part.state_dict()) for name, part in parts.items()}

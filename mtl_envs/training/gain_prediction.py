@@ -21,10 +21,11 @@ from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import SplineTransformer
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.affinity import group_affinity
 from mtl_envs.training.group_trainer import group_name
+from mtl_envs.training.grouping import Group
 
-Group = tuple[int, ...]
 ALPHAS = (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
@@ -68,7 +69,7 @@ class ETAPPredictor:
         """Fit on training groups (of two or more tasks) with their measured gains."""
         z, codes, keys = self._rows(groups)
         if len(keys) < 4:
-            raise ValueError(
+            raise ConfigError(
                 f"ETAP needs training groups with at least 4 (group, task) rows; got {len(keys)}."
             )
         y = np.array([gains[g][t] for g, t in keys])
@@ -94,7 +95,7 @@ class ETAPPredictor:
         group_ids = np.unique([group_name(g) for g, _ in keys], return_inverse=True)[1]
         num_groups = int(group_ids.max()) + 1 if len(keys) else 0
         if num_groups < 2:
-            raise ValueError(
+            raise ConfigError(
                 f"ETAP's cross-validation needs 2 or more training groups; got {num_groups}."
             )
         splitter = GroupKFold(n_splits=min(5, num_groups), shuffle=True, random_state=self.seed)
@@ -144,7 +145,7 @@ def etap_selection(
 
     multi = [g for g in candidates if len(g) > 1]
     if not 1 <= train_groups <= len(multi):
-        raise ValueError(f"`train_groups` must be in [1, {len(multi)}]; got {train_groups!r}.")
+        raise ConfigError(f"`train_groups` must be in [1, {len(multi)}]; got {train_groups!r}.")
     rng = np.random.default_rng(seed)
     chosen = [multi[i] for i in rng.choice(len(multi), train_groups, replace=False)]
     model = ETAPPredictor(affinity, seed=seed).fit(chosen, {g: measure(g) for g in chosen})

@@ -18,10 +18,12 @@ from pathlib import Path
 from typing import Any
 
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
+from mtl_envs.errors import ConfigError
+from mtl_envs.io import atomic_write_json, read_json
+from mtl_envs.training.grouping import Group
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
-from mtl_envs.utils import atomic_write_json, check_choice, read_json, resolve_device
+from mtl_envs.utils import check_choice, resolve_device
 
-Group = tuple[int, ...]
 GAIN_SPLITS = ("val", "test")
 
 
@@ -30,6 +32,8 @@ class GroupProtocol:
     """How every group is trained; its hash keys the cache, so results never mix protocols."""
 
     dataset: str = "digits10"
+    dataset_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Options of the dataset reader (``labels_per_task`` of ``digits10``)."""
     backbone: str = "mlp"
     backbone_kwargs: dict[str, Any] = field(default_factory=lambda: {"hidden": [64]})
     head_hidden: int = 32
@@ -39,12 +43,16 @@ class GroupProtocol:
     epochs: int = 5
 
     def key(self) -> str:
-        text = json.dumps(asdict(self), sort_keys=True)
+        values = asdict(self)
+        if not values["dataset_kwargs"]:  # keys of protocols from before the field stay valid
+            del values["dataset_kwargs"]
+        text = json.dumps(values, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
 
     def learner_config(self, data_root: str | None, device: str) -> MultiTaskLearnerConfig:
         return MultiTaskLearnerConfig(
             dataset=self.dataset,
+            dataset_kwargs=dict(self.dataset_kwargs),
             data_root=data_root,
             backbone=self.backbone,
             backbone_kwargs=dict(self.backbone_kwargs),
@@ -96,7 +104,7 @@ class GroupTrainer:
         self.device = str(resolve_device(device))
         self.data_root = data_root
         self.data = dataset or load_multitask_dataset(
-            protocol.dataset, data_root, device=self.device
+            protocol.dataset, data_root, device=self.device, options=protocol.dataset_kwargs
         )
         self.cache = (
             None if cache_dir is None else Path(cache_dir) / protocol.dataset / protocol.key()
@@ -117,7 +125,7 @@ class GroupTrainer:
         check_choice("split", split, GAIN_SPLITS)
         group = tuple(sorted(set(group)))
         if not group or min(group) < 0 or max(group) >= self.num_tasks:
-            raise ValueError(
+            raise ConfigError(
                 f"`group` must be a non-empty set of task ids in [0, {self.num_tasks}); "
                 f"got {group!r}."
             )
@@ -177,7 +185,7 @@ def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
     table = read_json(path)
     for key in ("gains", "protocol", "affinity", "task_names"):
         if key not in table:
-            raise ValueError(f"{path} is not a gain table: missing key {key!r}.")
+            raise ConfigError(f"{path} is not a gain table: missing key {key!r}.")
     table.setdefault("path", str(path))
     return table
 
@@ -186,7 +194,7 @@ def _table_part(table: dict[str, Any], split: str, what: str) -> dict[str, Any]:
     check_choice("split", split, GAIN_SPLITS)
     key = what if split == "test" else f"val_{what}"
     if key not in table:
-        raise ValueError(
+        raise ConfigError(
             f"Gain table {table.get('path', table.get('dataset'))!r} holds no {split} {what}; "
             "rebuild it with scripts/build_gain_table.py."
         )

@@ -20,9 +20,11 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.utils import check_choice
 
 Group = tuple[int, ...]
+"""A task group: sorted task indices (the one definition of the alias)."""
 OBJECTIVES = ("etap", "fallback")
 
 
@@ -84,7 +86,7 @@ def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]
     selection found.
     """
     if budget < 1:
-        raise ValueError(f"`budget` must be a positive int; got {budget!r}.")
+        raise ConfigError(f"`budget` must be a positive int; got {budget!r}.")
     kept = undominated(matrix)
     positive = np.maximum(matrix[kept], 0.0)
     order = np.argsort(-positive.sum(axis=1), kind="stable")
@@ -139,13 +141,13 @@ def cover_search(
     from scipy.sparse import csr_matrix
 
     if not isinstance(budget, int) or budget < 1:
-        raise ValueError(f"`budget` must be a positive int; got {budget!r}.")
+        raise ConfigError(f"`budget` must be a positive int; got {budget!r}.")
     n = matrix.shape[1]
     pairs = [(c, t) for c, group in enumerate(candidates) for t in group]
     pc = np.array([c for c, _ in pairs])
     pt = np.array([t for _, t in pairs])
     if set(pt.tolist()) != set(range(n)):
-        raise ValueError("The candidates do not cover every task: no selection is feasible.")
+        raise ConfigError("The candidates do not cover every task: no selection is feasible.")
     num_c, num_p = len(candidates), len(pairs)
     cost = np.concatenate([np.zeros(num_c), -matrix[pc, pt]])
     p_cols = num_c + np.arange(num_p)
@@ -193,7 +195,7 @@ def selection_value(
             best[t] = max(best[t], matrix[c, t])
     if not np.isfinite(best).all():
         missing = np.flatnonzero(~np.isfinite(best)).tolist()
-        raise ValueError(f"The selection does not cover tasks {missing} (ETAP's objective).")
+        raise ConfigError(f"The selection does not cover tasks {missing} (ETAP's objective).")
     return float(best.sum())
 
 

@@ -11,6 +11,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from mtl_envs.errors import ConfigError
+
 
 def hierarchy_mask(
     primary_labels: torch.Tensor, hierarchy_factor: int, num_primary: int
@@ -60,7 +62,9 @@ def auxiliary_targets(
         inside = mask.gather(1, labels[:, None])
         uniform = masked_softmax(torch.zeros_like(one_hot), mask)
         return torch.where(inside, one_hot, uniform)
-    raise ValueError(f"`label_space` must be one of ['hierarchical', 'flat']; got {label_space!r}.")
+    raise ConfigError(
+        f"`label_space` must be one of ['hierarchical', 'flat']; got {label_space!r}."
+    )
 
 
 def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -> torch.Tensor:

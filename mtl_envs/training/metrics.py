@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from mtl_envs.errors import ConfigError
+
 
 def confusion_matrix(pred: torch.Tensor, target: torch.Tensor, num_classes: int) -> torch.Tensor:
     """(num_classes, num_classes) counts, rows = true class, columns = predicted class."""
@@ -55,5 +57,5 @@ def delta_m(method: dict[str, float], reference: dict[str, float]) -> float:
         sign = -1.0 if HIGHER_IS_BETTER[parts[-1]] else 1.0
         terms.append(sign * (method[key] - base) / base)
     if not terms:
-        raise ValueError("No per-task metrics in common between the method and the reference.")
+        raise ConfigError("No per-task metrics in common between the method and the reference.")
     return 100.0 * sum(terms) / len(terms)

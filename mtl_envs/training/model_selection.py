@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.multitask_learner import MultiTaskLearner
 
 PAPER_LEARNING_RATES = (1e-3, 10**-3.5, 1e-4, 10**-4.5)
@@ -36,9 +37,9 @@ class EarlyStopping:
         for name in ("val_every", "patience", "max_epochs"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
         if self.patience % self.val_every:
-            raise ValueError(
+            raise ConfigError(
                 f"`patience` ({self.patience}) must be a multiple of `val_every` "
                 f"({self.val_every})."
             )
@@ -94,7 +95,7 @@ def grid_search(
         summary (point, epochs, best_epoch, best_val).
     """
     if not grid:
-        raise ValueError("`grid` must hold at least one hyperparameter combination.")
+        raise ConfigError("`grid` must hold at least one hyperparameter combination.")
     best: tuple[float, MultiTaskLearner, dict[str, Any]] | None = None
     fits = []
     for point in grid:

@@ -25,6 +25,7 @@ from torch.func import functional_call
 from mtl_envs.data.base import SPLITS
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
 from mtl_envs.data.transforms import Normalize, random_crop_flip
+from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, MultiHeadNet, build_backbone, build_task_network
 from mtl_envs.training.common import OPTIMIZERS, make_optimizer, seeded
 from mtl_envs.training.weighting import LOSS_MODES, Weighting, weighted_objective_terms
@@ -156,18 +157,18 @@ class MultiTaskLearnerConfig:
         for name in ("head_hidden", "scheduler_step_epochs", "batch_size"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
         for name in ("lr", "momentum", "weight_decay", "scheduler_gamma"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ValueError(f"`{name}` must be a non-negative number; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a non-negative number; got {value!r}.")
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("loss", self.loss, LOSS_MODES)
         check_choice("batching", self.batching, BATCHING)
         if self.model is not None:
             check_choice("model", self.model, TASK_NETWORKS)
         if self.aggregator is not None and self.aggregator not in AGGREGATORS:
-            raise ValueError(
+            raise ConfigError(
                 f"`aggregator` must be None or one of {list(AGGREGATORS)}; got "
                 f"{self.aggregator!r}.{suggest(str(self.aggregator), AGGREGATORS)}"
             )
@@ -227,7 +228,7 @@ class MultiTaskLearner:
             )
         self.data = dataset.to(self.device)
         if config.model is not None and self.data.is_image:
-            raise ValueError(
+            raise ConfigError(
                 f"`model={config.model!r}` needs feature inputs; dataset {self.data.name!r} holds "
                 "images (use model=None with an image backbone)."
             )
@@ -253,7 +254,7 @@ class MultiTaskLearner:
             total = sum(len(ix) for ix in self._per_task)
             self._num_batches = max(1, -(-total // (self._k * self.num_tasks)))
         if self._num_batches < 1:
-            raise ValueError(
+            raise ConfigError(
                 f"`batch_size` ({config.batch_size}) exceeds the training split "
                 f"({len(self.data.train)} samples)."
             )
@@ -322,6 +323,10 @@ class MultiTaskLearner:
         self._epoch_loss_sum = torch.zeros(self.num_tasks, device=self.device)
         self._epoch_batches = 0
         self.batches = torch.zeros(0, 0, dtype=torch.long, device=self.device)
+        self.position = 0
+        """The cursor: index, in the epoch's order, of the next batch to train on."""
+        self._pending: tuple[list[torch.Tensor], torch.Tensor | None] | None = None
+        self._pending_rng: torch.Tensor | None = None
         self.train_seconds = 0.0
 
     @property
@@ -350,6 +355,10 @@ class MultiTaskLearner:
             "batches": _batches_to(self.batches, "cpu"),
             "epoch_loss_sum": self._epoch_loss_sum.cpu(),
             "epoch_batches": self._epoch_batches,
+            "position": self.position,
+            # The data-order generator's state before the pending batch's forward: a resumed
+            # run redoes that forward with the same augmentation (replay_pending).
+            "pending_rng": None if self._pending is None else self._pending_rng,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -371,6 +380,8 @@ class MultiTaskLearner:
         self.batches = _batches_to(state["batches"], self.device)
         self._epoch_loss_sum = state["epoch_loss_sum"].to(self.device)
         self._epoch_batches = state["epoch_batches"]
+        self.position = state["position"]
+        self._pending, self._pending_rng = None, state["pending_rng"]
 
     @property
     def lr(self) -> float:
@@ -398,9 +409,72 @@ class MultiTaskLearner:
             self.batches = torch.cat(columns, dim=1)
         self._epoch_loss_sum.zero_()
         self._epoch_batches = 0
+        self.position = 0
 
     def batch_indices(self, batch: int) -> torch.Tensor:
+        """Training indices of batch ``batch`` of the current epoch (a view; training moves
+        through the epoch with the cursor, :meth:`next_indices`)."""
         return self.batches[batch]
+
+    @property
+    def epoch_done(self) -> bool:
+        """Whether the cursor has passed the epoch's last batch."""
+        return self.position >= self.num_batches
+
+    def next_indices(self) -> torch.Tensor:
+        """The training indices of the batch at the cursor; advances the cursor."""
+        if self.epoch_done:
+            raise RuntimeError("The epoch's batches are used up; call end_epoch().")
+        indices = self.batches[self.position]
+        self.position += 1
+        return indices
+
+    # ------------------------------------------------------------- IGB's step split
+    def forward_pending(self) -> torch.Tensor:
+        """Forward the batch at the cursor and keep its graph for :meth:`apply_pending`.
+
+        IGB's agent observes the losses L_t of the batch its weights then train on, and is
+        rewarded with the next batch's losses after the update: each env step applies the
+        pending batch and forwards the next one. Returns the detached task losses (n,).
+        """
+        if self.epoch_done:
+            raise RuntimeError("No batch at the cursor; call begin_epoch().")
+        self._pending_rng = self.generator.get_state()
+        losses, features = self.task_losses(self.batches[self.position])
+        self._pending = (losses, features)
+        return torch.stack(losses).detach()
+
+    def apply_pending(self, weights: torch.Tensor | None) -> tuple[torch.Tensor, bool]:
+        """Update on the pending batch with ``weights`` and advance the cursor; where that
+        ends the epoch, close it (:meth:`end_epoch`) and draw the next one.
+
+        Returns the batch's detached task losses and whether an epoch ended.
+        """
+        if self._pending is None:
+            raise RuntimeError("No pending batch; call forward_pending() first.")
+        (losses, features), self._pending = self._pending, None
+        detached = self.apply(losses, features, weights)
+        self.position += 1
+        ended = self.epoch_done
+        if ended:
+            self.end_epoch()
+            self.begin_epoch()
+        return detached, ended
+
+    def replay_pending(self) -> torch.Tensor:
+        """After :meth:`load_state_dict` of a run saved between two steps: redo the pending
+        batch's forward with the same augmentation draw. BatchNorm's running statistics
+        already count that forward, so the saved ones are put back (by rebinding: the new
+        graph holds the updated tensors)."""
+        if self._pending_rng is None:
+            raise RuntimeError("The loaded state has no pending batch to replay.")
+        self.generator.set_state(self._pending_rng)
+        saved = {name: b.clone() for name, b in self.net.named_buffers()}
+        current = self.forward_pending()
+        for name, value in saved.items():
+            module, _, attr = name.rpartition(".")
+            setattr(self.net.get_submodule(module), attr, value)
+        return current
 
     def end_epoch(self) -> None:
         """Record the epoch's mean task losses; after the second epoch they become L_base."""
@@ -494,7 +568,7 @@ class MultiTaskLearner:
             sums = torch.zeros(self.num_tasks, device=self.device).index_add(0, task, per_sample)
             return list((sums / count).unbind()), None
         if shared is not None and self.config.model is not None:
-            raise ValueError("`shared` parameters need a shared encoder (model=None).")
+            raise ConfigError("`shared` parameters need a shared encoder (model=None).")
         if self.config.model is not None:
             outputs, features = self._task_network_outputs(x), None
         else:
@@ -593,8 +667,8 @@ class MultiTaskLearner:
         warm-up draws random ones); without it the learner's weighting rule decides.
         """
         self.begin_epoch()
-        for b in range(self.num_batches):
-            losses, features = self.task_losses(self.batch_indices(b))
+        while not self.epoch_done:
+            losses, features = self.task_losses(self.next_indices())
             w = None if weights is None else weights(torch.stack(losses).detach())
             self.apply(losses, features, w)
         mean = (self._epoch_loss_sum / max(self._epoch_batches, 1)).tolist()

@@ -6,13 +6,12 @@ LossWeighting env supplies weights from the agent's action instead.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 from torch import nn
 
-if TYPE_CHECKING:
-    from mtl_envs.training.multitask_learner import MultiTaskLearner
+from mtl_envs.errors import ConfigError
 
 LOSS_MODES = ("sum", "log")
 
@@ -30,12 +29,23 @@ def weighted_objective_terms(
         return weights * losses
     if loss_mode == "log":
         return weights * torch.log(losses.clamp_min(1e-12))
-    raise ValueError(f"`loss` must be one of {list(LOSS_MODES)}; got {loss_mode!r}.")
+    raise ConfigError(f"`loss` must be one of {list(LOSS_MODES)}; got {loss_mode!r}.")
 
 
 def softmax_weights(scores: torch.Tensor) -> torch.Tensor:
     """``n * softmax(scores)``: positive weights that sum to the number of tasks n."""
     return scores.numel() * torch.softmax(scores, dim=-1)
+
+
+class LearnerState(Protocol):
+    """What a weighting rule may read of the learner that calls it."""
+
+    base_losses: torch.Tensor | None
+    """L_base, the second epoch's mean task losses (IGB), once known."""
+    loss_history: list[torch.Tensor]
+    """Mean task losses of every finished epoch."""
+    generator: torch.Generator
+    """The run's seeded generator (random rules draw from it)."""
 
 
 def random_weights(
@@ -59,7 +69,7 @@ class Weighting(nn.Module):
     def reset(self, num_tasks: int) -> None:
         """Prepare for a fresh run with ``num_tasks`` tasks (create or zero parameters)."""
 
-    def weights(self, losses: torch.Tensor, learner: MultiTaskLearner) -> torch.Tensor:
+    def weights(self, losses: torch.Tensor, learner: LearnerState) -> torch.Tensor:
         """Task weights (n,) for the batch whose detached task losses are ``losses``."""
         raise NotImplementedError
 

@@ -38,8 +38,10 @@ from typing import Any
 
 import yaml
 
-from mtl_envs.experiment import RunConfig, apply_overrides
-from mtl_envs.utils import atomic_write_json, config_from_dict, suggest
+from harness.config import RunConfig, apply_overrides
+from mtl_envs.errors import ConfigError
+from mtl_envs.io import atomic_write_json
+from mtl_envs.utils import config_from_dict, suggest
 
 BACKENDS = ("local", "ray")
 GRID_KEYS = ("method", "seeds", "env_id", "overrides")
@@ -62,22 +64,22 @@ class SweepConfig:
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
-            raise ValueError(
+            raise ConfigError(
                 f"`backend` must be one of {list(BACKENDS)}; got {self.backend!r}."
                 f"{suggest(str(self.backend), BACKENDS)}"
             )
         for name in ("workers", "threads_per_run"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
         for key in self.grid:
             if key not in GRID_KEYS:
-                raise ValueError(
+                raise ConfigError(
                     f"Unknown grid key {key!r}.{suggest(key, GRID_KEYS)} Valid: {list(GRID_KEYS)}."
                 )
         unknown = set(self.ray) - {"address", "num_cpus", "num_gpus"}
         if unknown:
-            raise ValueError(
+            raise ConfigError(
                 f"Unknown `ray` keys {sorted(unknown)}; valid: address, num_cpus, num_gpus."
             )
 
@@ -88,7 +90,7 @@ class SweepConfig:
             raise FileNotFoundError(f"Sweep file {str(path)!r} does not exist.")
         values = yaml.safe_load(path.read_text()) or {}
         if not isinstance(values, dict):
-            raise ValueError(f"Sweep file {str(path)!r} must be a YAML mapping.")
+            raise ConfigError(f"Sweep file {str(path)!r} must be a YAML mapping.")
         values = apply_overrides(values, overrides)
         if isinstance(values.get("base"), str):
             base = Path(values["base"])
@@ -118,7 +120,7 @@ class RunSpec:
 def _as_list(value: Any, name: str) -> list[Any]:
     values = value if isinstance(value, list) else [value]
     if not values:
-        raise ValueError(f"Grid `{name}` must not be empty.")
+        raise ConfigError(f"Grid `{name}` must not be empty.")
     return values
 
 
@@ -139,7 +141,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     env_ids = _as_list(grid.get("env_id", base.get("env_id", RunConfig.env_id)), "env_id")
     overrides = _as_list(grid.get("overrides", [{}]), "overrides")
     if not all(isinstance(o, dict) for o in overrides):
-        raise ValueError("Grid `overrides` must be a list of mappings of dotted keys to values.")
+        raise ConfigError("Grid `overrides` must be a list of mappings of dotted keys to values.")
     runs = []
     for env_id, override, method, seed in itertools.product(env_ids, overrides, methods, seeds):
         variant = _variant_name(override) if override else None
@@ -154,7 +156,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         runs.append(RunSpec(key, values))
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
-        raise ValueError("The grid repeats a run (duplicate methods, seeds or env ids).")
+        raise ConfigError("The grid repeats a run (duplicate methods, seeds or env ids).")
     return runs
 
 
@@ -169,14 +171,14 @@ def execute(spec_key: str, config_values: dict[str, Any], marker_dir: str, threa
     """
     import torch
 
-    from agents.cli import resolve_method
+    from harness.registry import resolve
 
     torch.set_num_threads(threads)
     markers = Path(marker_dir)
     start = time.perf_counter()
     try:
         config = RunConfig.from_dict(config_values)
-        runner = resolve_method(config.methods[0])
+        runner = resolve(config.env_id, config.methods[0])
         runner(config, config.seeds[0])
     except Exception as err:  # one failing run must not stop the sweep
         atomic_write_json(

@@ -12,37 +12,13 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
 from typing import Any
 
-from agents import AGENTS
-from mtl_envs.experiment import (
-    RunConfig,
-    apply_overrides,
-    default_metric,
-    format_table,
-    load_results,
-    plot_summary,
-    summarize,
-)
-from mtl_envs.utils import lookup
-
-
-def method_names() -> list[str]:
-    from baselines import BASELINES
-
-    return sorted({*AGENTS, *BASELINES})
-
-
-def resolve_method(name: str) -> Callable[[RunConfig, int], dict[str, Any]]:
-    """The ``run(config, seed)`` function of an agent or a baseline."""
-    from baselines import BASELINES
-
-    if name in AGENTS:
-        from agents.train import agent_runner
-
-        return agent_runner(name)
-    return lookup({**BASELINES, **dict.fromkeys(AGENTS)}, name, kind="method")
+from harness.compare import format_table, plot_summary, summarize
+from harness.config import RunConfig, apply_overrides
+from harness.registry import methods_for, resolve
+from harness.results import default_metric, load_results
+from mtl_envs.errors import ConfigError
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -67,7 +43,11 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("datasets:  " + ", ".join(DATASETS))
     print("multi-task datasets: " + ", ".join(MULTITASK_DATASETS))
     print("backbones: " + ", ".join(BACKBONES))
-    print("methods:   " + ", ".join(method_names()))
+    from mtl_envs.families import FAMILIES
+
+    print("methods:")
+    for family in FAMILIES:
+        print(f"  {family}: " + ", ".join(methods_for(family)))
 
 
 def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
@@ -75,7 +55,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.data_root is not None:
         overrides.append(f"env_kwargs.data_root={args.data_root}")
     config = RunConfig.from_file(args.config, overrides)
-    runners = {m: resolve_method(m) for m in config.methods}  # fail fast on a bad name
+    runners = {m: resolve(config.env_id, m) for m in config.methods}  # fail fast on a bad name
     results = []
     for method, runner in runners.items():
         for seed in config.seeds:
@@ -93,7 +73,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
-    from agents.sweep import SweepConfig, run_sweep
+    from harness.sweep import SweepConfig, run_sweep
 
     overrides = list(args.overrides)
     if args.data_root is not None:
@@ -114,7 +94,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
 
 def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
     from harness.probe import format_probe, probe
-    from mtl_envs.utils import atomic_write_json
+    from mtl_envs.io import atomic_write_json
 
     env_kwargs = apply_overrides({}, args.overrides)
     if args.data_root is not None:
@@ -213,9 +193,10 @@ def main(argv: list[str] | None = None) -> int:
             "compare": cmd_compare,
         }
         commands[args.command](args)
-    except (KeyError, ValueError, TypeError, FileNotFoundError) as err:
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"mtl-envs {args.command}: error: {message}", file=sys.stderr)
+    except (ConfigError, FileNotFoundError) as err:
+        # Bad input (a name, a value, a key, a missing file) is one line; anything else is a
+        # bug and keeps its traceback.
+        print(f"mtl-envs {args.command}: error: {err}", file=sys.stderr)
         return 2
     return 0
 

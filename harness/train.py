@@ -1,4 +1,4 @@
-"""Train the RL agent of a config: ``python -m agents.train CONFIG.yaml [key=value ...]``.
+"""Train the RL agent of a config: ``python -m harness.train CONFIG.yaml [key=value ...]``.
 
 The config's ``method`` picks the agent (``ppo`` for AuxLabel ids, ``igbv2`` for LossWeighting
 ids); each seed writes a JSON result, TensorBoard logs and checkpoints under ``output_dir``.
@@ -7,20 +7,12 @@ ids); each seed writes a JSON result, TensorBoard logs and checkpoints under ``o
 
 from __future__ import annotations
 
-import importlib
 import sys
-from collections.abc import Callable
-from typing import Any
 
-from agents import AGENTS
-from mtl_envs.experiment import RunConfig, default_metric
-from mtl_envs.utils import lookup
-
-
-def agent_runner(name: str) -> Callable[[RunConfig, int], dict[str, Any]]:
-    """The ``run(config, seed)`` function of a registered agent."""
-    module, attr = lookup(AGENTS, name, kind="agent").split(":")
-    return getattr(importlib.import_module(module), attr)
+from harness.config import RunConfig
+from harness.registry import METHODS, is_agent, resolve
+from harness.results import default_metric
+from mtl_envs.families import family_of
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -29,9 +21,12 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     config = RunConfig.from_file(argv[0], argv[1:])
-    agents = [m for m in config.methods if m in AGENTS] or config.methods
+    family = family_of(config.env_id).name
+    agents = [
+        m for m in config.methods if (family, m) in METHODS and is_agent(family, m)
+    ] or config.methods
     for name in agents:
-        runner = agent_runner(name)
+        runner = resolve(config.env_id, name)
         for seed in config.seeds:
             result = runner(config, seed)
             metric = default_metric([result])

@@ -1,0 +1,329 @@
+"""Comparisons of results: per-method tables over seeds (mean +- std, IQM with 95% bootstrap
+intervals and the probability of improvement from rliable, normalised scores, Δm and T for
+multi-task results) and plots."""
+
+from __future__ import annotations
+
+import math
+import os
+import warnings
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from harness.results import default_metric
+from mtl_envs.errors import ConfigError
+from mtl_envs.utils import suggest
+
+
+def higher_is_better(metric: str) -> bool:
+    """Accuracy-like scores and gains go up; losses, errors, Δm and times go down."""
+    leaf = metric.rsplit("/", 1)[-1]
+    return leaf.endswith(("accuracy", "precision", "recall", "f1", "gain", "score"))
+
+
+# Bootstrap resamples of the rliable intervals: 2,000 keeps a table under a second.
+BOOTSTRAP_REPS = 2000
+
+
+def interval_estimates(
+    scores: dict[str, list[float]], reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> dict[str, tuple[float, float, float]]:
+    """Interquartile mean over runs with a 95% percentile-bootstrap interval (rliable,
+    Agarwal et al. 2021), per method: ``{method: (iqm, low, high)}``; one task, so the
+    stratified bootstrap resamples runs."""
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    arrays = {m: np.asarray(v, dtype=float).reshape(-1, 1) for m, v in scores.items()}
+    with warnings.catch_warnings():
+        # arch (rliable's bootstrap) warns that RandomState seeding is deprecated.
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            arrays,
+            lambda x: np.array([rly_metrics.aggregate_iqm(x)]),
+            reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
+    return {
+        m: (float(point[m][0]), float(interval[m][0, 0]), float(interval[m][1, 0])) for m in arrays
+    }
+
+
+def improvement_probability(
+    x: list[float], y: list[float], higher: bool = True, reps: int = BOOTSTRAP_REPS, seed: int = 0
+) -> tuple[float, float, float]:
+    """P(X > Y) (Mann-Whitney; ties count half) of a run of X beating one of Y, with a 95%
+    bootstrap interval (rliable); ``higher=False`` compares ``-x`` with ``-y``."""
+    from rliable import library as rly
+    from rliable import metrics as rly_metrics
+
+    sign = 1.0 if higher else -1.0
+    pair = [sign * np.asarray(x, float).reshape(-1, 1), sign * np.asarray(y, float).reshape(-1, 1)]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"pair": pair},
+            rly_metrics.probability_of_improvement,
+            reps=reps,
+            random_state=np.random.RandomState(seed),
+        )
+    return _scalar(point["pair"]), _scalar(interval["pair"][0]), _scalar(interval["pair"][1])
+
+
+def _scalar(value: Any) -> float:
+    return float(np.ravel(value)[0])
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, 0.0
+    return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
+
+
+def summarize(
+    results: list[dict[str, Any]],
+    metric: str | None = None,
+    which: str = "final",
+    baseline: str | None = None,
+) -> list[dict[str, Any]]:
+    """Per (env_id, method): mean and std over seeds of ``metric``, wall time, and for
+    multi-task results Δm against ``stl`` (IGB eq. 5) and T, the training time relative to
+    ``ew`` on the same seed; per-task means when there are at most 10 tasks.
+
+    With 3 or more seeds a row also holds the interquartile mean with its 95% bootstrap
+    interval (``iqm``, ``iqm_low``, ``iqm_high``), and, against ``baseline`` (default:
+    ``random`` if present, else ``stl``), the probability that a run of the method beats a
+    run of the baseline (``p_improve`` with ``p_low``, ``p_high``). ``oracle`` marks methods
+    whose results say they read test data.
+    """
+    from mtl_envs.training.metrics import delta_m
+
+    if which not in ("final", "best"):
+        raise ConfigError(f"`which` must be one of ['final', 'best']; got {which!r}.")
+    metric = metric or default_metric(results, which)
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        # A result's "setting" (a grouping budget, with/without metadata) and "variant" (a
+        # sweep's overrides) split one env id into several rows.
+        env = " ".join(str(x) for x in (r["env_id"], r.get("setting"), r.get("variant")) if x)
+        groups[(env, r["method"])].append(r)
+    rows = []
+    for (env_id, method), runs in sorted(groups.items()):
+        available = sorted(runs[0][which])
+        if metric not in runs[0][which]:
+            raise ConfigError(
+                f"Unknown metric {metric!r}.{suggest(metric, available)} Valid: {available}."
+            )
+        mean, std = _mean_std([float(r[which][metric]) for r in runs])
+        row: dict[str, Any] = {
+            "env_id": env_id,
+            "method": method,
+            "metric": metric,
+            "mean": mean,
+            "std": std,
+            "sem": std / math.sqrt(len(runs)),
+            "n": len(runs),
+            "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs),
+        }
+        stl = {r["seed"]: r for r in groups.get((env_id, "stl"), [])}
+        ew = {r["seed"]: r for r in groups.get((env_id, "ew"), [])}
+        deltas = []
+        for r in runs:
+            if r["seed"] in stl:
+                try:
+                    test_only = {
+                        k: v for k, v in stl[r["seed"]][which].items() if k.startswith("test/")
+                    }
+                    deltas.append(delta_m(r[which], test_only))
+                except ValueError:
+                    break  # single-task results (AuxLabel): no per-task metrics
+        if deltas:
+            row["delta_m"], row["delta_m_std"] = _mean_std(deltas)
+        ratios = [
+            r["train_time_s"] / ew[r["seed"]]["train_time_s"]
+            for r in runs
+            if r["seed"] in ew and r.get("train_time_s") and ew[r["seed"]].get("train_time_s")
+        ]
+        if ratios and method != "stl":
+            row["T"] = sum(ratios) / len(ratios)
+        suffix = metric.rsplit("_", 1)[-1] if metric.split("/")[-1].startswith("mean_") else None
+        tasks = sorted(
+            {
+                k.split("/")[1]
+                for k in runs[0][which]
+                if suffix and k.count("/") == 2 and k.endswith("/" + suffix)
+            }
+        )
+        if 0 < len(tasks) <= 10:
+            row["tasks"] = {
+                t: _mean_std([float(r[which][f"test/{t}/{suffix}"]) for r in runs])[0]
+                for t in tasks
+            }
+        row["oracle"] = any(bool(r.get("oracle")) for r in runs)
+        row["values"] = [float(r[which][metric]) for r in runs]
+        rows.append(row)
+    _add_intervals(rows, baseline)
+    return rows
+
+
+def _add_normalized(row: dict[str, Any]) -> None:
+    """The IQM and its interval on the env id's reference scale (random 0, best 1), where
+    the package has reference scores for this id and metric."""
+    from mtl_envs.scores import normalized_score, reference_ids, reference_scores
+
+    env_id = row["env_id"].split(" ")[0]
+    if env_id not in reference_ids() or reference_scores(env_id)["metric"] != row["metric"]:
+        return
+    row["normalized"] = [normalized_score(env_id, row[k]) for k in ("iqm", "iqm_low", "iqm_high")]
+
+
+def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
+    """IQM intervals per row and P(improvement) over the env's baseline row (3+ seeds)."""
+    by_env: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
+    for row in rows:
+        by_env[row["env_id"]][row["method"]] = row
+    for methods in by_env.values():
+        enough = {m: r["values"] for m, r in methods.items() if len(r["values"]) >= 3}
+        if not enough:
+            continue
+        for m, (iqm, low, high) in interval_estimates(enough).items():
+            methods[m].update(iqm=iqm, iqm_low=low, iqm_high=high)
+            _add_normalized(methods[m])
+        reference = baseline or next((b for b in ("random", "stl") if b in enough), None)
+        if reference not in enough:
+            continue
+        higher = higher_is_better(methods[reference]["metric"])
+        for m, values in enough.items():
+            if m == reference:
+                continue
+            p, low, high = improvement_probability(values, enough[reference], higher)
+            methods[m].update(p_improve=p, p_low=low, p_high=high, baseline=reference)
+
+
+SPREADS = ("std", "sem")
+
+
+def method_label(row: dict[str, Any]) -> str:
+    """The method's name, marked when it read test data."""
+    return f"{row['method']} [oracle]" if row.get("oracle") else row["method"]
+
+
+def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
+    """A plain-text table: env, method, mean +- spread (standard deviation over seeds, or
+    ``"sem"``, the standard error), per-task means, Δm, T, seeds, wall time."""
+    if spread not in SPREADS:
+        raise ConfigError(f"`spread` must be one of {list(SPREADS)}; got {spread!r}.")
+    if not rows:
+        return "(no results)"
+    metric = rows[0]["metric"]
+    percent = metric.endswith(("accuracy", "precision", "recall", "f1"))
+    task_names = sorted({t for r in rows for t in r.get("tasks", {})})
+    header = ["env_id", "method", f"{metric} (mean +- {spread})"]
+    if any("iqm" in r for r in rows):
+        header.append("IQM [95% CI]")
+    if any("normalized" in r for r in rows):
+        header.append("normalized IQM [95% CI]")
+    if any("p_improve" in r for r in rows):
+        reference = next(r["baseline"] for r in rows if "baseline" in r)
+        header.append(f"P(> {reference}) [95% CI]")
+    header += task_names
+    if any("delta_m" in r for r in rows):
+        header.append("Δm % (lower better)")
+    if any("T" in r for r in rows):
+        header.append("T")
+    header += ["seeds", "wall time (s)"]
+
+    def fmt(v: float) -> str:
+        return f"{100 * v:.2f}" if percent else f"{v:.4f}"
+
+    body = []
+    for r in rows:
+        cells = [r["env_id"], method_label(r), f"{fmt(r['mean'])} +- {fmt(r[spread])}"]
+        if "IQM [95% CI]" in header:
+            has = "iqm" in r
+            cells.append(
+                f"{fmt(r['iqm'])} [{fmt(r['iqm_low'])}, {fmt(r['iqm_high'])}]" if has else ""
+            )
+        if "normalized IQM [95% CI]" in header:
+            n = r.get("normalized")
+            cells.append(f"{n[0]:.2f} [{n[1]:.2f}, {n[2]:.2f}]" if n else "")
+        if any(h.startswith("P(> ") for h in header):
+            has = "p_improve" in r
+            cells.append(
+                f"{r['p_improve']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]" if has else ""
+            )
+        cells += [fmt(r["tasks"][t]) if t in r.get("tasks", {}) else "" for t in task_names]
+        if "Δm % (lower better)" in header:
+            cells.append(f"{r['delta_m']:+.2f} +- {r['delta_m_std']:.2f}" if "delta_m" in r else "")
+        if "T" in header:
+            cells.append(f"{r['T']:.2f}" if "T" in r else "")
+        cells += [str(r["n"]), f"{r['wall_time_s']:.1f}"]
+        body.append(cells)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
+    line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, body)])
+
+
+def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
+    """Bar chart per env id, saved as PNG: Δm (%, lower is better) with its std over seeds
+    where multi-task results have it (the STL reference itself is left out), otherwise the
+    headline metric per method: its IQM with the 95% bootstrap interval where there are 3 or
+    more seeds, else mean +- std. Oracle methods (which read test data) are hatched grey and
+    labelled."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    envs = sorted({r["env_id"] for r in rows})
+    fig, axes = plt.subplots(1, len(envs), figsize=(max(4, 1.3 * len(rows) + 2), 4), squeeze=False)
+    for ax, env_id in zip(axes[0], envs):
+        sub = [r for r in rows if r["env_id"] == env_id]
+        with_dm = [r for r in sub if "delta_m" in r and r["method"] != "stl"]
+        if with_dm:
+            values = [r["delta_m"] for r in with_dm]
+            errors = [r["delta_m_std"] for r in with_dm]
+            names, label = [method_label(r) for r in with_dm], "Δm % vs STL (lower is better)"
+            ax.axhline(0.0, color="black", linewidth=0.8)
+        else:
+            with_dm = sub
+            values = [r.get("iqm", r["mean"]) for r in sub]
+            errors = np.array(
+                [
+                    [r["iqm"] - r["iqm_low"], r["iqm_high"] - r["iqm"]]
+                    if "iqm" in r
+                    else [r["std"], r["std"]]
+                    for r in sub
+                ]
+            ).T
+            names = [method_label(r) for r in sub]
+            has_iqm = any("iqm" in r for r in sub)
+            label = rows[0]["metric"] + (" (IQM, 95% CI)" if has_iqm else " (mean +- std)")
+            # One scale for every panel, so bars of different env ids compare by eye.
+            lo = min(min(r.get("iqm_low", r["mean"] - r["std"]), r["mean"]) for r in rows)
+            hi = max(max(r.get("iqm_high", r["mean"] + r["std"]), r["mean"]) for r in rows)
+            pad = max(0.01, 0.15 * (hi - lo))
+            ax.set_ylim(lo - pad if lo < 0 else max(0.0, lo - pad), hi + pad)
+        oracle = [bool(r.get("oracle")) for r in with_dm]
+        bars = ax.bar(names, values, yerr=errors, capsize=4, color="tab:blue")
+        for bar, is_oracle in zip(bars, oracle):
+            if is_oracle:
+                bar.set_color("lightgrey")
+                bar.set_hatch("//")
+                bar.set_edgecolor("dimgrey")
+        ax.set_title(env_id)
+        ax.set_ylabel(label)
+        for tick in ax.get_xticklabels():
+            tick.set_rotation(30)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path

@@ -1,0 +1,105 @@
+"""Run configs: an env id with its kwargs, methods, seeds and epochs, read from YAML with
+``key=value`` overrides; unknown keys are errors that suggest the closest valid one."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from mtl_envs.errors import ConfigError
+from mtl_envs.utils import config_from_dict
+
+
+@dataclass
+class RunConfig:
+    """One experiment: an env id with its kwargs, one or more methods, seeds and epochs."""
+
+    method: str | list[str] = "ppo"
+    """Method name(s): ``ppo`` or a baseline (``mtl-envs list`` shows them)."""
+    env_id: str = "AuxLabel-Digits-v0"
+    """Registered environment id; baselines train the same learner the env would build."""
+    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Overrides of the env's constructor arguments (dataset, backbone, lr, ...)."""
+    seeds: list[int] = field(default_factory=lambda: [0])
+    epochs: int = 10
+    """Main-network training epochs (for PPO: alternating agent/main cycles, appendix B)."""
+    output_dir: str = "results"
+    """Results land in ``output_dir/<env_id>/<method>/seed<k>/``."""
+    tensorboard: bool = True
+    progress: bool = True
+    """Show tqdm progress bars."""
+    agent: dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of the SB3 algorithm (learning_rate, n_steps, ...)."""
+    policy: dict[str, Any] = field(default_factory=dict)
+    """Feature extractor settings for the agent: backbone, image_features, backbone_kwargs."""
+    method_kwargs: dict[str, Any] = field(default_factory=dict)
+    """Extra options of a baseline method."""
+    variant: str | None = None
+    """A label that keeps this run's rows apart in comparisons (a sweep's override set)."""
+    resume: bool = False
+    """Continue from the run's checkpoint if there is one; a finished run is not redone."""
+    checkpoint_every: int = 1
+    """Epochs between checkpoints (0: none). A checkpoint holds the whole training state."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.method, str):
+            self.method = [self.method]
+        if isinstance(self.seeds, int):
+            self.seeds = [self.seeds]
+        if not isinstance(self.epochs, int) or self.epochs < 1:
+            raise ConfigError(f"`epochs` must be a positive int; got {self.epochs!r}.")
+        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+            raise ConfigError(
+                f"`checkpoint_every` must be an int >= 0; got {self.checkpoint_every!r}."
+            )
+        if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
+            raise ConfigError(f"`seeds` must be a non-empty list of ints; got {self.seeds!r}.")
+
+    @property
+    def methods(self) -> list[str]:
+        return list(self.method)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
+        """Read a YAML config and apply ``key=value`` overrides (dotted keys reach nested dicts)."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+        with open(path) as f:
+            values = yaml.safe_load(f) or {}
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"Config {str(path)!r} must be a YAML mapping; got {type(values).__name__}."
+            )
+        return cls.from_dict(apply_overrides(values, overrides))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> RunConfig:
+        return config_from_dict(cls, values)
+
+
+def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` strings to a nested dict; values are parsed as YAML scalars/lists."""
+    values = json.loads(json.dumps(values))  # deep copy of plain data
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"Override {item!r} must look like key=value (e.g. epochs=3).")
+        key, raw = item.split("=", 1)
+        target = values
+        *parents, leaf = key.strip().split(".")
+        for parent in parents:
+            target = target.setdefault(parent, {})
+            if not isinstance(target, dict):
+                raise ConfigError(f"Override {item!r}: {parent!r} is not a mapping.")
+        target[leaf] = yaml.safe_load(raw)
+    return values

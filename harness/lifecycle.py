@@ -1,0 +1,191 @@
+"""The run lifecycle every runner goes through: resume or start, checkpoint, finish.
+
+No training logic lives here: callers pass a function that trains one epoch through a
+learner, or, for runners that own their loop (SAC's ``learn``, a search), use the pieces
+(:func:`resume_point`, :func:`save_run`, :func:`restore_run`, :func:`finished_result`).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.config import RunConfig
+from harness.recording import EpochRecorder
+from harness.results import run_dir
+from mtl_envs.errors import ConfigError
+from mtl_envs.io import load_checkpoint, read_json, rng_state, save_checkpoint, set_rng_state
+
+
+def stateless(part: Any) -> Any:
+    """Mark a run part (a labeller) as having no state a resume needs: rebuilding it from the
+    run's seed gives it back whole. Returns ``part``."""
+    part.stateless = True
+    return part
+
+
+class TrainingState:
+    """Named parts of a run (learners, labellers, agents) checkpointed together.
+
+    Every part has ``state_dict``/``load_state_dict``, is ``None`` or is marked
+    :func:`stateless`; anything else is an error, since a part left out of the checkpoint
+    would restart from scratch in a resumed run that still reports itself completed.
+    """
+
+    def __init__(self, **parts: Any):
+        self.parts = {}
+        for name, part in parts.items():
+            if part is None or getattr(part, "stateless", False):
+                continue
+            if not (hasattr(part, "state_dict") and hasattr(part, "load_state_dict")):
+                raise TypeError(
+                    f"Run part {name!r} ({type(part).__name__}) has no state_dict/"
+                    "load_state_dict, so a resumed run would restart it from scratch. Give it "
+                    "both, or mark it stateless(...) if rebuilding it from the seed restores it."
+                )
+            self.parts[name] = part
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: part.state_dict() for name, part in self.parts.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name, part in self.parts.items():
+            part.load_state_dict(state[name])
+
+
+# What steers how runs are executed and stored, not what a run computes.
+RUN_CONTROL_KEYS = frozenset(
+    (
+        "method",
+        "seeds",
+        "output_dir",
+        "tensorboard",
+        "progress",
+        "variant",
+        "resume",
+        "checkpoint_every",
+    )
+)
+
+
+def _comparable(config: RunConfig) -> dict[str, Any]:
+    """The config as result files store it (JSON types), without the run-control keys."""
+    values = json.loads(json.dumps(config.to_dict(), default=str))
+    return {k: v for k, v in values.items() if k not in RUN_CONTROL_KEYS}
+
+
+def check_same_config(config: RunConfig, stored: dict[str, Any] | None, path: Path) -> None:
+    """Refuse to continue or reuse ``path`` when it was made with another config."""
+    if stored is None:
+        raise ConfigError(f"{path} records no config; delete it to start the run over.")
+    current = _comparable(config)
+    differ = [k for k in current if stored.get(k) != current[k]]
+    if differ:
+        detail = "; ".join(f"`{k}` {stored.get(k)!r} there, {current[k]!r} now" for k in differ)
+        raise ConfigError(
+            f"resume=true found {path} from another config ({detail}). Use another "
+            "`output_dir`, or delete it to start the run over."
+        )
+
+
+def finished_result(
+    config: RunConfig, method: str, seed: int, setting: str | None = None
+) -> dict[str, Any] | None:
+    """With ``config.resume``: the run's result if it is written already (and made with this
+    config; another config is an error), else None."""
+    path = run_dir(config, method, seed, setting) / "result.json"
+    if not (config.resume and path.is_file()):
+        return None
+    result = read_json(path)
+    check_same_config(config, result.get("config"), path)
+    return result
+
+
+def resume_point(
+    config: RunConfig, method: str, seed: int
+) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
+    """The run's ``checkpoint.pt`` path and what ``config.resume`` finds: its finished result
+    (the run is done), or the checkpoint's payload (continue from it); None, None otherwise
+    (or without ``resume``): start afresh."""
+    checkpoint = run_dir(config, method, seed) / "checkpoint.pt"
+    if config.resume and checkpoint.is_file():
+        payload = load_checkpoint(checkpoint)
+        check_same_config(config, payload.get("config"), checkpoint)
+        return checkpoint, None, payload
+    return checkpoint, finished_result(config, method, seed), None
+
+
+def save_run(path: Path, epochs: int, state: Any, recorder: EpochRecorder) -> None:
+    """Checkpoint a run after ``epochs`` epochs: the runner's ``state`` (``state_dict``), the
+    recorder's history and the global RNG states."""
+    save_checkpoint(
+        path,
+        {
+            "epoch": epochs,
+            "config": _comparable(recorder.config),
+            "state": state.state_dict(),
+            "recorder": recorder.state_dict(),
+            "rng": rng_state(),
+        },
+    )
+
+
+def restore_run(payload: dict[str, Any], state: Any, recorder: EpochRecorder) -> None:
+    """Load what :func:`save_run` wrote into a freshly built runner."""
+    state.load_state_dict(payload["state"])
+    recorder.load_state_dict(payload["recorder"])
+    set_rng_state(payload["rng"])
+
+
+def run_epochs(
+    *,
+    config: RunConfig,
+    method: str,
+    seed: int,
+    train_epoch: Callable[[int], dict[str, float]],
+    evaluate: Callable[[str], dict[str, float]],
+    extra: dict[str, Any] | None = None,
+    state: Any | None = None,
+) -> dict[str, Any]:
+    """Train ``config.epochs`` epochs, evaluating val and test after each; write the result.
+
+    A run whose losses or metrics turn NaN or infinite stops after that epoch and is written
+    with ``status: "diverged"``; no exception escapes, so a sweep goes on.
+
+    Args:
+        train_epoch: trains epoch ``e`` and returns its training metrics (``train/...``).
+        evaluate: metrics of the current network on a split (``accuracy`` for one task,
+            ``mean_accuracy`` or ``mean_mse`` plus per-task metrics for several).
+        extra: more fields for the result JSON.
+        state: the runner's training state (``state_dict``/``load_state_dict``, e.g. a
+            :class:`TrainingState`). With it the run writes ``checkpoint.pt`` every
+            ``config.checkpoint_every`` epochs (with the global RNG states and the history so
+            far) and ``config.resume`` continues from it; the finished run deletes it.
+    """
+    checkpoint, finished, payload = resume_point(config, method, seed)
+    if finished is not None:
+        return finished
+    if payload is not None and state is None:
+        raise ConfigError(f"{method} cannot resume from {checkpoint}: it keeps no state.")
+    if config.resume and payload is None and state is None:
+        warnings.warn(f"{method} keeps no checkpoint; resume=true starts it over.", stacklevel=2)
+    first = payload["epoch"] if payload else 0
+    recorder = EpochRecorder(config, method, seed, evaluate, first_epoch=first)
+    if payload is not None:
+        restore_run(payload, state, recorder)
+    try:
+        for epoch in range(first, config.epochs):
+            recorder.record(epoch, train_epoch(epoch))
+            if recorder.diverged:
+                break
+            every = config.checkpoint_every
+            if state is not None and every and (epoch + 1) % every == 0:
+                save_run(checkpoint, epoch + 1, state, recorder)
+    finally:
+        recorder.close()
+    result = recorder.finish(extra)
+    checkpoint.unlink(missing_ok=True)
+    return result

@@ -1,0 +1,165 @@
+"""Recording a run: the per-epoch evaluate-log-record cycle, TensorBoard and the result."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from harness.config import RunConfig
+from harness.results import make_result, run_dir
+from mtl_envs.errors import ConfigError
+from mtl_envs.io import atomic_write_json, is_numpy_scalar
+
+
+class TensorBoardLog:
+    """A SummaryWriter that can be switched off; tags are namespaced ``train/``, ``eval/``..."""
+
+    def __init__(self, log_dir: Path | None, purge_step: int | None = None):
+        self.writer = None
+        if log_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            # purge_step drops events a resumed run is about to write again.
+            self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        if self.writer is None:
+            return
+        for tag, value in values.items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+def selection_metric(metrics: dict[str, float]) -> tuple[str, int]:
+    """The validation score that picks the best epoch, and its direction (+1 = higher)."""
+    for key, sign in (("val/accuracy", 1), ("val/mean_accuracy", 1), ("val/mean_mse", -1)):
+        if key in metrics:
+            return key, sign
+    raise ConfigError(f"No validation score among {sorted(metrics)}.")
+
+
+class EpochRecorder:
+    """Evaluate val and test after each epoch, log them, keep the best, write the result.
+
+    For loops that do not train epoch by epoch themselves (an SB3 ``learn`` call spanning a
+    whole run calls :meth:`record` from a callback); :func:`run_epochs` wraps the common case.
+    Training time is the wall time minus the time spent evaluating.
+    """
+
+    def __init__(
+        self,
+        config: RunConfig,
+        method: str,
+        seed: int,
+        evaluate: Callable[[str], dict[str, float]],
+        total_epochs: int | None = None,
+        first_epoch: int = 0,
+    ):
+        from tqdm.auto import tqdm
+
+        self.config, self.method, self.seed, self.evaluate = config, method, seed, evaluate
+        self.out = run_dir(config, method, seed)
+        purge = first_epoch + 1 if first_epoch else None
+        self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None, purge)
+        self.history: list[dict[str, float]] = []
+        self.best: dict[str, Any] = {}
+        self.diverged_epoch: int | None = None
+        self.start = time.perf_counter()
+        self.eval_time = 0.0
+        self.bar = tqdm(
+            total=total_epochs or config.epochs,
+            desc=f"{method} seed {seed}",
+            disable=not config.progress,
+        )
+
+    def record(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
+        """Evaluate after (0-based) ``epoch`` and record it with its training metrics."""
+        tick = time.perf_counter()
+        metrics = dict(train_metrics)
+        for split in ("val", "test"):
+            metrics.update({f"{split}/{k}": v for k, v in self.evaluate(split).items()})
+        # NumPy scalars become Python numbers: the history goes into checkpoints, which hold
+        # only plain data (see save_checkpoint), and into JSON.
+        metrics = {k: v.item() if is_numpy_scalar(v) else v for k, v in metrics.items()}
+        metrics["epoch"] = epoch + 1
+        self.eval_time += time.perf_counter() - tick
+        if self.diverged_epoch is None and not all(
+            math.isfinite(v) for v in metrics.values() if isinstance(v, (int, float))
+        ):
+            self.diverged_epoch = epoch + 1  # NaN/inf losses: the runner stops here
+        self.history.append(metrics)
+        self.tb.scalars(metrics, epoch + 1)
+        key, sign = selection_metric(metrics)
+        if not self.best or sign * metrics[key] > sign * self.best[key]:
+            self.best = dict(metrics)
+        self.bar.update(1)
+        self.bar.set_postfix({key: f"{metrics[key]:.4f}"})
+        return metrics
+
+    @property
+    def diverged(self) -> bool:
+        return self.diverged_epoch is not None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "history": self.history,
+            "best": self.best,
+            "eval_time": self.eval_time,
+            "elapsed": time.perf_counter() - self.start,
+            "diverged_epoch": self.diverged_epoch,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.history, self.best = state["history"], state["best"]
+        self.eval_time, self.diverged_epoch = state["eval_time"], state["diverged_epoch"]
+        self.start = time.perf_counter() - state["elapsed"]
+        self.bar.update(len(self.history))
+
+    def mark_diverged(self, epoch: int) -> None:
+        """Record that training diverged during (1-based) ``epoch`` (e.g. the env said so)."""
+        if self.diverged_epoch is None:
+            self.diverged_epoch = epoch
+
+    def close(self) -> None:
+        self.tb.close()
+        self.bar.close()
+
+    def finish(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Write ``result.json`` atomically and return the result dict.
+
+        ``final`` holds the test metrics after the last epoch, ``best`` those of the epoch
+        with the best validation score (the papers report early-stopped numbers);
+        ``train_time_s`` the time spent training (IGB's T compares it across methods);
+        ``status`` is ``"completed"`` or ``"diverged"`` (with ``diverged_epoch``: a NaN or
+        infinite loss stopped the run, and ``final`` holds that epoch's metrics).
+        """
+        self.close()
+        if not self.history:
+            raise RuntimeError(f"{self.method} seed {self.seed}: no epoch was recorded.")
+        wall = time.perf_counter() - self.start
+        result = make_result(
+            self.config,
+            self.method,
+            self.seed,
+            final={k: v for k, v in self.history[-1].items() if k.startswith("test/")},
+            best={
+                k: v
+                for k, v in self.best.items()
+                if k.startswith(("test/", "val/")) or k == "epoch"
+            },
+            epochs=self.history,
+            wall_time_s=wall,
+            train_time_s=wall - self.eval_time,
+            status="diverged" if self.diverged else "completed",
+            diverged_epoch=self.diverged_epoch,
+            extra=extra,
+        )
+        atomic_write_json(self.out / "result.json", result)
+        return result

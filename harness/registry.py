@@ -1,0 +1,85 @@
+"""The one method registry: (env family, method name) -> the ``run(config, seed)`` that
+trains it and writes its result.
+
+A shared name means one thing per family: ``stl`` is the primary task alone on AuxLabel ids
+and one network per task on LossWeighting ids; ``random`` labels images randomly on AuxLabel
+ids and picks random groups on TaskGrouping ids; ``ppo`` is RL-AUX's alternating protocol on
+AuxLabel ids and group selection on TaskGrouping ids. Adding a method is one file with a
+``run(config, seed)`` function plus one line here.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from typing import Any
+
+from harness.config import RunConfig
+from mtl_envs.errors import ConfigError
+from mtl_envs.families import family_of
+from mtl_envs.utils import suggest
+
+Runner = Callable[[RunConfig, int], dict[str, Any]]
+
+METHODS: dict[tuple[str, str], str] = {
+    # Auxiliary learning (RL-AUX): the agent, and baselines on the same AuxLearner.
+    ("AuxLabel", "ppo"): "agents.ppo_auxlabel:run",
+    ("AuxLabel", "stl"): "baselines.stl:run_primary_only",
+    ("AuxLabel", "human"): "baselines.human:run",
+    ("AuxLabel", "random"): "baselines.random_labels:run",
+    ("AuxLabel", "maxl"): "baselines.maxl:run",
+    ("AuxLabel", "wa_maxl"): "baselines.maxl:run_weight_aware",
+    # Loss weighting (IGB): the agent, STL (the Δm reference), weighting rules on the same
+    # MultiTaskLearner, and the hypernetwork paper's tabular protocol.
+    ("LossWeighting", "igbv2"): "agents.sac_lossweighting:run",
+    ("LossWeighting", "stl"): "baselines.stl:run_per_task",
+    ("LossWeighting", "ew"): "baselines.ew:run",
+    ("LossWeighting", "si"): "baselines.si:run",
+    ("LossWeighting", "uw"): "baselines.uw:run",
+    ("LossWeighting", "rlw"): "baselines.rlw:run",
+    ("LossWeighting", "dwa"): "baselines.dwa:run",
+    ("LossWeighting", "igbv1"): "baselines.igbv1:run",
+    ("LossWeighting", "hypernet"): "baselines.tabular:run_hypernet",
+    ("LossWeighting", "hard_sharing"): "baselines.tabular:run_hard_sharing",
+    ("LossWeighting", "stl_naive"): "baselines.tabular:run_stl_naive",
+    ("LossWeighting", "stl_task_info"): "baselines.tabular:run_stl_task_info",
+    # Task grouping (ETAP): the agent, predictors + exact selection, references.
+    ("TaskGrouping", "ppo"): "agents.ppo_grouping:run",
+    ("TaskGrouping", "etap"): "baselines.etap:run",
+    ("TaskGrouping", "tag"): "baselines.tag:run",
+    ("TaskGrouping", "random"): "baselines.random_groups:run",
+    ("TaskGrouping", "optimal"): "baselines.optimal:run",
+}
+
+
+def methods_for(family: str) -> list[str]:
+    """The method names registered for a family."""
+    return sorted(m for f, m in METHODS if f == family)
+
+
+def method_names() -> list[str]:
+    return sorted({m for _, m in METHODS})
+
+
+def is_agent(family: str, method: str) -> bool:
+    """Whether the method is an RL agent (lives in ``agents/``)."""
+    return METHODS[(family, method)].startswith("agents.")
+
+
+def resolve(env_id: str, method: str) -> Runner:
+    """The ``run(config, seed)`` function of ``method`` on ``env_id``'s family."""
+    family = family_of(env_id).name
+    key = (family, method)
+    if key not in METHODS:
+        valid = methods_for(family)
+        raise ConfigError(
+            f"Unknown method {method!r} for {family} ids.{suggest(method, valid)} Valid "
+            f"methods for {env_id}: {', '.join(valid)}."
+        )
+    module, attr = METHODS[key].split(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def run_method(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
+    """Run ``method`` on ``config.env_id`` for one seed; returns (and writes) its result."""
+    return resolve(config.env_id, method)(config, seed)

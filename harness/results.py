@@ -1,0 +1,117 @@
+"""One result schema for every runner, where results live, and reading them back.
+
+A result is a JSON object with at least ``method``, ``env_id``, ``seed``, ``final`` (test
+metrics of the last epoch or the selection) and ``best`` (metrics of the epoch with the best
+validation score), plus ``setting`` (a search's setting: a budget, with or without
+metadata), ``variant`` (a sweep's override set), ``epochs`` (per-epoch metrics), times,
+``status``, the config and the platform; runners add their own fields.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from harness.config import RunConfig
+from mtl_envs.errors import ConfigError
+from mtl_envs.io import atomic_write_json, read_json
+
+
+def run_dir(config: RunConfig, method: str, seed: int, setting: str | None = None) -> Path:
+    """``output_dir/<env_id>/<method>[/<setting>]/seed<k>``."""
+    base = Path(config.output_dir) / config.env_id / method
+    return (base / setting if setting else base) / f"seed{seed}"
+
+
+def make_result(
+    config: RunConfig,
+    method: str,
+    seed: int,
+    *,
+    final: dict[str, float],
+    best: dict[str, float] | None = None,
+    epochs: list[dict[str, float]] | None = None,
+    setting: str | None = None,
+    wall_time_s: float = 0.0,
+    train_time_s: float | None = None,
+    status: str = "completed",
+    diverged_epoch: int | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The result of one run (one method, one seed, one setting) in the common schema."""
+    return {
+        "method": method,
+        "env_id": config.env_id,
+        "seed": seed,
+        "setting": setting,
+        "variant": config.variant,
+        "epochs": epochs or [],
+        "final": final,
+        "best": final if best is None else best,
+        "wall_time_s": wall_time_s,
+        "train_time_s": wall_time_s if train_time_s is None else train_time_s,
+        "status": status,
+        "diverged_epoch": diverged_epoch,
+        "config": config.to_dict(),
+        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+        **(extra or {}),
+    }
+
+
+def write_result(
+    config: RunConfig,
+    method: str,
+    seed: int,
+    final: dict[str, float],
+    *,
+    setting: str | None = None,
+    wall_time_s: float = 0.0,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write a result without epochs (a search, a selection) in the common layout."""
+    result = make_result(
+        config, method, seed, final=final, setting=setting, wall_time_s=wall_time_s, extra=extra
+    )
+    atomic_write_json(run_dir(config, method, seed, setting) / "result.json", result)
+    return result
+
+
+def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
+    """Read result JSON files; a directory contributes every ``result.json`` below it."""
+    files: list[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            files += sorted(p.rglob("result.json"))
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"Result path {str(p)!r} does not exist.")
+    results = []
+    for f in files:
+        data = read_json(f)
+        for key in ("method", "env_id", "seed", "final"):
+            if key not in data:
+                raise ConfigError(f"{f} is not a result file: missing key {key!r}.")
+        results.append(data)
+    if not results:
+        raise ConfigError("No result files found.")
+    return results
+
+
+def default_metric(results: list[dict[str, Any]], which: str = "final") -> str:
+    """The headline metric of results: the first of their env family's metrics they hold."""
+    from gymnasium.error import Error as GymError
+
+    from mtl_envs.families import FAMILIES, family_of
+
+    try:
+        candidates = family_of(results[0]["env_id"]).metrics
+    except (ConfigError, GymError):  # an id not registered here: any family's metrics
+        candidates = tuple(m for f in FAMILIES.values() for m in f.metrics)
+    for key in candidates:
+        if key in results[0][which]:
+            return key
+    raise ConfigError(f"No known headline metric in {sorted(results[0][which])}.")

@@ -1,0 +1,183 @@
+"""The three env families, one descriptor each: ids and entry points, the learner an id
+trains, its metric names. Nothing else in the package dispatches on the family; the harness
+keys its method registry by ``EnvFamily.name``.
+
+Adding a dataset to a family is one entry in its ``datasets`` (and the dataset's reader);
+adding a family is one env module, one descriptor here and its methods in the harness's
+registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from mtl_envs.errors import ConfigError
+from mtl_envs.utils import suggest
+
+
+@dataclass(frozen=True)
+class EnvFamily:
+    """One MDP and the ids registered for it."""
+
+    name: str
+    """``AuxLabel``, ``LossWeighting`` or ``TaskGrouping``: the key of the method registry."""
+    entry_point: str
+    vector_entry_point: str | None
+    version: str
+    datasets: Mapping[str, dict[str, Any]]
+    """Id name (``CIFAR100``) -> registered kwargs."""
+    variants: Mapping[str, dict[str, Any]]
+    """Id prefix -> kwargs every id of that prefix adds (``AuxLabelWeighted``)."""
+    metrics: tuple[str, ...]
+    """Headline result metrics, in order of preference (``test/accuracy``, ...)."""
+    split_kwargs: str | None
+    """``module:function`` splitting constructor kwargs into (env arguments, learner config)."""
+
+    def ids(self) -> list[str]:
+        return [
+            f"{prefix}-{name}-{self.version}" for name in self.datasets for prefix in self.variants
+        ]
+
+    def kwargs(self, env_id: str) -> dict[str, Any]:
+        """The registered kwargs of one of the family's ids."""
+        prefix, name, _ = env_id.split("-")
+        return {**self.datasets[name], **self.variants[prefix]}
+
+    def learner_config(
+        self, env_id: str, env_kwargs: Mapping[str, Any] | None = None, **overrides: Any
+    ) -> Any:
+        """The config of the learner ``gym.make(env_id, **env_kwargs)`` builds, with
+        ``overrides`` (learner fields a method fixes itself) applied last."""
+        if self.split_kwargs is None:
+            raise ConfigError(f"{self.name} envs train no single learner.")
+        from gymnasium import spec
+
+        module, attr = self.split_kwargs.split(":")
+        split = getattr(importlib.import_module(module), attr)
+        return split({**spec(env_id).kwargs, **(env_kwargs or {}), **overrides})[1]
+
+
+FAMILIES: dict[str, EnvFamily] = {
+    "AuxLabel": EnvFamily(
+        name="AuxLabel",
+        entry_point="mtl_envs.envs.aux_label:AuxLabelEnv",
+        vector_entry_point="mtl_envs.envs.aux_label:AuxLabelVectorEnv",
+        version="v0",
+        datasets={
+            # The paper's settings (appendix B-C): VGG16 main network.
+            "CIFAR100": {"dataset": "cifar100", "backbone": "vgg16"},
+            "CIFAR10": {"dataset": "cifar10", "backbone": "vgg16"},
+            "SVHN": {"dataset": "svhn", "backbone": "vgg16"},
+            # CPU-sized: small CNN with momentum so a few epochs on 1,200 images learn
+            # something.
+            "Digits": {"dataset": "digits", "backbone": "small_cnn", "momentum": 0.9},
+        },
+        variants={"AuxLabel": {}, "AuxLabelWeighted": {"sample_weights": True}},
+        metrics=("test/accuracy",),
+        split_kwargs="mtl_envs.envs.aux_label:split_env_kwargs",
+    ),
+    "LossWeighting": EnvFamily(
+        name="LossWeighting",
+        entry_point="mtl_envs.envs.loss_weighting:LossWeightingEnv",
+        vector_entry_point=None,
+        version="v1",
+        datasets={
+            # CPU-sized: 12 batches per epoch; warm-up 2 + SAC from epoch 4, acting from
+            # epoch 6.
+            "Digits10": {"dataset": "digits10", "backbone": "small_cnn", "epochs": 30},
+            # 65 schools, 4 students per school per batch, an MLP encoder.
+            "Exam": {"dataset": "exam", "backbone": "mlp", "batch_size": 260, "epochs": 40},
+            # 20 superclass tasks, 5 images each per batch.
+            "CIFAR100MTL": {"dataset": "cifar100_mtl", "backbone": "small_cnn", "epochs": 50},
+            # Tabular tasks with metadata (hypernetwork paper): a shared trunk of three ReLU
+            # layers of 32 with one output layer per task; model="hypernet" trains the
+            # hypernetwork instead.
+            "Cubic": {"dataset": "cubic", "model": "hard_sharing", "batch_size": 60, "epochs": 100},
+            "RobotArm": {
+                "dataset": "robot_arm",
+                "model": "hard_sharing",
+                "batch_size": 60,
+                "epochs": 60,
+            },
+            "HSB": {"dataset": "hsb", "model": "hard_sharing", "batch_size": 320, "epochs": 30},
+            "Radon": {"dataset": "radon", "model": "hard_sharing", "batch_size": 92, "epochs": 60},
+            # Where the weights matter on a CPU (docs/headroom.md): 20 cubics of 60 points
+            # whose target scales span 2 decades (loss scales 4, as IGB's QM9 targets), scored
+            # by the mean normalised MSE; rewards from the validation loss, which rank runs as
+            # their test error does.
+            "CubicScales": {
+                "dataset": "cubic",
+                "dataset_kwargs": {"samples_per_task": 60, "scale_decades": 2},
+                "model": "hard_sharing",
+                "batch_size": 60,
+                "epochs": 100,
+                "reward": "val",
+            },
+        },
+        variants={"LossWeighting": {}},
+        metrics=("test/mean_accuracy", "test/mean_nmse", "test/raw_mse", "test/mean_mse"),
+        split_kwargs="mtl_envs.envs.loss_weighting:split_env_kwargs",
+    ),
+    "TaskGrouping": EnvFamily(
+        name="TaskGrouping",
+        entry_point="mtl_envs.envs.task_grouping:TaskGroupingEnv",
+        vector_entry_point=None,
+        version="v1",
+        datasets={
+            # The shipped table of all 1,023 groups (mtl_envs/tables/digits10_gains.json).
+            "Digits10": {"dataset": "digits10", "gains": "table", "budget": 3},
+            # Where the grouping matters (docs/headroom.md): every task labels 30 training
+            # images, so tasks that share an encoder learn from each other's labels (77% of
+            # the group-task gains are positive); 20 epochs per group, 2 seeds.
+            "Digits10Scarce": {
+                "dataset": "digits10",
+                "table": "digits10_scarce",
+                "gains": "table",
+                "budget": 3,
+            },
+            # No table: ETAP fitted on 10 trained groups (cached under the data root).
+            "CIFAR100MTL": {
+                "dataset": "cifar100_mtl",
+                "gains": "etap",
+                "budget": 3,
+                "etap_train_groups": 10,
+                "protocol": {"backbone": "small_cnn", "backbone_kwargs": {}, "epochs": 2},
+            },
+        },
+        variants={"TaskGrouping": {}},
+        metrics=("test/total_gain",),
+        split_kwargs=None,
+    ),
+}
+
+
+def family_of(env_id: str) -> EnvFamily:
+    """The family of a registered id (by its entry point)."""
+    from gymnasium import spec
+
+    entry_point = spec(env_id).entry_point
+    for family in FAMILIES.values():
+        if family.entry_point == entry_point:
+            return family
+    raise ConfigError(
+        f"`env_id` {env_id!r} is not an mtl-envs environment.{suggest(env_id, all_ids())} "
+        f"Valid ids: {all_ids()}."
+    )
+
+
+def all_ids() -> list[str]:
+    return [env_id for family in FAMILIES.values() for env_id in family.ids()]
+
+
+def require_family(env_id: str, name: str) -> EnvFamily:
+    """``env_id``'s family, which must be ``name`` (a method made for one family)."""
+    family = family_of(env_id)
+    if family.name != name:
+        raise ConfigError(
+            f"`env_id` {env_id!r} is a {family.name} environment; this method needs a {name} "
+            f"one: {FAMILIES[name].ids()}."
+        )
+    return family

@@ -1,0 +1,114 @@
+"""Keep result files in the repository and regenerate the tables in ``docs/`` from them.
+
+    python scripts/docs_tables.py keep results/lossweighting_digits10 lossweighting_digits10
+    python scripts/docs_tables.py render [--check]
+
+``keep`` copies every ``result.json`` below a results folder into
+``docs/results/<name>/`` in compact form: everything ``mtl-envs compare`` reads (method, env
+id, seed, setting, final and best metrics, times, config, status, oracle) and, per epoch, only
+the headline metrics and training loss, so the files stay small. ``render`` rewrites every
+block of a markdown file in ``docs/`` that reads
+
+    <!-- table: NAME [--metric M] [--which best] [--spread sem] [--baseline B] -->
+    ...
+    <!-- /table -->
+
+with the ``mtl-envs compare`` table of ``docs/results/NAME`` (and ``--plot`` writes the
+block's PNG when the opening line names one: ``--plot docs/x.png``). ``--check`` fails when a
+block is out of date instead of writing it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from harness.compare import format_table, plot_summary, summarize
+from harness.results import default_metric, load_results
+from mtl_envs.io import atomic_write_json, atomic_write_text, read_json
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+KEPT = DOCS / "results"
+BLOCK = re.compile(r"(<!-- table: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+EPOCH_KEYS = ("epoch", "train/loss", "agent/reward")
+
+
+def compact(result: dict[str, Any]) -> dict[str, Any]:
+    """The fields comparisons read, with a per-epoch history of the headline metrics only."""
+    keep = {k: v for k, v in result.items() if k != "epochs"}
+    headline = {default_metric([result]), default_metric([result]).replace("test/", "val/", 1)}
+    keep["epochs"] = [
+        {k: v for k, v in epoch.items() if k in EPOCH_KEYS or k in headline}
+        for epoch in result.get("epochs", [])
+    ]
+    config = dict(keep.get("config", {}))
+    if "env_kwargs" in config:  # a machine's data path says nothing about the result
+        config["env_kwargs"] = {k: v for k, v in config["env_kwargs"].items() if k != "data_root"}
+    keep["config"] = config
+    return keep
+
+
+def cmd_keep(source: Path, name: str) -> None:
+    files = sorted(source.rglob("result.json"))
+    if not files:
+        raise SystemExit(f"No result.json below {source}.")
+    for path in files:
+        target = KEPT / name / path.relative_to(source)
+        atomic_write_json(target, compact(read_json(path)))
+    print(f"kept {len(files)} results in {KEPT / name}")
+
+
+def table_for(args: str, plot: bool = True) -> str:
+    parser = argparse.ArgumentParser(prog="table")
+    parser.add_argument("name")
+    parser.add_argument("--metric", default=None)
+    parser.add_argument("--which", default="final")
+    parser.add_argument("--spread", default="std")
+    parser.add_argument("--baseline", default=None)
+    parser.add_argument("--plot", default=None)
+    opts = parser.parse_args(shlex.split(args))
+    rows = summarize(load_results([KEPT / opts.name]), opts.metric, opts.which, opts.baseline)
+    if opts.plot and plot:
+        plot_summary(rows, ROOT / opts.plot)
+    return "```\n" + format_table(rows, opts.spread) + "\n```\n"
+
+
+def cmd_render(check: bool) -> int:
+    stale = []
+    for doc in sorted(DOCS.glob("*.md")):
+        text = doc.read_text()
+        new = BLOCK.sub(
+            lambda m: m.group(1) + table_for(m.group("args"), not check) + m.group(4), text
+        )
+        if new != text:
+            stale.append(doc)
+            if not check:
+                atomic_write_text(doc, new)
+    verb = "out of date" if check else "rewritten"
+    for doc in stale:
+        print(f"{verb}: {doc.relative_to(ROOT)}")
+    return 1 if check and stale else 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    keep = sub.add_parser("keep", help="copy compact results into docs/results/NAME")
+    keep.add_argument("source", type=Path)
+    keep.add_argument("name")
+    render = sub.add_parser("render", help="regenerate the tables in docs/*.md")
+    render.add_argument("--check", action="store_true", help="fail if a table is out of date")
+    args = parser.parse_args()
+    if args.command == "keep":
+        cmd_keep(args.source, args.name)
+        return 0
+    return cmd_render(args.check)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

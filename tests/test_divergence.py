@@ -1,0 +1,69 @@
+"""Diverging runs end cleanly: envs truncate, runners write a diverged result."""
+
+import json
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+from harness.config import RunConfig
+from harness.lifecycle import run_epochs
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
+
+
+def test_aux_label_env_truncates_a_diverged_run():
+    env = gym.make("AuxLabel-Digits-v0", lr=1e12, **SMALL)
+    env.reset(seed=0)
+    env.action_space.seed(0)
+    for _ in range(20 * 30):
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        if truncated:
+            break
+    assert truncated and not terminated and info["diverged"]
+    assert np.isfinite(reward)
+    env.reset()  # the env stays usable
+
+
+def test_loss_weighting_env_truncates_a_diverged_run():
+    env = gym.make("LossWeighting-Cubic-v1", optimizer="sgd", lr=1e12, loss="sum", epochs=5)
+    env.reset(seed=0)
+    for _ in range(200):
+        obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        if truncated:
+            break
+    assert truncated and info["diverged"] and np.isfinite(reward)
+    assert np.all(np.isfinite(obs))
+
+
+def test_run_epochs_records_divergence_and_returns(tmp_path):
+    config = RunConfig(method="x", output_dir=str(tmp_path), tensorboard=False, progress=False)
+    values = iter([1.0, float("nan"), 0.5])
+    result = run_epochs(
+        config=config,
+        method="x",
+        seed=0,
+        train_epoch=lambda e: {"train/loss": next(values)},
+        evaluate=lambda split: {"accuracy": 0.5},
+    )
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 2
+    assert len(result["epochs"]) == 2  # stopped after the diverged epoch
+    saved = json.loads((tmp_path / "AuxLabel-Digits-v0/x/seed0/result.json").read_text())
+    assert saved["status"] == "diverged"
+
+
+def test_baseline_with_a_huge_learning_rate_finishes_as_diverged(tmp_path):
+    from harness.registry import run_method
+
+    config = RunConfig(
+        method="ew",
+        env_id="LossWeighting-Cubic-v1",
+        env_kwargs={"optimizer": "sgd", "lr": 1e12},
+        epochs=4,
+        output_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+    )
+    result = run_method(config, "ew", 0)
+    assert result["status"] == "diverged"

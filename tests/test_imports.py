@@ -1,0 +1,104 @@
+"""The layers: nothing under mtl_envs/ imports the harness, the agents or the baselines, and no
+module-level import cycle exists anywhere in the project."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("mtl_envs", "harness", "agents", "baselines")
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def project_modules() -> dict[str, Path]:
+    return {module_name(p): p for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
+
+
+def imported(tree: ast.AST, module: str, is_package: bool, module_level: bool) -> set[str]:
+    """Modules named by the import statements of ``tree`` (only those run at import time
+    when ``module_level``: function bodies are skipped)."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        for child in ast.iter_child_nodes(node):
+            if module_level and isinstance(child, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            if isinstance(child, ast.Import):
+                names.update(alias.name for alias in child.names)
+            elif isinstance(child, ast.ImportFrom):
+                if child.level:  # relative: resolve against this module's package
+                    base = module.split(".")
+                    base = base if is_package else base[:-1]
+                    base = base[: len(base) - child.level + 1]
+                    prefix = ".".join(base + ([child.module] if child.module else []))
+                else:
+                    prefix = child.module or ""
+                names.add(prefix)
+                names.update(f"{prefix}.{alias.name}" for alias in child.names)
+            visit(child)
+
+    visit(tree)
+    return names
+
+
+def test_the_env_package_imports_nothing_above_it():
+    offenders = []
+    for name, path in project_modules().items():
+        if not name.startswith("mtl_envs"):
+            continue
+        tree = ast.parse(path.read_text())
+        for target in imported(tree, name, path.name == "__init__.py", module_level=False):
+            if target.split(".")[0] in ("harness", "agents", "baselines"):
+                offenders.append(f"{name} imports {target}")
+    assert not offenders, offenders
+
+
+def test_no_module_level_import_cycles():
+    modules = project_modules()
+    graph = {
+        name: {
+            target
+            for target in imported(
+                ast.parse(path.read_text()), name, path.name == "__init__.py", True
+            )
+            if target in modules and target != name
+        }
+        for name, path in modules.items()
+    }
+    cycles, state = [], {}
+
+    def visit(node: str, stack: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == "open":
+                cycles.append(stack[stack.index(nxt) :] + [nxt])
+            elif nxt not in state:
+                visit(nxt, [*stack, nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    assert not cycles, cycles
+    assert "harness.registry" in graph["harness.cli"]  # the graph sees real edges
+
+
+def test_the_two_former_cycles_stay_gone():
+    # CLI <-> sweep (both through function-level imports) and learner <-> weighting rules
+    # (a type-only import): counted at any depth.
+    modules = project_modules()
+
+    def imports(name: str) -> set[str]:
+        path = modules[name]
+        return imported(ast.parse(path.read_text()), name, False, module_level=False)
+
+    assert not (
+        {"harness.cli"} & imports("harness.sweep") and {"harness.sweep"} & imports("harness.cli")
+    )
+    assert not any(
+        t.startswith("mtl_envs.training.multitask_learner")
+        for t in imports("mtl_envs.training.weighting")
+    )

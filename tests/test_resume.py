@@ -1,0 +1,227 @@
+"""Checkpoints and resume: killed and interrupted runs continue to the same result."""
+
+import contextlib
+import dataclasses
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from harness.config import RunConfig
+from harness.results import load_results
+from mtl_envs.io import load_checkpoint
+from mtl_envs.training.aux_learner import AuxLearner
+from mtl_envs.training.multitask_learner import MultiTaskLearner
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
+
+
+def resume_config(tmp_path, name, **extra) -> RunConfig:
+    return RunConfig(
+        method="dwa",
+        env_id="LossWeighting-Cubic-v1",
+        env_kwargs={"device": "cpu"},
+        epochs=6,
+        output_dir=str(tmp_path / name),
+        tensorboard=False,
+        progress=False,
+        **extra,
+    )
+
+
+def test_killed_run_resumes_to_the_same_result(tmp_path, run_killed):
+    from harness.registry import run_method
+
+    reference = run_method(resume_config(tmp_path, "reference"), "dwa", 0)
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text(yaml.safe_dump(resume_config(tmp_path, "killed").to_dict()))
+    # SIGKILL right after the second checkpoint (epoch 2) is written.
+    status = run_killed("harness.lifecycle:save_run", 2, ["run", str(config_file)])
+    assert status == -signal.SIGKILL
+    checkpoint = tmp_path / "killed/LossWeighting-Cubic-v1/dwa/seed0/checkpoint.pt"
+    assert checkpoint.is_file() and not (checkpoint.parent / "result.json").is_file()
+    assert load_checkpoint(checkpoint)["epoch"] == 2
+    resumed = run_method(resume_config(tmp_path, "killed", resume=True), "dwa", 0)
+    assert len(resumed["epochs"]) == len(reference["epochs"]) == 6
+    assert resumed["final"] == reference["final"]
+    assert not checkpoint.is_file()  # a finished run leaves no checkpoint
+    again = run_method(resume_config(tmp_path, "killed", resume=True), "dwa", 0)
+    assert again["wall_time_s"] == resumed["wall_time_s"]  # finished runs are not redone
+
+
+def test_corrupt_result_and_checkpoint_files_are_named(tmp_path):
+    from harness.registry import run_method
+
+    config = resume_config(tmp_path, "corrupt", resume=True)
+    run = tmp_path / "corrupt/LossWeighting-Cubic-v1/dwa/seed0"
+    run.mkdir(parents=True)
+    torch.save({"epoch": 3, "state": {}}, run / "checkpoint.pt")
+    (run / "checkpoint.pt").write_bytes((run / "checkpoint.pt").read_bytes()[:100])
+    with pytest.raises(ValueError, match="checkpoint.pt.*truncated or corrupt"):
+        run_method(config, "dwa", 0)
+    (run / "checkpoint.pt").unlink()
+    (run / "result.json").write_text('{"method": "dwa", "se')  # cut off mid-write
+    with pytest.raises(ValueError, match="result.json.*truncated or corrupt"):
+        load_results([tmp_path])
+    with pytest.raises(ValueError, match="result.json.*truncated or corrupt"):
+        run_method(config, "dwa", 0)  # resume finds a finished run it cannot read
+
+
+@contextlib.contextmanager
+def crash_on_call(monkeypatch, owner, name, call=3):
+    """Interrupt the run (KeyboardInterrupt) at call number ``call`` of ``owner.name``; the
+    block must raise it. The original method is back afterwards."""
+    original = getattr(owner, name)
+    calls = {"n": 0}
+
+    def crashing(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, crashing)
+    with pytest.raises(KeyboardInterrupt):
+        yield
+    monkeypatch.setattr(owner, name, original)
+
+
+@pytest.mark.parametrize(
+    "method, env_id, env_kwargs, learner",
+    [
+        ("random", "AuxLabel-Digits-v0", SMALL, AuxLearner),
+        # MAXL's label generator, its optimiser and scheduler learn along with the network.
+        ("maxl", "AuxLabel-Digits-v0", {**SMALL, "train_subset": 300}, AuxLearner),
+        ("wa_maxl", "AuxLabel-Digits-v0", {**SMALL, "train_subset": 300}, AuxLearner),
+        # Nash-MTL's aggregator keeps state from step to step.
+        (
+            "ew",
+            "LossWeighting-Cubic-v1",
+            {"device": "cpu", "aggregator": "nash_mtl"},
+            MultiTaskLearner,
+        ),
+    ],
+    ids=["aux-random", "maxl", "wa-maxl", "nash-mtl"],
+)
+def test_interrupted_run_resumes_to_the_same_result(
+    tmp_path, monkeypatch, method, env_id, env_kwargs, learner
+):
+    from harness.registry import run_method
+
+    def config(name, **extra):
+        return RunConfig(
+            method=method,
+            env_id=env_id,
+            env_kwargs=env_kwargs,
+            epochs=4,
+            output_dir=str(tmp_path / name),
+            tensorboard=False,
+            progress=False,
+            **extra,
+        )
+
+    reference = run_method(config("reference"), method, 0)
+    with crash_on_call(monkeypatch, learner, "train_epoch"):
+        run_method(config("crashed"), method, 0)
+    resumed = run_method(config("crashed", resume=True), method, 0)
+    assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
+    # Bit for bit: every epoch's training losses and metrics, not only the last.
+    drop = ("train/epoch_seconds", "train/seconds")
+    assert [{k: v for k, v in e.items() if k not in drop} for e in resumed["epochs"]] == [
+        {k: v for k, v in e.items() if k not in drop} for e in reference["epochs"]
+    ]
+
+
+def test_resume_refuses_a_run_of_another_config(tmp_path, monkeypatch):
+    from harness.registry import run_method
+
+    config = RunConfig(
+        method="ew",
+        env_id="LossWeighting-Cubic-v1",
+        env_kwargs={"device": "cpu"},
+        epochs=4,
+        output_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+    )
+    first = run_method(config, "ew", 0)
+    again = run_method(dataclasses.replace(config, resume=True, progress=True), "ew", 0)
+    assert again == first  # run-control keys may change; the finished run is returned
+    other_lr = dataclasses.replace(config, resume=True, env_kwargs={"device": "cpu", "lr": 0.1})
+    with pytest.raises(ValueError, match=r"result.json from another config \(`env_kwargs`"):
+        run_method(other_lr, "ew", 0)
+    with crash_on_call(monkeypatch, MultiTaskLearner, "train_epoch"):
+        run_method(config, "ew", 1)  # leaves a checkpoint after epoch 2
+    with pytest.raises(ValueError, match=r"checkpoint.pt from another config \(`epochs` 4 there"):
+        run_method(dataclasses.replace(config, resume=True, epochs=6), "ew", 1)
+
+
+@pytest.mark.parametrize(
+    "crash_at",
+    [2, 3],  # saved after epoch 1 mid-rollout (step 12 of 8-step rollouts) / after epoch 2's
+    ids=["mid-rollout", "after-update"],  # update round (step 24)
+)
+def test_interrupted_sac_run_resumes_to_the_same_result(tmp_path, monkeypatch, crash_at):
+    from agents.sac_lossweighting import run
+    from harness.recording import EpochRecorder
+
+    def config(name, **extra):
+        return RunConfig(
+            method="igbv2",
+            env_id="LossWeighting-Digits10-v1",  # 12 batches per epoch
+            env_kwargs={"device": "cpu"},
+            epochs=6,  # 2 warm-up epochs, then 4 with the agent
+            output_dir=str(tmp_path / name),
+            tensorboard=False,
+            progress=False,
+            # SAC updates from the first agent step and acts from the second epoch on.
+            method_kwargs={"update_epoch": 3, "use_epoch": 4},
+            agent={"train_freq": [8, "step"], "gradient_steps": 4, "batch_size": 16},
+            **extra,
+        )
+
+    reference = run(config("reference"), 0)
+    with crash_on_call(monkeypatch, EpochRecorder, "record", call=crash_at):
+        run(config("crashed"), 0)
+    checkpoint = load_checkpoint(
+        tmp_path / "crashed/LossWeighting-Digits10-v1/igbv2/seed0/checkpoint.pt"
+    )
+    assert checkpoint["epoch"] == crash_at - 1
+    buffer = checkpoint["state"]["agent"]["replay_buffer"]  # its arrays, as tensors
+    assert buffer["pos"] == 12 * (crash_at - 1) and not buffer["full"]
+    resumed = run(config("crashed", resume=True), 0)
+    assert len(resumed["epochs"]) == 4
+    for ours, theirs in zip(resumed["epochs"], reference["epochs"], strict=True):
+        assert {k: v for k, v in ours.items() if "seconds" not in k} == {
+            k: v for k, v in theirs.items() if "seconds" not in k
+        }
+
+
+def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
+    from stable_baselines3 import PPO
+
+    from agents.ppo_auxlabel import run
+
+    def config(name, **extra):
+        return RunConfig(
+            method="ppo",
+            env_id="AuxLabel-Digits-v0",
+            env_kwargs={"train_batch_size": 100, "eval_batch_size": 32},
+            epochs=3,
+            output_dir=str(tmp_path / name),
+            tensorboard=False,
+            progress=False,
+            agent={"n_steps": 1, "batch_size": 100, "n_epochs": 2},
+            policy={"image_features": 32},
+            **extra,
+        )
+
+    reference = run(config("reference"), 0)
+    with crash_on_call(monkeypatch, PPO, "learn"):
+        run(config("crashed"), 0)
+    resumed = run(config("crashed", resume=True), 0)
+    assert len(resumed["epochs"]) == 3
+    assert resumed["final"] == reference["final"]

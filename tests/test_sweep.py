@@ -1,0 +1,119 @@
+"""Sweeps: grids, interrupted sweeps that finish without duplicates, failures, Ray."""
+
+import json
+import signal
+import sys
+import types
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness.sweep import SweepConfig, expand, run_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
+
+
+def sweep_file(tmp_path, **extra) -> Path:
+    values = {
+        "base": {
+            "env_id": "LossWeighting-Cubic-v1",
+            "epochs": 5,
+            "tensorboard": False,
+            "env_kwargs": {"device": "cpu"},
+        },
+        "grid": {"method": ["ew", "rlw"], "seeds": [0, 1]},
+        "output_dir": str(tmp_path / "sweep"),
+        "workers": 1,
+        **extra,
+    }
+    path = tmp_path / "sweep.yaml"
+    path.write_text(yaml.safe_dump(values))
+    return path
+
+
+def test_expand_grid_with_variants(tmp_path):
+    sweep = SweepConfig.from_file(
+        sweep_file(
+            tmp_path,
+            grid={"method": ["ew"], "seeds": [0, 1], "overrides": [{}, {"env_kwargs.lr": 0.01}]},
+        )
+    )
+    runs = expand(sweep)
+    assert len(runs) == 4 and len({r.key for r in runs}) == 4
+    lrs = sorted(str(r.config["env_kwargs"].get("lr")) for r in runs)
+    assert lrs == ["0.01", "0.01", "None", "None"]
+
+
+def test_interrupted_sweep_finishes_without_duplicates(tmp_path, run_killed):
+    path = sweep_file(tmp_path)
+    markers = tmp_path / "sweep" / ".sweep"
+    # SIGKILL right after the first run of four has finished (workers=1: one at a time).
+    status = run_killed("harness.sweep:execute", 1, ["sweep", str(path)])
+    assert status == -signal.SIGKILL
+    finished_before = len(list(markers.glob("*.done.json")))
+    assert finished_before == 1
+    outcome = run_sweep(SweepConfig.from_file(path, ["workers=2"]), progress=False)
+    assert len(outcome["skipped"]) == finished_before
+    assert len(outcome["done"]) == 4 - finished_before and not outcome["failed"]
+    results = sorted((tmp_path / "sweep").rglob("result.json"))
+    keys = [
+        (json.loads(p.read_text())["method"], json.loads(p.read_text())["seed"]) for p in results
+    ]
+    assert sorted(keys) == [("ew", 0), ("ew", 1), ("rlw", 0), ("rlw", 1)]
+    assert not list((tmp_path / "sweep").rglob("*.tmp*"))  # no half-written files
+    again = run_sweep(SweepConfig.from_file(path), progress=False)
+    assert len(again["skipped"]) == 4 and not again["done"]
+
+
+def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
+    path = sweep_file(
+        tmp_path,
+        grid={"method": ["ew", "stl_naive"], "seeds": [0]},
+    )
+    sweep = SweepConfig.from_file(path, ["base.method_kwargs={metadata: true}"])
+    outcome = run_sweep(sweep, progress=False)
+    assert outcome["done"] == ["LossWeighting-Cubic-v1__ew__seed0"]
+    failed = outcome["failed"]
+    assert len(failed) == 1 and "stl_naive" in failed[0]
+    record = json.loads((tmp_path / "sweep/.sweep" / f"{failed[0]}.failed.json").read_text())
+    assert "cannot use task metadata" in record["error"]
+
+
+def test_ray_backend_ships_runs_to_ray(tmp_path, monkeypatch):
+    calls = {}
+
+    class Ref:
+        def __init__(self, value):
+            self.value = value
+
+    def remote(**resources):
+        calls["resources"] = resources
+
+        def wrap(fn):
+            return types.SimpleNamespace(remote=lambda *args: Ref(fn(*args)))
+
+        return wrap
+
+    fake = types.SimpleNamespace(
+        is_initialized=lambda: False,
+        init=lambda address: calls.setdefault("address", address),
+        remote=remote,
+        wait=lambda refs, num_returns: (refs[:num_returns], refs[num_returns:]),
+        get=lambda ref: ref.value,
+    )
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    path = sweep_file(tmp_path, backend="ray", ray={"address": "ray://head:10001", "num_cpus": 2})
+    outcome = run_sweep(SweepConfig.from_file(path, ["grid.seeds=[0]"]), progress=False)
+    assert sorted(outcome["done"]) == sorted(
+        ["LossWeighting-Cubic-v1__ew__seed0", "LossWeighting-Cubic-v1__rlw__seed0"]
+    )
+    assert calls == {"resources": {"num_cpus": 2, "num_gpus": 0}, "address": "ray://head:10001"}
+
+
+def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    path = sweep_file(tmp_path, backend="ray")
+    with pytest.raises(ImportError, match="pip install"):
+        run_sweep(SweepConfig.from_file(path), progress=False)
