@@ -192,6 +192,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
             evaluate=env.evaluate,
             extra={"agent": agent_kwargs, "policy": policy_cfg},
             state=AlternatingState(model, env),
+            models=[env.learner.net],
         )
     finally:
         venv.close()

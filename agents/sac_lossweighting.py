@@ -298,7 +298,13 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     epochs = config.epochs - lw.warmup_epochs
     first = payload["epoch"] if payload else 0
     recorder = EpochRecorder(
-        config, "igbv2", seed, lw.evaluate, total_epochs=epochs, first_epoch=first
+        config,
+        "igbv2",
+        seed,
+        lw.evaluate,
+        total_epochs=epochs,
+        first_epoch=first,
+        models=[lw.learner.net],
     )
     state = TrainingState(env=lw, agent=model)
     if payload is not None:

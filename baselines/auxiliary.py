@@ -55,4 +55,5 @@ def run_aux_baseline(
         evaluate=learner.evaluate,
         extra=extra,
         state=TrainingState(learner=learner, labeller=labeller),
+        models=[learner.net],
     )

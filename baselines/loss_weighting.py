@@ -58,4 +58,5 @@ def run_weighting_baseline(
         evaluate=learner.evaluate,
         extra=extra,
         state=learner,
+        models=[learner.net],
     )

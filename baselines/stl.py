@@ -81,6 +81,7 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
         evaluate=evaluate,
         extra={"objective": STL_OBJECTIVE},
         state=state,
+        models=[learner.net for learner in learners],
     )
 
 

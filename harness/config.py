@@ -47,6 +47,9 @@ class RunConfig:
     """Continue from the run's checkpoint if there is one; a finished run is not redone."""
     checkpoint_every: int = 1
     """Epochs between checkpoints (0: none). A checkpoint holds the whole training state."""
+    eval_every: int = 1
+    """Epochs between validation evaluations (the last epoch is always evaluated); the test
+    split is evaluated once on the final and once on the best-validation network."""
 
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
@@ -55,6 +58,8 @@ class RunConfig:
             self.seeds = [self.seeds]
         if not isinstance(self.epochs, int) or self.epochs < 1:
             raise ConfigError(f"`epochs` must be a positive int; got {self.epochs!r}.")
+        if not isinstance(self.eval_every, int) or self.eval_every < 1:
+            raise ConfigError(f"`eval_every` must be a positive int; got {self.eval_every!r}.")
         if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
             raise ConfigError(
                 f"`checkpoint_every` must be an int >= 0; got {self.checkpoint_every!r}."

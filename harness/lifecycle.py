@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from harness.config import RunConfig
 from harness.recording import EpochRecorder
@@ -149,8 +151,11 @@ def run_epochs(
     evaluate: Callable[[str], dict[str, float]],
     extra: dict[str, Any] | None = None,
     state: Any | None = None,
+    models: Sequence[torch.nn.Module] | None = None,
 ) -> dict[str, Any]:
-    """Train ``config.epochs`` epochs, evaluating val and test after each; write the result.
+    """Train ``config.epochs`` epochs, evaluating validation every ``config.eval_every``
+    epochs and the test split on the final and the best-validation network; write the
+    result.
 
     A run whose losses or metrics turn NaN or infinite stops after that epoch and is written
     with ``status: "diverged"``; no exception escapes, so a sweep goes on.
@@ -164,6 +169,8 @@ def run_epochs(
             :class:`TrainingState`). With it the run writes ``checkpoint.pt`` every
             ``config.checkpoint_every`` epochs (with the global RNG states and the history so
             far) and ``config.resume`` continues from it; the finished run deletes it.
+        models: the networks whose best-validation weights the recorder keeps for the test
+            evaluation at the end (see :class:`~harness.recording.EpochRecorder`).
     """
     checkpoint, finished, payload = resume_point(config, method, seed)
     if finished is not None:
@@ -173,7 +180,7 @@ def run_epochs(
     if config.resume and payload is None and state is None:
         warnings.warn(f"{method} keeps no checkpoint; resume=true starts it over.", stacklevel=2)
     first = payload["epoch"] if payload else 0
-    recorder = EpochRecorder(config, method, seed, evaluate, first_epoch=first)
+    recorder = EpochRecorder(config, method, seed, evaluate, first_epoch=first, models=models)
     if payload is not None:
         restore_run(payload, state, recorder)
     try:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import torch
 
 from harness.config import RunConfig
 from harness.results import make_result, run_dir
@@ -39,15 +42,24 @@ class TensorBoardLog:
 
 def selection_metric(metrics: dict[str, float]) -> tuple[str, int]:
     """The validation score that picks the best epoch, and its direction (+1 = higher)."""
-    for key, sign in (("val/accuracy", 1), ("val/mean_accuracy", 1), ("val/mean_mse", -1)):
+    for key, sign in (
+        ("val/accuracy", 1),
+        ("val/mean_accuracy", 1),
+        ("val/mean_nmse", -1),
+        ("val/mean_mse", -1),
+    ):
         if key in metrics:
             return key, sign
     raise ConfigError(f"No validation score among {sorted(metrics)}.")
 
 
 class EpochRecorder:
-    """Evaluate val and test after each epoch, log them, keep the best, write the result.
+    """Evaluate, log and keep the best epoch of a run; write the result.
 
+    Validation is evaluated every ``config.eval_every`` epochs and after the last one; it
+    picks the best epoch. The test split is evaluated twice per run, at the end: on the final
+    network, and on the network of the best epoch, which the recorder keeps a copy of
+    (``models``; without them the test split is evaluated whenever validation improves).
     For loops that do not train epoch by epoch themselves (an SB3 ``learn`` call spanning a
     whole run calls :meth:`record` from a callback); :func:`run_epochs` wraps the common case.
     Training time is the wall time minus the time spent evaluating.
@@ -61,47 +73,83 @@ class EpochRecorder:
         evaluate: Callable[[str], dict[str, float]],
         total_epochs: int | None = None,
         first_epoch: int = 0,
+        models: Sequence[torch.nn.Module] | None = None,
     ):
         from tqdm.auto import tqdm
 
         self.config, self.method, self.seed, self.evaluate = config, method, seed, evaluate
+        self.total_epochs = total_epochs or config.epochs
+        self.models = list(models or [])
         self.out = run_dir(config, method, seed)
         purge = first_epoch + 1 if first_epoch else None
         self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None, purge)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}
+        self.best_weights: list[dict[str, Any]] | None = None
         self.diverged_epoch: int | None = None
         self.start = time.perf_counter()
         self.eval_time = 0.0
         self.bar = tqdm(
-            total=total_epochs or config.epochs,
+            total=self.total_epochs,
             desc=f"{method} seed {seed}",
             disable=not config.progress,
         )
 
-    def record(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
-        """Evaluate after (0-based) ``epoch`` and record it with its training metrics."""
+    def _evaluate(self, split: str) -> dict[str, float]:
         tick = time.perf_counter()
-        metrics = dict(train_metrics)
-        for split in ("val", "test"):
-            metrics.update({f"{split}/{k}": v for k, v in self.evaluate(split).items()})
+        metrics = {f"{split}/{k}": v for k, v in self.evaluate(split).items()}
+        self.eval_time += time.perf_counter() - tick
         # NumPy scalars become Python numbers: the history goes into checkpoints, which hold
         # only plain data (see save_checkpoint), and into JSON.
-        metrics = {k: v.item() if is_numpy_scalar(v) else v for k, v in metrics.items()}
+        return {k: v.item() if is_numpy_scalar(v) else v for k, v in metrics.items()}
+
+    def record(self, epoch: int, train_metrics: dict[str, float]) -> dict[str, float]:
+        """Record (0-based) ``epoch`` with its training metrics, evaluating validation when
+        it is due."""
+        metrics = {k: v.item() if is_numpy_scalar(v) else v for k, v in train_metrics.items()}
         metrics["epoch"] = epoch + 1
-        self.eval_time += time.perf_counter() - tick
+        every = self.config.eval_every
+        if (epoch + 1) % every == 0 or epoch + 1 >= self.total_epochs:
+            metrics.update(self._evaluate("val"))
+            key, sign = selection_metric(metrics)
+            if not self.best or sign * metrics[key] > sign * self.best[key]:
+                if self.models:
+                    tick = time.perf_counter()
+                    self.best_weights = [copy.deepcopy(m.state_dict()) for m in self.models]
+                    self.eval_time += time.perf_counter() - tick
+                else:
+                    metrics.update(self._evaluate("test"))
+                self.best = dict(metrics)
+            self.bar.set_postfix({key: f"{metrics[key]:.4f}"})
         if self.diverged_epoch is None and not all(
             math.isfinite(v) for v in metrics.values() if isinstance(v, (int, float))
         ):
             self.diverged_epoch = epoch + 1  # NaN/inf losses: the runner stops here
         self.history.append(metrics)
         self.tb.scalars(metrics, epoch + 1)
-        key, sign = selection_metric(metrics)
-        if not self.best or sign * metrics[key] > sign * self.best[key]:
-            self.best = dict(metrics)
         self.bar.update(1)
-        self.bar.set_postfix({key: f"{metrics[key]:.4f}"})
         return metrics
+
+    def _evaluate_test(self) -> None:
+        """Test metrics of the final network, and of the best epoch's network (restored for
+        the evaluation, then the final one put back)."""
+        last = self.history[-1]
+        if not any(k.startswith("test/") for k in last):
+            last.update(self._evaluate("test"))
+            self.tb.scalars({k: v for k, v in last.items() if k.startswith("test/")}, last["epoch"])
+        if not self.best:
+            self.best = dict(last)
+        elif self.best["epoch"] == last["epoch"]:
+            self.best.update({k: v for k, v in last.items() if k.startswith("test/")})
+        elif not any(k.startswith("test/") for k in self.best) and self.best_weights:
+            final = [copy.deepcopy(m.state_dict()) for m in self.models]
+            for model, weights in zip(self.models, self.best_weights):
+                model.load_state_dict(weights)
+            test = self._evaluate("test")
+            for model, weights in zip(self.models, final):
+                model.load_state_dict(weights)
+            self.best.update(test)
+            self.history[self.best["epoch"] - 1].update(test)
 
     @property
     def diverged(self) -> bool:
@@ -111,6 +159,7 @@ class EpochRecorder:
         return {
             "history": self.history,
             "best": self.best,
+            "best_weights": self.best_weights,
             "eval_time": self.eval_time,
             "elapsed": time.perf_counter() - self.start,
             "diverged_epoch": self.diverged_epoch,
@@ -118,6 +167,7 @@ class EpochRecorder:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.history, self.best = state["history"], state["best"]
+        self.best_weights = state["best_weights"]
         self.eval_time, self.diverged_epoch = state["eval_time"], state["diverged_epoch"]
         self.start = time.perf_counter() - state["elapsed"]
         self.bar.update(len(self.history))
@@ -140,9 +190,11 @@ class EpochRecorder:
         ``status`` is ``"completed"`` or ``"diverged"`` (with ``diverged_epoch``: a NaN or
         infinite loss stopped the run, and ``final`` holds that epoch's metrics).
         """
-        self.close()
         if not self.history:
+            self.close()
             raise RuntimeError(f"{self.method} seed {self.seed}: no epoch was recorded.")
+        self._evaluate_test()
+        self.close()
         wall = time.perf_counter() - self.start
         result = make_result(
             self.config,

@@ -215,3 +215,46 @@ def test_cli_prints_bad_input_in_one_line_and_bugs_with_their_traceback(tmp_path
     monkeypatch.setattr(cli, "cmd_run", buggy)
     with pytest.raises(KeyError, match="a bug"):  # not turned into a one-line error
         main(["run", str(config)])
+
+
+def test_validation_every_k_epochs_and_test_on_the_best_and_final_networks(tmp_path):
+    # A network whose one weight is the epoch number; validation peaks after epoch 2.
+    import torch
+
+    from harness.lifecycle import run_epochs
+
+    net = torch.nn.Linear(1, 1, bias=False)
+    calls = []
+
+    def train_epoch(epoch):
+        with torch.no_grad():
+            net.weight.fill_(epoch + 1)
+        return {"train/loss": 1.0}
+
+    def evaluate(split):
+        w = float(net.weight)
+        calls.append((split, w))
+        return {"accuracy": -((w - 2) ** 2) if split == "val" else 10 * w}
+
+    config = RunConfig(
+        env_id="AuxLabel-Digits-v0",
+        epochs=5,
+        eval_every=2,
+        output_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+    )
+    result = run_epochs(
+        config=config,
+        method="toy",
+        seed=0,
+        train_epoch=train_epoch,
+        evaluate=evaluate,
+        models=[net],
+    )
+    # Validation after epochs 2, 4 and the last (5); test once on each of two networks.
+    assert [c for c in calls if c[0] == "val"] == [("val", 2.0), ("val", 4.0), ("val", 5.0)]
+    assert sorted(c for c in calls if c[0] == "test") == [("test", 2.0), ("test", 5.0)]
+    assert result["best"]["epoch"] == 2 and result["best"]["test/accuracy"] == 20.0
+    assert result["final"]["test/accuracy"] == 50.0 and float(net.weight) == 5.0
+    assert "val/accuracy" not in result["epochs"][0] and "test/accuracy" in result["epochs"][1]

@@ -321,7 +321,7 @@ class AuxLearner:
         perm = torch.randperm(n, device=self.device, generator=self.generator)
         return perm[: min(self.config.eval_batch_size, n)]
 
-    @torch.no_grad()
+    @torch.no_grad()  # its value enters the reward's arithmetic outside inference mode
     def primary_loss(self, indices: torch.Tensor) -> torch.Tensor:
         """Mean primary cross-entropy of the (un-augmented) training images ``indices``."""
         self.net.eval()
@@ -329,7 +329,7 @@ class AuxLearner:
         (logits,) = self.net(x, heads=[0])
         return F.cross_entropy(logits, self.data.train.labels[indices])
 
-    @torch.no_grad()
+    @torch.inference_mode()
     def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
         """Primary-task loss, accuracy and macro precision/recall/F1 on a split."""
         self.net.eval()

@@ -676,7 +676,7 @@ class MultiTaskLearner:
         return {"train/loss": sum(mean) / len(mean), "train/seconds": self.train_seconds}
 
     # ------------------------------------------------------------------ evaluation
-    @torch.no_grad()
+    @torch.inference_mode()
     def _split_statistics(
         self, split: str, batch_size: int = 1000
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
