@@ -4,6 +4,7 @@ multi-task results) and plots."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
@@ -28,6 +29,19 @@ def higher_is_better(metric: str) -> bool:
 BOOTSTRAP_REPS = 2000
 
 
+@contextlib.contextmanager
+def _numpy_seed(seed: int):
+    """Seed NumPy's global generator for a block and put its state back afterwards:
+    rliable's stratified bootstrap draws its resampling indices from ``np.random``
+    whatever ``random_state`` it is given, so only this makes intervals reproducible."""
+    state = np.random.get_state()
+    np.random.seed(seed)
+    try:
+        yield
+    finally:
+        np.random.set_state(state)
+
+
 def interval_estimates(
     scores: dict[str, list[float]], reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> dict[str, tuple[float, float, float]]:
@@ -38,7 +52,7 @@ def interval_estimates(
     from rliable import metrics as rly_metrics
 
     arrays = {m: np.asarray(v, dtype=float).reshape(-1, 1) for m, v in scores.items()}
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _numpy_seed(seed):
         # arch (rliable's bootstrap) warns that RandomState seeding is deprecated.
         warnings.simplefilter("ignore", FutureWarning)
         point, interval = rly.get_interval_estimates(
@@ -62,7 +76,7 @@ def improvement_probability(
 
     sign = 1.0 if higher else -1.0
     pair = [sign * np.asarray(x, float).reshape(-1, 1), sign * np.asarray(y, float).reshape(-1, 1)]
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _numpy_seed(seed):
         warnings.simplefilter("ignore", FutureWarning)
         point, interval = rly.get_interval_estimates(
             {"pair": pair},

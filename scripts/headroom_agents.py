@@ -1,0 +1,205 @@
+"""Train the project's agents on the headroom ids and score them like the reference policies.
+
+    python scripts/headroom_agents.py [--seeds 0 1 2 3 4] [--out docs/results/headroom_agents]
+
+* ``LossWeighting-CubicScales-v1``: SB3 SAC over ``--episodes`` whole training runs (one
+  episode each); the deterministic policy then runs one more episode, whose final test
+  ``mean_nmse`` is its score.
+* ``TaskGrouping-Digits10Scarce-v1``: SB3 PPO on rewards from the validation gains (the
+  env's default), ``--grouping-steps`` env steps; its deterministic selection is scored on
+  the test gains.
+
+Tuning budget: the learning rate only, from a small grid, chosen on the validation metric of
+one tuning seed that is not among the reported seeds. Each (agent, seed) writes a result in
+the common schema (``mtl-envs compare`` reads it; ``mtl_envs.normalized_score`` maps it onto
+the reference policies' scale) with its learning curve (return per episode), and a PNG of
+the curves lands beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import mtl_envs
+from harness.config import RunConfig
+from harness.results import make_result, run_dir
+from mtl_envs.io import atomic_write_json
+
+LW_ID = "LossWeighting-CubicScales-v1"
+TG_ID = "TaskGrouping-Digits10Scarce-v1"
+TUNING_SEED = 100
+SAC_GRID = (3e-4, 1e-3)
+PPO_GRID = (3e-4, 1e-3)
+
+
+def episode_returns(env: gym.Env) -> list[float]:
+    return [float(r) for r in env.get_episode_rewards()]
+
+
+def run_sac(seed: int, lr: float, episodes: int) -> dict[str, Any]:
+    """SAC over ``episodes`` training runs, then one deterministic run on a new seed."""
+    from stable_baselines3 import SAC
+    from stable_baselines3.common.monitor import Monitor
+
+    env = Monitor(gym.make(LW_ID))
+    steps_per_episode = env.unwrapped.learner.num_batches * (
+        env.unwrapped.epochs - env.unwrapped.warmup_epochs
+    )
+    model = SAC(
+        "MlpPolicy",
+        env,
+        seed=seed,
+        learning_rate=lr,
+        buffer_size=10_000,
+        gamma=0.99,
+        train_freq=(50, "step"),
+        gradient_steps=50,
+        learning_starts=steps_per_episode,  # the first run acts at random
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(episodes * steps_per_episode)
+    curve = episode_returns(env)
+    env.close()
+    scored = gym.make(LW_ID)
+    obs, _ = scored.reset(seed=1000 + seed)
+    done, total = False, 0.0
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, _ = scored.step(action)
+        total += float(reward)
+        done = terminated or truncated
+    test, val = scored.unwrapped.evaluate("test"), scored.unwrapped.evaluate("val")
+    return {
+        "final": {"test/mean_nmse": test["mean_nmse"], "val/mean_nmse": val["mean_nmse"]},
+        "curve": curve,
+        "scored_return": total,
+    }
+
+
+def run_ppo(seed: int, lr: float, steps: int) -> dict[str, Any]:
+    """PPO on the grouping env's validation-gain rewards; its selection on the test gains."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.monitor import Monitor
+
+    env = Monitor(gym.make(TG_ID))
+    model = PPO(
+        "MultiInputPolicy",
+        env,
+        seed=seed,
+        learning_rate=lr,
+        n_steps=256,
+        batch_size=64,
+        n_epochs=10,
+        gamma=1.0,
+        ent_coef=0.01,
+        device="cpu",
+        verbose=0,
+    )
+    model.learn(steps)
+    curve = episode_returns(env)
+    obs, _ = env.reset(seed=seed)
+    done, total = False, 0.0
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        done = terminated or truncated
+    grouping = env.unwrapped
+    final = {
+        "test/total_gain": grouping.evaluate("test")["total_gain"],
+        "val/total_gain": grouping.evaluate("val")["total_gain"],
+    }
+    return {"final": final, "curve": curve, "scored_return": total, "groups": info["selected"]}
+
+
+def tune(train, grid, metric: str, higher: bool, **kwargs) -> float:
+    """The learning rate of ``grid`` with the best validation ``metric`` on the tuning seed."""
+    scores = {lr: train(TUNING_SEED, lr, **kwargs)["final"][metric] for lr in grid}
+    print(f"  tuning ({metric}): " + ", ".join(f"lr {k:g}: {v:.4f}" for k, v in scores.items()))
+    return (max if higher else min)(scores, key=scores.get)
+
+
+def write(out: Path, env_id: str, method: str, seed: int, run: dict, agent: dict, wall: float):
+    config = RunConfig(method=method, env_id=env_id, seeds=[seed], output_dir=str(out), agent=agent)
+    result = make_result(
+        config,
+        method,
+        seed,
+        final=run["final"],
+        wall_time_s=wall,
+        extra={"curve": run["curve"], "scored_return": run["scored_return"]},
+    )
+    atomic_write_json(run_dir(config, method, seed) / "result.json", result)
+    return result
+
+
+def plot_curves(out: Path, curves: dict[str, list[list[float]]]) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.5), squeeze=False)
+    for ax, (title, runs) in zip(axes[0], curves.items()):
+        for k, curve in enumerate(runs):
+            y = np.asarray(curve, dtype=float)
+            window = max(1, len(y) // 50)  # PPO's thousands of short episodes: a moving mean
+            smooth = np.convolve(y, np.ones(window) / window, mode="valid")
+            ax.plot(np.arange(len(smooth)) + window, smooth, alpha=0.8, label=f"seed {k}")
+        ax.set_title(title)
+        ax.set_xlabel("episode")
+        ax.set_ylabel("episode return" + (f" (mean of {window})" if window > 1 else ""))
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = out / "learning_curves.png"
+    tmp = path.with_name(".learning_curves.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    tmp.replace(path)
+    return path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    parser.add_argument("--episodes", type=int, default=15, help="SAC training runs")
+    parser.add_argument("--grouping-steps", type=int, default=20_000, help="PPO env steps")
+    parser.add_argument("--out", type=Path, default=Path("docs/results/headroom_agents"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    curves: dict[str, list[list[float]]] = {}
+
+    print(f"{LW_ID}: SAC")
+    lr = tune(run_sac, SAC_GRID, "val/mean_nmse", higher=False, episodes=args.episodes)
+    for seed in args.seeds:
+        start = time.perf_counter()
+        run = run_sac(seed, lr, args.episodes)
+        agent = {"algorithm": "SAC", "learning_rate": lr, "episodes": args.episodes}
+        write(args.out, LW_ID, "sac", seed, run, agent, time.perf_counter() - start)
+        curves.setdefault(f"SAC on {LW_ID}", []).append(run["curve"])
+        score = mtl_envs.normalized_score(LW_ID, run["final"]["test/mean_nmse"])
+        print(f"  seed {seed}: test mean_nmse {run['final']['test/mean_nmse']:.4f} ({score:.2f})")
+
+    print(f"{TG_ID}: PPO")
+    lr = tune(run_ppo, PPO_GRID, "val/total_gain", higher=True, steps=args.grouping_steps)
+    for seed in args.seeds:
+        start = time.perf_counter()
+        run = run_ppo(seed, lr, args.grouping_steps)
+        agent = {"algorithm": "PPO", "learning_rate": lr, "total_timesteps": args.grouping_steps}
+        write(args.out, TG_ID, "ppo", seed, run, agent, time.perf_counter() - start)
+        curves.setdefault(f"PPO on {TG_ID}", []).append(run["curve"])
+        score = mtl_envs.normalized_score(TG_ID, run["final"]["test/total_gain"])
+        print(f"  seed {seed}: test total_gain {run['final']['test/total_gain']:.4f} ({score:.2f})")
+    print(f"plot: {plot_curves(args.out, curves)}")
+
+
+if __name__ == "__main__":
+    main()
