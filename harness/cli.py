@@ -62,14 +62,27 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
             result = runner(config, seed)
             results.append(result)
             metric = default_metric([result])
+            value = result["final"][metric]
+            normalized = _normalized(config.env_id, metric, value)
             print(
-                f"{method} seed {seed}: {metric} {result['final'][metric]:.4f} "
+                f"{method} seed {seed}: {metric} {value:.4f}{normalized} "
                 f"({result['wall_time_s']:.0f} s)",
                 flush=True,
             )
     print()
     print(format_table(summarize(results)))
     return results
+
+
+def _normalized(env_id: str, metric: str, value: float) -> str:
+    """`` (normalized 0.73)`` where the id has reference scores for ``metric``, else ``""``."""
+    import mtl_envs
+
+    if env_id not in mtl_envs.reference_ids():
+        return ""
+    if mtl_envs.reference_scores(env_id)["metric"] != metric:
+        return ""
+    return f" (normalized {mtl_envs.normalized_score(env_id, value):.2f})"
 
 
 def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
@@ -108,7 +121,9 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
         progress=True,
     )
     out = args.out or f"results/probe/{args.env_id}.json"
-    atomic_write_json(out, summary)
+    # A machine's data path says nothing about the result: it is not written.
+    kept = {k: v for k, v in summary["env_kwargs"].items() if k != "data_root"}
+    atomic_write_json(out, {**summary, "env_kwargs": kept})
     print(format_probe(summary))
     print(f"written: {out}")
     return summary

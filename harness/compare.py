@@ -192,7 +192,8 @@ def _add_normalized(row: dict[str, Any]) -> None:
     env_id = row["env_id"].split(" ")[0]
     if env_id not in reference_ids() or reference_scores(env_id)["metric"] != row["metric"]:
         return
-    row["normalized"] = [normalized_score(env_id, row[k]) for k in ("iqm", "iqm_low", "iqm_high")]
+    iqm, low, high = (normalized_score(env_id, row[k]) for k in ("iqm", "iqm_low", "iqm_high"))
+    row["normalized"] = [iqm, min(low, high), max(low, high)]  # lower-is-better flips them
 
 
 def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:

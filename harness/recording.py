@@ -109,7 +109,8 @@ class EpochRecorder:
         metrics = {k: v.item() if is_numpy_scalar(v) else v for k, v in train_metrics.items()}
         metrics["epoch"] = epoch + 1
         every = self.config.eval_every
-        if (epoch + 1) % every == 0 or epoch + 1 >= self.total_epochs:
+        last = len(self.history) + 1 >= self.total_epochs  # epochs count from a warm-up
+        if (epoch + 1) % every == 0 or last:
             metrics.update(self._evaluate("val"))
             key, sign = selection_metric(metrics)
             if not self.best or sign * metrics[key] > sign * self.best[key]:
@@ -149,7 +150,7 @@ class EpochRecorder:
             for model, weights in zip(self.models, final):
                 model.load_state_dict(weights)
             self.best.update(test)
-            self.history[self.best["epoch"] - 1].update(test)
+            next(h for h in self.history if h["epoch"] == self.best["epoch"]).update(test)
 
     @property
     def diverged(self) -> bool:
