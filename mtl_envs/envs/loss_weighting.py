@@ -8,8 +8,12 @@ import gymnasium as gym
 import numpy as np
 import torch
 from gymnasium import spaces
+from gymnasium.utils import seeding
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
 
 from mtl_envs.errors import ConfigError
+from mtl_envs.training.batched import BatchedMultiTaskLearner
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 from mtl_envs.training.weighting import random_weights, softmax_weights
 from mtl_envs.utils import check_choice, seed_from, split_kwargs
@@ -43,9 +47,46 @@ def improvable_gap_reward(
     reduce: str = "min",
 ) -> torch.Tensor:
     """IGB eq. 4: ``r_t = alpha * min_i (L_t,i - L_t+1,i) / L_base,i``; ``reduce="mean"``
-    averages the normalised declines over tasks instead of taking the worst one."""
+    averages the normalised declines over tasks instead of taking the worst one. Tasks lie
+    along the last dim: a batch of runs (K, n) with ``alpha`` (K,) gives K rewards."""
     declines = (losses - next_losses) / base_losses
-    return alpha * (declines.min() if reduce == "min" else declines.mean())
+    reduced = declines.min(dim=-1).values if reduce == "min" else declines.mean(dim=-1)
+    return alpha * reduced
+
+
+def check_env_arguments(
+    observation: str,
+    action_transform: str,
+    temperature: float,
+    warmup_weights: str,
+    warmup_epochs: int,
+    epochs: int,
+    max_steps: int | None,
+    reward: str,
+) -> None:
+    """Raise :class:`ConfigError` naming the first bad env argument."""
+    check_choice("observation", observation, OBSERVATIONS)
+    check_choice("reward", reward, REWARDS)
+    check_choice("action_transform", action_transform, ACTION_TRANSFORMS)
+    check_choice("warmup_weights", warmup_weights, WARMUP_WEIGHTS)
+    if not isinstance(temperature, (int, float)) or temperature <= 0:
+        raise ConfigError(f"`temperature` must be a positive number; got {temperature!r}.")
+    if not isinstance(warmup_epochs, int) or warmup_epochs < 1:
+        raise ConfigError(f"`warmup_epochs` must be an int >= 1; got {warmup_epochs!r}.")
+    if not isinstance(epochs, int) or epochs <= warmup_epochs:
+        raise ConfigError(
+            f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` ({warmup_epochs})."
+        )
+    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+        raise ConfigError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
+
+
+def actions_to_weights(actions: torch.Tensor, transform: str, temperature: float) -> torch.Tensor:
+    """``n * softmax(temperature * atanh(a))`` over the last dim (``"linear"``: without the
+    atanh), for one action (n,) or a batch (K, n)."""
+    if transform == "atanh":
+        actions = torch.atanh(actions.clamp(-ATANH_LIMIT, ATANH_LIMIT))
+    return softmax_weights(temperature * actions)
 
 
 def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], MultiTaskLearnerConfig]:
@@ -161,21 +202,16 @@ class LossWeightingEnv(gym.Env):
         if render_mode is not None:
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         _, config = split_env_kwargs(kwargs)
-        check_choice("observation", observation, OBSERVATIONS)
-        check_choice("reward", reward, REWARDS)
-        check_choice("action_transform", action_transform, ACTION_TRANSFORMS)
-        check_choice("warmup_weights", warmup_weights, WARMUP_WEIGHTS)
-        if not isinstance(temperature, (int, float)) or temperature <= 0:
-            raise ConfigError(f"`temperature` must be a positive number; got {temperature!r}.")
-        if not isinstance(warmup_epochs, int) or warmup_epochs < 1:
-            raise ConfigError(f"`warmup_epochs` must be an int >= 1; got {warmup_epochs!r}.")
-        if not isinstance(epochs, int) or epochs <= warmup_epochs:
-            raise ConfigError(
-                f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` "
-                f"({warmup_epochs})."
-            )
-        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-            raise ConfigError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
+        check_env_arguments(
+            observation,
+            action_transform,
+            temperature,
+            warmup_weights,
+            warmup_epochs,
+            epochs,
+            max_steps,
+            reward,
+        )
         self.observation = observation
         self.reward = reward
         self.action_transform = action_transform
@@ -201,9 +237,7 @@ class LossWeightingEnv(gym.Env):
     def action_to_weights(self, action: np.ndarray) -> torch.Tensor:
         """``n * softmax(temperature * atanh(a))`` (``"linear"``: without the atanh)."""
         a = torch.as_tensor(np.asarray(action, dtype=np.float32), device=self.learner.device)
-        if self.action_transform == "atanh":
-            a = torch.atanh(a.clamp(-ATANH_LIMIT, ATANH_LIMIT))
-        return softmax_weights(self.temperature * a)
+        return actions_to_weights(a, self.action_transform, self.temperature)
 
     def logits_to_action(self, logits: np.ndarray) -> np.ndarray:
         """The action whose weights are ``n * softmax(logits)``: the inverse of
@@ -325,3 +359,203 @@ class LossWeightingEnv(gym.Env):
         """Per-task metrics of the current network on ``split`` (Δm against single-task
         results is the comparison's business: ``mtl-envs compare``)."""
         return self.learner.evaluate(split)
+
+
+class LossWeightingVectorEnv(VectorEnv):
+    """K LossWeighting runs trained as one stacked network: the fast vector form.
+
+    ``gym.make_vec(id, num_envs=K, vectorization_mode="vector_entry_point")``. Slot k is the
+    run :class:`LossWeightingEnv` would train with the seed ``seed + k`` (as
+    ``SyncVectorEnv`` seeds its copies): its own initialisation, data order, augmentation,
+    warm-up weights and task weights, with the same observations, rewards and episode ends
+    up to float rounding. The K networks are one stacked model
+    (:class:`~mtl_envs.training.batched.BatchedMultiTaskLearner`): each step is one batched
+    forward, one backward and one elementwise optimiser update for all K runs, instead of K
+    of each. Arguments are those of :class:`LossWeightingEnv` plus ``num_envs``; torchjd
+    aggregators and ``batching="uniform"`` need the sync form.
+
+    Autoreset is ``SAME_STEP`` (SB3's convention, see ``agents/sb3_vec_env.py``): a slot whose
+    run ends is reset in the same step; ``info["final_obs"]`` and ``info["final_info"]``
+    hold its last observation and info. Runs reset alone when they end alone (a diverged
+    run): its warm-up leaves the other slots exactly where they were.
+    """
+
+    metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        observation: str = "losses",
+        action_transform: str = "atanh",
+        temperature: float = 1.0,
+        warmup_weights: str = "random",
+        warmup_epochs: int = 2,
+        epochs: int = 30,
+        max_steps: int | None = None,
+        reward: str = "min",
+        render_mode: str | None = None,
+        **kwargs: Any,
+    ):
+        if render_mode is not None:
+            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        _, config = split_env_kwargs(kwargs)
+        check_env_arguments(
+            observation,
+            action_transform,
+            temperature,
+            warmup_weights,
+            warmup_epochs,
+            epochs,
+            max_steps,
+            reward,
+        )
+        self.observation = observation
+        self.reward = reward
+        self.action_transform = action_transform
+        self.temperature = float(temperature)
+        self.warmup_weights = warmup_weights
+        self.warmup_epochs = warmup_epochs
+        self.epochs = epochs
+        self.max_steps = max_steps
+        self.learner = BatchedMultiTaskLearner(config, num_envs)
+        self.num_envs = num_envs
+        n = self.learner.num_tasks
+        self.single_action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
+        self.single_observation_space = spaces.Box(0.0, np.inf, (n,), dtype=np.float32)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        device = self.learner.device
+        self._rngs = [seeding.np_random()[0] for _ in range(num_envs)]
+        self._current = torch.zeros(num_envs, n, device=device)
+        self.base_losses = torch.ones(num_envs, n, device=device)
+        self.steps = np.zeros(num_envs, dtype=np.int64)
+        self._potential = np.zeros(num_envs)
+
+    @property
+    def num_tasks(self) -> int:
+        return self.learner.num_tasks
+
+    def _obs(self) -> np.ndarray:
+        losses = self._current
+        if self.observation == "normalized_losses":
+            losses = losses / self.base_losses
+        return np.nan_to_num(losses.cpu().numpy().astype(np.float32), nan=0.0, posinf=1e30)
+
+    def _start(self, runs: list[int]) -> None:
+        """Fresh runs in the slots ``runs``: seeds from their generators, warm-up, L_base."""
+        seeds = [seed_from(self._rngs[k]) for k in runs]
+        warmup = None
+        if self.warmup_weights == "random":
+
+            def warmup(learner: MultiTaskLearner) -> torch.Tensor:
+                return random_weights(self.num_tasks, learner.generator, learner.device)
+
+        self._current = self.learner.reset_runs(runs, seeds, self.warmup_epochs, warmup)
+        for k in runs:
+            learner = self.learner.learners[k]
+            base = (
+                learner.base_losses if learner.base_losses is not None else learner.loss_history[-1]
+            )
+            self.base_losses[k] = base.clamp_min(1e-12)
+            self.steps[k] = 0
+            self._potential[k] = 0.0
+
+    def reset(self, *, seed: int | list[int | None] | None = None, options: dict | None = None):
+        """Start fresh runs in every slot, or in the slots of ``options["reset_mask"]`` (K,)
+        bool (Gymnasium's partial reset), leaving the others where they are. ``seed``: an int
+        (slot k gets ``seed + k``) or one seed (or None) per slot."""
+        super().reset(seed=seed)
+        mask = np.ones(self.num_envs, dtype=bool)
+        if options and "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
+                raise ConfigError(
+                    f"`options['reset_mask']` must be a bool array of shape ({self.num_envs},); "
+                    f"got {options['reset_mask']!r}."
+                )
+        if seed is not None:
+            seeds = [seed + k for k in range(self.num_envs)] if isinstance(seed, int) else seed
+            if len(seeds) != self.num_envs:
+                raise ConfigError(
+                    f"`seed` must be an int or a list of {self.num_envs} seeds; got {seed!r}."
+                )
+            for k in np.flatnonzero(mask):
+                if seeds[k] is not None:
+                    self._rngs[k] = seeding.np_random(seeds[k])[0]
+        if mask.any():
+            self._start([int(k) for k in np.flatnonzero(mask)])
+        info = {
+            "epoch": np.array([run.epoch for run in self.learner.learners]),
+            "base_losses": self.base_losses.cpu().numpy(),
+            "diverged": ~torch.isfinite(self._current).all(-1).cpu().numpy(),
+        }
+        return self._obs(), info
+
+    def step(self, actions):
+        actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape != self.action_space.shape or not self.action_space.contains(actions):
+            raise ConfigError(
+                f"Actions must be a float array of shape {self.action_space.shape} inside "
+                f"[-1, 1]; got shape {actions.shape}."
+            )
+        learner = self.learner
+        device = learner.device
+        weights = actions_to_weights(
+            torch.as_tensor(actions, device=device), self.action_transform, self.temperature
+        )
+        alpha = torch.tensor(
+            [learner.config.lr / run.lr for run in learner.learners], device=device
+        )
+        epochs = np.array([run.epoch for run in learner.learners])
+        losses, epoch_end = learner.apply_pending(weights)
+        epoch_end = epoch_end.cpu().numpy()
+        self.steps += 1
+        after = np.array([run.epoch for run in learner.learners])
+        terminated = epoch_end & (after >= self.epochs)
+        potentials = {}
+        if self.reward == "val":
+            for k in np.flatnonzero(epoch_end):
+                val = torch.tensor(learner.split_losses(int(k), "val"), device=device)
+                potentials[int(k)] = -float((val / self.base_losses[k]).mean())
+        next_losses = self._current = learner.forward_pending()
+        finite = torch.isfinite(next_losses).all(-1) & torch.isfinite(losses).all(-1)
+        diverged = ~finite.cpu().numpy()
+        if self.reward == "val":
+            rewards = np.zeros(self.num_envs)
+            for k, potential in potentials.items():
+                rewards[k] = potential - self._potential[k]
+                self._potential[k] = potential
+        else:
+            rewards = (
+                improvable_gap_reward(losses, next_losses, self.base_losses, alpha, self.reward)
+                .cpu()
+                .numpy()
+                .astype(np.float64)
+            )
+        rewards[diverged] = 0.0
+        truncated = diverged.copy()
+        if self.max_steps is not None:
+            truncated |= self.steps >= self.max_steps
+        truncated &= ~terminated
+        infos: dict[str, Any] = {
+            "losses": losses.cpu().numpy(),
+            "weights": weights.cpu().numpy(),
+            "epoch": epochs,
+            "batch": np.array([run.position for run in learner.learners]),
+            "alpha": alpha.cpu().numpy(),
+            "diverged": diverged,
+        }
+        obs = self._obs()
+        done = terminated | truncated
+        if done.any():
+            infos["final_obs"] = np.where(done[:, None], obs, 0.0).astype(np.float32)
+            infos["final_info"] = {key: value.copy() for key, value in infos.items()}
+            infos["_final_obs"] = done.copy()
+            infos["_final_info"] = done.copy()
+            self._start([int(k) for k in np.flatnonzero(done)])
+            obs = self._obs()
+        return obs, rewards, terminated, truncated, infos
+
+    def evaluate(self, split: str = "test", index: int = 0) -> dict[str, float]:
+        """Per-task metrics of slot ``index``'s current network on ``split``."""
+        return self.learner.evaluate(index, split)

@@ -454,12 +454,17 @@ class MultiTaskLearner:
             raise RuntimeError("No pending batch; call forward_pending() first.")
         (losses, features), self._pending = self._pending, None
         detached = self.apply(losses, features, weights)
+        return detached, self.advance()
+
+    def advance(self) -> bool:
+        """Move the cursor past the batch just trained on; where that ends the epoch, close
+        it (:meth:`end_epoch`) and draw the next one. Returns whether an epoch ended."""
         self.position += 1
         ended = self.epoch_done
         if ended:
             self.end_epoch()
             self.begin_epoch()
-        return detached, ended
+        return ended
 
     def replay_pending(self) -> torch.Tensor:
         """After :meth:`load_state_dict` of a run saved between two steps: redo the pending
@@ -608,10 +613,14 @@ class MultiTaskLearner:
         """Update on losses from :meth:`task_losses` and count them in the epoch's means."""
         start = time.perf_counter()
         detached = self.update(losses, features, weights)
-        self._epoch_loss_sum += detached
-        self._epoch_batches += 1
-        self.train_seconds += time.perf_counter() - start
+        self.record_batch(detached, time.perf_counter() - start)
         return detached
+
+    def record_batch(self, losses: torch.Tensor, seconds: float = 0.0) -> None:
+        """Count a trained batch's detached task losses in the epoch's means (L_base)."""
+        self._epoch_loss_sum += losses
+        self._epoch_batches += 1
+        self.train_seconds += seconds
 
     def update(
         self,

@@ -33,8 +33,9 @@ def weighted_objective_terms(
 
 
 def softmax_weights(scores: torch.Tensor) -> torch.Tensor:
-    """``n * softmax(scores)``: positive weights that sum to the number of tasks n."""
-    return scores.numel() * torch.softmax(scores, dim=-1)
+    """``n * softmax(scores)`` over the last dim: positive weights that sum to the number of
+    tasks n (per row, for a batch of score vectors)."""
+    return scores.shape[-1] * torch.softmax(scores, dim=-1)
 
 
 class LearnerState(Protocol):

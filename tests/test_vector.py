@@ -1,0 +1,138 @@
+"""The batched LossWeighting vector form: slot k trains the run a single env seeded
+``seed + k`` trains, through autoresets and partial resets; SB3 drives it."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import pytest
+
+import mtl_envs  # noqa: F401
+from mtl_envs.errors import ConfigError
+
+# Cubic: 3 batches per epoch, so 2 warm-up epochs and 2 agent epochs are 6 steps.
+CUBIC = {"epochs": 4, "warmup_epochs": 2}
+
+
+def _pair(env_id: str, k: int, **kwargs):
+    vector = gym.make_vec(env_id, num_envs=k, vectorization_mode="vector_entry_point", **kwargs)
+    singles = [gym.make(env_id, **kwargs) for _ in range(k)]
+    return vector, singles
+
+
+def _step_both(vector, singles, actions):
+    v_obs, v_rew, v_term, v_trunc, _ = vector.step(actions)
+    outs = [env.step(a) for env, a in zip(singles, actions)]
+    obs = []
+    for env, (o, _, term, trunc, _) in zip(singles, outs):
+        obs.append(env.reset()[0] if term or trunc else o)  # SAME_STEP autoreset
+    s_obs = np.stack(obs)
+    s_rew = np.array([o[1] for o in outs])
+    np.testing.assert_array_equal(v_term, [o[2] for o in outs])
+    np.testing.assert_array_equal(v_trunc, [o[3] for o in outs])
+    return v_obs, s_obs, v_rew, s_rew
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {},
+        # SGD with momentum and weight decay, the plain objective, equal warm-up weights.
+        {
+            "optimizer": "sgd",
+            "lr": 0.01,
+            "weight_decay": 1e-3,
+            "loss": "sum",
+            "warmup_weights": "equal",
+            "observation": "normalized_losses",
+        },
+    ],
+)
+def test_slot_k_is_the_single_env_seeded_seed_plus_k(kwargs):
+    vector, singles = _pair("LossWeighting-Cubic-v1", 3, **CUBIC, **kwargs)
+    v_obs, _ = vector.reset(seed=7)
+    s_obs = np.stack([env.reset(seed=7 + k)[0] for k, env in enumerate(singles)])
+    np.testing.assert_allclose(v_obs, s_obs, rtol=1e-5)
+    rng = np.random.default_rng(0)
+    for _ in range(14):  # across two autoresets
+        actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
+        v_obs, s_obs, v_rew, s_rew = _step_both(vector, singles, actions)
+        np.testing.assert_allclose(v_obs, s_obs, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(v_rew, s_rew, rtol=1e-3, atol=1e-4)
+    for k, env in enumerate(singles):
+        expected = env.unwrapped.evaluate("test")["mean_nmse"]
+        assert vector.unwrapped.evaluate("test", k)["mean_nmse"] == pytest.approx(expected, 1e-4)
+
+
+def test_val_reward_and_a_partial_reset_leave_the_other_slots_alone():
+    vector, singles = _pair("LossWeighting-CubicScales-v1", 3, **CUBIC)
+    vector.reset(seed=3)
+    for k, env in enumerate(singles):
+        env.reset(seed=3 + k)
+    rng = np.random.default_rng(1)
+    for step in range(9):
+        if step == 4:  # slot 1 starts a fresh run mid-episode; 0 and 2 go on
+            v_obs, _ = vector.reset(options={"reset_mask": np.array([False, True, False])})
+            fresh = singles[1].reset()[0]
+            np.testing.assert_allclose(v_obs[1], fresh, rtol=1e-5)
+        actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
+        v_obs, s_obs, v_rew, s_rew = _step_both(vector, singles, actions)
+        np.testing.assert_allclose(v_obs, s_obs, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(v_rew, s_rew, rtol=1e-3, atol=1e-5)
+
+
+def test_image_runs_with_batchnorm_match_to_float_tolerance():
+    # Convolutions and BatchNorm sum in another order when batched over runs (as they do
+    # between thread counts), so the comparison is looser and the horizon short.
+    kwargs = {"epochs": 2, "warmup_epochs": 1, "augment": True}
+    vector, singles = _pair("LossWeighting-Digits10-v1", 2, **kwargs)
+    v_obs, _ = vector.reset(seed=0)
+    s_obs = np.stack([env.reset(seed=k)[0] for k, env in enumerate(singles)])
+    np.testing.assert_allclose(v_obs, s_obs, rtol=1e-2)
+    rng = np.random.default_rng(2)
+    for _ in range(3):
+        actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
+        v_obs, s_obs, _, _ = _step_both(vector, singles, actions)
+        np.testing.assert_allclose(v_obs, s_obs, rtol=1e-2)
+
+
+def test_sb3_sac_drives_the_batched_vector_env():
+    from stable_baselines3 import SAC
+
+    from agents.sb3_vec_env import SB3VecEnvAdapter
+
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=4, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    env = SB3VecEnvAdapter(vector)
+    model = SAC("MlpPolicy", env, learning_starts=8, batch_size=16, seed=0, device="cpu")
+    model.learn(24)
+    assert model.num_timesteps == 24
+    assert model.replay_buffer.size() == 6  # 6 vector steps of 4 slots
+    rewards = model.replay_buffer.rewards[: model.replay_buffer.size()]
+    assert np.isfinite(rewards).all()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"num_envs": 0}, "num_envs"),
+        ({"num_envs": 2, "aggregator": "upgrad"}, "aggregator"),
+        ({"num_envs": 2, "batching": "uniform"}, "batching"),
+        ({"num_envs": 2, "reward": "best"}, "reward"),
+    ],
+)
+def test_bad_vector_arguments_name_themselves(kwargs, match):
+    with pytest.raises(ConfigError, match=match):
+        gym.make_vec("LossWeighting-Cubic-v1", vectorization_mode="vector_entry_point", **kwargs)
+
+
+def test_bad_actions_and_reset_masks_are_refused():
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    vector.reset(seed=0)
+    with pytest.raises(ConfigError, match="shape"):
+        vector.step(np.zeros((3, 20), dtype=np.float32))
+    with pytest.raises(ConfigError, match="reset_mask"):
+        vector.reset(options={"reset_mask": [1, 0]})
