@@ -1,0 +1,77 @@
+"""The policy-sensitivity probe: its statistics on hand-worked runs and its documented output
+on tiny settings of two families."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from harness.cli import main
+from harness.probe import ProbeRun, summarize_probe
+
+
+def _run(policy: str, seed: int, ret: float, test: float, oracle: bool = False) -> ProbeRun:
+    return ProbeRun(policy, seed, ret, test, test, 1.0, oracle=oracle)
+
+
+def test_headroom_and_rho_on_hand_worked_runs():
+    runs = [
+        _run("random", 0, 2.0, 0.30),
+        _run("random", 1, 1.0, 0.32),
+        _run("equal", 0, 4.0, 0.20),
+        _run("equal", 1, 3.0, 0.24),
+        _run("optimal", 0, 6.0, 0.10, oracle=True),
+        _run("optimal", 1, 5.0, 0.12, oracle=True),
+    ]
+    summary = summarize_probe(runs, "mean_nmse")  # lower is better
+    assert summary["higher_is_better"] is False
+    equal = summary["policies"]["equal"]
+    assert equal["mean"] == pytest.approx(0.22)
+    assert equal["std"] == pytest.approx(math.sqrt(0.0008))  # deviations +-0.02, ddof 1
+    # With the oracle: (0.31 - 0.11) / sqrt((0.0002 + 0.0002) / 2).
+    assert summary["headroom"]["best"] == "optimal"
+    assert summary["headroom"]["best_is_oracle"] is True
+    assert summary["headroom"]["value"] == pytest.approx(0.20 / math.sqrt(0.0002))
+    # Without: equal, (0.31 - 0.22) / sqrt((0.0008 + 0.0002) / 2).
+    assert summary["headroom_fair"]["best"] == "equal"
+    assert summary["headroom_fair"]["value"] == pytest.approx(0.09 / math.sqrt(0.0005))
+    # Returns rise exactly as the error falls: rho = 1; reversing one pair of returns (3 and
+    # 4, adjacent ranks) gives 1 - 6 * 2 / (6 * 35) = 0.943.
+    assert summary["spearman_rho"] == pytest.approx(1.0)
+    runs[2], runs[3] = _run("equal", 0, 3.0, 0.20), _run("equal", 1, 4.0, 0.24)
+    assert summarize_probe(runs, "mean_nmse")["spearman_rho"] == pytest.approx(1 - 12 / 210)
+
+
+@pytest.mark.parametrize(
+    ("argv", "policies"),
+    [
+        (
+            ["TaskGrouping-Digits10Scarce-v1", "--seeds", "2", "--policies", "random", "optimal"],
+            {"random", "optimal"},
+        ),
+        (
+            ["LossWeighting-Cubic-v1", "epochs=3", "--seeds", "2", "--policies", "random", "equal"],
+            {"random", "equal"},
+        ),
+    ],
+)
+def test_probe_command_writes_the_documented_fields(tmp_path, capsys, argv, policies):
+    out = tmp_path / "probe.json"
+    main(["probe", *argv, "--out", str(out)])
+    printed = capsys.readouterr().out
+    assert "headroom" in printed and "Spearman rho" in printed
+    summary = json.loads(out.read_text())
+    assert summary["env_id"] == argv[0]
+    assert summary["protocol"]["seeds"] == [0, 1]
+    assert set(summary["policies"]) == policies
+    for stats in summary["policies"].values():
+        assert stats["n"] == 2
+        assert stats["ci95"][0] <= stats["mean"] <= stats["ci95"][1]
+        assert {"std", "return_mean", "return_std", "seconds_mean", "oracle"} <= set(stats)
+    assert len(summary["runs"]) == 4
+    assert math.isfinite(summary["headroom"]["value"])
+    assert -1.0 <= summary["spearman_rho"] <= 1.0
+    assert summary["policies"].get("optimal", {"oracle": True})["oracle"] is True
+    assert summary["policies"]["random"]["oracle"] is False
