@@ -89,6 +89,8 @@ class EpochRecorder:
         self.diverged_epoch: int | None = None
         self.start = time.perf_counter()
         self.eval_time = 0.0
+        self.checkpoint_time = 0.0
+        """Seconds spent writing checkpoints (``save_run``): neither training nor evaluation."""
         self.bar = tqdm(
             total=self.total_epochs,
             desc=f"{method} seed {seed}",
@@ -162,6 +164,7 @@ class EpochRecorder:
             "best": self.best,
             "best_weights": self.best_weights,
             "eval_time": self.eval_time,
+            "checkpoint_time": self.checkpoint_time,
             "elapsed": time.perf_counter() - self.start,
             "diverged_epoch": self.diverged_epoch,
         }
@@ -170,6 +173,7 @@ class EpochRecorder:
         self.history, self.best = state["history"], state["best"]
         self.best_weights = state["best_weights"]
         self.eval_time, self.diverged_epoch = state["eval_time"], state["diverged_epoch"]
+        self.checkpoint_time = state.get("checkpoint_time", 0.0)  # older checkpoints lack it
         self.start = time.perf_counter() - state["elapsed"]
         self.bar.update(len(self.history))
 
@@ -187,7 +191,8 @@ class EpochRecorder:
 
         ``final`` holds the test metrics after the last epoch, ``best`` those of the epoch
         with the best validation score (the papers report early-stopped numbers);
-        ``train_time_s`` the time spent training (IGB's T compares it across methods);
+        ``train_time_s`` the time spent training (IGB's T compares it across methods), apart
+        from ``eval_time_s`` (evaluation) and ``checkpoint_time_s`` (checkpoint writes);
         ``status`` is ``"completed"`` or ``"diverged"`` (with ``diverged_epoch``: a NaN or
         infinite loss stopped the run, and ``final`` holds that epoch's metrics).
         """
@@ -209,10 +214,14 @@ class EpochRecorder:
             },
             epochs=self.history,
             wall_time_s=wall,
-            train_time_s=wall - self.eval_time,
+            train_time_s=wall - self.eval_time - self.checkpoint_time,
             status="diverged" if self.diverged else "completed",
             diverged_epoch=self.diverged_epoch,
-            extra=extra,
+            extra={
+                "eval_time_s": self.eval_time,
+                "checkpoint_time_s": self.checkpoint_time,
+                **(extra or {}),
+            },
         )
         atomic_write_json(self.out / "result.json", result)
         return result

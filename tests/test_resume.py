@@ -225,3 +225,13 @@ def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     resumed = run(config("crashed", resume=True), 0)
     assert len(resumed["epochs"]) == 3
     assert resumed["final"] == reference["final"]
+
+
+def test_checkpoint_and_evaluation_time_are_kept_apart_from_training_time(tmp_path):
+    from harness.registry import run_method
+
+    result = run_method(resume_config(tmp_path, "timed", checkpoint_every=1), "dwa", 0)
+    assert result["checkpoint_time_s"] > 0.0
+    assert result["eval_time_s"] > 0.0
+    parts = result["train_time_s"] + result["eval_time_s"] + result["checkpoint_time_s"]
+    assert parts == pytest.approx(result["wall_time_s"])
