@@ -292,6 +292,8 @@ class AuxLabelEnv(gym.Env):
     | `restore`               | `"epoch"`        | `"batch"`: restore canonical every batch;   |
     |                         |                  | `"none"`: never (one rewarded training run) |
     | `device`                | `"auto"`         | CUDA when present                           |
+    | `amp`                   | False            | bfloat16 autocast of the main network       |
+    | `channels_last`         | False            | channels_last network and image batches     |
 
     ## Version History
     * v0: initial release.

@@ -79,6 +79,12 @@ class AuxLearnerConfig:
     """Random crop + flip on training batches; ``None`` = the dataset's default."""
     device: str = "auto"
     """``"auto"`` picks CUDA when present."""
+    amp: bool = False
+    """Run the main network's forward passes under ``bfloat16`` autocast (mixed precision;
+    losses stay in float32)."""
+    channels_last: bool = False
+    """Keep the main network and its image batches in the ``channels_last`` memory format
+    (faster convolutions on recent GPUs)."""
 
     def __post_init__(self) -> None:
         positive = (
@@ -162,6 +168,8 @@ class AuxLearner:
             ),
         )
         self.net = net.to(self.device)
+        if cfg.channels_last:
+            self.net = self.net.to(memory_format=torch.channels_last)
         self.optimizer = torch.optim.SGD(
             self.net.parameters(), lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay
         )
@@ -220,7 +228,12 @@ class AuxLearner:
     def prepare_inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
         if train and self.augment:
             images = random_crop_flip(images, self.generator)
-        return self.normalize(images)
+        x = self.normalize(images)
+        return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def autocast(self) -> torch.autocast:
+        """The precision context of the main network's forward passes (``amp``)."""
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.amp)
 
     def objective(
         self,
@@ -284,10 +297,11 @@ class AuxLearner:
         """
         self.net.train()
         x = self.batch_inputs(indices) if inputs is None else inputs
-        outputs = self.net(x, heads=[0] if aux_targets is None else None)
-        terms = self.objective(
-            outputs, self.data.train.labels[indices], aux_targets, sample_weights
-        )
+        with self.autocast():
+            outputs = self.net(x, heads=[0] if aux_targets is None else None)
+            terms = self.objective(
+                outputs, self.data.train.labels[indices], aux_targets, sample_weights
+            )
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizer.step()
@@ -326,8 +340,9 @@ class AuxLearner:
         """Mean primary cross-entropy of the (un-augmented) training images ``indices``."""
         self.net.eval()
         x = self.prepare_inputs(self.data.train.images[indices], train=False)
-        (logits,) = self.net(x, heads=[0])
-        return F.cross_entropy(logits, self.data.train.labels[indices])
+        with self.autocast():
+            (logits,) = self.net(x, heads=[0])
+            return F.cross_entropy(logits.float(), self.data.train.labels[indices])
 
     @torch.inference_mode()
     def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
@@ -341,7 +356,9 @@ class AuxLearner:
         for start in range(0, len(data), batch_size):
             x = self.prepare_inputs(data.images[start : start + batch_size], train=False)
             y = data.labels[start : start + batch_size]
-            (logits,) = self.net(x, heads=[0])
+            with self.autocast():
+                (logits,) = self.net(x, heads=[0])
+            logits = logits.float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")
             confusion += confusion_matrix(logits.argmax(dim=1), y, self.num_primary)
         metrics = classification_metrics(confusion)
