@@ -239,6 +239,30 @@ def test_collect_affinities_etap_and_tag_on_an_mtl_run():
     assert learner.epoch == 2
 
 
+@pytest.mark.parametrize("loss", ["sum", "log"])
+def test_update_from_per_task_gradients_is_the_plain_update(loss):
+    # collect_affinities steps with the per-task gradients it scored with: the same update as
+    # the learner's own backward of the objective (sum L_i, or sum log L_i).
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    cfg = MultiTaskLearnerConfig(
+        dataset="digits10", backbone="mlp", optimizer="sgd", lr=0.1, loss=loss, device="cpu"
+    )
+    plain, reused = MultiTaskLearner(cfg, seed=3), MultiTaskLearner(cfg, seed=3)
+    for learner in (plain, reused):
+        learner.begin_epoch()
+    for _ in range(3):
+        losses, features = plain.task_losses(plain.next_indices())
+        plain.apply(losses, features, None)
+        losses, _ = reused.task_losses(reused.next_indices())
+        params = [p for p in reused.net.parameters() if p.requires_grad]
+        grads = per_task_gradients(losses, params)
+        reused.apply_task_gradients(torch.stack(losses).detach(), grads, params)
+    for a, b in zip(plain.net.parameters(), reused.net.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(plain._epoch_loss_sum, reused._epoch_loss_sum)
+
+
 def test_tag_lookahead_compares_losses_on_the_same_augmented_inputs():
     # A vanishing step cannot change any loss: every TAG score must be 0, augmentation or not.
     from mtl_envs.training.affinity import collect_affinities

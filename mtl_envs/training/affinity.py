@@ -105,6 +105,11 @@ def collect_affinities(
     """
     n = learner.num_tasks
     shared = [p for p in learner.net.backbone.parameters() if p.requires_grad]
+    # Where the update is the plain equal-weight one, the per-task gradients of every
+    # parameter (the heads' too) give both the scores and the update, saving a backward pass.
+    reuse = learner.weighting is None and learner.aggregator is None
+    trained = shared + [p for p in learner.net.heads.parameters() if p.requires_grad]
+    size = sum(p.numel() for p in shared)
     lr = learner.lr
     beta = learner.config.momentum if learner.config.optimizer == "sgd" else 0.0
     if not isinstance(every, int) or every < 1:
@@ -123,7 +128,8 @@ def collect_affinities(
             detached = torch.stack(losses).detach()
             score = (etap or tag) and steps % every == 0
             if score:
-                grads = per_task_gradients(losses, shared)
+                every_grad = per_task_gradients(losses, trained if reuse else shared)
+                grads = every_grad[:, :size]
                 buffer = _momentum_buffer(learner, shared) if beta else None
                 present = batch.mask.any(0)
                 valid = present[:, None] & present[None, :]
@@ -137,7 +143,10 @@ def collect_affinities(
                     learner, batch, shared, grads, detached, lr, beta, buffer
                 )
                 sums["tag"] += torch.where(valid, step, 0.0)
-            learner.apply(losses, features, None)
+            if score and reuse:
+                learner.apply_task_gradients(detached, every_grad, trained)
+            else:
+                learner.apply(losses, features, None)
             steps += 1
         learner.end_epoch()
     seconds = time.perf_counter() - start

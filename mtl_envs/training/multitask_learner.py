@@ -667,6 +667,27 @@ class MultiTaskLearner:
         self.optimizer.step()
         return detached
 
+    def apply_task_gradients(
+        self, losses: torch.Tensor, task_gradients: torch.Tensor, params: list[torch.Tensor]
+    ) -> None:
+        """Equal-weight update from per-task gradients already computed: ``task_gradients``
+        (n, P) of the detached task ``losses`` (n,) w.r.t. ``params`` (all the network's
+        trainable parameters, flattened in order). The objective's gradient is their
+        combination ``sum_i dJ/dL_i g_i`` (1 for ``sum``, ``1 / L_i`` for ``log``): what
+        :meth:`update` would compute with one more backward pass. Counts the batch."""
+        if self.weighting is not None or self.aggregator is not None:
+            raise ConfigError("apply_task_gradients is the plain equal-weight update only.")
+        start = time.perf_counter()
+        value = losses.detach().clone().requires_grad_(True)
+        terms = weighted_objective_terms(value, torch.ones_like(value), self.config.loss)
+        (coefficients,) = torch.autograd.grad(terms.sum(), value)
+        total = coefficients @ task_gradients
+        self.optimizer.zero_grad(set_to_none=True)
+        for p, g in zip(params, torch.split(total, [p.numel() for p in params])):
+            p.grad = g.view_as(p).clone()
+        self.optimizer.step()
+        self.record_batch(losses.detach(), time.perf_counter() - start)
+
     def train_epoch(
         self, weights: Callable[[torch.Tensor], torch.Tensor] | None = None
     ) -> dict[str, float]:
