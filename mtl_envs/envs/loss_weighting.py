@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from typing import Any
 
 import gymnasium as gym
@@ -24,16 +25,6 @@ WARMUP_WEIGHTS = ("random", "equal")
 # atanh of the largest float32 below 1 that SB3's tanh squashing returns is about 8.3; this
 # clamp keeps it finite: logits within +-7.25, weight ratios up to e^14.5 (about 2e6).
 ATANH_LIMIT = 1.0 - 1e-6
-ENV_ARGUMENTS = (
-    "observation",
-    "action_transform",
-    "temperature",
-    "warmup_weights",
-    "warmup_epochs",
-    "epochs",
-    "max_steps",
-    "reward",
-)
 
 
 REWARDS = ("min", "mean", "val")
@@ -54,31 +45,49 @@ def improvable_gap_reward(
     return alpha * reduced
 
 
-def check_env_arguments(
-    observation: str,
-    action_transform: str,
-    temperature: float,
-    warmup_weights: str,
-    warmup_epochs: int,
-    epochs: int,
-    max_steps: int | None,
-    reward: str,
-) -> None:
-    """Raise :class:`ConfigError` naming the first bad env argument."""
-    check_choice("observation", observation, OBSERVATIONS)
-    check_choice("reward", reward, REWARDS)
-    check_choice("action_transform", action_transform, ACTION_TRANSFORMS)
-    check_choice("warmup_weights", warmup_weights, WARMUP_WEIGHTS)
-    if not isinstance(temperature, (int, float)) or temperature <= 0:
-        raise ConfigError(f"`temperature` must be a positive number; got {temperature!r}.")
-    if not isinstance(warmup_epochs, int) or warmup_epochs < 1:
-        raise ConfigError(f"`warmup_epochs` must be an int >= 1; got {warmup_epochs!r}.")
-    if not isinstance(epochs, int) or epochs <= warmup_epochs:
-        raise ConfigError(
-            f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` ({warmup_epochs})."
+@dataclass(frozen=True)
+class EpisodeSettings:
+    """The env's own arguments (the rest configure the learner); checked on construction."""
+
+    observation: str = "losses"
+    action_transform: str = "atanh"
+    temperature: float = 1.0
+    warmup_weights: str = "random"
+    warmup_epochs: int = 2
+    epochs: int = 30
+    max_steps: int | None = None
+    reward: str = "min"
+
+    def __post_init__(self) -> None:
+        check_choice("observation", self.observation, OBSERVATIONS)
+        check_choice("reward", self.reward, REWARDS)
+        check_choice("action_transform", self.action_transform, ACTION_TRANSFORMS)
+        check_choice("warmup_weights", self.warmup_weights, WARMUP_WEIGHTS)
+        temperature, warmup, epochs, max_steps = (
+            self.temperature,
+            self.warmup_epochs,
+            self.epochs,
+            self.max_steps,
         )
-    if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-        raise ConfigError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
+        if not isinstance(temperature, (int, float)) or temperature <= 0:
+            raise ConfigError(f"`temperature` must be a positive number; got {temperature!r}.")
+        if not isinstance(warmup, int) or warmup < 1:
+            raise ConfigError(f"`warmup_epochs` must be an int >= 1; got {warmup!r}.")
+        if not isinstance(epochs, int) or epochs <= warmup:
+            raise ConfigError(
+                f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` ({warmup})."
+            )
+        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
+            raise ConfigError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
+
+    def apply_to(self, env: Any) -> None:
+        """Set the settings as the env's attributes (``env.epochs``, ...)."""
+        for item in fields(self):
+            setattr(env, item.name, getattr(self, item.name))
+        env.temperature = float(self.temperature)
+
+
+ENV_ARGUMENTS = tuple(item.name for item in fields(EpisodeSettings))
 
 
 def actions_to_weights(actions: torch.Tensor, transform: str, temperature: float) -> torch.Tensor:
@@ -202,7 +211,7 @@ class LossWeightingEnv(gym.Env):
         if render_mode is not None:
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         _, config = split_env_kwargs(kwargs)
-        check_env_arguments(
+        EpisodeSettings(
             observation,
             action_transform,
             temperature,
@@ -211,15 +220,7 @@ class LossWeightingEnv(gym.Env):
             epochs,
             max_steps,
             reward,
-        )
-        self.observation = observation
-        self.reward = reward
-        self.action_transform = action_transform
-        self.temperature = float(temperature)
-        self.warmup_weights = warmup_weights
-        self.warmup_epochs = warmup_epochs
-        self.epochs = epochs
-        self.max_steps = max_steps
+        ).apply_to(self)
         self.learner = MultiTaskLearner(config)
         n = self.learner.num_tasks
         self.action_space = spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
@@ -382,41 +383,11 @@ class LossWeightingVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(
-        self,
-        num_envs: int = 1,
-        observation: str = "losses",
-        action_transform: str = "atanh",
-        temperature: float = 1.0,
-        warmup_weights: str = "random",
-        warmup_epochs: int = 2,
-        epochs: int = 30,
-        max_steps: int | None = None,
-        reward: str = "min",
-        render_mode: str | None = None,
-        **kwargs: Any,
-    ):
+    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any):
         if render_mode is not None:
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
-        _, config = split_env_kwargs(kwargs)
-        check_env_arguments(
-            observation,
-            action_transform,
-            temperature,
-            warmup_weights,
-            warmup_epochs,
-            epochs,
-            max_steps,
-            reward,
-        )
-        self.observation = observation
-        self.reward = reward
-        self.action_transform = action_transform
-        self.temperature = float(temperature)
-        self.warmup_weights = warmup_weights
-        self.warmup_epochs = warmup_epochs
-        self.epochs = epochs
-        self.max_steps = max_steps
+        env_kwargs, config = split_env_kwargs(kwargs)
+        EpisodeSettings(**env_kwargs).apply_to(self)
         self.learner = BatchedMultiTaskLearner(config, num_envs)
         self.num_envs = num_envs
         n = self.learner.num_tasks
