@@ -14,8 +14,10 @@ block of a markdown file in ``docs/`` that reads
     <!-- /table -->
 
 with the ``mtl-envs compare`` table of ``docs/results/NAME`` (and ``--plot`` writes the
-block's PNG when the opening line names one: ``--plot docs/x.png``). ``--check`` fails when a
-block is out of date instead of writing it.
+block's PNG when the opening line names one: ``--plot docs/x.png``), and every block
+``<!-- probe: FILE -->`` ... ``<!-- /probe -->`` with the kept probe result
+``docs/results/FILE`` as ``mtl-envs probe`` prints it. ``--check`` fails when a block is out
+of date instead of writing it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 KEPT = DOCS / "results"
 BLOCK = re.compile(r"(<!-- table: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
+PROBE = re.compile(r"(<!-- probe: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /probe -->)", re.S)
 EPOCH_KEYS = ("epoch", "train/loss", "agent/reward")
 
 
@@ -78,6 +81,17 @@ def table_for(args: str, plot: bool = True) -> str:
     return "```\n" + format_table(rows, opts.spread) + "\n```\n"
 
 
+def probe_for(file: str) -> str:
+    """A kept probe result (``mtl-envs probe ... --out``) as the probe prints it, its
+    statistics computed afresh from its runs."""
+    from harness.probe import ProbeRun, format_probe, summarize_probe
+
+    probe = read_json(KEPT / file.strip())
+    runs = [ProbeRun(**run) for run in probe["runs"]]
+    probe.update(summarize_probe(runs, probe["metric"]))
+    return "```\n" + format_probe(probe) + "\n```\n"
+
+
 def cmd_render(check: bool) -> int:
     stale = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -85,6 +99,7 @@ def cmd_render(check: bool) -> int:
         new = BLOCK.sub(
             lambda m: m.group(1) + table_for(m.group("args"), not check) + m.group(4), text
         )
+        new = PROBE.sub(lambda m: m.group(1) + probe_for(m.group("file")) + m.group(4), new)
         if new != text:
             stale.append(doc)
             if not check:

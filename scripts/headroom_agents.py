@@ -177,27 +177,23 @@ def main() -> None:
     torch.set_num_threads(1)
     curves: dict[str, list[list[float]]] = {}
 
-    print(f"{LW_ID}: SAC")
-    lr = tune(run_sac, SAC_GRID, "val/mean_nmse", higher=False, episodes=args.episodes)
-    for seed in args.seeds:
-        start = time.perf_counter()
-        run = run_sac(seed, lr, args.episodes)
-        agent = {"algorithm": "SAC", "learning_rate": lr, "episodes": args.episodes}
-        write(args.out, LW_ID, "sac", seed, run, agent, time.perf_counter() - start)
-        curves.setdefault(f"SAC on {LW_ID}", []).append(run["curve"])
-        score = mtl_envs.normalized_score(LW_ID, run["final"]["test/mean_nmse"])
-        print(f"  seed {seed}: test mean_nmse {run['final']['test/mean_nmse']:.4f} ({score:.2f})")
-
-    print(f"{TG_ID}: PPO")
-    lr = tune(run_ppo, PPO_GRID, "val/total_gain", higher=True, steps=args.grouping_steps)
-    for seed in args.seeds:
-        start = time.perf_counter()
-        run = run_ppo(seed, lr, args.grouping_steps)
-        agent = {"algorithm": "PPO", "learning_rate": lr, "total_timesteps": args.grouping_steps}
-        write(args.out, TG_ID, "ppo", seed, run, agent, time.perf_counter() - start)
-        curves.setdefault(f"PPO on {TG_ID}", []).append(run["curve"])
-        score = mtl_envs.normalized_score(TG_ID, run["final"]["test/total_gain"])
-        print(f"  seed {seed}: test total_gain {run['final']['test/total_gain']:.4f} ({score:.2f})")
+    experiments = (
+        # id, method, train function, its budget, learning-rate grid, tuning metric, higher
+        (LW_ID, "sac", run_sac, {"episodes": args.episodes}, SAC_GRID, "mean_nmse", False),
+        (TG_ID, "ppo", run_ppo, {"steps": args.grouping_steps}, PPO_GRID, "total_gain", True),
+    )
+    for env_id, method, train, budget, grid, metric, higher in experiments:
+        print(f"{env_id}: {method.upper()}")
+        lr = tune(train, grid, f"val/{metric}", higher, **budget)
+        for seed in args.seeds:
+            start = time.perf_counter()
+            run = train(seed, lr, **budget)
+            agent = {"algorithm": method.upper(), "learning_rate": lr, **budget}
+            write(args.out, env_id, method, seed, run, agent, time.perf_counter() - start)
+            curves.setdefault(f"{method.upper()} on {env_id}", []).append(run["curve"])
+            value = run["final"][f"test/{metric}"]
+            score = mtl_envs.normalized_score(env_id, value)
+            print(f"  seed {seed}: test {metric} {value:.4f} (normalized {score:.2f})")
     print(f"plot: {plot_curves(args.out, curves)}")
 
 
