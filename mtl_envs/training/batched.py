@@ -102,28 +102,40 @@ class BatchedMultiTaskLearner:
         # The training split restricted to the runs' tasks, once (a batch is then one gather).
         self._train = (train.inputs, train.targets[:, tasks], train.mask[:, tasks])
         params, buffers = stack_module_state([learner.net for learner in self.learners])
-        self.params: dict[str, torch.Tensor] = params
+        # Every run's parameters as one row of a flat (K, P) leaf: the optimiser update is then
+        # a dozen whole-tensor ops, whatever the number of parameter tensors.
+        self._shapes = {name: p.shape[1:] for name, p in params.items()}
+        self._sizes = [p[0].numel() for p in params.values()]
+        self.flat = torch.cat([p.detach().reshape(num_runs, -1) for p in params.values()], 1)
+        self.flat.requires_grad_(True)
         self.buffers: dict[str, torch.Tensor] = buffers
-        self._state = {name: self._zero_state(p) for name, p in params.items()}
+        if config.optimizer == "adam":
+            self._state = {"exp_avg": torch.zeros_like(self.flat.detach())}
+            self._state["exp_avg_sq"] = torch.zeros_like(self._state["exp_avg"])
+        else:
+            self._state = {"momentum": torch.zeros_like(self.flat.detach())}
         self._step = torch.zeros(num_runs, dtype=torch.float64, device=self.device)
         self._pending: torch.Tensor | None = None
         self._pending_rng: list[torch.Tensor | None] = [None] * num_runs
 
     # --------------------------------------------------------------- stacked state
-    def _zero_state(self, param: torch.Tensor) -> dict[str, torch.Tensor]:
-        zeros = torch.zeros_like(param, requires_grad=False)
-        if self.config.optimizer == "adam":
-            return {"exp_avg": zeros, "exp_avg_sq": zeros.clone()}
-        return {"momentum": zeros}
+    @property
+    def params(self) -> dict[str, torch.Tensor]:
+        """Every run's parameters by name, (K, *shape): views of the flat leaf."""
+        rows = torch.split(self.flat, self._sizes, dim=1)
+        num_runs = self.num_runs
+        return {
+            name: row.view(num_runs, *shape)
+            for (name, shape), row in zip(self._shapes.items(), rows)
+        }
 
     def _load_run(self, k: int) -> None:
         """Copy run k's freshly built network into row k; zero its optimiser state."""
         net = self.learners[k].net
         with torch.no_grad():
-            for name, value in net.named_parameters():
-                self.params[name][k].copy_(value)
-                for buf in self._state[name].values():
-                    buf[k].zero_()
+            self.flat[k] = torch.cat([p.reshape(-1) for p in net.parameters()])
+            for buf in self._state.values():
+                buf[k] = 0.0
             for name, value in net.named_buffers():
                 self.buffers[name][k].copy_(value)
         self._step[k] = 0
@@ -132,8 +144,9 @@ class BatchedMultiTaskLearner:
         """Run k's network with its current trained values (for evaluation)."""
         net = self.learners[k].net
         with torch.no_grad():
+            params = self.params
             for name, value in net.named_parameters():
-                value.copy_(self.params[name][k])
+                value.copy_(params[name][k])
             for name, value in net.named_buffers():
                 value.copy_(self.buffers[name][k])
         return net
@@ -193,46 +206,40 @@ class BatchedMultiTaskLearner:
         everyone = bool(active.all())
         if not everyone:
             terms = torch.where(active[:, None], terms, torch.zeros_like(terms))
-        names = list(self.params)
-        grads = torch.autograd.grad(terms.sum(), [self.params[n] for n in names], allow_unused=True)
+        (grad,) = torch.autograd.grad(terms.sum(), self.flat)
         cfg = self.config
         self._step += active.to(self._step.dtype)
-        # Per-run factors, computed once: the learning rate (each run's StepLR) and Adam's
+        row = active[:, None]
+        # Per-run factors (K, 1): the learning rate (each run's StepLR) and, for Adam, the
         # bias corrections at each run's own step count.
         lr = torch.tensor([learner.lr for learner in self.learners], device=self.device)
-        if cfg.optimizer == "adam":
-            step = self._step.clamp_min(1)
-            step_size = lr / (1 - ADAM_BETAS[0] ** step)
-            root_correction = (1 - ADAM_BETAS[1] ** step).sqrt()
+        lr = lr.to(grad.dtype)[:, None]
 
-        def commit(target: torch.Tensor, value: torch.Tensor, row: torch.Tensor) -> None:
+        def commit(target: torch.Tensor, value: torch.Tensor) -> None:
             target.copy_(value if everyone else torch.where(row, value, target))
 
         with torch.no_grad():
-            for name, grad in zip(names, grads):
-                param = self.params[name]
-                grad = torch.zeros_like(param) if grad is None else grad
-                shape = (-1,) + (1,) * (param.dim() - 1)
-                row = active.view(shape)
-                if cfg.weight_decay:
-                    grad = grad + cfg.weight_decay * param
-                state = self._state[name]
-                if cfg.optimizer == "adam":
-                    avg = torch.lerp(state["exp_avg"], grad, 1 - ADAM_BETAS[0])
-                    sq = torch.addcmul(
-                        state["exp_avg_sq"] * ADAM_BETAS[1], grad, grad, value=1 - ADAM_BETAS[1]
-                    )
-                    denom = sq.sqrt() / root_correction.to(param.dtype).view(shape) + ADAM_EPS
-                    delta = step_size.to(param.dtype).view(shape) * avg / denom
-                    commit(state["exp_avg"], avg, row)
-                    commit(state["exp_avg_sq"], sq, row)
-                elif cfg.momentum:
-                    buf = state["momentum"] * cfg.momentum + grad
-                    delta = lr.to(param.dtype).view(shape) * buf
-                    commit(state["momentum"], buf, row)
-                else:
-                    delta = lr.to(param.dtype).view(shape) * grad
-                commit(param, param - delta, row)
+            param = self.flat
+            if cfg.weight_decay:
+                grad = grad + cfg.weight_decay * param
+            if cfg.optimizer == "adam":
+                step = self._step.clamp_min(1)
+                step_size = lr / (1 - ADAM_BETAS[0] ** step).to(grad.dtype)[:, None]
+                root = (1 - ADAM_BETAS[1] ** step).sqrt().to(grad.dtype)[:, None]
+                avg = torch.lerp(self._state["exp_avg"], grad, 1 - ADAM_BETAS[0])
+                sq = torch.addcmul(
+                    self._state["exp_avg_sq"] * ADAM_BETAS[1], grad, grad, value=1 - ADAM_BETAS[1]
+                )
+                delta = step_size * avg / (sq.sqrt() / root + ADAM_EPS)
+                commit(self._state["exp_avg"], avg)
+                commit(self._state["exp_avg_sq"], sq)
+            elif cfg.momentum:
+                buf = self._state["momentum"] * cfg.momentum + grad
+                delta = lr * buf
+                commit(self._state["momentum"], buf)
+            else:
+                delta = lr * grad
+            commit(param, param - delta)
 
     # --------------------------------------------------------------- runs
     def reset_runs(

@@ -253,6 +253,20 @@ class MultiTaskLearner:
             self._k = max(1, config.batch_size // self.num_tasks)
             total = sum(len(ix) for ix in self._per_task)
             self._num_batches = max(1, -(-total // (self._k * self.num_tasks)))
+            # Where each batch slot reads in the concatenation of the epoch's per-task
+            # permutations: task t's column block cycles through its own permutation.
+            needed, offset, blocks = self._num_batches * self._k, 0, []
+            self._task_sizes = [len(ix) for ix in self._per_task]
+            for size in self._task_sizes:
+                position = offset + torch.arange(needed, device=self.device) % size
+                blocks.append(position.reshape(self._num_batches, self._k))
+                offset += size
+            self._slots = torch.cat(blocks, dim=1)
+            self._task_samples = torch.cat(self._per_task)
+            starts = torch.tensor([0, *self._task_sizes[:-1]], device=self.device).cumsum(0)
+            self._task_starts = starts.repeat_interleave(
+                torch.tensor(self._task_sizes, device=self.device)
+            )
         if self._num_batches < 1:
             raise ConfigError(
                 f"`batch_size` ({config.batch_size}) exceeds the training split "
@@ -400,13 +414,12 @@ class MultiTaskLearner:
                 order = torch.randperm(len(self.data.train), device=dev, generator=g)
                 self.batches = order[: self._num_batches * b].reshape(self._num_batches, b)
         else:
-            needed = self._num_batches * self._k
-            columns = []
-            for ix in self._per_task:  # one short loop per epoch, not per sample
-                perm = ix[torch.randperm(len(ix), device=dev, generator=g)]
-                pos = torch.arange(needed, device=dev) % len(ix)
-                columns.append(perm[pos].reshape(self._num_batches, self._k))
-            self.batches = torch.cat(columns, dim=1)
+            # One permutation per task from the generator, in task order; one gather then
+            # lays them out as batches of k samples per task.
+            order = torch.cat(
+                [torch.randperm(n, device=dev, generator=g) for n in self._task_sizes]
+            )
+            self.batches = self._task_samples[(order + self._task_starts)[self._slots]]
         self._epoch_loss_sum.zero_()
         self._epoch_batches = 0
         self.position = 0
