@@ -263,6 +263,22 @@ def test_update_from_per_task_gradients_is_the_plain_update(loss):
     torch.testing.assert_close(plain._epoch_loss_sum, reused._epoch_loss_sum)
 
 
+def test_representation_scores_are_an_option_with_clear_limits():
+    from mtl_envs.errors import ConfigError
+    from mtl_envs.training.affinity import collect_affinities
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    cfg = MultiTaskLearnerConfig(dataset="digits10", backbone="mlp", device="cpu")
+    learner = MultiTaskLearner(cfg, seed=0)
+    scores = collect_affinities(learner, epochs=1, gradients="representation")
+    assert np.isfinite(scores.etap).all() and (np.diag(scores.etap) > 0).all()
+    np.testing.assert_array_equal(scores.etap, scores.etap_no_momentum)  # no momentum term
+    with pytest.raises(ConfigError, match="gradients"):
+        collect_affinities(learner, epochs=1, gradients="features")
+    with pytest.raises(ConfigError, match="TAG"):
+        collect_affinities(learner, epochs=1, tag=True, gradients="representation")
+
+
 def test_tag_lookahead_compares_losses_on_the_same_augmented_inputs():
     # A vanishing step cannot change any loss: every TAG score must be 0, augmentation or not.
     from mtl_envs.training.affinity import collect_affinities
