@@ -1,16 +1,18 @@
 """Env steps per second of the batched LossWeighting vector form against ``SyncVectorEnv``.
 
-    python benchmarks/vector_throughput.py [--steps 40] [--num-envs 1 8 32]
+    python benchmarks/vector_throughput.py [--steps 30] [--rounds 3] [--num-envs 1 8 32]
 
 For each id and K, both forms are reset (warm-up epochs not timed), stepped a few times to
-warm up, then timed over ``--steps`` vector steps with random in-range actions. Printed:
-env steps per second (K per vector step) of each and their ratio, measured in this one run.
+warm up, then timed in alternating rounds of ``--steps`` vector steps with random in-range
+actions. Printed: the median env steps per second (K per vector step) of each and the median
+of the per-round ratios, measured in this one run.
 Target: ratio >= 8 at K = 32 on 2 CPU cores.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 
 import gymnasium as gym
@@ -22,25 +24,28 @@ import mtl_envs  # noqa: F401  (registers the ids)
 IDS = ("LossWeighting-Cubic-v1", "LossWeighting-Digits10-v1")
 
 
-def steps_per_second(env: gym.vector.VectorEnv, steps: int, seed: int = 0) -> float:
-    rng = np.random.default_rng(seed)
-    env.reset(seed=seed)
-    shape = env.action_space.shape
+class Stepper:
+    """A vector env reset once and stepped with random in-range actions."""
 
-    def act():
-        return rng.uniform(-0.9, 0.9, shape).astype(np.float32)
+    def __init__(self, env: gym.vector.VectorEnv, seed: int = 0):
+        self.env, self.rng = env, np.random.default_rng(seed)
+        env.reset(seed=seed)
+        self.rate(3)  # warm-up steps, not counted
 
-    for _ in range(3):
-        env.step(act())
-    start = time.perf_counter()
-    for _ in range(steps):
-        env.step(act())
-    return env.num_envs * steps / (time.perf_counter() - start)
+    def rate(self, steps: int) -> float:
+        """Env steps per second (``num_envs`` per vector step) over ``steps`` vector steps."""
+        shape = self.env.action_space.shape
+        actions = self.rng.uniform(-0.9, 0.9, (steps, *shape)).astype(np.float32)
+        start = time.perf_counter()
+        for action in actions:
+            self.env.step(action)
+        return self.env.num_envs * steps / (time.perf_counter() - start)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=40)
+    parser.add_argument("--steps", type=int, default=30, help="vector steps per round")
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ids", nargs="+", default=list(IDS))
     args = parser.parse_args()
@@ -48,14 +53,19 @@ def main() -> None:
     print(f"{'id':28s} {'K':>3s} {'sync steps/s':>13s} {'batched steps/s':>16s} {'ratio':>6s}")
     for env_id in args.ids:
         for k in args.num_envs:
-            # Episodes long enough that no timed step resets a run.
-            sync = gym.make_vec(env_id, num_envs=k, vectorization_mode="sync")
-            batched = gym.make_vec(env_id, num_envs=k, vectorization_mode="vector_entry_point")
-            s = steps_per_second(sync, args.steps)
-            b = steps_per_second(batched, args.steps)
-            sync.close()
-            batched.close()
-            print(f"{env_id:28s} {k:3d} {s:13.0f} {b:16.0f} {b / s:6.2f}", flush=True)
+            # Episodes long enough that no timed step resets a run; the two forms alternate
+            # in rounds so that the machine's load hits both alike (medians are printed).
+            sync = Stepper(gym.make_vec(env_id, num_envs=k, vectorization_mode="sync"))
+            batched = Stepper(
+                gym.make_vec(env_id, num_envs=k, vectorization_mode="vector_entry_point")
+            )
+            rates = [(sync.rate(args.steps), batched.rate(args.steps)) for _ in range(args.rounds)]
+            s = statistics.median(r[0] for r in rates)
+            b = statistics.median(r[1] for r in rates)
+            ratio = statistics.median(r[1] / r[0] for r in rates)
+            sync.env.close()
+            batched.env.close()
+            print(f"{env_id:28s} {k:3d} {s:13.0f} {b:16.0f} {ratio:6.2f}", flush=True)
 
 
 if __name__ == "__main__":
