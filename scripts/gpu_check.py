@@ -4,7 +4,8 @@
 
 1. torch, CUDA and the device (bfloat16 support, memory);
 2. every registered id built with ``device="auto"`` and stepped a few times with random
-   actions (ids whose data is missing are reported, not failed);
+   actions (ids whose data is missing are reported, not failed), and the LossWeighting
+   batched vector form (K = 8) stepped on the device;
 3. one epoch of ``stl`` on AuxLabel-CIFAR100-v0 (VGG16, the paper's main network) and one
    cycle of RL-AUX's alternating PPO protocol (a train-agent and a train-main epoch), timed;
 4. ``amp`` (bfloat16 autocast) and ``channels_last``: ``stl`` for ``--epochs`` epochs in
@@ -76,6 +77,30 @@ def step_every_id(data_root: str | None, cuda: bool) -> dict[str, str]:
     return outcome
 
 
+def step_batched_vector_envs() -> dict[str, str]:
+    """The LossWeighting batched vector form (torch.func) on ``device="auto"``: K = 8 runs of
+    Cubic and Digits10 reset and stepped, with env steps per second."""
+    outcome = {}
+    for env_id in ("LossWeighting-Cubic-v1", "LossWeighting-Digits10-v1"):
+        env = gym.make_vec(
+            env_id,
+            num_envs=8,
+            vectorization_mode="vector_entry_point",
+            device="auto",
+            warmup_epochs=1,
+            epochs=3,
+        )
+        env.reset(seed=0)
+        start = time.perf_counter()
+        for _ in range(5):
+            env.step(env.action_space.sample())
+        rate = 8 * 5 / (time.perf_counter() - start)
+        where = env.unwrapped.learner.flat.device
+        outcome[env_id] = f"ok on {where}, {rate:.0f} env steps/s (K = 8)"
+        env.close()
+    return outcome
+
+
 def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) -> dict[str, Any]:
     config = RunConfig(
         method=method,
@@ -117,6 +142,10 @@ def main() -> None:
     report["ids"] = step_every_id(args.data_root, cuda)
     for env_id, status in report["ids"].items():
         print(f"{env_id:34s} {status}")
+
+    report["batched_vector"] = step_batched_vector_envs()
+    for env_id, status in report["batched_vector"].items():
+        print(f"{env_id + ' (batched)':34s} {status}")
 
     base = {"backbone": backbone, "device": "auto", "train_subset": subset}
     if args.data_root:
