@@ -27,10 +27,6 @@ from mtl_envs.training.group_trainer import GroupProtocol, load_gain_table
 from mtl_envs.training.multitask_learner import MultiTaskLearner
 
 
-def config_tasks(matrix: np.ndarray) -> int:
-    return matrix.shape[0]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
@@ -60,7 +56,7 @@ def main() -> None:
         print(f"  {name:20} {statistics.median(times[name]) / plain:6.2f} x plain")
     # How well the cheap scores agree with the exact ones of the same seed's run (the
     # momentum-free score; off-diagonal pairs, which decide the groups).
-    off = ~np.eye(config_tasks(scores["etap"][0]), dtype=bool)
+    off = ~np.eye(len(scores["etap"][0]), dtype=bool)
     for name in ("etap_every10", "etap_representation"):
         pearson, spearman = [], []
         for exact, approx in zip(scores["etap"], scores[name]):

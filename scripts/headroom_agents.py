@@ -43,6 +43,18 @@ def episode_returns(env: gym.Env) -> list[float]:
     return [float(r) for r in env.get_episode_rewards()]
 
 
+def play(model, env: gym.Env, seed: int) -> tuple[float, dict[str, Any]]:
+    """One episode of ``model``'s deterministic policy: its return and the last info."""
+    obs, info = env.reset(seed=seed)
+    done, total = False, 0.0
+    while not done:
+        action, _ = model.predict(obs, deterministic=True)
+        obs, reward, terminated, truncated, info = env.step(action)
+        total += float(reward)
+        done = terminated or truncated
+    return total, info
+
+
 def run_sac(seed: int, lr: float, episodes: int) -> dict[str, Any]:
     """SAC over ``episodes`` training runs, then one deterministic run on a new seed."""
     from stable_baselines3 import SAC
@@ -69,13 +81,7 @@ def run_sac(seed: int, lr: float, episodes: int) -> dict[str, Any]:
     curve = episode_returns(env)
     env.close()
     scored = gym.make(LW_ID)
-    obs, _ = scored.reset(seed=1000 + seed)
-    done, total = False, 0.0
-    while not done:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, _ = scored.step(action)
-        total += float(reward)
-        done = terminated or truncated
+    total, _ = play(model, scored, 1000 + seed)
     test, val = scored.unwrapped.evaluate("test"), scored.unwrapped.evaluate("val")
     return {
         "final": {"test/mean_nmse": test["mean_nmse"], "val/mean_nmse": val["mean_nmse"]},
@@ -105,13 +111,7 @@ def run_ppo(seed: int, lr: float, steps: int) -> dict[str, Any]:
     )
     model.learn(steps)
     curve = episode_returns(env)
-    obs, _ = env.reset(seed=seed)
-    done, total = False, 0.0
-    while not done:
-        action, _ = model.predict(obs, deterministic=True)
-        obs, reward, terminated, truncated, info = env.step(action)
-        total += float(reward)
-        done = terminated or truncated
+    total, info = play(model, env, seed)
     grouping = env.unwrapped
     final = {
         "test/total_gain": grouping.evaluate("test")["total_gain"],

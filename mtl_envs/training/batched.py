@@ -20,7 +20,6 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from typing import Any
 
 import torch
 from torch import nn
@@ -335,10 +334,3 @@ class BatchedMultiTaskLearner:
                 learner.record_batch(detached[k])
                 ended.append(learner.advance())
         return detached, torch.tensor(ended, device=self.device)
-
-    def state(self) -> dict[str, Any]:
-        """Per-run counters for logging: epochs and batch positions."""
-        return {
-            "epoch": [learner.epoch for learner in self.learners],
-            "batch": [learner.position for learner in self.learners],
-        }
