@@ -104,6 +104,7 @@ class AuxLabelTask:
         self.restore = restore
         self.reward = reward
         self._potential = 0.0
+        self._potentials: dict[str, float] = {}
         self.restore_every_batch = restore == "batch"
         self.learner = AuxLearner(config)
         self.psi = config.hierarchy_factor
@@ -147,8 +148,16 @@ class AuxLabelTask:
             self._potential = self.val_potential()
 
     def val_potential(self) -> float:
-        """Minus the primary cross-entropy on the validation split."""
-        return -float(self.learner.evaluate("val")["loss"])
+        """Minus the primary cross-entropy on the validation split, evaluated once per network
+        state (``AuxLearner.version``): an episode that starts where the last one ended
+        (``restore="none"``) or from an unchanged canonical model reuses the value."""
+        version = self.learner.version
+        if version not in self._potentials:
+            # Only the canonical model's value and the current one can recur.
+            keep = self.canonical.get("version")
+            self._potentials = {k: v for k, v in self._potentials.items() if k == keep}
+            self._potentials[version] = -float(self.learner.evaluate("val")["loss"])
+        return self._potentials[version]
 
     def current_batch(self) -> tuple[np.ndarray, np.ndarray]:
         """The current batch's raw images (B, C, H, W) and primary labels (B,) on the host;

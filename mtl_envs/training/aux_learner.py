@@ -9,6 +9,7 @@ virtual step differentiates the same :meth:`AuxLearner.objective`.
 from __future__ import annotations
 
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -179,6 +180,10 @@ class AuxLearner:
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(int(seed))
         self.epoch = 0
+        self.version = uuid.uuid4().hex
+        """Names the network's current values: a new one at every SGD step and fresh run, the
+        snapshot's own after :meth:`restore` (so a value computed from the network, such as
+        a validation loss, can be cached by it)."""
         self.order = torch.arange(len(self.data.train), device=self.device)
         self.position = 0
         """The cursor: index, in the epoch's order, of the next batch to train on."""
@@ -305,6 +310,7 @@ class AuxLearner:
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         self.optimizer.step()
+        self.version = uuid.uuid4().hex
         return {k: v.detach() for k, v in terms.items()}
 
     def train_epoch(self, labeller: Labeller | None) -> dict[str, float]:
@@ -369,7 +375,7 @@ class AuxLearner:
     def snapshot(self) -> dict[str, Any]:
         """A deep copy of network, optimiser, scheduler and epoch: the canonical model."""
         state = snapshot_state(net=self.net, optimizer=self.optimizer, scheduler=self.scheduler)
-        return {**state, "epoch": self.epoch}
+        return {**state, "epoch": self.epoch, "version": self.version}
 
     def state_dict(self) -> dict[str, Any]:
         """A checkpoint of the run: the :meth:`snapshot` plus the data order and cursor."""
@@ -390,6 +396,7 @@ class AuxLearner:
         """Return exactly to a :meth:`snapshot` (the data-order generator keeps running)."""
         restore_state(snapshot, net=self.net, optimizer=self.optimizer, scheduler=self.scheduler)
         self.epoch = snapshot["epoch"]
+        self.version = snapshot.get("version") or uuid.uuid4().hex
 
     def images_numpy(self, indices: torch.Tensor) -> np.ndarray:
         """Raw uint8 training images ``indices`` on the host (one transfer per call)."""
