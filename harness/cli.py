@@ -3,7 +3,7 @@
 mtl-envs list
 mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
 mtl-envs sweep SWEEP.yaml [key=value ...] [--data-root DIR]
-mtl-envs probe ENV_ID [key=value ...] [--seeds 5] [--policies ...] [--episodes 10]
+mtl-envs probe ENV_ID [key=value ...] [--seeds 5] [--policies ...] [--episodes 10] [--jobs 1]
 mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--spread sem]
                  [--baseline random] [--plot out.png]
 """
@@ -112,13 +112,20 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
     env_kwargs = apply_overrides({}, args.overrides)
     if args.data_root is not None:
         env_kwargs["data_root"] = args.data_root
+    episodes = args.episodes
+    if episodes is None:  # an id's reference protocol, else 10 epochs
+        from mtl_envs.scores import reference_ids, reference_scores
+
+        known = args.env_id in reference_ids()
+        episodes = reference_scores(args.env_id)["protocol"]["episodes"] if known else 10
     summary = probe(
         args.env_id,
         env_kwargs,
         args.policies,
         seeds=range(args.seeds),
-        episodes=args.episodes,
+        episodes=episodes,
         progress=True,
+        jobs=args.jobs,
     )
     out = args.out or f"results/probe/{args.env_id}.json"
     # A machine's data path says nothing about the result: it is not written.
@@ -159,7 +166,15 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("overrides", nargs="*", help="env kwargs as key=value, e.g. epochs=10")
     probe.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per policy")
     probe.add_argument("--policies", nargs="+", default=None, help="default: the family's set")
-    probe.add_argument("--episodes", type=int, default=10, help="AuxLabel: epochs per run")
+    probe.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help="AuxLabel: epochs per run (default: the id's reference protocol, else 10)",
+    )
+    probe.add_argument(
+        "--jobs", type=int, default=1, help="worker processes of one thread each (default 1)"
+    )
     probe.add_argument("--out", default=None, help="JSON output (results/probe/ENV_ID.json)")
     probe.add_argument("--data-root", default=None, help="dataset folder")
     compare = sub.add_parser("compare", help="table (and plot) of result files")

@@ -75,3 +75,20 @@ def test_probe_command_writes_the_documented_fields(tmp_path, capsys, argv, poli
     assert -1.0 <= summary["spearman_rho"] <= 1.0
     assert summary["policies"].get("optimal", {"oracle": True})["oracle"] is True
     assert summary["policies"]["random"]["oracle"] is False
+
+
+def test_probe_in_worker_processes_matches_the_serial_probe():
+    from harness.probe import probe
+
+    kwargs = {"epochs": 3}
+    args = ("LossWeighting-Cubic-v1", kwargs, ["random", "equal"], range(2))
+    serial = probe(*args, progress=False)
+    parallel = probe(*args, progress=False, jobs=2)
+    key = lambda run: (run["policy"], run["seed"])  # noqa: E731
+    assert [key(r) for r in parallel["runs"]] == [key(r) for r in serial["runs"]]
+    for a, b in zip(serial["runs"], parallel["runs"]):
+        # One torch thread per worker sums in another order than the serial run's threads.
+        assert b["test"] == pytest.approx(a["test"], rel=1e-4)
+        assert b["episode_return"] == pytest.approx(a["episode_return"], rel=1e-4)
+    with pytest.raises(ValueError, match="`jobs` must be a positive int"):
+        probe(*args, progress=False, jobs=0)
