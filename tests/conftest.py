@@ -65,6 +65,18 @@ def write_fake_svhn(root: Path, n_train: int = 200, n_test: int = 50, seed: int 
         savemat(folder / f"{name}_32x32.mat", {"X": x, "y": y})
 
 
+# Same envs, cheaper episodes for the checkers: one warm-up epoch on the LossWeighting ids,
+# and the fake CIFAR-100 files' 200 training images where an id takes a larger subset.
+CHEAP = {"LossWeighting": {"warmup_epochs": 1, "epochs": 3}}
+SUBSET = {"CIFAR100Small": {"train_subset": None}}
+
+
+def cheap_kwargs(env_id: str) -> dict:
+    """Overrides that make a registered id cheap to step on the tests' fake data."""
+    family, name, _ = env_id.split("-")
+    return {**CHEAP.get(family, {}), **SUBSET.get(name, {})}
+
+
 @pytest.fixture(scope="session")
 def fake_data_root(tmp_path_factory) -> Path:
     """A data root holding small CIFAR-10, CIFAR-100 and SVHN files."""

@@ -6,6 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import cheap_kwargs
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -16,16 +17,8 @@ ENV_IDS = mtl_envs.registered_ids()
 SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
 
 
-# Same env, cheaper episodes: one warm-up epoch for the LossWeighting ids in the checkers.
-CHEAP = {"LossWeighting": {"warmup_epochs": 1, "epochs": 3}}
-
-
-def cheap_kwargs(env_id: str) -> dict:
-    return CHEAP.get(env_id.split("-")[0], {})
-
-
 def test_ids_registered():
-    for name in ("CIFAR100", "CIFAR10", "SVHN", "Digits"):
+    for name in ("CIFAR100", "CIFAR10", "SVHN", "Digits", "CIFAR100Small"):
         assert f"AuxLabel-{name}-v0" in ENV_IDS and f"AuxLabelWeighted-{name}-v0" in ENV_IDS
     for name in ("Digits10", "CIFAR100MTL", "Exam"):
         assert f"LossWeighting-{name}-v1" in ENV_IDS
@@ -209,3 +202,38 @@ def test_auxlabel_validation_reward_telescopes_over_a_run():
     assert total == pytest.approx(env.task.val_potential() - start, rel=1e-5)
     with pytest.raises(ValueError, match="restore='batch'"):
         gym.make("AuxLabel-Digits-v0", reward="val", restore="batch")
+
+
+def _counting_evaluate(env, monkeypatch) -> list[str]:
+    calls: list[str] = []
+    evaluate = env.learner.evaluate
+    monkeypatch.setattr(
+        env.learner, "evaluate", lambda split="test": calls.append(split) or evaluate(split)
+    )
+    return calls
+
+
+@pytest.mark.parametrize("restore", ["none", "epoch"])
+def test_auxlabel_validation_reward_evaluates_once_per_network_state(monkeypatch, restore):
+    env = gym.make("AuxLabel-Digits-v0", reward="val", restore=restore, **SMALL).unwrapped
+    calls = _counting_evaluate(env, monkeypatch)
+    env.reset(seed=0)
+    start = env.task.val_potential()
+    done = False
+    while not done:
+        *_, terminated, truncated, _ = env.step(0)
+        done = terminated or truncated
+    assert calls == ["val", "val"]  # the run's start and the episode's end
+    end = env.task.val_potential()
+    env.reset()
+    # "none" starts where the episode ended, "epoch" from the canonical (starting) model:
+    # either value is known already.
+    assert calls == ["val", "val"]
+    expected = end if restore == "none" else start
+    assert env.task.val_potential() == expected
+    with torch.inference_mode():
+        assert expected == pytest.approx(-env.learner.evaluate("val")["loss"], rel=1e-6)
+    del calls[:]
+    env.step(0)
+    env.reset(seed=1)  # a fresh run is evaluated afresh
+    assert calls == ["val"]

@@ -4,17 +4,13 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import cheap_kwargs
 
 import mtl_envs
 from mtl_envs.envs.policies import REFERENCE_POLICIES, env_family, make_policy
 from mtl_envs.errors import ConfigError
 
 ENV_IDS = mtl_envs.registered_ids()
-CHEAP = {"LossWeighting": {"warmup_epochs": 1, "epochs": 3}}
-
-
-def cheap_kwargs(env_id: str) -> dict:
-    return CHEAP.get(env_id.split("-")[0], {})
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
