@@ -87,3 +87,17 @@ def test_metrics_match_sklearn():
     assert metrics["precision"] == pytest.approx(prec)
     assert metrics["recall"] == pytest.approx(rec)
     assert metrics["f1"] == pytest.approx(f1)
+
+
+@pytest.mark.parametrize("mode", ["sum", "log"])
+def test_objective_term_derivatives_are_the_terms_gradient(mode):
+    from mtl_envs.training.weighting import objective_term_derivatives, weighted_objective_terms
+
+    losses = torch.tensor([0.5, 2.0, 1e-13], requires_grad=True)
+    weights = torch.tensor([1.0, 3.0, 2.0])
+    (expected,) = torch.autograd.grad(weighted_objective_terms(losses, weights, mode).sum(), losses)
+    got = objective_term_derivatives(losses.detach(), weights, mode)
+    torch.testing.assert_close(got, expected)
+    # By hand: w for the sum, w / L for the log (0 below the clamp).
+    hand = [1.0, 3.0, 2.0] if mode == "sum" else [2.0, 1.5, 0.0]
+    torch.testing.assert_close(got, torch.tensor(hand))

@@ -26,21 +26,102 @@ from mtl_envs.training.multitask_learner import MultiTaskLearner, TrainingBatch
 
 
 def per_task_gradients(
-    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
+    losses: Sequence[torch.Tensor],
+    params: Sequence[torch.Tensor],
+    reached: Sequence[Sequence[int]] | None = None,
 ) -> torch.Tensor:
     """(n, P) matrix of the gradients of each loss w.r.t. ``params``: one backward pass per
     task through the retained graph (on the small networks of the grouping protocols this is
-    about twice as fast as one ``vmap``-batched backward, whose fixed cost dominates)."""
+    about twice as fast as one ``vmap``-batched backward, whose fixed cost dominates).
+
+    ``reached[i]``: the indices of the parameters loss i depends on (the shared encoder and
+    task i's head); the others' entries stay 0 and the backward pass is not asked for them.
+    Default: every parameter.
+    """
     params = list(params)
     sizes = [p.numel() for p in params]
     ends = np.cumsum(sizes).tolist()
     out = torch.zeros(len(losses), ends[-1] if ends else 0, device=params[0].device)
+    everything = range(len(params))
     for i, loss in enumerate(losses):
-        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
-        for g, size, end in zip(grads, sizes, ends):
+        which = everything if reached is None else reached[i]
+        grads = torch.autograd.grad(
+            loss, [params[k] for k in which], retain_graph=True, allow_unused=True
+        )
+        for k, g in zip(which, grads):
             if g is not None:  # a parameter this task does not reach (another head): 0
-                out[i, end - size : end] = g.reshape(-1)
+                out[i, ends[k] - sizes[k] : ends[k]] = g.reshape(-1)
     return out
+
+
+def trained_parameters(net: torch.nn.Module) -> tuple[list[torch.Tensor], list[list[int]]]:
+    """A multi-head network's trainable parameters, the encoder's first, then each head's,
+    and for each task the indices of those its loss reaches (the encoder's and its head's):
+    the ``params`` and ``reached`` of :func:`per_task_gradients`."""
+    shared = [p for p in net.backbone.parameters() if p.requires_grad]
+    heads = [[p for p in head.parameters() if p.requires_grad] for head in net.heads]
+    starts = np.cumsum([len(shared)] + [len(head) for head in heads]).tolist()
+    reached = [
+        list(range(len(shared))) + list(range(starts[i], starts[i + 1])) for i in range(len(heads))
+    ]
+    return shared + [p for head in heads for p in head], reached
+
+
+class HeadSplit:
+    """Per-task gradients of a multi-head network, split at the shared representation.
+
+    Every head reads its own detached copy of the encoder's output, so one backward pass of
+    the summed losses gives each head's gradient (its task's alone) and each task's gradient
+    of the representation (``delta_i``); task i's encoder gradient is then the encoder's
+    vector-Jacobian product with ``delta_i``, all n of them in one batched pass through the
+    encoder. The same numbers as :func:`per_task_gradients` (the chain rule), without n
+    passes through the losses and heads. The heads' gradients stay per head: the update
+    needs them, the scores do not.
+
+    Args:
+        net: a network with a ``backbone`` and one head per task.
+    """
+
+    def __init__(self, net: torch.nn.Module):
+        self.net = net
+        self.params, _ = trained_parameters(net)
+        self.encoder = [p for p in net.backbone.parameters() if p.requires_grad]
+        self.heads = self.params[len(self.encoder) :]
+        # Task of each entry of the heads' concatenated gradients.
+        head_sizes = [
+            sum(p.numel() for p in head.parameters() if p.requires_grad) for head in net.heads
+        ]
+        device = self.params[0].device
+        self._owner = torch.repeat_interleave(
+            torch.arange(len(head_sizes), device=device), torch.tensor(head_sizes, device=device)
+        )
+        self._head_grads: torch.Tensor | None = None
+
+    def __call__(
+        self, learner: MultiTaskLearner, batch: TrainingBatch
+    ) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """The task losses of ``batch`` (with the heads' graph only) and the (n, S) per-task
+        gradients of the encoder's parameters; the heads' are kept for :meth:`gradient`."""
+        net = self.net
+        net.train()
+        features = net.backbone(batch.inputs)
+        n = len(net.heads)
+        copies = features.detach().expand(n, *features.shape).clone().requires_grad_(True)
+        losses = learner.masked_losses([head(x) for head, x in zip(net.heads, copies)], batch)
+        deltas, *head_grads = torch.autograd.grad(
+            torch.stack(losses).sum(), [copies, *self.heads], materialize_grads=True
+        )
+        encoder_grads = torch.autograd.grad(
+            features, self.encoder, deltas, is_grads_batched=True, materialize_grads=True
+        )
+        self._head_grads = torch.cat([g.reshape(-1) for g in head_grads])
+        return losses, torch.cat([g.reshape(n, -1) for g in encoder_grads], 1)
+
+    def gradient(self, encoder_grads: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
+        """The objective's gradient w.r.t. :attr:`params`, ``sum_i c_i g_i``, from the last
+        call's per-task encoder gradients and head gradients (each head's task only)."""
+        heads = coefficients[self._owner] * self._head_grads
+        return torch.cat([coefficients @ encoder_grads, heads])
 
 
 def step_affinity(
@@ -125,8 +206,7 @@ def collect_affinities(
     # parameter (the heads' too) give both the scores and the update, saving a backward pass.
     exact = gradients == "parameters"
     reuse = exact and learner.weighting is None and learner.aggregator is None
-    trained = shared + [p for p in learner.net.heads.parameters() if p.requires_grad]
-    size = sum(p.numel() for p in shared)
+    split = HeadSplit(learner.net) if reuse else None
     lr = learner.lr
     # No momentum term on representation gradients: the buffer lives in parameter space.
     beta = learner.config.momentum if learner.config.optimizer == "sgd" and exact else 0.0
@@ -142,13 +222,15 @@ def collect_affinities(
         learner.begin_epoch()
         while not learner.epoch_done:
             batch = learner.prepare_batch(learner.next_indices())
-            losses, features = learner.batch_losses(batch)
-            detached = torch.stack(losses).detach()
             score = (etap or tag) and steps % every == 0
-            if score and exact:
-                every_grad = per_task_gradients(losses, trained if reuse else shared)
-                grads = every_grad[:, :size]
-            elif score:
+            if score and reuse:
+                losses, grads = split(learner, batch)
+            else:
+                losses, features = learner.batch_losses(batch)
+            detached = torch.stack(losses).detach()
+            if score and exact and not reuse:
+                grads = per_task_gradients(losses, shared)
+            elif score and not exact:
                 if features is None:
                     raise ConfigError("gradients='representation' needs a shared encoder.")
                 grads = per_task_gradients(losses, [features])
@@ -158,16 +240,21 @@ def collect_affinities(
                 valid = present[:, None] & present[None, :]
                 scored += valid
             if score and etap:
-                sums["plain"] += torch.where(valid, step_affinity(grads, detached, lr), 0.0)
-                step = step_affinity(grads, detached, lr, beta, buffer)
-                sums["etap"] += torch.where(valid, step, 0.0)
+                plain = torch.where(valid, step_affinity(grads, detached, lr), 0.0)
+                sums["plain"] += plain
+                if beta:
+                    step = step_affinity(grads, detached, lr, beta, buffer)
+                    sums["etap"] += torch.where(valid, step, 0.0)
+                else:  # no momentum: eq. 5 is the momentum-free score
+                    sums["etap"] += plain
             if score and tag:
                 step = _lookahead_affinity(
                     learner, batch, shared, grads, detached, lr, beta, buffer
                 )
                 sums["tag"] += torch.where(valid, step, 0.0)
             if score and reuse:
-                learner.apply_task_gradients(detached, every_grad, trained)
+                coefficients = learner.objective_coefficients(detached)
+                learner.apply_gradient(detached, split.gradient(grads, coefficients), split.params)
             else:
                 learner.apply(losses, features, None)
             steps += 1

@@ -28,7 +28,12 @@ from mtl_envs.data.transforms import Normalize, random_crop_flip
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, MultiHeadNet, build_backbone, build_task_network
 from mtl_envs.training.common import OPTIMIZERS, make_optimizer, seeded
-from mtl_envs.training.weighting import LOSS_MODES, Weighting, weighted_objective_terms
+from mtl_envs.training.weighting import (
+    LOSS_MODES,
+    Weighting,
+    objective_term_derivatives,
+    weighted_objective_terms,
+)
 from mtl_envs.utils import check_choice, lookup, resolve_device, suggest
 
 BATCHING = ("balanced", "uniform")
@@ -597,10 +602,16 @@ class MultiTaskLearner:
                 buffers = {n: b.clone() for n, b in backbone.named_buffers()}
                 features = functional_call(backbone, {**shared, **buffers}, (x,))
             outputs = [head(features) for head in self.net.heads]
-        per_sample = self.per_sample_losses(outputs, targets)
-        mask = mask.float()
-        losses = [(loss * mask[:, t]).sum() / count[t] for t, loss in enumerate(per_sample)]
-        return losses, features
+        return self.masked_losses(outputs, batch), features
+
+    def masked_losses(
+        self, outputs: list[torch.Tensor], batch: TrainingBatch
+    ) -> list[torch.Tensor]:
+        """Scalar task losses from the heads' ``outputs`` on ``batch``: each task's per-sample
+        losses over its labelled samples, divided by the batch's count for the task."""
+        per_sample = self.per_sample_losses(outputs, batch.targets)
+        mask = batch.mask.float()
+        return [(loss * mask[:, t]).sum() / batch.count[t] for t, loss in enumerate(per_sample)]
 
     def task_losses(self, indices: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
         """Scalar task losses of a training batch, each with its graph, and the features."""
@@ -680,24 +691,35 @@ class MultiTaskLearner:
         self.optimizer.step()
         return detached
 
+    def objective_coefficients(self, losses: torch.Tensor) -> torch.Tensor:
+        """``dJ/dL_i`` of the equal-weight objective at the detached task ``losses`` (n,):
+        1 for ``loss="sum"``, ``1 / L_i`` for ``"log"``."""
+        if self.weighting is not None or self.aggregator is not None:
+            raise ConfigError("Per-task gradient updates are the plain equal-weight update only.")
+        losses = losses.detach()
+        return objective_term_derivatives(losses, torch.ones_like(losses), self.config.loss)
+
     def apply_task_gradients(
         self, losses: torch.Tensor, task_gradients: torch.Tensor, params: list[torch.Tensor]
     ) -> None:
         """Equal-weight update from per-task gradients already computed: ``task_gradients``
         (n, P) of the detached task ``losses`` (n,) w.r.t. ``params`` (all the network's
         trainable parameters, flattened in order). The objective's gradient is their
-        combination ``sum_i dJ/dL_i g_i`` (1 for ``sum``, ``1 / L_i`` for ``log``): what
+        combination ``sum_i dJ/dL_i g_i`` (:meth:`objective_coefficients`): what
         :meth:`update` would compute with one more backward pass. Counts the batch."""
-        if self.weighting is not None or self.aggregator is not None:
-            raise ConfigError("apply_task_gradients is the plain equal-weight update only.")
+        gradient = self.objective_coefficients(losses) @ task_gradients
+        self.apply_gradient(losses, gradient, params)
+
+    def apply_gradient(
+        self, losses: torch.Tensor, gradient: torch.Tensor, params: list[torch.Tensor]
+    ) -> None:
+        """An optimiser step with the objective's ``gradient`` w.r.t. ``params`` already
+        computed (flattened in their order); counts the batch of detached task ``losses``."""
         start = time.perf_counter()
-        value = losses.detach().clone().requires_grad_(True)
-        terms = weighted_objective_terms(value, torch.ones_like(value), self.config.loss)
-        (coefficients,) = torch.autograd.grad(terms.sum(), value)
-        total = coefficients @ task_gradients
         self.optimizer.zero_grad(set_to_none=True)
-        for p, g in zip(params, torch.split(total, [p.numel() for p in params])):
-            p.grad = g.view_as(p).clone()
+        # Views of one fresh vector: nothing else holds it, so no copies are needed.
+        for p, g in zip(params, torch.split(gradient, [p.numel() for p in params])):
+            p.grad = g.view_as(p)
         self.optimizer.step()
         self.record_batch(losses.detach(), time.perf_counter() - start)
 

@@ -32,6 +32,18 @@ def weighted_objective_terms(
     raise ConfigError(f"`loss` must be one of {list(LOSS_MODES)}; got {loss_mode!r}.")
 
 
+def objective_term_derivatives(
+    losses: torch.Tensor, weights: torch.Tensor, loss_mode: str
+) -> torch.Tensor:
+    """``d/dL_i`` of :func:`weighted_objective_terms`: ``w_i`` for ``"sum"``, ``w_i / L_i``
+    for ``"log"`` (0 where the loss is clamped)."""
+    if loss_mode == "sum":
+        return weights.expand_as(losses).clone()
+    if loss_mode == "log":
+        return torch.where(losses > 1e-12, weights / losses, torch.zeros_like(losses))
+    raise ConfigError(f"`loss` must be one of {list(LOSS_MODES)}; got {loss_mode!r}.")
+
+
 def softmax_weights(scores: torch.Tensor) -> torch.Tensor:
     """``n * softmax(scores)`` over the last dim: positive weights that sum to the number of
     tasks n (per row, for a batch of score vectors)."""
