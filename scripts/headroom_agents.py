@@ -13,7 +13,16 @@ Tuning budget: the learning rate only, from a small grid, chosen on the validati
 one tuning seed that is not among the reported seeds. Each (agent, seed) writes a result in
 the common schema (``mtl-envs compare`` reads it; ``mtl_envs.normalized_score`` maps it onto
 the reference policies' scale) with its learning curve (return per episode), and a PNG of
-the curves lands beside them.
+the curves of every result kept in ``--out`` lands beside them.
+
+PPO on ``AuxLabel-CIFAR100Small-v0`` runs through the harness, with RL-AUX's agent settings
+and no tuning (about 25 minutes per seed on one thread)::
+
+    mtl-envs run configs/auxlabel_cifar100small_ppo.yaml output_dir=results/auxlabel_small
+    python scripts/docs_tables.py keep results/auxlabel_small headroom_agents
+    python scripts/headroom_agents.py --plot-only
+
+Its curve is the mean reward per batch of each train-agent epoch (its episodes).
 """
 
 from __future__ import annotations
@@ -30,7 +39,7 @@ import torch
 import mtl_envs
 from harness.config import RunConfig
 from harness.results import make_result, run_dir
-from mtl_envs.io import atomic_write_json
+from mtl_envs.io import atomic_write_json, read_json
 
 LW_ID = "LossWeighting-CubicScales-v1"
 TG_ID = "TaskGrouping-Digits10Scarce-v1"
@@ -141,22 +150,40 @@ def write(out: Path, env_id: str, method: str, seed: int, run: dict, agent: dict
     return result
 
 
-def plot_curves(out: Path, curves: dict[str, list[list[float]]]) -> Path:
+def kept_curves(out: Path) -> dict[str, tuple[str, list[list[float]]]]:
+    """Learning curves of every result kept below ``out``: panel title -> (y label, one
+    curve per seed). A result's ``curve`` holds its episode returns; the AuxLabel PPO runs'
+    per-epoch ``agent/reward`` is the mean reward per batch of each train-agent episode."""
+    panels: dict[str, tuple[str, list[list[float]]]] = {}
+    for path in sorted(out.glob("*/*/seed*/result.json")):
+        result = read_json(path)
+        if "curve" in result:
+            label, curve = "episode return", result["curve"]
+        else:
+            label = "mean reward per batch of an episode"
+            curve = [epoch["agent/reward"] for epoch in result.get("epochs", [])]
+        title = f"{result['method'].upper()} on {result['env_id']}"
+        panels.setdefault(title, (label, []))[1].append(curve)
+    return panels
+
+
+def plot_curves(out: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(curves), figsize=(5 * len(curves), 3.5), squeeze=False)
-    for ax, (title, runs) in zip(axes[0], curves.items()):
+    panels = kept_curves(out)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, (title, (label, runs)) in zip(axes[0], panels.items()):
         for k, curve in enumerate(runs):
             y = np.asarray(curve, dtype=float)
             window = max(1, len(y) // 50)  # PPO's thousands of short episodes: a moving mean
             smooth = np.convolve(y, np.ones(window) / window, mode="valid")
             ax.plot(np.arange(len(smooth)) + window, smooth, alpha=0.8, label=f"seed {k}")
-        ax.set_title(title)
+        ax.set_title(title, fontsize=9)
         ax.set_xlabel("episode")
-        ax.set_ylabel("episode return" + (f" (mean of {window})" if window > 1 else ""))
+        ax.set_ylabel(label + (f" (mean of {window})" if window > 1 else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
     path = out / "learning_curves.png"
@@ -173,9 +200,14 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=15, help="SAC training runs")
     parser.add_argument("--grouping-steps", type=int, default=20_000, help="PPO env steps")
     parser.add_argument("--out", type=Path, default=Path("docs/results/headroom_agents"))
+    parser.add_argument(
+        "--plot-only", action="store_true", help="only redraw the curves of the kept results"
+    )
     args = parser.parse_args()
+    if args.plot_only:
+        print(f"plot: {plot_curves(args.out)}")
+        return
     torch.set_num_threads(1)
-    curves: dict[str, list[list[float]]] = {}
 
     experiments = (
         # id, method, train function, its budget, learning-rate grid, tuning metric, higher
@@ -190,11 +222,10 @@ def main() -> None:
             run = train(seed, lr, **budget)
             agent = {"algorithm": method.upper(), "learning_rate": lr, **budget}
             write(args.out, env_id, method, seed, run, agent, time.perf_counter() - start)
-            curves.setdefault(f"{method.upper()} on {env_id}", []).append(run["curve"])
             value = run["final"][f"test/{metric}"]
             score = mtl_envs.normalized_score(env_id, value)
             print(f"  seed {seed}: test {metric} {value:.4f} (normalized {score:.2f})")
-    print(f"plot: {plot_curves(args.out, curves)}")
+    print(f"plot: {plot_curves(args.out)}")
 
 
 if __name__ == "__main__":
