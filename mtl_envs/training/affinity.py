@@ -26,45 +26,21 @@ from mtl_envs.training.multitask_learner import MultiTaskLearner, TrainingBatch
 
 
 def per_task_gradients(
-    losses: Sequence[torch.Tensor],
-    params: Sequence[torch.Tensor],
-    reached: Sequence[Sequence[int]] | None = None,
+    losses: Sequence[torch.Tensor], params: Sequence[torch.Tensor]
 ) -> torch.Tensor:
     """(n, P) matrix of the gradients of each loss w.r.t. ``params``: one backward pass per
     task through the retained graph (on the small networks of the grouping protocols this is
-    about twice as fast as one ``vmap``-batched backward, whose fixed cost dominates).
-
-    ``reached[i]``: the indices of the parameters loss i depends on (the shared encoder and
-    task i's head); the others' entries stay 0 and the backward pass is not asked for them.
-    Default: every parameter.
-    """
+    about twice as fast as one ``vmap``-batched backward, whose fixed cost dominates)."""
     params = list(params)
     sizes = [p.numel() for p in params]
     ends = np.cumsum(sizes).tolist()
     out = torch.zeros(len(losses), ends[-1] if ends else 0, device=params[0].device)
-    everything = range(len(params))
     for i, loss in enumerate(losses):
-        which = everything if reached is None else reached[i]
-        grads = torch.autograd.grad(
-            loss, [params[k] for k in which], retain_graph=True, allow_unused=True
-        )
-        for k, g in zip(which, grads):
+        grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        for g, size, end in zip(grads, sizes, ends):
             if g is not None:  # a parameter this task does not reach (another head): 0
-                out[i, ends[k] - sizes[k] : ends[k]] = g.reshape(-1)
+                out[i, end - size : end] = g.reshape(-1)
     return out
-
-
-def trained_parameters(net: torch.nn.Module) -> tuple[list[torch.Tensor], list[list[int]]]:
-    """A multi-head network's trainable parameters, the encoder's first, then each head's,
-    and for each task the indices of those its loss reaches (the encoder's and its head's):
-    the ``params`` and ``reached`` of :func:`per_task_gradients`."""
-    shared = [p for p in net.backbone.parameters() if p.requires_grad]
-    heads = [[p for p in head.parameters() if p.requires_grad] for head in net.heads]
-    starts = np.cumsum([len(shared)] + [len(head) for head in heads]).tolist()
-    reached = [
-        list(range(len(shared))) + list(range(starts[i], starts[i + 1])) for i in range(len(heads))
-    ]
-    return shared + [p for head in heads for p in head], reached
 
 
 class HeadSplit:
@@ -84,13 +60,13 @@ class HeadSplit:
 
     def __init__(self, net: torch.nn.Module):
         self.net = net
-        self.params, _ = trained_parameters(net)
         self.encoder = [p for p in net.backbone.parameters() if p.requires_grad]
-        self.heads = self.params[len(self.encoder) :]
+        per_head = [[p for p in head.parameters() if p.requires_grad] for head in net.heads]
+        self.heads = [p for head in per_head for p in head]
+        self.params = self.encoder + self.heads
+        """Every trainable parameter: the encoder's, then each head's in task order."""
         # Task of each entry of the heads' concatenated gradients.
-        head_sizes = [
-            sum(p.numel() for p in head.parameters() if p.requires_grad) for head in net.heads
-        ]
+        head_sizes = [sum(p.numel() for p in head) for head in per_head]
         device = self.params[0].device
         self._owner = torch.repeat_interleave(
             torch.arange(len(head_sizes), device=device), torch.tensor(head_sizes, device=device)
