@@ -1,8 +1,10 @@
 """The mtl-envs command: list, run (baselines), compare, and its error messages."""
 
 import json
+from pathlib import Path
 
 import pytest
+import yaml
 
 from harness.cli import main
 from harness.config import RunConfig, apply_overrides
@@ -258,3 +260,29 @@ def test_validation_every_k_epochs_and_test_on_the_best_and_final_networks(tmp_p
     assert result["best"]["epoch"] == 2 and result["best"]["test/accuracy"] == 20.0
     assert result["final"]["test/accuracy"] == 50.0 and float(net.weight) == 5.0
     assert "val/accuracy" not in result["epochs"][0] and "test/accuracy" in result["epochs"][1]
+
+
+CONFIGS = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.stem for p in CONFIGS])
+def test_shipped_configs_load(path):
+    """Every config in configs/ parses, names a registered id and methods of its family, and
+    its env kwargs are constructor arguments of that id."""
+    import gymnasium as gym
+
+    from harness.registry import resolve
+    from harness.sweep import SweepConfig, expand
+    from mtl_envs.families import family_of
+
+    if "grid" in (yaml.safe_load(path.read_text()) or {}):
+        configs = [RunConfig.from_dict(run.config) for run in expand(SweepConfig.from_file(path))]
+    else:
+        configs = [RunConfig.from_file(path)]
+    for config in configs:
+        gym.spec(config.env_id)  # raises for an unregistered id
+        for method in config.methods:
+            assert callable(resolve(config.env_id, method))
+        family = family_of(config.env_id)
+        if family.split_kwargs is not None:
+            family.learner_config(config.env_id, config.env_kwargs)  # unknown keys raise
