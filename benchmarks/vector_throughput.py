@@ -4,8 +4,9 @@
 
 For each id and K, both forms are reset (warm-up epochs not timed), stepped a few times to
 warm up, then timed in alternating rounds of ``--steps`` vector steps with random in-range
-actions. Printed: the median env steps per second (K per vector step) of each and the median
-of the per-round ratios, measured in this one run.
+actions. Printed: the median env steps per second (K per vector step) of each, and the
+median of the per-round ratios with their interquartile range, measured in this one run (on a
+shared 2-core machine single rounds move by 30% and more; the IQR shows how far).
 Target: ratio >= 8 at K = 32 on 2 CPU cores.
 """
 
@@ -45,12 +46,13 @@ class Stepper:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=30, help="vector steps per round")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ids", nargs="+", default=list(IDS))
     args = parser.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
-    print(f"{'id':28s} {'K':>3s} {'sync steps/s':>13s} {'batched steps/s':>16s} {'ratio':>6s}")
+    header = f"{'id':28s} {'K':>3s} {'sync steps/s':>13s} {'batched steps/s':>16s}"
+    print(f"{header} {'ratio':>6s} {'IQR':>13s}")
     for env_id in args.ids:
         for k in args.num_envs:
             # Episodes long enough that no timed step resets a run; the two forms alternate
@@ -62,10 +64,12 @@ def main() -> None:
             rates = [(sync.rate(args.steps), batched.rate(args.steps)) for _ in range(args.rounds)]
             s = statistics.median(r[0] for r in rates)
             b = statistics.median(r[1] for r in rates)
-            ratio = statistics.median(r[1] / r[0] for r in rates)
+            ratios = [r[1] / r[0] for r in rates]
+            low, ratio, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
             sync.env.close()
             batched.env.close()
-            print(f"{env_id:28s} {k:3d} {s:13.0f} {b:16.0f} {ratio:6.2f}", flush=True)
+            iqr = f"[{low:.2f}, {high:.2f}]"
+            print(f"{env_id:28s} {k:3d} {s:13.0f} {b:16.0f} {ratio:6.2f} {iqr:>13s}", flush=True)
 
 
 if __name__ == "__main__":
