@@ -56,6 +56,25 @@ def test_auxlabel_policies_in_the_vector_form(env_id, data_env):
     envs.close()
 
 
+def test_weighted_ids_random_is_uniform_over_the_whole_action_space(data_env):
+    envs = gym.make_vec(
+        "AuxLabelWeighted-CIFAR100-v0",
+        num_envs=150,
+        vectorization_mode="vector_entry_point",
+        train_batch_size=150,
+    )
+    obs, _ = envs.reset(seed=0)
+    bins = envs.unwrapped.task.weight_bins
+    random_bins = make_policy("random", envs, seed=0)(obs)[:, 1]
+    # 150 uniform draws over 21 bins: every bin is hit with probability > 0.98.
+    assert set(random_bins.tolist()) == set(range(bins))
+    assert set(make_policy("random", envs, seed=0, weight_bin=3)(obs)[:, 1].tolist()) == {3}
+    for name in ("constant", "image_hash", "human"):
+        # Bin 10 of 21 is weight 2^(10 * 10 / 20 - 5) = 1.
+        assert set(make_policy(name, envs, seed=0)(obs)[:, 1].tolist()) == {10}, name
+    envs.close()
+
+
 def test_human_policy_gives_the_fine_class_rank(data_env):
     env = gym.make("AuxLabel-CIFAR100-v0", train_batch_size=20).unwrapped
     obs, _ = env.reset(seed=0)

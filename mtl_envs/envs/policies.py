@@ -8,7 +8,8 @@ expert scores do, they give a scale on which agents are compared (``mtl_envs.ref
 
 * AuxLabel: ``human`` (CIFAR-100's fine class rank), ``random``, ``constant`` (sub-class 0: no
   auxiliary information), ``image_hash`` (a fixed label per image, unrelated to its content);
-  on the weighted ids every policy also sends a fixed weight bin (``weight_bin``).
+  on the weighted ids every policy but ``random`` also sends a fixed weight bin
+  (``weight_bin``, default weight 1), and ``random`` is uniform over the whole action space.
 * LossWeighting: ``equal``, ``random`` (RLW, as IGB Algorithm 2's warm-up), ``igbv1`` (IGB
   eq. 3), ``inverse_base`` (weights proportional to 1 / L_base), ``drop_one`` (one task at a
   near-zero weight), and ``fixed``, a constant weight vector ``n * softmax(-s log L_base)``
@@ -66,6 +67,7 @@ class _AuxLabelPolicy(ReferencePolicy):
         task = self.env.task
         self.psi = task.num_labels
         self.weighted = task.sample_weights
+        self.num_bins = task.weight_bins
         # Bin (bins - 1) / 2 is weight 2^0 = 1 under the paper's 2^(10 w - 5).
         self.weight_bin = (task.weight_bins - 1) // 2 if weight_bin is None else weight_bin
         if self.weighted and not 0 <= self.weight_bin < task.weight_bins:
@@ -77,14 +79,14 @@ class _AuxLabelPolicy(ReferencePolicy):
         """Sub-class labels, one per sample of ``obs`` (shape (B,))."""
         raise NotImplementedError
 
+    def bins(self, n: int) -> np.ndarray:
+        """Weight bins for ``n`` samples (weighted ids): the policy's fixed bin."""
+        return np.full(n, self.weight_bin, dtype=np.int64)
+
     def __call__(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         batch = obs if self.vector else {k: np.asarray(v)[None] for k, v in obs.items()}
         labels = np.asarray(self.labels(batch), dtype=np.int64)
-        action = (
-            np.stack([labels, np.full_like(labels, self.weight_bin)], axis=1)
-            if self.weighted
-            else labels
-        )
+        action = np.stack([labels, self.bins(len(labels))], axis=1) if self.weighted else labels
         return action if self.vector else action[0]
 
 
@@ -109,12 +111,23 @@ class HumanLabels(_AuxLabelPolicy):
 
 
 class RandomLabels(_AuxLabelPolicy):
-    """A uniformly random sub-class per sample, drawn afresh at every step."""
+    """Uniform over the action space, drawn afresh at every step: a random sub-class per
+    sample and, on the weighted ids, a random weight bin (weights ``2^-5`` to ``2^5``) unless
+    ``weight_bin`` fixes one."""
 
     name = "random"
 
+    def __init__(self, env: Any, seed: int | None = None, weight_bin: int | None = None):
+        super().__init__(env, seed, weight_bin)
+        self.uniform_bins = weight_bin is None
+
     def labels(self, obs: dict[str, np.ndarray]) -> np.ndarray:
         return self.rng.integers(0, self.psi, len(obs["primary_label"]))
+
+    def bins(self, n: int) -> np.ndarray:
+        if not self.uniform_bins:
+            return super().bins(n)
+        return self.rng.integers(0, self.num_bins, n)
 
 
 class ConstantLabel(_AuxLabelPolicy):
