@@ -588,7 +588,10 @@ class MultiTaskLearner:
         if self._one_task:
             # Only each sample's own task is evaluated: one pass, no loop over tasks.
             per_sample, task = self._own_task_losses(x, targets, mask)
-            sums = torch.zeros(self.num_tasks, device=self.device).index_add(0, task, per_sample)
+            # scatter_add, not index_add: the same sums, and vmap (the batched vector form)
+            # has a batching rule for it where index_add falls back to a loop over the runs.
+            zeros = torch.zeros(self.num_tasks, device=self.device, dtype=per_sample.dtype)
+            sums = zeros.scatter_add(0, task, per_sample)
             return list((sums / count).unbind()), None
         if shared is not None and self.config.model is not None:
             raise ConfigError("`shared` parameters need a shared encoder (model=None).")
