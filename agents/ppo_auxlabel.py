@@ -36,6 +36,7 @@ from harness.results import run_dir
 from mtl_envs.envs.aux_label import AuxLabelVectorEnv
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import require_family
+from mtl_envs.training.losses import weight_from_bin
 from mtl_envs.utils import resolve_device
 
 # RL-AUX appendix B and the reference code: lr 3e-4, entropy coefficient 0.01, 10 epochs,
@@ -104,6 +105,20 @@ class AlternatingState:
         self.model.get_env()._reset_seeds()
 
 
+def action_metrics(env: AuxLabelVectorEnv, actions: np.ndarray) -> dict[str, float]:
+    """What a train-main epoch's deterministic actions (N, 1 or 2) did: label classes used
+    and, on the weighted ids, the mean sample weight (RL-AUX eq. 8) and the share above 1."""
+    task = env.task
+    used = np.bincount(actions[:, 0], minlength=task.num_labels)
+    metrics = {"agent/label_classes_used": float((used > 0).sum())}
+    if task.sample_weights:
+        bins = torch.as_tensor(actions[:, 1])
+        weights = weight_from_bin(bins, task.weight_bins, task.weight_exponent_range)
+        metrics["agent/mean_weight"] = float(weights.mean())
+        metrics["agent/share_weight_above_1"] = float((weights > 1).float().mean())
+    return metrics
+
+
 def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
     """``gym.make_vec`` of the config's AuxLabel id with one slot per batch sample."""
     family = require_family(config.env_id, "AuxLabel")
@@ -148,6 +163,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         **agent_kwargs,
     )
     out = run_dir(config, "ppo", seed)
+    out.mkdir(parents=True, exist_ok=True)  # the agent is saved after every cycle
     if config.tensorboard:
         from stable_baselines3.common.logger import configure
 
@@ -171,13 +187,12 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         # 2) train-main epoch with the deterministic policy.
         venv.set_options({"mode": "train_main"})
         obs = venv.reset()
-        labels = []
+        chosen = []
         for _ in range(env.learner.num_batches):
             actions, _ = model.predict(obs, deterministic=True)
-            labels.append(np.asarray(actions).reshape(venv.num_envs, -1)[:, 0])
+            chosen.append(np.asarray(actions).reshape(venv.num_envs, -1))
             obs, _, _, _ = venv.step(actions)
-        used = np.bincount(np.concatenate(labels), minlength=env.task.num_labels)
-        metrics["agent/label_classes_used"] = float((used > 0).sum())
+        metrics.update(action_metrics(env, np.concatenate(chosen)))
         metrics["train/lr"] = env.learner.lr
         _save_atomic(model.save, out / "agent.zip")
         _save_atomic(lambda p: torch.save(env.task.canonical, p), out / "main_net.pt")

@@ -38,7 +38,7 @@ DOCS = ROOT / "docs"
 KEPT = DOCS / "results"
 BLOCK = re.compile(r"(<!-- table: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 PROBE = re.compile(r"(<!-- probe: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /probe -->)", re.S)
-EPOCH_KEYS = ("epoch", "train/loss", "agent/reward")
+EPOCH_KEYS = ("epoch", "train/loss", "agent/reward", "agent/mean_weight")
 
 
 def compact(result: dict[str, Any]) -> dict[str, Any]:

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import mtl_envs  # noqa: F401
-from agents.ppo_auxlabel import run
+from agents.ppo_auxlabel import action_metrics, run
 from agents.sb3_vec_env import SB3VecEnvAdapter
 from harness.config import RunConfig
 
@@ -43,6 +43,22 @@ def test_adapter_rejects_next_step_autoreset():
         SB3VecEnvAdapter(sync)
 
 
+def test_action_metrics_on_hand_worked_weights():
+    vec = gym.make_vec(
+        "AuxLabelWeighted-Digits-v0",
+        num_envs=20,
+        vectorization_mode="vector_entry_point",
+        train_batch_size=20,
+    )
+    # Bins 0, 20, 10, 20 of 21 on 2^(10 w - 5) (RL-AUX eq. 8): 1/32, 32, 1, 32.
+    actions = np.array([[0, 0], [1, 20], [1, 10], [0, 20]])
+    metrics = action_metrics(vec.unwrapped, actions)
+    assert metrics["agent/label_classes_used"] == 2.0
+    assert metrics["agent/mean_weight"] == pytest.approx((1 / 32 + 32 + 1 + 32) / 4)
+    assert metrics["agent/share_weight_above_1"] == 0.5
+    vec.close()
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_ppo_smoke_run_writes_result(tmp_path):
     config = RunConfig(
@@ -62,6 +78,7 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert saved["method"] == "ppo" and saved["seed"] == 0 and len(saved["epochs"]) == 2
     assert 0.0 <= saved["final"]["test/accuracy"] <= 1.0
     assert "agent/reward" in saved["epochs"][0] and saved["epochs"][0]["agent/reward"] < 0
+    assert 1 / 32 <= saved["epochs"][0]["agent/mean_weight"] <= 32
     assert saved["config"]["env_kwargs"]["train_subset"] == 300
     assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
     assert any((path / "tb").iterdir())

@@ -1,0 +1,125 @@
+"""Cost of one cycle of RL-AUX's alternating PPO protocol against two plain epochs.
+
+    python benchmarks/ppo_cycle.py [--data-root DIR] [--env-id ID] [--n-epochs 10 1]
+
+A cycle (``agents/ppo_auxlabel.py``) is one train-agent epoch (PPO labels every batch of a
+copy of the main network and learns from the rewards) and one train-main epoch (the
+deterministic policy labels every batch of the main network itself). The plain reference
+is the ``random`` baseline: the same learner, network and loss with auxiliary labels drawn
+without an agent.
+Both are run through the harness for real (``mtl-envs run``), one cycle against two
+epochs, with evaluation and checkpoint writes excluded (``train_time_s``).
+
+The cycle's time is split by wrapping SB3's ``PPO.learn`` and ``PPO.train``:
+
+* ppo updates: ``PPO.train``, the ``n_epochs`` gradient epochs over each batch's rollout;
+* rollout:     the rest of the train-agent epoch (policy forwards, env steps, rewards);
+* train-main:  the train-main epoch (policy forwards, main-network steps, saving the agent).
+
+The protocol's ``n_epochs`` is 10 (SB3's default, which RL-AUX's agent keeps); each value in
+``--n-epochs`` is one row, so the rows show how the ratio scales with the agent's gradient
+work. ``floor`` is the ratio the protocol's network passes alone would give, counting a
+forward over one sample as 1 and a training step as 3 (forward and a backward of about
+twice its cost), with the agent's backbone the size of the main network (appendix C.2):
+
+    cycle:  2 main steps (3 B_T each) + one reward batch (B_R forwards, Eq. 3)
+            + 2 policy forwards (B_T each) + n_epochs PPO steps (3 B_T each)
+    plain:  2 main steps (3 B_T each)
+
+Target: ratio <= 1.5.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+import time
+
+import torch
+from stable_baselines3 import PPO
+
+import mtl_envs  # noqa: F401  (registers the ids)
+from harness.config import RunConfig
+from harness.registry import run_method
+from mtl_envs.families import require_family
+
+
+class Stopwatch:
+    """Seconds spent inside a wrapped method of a class, summed over calls."""
+
+    def __init__(self, cls: type, name: str):
+        self.seconds = 0.0
+        original = getattr(cls, name)
+
+        def timed(*args, **kwargs):
+            tick = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds += time.perf_counter() - tick
+
+        setattr(cls, name, timed)
+
+
+def train_seconds(method: str, env_id: str, env_kwargs: dict, epochs: int, agent: dict) -> float:
+    with tempfile.TemporaryDirectory() as out:
+        config = RunConfig(
+            method=method,
+            env_id=env_id,
+            env_kwargs=env_kwargs,
+            epochs=epochs,
+            eval_every=epochs,
+            output_dir=out,
+            tensorboard=False,
+            progress=False,
+            checkpoint_every=0,
+            agent=agent,
+        )
+        return run_method(config, method, 0)["train_time_s"]
+
+
+def pass_floor(batch: int, reward_batch: int, n_epochs: int) -> float:
+    """The cycle / two-plain-epochs ratio from the network passes per batch alone."""
+    plain = 2 * 3 * batch
+    return (plain + reward_batch + 2 * batch + n_epochs * 3 * batch) / plain
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-root", default=os.environ.get("MTL_ENVS_DATA"))
+    parser.add_argument(
+        "--env-id",
+        default=None,
+        help="AuxLabel id (default: AuxLabel-CIFAR100Small-v0 with --data-root, else Digits)",
+    )
+    parser.add_argument("--n-epochs", type=int, nargs="+", default=[10, 1])
+    args = parser.parse_args()
+    env_id = args.env_id or (
+        "AuxLabel-CIFAR100Small-v0" if args.data_root else "AuxLabel-Digits-v0"
+    )
+    env_kwargs = {"data_root": args.data_root} if args.data_root else {}
+    print(f"{env_id}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    learner = require_family(env_id, "AuxLabel").learner_config(env_id, env_kwargs)
+    batch, reward_batch = learner.train_batch_size, learner.eval_batch_size
+    learn, update = Stopwatch(PPO, "learn"), Stopwatch(PPO, "train")
+
+    plain = train_seconds("random", env_id, env_kwargs, 2, {}) / 2
+    print(f"plain epoch (random labels): {plain:.1f} s")
+    header = f"{'n_epochs':>8s} {'cycle (s)':>10s} {'ppo updates':>12s} {'rollout':>8s}"
+    print(f"{header} {'train-main':>11s} {'ratio':>6s} {'floor':>6s}")
+    for n_epochs in args.n_epochs:
+        learn.seconds = update.seconds = 0.0
+        cycle = train_seconds("ppo", env_id, env_kwargs, 1, {"n_epochs": n_epochs})
+        rollout = learn.seconds - update.seconds
+        ratio = cycle / (2 * plain)
+        print(
+            f"{n_epochs:8d} {cycle:10.1f} {update.seconds:12.1f} {rollout:8.1f} "
+            f"{cycle - learn.seconds:11.1f} {ratio:6.2f} "
+            f"{pass_floor(batch, reward_batch, n_epochs):6.2f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    main()
