@@ -1,6 +1,9 @@
 """SB3 adapter, feature extractor and a short PPO run of the alternating protocol."""
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -83,6 +86,16 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
     assert any((path / "tb").iterdir())
     assert result["final"] == saved["final"]
+    # The saved agent's deterministic actions on every training image.
+    out = tmp_path / "actions.json"
+    script = Path(__file__).resolve().parents[1] / "scripts" / "auxlabel_agent_actions.py"
+    subprocess.run([sys.executable, str(script), str(path), "--out", str(out)], check=True)
+    (actions,) = json.loads(out.read_text())["runs"]
+    assert actions["images"] == 300 and actions["label_classes"] == 5
+    assert 1 <= actions["label_classes_used"] <= 5 and 0.2 <= actions["top_label_share"] <= 1
+    assert 1 / 32 <= actions["mean_weight"] <= 32 and sum(actions["bin_shares"]) == pytest.approx(1)
+    # 21 bins of 2^(b/2 - 5): (2^-5 / 21) (2^10.5 - 1) / (2^0.5 - 1) = 5.199
+    assert actions["random_policy_mean_weight"] == pytest.approx(5.199, abs=1e-3)
 
 
 def test_custom_agent_runs(capsys):
