@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
-from collections import defaultdict
 
 import torch
+from timing import TIMERS, time_method
 
 import mtl_envs  # noqa: F401
 from agents.sac_lossweighting import ScheduledSAC
@@ -25,23 +24,9 @@ from agents.sac_lossweighting import run as run_igbv2
 from harness.config import RunConfig
 from harness.registry import run_method
 
-TIMERS: dict[str, float] = defaultdict(float)
-
-
-def timed(name: str, fn):
-    def wrapper(*args, **kwargs):
-        start = time.perf_counter()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            TIMERS[name] += time.perf_counter() - start
-
-    return wrapper
-
-
 # Instrument the agent: gradient updates and action selection.
-ScheduledSAC.train = timed("sac_updates", ScheduledSAC.train)
-ScheduledSAC._sample_action = timed("action_selection", ScheduledSAC._sample_action)
+time_method(ScheduledSAC, "train", "sac_updates")
+time_method(ScheduledSAC, "_sample_action", "action_selection")
 
 
 def measure(

@@ -34,49 +34,28 @@ from __future__ import annotations
 import argparse
 import os
 import tempfile
-import time
 
 import torch
 from stable_baselines3 import PPO
+from timing import TIMERS, time_method
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from harness.config import RunConfig
-from harness.registry import run_method
+from harness.registry import run_quietly
 from mtl_envs.families import require_family
-
-
-class Stopwatch:
-    """Seconds spent inside a wrapped method of a class, summed over calls."""
-
-    def __init__(self, cls: type, name: str):
-        self.seconds = 0.0
-        original = getattr(cls, name)
-
-        def timed(*args, **kwargs):
-            tick = time.perf_counter()
-            try:
-                return original(*args, **kwargs)
-            finally:
-                self.seconds += time.perf_counter() - tick
-
-        setattr(cls, name, timed)
 
 
 def train_seconds(method: str, env_id: str, env_kwargs: dict, epochs: int, agent: dict) -> float:
     with tempfile.TemporaryDirectory() as out:
-        config = RunConfig(
-            method=method,
-            env_id=env_id,
+        result = run_quietly(
+            method,
+            env_id,
             env_kwargs=env_kwargs,
             epochs=epochs,
             eval_every=epochs,
             output_dir=out,
-            tensorboard=False,
-            progress=False,
-            checkpoint_every=0,
             agent=agent,
         )
-        return run_method(config, method, 0)["train_time_s"]
+        return result["train_time_s"]
 
 
 def pass_floor(batch: int, reward_batch: int, n_epochs: int) -> float:
@@ -102,20 +81,21 @@ def main() -> None:
     print(f"{env_id}, torch {torch.__version__}, {torch.get_num_threads()} threads")
     learner = require_family(env_id, "AuxLabel").learner_config(env_id, env_kwargs)
     batch, reward_batch = learner.train_batch_size, learner.eval_batch_size
-    learn, update = Stopwatch(PPO, "learn"), Stopwatch(PPO, "train")
+    time_method(PPO, "learn", "learn")
+    time_method(PPO, "train", "ppo_updates")
 
     plain = train_seconds("random", env_id, env_kwargs, 2, {}) / 2
     print(f"plain epoch (random labels): {plain:.1f} s")
     header = f"{'n_epochs':>8s} {'cycle (s)':>10s} {'ppo updates':>12s} {'rollout':>8s}"
     print(f"{header} {'train-main':>11s} {'ratio':>6s} {'floor':>6s}")
     for n_epochs in args.n_epochs:
-        learn.seconds = update.seconds = 0.0
+        TIMERS.clear()
         cycle = train_seconds("ppo", env_id, env_kwargs, 1, {"n_epochs": n_epochs})
-        rollout = learn.seconds - update.seconds
+        learn, update = TIMERS["learn"], TIMERS["ppo_updates"]
         ratio = cycle / (2 * plain)
         print(
-            f"{n_epochs:8d} {cycle:10.1f} {update.seconds:12.1f} {rollout:8.1f} "
-            f"{cycle - learn.seconds:11.1f} {ratio:6.2f} "
+            f"{n_epochs:8d} {cycle:10.1f} {update:12.1f} {learn - update:8.1f} "
+            f"{cycle - learn:11.1f} {ratio:6.2f} "
             f"{pass_floor(batch, reward_batch, n_epochs):6.2f}",
             flush=True,
         )

@@ -83,3 +83,17 @@ def resolve(env_id: str, method: str) -> Runner:
 def run_method(config: RunConfig, method: str, seed: int) -> dict[str, Any]:
     """Run ``method`` on ``config.env_id`` for one seed; returns (and writes) its result."""
     return resolve(config.env_id, method)(config, seed)
+
+
+def run_quietly(method: str, env_id: str, seed: int = 0, **fields: Any) -> dict[str, Any]:
+    """One run of ``method`` with no progress bars, TensorBoard or checkpoints, for
+    benchmarks and checks that only want its result; ``fields`` are :class:`RunConfig`'s."""
+    config = RunConfig(
+        method=method,
+        env_id=env_id,
+        progress=False,
+        tensorboard=False,
+        checkpoint_every=0,
+        **fields,
+    )
+    return run_method(config, method, seed)

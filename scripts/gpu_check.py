@@ -29,8 +29,7 @@ import gymnasium as gym
 import torch
 
 import mtl_envs
-from harness.config import RunConfig
-from harness.registry import run_method
+from harness.registry import run_quietly
 from mtl_envs.families import family_of
 
 
@@ -102,18 +101,10 @@ def step_batched_vector_envs() -> dict[str, str]:
 
 
 def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) -> dict[str, Any]:
-    config = RunConfig(
-        method=method,
-        env_id="AuxLabel-CIFAR100-v0",
-        env_kwargs=env_kwargs,
-        epochs=epochs,
-        output_dir=out,
-        tensorboard=False,
-        progress=False,
-        checkpoint_every=0,
-    )
     start = time.perf_counter()
-    result = run_method(config, method, 0)
+    result = run_quietly(
+        method, "AuxLabel-CIFAR100-v0", env_kwargs=env_kwargs, epochs=epochs, output_dir=out
+    )
     return {
         "seconds": time.perf_counter() - start,
         "train_seconds": result["train_time_s"],
