@@ -11,6 +11,7 @@ import pytest
 import torch
 
 import mtl_envs  # noqa: F401  (registers the ids cheap_kwargs looks up)
+from mtl_envs.data.images import write_cifar100
 
 torch.set_num_threads(2)
 
@@ -23,23 +24,19 @@ def write_fake_cifar100(root: Path, per_fine: int = 2, seed: int = 0) -> np.ndar
     """CIFAR-100 pickle layout with a shuffled fine->coarse map; returns that map."""
     rng = np.random.default_rng(seed)
     coarse_of_fine = rng.permutation(100) // 5
-    folder = root / "cifar-100-python"
-    folder.mkdir(parents=True, exist_ok=True)
+    parts = {}
     for name, reps in (("train", per_fine), ("test", 1)):
         fine = np.repeat(np.arange(100), reps)
-        batch = {
+        parts[name] = {
             "data": _images(rng, len(fine)),
             "fine_labels": fine.tolist(),
             "coarse_labels": coarse_of_fine[fine].tolist(),
         }
-        with open(folder / name, "wb") as f:
-            pickle.dump(batch, f)
     meta = {
         "fine_label_names": [f"f{i}" for i in range(100)],
         "coarse_label_names": [f"c{i}" for i in range(20)],
     }
-    with open(folder / "meta", "wb") as f:
-        pickle.dump(meta, f)
+    write_cifar100(root, parts, meta)
     return coarse_of_fine
 
 

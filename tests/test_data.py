@@ -8,6 +8,7 @@ import torch
 from conftest import write_fake_cifar100
 
 from mtl_envs.data import DatasetNotFoundError, load_dataset, random_crop_flip
+from mtl_envs.data.images import subset_cifar100, tile_cifar100
 from mtl_envs.errors import ConfigError
 from mtl_envs.utils import default_data_root
 
@@ -39,6 +40,43 @@ def test_cifar100_coarse_primary_and_hierarchical_fine_labels(tmp_path):
     expected = [5 * coarse_of_fine[f] + rank[f] for f in fine]
     assert whole.train.fine_labels.tolist() == expected
     assert torch.equal(whole.train.fine_labels // 5, whole.train.labels)
+
+
+def test_cifar100_subset_is_stratified_and_reads_back(tmp_path):
+    write_fake_cifar100(tmp_path / "full", per_fine=4)
+    folder = subset_cifar100(tmp_path / "full", tmp_path / "small", train=200, test=100)
+    assert sorted(p.name for p in folder.iterdir()) == ["meta", "test", "train"]
+    with open(folder / "train", "rb") as f:
+        train = pickle.load(f)
+    assert np.bincount(train["fine_labels"], minlength=100).tolist() == [2] * 100
+    with open(tmp_path / "full" / "cifar-100-python" / "train", "rb") as f:
+        full = pickle.load(f)
+    # Every kept image comes with its own labels: look each one up in the full file.
+    where = {row.tobytes(): i for i, row in enumerate(full["data"])}
+    for row, fine, coarse in zip(train["data"], train["fine_labels"], train["coarse_labels"]):
+        i = where[row.tobytes()]
+        assert (full["fine_labels"][i], full["coarse_labels"][i]) == (fine, coarse)
+    data = load_dataset("cifar100", tmp_path / "small", device="cpu", val_fraction=0.0)
+    assert (len(data.train), len(data.test)) == (200, 100)
+    with pytest.raises(ConfigError, match=r"`test` must be an image count in \[1, 100\]"):
+        subset_cifar100(tmp_path / "full", tmp_path / "bad", train=200, test=101)
+
+
+def test_tiled_cifar100_repeats_whole_copies_then_the_first_images(tmp_path):
+    write_fake_cifar100(tmp_path / "small")
+    folder = tile_cifar100(tmp_path / "small", tmp_path / "big", train=450, test=100)
+    with open(tmp_path / "small" / "cifar-100-python" / "train", "rb") as f:
+        small = pickle.load(f)
+    with open(folder / "train", "rb") as f:
+        big = pickle.load(f)
+    assert big["data"].shape == (450, 3072)
+    # 200 images: two whole copies, then the first 50 once more.
+    np.testing.assert_array_equal(big["data"][400:], small["data"][:50])
+    np.testing.assert_array_equal(big["data"][200:400], small["data"])
+    assert big["fine_labels"][:250] == small["fine_labels"] + small["fine_labels"][:50]
+    assert len(load_dataset("cifar100", tmp_path / "big", device="cpu").test) == 100
+    with pytest.raises(ConfigError, match="`train` must be an int of at least 200"):
+        tile_cifar100(tmp_path / "small", tmp_path / "bad", train=100, test=100)
 
 
 def test_cifar10_and_svhn_read(fake_data_root):

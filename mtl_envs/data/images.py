@@ -7,6 +7,7 @@ CIFAR is read straight from the official python-pickle layout and SVHN from the 
 
 from __future__ import annotations
 
+import os
 import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -243,6 +244,73 @@ def read_cifar100(data_root: Path, download: bool = False) -> RawImageData:
         num_fine_classes=100,
         class_names=list(meta.get("coarse_label_names", [])),
     )
+
+
+def write_cifar100(data_root: str | os.PathLike, parts: dict[str, dict], meta: dict) -> Path:
+    """Write CIFAR-100 files in the official python-pickle layout that :func:`read_cifar100`
+    reads, each through a temporary file and a rename; returns the folder.
+
+    ``parts`` maps ``"train"`` and ``"test"`` to ``{"data": (N, 3072) uint8 array in R, G, B
+    planes, "fine_labels": [...], "coarse_labels": [...]}``; ``meta`` holds the label names.
+    """
+    folder = Path(data_root) / CIFAR100Files.folder
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, payload in (*parts.items(), (CIFAR100Files.meta_file, meta)):
+        tmp = folder / f".{name}.tmp"
+        with open(tmp, "wb") as f:
+            pickle.dump(payload, f, protocol=4)
+        os.replace(tmp, folder / name)
+    return folder
+
+
+def subset_cifar100(
+    src_root: str | os.PathLike, dst_root: str | os.PathLike, train: int, test: int, seed: int = 0
+) -> Path:
+    """Copy a stratified (by fine class) subset of ``train`` training and ``test`` test
+    images of ``src_root``'s CIFAR-100 to ``dst_root`` in the same layout: a copy small
+    enough to carry to a machine without the full files."""
+    folder = Path(src_root) / CIFAR100Files.folder
+    parts = {}
+    for part, size in (("train", train), ("test", test)):
+        batch = _read_pickle(folder / part, "cifar100")
+        fine = np.asarray(batch["fine_labels"])
+        if not 0 < size <= len(fine):
+            raise ConfigError(f"`{part}` must be an image count in [1, {len(fine)}]; got {size!r}.")
+        keep = np.arange(len(fine)) if size == len(fine) else stratified_split(fine, size, seed)[1]
+        parts[part] = {
+            "data": _cifar_images(batch, folder / part, "cifar100").reshape(len(fine), -1)[keep],
+            "fine_labels": fine[keep].tolist(),
+            "coarse_labels": np.asarray(batch["coarse_labels"])[keep].tolist(),
+        }
+    meta = _read_pickle(folder / CIFAR100Files.meta_file, "cifar100")
+    return write_cifar100(dst_root, parts, meta)
+
+
+def tile_cifar100(
+    src_root: str | os.PathLike, dst_root: str | os.PathLike, train: int, test: int
+) -> Path:
+    """Write ``src_root``'s CIFAR-100 to ``dst_root`` repeated up to ``train`` training and
+    ``test`` test images (whole copies, then the first images once more): data of the full
+    set's size from a carried subset, for timings. Copies of an image land in the training,
+    validation and test splits alike, so accuracies on tiled data mean nothing."""
+    folder = Path(src_root) / CIFAR100Files.folder
+    parts = {}
+    for part, size in (("train", train), ("test", test)):
+        batch = _read_pickle(folder / part, "cifar100")
+        images = _cifar_images(batch, folder / part, "cifar100").reshape(-1, 3 * 32 * 32)
+        if not isinstance(size, int) or size < len(images):
+            raise ConfigError(
+                f"`{part}` must be an int of at least {len(images)} (the images to tile); "
+                f"got {size!r}."
+            )
+        take = np.arange(size) % len(images)
+        parts[part] = {
+            "data": images[take],
+            "fine_labels": np.asarray(batch["fine_labels"])[take].tolist(),
+            "coarse_labels": np.asarray(batch["coarse_labels"])[take].tolist(),
+        }
+    meta = _read_pickle(folder / CIFAR100Files.meta_file, "cifar100")
+    return write_cifar100(dst_root, parts, meta)
 
 
 class SVHNFiles:
