@@ -16,13 +16,13 @@ import argparse
 import tempfile
 
 import torch
-from timing import TIMERS, time_method
 
 import mtl_envs  # noqa: F401
 from agents.sac_lossweighting import ScheduledSAC
 from agents.sac_lossweighting import run as run_igbv2
 from harness.config import RunConfig
 from harness.registry import run_method
+from harness.timing import TIMERS, time_method
 
 # Instrument the agent: gradient updates and action selection.
 time_method(ScheduledSAC, "train", "sac_updates")

@@ -37,10 +37,10 @@ import tempfile
 
 import torch
 from stable_baselines3 import PPO
-from timing import TIMERS, time_method
 
 import mtl_envs  # noqa: F401  (registers the ids)
 from harness.registry import run_quietly
+from harness.timing import TIMERS, time_method
 from mtl_envs.families import require_family
 
 
