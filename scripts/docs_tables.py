@@ -16,8 +16,9 @@ block of a markdown file in ``docs/`` that reads
 with the ``mtl-envs compare`` table of ``docs/results/NAME`` (and ``--plot`` writes the
 block's PNG when the opening line names one: ``--plot docs/x.png``), and every block
 ``<!-- probe: FILE -->`` ... ``<!-- /probe -->`` with the kept probe result
-``docs/results/FILE`` as ``mtl-envs probe`` prints it. ``--check`` fails when a block is out
-of date instead of writing it.
+``docs/results/FILE`` as ``mtl-envs probe`` prints it, and every block ``<!-- gpu: FILE -->``
+... ``<!-- /gpu -->`` with the tables of a kept ``scripts/gpu_check.py`` report.
+``--check`` fails when a block is out of date instead of writing it.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ DOCS = ROOT / "docs"
 KEPT = DOCS / "results"
 BLOCK = re.compile(r"(<!-- table: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 PROBE = re.compile(r"(<!-- probe: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /probe -->)", re.S)
+GPU = re.compile(r"(<!-- gpu: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /gpu -->)", re.S)
 EPOCH_KEYS = ("epoch", "train/loss", "agent/reward", "agent/mean_weight")
 
 
@@ -92,6 +94,13 @@ def probe_for(file: str) -> str:
     return "```\n" + format_probe(probe) + "\n```\n"
 
 
+def gpu_for(file: str) -> str:
+    """A kept ``scripts/gpu_check.py`` report as its tables."""
+    from harness.gpu_report import format_gpu_report
+
+    return format_gpu_report(read_json(KEPT / file.strip()))
+
+
 def cmd_render(check: bool) -> int:
     stale = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -100,6 +109,7 @@ def cmd_render(check: bool) -> int:
             lambda m: m.group(1) + table_for(m.group("args"), not check) + m.group(4), text
         )
         new = PROBE.sub(lambda m: m.group(1) + probe_for(m.group("file")) + m.group(4), new)
+        new = GPU.sub(lambda m: m.group(1) + gpu_for(m.group("file")) + m.group(4), new)
         if new != text:
             stale.append(doc)
             if not check:

@@ -1,36 +1,114 @@
-"""GPU readiness in minutes: the device, every id stepped on it, the paper-scale timings.
+"""GPU readiness in minutes: the device, the batched vector form, the paper protocol's
+timings, the precision options and every id, on the device.
 
-    python scripts/gpu_check.py --data-root DIR [--subset N] [--epochs 2] [--out gpu.json]
+    python scripts/gpu_check.py --data-root DIR [--full-size] [--budget-s 420] [--out gpu.json]
 
-1. torch, CUDA and the device (bfloat16 support, memory);
-2. every registered id built with ``device="auto"`` and stepped a few times with random
-   actions (ids whose data is missing are reported, not failed), and the LossWeighting
-   batched vector form (K = 8) stepped on the device;
-3. one epoch of ``stl`` on AuxLabel-CIFAR100-v0 (VGG16, the paper's main network) and one
-   cycle of RL-AUX's alternating PPO protocol (a train-agent and a train-main epoch), timed;
-4. ``amp`` (bfloat16 autocast) and ``channels_last``: ``stl`` for ``--epochs`` epochs in
-   each of the four combinations from the same seed, with test accuracy and time per epoch.
+Sections (``--sections`` picks some), in order of what matters most. Each gets a share of
+the time ``--budget-s`` has left when it starts (what one leaves over goes to the next); a
+run that no longer fits says so and is skipped, and one that fails records its error, so the
+sections after it still run. The JSON is rewritten after every section, so a run cut short
+keeps what it did.
 
-On a machine without CUDA it says so and runs everything on the CPU on ``--subset`` images
-(default 500 there, the whole training set on a GPU) with the small CNN (VGG16's evaluation
-of 15,000 images alone takes minutes on a CPU), so the script itself is checked anywhere.
-The output goes to the terminal and, with ``--out``, to a JSON file.
+1. device: torch, CUDA, the device's name and memory, bfloat16 support;
+2. batched vector form: LossWeighting-Cubic-v1 and -Digits10-v1 with K = 4 stacked runs on
+   ``device="auto"`` against four single envs seeded seed + k on the same device (the largest
+   relative differences of observations and rewards over 9 steps), and env steps per second
+   of a single env and of K = 8 and 32 stacked runs;
+3. protocol: RL-AUX's protocol on AuxLabel-CIFAR100-v0 (VGG16 main network, B_T = 100):
+   ``stl``, ``ppo`` (alternating cycles), ``human`` and ``maxl`` for up to
+   ``--protocol-epochs`` epochs each: the seconds of every training epoch (cycle), of one
+   validation + test evaluation, and PPO's cycle split into agent updates, rollout and
+   train-main. ``--full-size`` tiles the data to CIFAR-100's 50,000 + 10,000 images, so a
+   carried subset (``scripts/offline_bundle.py``) gives timings at the paper's scale;
+4. precision: ``amp`` (bfloat16 autocast) x ``channels_last``, ``stl`` for ``--epochs``
+   epochs each from one seed on the data as given (never tiled): seconds per epoch and test
+   accuracy;
+5. ids: every registered id built on ``device="auto"`` and stepped three times with random
+   actions (ids whose data or optional package is missing are reported, not failed).
+
+Without CUDA it says so and runs on the CPU with the small CNN on ``--subset`` training
+images (default 500), so the script itself is checked anywhere. The tables printed at the
+end are ``harness.gpu_report``'s, which also renders a kept report into ``docs/gpu.md``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import tempfile
 import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 import torch
+from stable_baselines3 import PPO
 
 import mtl_envs
+from harness.gpu_report import format_gpu_report
+from harness.recording import EpochRecorder
 from harness.registry import run_quietly
+from harness.timing import TIMERS, time_method
+from mtl_envs.data.images import read_cifar100, tile_cifar100
 from mtl_envs.families import family_of
+from mtl_envs.io import atomic_write_json
+from mtl_envs.utils import resolve_data_root
+
+PROTOCOL_ID = "AuxLabel-CIFAR100-v0"
+# Shares of the time left when a section starts (later sections' shares included).
+SECTIONS = {"batched_vector": 0.1, "protocol": 0.55, "precision": 0.2, "ids": 0.15}
+# Within the protocol: each method's share, and an epoch's (cycle's) cost against an stl
+# epoch before one is measured (a PPO cycle is one train-agent epoch with 10 PPO epochs per
+# batch plus one train-main epoch: about 14 plain epochs on the CPU, benchmarks/ppo_cycle.py).
+METHOD_SHARES = {"stl": 0.2, "ppo": 0.4, "human": 0.15, "maxl": 0.25}
+METHOD_COSTS = {"stl": 1.0, "ppo": 14.0, "human": 1.2, "maxl": 3.0}
+
+# Seconds the ids section must have left to build an ETAP-fitted id.
+ETAP_SECONDS = 60.0
+
+EPOCH_SECONDS: list[float] = []
+
+
+def _sync() -> None:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def clock_epochs() -> None:
+    """Append every recorded epoch's training seconds (from the end of the previous record,
+    evaluation included there, to the start of this one) to ``EPOCH_SECONDS``."""
+    record = EpochRecorder.record
+
+    def timed_record(self, epoch, metrics):
+        _sync()
+        EPOCH_SECONDS.append(time.perf_counter() - getattr(self, "_clock", self.start))
+        out = record(self, epoch, metrics)
+        _sync()
+        self._clock = time.perf_counter()
+        return out
+
+    EpochRecorder.record = timed_record
+
+
+class Budget:
+    def __init__(self, seconds: float):
+        self.seconds, self.start = seconds, time.perf_counter()
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+    def left(self) -> float:
+        return self.seconds - self.elapsed()
+
+    def share(self, name: str, weights: dict[str, float]) -> float:
+        """``name``'s share of the time left, against it and the names after it."""
+        names = list(weights)
+        rest = sum(weights[n] for n in names[names.index(name) :])
+        return max(self.left(), 0.0) * weights[name] / rest
 
 
 def device_report() -> dict[str, Any]:
@@ -46,20 +124,196 @@ def device_report() -> dict[str, Any]:
     return report
 
 
-def step_every_id(data_root: str | None, cuda: bool) -> dict[str, str]:
+def _max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
+    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-6)))
+
+
+def _steps_per_second(env: gym.Env | gym.vector.VectorEnv, n: int, seconds: float) -> float:
+    """Env steps per second over about ``seconds`` (``n`` runs per step), resets included."""
+    single = isinstance(env, gym.Env)
+    env.reset(seed=0)
+    env.step(env.action_space.sample())  # first step: lazy initialisation
+    _sync()
+    start, steps = time.perf_counter(), 0
+    while steps == 0 or time.perf_counter() - start < seconds:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        if single and (terminated or truncated):
+            env.reset()  # the vector form resets its runs itself
+        steps += 1
+    _sync()
+    return n * steps / (time.perf_counter() - start)
+
+
+BATCHED_KWARGS = {"device": "auto", "warmup_epochs": 1, "epochs": 3}
+
+
+def _stacked(env_id: str, k: int) -> gym.vector.VectorEnv:
+    return gym.make_vec(
+        env_id, num_envs=k, vectorization_mode="vector_entry_point", **BATCHED_KWARGS
+    )
+
+
+def check_stacked_runs(env_id: str, seconds: float) -> dict[str, Any]:
+    """K = 4 stacked runs against single envs seeded seed + k, both on ``device="auto"``;
+    then env steps per second (single env, K = 8 and 32), about ``seconds`` each."""
+    vector = _stacked(env_id, 4)
+    singles = [gym.make(env_id, **BATCHED_KWARGS) for _ in range(4)]
+    v_obs, _ = vector.reset(seed=0)
+    s_obs = np.stack([env.reset(seed=k)[0] for k, env in enumerate(singles)])
+    obs_diff, reward_diff = _max_rel_diff(v_obs, s_obs), 0.0
+    rng = np.random.default_rng(0)
+    for _ in range(9):  # across an autoreset (3 batches per epoch on Cubic)
+        actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
+        v_obs, v_rew, *_ = vector.step(actions)
+        steps = [env.step(a) for env, a in zip(singles, actions)]
+        # Same-step autoreset: a single env that ended starts its next run at once.
+        s_obs = np.stack(
+            [env.reset()[0] if s[2] or s[3] else s[0] for env, s in zip(singles, steps)]
+        )
+        obs_diff = max(obs_diff, _max_rel_diff(v_obs, s_obs))
+        reward_diff = max(reward_diff, _max_rel_diff(v_rew, np.array([s[1] for s in steps])))
+    rates = {}
+    for k in (8, 32):
+        env = _stacked(env_id, k)
+        rates[str(k)] = _steps_per_second(env, k, seconds)
+        env.close()
+    result = {
+        "where": str(vector.unwrapped.learner.flat.device),
+        "max_rel_diff_obs": obs_diff,
+        "max_rel_diff_reward": reward_diff,
+        "single_steps_per_s": _steps_per_second(singles[0], 1, seconds),
+        "steps_per_s": rates,
+    }
+    for env in (vector, *singles):
+        env.close()
+    return result
+
+
+def check_batched_vector(budget: float) -> dict[str, Any]:
+    """The LossWeighting batched vector form on Cubic and Digits10 (:func:`check_stacked_runs`),
+    each measurement a tenth of ``budget``."""
+    out = {}
+    for env_id in ("LossWeighting-Cubic-v1", "LossWeighting-Digits10-v1"):
+        out[env_id] = guarded(check_stacked_runs, env_id, budget / 10)
+        print(f"  {env_id}: {out[env_id]}", flush=True)
+    return out
+
+
+def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) -> dict[str, Any]:
+    """One quiet run through the harness with the epochs clocked; evaluation once, at the
+    end (validation, then test on the final network)."""
+    EPOCH_SECONDS.clear()
+    TIMERS.clear()
+    start = time.perf_counter()
+    result = run_quietly(
+        method,
+        PROTOCOL_ID,
+        env_kwargs=env_kwargs,
+        epochs=epochs,
+        eval_every=epochs,
+        output_dir=out,
+    )
+    run = {
+        "epoch_seconds": list(EPOCH_SECONDS),
+        "eval_seconds": result["eval_time_s"],
+        "wall_seconds": time.perf_counter() - start,
+        "test_accuracy": result["final"]["test/accuracy"],
+    }
+    if method == "ppo":
+        learn, update = TIMERS["learn"], TIMERS["ppo_updates"]
+        cycles = len(EPOCH_SECONDS)
+        run["split"] = {
+            "ppo updates": update / cycles,
+            "rollout": (learn - update) / cycles,
+            "train-main": (sum(EPOCH_SECONDS) - learn) / cycles,
+        }
+    return run
+
+
+def guarded(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
+    """``fn(*args)``, or ``{"error": ...}`` with the traceback printed: one failing part of
+    a first run on a new device must not cost the parts after it."""
+    try:
+        return fn(*args)
+    except FileNotFoundError as err:  # data not there: say so, nothing to trace
+        return {"skipped": str(err).splitlines()[0][:200]}
+    except Exception as err:
+        traceback.print_exc()
+        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+
+
+def run_protocol(
+    env_kwargs: dict[str, Any], tiled: bool, max_epochs: int, budget: float, out: str
+) -> dict[str, Any]:
+    """As many epochs (cycles) of each method as its share of ``budget`` allows."""
+    clock = Budget(budget)
+    scale: dict[str, float] = {}  # stl's measured epoch, evaluation and start-up seconds
+    results: dict[str, Any] = {}
+    for method in METHOD_SHARES:
+        share = clock.share(method, METHOD_SHARES)
+        if scale and share <= 0:
+            results[method] = {"skipped": "out of budget"}
+            continue
+        epochs = max_epochs
+        if scale:  # stl runs first, whatever the budget: it sets the scale of the estimates
+            fixed = scale["eval"] + scale["startup"]
+            per_epoch = METHOD_COSTS[method] * scale["epoch"]
+            epochs = min(max_epochs, int((share - fixed) // per_epoch))
+            if epochs < 1:
+                estimate = fixed + per_epoch
+                results[method] = {"skipped": f"about {estimate:.0f} s exceeds its share"}
+                print(f"  {method}: skipped ({results[method]['skipped']})", flush=True)
+                continue
+        run = guarded(timed_run, method, env_kwargs, epochs, f"{out}/{method}")
+        if tiled:  # copies of test images were trained on: the accuracy means nothing
+            run.pop("test_accuracy", None)
+        results[method] = run
+        if method == "stl" and "epoch_seconds" in run:
+            seconds = run["epoch_seconds"]
+            scale = {
+                "epoch": statistics.median(seconds),
+                "eval": run["eval_seconds"],
+                "startup": run["wall_seconds"] - sum(seconds) - run["eval_seconds"],
+            }
+        print(f"  {method}: {run.get('epoch_seconds', run.get('error'))}", flush=True)
+    return results
+
+
+def run_precision(env_kwargs: dict[str, Any], epochs: int, budget: float, out: str) -> dict:
+    """``stl`` from one seed with each of amp x channels_last."""
+    clock = Budget(budget)
+    results: dict[str, Any] = {}
+    for amp in (False, True):
+        for channels_last in (False, True):
+            name = f"amp={amp} channels_last={channels_last}"
+            spent = [r["wall_seconds"] for r in results.values() if "wall_seconds" in r]
+            if spent and clock.left() < max(spent):
+                results[name] = {"skipped": "out of budget"}
+                continue
+            kwargs = {**env_kwargs, "amp": amp, "channels_last": channels_last}
+            results[name] = guarded(timed_run, "stl", kwargs, epochs, f"{out}/{name}")
+            print(f"  {name}: {results[name].get('test_accuracy', results[name])}", flush=True)
+    return results
+
+
+def step_every_id(data_root: str | None, cuda: bool, budget: float) -> dict[str, str]:
     """Each registered id on ``device="auto"``: reset and three random steps. Without CUDA,
     ids whose construction trains networks (ETAP's fitted gains: an affinity run and ten
     group runs on CIFAR-100) are reported as skipped."""
-    from gymnasium import spec
-
+    clock = Budget(budget)
     outcome = {}
-    for env_id in mtl_envs.registered_ids():
+    # ETAP-fitted ids last: building one trains networks, so it runs only with time to spare.
+    ids = sorted(mtl_envs.registered_ids(), key=lambda i: gym.spec(i).kwargs.get("gains") == "etap")
+    for env_id in ids:
         kwargs: dict[str, Any] = {"data_root": data_root} if data_root else {}
-        family = family_of(env_id).name
-        if not cuda and spec(env_id).kwargs.get("gains") == "etap":
+        etap = gym.spec(env_id).kwargs.get("gains") == "etap"
+        if clock.left() <= (ETAP_SECONDS if etap else 0):
+            outcome[env_id] = "skipped: out of budget"
+            continue
+        if not cuda and etap:
             outcome[env_id] = "skipped on CPU: building it trains the ETAP protocol's networks"
             continue
-        if family == "LossWeighting":
+        if family_of(env_id).name == "LossWeighting":
             kwargs.update(warmup_epochs=1, epochs=3)
         start = time.perf_counter()
         try:
@@ -73,98 +327,92 @@ def step_every_id(data_root: str | None, cuda: bool) -> dict[str, str]:
             env.close()
         except FileNotFoundError as err:
             outcome[env_id] = f"skipped: {str(err).splitlines()[0][:90]}"
+        except ImportError as err:
+            outcome[env_id] = f"skipped: {err.name or err} is not installed"
+        except Exception as err:
+            traceback.print_exc()
+            outcome[env_id] = f"error: {type(err).__name__}: {str(err).splitlines()[0][:150]}"
+        print(f"  {env_id}: {outcome[env_id]}", flush=True)
     return outcome
 
 
-def step_batched_vector_envs() -> dict[str, str]:
-    """The LossWeighting batched vector form (torch.func) on ``device="auto"``: K = 8 runs of
-    Cubic and Digits10 reset and stepped, with env steps per second."""
-    outcome = {}
-    for env_id in ("LossWeighting-Cubic-v1", "LossWeighting-Digits10-v1"):
-        env = gym.make_vec(
-            env_id,
-            num_envs=8,
-            vectorization_mode="vector_entry_point",
-            device="auto",
-            warmup_epochs=1,
-            epochs=3,
-        )
-        env.reset(seed=0)
-        start = time.perf_counter()
-        for _ in range(5):
-            env.step(env.action_space.sample())
-        rate = 8 * 5 / (time.perf_counter() - start)
-        where = env.unwrapped.learner.flat.device
-        outcome[env_id] = f"ok on {where}, {rate:.0f} env steps/s (K = 8)"
-        env.close()
-    return outcome
-
-
-def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) -> dict[str, Any]:
-    start = time.perf_counter()
-    result = run_quietly(
-        method, "AuxLabel-CIFAR100-v0", env_kwargs=env_kwargs, epochs=epochs, output_dir=out
-    )
-    return {
-        "seconds": time.perf_counter() - start,
-        "train_seconds": result["train_time_s"],
-        "test_accuracy": result["final"]["test/accuracy"],
-    }
+def report_progress(report: dict[str, Any], budget: Budget, path: str | None) -> None:
+    report["elapsed_s"] = budget.elapsed()
+    if path:
+        atomic_write_json(path, report)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None, help="folder with cifar-100-python/")
+    parser.add_argument("--full-size", action="store_true", help="tile the data to 50k + 10k")
     parser.add_argument("--subset", type=int, default=None, help="training images to use")
-    parser.add_argument("--epochs", type=int, default=2, help="epochs of the AMP comparison")
+    parser.add_argument("--protocol-epochs", type=int, default=3, help="most epochs per method")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of each precision run")
+    parser.add_argument("--budget-s", type=float, default=420.0, help="seconds for it all")
     parser.add_argument(
         "--backbone", default=None, help="main network (default: vgg16 on a GPU, small_cnn on CPU)"
     )
     parser.add_argument("--out", default=None, help="write the report as JSON here")
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=list(SECTIONS),
+        default=list(SECTIONS),
+        help="the sections to run (default: all, in this order)",
+    )
     args = parser.parse_args()
-    report: dict[str, Any] = {"device": device_report()}
+    budget = Budget(args.budget_s)
+    cuda = torch.cuda.is_available()
+    report: dict[str, Any] = {"device": device_report(), "budget_s": args.budget_s}
     print(json.dumps(report["device"], indent=2))
-    if not report["device"]["cuda"]:
+    if not cuda:
         print("No CUDA device: the checks below run on the CPU, on a small subset.")
-    cuda = report["device"]["cuda"]
-    subset = args.subset or (None if cuda else 500)
-    backbone = args.backbone or ("vgg16" if cuda else "small_cnn")
+    report_progress(report, budget, args.out)
+    clock_epochs()
+    time_method(PPO, "learn", "learn")
+    time_method(PPO, "train", "ppo_updates")
 
-    report["ids"] = step_every_id(args.data_root, cuda)
-    for env_id, status in report["ids"].items():
-        print(f"{env_id:34s} {status}")
-
-    report["batched_vector"] = step_batched_vector_envs()
-    for env_id, status in report["batched_vector"].items():
-        print(f"{env_id + ' (batched)':34s} {status}")
-
-    base = {"backbone": backbone, "device": "auto", "train_subset": subset}
+    env_kwargs: dict[str, Any] = {
+        "backbone": args.backbone or ("vgg16" if cuda else "small_cnn"),
+        "device": "auto",
+        "train_subset": args.subset or (None if cuda else 500),
+    }
     if args.data_root:
-        base["data_root"] = args.data_root
-    with tempfile.TemporaryDirectory() as out:
-        try:
-            report["stl_epoch"] = timed_run("stl", base, 1, out)
-            print(f"stl, one {backbone} epoch ({subset or 'all'} images): {report['stl_epoch']}")
-            report["ppo_cycle"] = timed_run("ppo", base, 1, out + "/ppo")
-            print(f"ppo, one alternating cycle: {report['ppo_cycle']}")
-            report["precision"] = {}
-            for amp in (False, True):
-                for channels_last in (False, True):
-                    name = f"amp={amp} channels_last={channels_last}"
-                    kwargs = {**base, "amp": amp, "channels_last": channels_last}
-                    run = timed_run("stl", kwargs, args.epochs, f"{out}/{name}")
-                    run["seconds_per_epoch"] = run["train_seconds"] / args.epochs
-                    report["precision"][name] = run
-                    print(
-                        f"{name:32s} test accuracy {run['test_accuracy']:.4f}, "
-                        f"{run['seconds_per_epoch']:.1f} s per training epoch"
-                    )
-        except FileNotFoundError as err:
-            print(f"CIFAR-100 timings skipped: {str(err).splitlines()[0]}")
-    if args.out:
-        from mtl_envs.io import atomic_write_json
+        env_kwargs["data_root"] = args.data_root
+    scratch = tempfile.TemporaryDirectory()
 
-        atomic_write_json(args.out, report)
+    def protocol(share: float) -> dict[str, Any]:
+        kwargs = dict(env_kwargs)
+        data: dict[str, Any] = {"train_images": env_kwargs["train_subset"] or "all"}
+        if args.full_size:
+            root = args.data_root or resolve_data_root(None)
+            data["tiled_from"] = len(read_cifar100(Path(root)).train)
+            kwargs["data_root"] = f"{scratch.name}/data"
+            tile_cifar100(root, kwargs["data_root"], 50_000, 10_000)
+            data["train_images"] = env_kwargs["train_subset"] or 45_000
+        report["data"] = data
+        print(f"  {PROTOCOL_ID}, {env_kwargs['backbone']}, {data}", flush=True)
+        out = f"{scratch.name}/protocol"
+        return run_protocol(kwargs, args.full_size, args.protocol_epochs, share, out)
+
+    sections: dict[str, Callable[[float], dict[str, Any]]] = {
+        "batched_vector": check_batched_vector,
+        "protocol": protocol,
+        "precision": lambda share: run_precision(
+            env_kwargs, args.epochs, share, f"{scratch.name}/precision"
+        ),
+        "ids": lambda share: step_every_id(args.data_root, cuda, share),
+    }
+    chosen = {name: SECTIONS[name] for name in SECTIONS if name in args.sections}
+    with scratch:
+        for name in chosen:
+            print(name, flush=True)
+            report[name] = guarded(sections[name], budget.share(name, chosen))
+            report_progress(report, budget, args.out)
+    print()
+    print(format_gpu_report(report))
+    if args.out:
         print(f"written: {args.out}")
 
 

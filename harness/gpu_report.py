@@ -1,0 +1,159 @@
+"""Markdown tables of a ``scripts/gpu_check.py`` report (its JSON), for the terminal and for
+``docs/gpu.md`` (``scripts/docs_tables.py render`` fills ``<!-- gpu: FILE -->`` blocks).
+
+Derived numbers are computed here from the raw measurements the report keeps: a steady
+epoch is the median of the epochs after the first (which pays for start-up: cuDNN's
+algorithm search, allocator growth, lazy initialisation), or the first when it is the only
+one; 200 of them are the paper's run length (RL-AUX appendix C: 200 epochs; "each
+experiment took between 12-36 hours" on 2080 Ti GPUs).
+"""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+PAPER_EPOCHS = 200
+PAPER_HOURS = "12-36"
+
+
+def steady_seconds(epoch_seconds: list[float]) -> float:
+    """Seconds of a typical epoch: the median of those after the first, else the first."""
+    later = epoch_seconds[1:] or epoch_seconds[:1]
+    return statistics.median(later)
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _skipped(section: Any) -> str | None:
+    """Why a section or run has no measurements (skipped, or the error it raised)."""
+    if not isinstance(section, dict):
+        return None
+    return section.get("skipped") or section.get("error")
+
+
+def format_gpu_report(report: dict[str, Any]) -> str:
+    """The report's sections as markdown: device, protocol timings, batched vector form,
+    precision options and the ids stepped on the device."""
+    device = report["device"]
+    name = device.get("device", "no CUDA device (CPU)")
+    lines = [
+        f"Device: {name}; torch {device['torch']}"
+        + (f", CUDA {device['cuda_version']}, bfloat16 {device['bf16']}" if device["cuda"] else "")
+        + f". Budget {report.get('budget_s', 0):.0f} s, used {report.get('elapsed_s', 0):.0f} s.",
+        "",
+    ]
+    data = report.get("data")
+    if data:
+        kind = (
+            f"tiled to full size from {data['tiled_from']} real images (timings only)"
+            if data.get("tiled_from")
+            else "as given"
+        )
+        lines += [f"Protocol data: {data['train_images']} training images, {kind}.", ""]
+
+    protocol = report.get("protocol", {})
+    if _skipped(protocol):
+        lines += [f"Protocol timings: skipped ({_skipped(protocol)}).", ""]
+    elif protocol:
+        rows = []
+        for method, run in protocol.items():
+            if _skipped(run):
+                rows.append([method, "-", "-", "-", "-", "-", _skipped(run)])
+                continue
+            unit = "cycle" if method == "ppo" else "epoch"
+            seconds = run["epoch_seconds"]
+            steady = steady_seconds(seconds)
+            hours = PAPER_EPOCHS * steady / 3600
+            split = run.get("split")
+            note = (
+                ", ".join(f"{k} {v:.1f} s" for k, v in split.items()) + " per cycle"
+                if split
+                else ""
+            )
+            rows.append(
+                [
+                    method,
+                    f"{len(seconds)} {unit}s",
+                    f"{seconds[0]:.1f}",
+                    f"{steady:.1f}",
+                    f"{run['eval_seconds']:.1f}",
+                    f"{hours:.2f}",
+                    note,
+                ]
+            )
+        header = [
+            "method",
+            "ran",
+            "first (s)",
+            "steady (s)",
+            "val + test eval (s)",
+            f"{PAPER_EPOCHS} at steady rate (h)",
+            "notes",
+        ]
+        lines += _table(header, rows)
+        lines += [
+            "",
+            f"The paper reports {PAPER_HOURS} h per {PAPER_EPOCHS}-epoch experiment "
+            "(2080 Ti GPUs). Hours here count training alone; add one evaluation per "
+            "`eval_every` epochs.",
+            "",
+        ]
+
+    batched = report.get("batched_vector", {})
+    if _skipped(batched):
+        lines += [f"Batched vector form: skipped ({_skipped(batched)}).", ""]
+    elif batched:
+        rows = []
+        for env_id, run in batched.items():
+            rates = run["steps_per_s"]
+            rows.append(
+                [
+                    env_id,
+                    run["where"],
+                    f"{run['max_rel_diff_obs']:.1e}",
+                    f"{run['max_rel_diff_reward']:.1e}",
+                    f"{run['single_steps_per_s']:.0f}",
+                    ", ".join(f"K={k}: {v:.0f}" for k, v in rates.items()),
+                ]
+            )
+        header = [
+            "id",
+            "device",
+            "slot vs single env: obs",
+            "reward",
+            "single env steps/s",
+            "batched env steps/s",
+        ]
+        lines += _table(header, rows) + [""]
+
+    precision = report.get("precision", {})
+    if _skipped(precision):
+        lines += [f"Precision options: skipped ({_skipped(precision)}).", ""]
+    elif precision:
+        rows = []
+        for name, run in precision.items():
+            if _skipped(run):
+                rows.append([name, "-", "-", _skipped(run)])
+                continue
+            rows.append(
+                [
+                    name,
+                    str(len(run["epoch_seconds"])),
+                    f"{steady_seconds(run['epoch_seconds']):.2f}",
+                    f"{100 * run['test_accuracy']:.2f}",
+                ]
+            )
+        lines += _table(["options", "epochs", "steady epoch (s)", "test accuracy (%)"], rows)
+        lines += [""]
+
+    ids = report.get("ids", {})
+    if _skipped(ids):
+        lines += [f"Every id stepped: skipped ({_skipped(ids)}).", ""]
+    elif ids:
+        lines += _table(["id", "reset and three random steps"], [[k, v] for k, v in ids.items()])
+        lines += [""]
+    return "\n".join(lines).rstrip() + "\n"
