@@ -328,7 +328,8 @@ def step_every_id(data_root: str | None, cuda: bool, budget: float) -> dict[str,
         except FileNotFoundError as err:
             outcome[env_id] = f"skipped: {str(err).splitlines()[0][:90]}"
         except ImportError as err:
-            outcome[env_id] = f"skipped: {err.name or err} is not installed"
+            missing = f"{err.name} is not installed" if err.name else str(err)
+            outcome[env_id] = f"skipped: {missing}"
         except Exception as err:
             traceback.print_exc()
             outcome[env_id] = f"error: {type(err).__name__}: {str(err).splitlines()[0][:150]}"
