@@ -43,6 +43,11 @@ def format_gpu_report(report: dict[str, Any]) -> str:
     lines = [
         f"Device: {name}; torch {device['torch']}"
         + (f", CUDA {device['cuda_version']}, bfloat16 {device['bf16']}" if device["cuda"] else "")
+        + (
+            f", TF32 convolutions {device['tf32_convolutions']}, matmuls {device['tf32_matmuls']}"
+            if "tf32_convolutions" in device
+            else ""
+        )
         + f". Budget {report.get('budget_s', 0):.0f} s, used {report.get('elapsed_s', 0):.0f} s.",
         "",
     ]
@@ -68,12 +73,13 @@ def format_gpu_report(report: dict[str, Any]) -> str:
             seconds = run["epoch_seconds"]
             steady = steady_seconds(seconds)
             hours = PAPER_EPOCHS * steady / 3600
-            split = run.get("split")
-            note = (
-                ", ".join(f"{k} {v:.1f} s" for k, v in split.items()) + " per cycle"
-                if split
-                else ""
-            )
+            notes = []
+            if run.get("split"):
+                split = ", ".join(f"{k} {v:.1f} s" for k, v in run["split"].items())
+                notes.append(f"{split} per cycle")
+            if run.get("cudnn_deterministic"):
+                notes.append("cuDNN deterministic (SB3's seeding sets it)")
+            note = "; ".join(notes)
             rows.append(
                 [
                     method,

@@ -39,7 +39,7 @@ import statistics
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +68,11 @@ METHOD_SHARES = {"stl": 0.2, "ppo": 0.4, "human": 0.15, "maxl": 0.25}
 METHOD_COSTS = {"stl": 1.0, "ppo": 14.0, "human": 1.2, "maxl": 3.0}
 
 # Seconds the ids section must have left to build an ETAP-fitted id.
-ETAP_SECONDS = 60.0
+ETAP_SECONDS = 120.0
+# torch's cuDNN flags as the process starts. SB3 seeds with deterministic=True and
+# benchmark=False for the whole process (stable_baselines3.common.utils.set_random_seed), so
+# every run starts from these again and its timings compare with the others'.
+CUDNN_DEFAULTS = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
 
 EPOCH_SECONDS: list[float] = []
 
@@ -120,6 +124,10 @@ def device_report() -> dict[str, Any]:
             memory_gib=round(props.total_memory / 2**30, 1),
             bf16=torch.cuda.is_bf16_supported(),
             cuda_version=torch.version.cuda,
+            # TF32 rounds float32 convolutions (and matmuls, when on) to a 10-bit mantissa:
+            # batched and single runs then differ by more than float32 rounding.
+            tf32_convolutions=torch.backends.cudnn.allow_tf32,
+            tf32_matmuls=torch.backends.cuda.matmul.allow_tf32,
         )
     return report
 
@@ -204,6 +212,7 @@ def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) ->
     end (validation, then test on the final network)."""
     EPOCH_SECONDS.clear()
     TIMERS.clear()
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = CUDNN_DEFAULTS
     start = time.perf_counter()
     result = run_quietly(
         method,
@@ -218,6 +227,7 @@ def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) ->
         "eval_seconds": result["eval_time_s"],
         "wall_seconds": time.perf_counter() - start,
         "test_accuracy": result["final"]["test/accuracy"],
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
     }
     if method == "ppo":
         learn, update = TIMERS["learn"], TIMERS["ppo_updates"]
@@ -296,22 +306,22 @@ def run_precision(env_kwargs: dict[str, Any], epochs: int, budget: float, out: s
     return results
 
 
-def step_every_id(data_root: str | None, cuda: bool, budget: float) -> dict[str, str]:
-    """Each registered id on ``device="auto"``: reset and three random steps. Without CUDA,
-    ids whose construction trains networks (ETAP's fitted gains: an affinity run and ten
-    group runs on CIFAR-100) are reported as skipped."""
+def step_every_id(data_root: str | None, cuda: bool, budget: float) -> Iterator[tuple[str, str]]:
+    """Each registered id on ``device="auto"``, reset and stepped three times: its status as
+    it finishes. Ids whose construction trains networks (ETAP's fitted gains: an affinity
+    run and ten group runs on CIFAR-100) come last, only with ``ETAP_SECONDS`` to spare, and
+    never on the CPU."""
     clock = Budget(budget)
-    outcome = {}
     # ETAP-fitted ids last: building one trains networks, so it runs only with time to spare.
     ids = sorted(mtl_envs.registered_ids(), key=lambda i: gym.spec(i).kwargs.get("gains") == "etap")
     for env_id in ids:
         kwargs: dict[str, Any] = {"data_root": data_root} if data_root else {}
         etap = gym.spec(env_id).kwargs.get("gains") == "etap"
-        if clock.left() <= (ETAP_SECONDS if etap else 0):
-            outcome[env_id] = "skipped: out of budget"
-            continue
         if not cuda and etap:
-            outcome[env_id] = "skipped on CPU: building it trains the ETAP protocol's networks"
+            yield env_id, "skipped on CPU: building it trains the ETAP protocol's networks"
+            continue
+        if clock.left() <= (ETAP_SECONDS if etap else 0):
+            yield env_id, "skipped: out of budget"
             continue
         if family_of(env_id).name == "LossWeighting":
             kwargs.update(warmup_epochs=1, epochs=3)
@@ -323,18 +333,17 @@ def step_every_id(data_root: str | None, cuda: bool, budget: float) -> dict[str,
                 env.step(env.action_space.sample())
             learner = getattr(env.unwrapped, "learner", None)
             where = str(next(learner.net.parameters()).device) if learner else "table"
-            outcome[env_id] = f"ok on {where} ({time.perf_counter() - start:.1f} s)"
+            status = f"ok on {where} ({time.perf_counter() - start:.1f} s)"
             env.close()
         except FileNotFoundError as err:
-            outcome[env_id] = f"skipped: {str(err).splitlines()[0][:90]}"
+            status = f"skipped: {str(err).splitlines()[0][:90]}"
         except ImportError as err:
             missing = f"{err.name} is not installed" if err.name else str(err)
-            outcome[env_id] = f"skipped: {missing}"
+            status = f"skipped: {missing}"
         except Exception as err:
             traceback.print_exc()
-            outcome[env_id] = f"error: {type(err).__name__}: {str(err).splitlines()[0][:150]}"
-        print(f"  {env_id}: {outcome[env_id]}", flush=True)
-    return outcome
+            status = f"error: {type(err).__name__}: {str(err).splitlines()[0][:150]}"
+        yield env_id, status
 
 
 def report_progress(report: dict[str, Any], budget: Budget, path: str | None) -> None:
@@ -397,13 +406,21 @@ def main() -> None:
         out = f"{scratch.name}/protocol"
         return run_protocol(kwargs, args.full_size, args.protocol_epochs, share, out)
 
+    def ids(share: float) -> dict[str, str]:
+        report["ids"] = {}
+        for env_id, status in step_every_id(args.data_root, cuda, share):
+            print(f"  {env_id}: {status}", flush=True)
+            report["ids"][env_id] = status
+            report_progress(report, budget, args.out)  # building one can take minutes
+        return report["ids"]
+
     sections: dict[str, Callable[[float], dict[str, Any]]] = {
         "batched_vector": check_batched_vector,
         "protocol": protocol,
         "precision": lambda share: run_precision(
             env_kwargs, args.epochs, share, f"{scratch.name}/precision"
         ),
-        "ids": lambda share: step_every_id(args.data_root, cuda, share),
+        "ids": ids,
     }
     chosen = {name: SECTIONS[name] for name in SECTIONS if name in args.sections}
     with scratch:

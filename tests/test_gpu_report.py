@@ -37,6 +37,7 @@ def _report() -> dict:
                 "epoch_seconds": [60.0, 55.0],
                 "eval_seconds": 6.5,
                 "split": {"ppo updates": 40.0, "rollout": 12.0, "train-main": 5.5},
+                "cudnn_deterministic": True,
             },
             "human": {"skipped": "about 90 s exceeds its share"},
             "maxl": {"error": "RuntimeError: Expected all tensors to be on the same device"},
@@ -70,7 +71,10 @@ def test_report_tables_work_out_the_hours_and_keep_the_reasons():
     assert rows["stl"] == "| stl | 4 epochs | 30.0 | 20.0 | 6.0 | 1.11 |  |"
     # ppo: one later cycle of 55 s; 200 cycles are 200 * 55 / 3600 = 3.06 h.
     assert rows["ppo"].startswith("| ppo | 2 cycles | 60.0 | 55.0 | 6.5 | 3.06 |")
-    assert "ppo updates 40.0 s, rollout 12.0 s, train-main 5.5 s per cycle" in rows["ppo"]
+    assert rows["ppo"].endswith(
+        "| ppo updates 40.0 s, rollout 12.0 s, train-main 5.5 s per cycle; "
+        "cuDNN deterministic (SB3's seeding sets it) |"
+    )
     assert rows["human"].endswith("about 90 s exceeds its share |")
     assert "Expected all tensors to be on the same device" in rows["maxl"]
     cubic = rows["LossWeighting-Cubic-v1"]

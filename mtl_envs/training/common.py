@@ -16,9 +16,13 @@ OPTIMIZERS = ("sgd", "adam")
 
 
 def seeded(seed: int, build: Callable[[], M]) -> M:
-    """Build a module under ``torch.manual_seed(seed)`` without touching the global RNG."""
+    """Build a module (on the CPU) from ``seed`` without touching the global RNGs.
+
+    Only the CPU generator is seeded: ``torch.manual_seed`` would also reseed every CUDA
+    generator, which ``fork_rng(devices=[])`` does not restore, so each network built would
+    rewind the CUDA stream an agent samples its actions from."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         return build()
 
 
