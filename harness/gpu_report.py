@@ -65,7 +65,8 @@ def format_gpu_report(report: dict[str, Any]) -> str:
         lines += [f"Protocol timings: skipped ({_skipped(protocol)}).", ""]
     elif protocol:
         rows = []
-        for method, run in protocol.items():
+        order = {m: i for i, m in enumerate(("stl", "human", "maxl", "ppo"))}
+        for method, run in sorted(protocol.items(), key=lambda item: order.get(item[0], 9)):
             if _skipped(run):
                 rows.append([method, "-", "-", "-", "-", "-", _skipped(run)])
                 continue
