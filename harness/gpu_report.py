@@ -15,6 +15,7 @@ from typing import Any
 
 PAPER_EPOCHS = 200
 PAPER_HOURS = "12-36"
+FULL_TRAIN = 45_000  # CIFAR-100's 50,000 training images less the 10% validation split
 
 
 def steady_seconds(epoch_seconds: list[float]) -> float:
@@ -64,6 +65,8 @@ def format_gpu_report(report: dict[str, Any]) -> str:
     if _skipped(protocol):
         lines += [f"Protocol timings: skipped ({_skipped(protocol)}).", ""]
     elif protocol:
+        # Hours for the paper's run only from the paper's training set (45,000 images).
+        full = bool(data) and data.get("train_images") == FULL_TRAIN
         rows = []
         order = {m: i for i, m in enumerate(("stl", "human", "maxl", "ppo"))}
         for method, run in sorted(protocol.items(), key=lambda item: order.get(item[0], 9)):
@@ -73,23 +76,27 @@ def format_gpu_report(report: dict[str, Any]) -> str:
             unit = "cycle" if method == "ppo" else "epoch"
             seconds = run["epoch_seconds"]
             steady = steady_seconds(seconds)
-            hours = PAPER_EPOCHS * steady / 3600
+            hours = f"{PAPER_EPOCHS * steady / 3600:.2f}"
+            if len(seconds) == 1:  # the first epoch pays for start-up: an upper bound
+                hours = f"<= {hours}"
             notes = []
             if run.get("split"):
                 split = ", ".join(f"{k} {v:.1f} s" for k, v in run["split"].items())
                 notes.append(f"{split} per cycle")
             if run.get("cudnn_deterministic"):
                 notes.append("cuDNN deterministic (SB3's seeding sets it)")
-            note = "; ".join(notes)
+            if run.get("stopped"):
+                notes.append(run["stopped"])
+            evaluation = run.get("eval_seconds")
             rows.append(
                 [
                     method,
-                    f"{len(seconds)} {unit}s",
+                    f"{len(seconds)} {unit}{'s' if len(seconds) > 1 else ''}",
                     f"{seconds[0]:.1f}",
-                    f"{steady:.1f}",
-                    f"{run['eval_seconds']:.1f}",
-                    f"{hours:.2f}",
-                    note,
+                    f"{steady:.1f}" if len(seconds) > 1 else "-",
+                    "-" if evaluation is None else f"{evaluation:.1f}",
+                    hours if full else "-",
+                    "; ".join(notes),
                 ]
             )
         header = [
@@ -105,8 +112,10 @@ def format_gpu_report(report: dict[str, Any]) -> str:
         lines += [
             "",
             f"The paper reports {PAPER_HOURS} h per {PAPER_EPOCHS}-epoch experiment "
-            "(2080 Ti GPUs). Hours here count training alone; add one evaluation per "
-            "`eval_every` epochs.",
+            "(2080 Ti GPUs). Hours here count training alone, at the full "
+            f"{FULL_TRAIN:,}-image training set only; add one evaluation per `eval_every` "
+            "epochs. A PPO cycle's rollout holds the env steps, which train the main "
+            "network's copy on every batch.",
             "",
         ]
 
@@ -116,7 +125,10 @@ def format_gpu_report(report: dict[str, Any]) -> str:
     elif batched:
         rows = []
         for env_id, run in batched.items():
-            rates = run["steps_per_s"]
+            if _skipped(run):
+                rows.append([env_id, "-", "-", "-", "-", _skipped(run)])
+                continue
+            rates = sorted(run["steps_per_s"].items(), key=lambda item: int(item[0]))
             rows.append(
                 [
                     env_id,
@@ -124,13 +136,13 @@ def format_gpu_report(report: dict[str, Any]) -> str:
                     f"{run['max_rel_diff_obs']:.1e}",
                     f"{run['max_rel_diff_reward']:.1e}",
                     f"{run['single_steps_per_s']:.0f}",
-                    ", ".join(f"K={k}: {v:.0f}" for k, v in rates.items()),
+                    ", ".join(f"K={k}: {v:.0f}" for k, v in rates),
                 ]
             )
         header = [
             "id",
             "device",
-            "slot vs single env: obs",
+            "slot vs single env: obs (max diff / max)",
             "reward",
             "single env steps/s",
             "batched env steps/s",
@@ -163,4 +175,7 @@ def format_gpu_report(report: dict[str, Any]) -> str:
     elif ids:
         lines += _table(["id", "reset and three random steps"], [[k, v] for k, v in ids.items()])
         lines += [""]
+    errors = report.get("errors", {})
+    for section, reason in errors.items():
+        lines += [f"{section} stopped early: {reason}.", ""]
     return "\n".join(lines).rstrip() + "\n"

@@ -53,6 +53,7 @@ from harness.gpu_report import format_gpu_report
 from harness.recording import EpochRecorder
 from harness.registry import run_quietly
 from harness.timing import TIMERS, time_method
+from mtl_envs.data import DatasetNotFoundError
 from mtl_envs.data.images import read_cifar100, tile_cifar100
 from mtl_envs.families import family_of
 from mtl_envs.io import atomic_write_json
@@ -74,7 +75,47 @@ ETAP_SECONDS = 120.0
 # every run starts from these again and its timings compare with the others'.
 CUDNN_DEFAULTS = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
 
-EPOCH_SECONDS: list[float] = []
+
+class OutOfTime(Exception):
+    """Raised at an epoch's end once the check's whole budget is spent."""
+
+
+class EpochClock:
+    """The training seconds of every epoch recorded while installed, from the end of one
+    ``EpochRecorder.record`` to the start of the next. With no checkpoints
+    (``run_quietly``) that is exactly one ``train_epoch``: an epoch, or for PPO an
+    alternating cycle with its two saves. Past ``stop_at`` it ends the run at the next
+    epoch's end by raising :class:`OutOfTime`."""
+
+    def __init__(self) -> None:
+        self.seconds: list[float] = []
+        self.timers: list[dict[str, float]] = []  # TIMERS at each epoch's end
+        self.stop_at = float("inf")
+
+    def clear(self) -> None:
+        self.seconds.clear()
+        self.timers.clear()
+        TIMERS.clear()
+
+    def install(self) -> None:
+        record, clock = EpochRecorder.record, self
+
+        def timed_record(recorder, epoch, metrics):
+            _sync()
+            now = time.perf_counter()
+            clock.seconds.append(now - getattr(recorder, "_clock", recorder.start))
+            clock.timers.append(dict(TIMERS))
+            if now > clock.stop_at:
+                raise OutOfTime(f"stopped after {len(clock.seconds)} epochs: out of time")
+            out = record(recorder, epoch, metrics)
+            _sync()
+            recorder._clock = time.perf_counter()
+            return out
+
+        EpochRecorder.record = timed_record
+
+
+CLOCK = EpochClock()
 
 
 def _sync() -> None:
@@ -82,20 +123,13 @@ def _sync() -> None:
         torch.cuda.synchronize()
 
 
-def clock_epochs() -> None:
-    """Append every recorded epoch's training seconds (from the end of the previous record,
-    evaluation included there, to the start of this one) to ``EPOCH_SECONDS``."""
-    record = EpochRecorder.record
+def _reason(outcome: dict[str, Any]) -> str:
+    return outcome.get("error") or outcome.get("skipped") or "unknown"
 
-    def timed_record(self, epoch, metrics):
-        _sync()
-        EPOCH_SECONDS.append(time.perf_counter() - getattr(self, "_clock", self.start))
-        out = record(self, epoch, metrics)
-        _sync()
-        self._clock = time.perf_counter()
-        return out
 
-    EpochRecorder.record = timed_record
+def first_line(err: BaseException) -> str:
+    """The first line of an exception's message (its type when the message is empty)."""
+    return (str(err).splitlines() or [type(err).__name__])[0][:200]
 
 
 class Budget:
@@ -133,7 +167,9 @@ def device_report() -> dict[str, Any]:
 
 
 def _max_rel_diff(a: np.ndarray, b: np.ndarray) -> float:
-    return float(np.max(np.abs(a - b) / np.maximum(np.abs(b), 1e-6)))
+    """The largest difference over the largest magnitude of ``b`` (a reward near 0 does not
+    turn rounding into a large relative error)."""
+    return float(np.max(np.abs(a - b)) / max(float(np.max(np.abs(b))), 1e-12))
 
 
 def _steps_per_second(env: gym.Env | gym.vector.VectorEnv, n: int, seconds: float) -> float:
@@ -197,46 +233,58 @@ def check_stacked_runs(env_id: str, seconds: float) -> dict[str, Any]:
     return result
 
 
-def check_batched_vector(budget: float) -> dict[str, Any]:
-    """The LossWeighting batched vector form on Cubic and Digits10 (:func:`check_stacked_runs`),
-    each measurement a tenth of ``budget``."""
-    out = {}
+def check_batched_vector(budget: float, results: dict[str, Any]) -> dict[str, Any]:
+    """The LossWeighting batched vector form on Cubic and Digits10 (:func:`check_stacked_runs`)
+    into ``results``, each measurement a tenth of ``budget``."""
     for env_id in ("LossWeighting-Cubic-v1", "LossWeighting-Digits10-v1"):
-        out[env_id] = guarded(check_stacked_runs, env_id, budget / 10)
-        print(f"  {env_id}: {out[env_id]}", flush=True)
-    return out
+        results[env_id] = guarded(check_stacked_runs, env_id, budget / 10)
+        print(f"  {env_id}: {results[env_id]}", flush=True)
+    return results
+
+
+def ppo_split(seconds: list[float], timers: list[dict[str, float]]) -> dict[str, float]:
+    """Seconds of PPO's updates, the rollout (policy forwards and env steps, which train the
+    main network's copy) and the train-main epoch, per cycle: the mean over the cycles after
+    the first (the first alone when it is the only one)."""
+    rows, before = [], {"learn": 0.0, "ppo_updates": 0.0}
+    for total, after in zip(seconds, timers):
+        learn = after.get("learn", 0.0) - before["learn"]
+        update = after.get("ppo_updates", 0.0) - before["ppo_updates"]
+        rows.append({"ppo updates": update, "rollout": learn - update, "train-main": total - learn})
+        before = {"learn": after.get("learn", 0.0), "ppo_updates": after.get("ppo_updates", 0.0)}
+    later = rows[1:] or rows
+    return {k: sum(r[k] for r in later) / len(later) for k in later[0]}
 
 
 def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) -> dict[str, Any]:
     """One quiet run through the harness with the epochs clocked; evaluation once, at the
-    end (validation, then test on the final network)."""
-    EPOCH_SECONDS.clear()
-    TIMERS.clear()
+    end (validation, then test on the final network). A run stopped for time keeps its
+    epochs' seconds and has no evaluation."""
+    CLOCK.clear()
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = CUDNN_DEFAULTS
     start = time.perf_counter()
-    result = run_quietly(
-        method,
-        PROTOCOL_ID,
-        env_kwargs=env_kwargs,
-        epochs=epochs,
-        eval_every=epochs,
-        output_dir=out,
-    )
-    run = {
-        "epoch_seconds": list(EPOCH_SECONDS),
-        "eval_seconds": result["eval_time_s"],
-        "wall_seconds": time.perf_counter() - start,
-        "test_accuracy": result["final"]["test/accuracy"],
-        "cudnn_deterministic": torch.backends.cudnn.deterministic,
-    }
-    if method == "ppo":
-        learn, update = TIMERS["learn"], TIMERS["ppo_updates"]
-        cycles = len(EPOCH_SECONDS)
-        run["split"] = {
-            "ppo updates": update / cycles,
-            "rollout": (learn - update) / cycles,
-            "train-main": (sum(EPOCH_SECONDS) - learn) / cycles,
+    try:
+        result = run_quietly(
+            method,
+            PROTOCOL_ID,
+            env_kwargs=env_kwargs,
+            epochs=epochs,
+            eval_every=epochs,
+            output_dir=out,
+        )
+        run = {
+            "eval_seconds": result["eval_time_s"],
+            "test_accuracy": result["final"]["test/accuracy"],
         }
+    except OutOfTime as stop:  # the epochs trained in full; only their records are missing
+        run = {"stopped": str(stop), "eval_seconds": None}
+    run.update(
+        epoch_seconds=list(CLOCK.seconds),
+        wall_seconds=time.perf_counter() - start,
+        cudnn_deterministic=torch.backends.cudnn.deterministic,
+    )
+    if method == "ppo":
+        run["split"] = ppo_split(CLOCK.seconds, CLOCK.timers)
     return run
 
 
@@ -245,66 +293,79 @@ def guarded(fn: Callable[..., dict[str, Any]], *args: Any) -> dict[str, Any]:
     a first run on a new device must not cost the parts after it."""
     try:
         return fn(*args)
-    except FileNotFoundError as err:  # data not there: say so, nothing to trace
-        return {"skipped": str(err).splitlines()[0][:200]}
+    except DatasetNotFoundError as err:  # data not there: say so, nothing to trace
+        return {"skipped": first_line(err)}
     except Exception as err:
         traceback.print_exc()
-        return {"error": f"{type(err).__name__}: {str(err).splitlines()[0][:200]}"}
+        return {"error": f"{type(err).__name__}: {first_line(err)}"}
 
 
 def run_protocol(
-    env_kwargs: dict[str, Any], tiled: bool, max_epochs: int, budget: float, out: str
+    env_kwargs: dict[str, Any],
+    tiled: bool,
+    max_epochs: int,
+    budget: float,
+    out: str,
+    results: dict[str, Any],
+    save: Callable[[], None],
 ) -> dict[str, Any]:
-    """As many epochs (cycles) of each method as its share of ``budget`` allows."""
+    """As many epochs (cycles) of each method as its share of ``budget`` allows, into
+    ``results``, calling ``save`` after each method."""
     clock = Budget(budget)
     scale: dict[str, float] = {}  # stl's measured epoch, evaluation and start-up seconds
-    results: dict[str, Any] = {}
     for method in METHOD_SHARES:
         share = clock.share(method, METHOD_SHARES)
-        if scale and share <= 0:
-            results[method] = {"skipped": "out of budget"}
-            continue
-        epochs = max_epochs
-        if scale:  # stl runs first, whatever the budget: it sets the scale of the estimates
+        if method == "stl":  # runs whatever the budget: its epoch sets the scale
+            epochs = max_epochs
+        elif not scale:  # stl failed: one epoch each, while time is left
+            epochs = 1 if clock.left() > 0 else 0
+        else:
             fixed = scale["eval"] + scale["startup"]
             per_epoch = METHOD_COSTS[method] * scale["epoch"]
             epochs = min(max_epochs, int((share - fixed) // per_epoch))
             if method == "ppo" and epochs < 1 and fixed + per_epoch < 0.8 * clock.left():
                 epochs = 1  # the cycle is the protocol's headline: run one on the others' time
-            if epochs < 1:
-                estimate = fixed + per_epoch
-                results[method] = {"skipped": f"about {estimate:.0f} s exceeds its share"}
-                print(f"  {method}: skipped ({results[method]['skipped']})", flush=True)
-                continue
-        run = guarded(timed_run, method, env_kwargs, epochs, f"{out}/{method}")
-        if tiled:  # copies of test images were trained on: the accuracy means nothing
-            run.pop("test_accuracy", None)
-        results[method] = run
-        if method == "stl" and "epoch_seconds" in run:
-            seconds = run["epoch_seconds"]
-            scale = {
-                "epoch": statistics.median(seconds),
-                "eval": run["eval_seconds"],
-                "startup": run["wall_seconds"] - sum(seconds) - run["eval_seconds"],
-            }
-        print(f"  {method}: {run.get('epoch_seconds', run.get('error'))}", flush=True)
+        if epochs < 1:
+            results[method] = {"skipped": "out of budget"}
+        else:
+            run = guarded(timed_run, method, env_kwargs, epochs, f"{out}/{method}")
+            if tiled:  # copies of test images were trained on: the accuracy means nothing
+                run.pop("test_accuracy", None)
+            results[method] = run
+            if method == "stl" and run.get("eval_seconds") is not None:
+                seconds = run["epoch_seconds"]
+                scale = {
+                    "epoch": statistics.median(seconds),
+                    "eval": run["eval_seconds"],
+                    "startup": run["wall_seconds"] - sum(seconds) - run["eval_seconds"],
+                }
+        print(f"  {method}: {results[method]}", flush=True)
+        save()
     return results
 
 
-def run_precision(env_kwargs: dict[str, Any], epochs: int, budget: float, out: str) -> dict:
-    """``stl`` from one seed with each of amp x channels_last."""
+def run_precision(
+    env_kwargs: dict[str, Any],
+    epochs: int,
+    budget: float,
+    out: str,
+    results: dict[str, Any],
+    save: Callable[[], None],
+) -> dict[str, Any]:
+    """``stl`` from one seed with each of amp x channels_last, into ``results``; each run
+    starts only while the longest so far still fits."""
     clock = Budget(budget)
-    results: dict[str, Any] = {}
     for amp in (False, True):
         for channels_last in (False, True):
             name = f"amp={amp} channels_last={channels_last}"
             spent = [r["wall_seconds"] for r in results.values() if "wall_seconds" in r]
-            if spent and clock.left() < max(spent):
+            if clock.left() <= max(spent, default=0.0):
                 results[name] = {"skipped": "out of budget"}
-                continue
-            kwargs = {**env_kwargs, "amp": amp, "channels_last": channels_last}
-            results[name] = guarded(timed_run, "stl", kwargs, epochs, f"{out}/{name}")
-            print(f"  {name}: {results[name].get('test_accuracy', results[name])}", flush=True)
+            else:
+                kwargs = {**env_kwargs, "amp": amp, "channels_last": channels_last}
+                results[name] = guarded(timed_run, "stl", kwargs, epochs, f"{out}/{name}")
+            print(f"  {name}: {results[name]}", flush=True)
+            save()
     return results
 
 
@@ -314,7 +375,6 @@ def step_every_id(data_root: str | None, cuda: bool, budget: float) -> Iterator[
     run and ten group runs on CIFAR-100) come last, only with ``ETAP_SECONDS`` to spare, and
     never on the CPU."""
     clock = Budget(budget)
-    # ETAP-fitted ids last: building one trains networks, so it runs only with time to spare.
     ids = sorted(mtl_envs.registered_ids(), key=lambda i: gym.spec(i).kwargs.get("gains") == "etap")
     for env_id in ids:
         kwargs: dict[str, Any] = {"data_root": data_root} if data_root else {}
@@ -337,14 +397,14 @@ def step_every_id(data_root: str | None, cuda: bool, budget: float) -> Iterator[
             where = str(next(learner.net.parameters()).device) if learner else "table"
             status = f"ok on {where} ({time.perf_counter() - start:.1f} s)"
             env.close()
-        except FileNotFoundError as err:
-            status = f"skipped: {str(err).splitlines()[0][:90]}"
+        except DatasetNotFoundError as err:
+            status = f"skipped: {first_line(err)[:90]}"
         except ImportError as err:
             missing = f"{err.name} is not installed" if err.name else str(err)
             status = f"skipped: {missing}"
         except Exception as err:
             traceback.print_exc()
-            status = f"error: {type(err).__name__}: {str(err).splitlines()[0][:150]}"
+            status = f"error: {type(err).__name__}: {first_line(err)[:150]}"
         yield env_id, status
 
 
@@ -380,8 +440,10 @@ def main() -> None:
     print(json.dumps(report["device"], indent=2))
     if not cuda:
         print("No CUDA device: the checks below run on the CPU, on a small subset.")
-    report_progress(report, budget, args.out)
-    clock_epochs()
+    save = lambda: report_progress(report, budget, args.out)  # noqa: E731
+    save()
+    CLOCK.install()
+    CLOCK.stop_at = budget.start + args.budget_s
     time_method(PPO, "learn", "learn")
     time_method(PPO, "train", "ppo_updates")
 
@@ -394,7 +456,8 @@ def main() -> None:
         env_kwargs["data_root"] = args.data_root
     scratch = tempfile.TemporaryDirectory()
 
-    def protocol(share: float) -> dict[str, Any]:
+    def protocol(share: float, results: dict[str, Any]) -> dict[str, Any]:
+        start = time.perf_counter()
         kwargs = dict(env_kwargs)
         data: dict[str, Any] = {"train_images": env_kwargs["train_subset"] or "all"}
         if args.full_size:
@@ -405,31 +468,39 @@ def main() -> None:
             data["train_images"] = env_kwargs["train_subset"] or 45_000
         report["data"] = data
         print(f"  {PROTOCOL_ID}, {env_kwargs['backbone']}, {data}", flush=True)
+        share -= time.perf_counter() - start
         out = f"{scratch.name}/protocol"
-        return run_protocol(kwargs, args.full_size, args.protocol_epochs, share, out)
+        return run_protocol(kwargs, args.full_size, args.protocol_epochs, share, out, results, save)
 
-    def ids(share: float) -> dict[str, str]:
-        report["ids"] = {}
+    def precision(share: float, results: dict[str, Any]) -> dict[str, Any]:
+        out = f"{scratch.name}/precision"
+        return run_precision(env_kwargs, args.epochs, share, out, results, save)
+
+    def ids(share: float, results: dict[str, Any]) -> dict[str, Any]:
         for env_id, status in step_every_id(args.data_root, cuda, share):
             print(f"  {env_id}: {status}", flush=True)
-            report["ids"][env_id] = status
-            report_progress(report, budget, args.out)  # building one can take minutes
-        return report["ids"]
+            results[env_id] = status
+            save()  # building one can take minutes
+        return results
 
-    sections: dict[str, Callable[[float], dict[str, Any]]] = {
+    sections: dict[str, Callable[[float, dict[str, Any]], dict[str, Any]]] = {
         "batched_vector": check_batched_vector,
         "protocol": protocol,
-        "precision": lambda share: run_precision(
-            env_kwargs, args.epochs, share, f"{scratch.name}/precision"
-        ),
+        "precision": precision,
         "ids": ids,
     }
     chosen = {name: SECTIONS[name] for name in SECTIONS if name in args.sections}
     with scratch:
         for name in chosen:
             print(name, flush=True)
-            report[name] = guarded(sections[name], budget.share(name, chosen))
-            report_progress(report, budget, args.out)
+            part = report[name] = {}
+            outcome = guarded(sections[name], budget.share(name, chosen), part)
+            if outcome is not part:  # it raised: keep what it wrote, and why it stopped
+                if part:
+                    report.setdefault("errors", {})[name] = _reason(outcome)
+                else:
+                    report[name] = outcome
+            save()
     print()
     print(format_gpu_report(report))
     if args.out:

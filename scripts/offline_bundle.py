@@ -12,8 +12,10 @@ It holds
   is 185 MB; the default subset is 37 MB). ``gpu_check.py --full-size`` tiles it back to
   50,000 + 10,000 images for timings at the paper's scale.
 
-On the other machine, from the repository root, with the Python that holds torch::
+On the other machine, from the repository root, with the Python that holds torch (the first
+line checks the scientific stack the bundle assumes is there)::
 
+    python -c "import numpy, scipy, sklearn, pandas, matplotlib, tensorboard, tqdm, yaml"
     python -m pip install --no-index --no-deps --target /tmp/site .bundle/wheels/*.whl
     PYTHONPATH=/tmp/site:. python scripts/gpu_check.py --data-root .bundle/data --full-size
 """

@@ -58,8 +58,9 @@ def test_cifar100_subset_is_stratified_and_reads_back(tmp_path):
         assert (full["fine_labels"][i], full["coarse_labels"][i]) == (fine, coarse)
     data = load_dataset("cifar100", tmp_path / "small", device="cpu", val_fraction=0.0)
     assert (len(data.train), len(data.test)) == (200, 100)
-    with pytest.raises(ConfigError, match=r"`test` must be an image count in \[1, 100\]"):
-        subset_cifar100(tmp_path / "full", tmp_path / "bad", train=200, test=101)
+    for bad in (401, 350, 50, 0.5):  # too many; under one per class on a side; not a count
+        with pytest.raises(ConfigError, match=r"`train` must be an image count in \[100, 300\]"):
+            subset_cifar100(tmp_path / "full", tmp_path / "bad", train=bad, test=100)
 
 
 def test_tiled_cifar100_repeats_whole_copies_then_the_first_images(tmp_path):
@@ -74,6 +75,7 @@ def test_tiled_cifar100_repeats_whole_copies_then_the_first_images(tmp_path):
     np.testing.assert_array_equal(big["data"][400:], small["data"][:50])
     np.testing.assert_array_equal(big["data"][200:400], small["data"])
     assert big["fine_labels"][:250] == small["fine_labels"] + small["fine_labels"][:50]
+    assert big["coarse_labels"][400:] == small["coarse_labels"][:50]
     assert len(load_dataset("cifar100", tmp_path / "big", device="cpu").test) == 100
     with pytest.raises(ConfigError, match="`train` must be an int of at least 200"):
         tile_cifar100(tmp_path / "small", tmp_path / "bad", train=100, test=100)

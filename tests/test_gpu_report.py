@@ -3,6 +3,7 @@ and failed parts shown with their reason."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -39,8 +40,12 @@ def _report() -> dict:
                 "split": {"ppo updates": 40.0, "rollout": 12.0, "train-main": 5.5},
                 "cudnn_deterministic": True,
             },
-            "human": {"skipped": "about 90 s exceeds its share"},
-            "maxl": {"error": "RuntimeError: Expected all tensors to be on the same device"},
+            "human": {"epoch_seconds": [24.0], "eval_seconds": 6.1},
+            "maxl": {
+                "epoch_seconds": [50.0, 40.0],
+                "eval_seconds": None,
+                "stopped": "stopped after 2 epochs: out of time",
+            },
         },
         "batched_vector": {
             "LossWeighting-Cubic-v1": {
@@ -48,8 +53,9 @@ def _report() -> dict:
                 "max_rel_diff_obs": 2.5e-7,
                 "max_rel_diff_reward": 3.0e-6,
                 "single_steps_per_s": 410.4,
-                "steps_per_s": {"8": 3000.2, "32": 11000.7},
-            }
+                "steps_per_s": {"32": 11000.7, "8": 3000.2},  # JSON files sort their keys
+            },
+            "LossWeighting-Digits10-v1": {"error": "RuntimeError: Expected all tensors on cuda"},
         },
         "precision": {
             "amp=False channels_last=False": {
@@ -75,8 +81,14 @@ def test_report_tables_work_out_the_hours_and_keep_the_reasons():
         "| ppo updates 40.0 s, rollout 12.0 s, train-main 5.5 s per cycle; "
         "cuDNN deterministic (SB3's seeding sets it) |"
     )
-    assert rows["human"].endswith("about 90 s exceeds its share |")
-    assert "Expected all tensors to be on the same device" in rows["maxl"]
+    # human: one epoch, so no steady epoch; 200 * 24 / 3600 = 1.33 h is an upper bound.
+    assert rows["human"] == "| human | 1 epoch | 24.0 | - | 6.1 | <= 1.33 |  |"
+    # maxl stopped for time before its evaluation: 200 * 40 / 3600 = 2.22 h.
+    assert (
+        rows["maxl"]
+        == "| maxl | 2 epochs | 50.0 | 40.0 | - | 2.22 | stopped after 2 epochs: out of time |"
+    )
+    assert "Expected all tensors on cuda" in rows["LossWeighting-Digits10-v1"]
     cubic = rows["LossWeighting-Cubic-v1"]
     assert (
         cubic
@@ -89,6 +101,21 @@ def test_report_tables_work_out_the_hours_and_keep_the_reasons():
     )
     assert rows["amp=True channels_last=True"].endswith("| out of budget |")
     assert rows["AuxLabel-Digits-v0"] == "| AuxLabel-Digits-v0 | ok on cuda:0 (0.3 s) |"
+
+
+def test_hours_only_for_the_papers_training_set():
+    report = _report()
+    report["data"] = {"train_images": 500}
+    stl = next(line for line in format_gpu_report(report).splitlines() if line.startswith("| stl"))
+    assert stl == "| stl | 4 epochs | 30.0 | 20.0 | 6.0 | - |  |"
+
+
+def test_a_section_stopped_part_way_keeps_its_rows_and_says_why():
+    report = _report()
+    report["errors"] = {"ids": "RuntimeError: CUDA error: out of memory"}
+    text = format_gpu_report(report)
+    assert "| AuxLabel-Digits-v0 | ok on cuda:0 (0.3 s) |" in text
+    assert text.rstrip().endswith("ids stopped early: RuntimeError: CUDA error: out of memory.")
 
 
 @pytest.mark.parametrize("section", ["protocol", "batched_vector", "precision", "ids"])
@@ -110,23 +137,80 @@ def _gpu_check(data_root, out, *args: str) -> dict:
     return report
 
 
-def test_gpu_check_runs_on_the_cpu_within_a_small_budget(fake_data_root, tmp_path):
-    sections = ["--sections", "protocol", "precision", "ids", "--budget-s", "10"]
+def _gpu_check_module():
+    path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    spec = importlib.util.spec_from_file_location("gpu_check", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _protocol_epochs(monkeypatch, budget: float, fail_stl: bool = False) -> dict:
+    """run_protocol with runs that take no time: an stl epoch 'costs' 10 s, its evaluation
+    5 s and its start-up 2 s, so the epochs each method gets follow from the shares."""
+    gpu_check = _gpu_check_module()
+
+    def fake_run(method, env_kwargs, epochs, out):
+        if fail_stl and method == "stl":
+            raise RuntimeError("no kernel image is available")
+        return {
+            "epoch_seconds": [10.0] * epochs,
+            "eval_seconds": 5.0,
+            "wall_seconds": 10 * epochs + 7,
+        }
+
+    monkeypatch.setattr(gpu_check, "timed_run", fake_run)
+    results = gpu_check.run_protocol({}, False, 3, budget, "out", {}, lambda: None)
+    return {m: len(r.get("epoch_seconds", [])) for m, r in results.items()}
+
+
+def test_protocol_epochs_follow_the_budget_shares(monkeypatch):
+    # Budget 200 s; shares 0.15 / 0.5 / 0.1 / 0.25 of the time left, each against the rest.
+    # ppo: 200 * 0.5 / 0.85 = 117.6 s < 7 + 14 * 10 = 147 s for a cycle, but 147 < 0.8 * 200:
+    # one cycle. human: 200 * 0.1 / 0.35 = 57.1 s, (57.1 - 7) // 12 = 4 -> 3 (the cap).
+    # maxl: all 200 s, (200 - 7) // 30 = 6 -> 3.
+    assert _protocol_epochs(monkeypatch, 200.0) == {"stl": 3, "ppo": 1, "human": 3, "maxl": 3}
+    # Budget 150 s: 147 s is over 0.8 * 150, so no cycle; human (42.9 - 7) // 12 = 2.
+    assert _protocol_epochs(monkeypatch, 150.0) == {"stl": 3, "ppo": 0, "human": 2, "maxl": 3}
+
+
+def test_without_stl_the_others_run_one_epoch_each(monkeypatch):
+    assert _protocol_epochs(monkeypatch, 200.0, fail_stl=True) == {
+        "stl": 0,
+        "ppo": 1,
+        "human": 1,
+        "maxl": 1,
+    }
+
+
+def _gpu_check(data_root, out, *args: str) -> dict:
+    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
+    command = [sys.executable, str(script), "--data-root", str(data_root), "--subset", "100"]
+    command += ["--protocol-epochs", "2", "--epochs", "1", "--out", str(out), *args]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "No CUDA device" in done.stdout
+    report = json.loads(out.read_text())
+    assert report["device"]["cuda"] is False
+    return report
+
+
+def test_gpu_check_runs_on_the_cpu(fake_data_root, tmp_path):
+    sections = ["--sections", "protocol", "precision", "--budget-s", "60"]
     report = _gpu_check(fake_data_root, tmp_path / "gpu.json", *sections)
-    assert "batched_vector" not in report
-    # stl always runs (it sets the scale); each other method ran or says why not.
-    assert len(report["protocol"]["stl"]["epoch_seconds"]) == 2
-    for method in ("ppo", "human", "maxl"):
+    assert "batched_vector" not in report and "ids" not in report
+    assert report["data"] == {"train_images": 100}
+    for method in ("stl", "ppo", "human", "maxl"):  # 60 s are plenty on 100 images
         run = report["protocol"][method]
-        assert len(run.get("epoch_seconds", [])) in (1, 2) or run["skipped"]
-    first = report["precision"]["amp=False channels_last=False"]
-    assert len(first["epoch_seconds"]) == 1 and 0.0 <= first["test_accuracy"] <= 1.0
-    assert report["ids"]["AuxLabel-CIFAR10-v0"].startswith("ok on cpu")
+        assert len(run["epoch_seconds"]) == 2 and 0.0 <= run["test_accuracy"] <= 1.0
+    assert set(report["protocol"]["ppo"]["split"]) == {"ppo updates", "rollout", "train-main"}
+    for run in report["precision"].values():
+        assert len(run["epoch_seconds"]) == 1 and 0.0 <= run["test_accuracy"] <= 1.0
 
 
 @pytest.mark.slow
 def test_gpu_check_every_section_on_the_cpu(fake_data_root, tmp_path):
-    report = _gpu_check(fake_data_root, tmp_path / "gpu.json", "--budget-s", "120")
+    report = _gpu_check(fake_data_root, tmp_path / "gpu.json", "--budget-s", "240")
     cubic = report["batched_vector"]["LossWeighting-Cubic-v1"]
     assert cubic["where"] == "cpu" and cubic["max_rel_diff_obs"] < 1e-4
     assert set(cubic["steps_per_s"]) == {"8", "32"}

@@ -257,9 +257,12 @@ def write_cifar100(data_root: str | os.PathLike, parts: dict[str, dict], meta: d
     folder.mkdir(parents=True, exist_ok=True)
     for name, payload in (*parts.items(), (CIFAR100Files.meta_file, meta)):
         tmp = folder / f".{name}.tmp"
-        with open(tmp, "wb") as f:
-            pickle.dump(payload, f, protocol=4)
-        os.replace(tmp, folder / name)
+        try:
+            with open(tmp, "wb") as f:
+                pickle.dump(payload, f, protocol=4)
+            os.replace(tmp, folder / name)
+        finally:
+            tmp.unlink(missing_ok=True)
     return folder
 
 
@@ -274,9 +277,14 @@ def subset_cifar100(
     for part, size in (("train", train), ("test", test)):
         batch = _read_pickle(folder / part, "cifar100")
         fine = np.asarray(batch["fine_labels"])
-        if not 0 < size <= len(fine):
-            raise ConfigError(f"`{part}` must be an image count in [1, {len(fine)}]; got {size!r}.")
-        keep = np.arange(len(fine)) if size == len(fine) else stratified_split(fine, size, seed)[1]
+        n, classes = len(fine), len(np.unique(fine))
+        # A stratified split keeps at least one image of every class on both sides.
+        if not isinstance(size, int) or not (size == n or classes <= size <= n - classes):
+            raise ConfigError(
+                f"`{part}` must be an image count in [{classes}, {n - classes}] (one image per "
+                f"class on each side of the split) or {n} (all); got {size!r}."
+            )
+        keep = np.arange(n) if size == n else stratified_split(fine, size, seed)[1]
         parts[part] = {
             "data": _cifar_images(batch, folder / part, "cifar100").reshape(len(fine), -1)[keep],
             "fine_labels": fine[keep].tolist(),
