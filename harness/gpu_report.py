@@ -80,6 +80,9 @@ def format_gpu_report(report: dict[str, Any]) -> str:
             if len(seconds) == 1:  # the first epoch pays for start-up: an upper bound
                 hours = f"<= {hours}"
             notes = []
+            stl = protocol.get("stl", {}).get("epoch_seconds")
+            if method == "ppo" and stl:  # the cycle against the two plain epochs it replaces
+                notes.append(f"cycle / two stl epochs {steady / (2 * steady_seconds(stl)):.2f}")
             if run.get("split"):
                 split = ", ".join(f"{k} {v:.1f} s" for k, v in run["split"].items())
                 notes.append(f"{split} per cycle")

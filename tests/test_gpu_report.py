@@ -77,9 +77,10 @@ def test_report_tables_work_out_the_hours_and_keep_the_reasons():
     assert rows["stl"] == "| stl | 4 epochs | 30.0 | 20.0 | 6.0 | 1.11 |  |"
     # ppo: one later cycle of 55 s; 200 cycles are 200 * 55 / 3600 = 3.06 h.
     assert rows["ppo"].startswith("| ppo | 2 cycles | 60.0 | 55.0 | 6.5 | 3.06 |")
+    # Against two steady stl epochs: 55 / (2 * 20) = 1.375.
     assert rows["ppo"].endswith(
-        "| ppo updates 40.0 s, rollout 12.0 s, train-main 5.5 s per cycle; "
-        "cuDNN deterministic (SB3's seeding sets it) |"
+        "| cycle / two stl epochs 1.38; ppo updates 40.0 s, rollout 12.0 s, "
+        "train-main 5.5 s per cycle; cuDNN deterministic (SB3's seeding sets it) |"
     )
     # human: one epoch, so no steady epoch; 200 * 24 / 3600 = 1.33 h is an upper bound.
     assert rows["human"] == "| human | 1 epoch | 24.0 | - | 6.1 | <= 1.33 |  |"
