@@ -126,18 +126,6 @@ def test_a_section_that_never_ran_says_why(section):
     assert "ValueError: boom" in format_gpu_report(report)
 
 
-def _gpu_check(data_root, out, *args: str) -> dict:
-    script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
-    command = [sys.executable, str(script), "--data-root", str(data_root), "--subset", "100"]
-    command += ["--protocol-epochs", "2", "--epochs", "1", "--out", str(out), *args]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert "No CUDA device" in done.stdout
-    report = json.loads(out.read_text())
-    assert report["device"]["cuda"] is False
-    return report
-
-
 def _gpu_check_module():
     path = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
     spec = importlib.util.spec_from_file_location("gpu_check", path)
