@@ -296,6 +296,12 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
 
         model.set_logger(configure(str(out / "tb_agent"), ["tensorboard"]))
     epochs = config.epochs - lw.warmup_epochs
+    if epochs < 1:
+        env.close()
+        raise ConfigError(
+            f"`epochs` must exceed the env's {lw.warmup_epochs} warm-up epoch(s) (the agent "
+            f"acts after them); got epochs={config.epochs}."
+        )
     first = payload["epoch"] if payload else 0
     recorder = EpochRecorder(
         config,

@@ -1,6 +1,6 @@
 """Cost of collecting task affinities, and the speed of the TaskGrouping env, in one run.
 
-    python benchmarks/affinity_cost.py [--epochs 30] [--repeats 5]
+    python benchmarks/affinity_cost.py [--epochs 30] [--repeats 5] [--out FILE]
 
 On Digits10 with the shipped table's protocol it times an all-task MTL run that collects
 ETAP's affinity scores (eq. 5-6: exact at every step, exact at every 10th step, and from the
@@ -22,6 +22,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import mtl_envs  # noqa: F401
+from harness.bench import BenchReport, add_out_argument
 from mtl_envs.training.affinity import collect_affinities
 from mtl_envs.training.group_trainer import GroupProtocol, load_gain_table
 from mtl_envs.training.multitask_learner import MultiTaskLearner
@@ -31,7 +32,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--repeats", type=int, default=5)
+    add_out_argument(parser)
     args = parser.parse_args()
+    report = BenchReport.from_args("affinity_cost", args)
     protocol = GroupProtocol(**load_gain_table("digits10")["protocol"])
     config = protocol.learner_config(None, "cpu")
     data = MultiTaskLearner(config, seed=0).data
@@ -52,20 +55,44 @@ def main() -> None:
             scores[name].append(result.etap_no_momentum)
     plain = statistics.median(times["plain"])
     print(f"all-task run on digits10, {args.epochs} epochs: plain {plain:.2f} s")
+    ratio = {}
     for name in ("etap", "etap_every10", "etap_representation", "tag"):
-        print(f"  {name:20} {statistics.median(times[name]) / plain:6.2f} x plain")
+        ratio[name] = statistics.median(times[name]) / plain
+        print(f"  {name:20} {ratio[name]:6.2f} x plain")
     # How well the cheap scores agree with the exact ones of the same seed's run (the
     # momentum-free score; off-diagonal pairs, which decide the groups).
     off = ~np.eye(len(scores["etap"][0]), dtype=bool)
+    agreement = {}
     for name in ("etap_every10", "etap_representation"):
         pearson, spearman = [], []
         for exact, approx in zip(scores["etap"], scores[name]):
             pearson.append(np.corrcoef(exact[off], approx[off])[0, 1])
             spearman.append(spearmanr(exact[off], approx[off]).statistic)
+        agreement[name] = {"pearson": float(np.mean(pearson)), "spearman": float(np.mean(spearman))}
         print(
             f"  {name} against exact: Pearson {np.mean(pearson):.3f}, "
             f"Spearman {np.mean(spearman):.3f} (mean over {len(pearson)} seeds)"
         )
+    run = f"Digits10 all-task run, {args.epochs} epochs, median of {args.repeats} seeds"
+    report.add(
+        f"{run}: exact ETAP affinities every step / every 10th step against the plain run",
+        f"{ratio['etap']:.2f} x / {ratio['etap_every10']:.2f} x plain ({plain:.2f} s)",
+        "<= 1.30 every step",
+        plain_s=plain,
+        seconds={k: statistics.median(v) for k, v in times.items()},
+        every_step=ratio["etap"],
+        every_10th=ratio["etap_every10"],
+    )
+    rep = agreement["etap_representation"]
+    report.add(
+        "ETAP from the shared representation's gradients, every step",
+        f"{ratio['etap_representation']:.2f} x plain; Pearson {rep['pearson']:.2f}, "
+        f"Spearman {rep['spearman']:.2f} with the exact scores",
+        "",
+        ratio=ratio["etap_representation"],
+        **{f"{k}_against_exact": v for k, v in agreement.items()},
+    )
+    report.add("TAG's lookahead affinities", f"{ratio['tag']:.2f} x plain", "", ratio=ratio["tag"])
 
     env = gym.make("TaskGrouping-Digits10-v1").unwrapped
     rng = np.random.default_rng(0)
@@ -78,6 +105,9 @@ def main() -> None:
             env.reset()
     rate = len(actions) / (time.perf_counter() - start)
     print(f"TaskGrouping-Digits10-v1 (table): {rate:,.0f} steps/s")
+    report.add(
+        "TaskGrouping-Digits10-v1, table mode", f"{rate:,.0f} steps/s", ">= 10,000", rate=rate
+    )
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 """Overhead of the AuxLabel MDP over plain auxiliary training, measured in one run.
 
-    python benchmarks/aux_label_overhead.py [--data-root DIR] [--repeats 3]
+    python benchmarks/aux_label_overhead.py [--data-root DIR] [--repeats 3] [--out FILE]
 
 For Digits and (when ``--data-root`` holds it) CIFAR-100 with ``small_cnn``, it times
 
@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -24,6 +25,7 @@ import torch
 import torch.nn.functional as F
 
 import mtl_envs  # noqa: F401
+from harness.bench import BenchReport, add_out_argument
 
 
 def time_env_episode(vec, rng: np.random.Generator) -> float:
@@ -47,7 +49,7 @@ def time_plain_epoch(learner, aux: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def measure(env_id: str, repeats: int, **kwargs) -> dict[str, float]:
+def measure(env_id: str, repeats: int, **kwargs) -> dict[str, Any]:
     vec = gym.make_vec(env_id, num_envs=100, vectorization_mode="vector_entry_point", **kwargs)
     vec.reset(seed=0)
     learner = vec.unwrapped.learner
@@ -71,6 +73,7 @@ def measure(env_id: str, repeats: int, **kwargs) -> dict[str, float]:
         "plain_s": plain_s,
         "ratio": env_s / plain_s,
         "batches": learner.num_batches,
+        "backbone": learner.config.backbone,
         "device": str(learner.device),
     }
 
@@ -80,7 +83,9 @@ def main() -> None:
     parser.add_argument("--data-root", default=None, help="folder with cifar-100-python")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="auto")
+    add_out_argument(parser)
     args = parser.parse_args()
+    report = BenchReport.from_args("aux_label_overhead", args)
     torch.manual_seed(0)
     cases = [("AuxLabel-Digits-v0", {})]
     if args.data_root is not None:
@@ -96,6 +101,12 @@ def main() -> None:
             f"{env_id:24} {r['device']:6} {r['batches']:7d} {r['env_s']:9.3f} "
             f"{r['plain_s']:9.3f} {r['ratio']:6.3f}",
             flush=True,
+        )
+        report.add(
+            f"{env_id}, {r['backbone']}, {r['batches']} batches: vector env / plain epoch",
+            f"{r['ratio']:.3f} ({r['env_s']:.2f} s / {r['plain_s']:.2f} s)",
+            "<= 1.15",
+            **r,
         )
 
 

@@ -1,6 +1,6 @@
 """Resident memory of envs used for many episodes, in one run.
 
-    python benchmarks/memory_episodes.py [--episodes 50]
+    python benchmarks/memory_episodes.py [--episodes 50] [--out FILE]
 
 For each env it plays a few warm-up episodes with random actions, reads the process's
 resident set size (RSS, from /proc/self/statm), plays ``--episodes`` more and prints the
@@ -15,6 +15,7 @@ import os
 import gymnasium as gym
 
 import mtl_envs  # noqa: F401
+from harness.bench import BenchReport, add_out_argument
 
 ENVS = {
     "LossWeighting-Cubic-v1": {"warmup_epochs": 1, "epochs": 2},
@@ -40,7 +41,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--episodes", type=int, default=50)
     parser.add_argument("--warmup", type=int, default=5)
+    add_out_argument(parser)
     args = parser.parse_args()
+    report = BenchReport.from_args("memory_episodes", args)
     for env_id, kwargs in ENVS.items():
         env = gym.make(env_id, **kwargs)
         env.action_space.seed(0)
@@ -53,6 +56,14 @@ def main() -> None:
         print(
             f"{env_id}: RSS {before:.1f} MiB -> {after:.1f} MiB after {args.episodes} "
             f"episodes, ratio {after / before:.3f} (target < 1.10)"
+        )
+        report.add(
+            f"{env_id}: resident memory over {args.episodes} episodes",
+            f"{before:.0f} MiB -> {after:.0f} MiB, ratio {after / before:.3f}",
+            "< 1.10",
+            before_mib=before,
+            after_mib=after,
+            ratio=after / before,
         )
         env.close()
 

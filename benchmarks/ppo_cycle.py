@@ -1,6 +1,6 @@
 """Cost of one cycle of RL-AUX's alternating PPO protocol against two plain epochs.
 
-    python benchmarks/ppo_cycle.py [--data-root DIR] [--env-id ID] [--n-epochs 10 1]
+    python benchmarks/ppo_cycle.py [--data-root DIR] [--env-id ID] [--n-epochs 10 1] [--out FILE]
 
 A cycle (``agents/ppo_auxlabel.py``) is one train-agent epoch (PPO labels every batch of a
 copy of the main network and learns from the rewards) and one train-main epoch (the
@@ -39,8 +39,9 @@ import torch
 from stable_baselines3 import PPO
 
 import mtl_envs  # noqa: F401  (registers the ids)
+from harness.bench import BenchReport, add_out_argument
 from harness.registry import run_quietly
-from harness.timing import TIMERS, time_method
+from harness.timing import TIMERS, reset_timers, time_method
 from mtl_envs.families import require_family
 
 
@@ -73,7 +74,9 @@ def main() -> None:
         help="AuxLabel id (default: AuxLabel-CIFAR100Small-v0 with --data-root, else Digits)",
     )
     parser.add_argument("--n-epochs", type=int, nargs="+", default=[10, 1])
+    add_out_argument(parser)
     args = parser.parse_args()
+    report = BenchReport.from_args("ppo_cycle", args)
     env_id = args.env_id or (
         "AuxLabel-CIFAR100Small-v0" if args.data_root else "AuxLabel-Digits-v0"
     )
@@ -89,15 +92,30 @@ def main() -> None:
     header = f"{'n_epochs':>8s} {'cycle (s)':>10s} {'ppo updates':>12s} {'rollout':>8s}"
     print(f"{header} {'train-main':>11s} {'ratio':>6s} {'floor':>6s}")
     for n_epochs in args.n_epochs:
-        TIMERS.clear()
+        reset_timers()
         cycle = train_seconds("ppo", env_id, env_kwargs, 1, {"n_epochs": n_epochs})
         learn, update = TIMERS["learn"], TIMERS["ppo_updates"]
-        ratio = cycle / (2 * plain)
+        ratio, floor = cycle / (2 * plain), pass_floor(batch, reward_batch, n_epochs)
         print(
             f"{n_epochs:8d} {cycle:10.1f} {update:12.1f} {learn - update:8.1f} "
-            f"{cycle - learn:11.1f} {ratio:6.2f} "
-            f"{pass_floor(batch, reward_batch, n_epochs):6.2f}",
+            f"{cycle - learn:11.1f} {ratio:6.2f} {floor:6.2f}",
             flush=True,
+        )
+        report.add(
+            f"{env_id}, one alternating cycle / two plain epochs (`random` labels), "
+            f"PPO's `n_epochs` = {n_epochs}",
+            f"{ratio:.2f} ({cycle:.1f} s: PPO updates {update:.1f} s, rollout "
+            f"{learn - update:.1f} s, train-main {cycle - learn:.1f} s; plain epoch "
+            f"{plain:.1f} s); the network passes alone give {floor:.2f}",
+            "<= 1.5",
+            n_epochs=n_epochs,
+            cycle_s=cycle,
+            ppo_updates_s=update,
+            rollout_s=learn - update,
+            train_main_s=cycle - learn,
+            plain_epoch_s=plain,
+            ratio=ratio,
+            pass_floor=floor,
         )
 
 

@@ -1,6 +1,7 @@
 """Env steps per second of the batched LossWeighting vector form against ``SyncVectorEnv``.
 
-    python benchmarks/vector_throughput.py [--steps 30] [--rounds 3] [--num-envs 1 8 32]
+    python benchmarks/vector_throughput.py [--steps 30] [--rounds 9] [--num-envs 1 8 32]
+        [--out FILE]
 
 For each id and K, both forms are reset (warm-up epochs not timed), stepped a few times to
 warm up, then timed in alternating rounds of ``--steps`` vector steps with random in-range
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 import mtl_envs  # noqa: F401  (registers the ids)
+from harness.bench import BenchReport, add_out_argument
 
 IDS = ("LossWeighting-Cubic-v1", "LossWeighting-Digits10-v1")
 
@@ -49,11 +51,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=9)
     parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ids", nargs="+", default=list(IDS))
+    add_out_argument(parser)
     args = parser.parse_args()
+    report = BenchReport.from_args("vector_throughput", args)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
     header = f"{'id':28s} {'K':>3s} {'sync steps/s':>13s} {'batched steps/s':>16s}"
     print(f"{header} {'ratio':>6s} {'IQR':>13s}")
     for env_id in args.ids:
+        cases = []
         for k in args.num_envs:
             # Episodes long enough that no timed step resets a run; the two forms alternate
             # in rounds so that the machine's load hits both alike (medians are printed).
@@ -70,6 +75,18 @@ def main() -> None:
             batched.env.close()
             iqr = f"[{low:.2f}, {high:.2f}]"
             print(f"{env_id:28s} {k:3d} {s:13.0f} {b:16.0f} {ratio:6.2f} {iqr:>13s}", flush=True)
+            cases.append({"k": k, "sync": s, "batched": b, "ratio": ratio, "iqr": [low, high]})
+        ks = ", ".join(str(c["k"]) for c in cases)
+        ratios = ", ".join("{:.2f} [{:.2f}, {:.2f}]".format(c["ratio"], *c["iqr"]) for c in cases)
+        last = cases[-1]
+        report.add(
+            f"{env_id}, batched / sync env steps per second, K = {ks}: "
+            f"median of {args.rounds} rounds [IQR]",
+            f"{ratios} ({last['batched']:,.0f} against {last['sync']:,.0f} env steps/s "
+            f"at K = {last['k']})",
+            ">= 8 at K = 32",
+            cases=cases,
+        )
 
 
 if __name__ == "__main__":

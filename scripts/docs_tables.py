@@ -17,7 +17,9 @@ with the ``mtl-envs compare`` table of ``docs/results/NAME`` (and ``--plot`` wri
 block's PNG when the opening line names one: ``--plot docs/x.png``), and every block
 ``<!-- probe: FILE -->`` ... ``<!-- /probe -->`` with the kept probe result
 ``docs/results/FILE`` as ``mtl-envs probe`` prints it, and every block ``<!-- gpu: FILE -->``
-... ``<!-- /gpu -->`` with the tables of a kept ``scripts/gpu_check.py`` report.
+... ``<!-- /gpu -->`` with the tables of a kept ``scripts/gpu_check.py`` report, and every
+block ``<!-- bench: FILE [FILE ...] -->`` ... ``<!-- /bench -->`` with the rows of kept
+benchmark reports (``benchmarks/run_all.py`` writes them) as one table.
 ``--check`` fails when a block is out of date instead of writing it.
 """
 
@@ -40,6 +42,7 @@ KEPT = DOCS / "results"
 BLOCK = re.compile(r"(<!-- table: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 PROBE = re.compile(r"(<!-- probe: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /probe -->)", re.S)
 GPU = re.compile(r"(<!-- gpu: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /gpu -->)", re.S)
+BENCH = re.compile(r"(<!-- bench: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
 EPOCH_KEYS = ("epoch", "train/loss", "agent/reward", "agent/mean_weight")
 
 
@@ -101,6 +104,13 @@ def gpu_for(file: str) -> str:
     return format_gpu_report(read_json(KEPT / file.strip()))
 
 
+def bench_for(files: str) -> str:
+    """Kept benchmark reports (``benchmarks/*.py --out``) as one markdown table."""
+    from harness.bench import format_bench_table
+
+    return format_bench_table([read_json(KEPT / file) for file in files.split()])
+
+
 def cmd_render(check: bool) -> int:
     stale = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -110,6 +120,7 @@ def cmd_render(check: bool) -> int:
         )
         new = PROBE.sub(lambda m: m.group(1) + probe_for(m.group("file")) + m.group(4), new)
         new = GPU.sub(lambda m: m.group(1) + gpu_for(m.group("file")) + m.group(4), new)
+        new = BENCH.sub(lambda m: m.group(1) + bench_for(m.group("file")) + m.group(4), new)
         if new != text:
             stale.append(doc)
             if not check:

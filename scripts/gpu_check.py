@@ -52,7 +52,7 @@ import mtl_envs
 from harness.gpu_report import format_gpu_report
 from harness.recording import EpochRecorder
 from harness.registry import run_quietly
-from harness.timing import TIMERS, time_method
+from harness.timing import TIMERS, reset_timers, time_method
 from mtl_envs.data import DatasetNotFoundError
 from mtl_envs.data.images import read_cifar100, tile_cifar100
 from mtl_envs.families import family_of
@@ -95,7 +95,7 @@ class EpochClock:
     def clear(self) -> None:
         self.seconds.clear()
         self.timers.clear()
-        TIMERS.clear()
+        reset_timers()
 
     def install(self) -> None:
         record, clock = EpochRecorder.record, self

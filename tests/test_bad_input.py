@@ -11,6 +11,7 @@ import torch
 
 from harness.cli import main as cli_main
 from harness.config import RunConfig
+from harness.registry import run_quietly
 from harness.sweep import SweepConfig
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
 from mtl_envs.data.multitask import load_multitask_dataset
@@ -49,6 +50,12 @@ BAD_INPUT = [
     (lambda: MultiTaskLearnerConfig(batch_size=0), ValueError, "batch_size"),
     (lambda: RunConfig.from_dict({"epoch": 3}), ConfigError, "epochs"),
     (lambda: RunConfig(epochs=0), ValueError, "epochs"),
+    # IGBv2's agent acts after the env's warm-up epochs: a run of no more epochs has none.
+    (
+        lambda: run_quietly("igbv2", "LossWeighting-Cubic-v1", epochs=2, output_dir="unused"),
+        ConfigError,
+        r"`epochs` must exceed the env's 2 warm-up epoch\(s\).*got epochs=2",
+    ),
     (lambda: SweepConfig(backend="slurm"), ValueError, "local"),
     (lambda: SweepConfig(grid={"seed": [0]}), ValueError, "seeds"),
     (lambda: load_multitask_dataset("cubix"), ConfigError, "cubic"),

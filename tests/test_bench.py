@@ -1,0 +1,179 @@
+"""Benchmark reports: rows kept as JSON after every case, and the docs table built from them."""
+
+import argparse
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.bench import BenchReport, command_line, format_bench_table
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_report_is_written_after_every_row(tmp_path):
+    out = tmp_path / "sub" / "bench.json"
+    args = argparse.Namespace(repeats=3, data_root="/data/somewhere", out=str(out))
+    report = BenchReport.from_args("demo", args)
+    report.add("case a", "1.05 (2.1 s / 2.0 s)", "<= 1.15", ratio=1.05)
+    first = json.loads(out.read_text())
+    assert [row["case"] for row in first["rows"]] == ["case a"]
+    report.add("case b", "3 steps/s", rate=3.0)
+    kept = json.loads(out.read_text())
+    assert kept["benchmark"] == "demo"
+    # The data folder is a machine's path, not an option of the measurement.
+    assert kept["args"] == {"repeats": 3}
+    assert kept["rows"][0] == {
+        "case": "case a",
+        "measured": "1.05 (2.1 s / 2.0 s)",
+        "target": "<= 1.15",
+        "values": {"ratio": 1.05},
+    }
+    assert kept["rows"][1]["target"] == ""
+    assert {"python", "torch", "torch_threads", "cpus"} <= set(kept["machine"])
+    assert not list(out.parent.glob(".*.tmp"))  # nothing half-written left beside it
+
+
+def test_report_without_file_keeps_rows_in_memory():
+    report = BenchReport("demo")
+    report.add("case", "1.0")
+    assert report.out is None and len(report.rows) == 1
+
+
+def test_row_needs_case_and_measured_text():
+    with pytest.raises(ValueError, match="case and a measured text"):
+        BenchReport("demo").add("", "1.0")
+
+
+def test_command_line_hides_the_data_folder():
+    argv = ["/x/benchmarks/ppo_cycle.py", "--data-root", "/home/me/data", "--out", "b.json"]
+    assert command_line(argv) == "benchmarks/ppo_cycle.py --data-root DIR --out b.json"
+    assert command_line(["eval_share.py", "--data-root=/d"]) == (
+        "benchmarks/eval_share.py --data-root=DIR"
+    )
+
+
+def test_table_from_kept_reports():
+    machine = {"cpus": 2, "torch_threads": 2, "cuda": None}
+    reports = [
+        {
+            "benchmark": "one",
+            "command": "benchmarks/one.py",
+            "date": "2026-12-02",
+            "seconds": 12.4,
+            "machine": machine,
+            "rows": [
+                {"case": "a", "measured": "1.0", "target": "<= 2", "values": {}},
+                {"case": "b", "measured": "2.0", "target": "", "values": {}},
+            ],
+        },
+        {
+            "benchmark": "two",
+            "command": "benchmarks/two.py --x 1",
+            "date": "2026-12-03",
+            "seconds": 60,
+            "machine": {**machine, "cuda": "NVIDIA H200"},
+            "rows": [{"case": "c", "measured": "3.0", "target": ">= 1", "values": {}}],
+        },
+    ]
+    assert format_bench_table(reports) == (
+        "| benchmark | case | measured | target |\n"
+        "|---|---|---|---|\n"
+        "| `one.py` | a | 1.0 | <= 2 |\n"
+        "|  | b | 2.0 |  |\n"
+        "| `two.py` | c | 3.0 | >= 1 |\n"
+        "\n"
+        "Runs: `benchmarks/one.py` (2026-12-02, 2 CPUs, 2 torch threads, 12 s); "
+        "`benchmarks/two.py --x 1` (2026-12-03, 2 CPUs, 2 torch threads, NVIDIA H200, 60 s).\n"
+    )
+
+
+def test_a_benchmark_writes_its_rows(tmp_path):
+    out = tmp_path / "vector_throughput.json"
+    argv = ["--steps", "2", "--rounds", "2", "--num-envs", "2", "--ids", "LossWeighting-Cubic-v1"]
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/vector_throughput.py", *argv, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    kept = json.loads(out.read_text())
+    assert kept["args"]["num_envs"] == [2] and kept["command"].endswith(str(out))
+    (row,) = kept["rows"]
+    (case,) = row["values"]["cases"]
+    assert case["k"] == 2 and case["sync"] > 0 and case["batched"] > 0
+    # The text shown in the docs is the raw numbers, formatted.
+    assert row["measured"].startswith(f"{case['ratio']:.2f} [{case['iqr'][0]:.2f}, ")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--only", "nope"], "--only: unknown benchmark(s) ['nope']; choose from"),
+        (["--only", "ppo_cycle"], "--data-root (or MTL_ENVS_DATA)"),
+    ],
+)
+def test_run_all_refuses_bad_arguments(argv, message):
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run_all.py", *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": "", "HOME": str(ROOT)},
+    )
+    assert proc.returncode == 2
+    assert message in proc.stderr
+
+
+# Every benchmark, cut to seconds: it runs and keeps one row per case it measured.
+SMALL = {
+    "etap_prediction": (["--draws", "1"], 3),
+    "memory_episodes": (["--episodes", "1", "--warmup", "1"], 3),
+    "affinity_cost": (["--epochs", "1", "--repeats", "1"], 4),
+    "aux_label_overhead": (["--repeats", "1"], 1),
+    "ppo_cycle": (["--n-epochs", "1"], 1),
+    "loss_weighting_cost": (["--epochs", "3"], 2),
+    "eval_share": (["--every", "1", "2"], 2),
+}
+
+
+def test_run_all_knows_every_benchmark():
+    spec = importlib.util.spec_from_file_location("run_all", ROOT / "benchmarks" / "run_all.py")
+    run_all = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run_all)
+    BENCHMARKS, NEEDS_DATA = run_all.BENCHMARKS, run_all.NEEDS_DATA
+    scripts = {p.stem for p in (ROOT / "benchmarks").glob("*.py")} - {"run_all"}
+    assert set(BENCHMARKS) == scripts
+    assert scripts >= NEEDS_DATA
+    assert set(SMALL) | {"vector_throughput"} == scripts
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SMALL))
+def test_every_benchmark_keeps_its_rows(name, tmp_path, fake_data_root):
+    argv, rows = SMALL[name]
+    if name == "eval_share":  # the CPU comparison's protocol, cut to the fake files' size
+        config = tmp_path / "eval_share.yaml"
+        config.write_text(
+            "env_id: AuxLabel-CIFAR100-v0\nenv_kwargs: {backbone: small_cnn}\n"
+            "epochs: 2\neval_every: 2\n"
+        )
+        argv = [*argv, "--config", str(config), "--data-root", str(fake_data_root)]
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, f"benchmarks/{name}.py", *argv, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    kept = json.loads(out.read_text())
+    assert kept["benchmark"] == name and len(kept["rows"]) == rows
+    assert all(row["case"] and row["measured"] for row in kept["rows"])
