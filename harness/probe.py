@@ -360,3 +360,49 @@ def format_probe(summary: dict[str, Any]) -> str:
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
     return "\n".join(lines)
+
+
+# An id is a good RL benchmark at CPU scale when the policy it is given decides the outcome
+# (headroom without oracles), the reward ranks runs as the test metric does (rho), and a
+# reference-policy episode is short.
+QUALIFY = {"headroom": 3.0, "rho": 0.8, "episode_s": 120.0}
+
+
+def episode_seconds(summary: dict[str, Any]) -> tuple[float, float]:
+    """Fewest and most seconds of one episode over a probe's runs (an AuxLabel run is
+    ``protocol["episodes"]`` episodes, one epoch each; a ``best_fixed`` run is one episode
+    per constant weight vector it tries)."""
+    per_run = summary["protocol"].get("episodes", 1)
+    seconds = [
+        run["seconds"] / (len(BEST_FIXED_SCALES) if run["policy"] == "best_fixed" else per_run)
+        for run in summary["runs"]
+    ]
+    return min(seconds), max(seconds)
+
+
+def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
+    """One markdown row per kept probe: headroom (without oracles), rho, seconds per
+    episode and whether the id qualifies by :data:`QUALIFY`, judged on the headroom
+    without oracles."""
+    lines = [
+        "| family | id | headroom (without oracles) | rho | s per episode | qualifies |",
+        "|---|---|---|---|---|---|",
+    ]
+    for s in summaries:
+        fair = s.get("headroom_fair") or s["headroom"]
+        low, high = episode_seconds(s)
+        misses = [
+            reason
+            for reason, failed in (
+                (f"headroom < {QUALIFY['headroom']:g}", fair["value"] < QUALIFY["headroom"]),
+                (f"rho < {QUALIFY['rho']:g}", s["spearman_rho"] < QUALIFY["rho"]),
+                (f"episodes > {QUALIFY['episode_s']:g} s", high > QUALIFY["episode_s"]),
+            )
+            if failed
+        ]
+        verdict = "no: " + ", ".join(misses) if misses else "yes"
+        lines.append(
+            f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {s['headroom']['value']:.2f} "
+            f"({fair['value']:.2f}) | {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
+        )
+    return "\n".join(lines) + "\n"

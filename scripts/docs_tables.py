@@ -19,7 +19,11 @@ block's PNG when the opening line names one: ``--plot docs/x.png``), and every b
 ``docs/results/FILE`` as ``mtl-envs probe`` prints it, and every block ``<!-- gpu: FILE -->``
 ... ``<!-- /gpu -->`` with the tables of a kept ``scripts/gpu_check.py`` report, and every
 block ``<!-- bench: FILE [FILE ...] -->`` ... ``<!-- /bench -->`` with the rows of kept
-benchmark reports (``benchmarks/run_all.py`` writes them) as one table.
+benchmark reports (``benchmarks/run_all.py`` writes them) as one table, and every block
+``<!-- headroom: FILE [FILE ...] -->`` ... ``<!-- /headroom -->`` with one row per kept probe
+result: its headroom, rho, seconds per episode and whether the id qualifies, and every block
+``<!-- table2: DIR [DIR ...] -->`` ... ``<!-- /table2 -->`` with the tabular results kept in
+``docs/results/DIR`` in the hypernetwork paper's Table 2 layout.
 ``--check`` fails when a block is out of date instead of writing it.
 """
 
@@ -42,6 +46,10 @@ KEPT = DOCS / "results"
 BLOCK = re.compile(r"(<!-- table: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table -->)", re.S)
 PROBE = re.compile(r"(<!-- probe: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /probe -->)", re.S)
 GPU = re.compile(r"(<!-- gpu: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /gpu -->)", re.S)
+HEADROOM = re.compile(
+    r"(<!-- headroom: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /headroom -->)", re.S
+)
+TABLE2 = re.compile(r"(<!-- table2: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table2 -->)", re.S)
 BENCH = re.compile(r"(<!-- bench: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
 EPOCH_KEYS = ("epoch", "train/loss", "agent/reward", "agent/mean_weight")
 
@@ -111,6 +119,20 @@ def bench_for(files: str) -> str:
     return format_bench_table([read_json(KEPT / file) for file in files.split()])
 
 
+def headroom_for(files: str) -> str:
+    """Kept probe results as the qualification table, one row per probe."""
+    from harness.probe import format_headroom_table
+
+    return format_headroom_table([read_json(KEPT / file) for file in files.split()])
+
+
+def table2_for(folders: str) -> str:
+    """Kept tabular results in the hypernetwork paper's Table 2 layout."""
+    from harness.paper_tables import format_table2
+
+    return format_table2([KEPT / folder for folder in folders.split()])
+
+
 def cmd_render(check: bool) -> int:
     stale = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -120,6 +142,8 @@ def cmd_render(check: bool) -> int:
         )
         new = PROBE.sub(lambda m: m.group(1) + probe_for(m.group("file")) + m.group(4), new)
         new = GPU.sub(lambda m: m.group(1) + gpu_for(m.group("file")) + m.group(4), new)
+        new = HEADROOM.sub(lambda m: m.group(1) + headroom_for(m.group("file")) + m.group(4), new)
+        new = TABLE2.sub(lambda m: m.group(1) + table2_for(m.group("file")) + m.group(4), new)
         new = BENCH.sub(lambda m: m.group(1) + bench_for(m.group("file")) + m.group(4), new)
         if new != text:
             stale.append(doc)

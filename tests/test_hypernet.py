@@ -1,6 +1,8 @@
 """Multi-Task Hypernetwork, the tabular datasets and the tabular protocol."""
 
+import json
 import math
+from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
@@ -18,6 +20,8 @@ from mtl_envs.models.hypernet import MultiTaskHypernet, WeightGenerator
 from mtl_envs.models.task_networks import task_linear
 from mtl_envs.training.model_selection import EarlyStopping, train_early_stopped
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+ROOT = Path(__file__).resolve().parents[1]
 
 TARGET = [(1, 32), (32, 32), (32, 32), (32, 1)]  # the paper's 3 x 32 target network
 
@@ -270,3 +274,20 @@ def test_tabular_protocol_bad_arguments(tmp_path):
     config = RunConfig(method="hypernet", env_id="LossWeighting-Digits10-v1")
     with pytest.raises(ValueError, match="tabular regression"):
         run_tabular(config, 0, "hypernet")
+
+
+def test_table2_cells_are_mean_and_standard_error_of_the_kept_runs():
+    from harness.paper_tables import cell, format_table2
+
+    assert cell(0.55012, 0.00749) == "0.550 +- 0.007"
+    assert cell(38.5349, 0.4141) == "38.53 +- 0.41"
+    kept = ROOT / "docs" / "results" / "hypernet_schools"
+    table = format_table2([kept])
+    mses = [
+        json.loads(path.read_text())["final"]["test/raw_mse"]
+        for path in sorted(kept.glob("LossWeighting-Radon-v1/hypernet/metadata/seed*/result.json"))
+    ]
+    assert len(mses) == 10
+    expected = cell(np.mean(mses), np.std(mses, ddof=1) / np.sqrt(len(mses)))
+    row = next(line for line in table.splitlines() if line.startswith("| hypernet |"))
+    assert row.split(" | ")[-1] == expected + " |"

@@ -9,7 +9,7 @@ import math
 import pytest
 
 from harness.cli import main
-from harness.probe import ProbeRun, summarize_probe
+from harness.probe import ProbeRun, format_headroom_table, summarize_probe
 
 
 def _run(policy: str, seed: int, ret: float, test: float, oracle: bool = False) -> ProbeRun:
@@ -92,3 +92,34 @@ def test_probe_in_worker_processes_matches_the_serial_probe():
         assert b["episode_return"] == pytest.approx(a["episode_return"], rel=1e-4)
     with pytest.raises(ValueError, match="`jobs` must be a positive int"):
         probe(*args, progress=False, jobs=0)
+
+
+def test_headroom_table_on_hand_worked_probes():
+    def probe(env_id, fair, rho, seconds, episodes=1, best_fixed=None):
+        runs = [{"policy": "random", "seconds": s} for s in seconds]
+        if best_fixed is not None:  # one run of 4 constant weight vectors
+            runs.append({"policy": "best_fixed", "seconds": best_fixed})
+        return {
+            "env_id": env_id,
+            "headroom": {"value": 5.0},
+            "headroom_fair": {"value": fair},
+            "spearman_rho": rho,
+            "protocol": {"episodes": episodes},
+            "runs": runs,
+        }
+
+    table = format_headroom_table(
+        [
+            probe("LossWeighting-Cubic-v1", 4.0, 0.9, [2.0, 3.0], best_fixed=20.0),
+            probe("AuxLabel-Digits-v0", 2.5, 0.7, [280.0, 300.0], episodes=2),
+        ]
+    ).splitlines()
+    # 20 s over 4 vectors is 5 s per episode; 300 s over 2 epochs is 150 s per episode.
+    assert (
+        table[2]
+        == "| LossWeighting | `LossWeighting-Cubic-v1` | 5.00 (4.00) | 0.90 | 2.0-5.0 | yes |"
+    )
+    assert table[3] == (
+        "| AuxLabel | `AuxLabel-Digits-v0` | 5.00 (2.50) | 0.70 | 140.0-150.0 | "
+        "no: headroom < 3, rho < 0.8, episodes > 120 s |"
+    )
