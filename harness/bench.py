@@ -102,17 +102,26 @@ class BenchReport:
 
 def format_bench_table(reports: list[dict[str, Any]]) -> str:
     """The rows of kept benchmark reports as one markdown table, a benchmark's name on its
-    first row, and a line under it naming each run's machine and date."""
+    first row, and under it one line per run: its command, date, machine and duration."""
+
+    def cell(text: str) -> str:
+        return str(text).replace("|", "\\|")
+
     lines = ["| benchmark | case | measured | target |", "|---|---|---|---|"]
     runs = []
     for report in reports:
         name = f"`{report['benchmark']}.py`"
         for i, row in enumerate(report["rows"]):
-            cell = name if i == 0 else ""
-            lines.append(f"| {cell} | {row['case']} | {row['measured']} | {row['target']} |")
+            first = name if i == 0 else ""
+            lines.append(
+                f"| {first} | {cell(row['case'])} | {cell(row['measured'])} | "
+                f"{cell(row['target'])} |"
+            )
         m = report["machine"]
-        where = f"{m['cpus']} CPUs, {m['torch_threads']} torch threads"
+        where = f"{m['cpus']} CPUs, torch threads {m['torch_threads']}"
         if m.get("cuda"):
             where += f", {m['cuda']}"
-        runs.append(f"`{report['command']}` ({report['date']}, {where}, {report['seconds']:.0f} s)")
-    return "\n".join(lines) + "\n\nRuns: " + "; ".join(runs) + ".\n"
+        runs.append(
+            f"* `{report['command']}`: {report['date']}, {where}, {report['seconds']:.0f} s"
+        )
+    return "\n".join(lines) + "\n\n" + "\n".join(runs) + "\n"

@@ -79,15 +79,16 @@ def test_table_from_kept_reports():
             "rows": [{"case": "c", "measured": "3.0", "target": ">= 1", "values": {}}],
         },
     ]
+    reports[0]["rows"][1]["case"] = "|G| = 5"  # a pipe would end the markdown cell
     assert format_bench_table(reports) == (
         "| benchmark | case | measured | target |\n"
         "|---|---|---|---|\n"
         "| `one.py` | a | 1.0 | <= 2 |\n"
-        "|  | b | 2.0 |  |\n"
+        "|  | \\|G\\| = 5 | 2.0 |  |\n"
         "| `two.py` | c | 3.0 | >= 1 |\n"
         "\n"
-        "Runs: `benchmarks/one.py` (2026-12-02, 2 CPUs, 2 torch threads, 12 s); "
-        "`benchmarks/two.py --x 1` (2026-12-03, 2 CPUs, 2 torch threads, NVIDIA H200, 60 s).\n"
+        "* `benchmarks/one.py`: 2026-12-02, 2 CPUs, torch threads 2, 12 s\n"
+        "* `benchmarks/two.py --x 1`: 2026-12-03, 2 CPUs, torch threads 2, NVIDIA H200, 60 s\n"
     )
 
 
