@@ -9,7 +9,8 @@ For Digits and (when ``--data-root`` holds it) CIFAR-100 with ``small_cnn``, it 
 * plain: one epoch of ``AuxLearner.train_epoch`` with fixed auxiliary labels, plus the same
          evaluation forwards the reward needs (one B_R batch per SGD step),
 
-and prints the median ratio env / plain (target <= 1.15).
+and prints the ratio of the medians env / plain with the interquartile range of the
+per-repeat ratios (target <= 1.15).
 """
 
 from __future__ import annotations
@@ -59,8 +60,11 @@ def measure(env_id: str, repeats: int, **kwargs) -> dict[str, Any]:
     fixed = psi * labels + torch.randint(0, psi, labels.shape, generator=g, device=learner.device)
     rng = np.random.default_rng(0)
     warm = time_env_episode(vec, rng)
-    # Short epochs (Digits) are timed over several episodes so each sample lasts >= 1 s.
+    # Short epochs (Digits) are timed over several episodes so each sample lasts >= 1 s, and
+    # repeated until the case has had about 20 s, so that its median is as steady as a long
+    # case's.
     inner = max(1, int(np.ceil(1.0 / warm)))
+    repeats = max(repeats, min(15, int(np.ceil(20.0 / (2 * inner * warm)))))
     env_times, plain_times = [], []
     for _ in range(repeats):  # interleaved so drifts in machine load hit both alike
         env_times.append(sum(time_env_episode(vec, rng) for _ in range(inner)) / inner)
@@ -68,10 +72,14 @@ def measure(env_id: str, repeats: int, **kwargs) -> dict[str, Any]:
         plain_times.append(sum(time_plain_epoch(learner, fixed) for _ in range(inner)) / inner)
         learner.restore(snap)
     env_s, plain_s = statistics.median(env_times), statistics.median(plain_times)
+    ratios = [e / p for e, p in zip(env_times, plain_times)]
+    iqr = statistics.quantiles(ratios, n=4)[::2] if len(ratios) > 1 else ratios * 2
     return {
         "env_s": env_s,
         "plain_s": plain_s,
         "ratio": env_s / plain_s,
+        "repeats": repeats,
+        "iqr": iqr,
         "batches": learner.num_batches,
         "backbone": learner.config.backbone,
         "device": str(learner.device),
@@ -94,17 +102,19 @@ def main() -> None:
         )
     else:
         print("(pass --data-root to include CIFAR-100)")
-    print(f"{'env':24} {'device':6} {'batches':>7} {'env (s)':>9} {'plain (s)':>9} {'ratio':>6}")
+    header = f"{'env':24} {'device':6} {'batches':>7} {'env (s)':>9} {'plain (s)':>9}"
+    print(f"{header} {'ratio':>6} {'IQR':>15}")
     for env_id, kwargs in cases:
         r = measure(env_id, args.repeats, device=args.device, **kwargs)
         print(
             f"{env_id:24} {r['device']:6} {r['batches']:7d} {r['env_s']:9.3f} "
-            f"{r['plain_s']:9.3f} {r['ratio']:6.3f}",
+            f"{r['plain_s']:9.3f} {r['ratio']:6.3f} [{r['iqr'][0]:.3f}, {r['iqr'][1]:.3f}]",
             flush=True,
         )
         report.add(
             f"{env_id}, {r['backbone']}, {r['batches']} batches: vector env / plain epoch",
-            f"{r['ratio']:.3f} ({r['env_s']:.2f} s / {r['plain_s']:.2f} s)",
+            f"{r['ratio']:.3f} ({r['env_s']:.2f} s / {r['plain_s']:.2f} s); per-repeat ratios "
+            f"[{r['iqr'][0]:.3f}, {r['iqr'][1]:.3f}] (IQR of {r['repeats']})",
             "<= 1.15",
             **r,
         )
