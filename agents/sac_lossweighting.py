@@ -40,7 +40,7 @@ from harness.config import RunConfig
 from harness.lifecycle import TrainingState, restore_run, resume_point, save_run
 from harness.recording import EpochRecorder
 from harness.results import run_dir
-from mtl_envs.envs.loss_weighting import LossWeightingEnv
+from mtl_envs.envs.loss_weighting import EpisodeSettings, LossWeightingEnv
 from mtl_envs.errors import ConfigError
 from mtl_envs.utils import resolve_device
 
@@ -260,6 +260,13 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     if finished is not None:
         return finished
     schedule = {**SCHEDULE_DEFAULTS, **config.method_kwargs}
+    settings = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    warmup = settings.get("warmup_epochs", EpisodeSettings.warmup_epochs)
+    if isinstance(warmup, int) and config.epochs <= warmup:
+        raise ConfigError(
+            f"`epochs` must exceed the env's {warmup} warm-up epoch(s) (the agent acts after "
+            f"them); got epochs={config.epochs}."
+        )
     # One epoch more than trained: SB3 auto-resets an env that terminates, which here would
     # start a new run (with its warm-up) before the final evaluation. The extra epoch is
     # never reached: EpochCallback stops learn() when config.epochs epochs are done.
@@ -296,12 +303,6 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
 
         model.set_logger(configure(str(out / "tb_agent"), ["tensorboard"]))
     epochs = config.epochs - lw.warmup_epochs
-    if epochs < 1:
-        env.close()
-        raise ConfigError(
-            f"`epochs` must exceed the env's {lw.warmup_epochs} warm-up epoch(s) (the agent "
-            f"acts after them); got epochs={config.epochs}."
-        )
     first = payload["epoch"] if payload else 0
     recorder = EpochRecorder(
         config,

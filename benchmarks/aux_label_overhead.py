@@ -1,6 +1,7 @@
 """Overhead of the AuxLabel MDP over plain auxiliary training, measured in one run.
 
-    python benchmarks/aux_label_overhead.py [--data-root DIR] [--repeats 3] [--out FILE]
+    python benchmarks/aux_label_overhead.py [--data-root DIR] [--repeats 3] [--min-seconds 20]
+        [--out FILE]
 
 For Digits and (when ``--data-root`` holds it) CIFAR-100 with ``small_cnn``, it times
 
@@ -50,7 +51,7 @@ def time_plain_epoch(learner, aux: torch.Tensor) -> float:
     return time.perf_counter() - start
 
 
-def measure(env_id: str, repeats: int, **kwargs) -> dict[str, Any]:
+def measure(env_id: str, repeats: int, min_seconds: float = 20.0, **kwargs) -> dict[str, Any]:
     vec = gym.make_vec(env_id, num_envs=100, vectorization_mode="vector_entry_point", **kwargs)
     vec.reset(seed=0)
     learner = vec.unwrapped.learner
@@ -61,10 +62,10 @@ def measure(env_id: str, repeats: int, **kwargs) -> dict[str, Any]:
     rng = np.random.default_rng(0)
     warm = time_env_episode(vec, rng)
     # Short epochs (Digits) are timed over several episodes so each sample lasts >= 1 s, and
-    # repeated until the case has had about 20 s, so that its median is as steady as a long
-    # case's.
+    # repeated until the case has had about `min_seconds`, so that its median is as steady
+    # as a long case's.
     inner = max(1, int(np.ceil(1.0 / warm)))
-    repeats = max(repeats, min(15, int(np.ceil(20.0 / (2 * inner * warm)))))
+    repeats = max(repeats, min(15, int(np.ceil(min_seconds / (2 * inner * warm)))))
     env_times, plain_times = [], []
     for _ in range(repeats):  # interleaved so drifts in machine load hit both alike
         env_times.append(sum(time_env_episode(vec, rng) for _ in range(inner)) / inner)
@@ -73,7 +74,11 @@ def measure(env_id: str, repeats: int, **kwargs) -> dict[str, Any]:
         learner.restore(snap)
     env_s, plain_s = statistics.median(env_times), statistics.median(plain_times)
     ratios = [e / p for e, p in zip(env_times, plain_times)]
-    iqr = statistics.quantiles(ratios, n=4)[::2] if len(ratios) > 1 else ratios * 2
+    iqr = (
+        statistics.quantiles(ratios, n=4, method="inclusive")[::2]
+        if len(ratios) > 1
+        else ratios * 2
+    )
     return {
         "env_s": env_s,
         "plain_s": plain_s,
@@ -90,6 +95,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None, help="folder with cifar-100-python")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=20.0,
+        help="short cases repeat until they have been timed this long in all",
+    )
     parser.add_argument("--device", default="auto")
     add_out_argument(parser)
     args = parser.parse_args()
@@ -105,7 +116,7 @@ def main() -> None:
     header = f"{'env':24} {'device':6} {'batches':>7} {'env (s)':>9} {'plain (s)':>9}"
     print(f"{header} {'ratio':>6} {'IQR':>15}")
     for env_id, kwargs in cases:
-        r = measure(env_id, args.repeats, device=args.device, **kwargs)
+        r = measure(env_id, args.repeats, args.min_seconds, device=args.device, **kwargs)
         print(
             f"{env_id:24} {r['device']:6} {r['batches']:7d} {r['env_s']:9.3f} "
             f"{r['plain_s']:9.3f} {r['ratio']:6.3f} [{r['iqr'][0]:.3f}, {r['iqr'][1]:.3f}]",

@@ -30,8 +30,11 @@ def main() -> None:
     args = parser.parse_args()
     report = BenchReport.from_args("etap_prediction", args)
     problem = GroupingProblem(load_gain_table(args.table), "etap", "val")
-    candidates, affinity = problem.candidates, problem.affinity("etap")
-    learn, truth = problem.matrix("val"), problem.matrix("test")
+    affinity = problem.affinity("etap")
+    # Groups of two or more tasks, as in ETAP's tables: a task alone has no gain to predict.
+    multi = [i for i, g in enumerate(problem.candidates) if len(g) > 1]
+    candidates = [problem.candidates[i] for i in multi]
+    learn, truth = problem.matrix("val")[multi], problem.matrix("test")[multi]
     print(
         f"{'|G_train|':>9}  {'affinity r':>10}  {'stage 1 r':>9}  {'stage 1 R2':>10}  "
         f"{'ETAP r':>7}  {'ETAP R2':>7}"

@@ -7,9 +7,9 @@ with ``small_cnn`` (4 epochs of 450 batches; SAC learns and acts from epoch 3 so
 within them), it trains EW, IGBv1 and IGBv2 for the same epochs in one process, takes each
 run's training time (evaluation excluded) and prints T = time / time(EW) (target on
 CIFAR100MTL: IGBv2 <= 1.10). For IGBv2 it also splits the time into SAC updates, action
-selection and the rest (env steps = network training), and divides the SAC updates and
-the rest by the number of gradient steps and env steps: the milliseconds of one SAC update
-against one network step.
+selection and the rest (env steps and the env's warm-up epochs = network training), and
+divides the SAC updates and the rest by the number of SAC gradient steps and of network
+updates: the milliseconds of one SAC update against one network step.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from harness.bench import BenchReport, add_out_argument
 from harness.config import RunConfig
 from harness.registry import run_method
 from harness.timing import CALLS, TIMERS, reset_timers, time_method
-from mtl_envs.envs.loss_weighting import LossWeightingEnv
+from mtl_envs.training.multitask_learner import MultiTaskLearner
 
 
 def count_gradient_steps(train):
@@ -40,11 +40,12 @@ def count_gradient_steps(train):
     return wrapper
 
 
-# Instrument the agent (gradient updates, action selection) and count the env's steps.
+# Instrument the agent (gradient updates, action selection) and count the network's updates
+# (the env's warm-up epochs included, which its reset trains).
 ScheduledSAC.train = count_gradient_steps(ScheduledSAC.train)
 time_method(ScheduledSAC, "train", "sac_updates")
 time_method(ScheduledSAC, "_sample_action", "action_selection")
-time_method(LossWeightingEnv, "step", "env_step")
+time_method(MultiTaskLearner, "update", "network_step")
 
 
 def measure(env_id: str, epochs: int, env_kwargs: dict, schedule: dict, out: str) -> dict[str, Any]:
@@ -74,9 +75,9 @@ def measure(env_id: str, epochs: int, env_kwargs: dict, schedule: dict, out: str
     times["action_selection"] = TIMERS["action_selection"]
     times["env_network"] = times["igbv2"] - times["sac_updates"] - times["action_selection"]
     times["sac_gradient_steps"] = CALLS["sac_gradient_steps"]
-    times["env_steps"] = CALLS["env_step"]
+    times["network_steps"] = CALLS["network_step"]
     times["ms_per_update"] = 1e3 * times["sac_updates"] / max(1, CALLS["sac_gradient_steps"])
-    times["ms_per_env_step"] = 1e3 * times["env_network"] / max(1, CALLS["env_step"])
+    times["ms_per_network_step"] = 1e3 * times["env_network"] / max(1, CALLS["network_step"])
     times["t_igbv1"] = times["igbv1"] / times["ew"]
     times["t_igbv2"] = times["igbv2"] / times["ew"]
     return times
@@ -109,7 +110,8 @@ def main() -> None:
                 f"SAC updates {t['sac_updates']:.1f} s, actions {t['action_selection']:.1f} s, "
                 f"env + network {t['env_network']:.1f} s (EW: {t['ew']:.1f} s); "
                 f"{t['ms_per_update']:.1f} ms per SAC update ({t['sac_gradient_steps']}) "
-                f"against {t['ms_per_env_step']:.1f} ms per env step ({t['env_steps']})"
+                f"against {t['ms_per_network_step']:.1f} ms per network step "
+                f"({t['network_steps']})"
             )
             print(
                 f"{env_id:30} {t['ew']:8.2f} {t['t_igbv1']:8.3f} {t['t_igbv2']:8.3f}   {split}",

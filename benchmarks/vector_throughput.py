@@ -70,7 +70,11 @@ def main() -> None:
             s = statistics.median(r[0] for r in rates)
             b = statistics.median(r[1] for r in rates)
             ratios = [r[1] / r[0] for r in rates]
-            low, ratio, high = statistics.quantiles(ratios, n=4) if len(ratios) > 1 else ratios * 3
+            low, ratio, high = (
+                statistics.quantiles(ratios, n=4, method="inclusive")
+                if len(ratios) > 1
+                else ratios * 3
+            )
             sync.env.close()
             batched.env.close()
             iqr = f"[{low:.2f}, {high:.2f}]"

@@ -56,6 +56,17 @@ BAD_INPUT = [
         ConfigError,
         r"`epochs` must exceed the env's 2 warm-up epoch\(s\).*got epochs=2",
     ),
+    (
+        lambda: run_quietly(
+            "igbv2",
+            "LossWeighting-Cubic-v1",
+            env_kwargs={"warmup_epochs": 3},
+            epochs=1,
+            output_dir="unused",
+        ),
+        ConfigError,
+        r"`epochs` must exceed the env's 3 warm-up epoch\(s\).*got epochs=1",
+    ),
     (lambda: SweepConfig(backend="slurm"), ValueError, "local"),
     (lambda: SweepConfig(grid={"seed": [0]}), ValueError, "seeds"),
     (lambda: load_multitask_dataset("cubix"), ConfigError, "cubic"),

@@ -137,7 +137,7 @@ SMALL = {
     "etap_prediction": (["--draws", "1"], 3),
     "memory_episodes": (["--episodes", "1", "--warmup", "1"], 3),
     "affinity_cost": (["--epochs", "1", "--repeats", "1"], 4),
-    "aux_label_overhead": (["--repeats", "1"], 1),
+    "aux_label_overhead": (["--repeats", "1", "--min-seconds", "0"], 1),
     "ppo_cycle": (["--n-epochs", "1"], 1),
     "loss_weighting_cost": (["--epochs", "3"], 2),
     "eval_share": (["--every", "1", "2"], 2),
