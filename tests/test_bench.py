@@ -92,18 +92,23 @@ def test_table_from_kept_reports():
     )
 
 
-def test_a_benchmark_writes_its_rows(tmp_path):
-    out = tmp_path / "vector_throughput.json"
-    argv = ["--steps", "2", "--rounds", "2", "--num-envs", "2", "--ids", "LossWeighting-Cubic-v1"]
+def run_benchmark(name: str, argv: list[str], out: Path) -> dict:
+    """Run ``benchmarks/NAME.py ARGV --out OUT`` and return the report it kept."""
     proc = subprocess.run(
-        [sys.executable, "benchmarks/vector_throughput.py", *argv, "--out", str(out)],
+        [sys.executable, f"benchmarks/{name}.py", *argv, "--out", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=600,
     )
     assert proc.returncode == 0, proc.stderr
-    kept = json.loads(out.read_text())
+    return json.loads(out.read_text())
+
+
+def test_a_benchmark_writes_its_rows(tmp_path):
+    out = tmp_path / "vector_throughput.json"
+    argv = ["--steps", "2", "--rounds", "2", "--num-envs", "2", "--ids", "LossWeighting-Cubic-v1"]
+    kept = run_benchmark("vector_throughput", argv, out)
     assert kept["args"]["num_envs"] == [2] and kept["command"].endswith(str(out))
     (row,) = kept["rows"]
     (case,) = row["values"]["cases"]
@@ -166,15 +171,6 @@ def test_every_benchmark_keeps_its_rows(name, tmp_path, fake_data_root):
             "epochs: 2\neval_every: 2\n"
         )
         argv = [*argv, "--config", str(config), "--data-root", str(fake_data_root)]
-    out = tmp_path / f"{name}.json"
-    proc = subprocess.run(
-        [sys.executable, f"benchmarks/{name}.py", *argv, "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr
-    kept = json.loads(out.read_text())
+    kept = run_benchmark(name, argv, tmp_path / f"{name}.json")
     assert kept["benchmark"] == name and len(kept["rows"]) == rows
     assert all(row["case"] and row["measured"] for row in kept["rows"])
