@@ -9,17 +9,26 @@ batches; replay buffer 1e4, learning rate 3e-4, discount 0.99. One episode is th
 training run. The env maps an action a to ``n * softmax(atanh(a))``, so SAC's tanh-squashed
 Gaussian acts as the paper's unbounded pre-softmax action.
 
-Where SB3's SAC differs from the paper's own implementation:
+Where SB3's SAC differs from the paper's:
 
 * SB3 begins updating at ``learning_starts`` and acts randomly until then; the paper decouples
   the two epochs, so :class:`ScheduledSAC` keeps acting randomly until ``use_epoch``, drawing
   ``tanh(z)``, ``z ~ N(0, I)``: the env's atanh turns that back into RLW's ``n * softmax(z)``
   (SB3 would draw uniformly in the box, whose atanh is logistic, not normal);
-* "one round of updates" is ``gradient_steps`` (default 50, one per collected batch) SAC
-  steps of ``batch_size`` 256 every 50 batches; the paper's round size is not stated;
-* SB3 SAC tunes the entropy coefficient automatically (``ent_coef="auto"``), with
-  two Q-networks and target smoothing tau = 0.005 (the SAC defaults), and computes the
-  entropy of the squashed action (with the tanh correction), not of the pre-softmax Gaussian.
+* SB3 computes the entropy of the squashed action (with the tanh correction), not of the
+  pre-softmax Gaussian.
+
+Where the paper is silent, the defaults follow the authors' released implementation
+(IGB4MTL, ``methods/SAC_Agent.py`` and ``ImprovableGapBalancing_v2``):
+
+* actor and critics are MLPs with two hidden layers of 128 (``net_arch=[128, 128]``; SB3's
+  default is 256), two Q-networks, target smoothing tau = 0.005, and an entropy coefficient
+  tuned towards entropy -dim(A) from an initial 0.2 (``ent_coef="auto_0.2"``);
+* "updated once every 50 batches" is a round of updates whose size grows with the replay
+  buffer: with k = 1 + filled / capacity, a round is ``int(gradient_steps * k / 2)`` steps of
+  ``int(batch_size * k / 2)`` transitions (25 steps of 128 while the buffer is nearly empty,
+  50 of 256 once it is full; :func:`round_scale`). ``round_scaling="none"`` keeps every round
+  at ``gradient_steps`` of ``batch_size``.
 """
 
 from __future__ import annotations
@@ -53,7 +62,11 @@ SAC_DEFAULTS: dict[str, Any] = {
     "train_freq": (50, "step"),
     "gradient_steps": 50,
     "batch_size": 256,
+    "policy_kwargs": {"net_arch": [128, 128]},
+    "ent_coef": "auto_0.2",
+    "round_scaling": "buffer",
 }
+ROUND_SCALINGS = ("buffer", "none")
 # SB3 counters an interrupted learn() call needs back (progress drives lr schedules).
 RESUMED_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
 # The arrays of an SB3 ReplayBuffer (``next_observations`` only without
@@ -63,9 +76,49 @@ REPLAY_ARRAYS = ("observations", "next_observations", "actions", "rewards", "don
 SCHEDULE_DEFAULTS: dict[str, int] = {"update_epoch": 4, "use_epoch": 6}
 
 
+def round_scale(filled: int, capacity: int, scaling: str = "buffer") -> float:
+    """The factor ``k / 2``, ``k = 1 + filled / capacity``, on a round's gradient steps and
+    batch size (``"buffer"``); 1 with ``"none"``."""
+    if scaling not in ROUND_SCALINGS:
+        raise ConfigError(
+            f"`round_scaling` must be one of {list(ROUND_SCALINGS)}; got {scaling!r}."
+        )
+    if scaling == "none":
+        return 1.0
+    return (1.0 + min(filled, capacity) / capacity) / 2.0
+
+
+def scaled_round(
+    gradient_steps: int, batch_size: int, filled: int, capacity: int, scaling: str = "buffer"
+) -> tuple[int, int]:
+    """Gradient steps and batch size of one update round with ``filled`` stored transitions
+    (at least one of each)."""
+    k2 = round_scale(filled, capacity, scaling)
+    return max(1, int(gradient_steps * k2)), max(1, int(batch_size * k2))
+
+
+def run_gradient_steps(
+    steps: int,
+    learning_starts: int,
+    train_freq: int,
+    gradient_steps: int,
+    capacity: int,
+    scaling: str = "buffer",
+) -> int:
+    """SAC gradient steps in a run of ``steps`` env steps: a round after every ``train_freq``
+    steps once more than ``learning_starts`` are stored, none after the last step (the run
+    ends there), each of :func:`scaled_round`'s size."""
+    return sum(
+        scaled_round(gradient_steps, 1, t, capacity, scaling)[0]
+        for t in range(train_freq, steps, train_freq)
+        if t > learning_starts
+    )
+
+
 class ScheduledSAC(SAC):
     """SAC whose random-action phase may outlast ``learning_starts`` (IGB: use_e > update_e),
-    and whose whole training state can be saved between two env steps and resumed.
+    whose update rounds may grow with the replay buffer (``round_scaling="buffer"``), and
+    whose whole training state can be saved between two env steps and resumed.
 
     SB3's own ``save`` keeps the networks but not what an interrupted ``learn`` call needs
     to go on as if never stopped: the replay buffer, the position inside the current rollout
@@ -78,8 +131,11 @@ class ScheduledSAC(SAC):
         *args: Any,
         random_steps: int = 0,
         random_action: Callable[[np.random.Generator], np.ndarray] | None = None,
+        round_scaling: str = "none",
         **kwargs: Any,
     ):
+        round_scale(0, 1, round_scaling)  # fail on a bad name before building anything
+        self.round_scaling = round_scaling
         self.random_steps = random_steps
         self.random_action = random_action
         self._pending_save: Callable[[], None] | None = None
@@ -132,6 +188,12 @@ class ScheduledSAC(SAC):
             self._save_pending()
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
+        """One round of updates, sized by :func:`scaled_round` from the buffer's fill."""
+        buffer = self.replay_buffer
+        filled = buffer.buffer_size if buffer.full else buffer.pos
+        gradient_steps, batch_size = scaled_round(
+            gradient_steps, batch_size, filled, buffer.buffer_size, self.round_scaling
+        )
         super().train(gradient_steps, batch_size)
         self._save_pending()
 

@@ -13,6 +13,7 @@ import mtl_envs  # noqa: F401
 from agents.ppo_auxlabel import action_metrics, run
 from agents.sb3_vec_env import SB3VecEnvAdapter
 from harness.config import RunConfig
+from mtl_envs.errors import ConfigError
 
 
 def make_adapter(**kwargs):
@@ -134,3 +135,55 @@ def test_igbv2_smoke_run(tmp_path):
     assert [e["epoch"] for e in result["epochs"]] == [2, 3]
     assert 0.5 < result["final"]["test/mean_accuracy"] <= 1.0
     assert result["train_time_s"] > 0 and result["schedule"] == {"update_epoch": 2, "use_epoch": 3}
+
+
+def test_igbv2_round_scale_hand_worked():
+    from agents.sac_lossweighting import round_scale, run_gradient_steps, scaled_round
+
+    # k = 1 + filled / capacity; a round is int(steps * k / 2) steps of int(batch * k / 2).
+    assert round_scale(0, 10_000) == 0.5
+    assert scaled_round(50, 256, 0, 10_000) == (25, 128)
+    assert scaled_round(50, 256, 2_500, 10_000) == (31, 160)  # k / 2 = 0.625
+    assert scaled_round(50, 256, 10_000, 10_000) == (50, 256)
+    assert scaled_round(50, 256, 99_999, 10_000) == (50, 256)  # a full buffer stays full
+    assert scaled_round(50, 256, 2_500, 10_000, "none") == (50, 256)
+    assert scaled_round(1, 1, 0, 10_000) == (1, 1)  # never an empty round
+    # Rounds every 16 steps after 20 stored, none at the run's last step (100 is not reached):
+    # t = 32, 48, 64, 80, 96 with capacity 64 -> 8 * (0.75, 0.875, 1, 1, 1) = 6 + 7 + 8 + 8 + 8.
+    assert run_gradient_steps(100, 20, 16, 8, 64) == 37
+    assert run_gradient_steps(100, 20, 16, 8, 64, "none") == 40
+    with pytest.raises(ConfigError, match=r"round_scaling.*\['buffer', 'none'\].*'fill'"):
+        round_scale(0, 10, "fill")
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_igbv2_rounds_grow_with_the_buffer(tmp_path, monkeypatch):
+    """The rounds a real run makes are the ones :func:`run_gradient_steps` counts."""
+    from stable_baselines3 import SAC
+
+    from agents.sac_lossweighting import run as run_igbv2
+    from agents.sac_lossweighting import run_gradient_steps
+
+    rounds = []
+    train = SAC.train
+
+    def record(self, gradient_steps, batch_size=64):
+        rounds.append((gradient_steps, batch_size))
+        return train(self, gradient_steps, batch_size)
+
+    monkeypatch.setattr(SAC, "train", record)
+    config = RunConfig(
+        method="igbv2",
+        env_id="LossWeighting-Digits10-v1",
+        env_kwargs={"warmup_epochs": 1},
+        epochs=3,  # 2 epochs of 12 env steps
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+        method_kwargs={"update_epoch": 2, "use_epoch": 3},  # learns from the first step
+        agent={"gradient_steps": 4, "train_freq": [4, "step"], "batch_size": 8, "buffer_size": 16},
+    )
+    run_igbv2(config, seed=0)
+    # After 4, 8, 12, 16 and 20 of 16 stored: k / 2 = 0.625, 0.75, 0.875, 1, 1.
+    assert rounds == [(2, 5), (3, 6), (3, 7), (4, 8), (4, 8)]
+    assert sum(s for s, _ in rounds) == run_gradient_steps(24, 0, 4, 4, 16)

@@ -144,7 +144,7 @@ SMALL = {
     "affinity_cost": (["--epochs", "1", "--repeats", "1"], 4),
     "aux_label_overhead": (["--repeats", "1", "--min-seconds", "0"], 1),
     "ppo_cycle": (["--n-epochs", "1"], 1),
-    "loss_weighting_cost": (["--epochs", "3"], 2),
+    "loss_weighting_cost": (["--epochs", "3"], 5),
     "eval_share": (["--every", "1", "2"], 2),
 }
 
@@ -171,6 +171,32 @@ def test_every_benchmark_keeps_its_rows(name, tmp_path, fake_data_root):
             "epochs: 2\neval_every: 2\n"
         )
         argv = [*argv, "--config", str(config), "--data-root", str(fake_data_root)]
+    if name == "loss_weighting_cost":  # with CIFAR100MTL on the fake files
+        argv = [*argv, "--data-root", str(fake_data_root)]
     kept = run_benchmark(name, argv, tmp_path / f"{name}.json")
     assert kept["benchmark"] == name and len(kept["rows"]) == rows
     assert all(row["case"] and row["measured"] for row in kept["rows"])
+    if name == "loss_weighting_cost":
+        check_configured_run_t(kept["rows"][-1]["values"], fake_data_root)
+
+
+def check_configured_run_t(full: dict, data_root: Path) -> None:
+    """The extrapolated T adds the priced SAC steps and actions to the measured loop, over
+    the counts of the configured schedule."""
+    import gymnasium as gym
+
+    from agents.sac_lossweighting import run_gradient_steps, schedule_steps
+
+    env = gym.make("LossWeighting-CIFAR100MTL-v1", data_root=str(data_root)).unwrapped
+    batches = env.learner.num_batches
+    env.close()
+    assert full["epochs"] == 50 and full["network_steps"] == 50 * batches
+    assert full["env_steps"] == 48 * batches
+    start, _ = schedule_steps(4, 6, warmup_epochs=2, batches=batches)
+    assert full["sac_gradient_steps"] == run_gradient_steps(48 * batches, start, 50, 50, 10_000)
+    assert full["sac_s"] == pytest.approx(
+        full["sac_gradient_steps"] * full["ms_per_update_full_batch"] / 1e3
+    )
+    assert full["ew_s"] == pytest.approx(full["network_steps"] * full["ms_per_network_step"] / 1e3)
+    expected = full["loop_ratio"] + (full["sac_s"] + full["actions_s"]) / full["ew_s"]
+    assert full["t_igbv2"] == pytest.approx(expected)
