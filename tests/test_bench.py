@@ -195,8 +195,10 @@ def check_configured_run_t(full: dict, data_root: Path) -> None:
     start, _ = schedule_steps(4, 6, warmup_epochs=2, batches=batches)
     assert full["sac_gradient_steps"] == run_gradient_steps(48 * batches, start, 50, 50, 10_000)
     assert full["sac_s"] == pytest.approx(
-        full["sac_gradient_steps"] * full["ms_per_update_full_batch"] / 1e3
+        full["sac_gradient_steps"] * full["ms_per_update_priced"] / 1e3
     )
     assert full["ew_s"] == pytest.approx(full["network_steps"] * full["ms_per_network_step"] / 1e3)
-    expected = full["loop_ratio"] + (full["sac_s"] + full["actions_s"]) / full["ew_s"]
+    assert full["sac_share"] == pytest.approx(full["sac_s"] / full["ew_s"])
+    assert full["actions_share"] == pytest.approx(full["actions_s"] / full["ew_s"])
+    expected = full["loop_ratio"] + full["sac_share"] + full["actions_share"]
     assert full["t_igbv2"] == pytest.approx(expected)
