@@ -18,7 +18,6 @@ the closest equivalent, and ``batch_size=100`` makes that one minibatch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -36,6 +35,7 @@ from harness.results import run_dir
 from mtl_envs.envs.aux_label import AuxLabelVectorEnv
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import require_family
+from mtl_envs.io import atomic_save, save_torch
 from mtl_envs.training.losses import weight_from_bin
 from mtl_envs.utils import resolve_device
 
@@ -134,12 +134,6 @@ def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
     return env
 
 
-def _save_atomic(save, path: Path) -> None:
-    tmp = path.with_name(f".tmp-{path.name}")
-    save(tmp)
-    tmp.replace(path)
-
-
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
     """Train PPO with the alternating protocol; returns (and writes) the result dict."""
     vec = make_vector_env(config)
@@ -194,8 +188,8 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
             obs, _, _, _ = venv.step(actions)
         metrics.update(action_metrics(env, np.concatenate(chosen)))
         metrics["train/lr"] = env.learner.lr
-        _save_atomic(model.save, out / "agent.zip")
-        _save_atomic(lambda p: torch.save(env.task.canonical, p), out / "main_net.pt")
+        atomic_save(out / "agent.zip", model.save)
+        save_torch(out / "main_net.pt", env.task.canonical)
         return metrics
 
     try:

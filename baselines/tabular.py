@@ -35,6 +35,7 @@ import mtl_envs  # noqa: F401  (registers the ids)
 from harness.config import RunConfig
 from harness.lifecycle import finished_result
 from harness.recording import TensorBoardLog
+from harness.registry import TABULAR_OPTIONS
 from harness.results import run_dir, write_result
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.errors import ConfigError
@@ -51,21 +52,15 @@ TABULAR_METHODS = {
     "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
     "stl": ("per_task", ("no_metadata",)),
 }
-OPTIONS = (
-    "protocol",
-    "metadata",
-    "learning_rates",
-    "extractor_layers",
-    "batch_size",
-    "max_epochs",
-    "val_every",
-    "patience",
-    "num_threads",
-)
+OPTIONS = TABULAR_OPTIONS
 
 
 def uses_tabular_protocol(config: RunConfig) -> bool:
-    return config.method_kwargs.get("protocol") == "tabular"
+    """Whether ``method_kwargs`` asks for the hypernetwork paper's protocol."""
+    protocol = config.method_kwargs.get("protocol")
+    if protocol not in (None, "tabular"):
+        raise ConfigError(f"`method_kwargs.protocol` must be 'tabular'; got {protocol!r}.")
+    return protocol == "tabular"
 
 
 def _options(config: RunConfig) -> dict[str, Any]:

@@ -22,7 +22,7 @@ import numpy as np
 from scipy.stats import spearmanr
 
 import mtl_envs  # noqa: F401
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, positive_int
 from mtl_envs.training.affinity import collect_affinities
 from mtl_envs.training.group_trainer import GroupProtocol, load_gain_table
 from mtl_envs.training.multitask_learner import MultiTaskLearner
@@ -30,8 +30,8 @@ from mtl_envs.training.multitask_learner import MultiTaskLearner
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--epochs", type=positive_int, default=30)
+    parser.add_argument("--repeats", type=positive_int, default=5)
     add_out_argument(parser)
     args = parser.parse_args()
     report = BenchReport.from_args("affinity_cost", args)

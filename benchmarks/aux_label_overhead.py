@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import mtl_envs  # noqa: F401
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, positive_int
 
 
 def time_env_episode(vec, rng: np.random.Generator) -> float:
@@ -94,7 +94,7 @@ def measure(env_id: str, repeats: int, min_seconds: float = 20.0, **kwargs) -> d
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None, help="folder with cifar-100-python")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument(
         "--min-seconds",
         type=float,

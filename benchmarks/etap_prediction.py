@@ -16,7 +16,7 @@ import argparse
 import numpy as np
 
 from baselines.grouping import GroupingProblem
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, positive_int
 from mtl_envs.training.affinity import group_affinity
 from mtl_envs.training.gain_prediction import ETAPPredictor, prediction_quality
 from mtl_envs.training.group_trainer import load_gain_table
@@ -25,7 +25,7 @@ from mtl_envs.training.group_trainer import load_gain_table
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--table", default="digits10")
-    parser.add_argument("--draws", type=int, default=5)
+    parser.add_argument("--draws", type=positive_int, default=5)
     add_out_argument(parser)
     args = parser.parse_args()
     report = BenchReport.from_args("etap_prediction", args)

@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, positive_int
 from harness.config import RunConfig
 from harness.registry import run_quietly
 
@@ -33,7 +33,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=os.environ.get("MTL_ENVS_DATA"))
     parser.add_argument("--config", type=Path, default=CONFIG)
-    parser.add_argument("--every", type=int, nargs="+", default=[1, 5])
+    parser.add_argument("--every", type=positive_int, nargs="+", default=[1, 5])
     add_out_argument(parser)
     args = parser.parse_args()
     if args.data_root is None:

@@ -43,7 +43,7 @@ from agents.sac_lossweighting import (
     schedule_steps,
 )
 from agents.sac_lossweighting import run as run_igbv2
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, positive_int
 from harness.config import RunConfig
 from harness.registry import run_method
 from harness.timing import CALLS, TIMERS, reset_timers, time_method
@@ -202,15 +202,13 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--epochs", type=int, default=30, help="Digits10 epochs (SAC learns from epoch 4)"
+        "--epochs", type=positive_int, default=30, help="Digits10 epochs (SAC learns from epoch 4)"
     )
     parser.add_argument(
-        "--repeats", type=int, default=5, help="Digits10 repeats (CIFAR100MTL runs once)"
+        "--repeats", type=positive_int, default=5, help="Digits10 repeats (CIFAR100MTL runs once)"
     )
     add_out_argument(parser)
     args = parser.parse_args()
-    if args.repeats < 1:
-        parser.error(f"--repeats must be >= 1; got {args.repeats}")
     report = BenchReport.from_args("loss_weighting_cost", args)
     torch.manual_seed(0)
     paper = {"update_epoch": 4, "use_epoch": 6}

@@ -15,7 +15,7 @@ import os
 import gymnasium as gym
 
 import mtl_envs  # noqa: F401
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, int_at_least, positive_int
 
 ENVS = {
     "LossWeighting-Cubic-v1": {"warmup_epochs": 1, "epochs": 2},
@@ -39,8 +39,8 @@ def play(env: gym.Env, seed: int) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--episodes", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
+    parser.add_argument("--episodes", type=positive_int, default=50)
+    parser.add_argument("--warmup", type=int_at_least(0), default=5)
     add_out_argument(parser)
     args = parser.parse_args()
     report = BenchReport.from_args("memory_episodes", args)

@@ -39,7 +39,7 @@ import torch
 from stable_baselines3 import PPO
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, positive_int
 from harness.registry import run_quietly
 from harness.timing import TIMERS, reset_timers, time_method
 from mtl_envs.families import require_family
@@ -73,7 +73,7 @@ def main() -> None:
         default=None,
         help="AuxLabel id (default: AuxLabel-CIFAR100Small-v0 with --data-root, else Digits)",
     )
-    parser.add_argument("--n-epochs", type=int, nargs="+", default=[10, 1])
+    parser.add_argument("--n-epochs", type=positive_int, nargs="+", default=[10, 1])
     add_out_argument(parser)
     args = parser.parse_args()
     report = BenchReport.from_args("ppo_cycle", args)

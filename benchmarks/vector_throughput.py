@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from harness.bench import BenchReport, add_out_argument
+from harness.bench import BenchReport, add_out_argument, positive_int
 
 IDS = ("LossWeighting-Cubic-v1", "LossWeighting-Digits10-v1")
 
@@ -47,9 +47,9 @@ class Stepper:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=30, help="vector steps per round")
-    parser.add_argument("--rounds", type=int, default=9)
-    parser.add_argument("--num-envs", type=int, nargs="+", default=[1, 8, 32])
+    parser.add_argument("--steps", type=positive_int, default=30, help="vector steps per round")
+    parser.add_argument("--rounds", type=positive_int, default=9)
+    parser.add_argument("--num-envs", type=positive_int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--ids", nargs="+", default=list(IDS))
     add_out_argument(parser)
     args = parser.parse_args()

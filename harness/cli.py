@@ -16,7 +16,7 @@ from typing import Any
 
 from harness.compare import format_table, plot_summary, summarize
 from harness.config import RunConfig, apply_overrides
-from harness.registry import methods_for, resolve
+from harness.registry import check_run, methods_for, resolve
 from harness.results import default_metric, load_results
 from mtl_envs.errors import ConfigError
 
@@ -55,7 +55,8 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.data_root is not None:
         overrides.append(f"env_kwargs.data_root={args.data_root}")
     config = RunConfig.from_file(args.config, overrides)
-    runners = {m: resolve(config.env_id, m) for m in config.methods}  # fail fast on a bad name
+    check_run(config)  # fail fast on a bad method name or method_kwargs key
+    runners = {m: resolve(config.env_id, m) for m in config.methods}
     results = []
     for method, runner in runners.items():
         for seed in config.seeds:

@@ -16,6 +16,7 @@ import numpy as np
 
 from harness.results import default_metric
 from mtl_envs.errors import ConfigError
+from mtl_envs.io import atomic_save
 from mtl_envs.utils import suggest
 
 
@@ -198,6 +199,13 @@ def _add_normalized(row: dict[str, Any]) -> None:
 
 def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
     """IQM intervals per row and P(improvement) over the env's baseline row (3+ seeds)."""
+    methods_present = sorted({row["method"] for row in rows})
+    if baseline is not None and rows and baseline not in methods_present:
+        hint = suggest(baseline, methods_present)
+        raise ConfigError(
+            f"`baseline` {baseline!r} is not a method of these results.{hint} "
+            f"Methods: {methods_present}."
+        )
     by_env: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         by_env[row["env_id"]][row["method"]] = row
@@ -335,10 +343,7 @@ def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
         for tick in ax.get_xticklabels():
             tick.set_rotation(30)
     fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
-    return path
+    try:  # the temporary name ends in .tmp, so the format is given
+        return atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=120, format="png"))
+    finally:
+        plt.close(fig)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -14,7 +14,7 @@ from typing import Any
 import yaml
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import config_from_dict
+from mtl_envs.utils import check_int, check_seeds, config_from_dict
 
 
 @dataclass
@@ -56,16 +56,18 @@ class RunConfig:
             self.method = [self.method]
         if isinstance(self.seeds, int):
             self.seeds = [self.seeds]
-        if not isinstance(self.epochs, int) or self.epochs < 1:
-            raise ConfigError(f"`epochs` must be a positive int; got {self.epochs!r}.")
-        if not isinstance(self.eval_every, int) or self.eval_every < 1:
-            raise ConfigError(f"`eval_every` must be a positive int; got {self.eval_every!r}.")
-        if not isinstance(self.checkpoint_every, int) or self.checkpoint_every < 0:
+        check_int("epochs", self.epochs)
+        check_int("eval_every", self.eval_every)
+        check_int("checkpoint_every", self.checkpoint_every, minimum=0)
+        if not self.method or not all(isinstance(m, str) and m for m in self.method):
             raise ConfigError(
-                f"`checkpoint_every` must be an int >= 0; got {self.checkpoint_every!r}."
+                f"`method` must be a method name or a non-empty list of them; got {self.method!r}."
             )
-        if not self.seeds or not all(isinstance(s, int) for s in self.seeds):
-            raise ConfigError(f"`seeds` must be a non-empty list of ints; got {self.seeds!r}.")
+        self.seeds = check_seeds("seeds", self.seeds)
+        for name in ("env_kwargs", "method_kwargs", "agent", "policy"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, Mapping):
+                raise ConfigError(f"`{name}` must be a mapping of keys to values; got {value!r}.")
 
     @property
     def methods(self) -> list[str]:

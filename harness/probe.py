@@ -48,6 +48,7 @@ from mtl_envs.envs.policies import (
 )
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import family_of
+from mtl_envs.utils import check_int, check_seeds
 
 # Probe defaults per family: the policies it runs and the epochs of an AuxLabel run.
 DEFAULT_POLICIES = {
@@ -246,8 +247,9 @@ def probe(
     """
     from tqdm.auto import tqdm
 
-    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
-        raise ConfigError(f"`jobs` must be a positive int; got {jobs!r}.")
+    check_int("jobs", jobs)
+    check_int("episodes", episodes)
+    seeds = check_seeds("seeds", seeds)
 
     env_kwargs = dict(env_kwargs or {})
     env = gym.make(env_id, **env_kwargs)

@@ -52,6 +52,38 @@ METHODS: dict[tuple[str, str], str] = {
 }
 
 
+# The `method_kwargs` keys each method reads (its module checks their values). A run config's
+# `method_kwargs` are shared by all its methods (an IGBv2 schedule beside the baselines it is
+# compared with), so a key is refused only when none of the run's methods reads it: a typo.
+TABULAR_OPTIONS = (
+    "protocol",
+    "metadata",
+    "learning_rates",
+    "extractor_layers",
+    "batch_size",
+    "max_epochs",
+    "val_every",
+    "patience",
+    "num_threads",
+)
+MAXL_OPTIONS = ("first_order", "lr", "weight_decay", "entropy_coef", "exponent_range")
+METHOD_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
+    ("AuxLabel", "maxl"): MAXL_OPTIONS,
+    ("AuxLabel", "wa_maxl"): MAXL_OPTIONS,
+    ("LossWeighting", "igbv2"): ("update_epoch", "use_epoch"),
+    ("LossWeighting", "stl"): TABULAR_OPTIONS,
+    ("LossWeighting", "hypernet"): TABULAR_OPTIONS,
+    ("LossWeighting", "hard_sharing"): TABULAR_OPTIONS,
+    ("LossWeighting", "stl_naive"): TABULAR_OPTIONS,
+    ("LossWeighting", "stl_task_info"): TABULAR_OPTIONS,
+    ("TaskGrouping", "ppo"): ("budgets",),
+    ("TaskGrouping", "etap"): ("budgets", "etap_train_groups"),
+    ("TaskGrouping", "tag"): ("budgets",),
+    ("TaskGrouping", "random"): ("budgets",),
+    ("TaskGrouping", "optimal"): ("budgets",),
+}
+
+
 def methods_for(family: str) -> list[str]:
     """The method names registered for a family."""
     return sorted(m for f, m in METHODS if f == family)
@@ -66,17 +98,43 @@ def is_agent(family: str, method: str) -> bool:
     return METHODS[(family, method)].startswith("agents.")
 
 
-def resolve(env_id: str, method: str) -> Runner:
-    """The ``run(config, seed)`` function of ``method`` on ``env_id``'s family."""
+def check_method(env_id: str, method: str) -> tuple[str, str]:
+    """The registry key of ``method`` on ``env_id``'s family, or ``ConfigError`` naming the
+    valid ones; imports nothing, so a sweep can check its whole grid before it starts."""
     family = family_of(env_id).name
     key = (family, method)
     if key not in METHODS:
         valid = methods_for(family)
         raise ConfigError(
-            f"Unknown method {method!r} for {family} ids.{suggest(method, valid)} Valid "
+            f"Unknown method {method!r} for {family} ids.{suggest(str(method), valid)} Valid "
             f"methods for {env_id}: {', '.join(valid)}."
         )
-    module, attr = METHODS[key].split(":")
+    return key
+
+
+def check_method_kwargs(env_id: str, methods: list[str], method_kwargs: dict[str, Any]) -> None:
+    """``ConfigError`` for a ``method_kwargs`` key that none of ``methods`` reads."""
+    family = family_of(env_id).name
+    read = sorted({key for m in methods for key in METHOD_OPTIONS.get((family, m), ())})
+    for key in method_kwargs:
+        if key not in read:
+            raise ConfigError(
+                f"Unknown `method_kwargs` key {key!r}: none of the methods {methods} on "
+                f"{env_id} reads it.{suggest(str(key), read)} Keys they read: {read}."
+            )
+
+
+def check_run(config: RunConfig) -> None:
+    """Fail before anything trains: every method of ``config`` exists on its env id and every
+    ``method_kwargs`` key is read by one of them."""
+    for method in config.methods:
+        check_method(config.env_id, method)
+    check_method_kwargs(config.env_id, config.methods, config.method_kwargs)
+
+
+def resolve(env_id: str, method: str) -> Runner:
+    """The ``run(config, seed)`` function of ``method`` on ``env_id``'s family."""
+    module, attr = METHODS[check_method(env_id, method)].split(":")
     return getattr(importlib.import_module(module), attr)
 
 

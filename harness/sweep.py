@@ -39,9 +39,10 @@ from typing import Any
 import yaml
 
 from harness.config import RunConfig, apply_overrides
+from harness.registry import check_method, check_method_kwargs
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json
-from mtl_envs.utils import config_from_dict, suggest
+from mtl_envs.utils import check_int, config_from_dict, suggest
 
 BACKENDS = ("local", "ray")
 GRID_KEYS = ("method", "seeds", "env_id", "overrides")
@@ -69,9 +70,7 @@ class SweepConfig:
                 f"{suggest(str(self.backend), BACKENDS)}"
             )
         for name in ("workers", "threads_per_run"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
+            check_int(name, getattr(self, name))
         for key in self.grid:
             if key not in GRID_KEYS:
                 raise ConfigError(
@@ -140,6 +139,9 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     seeds = _as_list(grid.get("seeds", base.get("seeds", [0])), "seeds")
     env_ids = _as_list(grid.get("env_id", base.get("env_id", RunConfig.env_id)), "env_id")
     overrides = _as_list(grid.get("overrides", [{}]), "overrides")
+    base_methods = base.get("method") or []
+    base_methods = [base_methods] if isinstance(base_methods, str) else list(base_methods)
+    readers = list(dict.fromkeys([*methods, *base_methods]))
     if not all(isinstance(o, dict) for o in overrides):
         raise ConfigError("Grid `overrides` must be a list of mappings of dotted keys to values.")
     runs = []
@@ -152,6 +154,10 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         out = Path(sweep.output_dir).resolve()
         values["output_dir"] = str(out / variant if variant else out)
         RunConfig.from_dict(values)  # fail before the sweep starts
+        check_method(env_id, method)
+        # The base config's own methods may read keys the grid's methods do not (a grid of
+        # baselines over a config written for IGBv2 and its baselines).
+        check_method_kwargs(env_id, readers, values.get("method_kwargs") or {})
         key = "__".join(x for x in (env_id, variant, str(method), f"seed{seed}") if x)
         runs.append(RunSpec(key, values))
     keys = [r.key for r in runs]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from harness.config import RunConfig
-from harness.registry import METHODS, is_agent, resolve
+from harness.registry import METHODS, check_run, is_agent, resolve
 from harness.results import default_metric
 from mtl_envs.families import family_of
 
@@ -21,6 +21,7 @@ def main(argv: list[str] | None = None) -> None:
         print(__doc__)
         return
     config = RunConfig.from_file(argv[0], argv[1:])
+    check_run(config)
     family = family_of(config.env_id).name
     agents = [
         m for m in config.methods if (family, m) in METHODS and is_agent(family, m)

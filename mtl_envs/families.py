@@ -171,9 +171,15 @@ FAMILIES: dict[str, EnvFamily] = {
 
 def family_of(env_id: str) -> EnvFamily:
     """The family of a registered id (by its entry point)."""
-    from gymnasium import spec
+    from gymnasium import error, spec
 
-    entry_point = spec(env_id).entry_point
+    try:
+        entry_point = spec(env_id).entry_point
+    except error.Error:  # not registered (gymnasium's NameNotFound, VersionNotFound, ...)
+        raise ConfigError(
+            f"`env_id` {env_id!r} is not a registered environment.{suggest(env_id, all_ids())} "
+            f"Valid ids: {all_ids()}."
+        ) from None
     for family in FAMILIES.values():
         if family.entry_point == entry_point:
             return family

@@ -13,6 +13,7 @@ import os
 import sys
 import tempfile
 from collections import OrderedDict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,24 +22,37 @@ import torch
 from mtl_envs.errors import ConfigError
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it into place."""
+def atomic_save(path: str | os.PathLike, save: Callable[[Path], Any]) -> Path:
+    """Call ``save(tmp)`` on a fresh, uniquely named temporary file beside ``path`` and rename
+    it into place; if ``save`` fails the temporary file is removed and ``path`` is untouched.
+    Two writers never share a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        save(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write ``text`` to a temporary file beside ``path``, flush it to disk and rename it into
+    place."""
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    return atomic_save(path, write)
 
 
 def atomic_write_json(path: str | os.PathLike, payload: Any) -> Path:
@@ -89,8 +103,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
         raise _corrupt_checkpoint(path, err) from err
 
 
-def _corrupt_checkpoint(path: str | os.PathLike, err: BaseException) -> ValueError:
-    return ValueError(
+def _corrupt_checkpoint(path: str | os.PathLike, err: BaseException) -> ConfigError:
+    return ConfigError(
         f"Checkpoint {str(path)!r} is unreadable (truncated or corrupt: {err}); delete it "
         "to start the run over."
     )
@@ -156,12 +170,7 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-    return path
+    return atomic_save(path, lambda tmp: torch.save(obj, tmp))
 
 
 def rng_state() -> dict[str, Any]:

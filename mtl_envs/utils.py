@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import inspect
+import math
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -48,6 +50,66 @@ def check_choice(argument: str, value: Any, choices: Iterable[Any]) -> None:
     if value not in choices:
         hint = suggest(value, [str(c) for c in choices]) if isinstance(value, str) else ""
         raise ConfigError(f"`{argument}` must be one of {choices}; got {value!r}.{hint}")
+
+
+def check_int(argument: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
+    """Raise ``ConfigError`` naming ``argument`` unless ``value`` is an int >= ``minimum``
+    (or ``None`` when ``optional``); bools are not ints here."""
+    if optional and value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        raise ConfigError(
+            f"`{argument}` must be {kind}{' or None' if optional else ''}; got {value!r}."
+        )
+
+
+def check_number(argument: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> None:
+    """Raise ``ConfigError`` naming ``argument`` unless ``value`` is a finite real number
+    >= ``minimum`` (> ``minimum`` when ``strict``). NaN and infinities are refused: they would
+    pass a plain ``value < minimum`` test and silently train on garbage."""
+    is_real = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not is_real or not math.isfinite(value) or value < minimum or (strict and value == minimum):
+        if minimum == 0:
+            kind = "a positive finite number" if strict else "a non-negative finite number"
+        else:
+            kind = f"a finite number {'>' if strict else '>='} {minimum:g}"
+        raise ConfigError(f"`{argument}` must be {kind}; got {value!r}.")
+
+
+def is_seed(value: Any) -> bool:
+    """Whether ``value`` is a valid seed: an int >= 0 (not a bool), as Gymnasium requires."""
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def check_seeds(argument: str, seeds: Any) -> list[int]:
+    """``seeds`` as a list, or ``ConfigError`` unless it is a non-empty sequence of distinct
+    seeds (a repeated seed would count one run twice in every mean and interval)."""
+    values = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
+    if not values or not all(is_seed(s) for s in values) or len(set(values)) != len(values):
+        raise ConfigError(
+            f"`{argument}` must be a non-empty list of distinct ints >= 0; got {seeds!r}."
+        )
+    return values
+
+
+def check_kwargs(
+    argument: str, kwargs: Mapping[str, Any], target: Any, *, owner: str, fixed: Iterable[str] = ()
+) -> None:
+    """Raise ``ConfigError`` for a key of ``kwargs`` that ``target`` (a function or class) does
+    not take, listing the keys it does; ``fixed`` are the parameters the caller sets itself.
+    Checked up front, so that a ``TypeError`` from inside ``target`` stays a bug's traceback."""
+    params = list(inspect.signature(target).parameters.values())
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
+        return
+    keyword = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    valid = [p.name for p in params if p.kind in keyword and p.name not in set(fixed)]
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(
+                f"Unknown key {key!r} in `{argument}` for {owner}.{suggest(str(key), valid)} "
+                f"Valid keys: {valid}."
+            )
 
 
 def config_from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:

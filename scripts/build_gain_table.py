@@ -22,6 +22,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json
 from mtl_envs.training.affinity import collect_affinities
 from mtl_envs.training.group_trainer import (
@@ -32,7 +33,7 @@ from mtl_envs.training.group_trainer import (
     mtl_gain,
 )
 from mtl_envs.training.multitask_learner import MultiTaskLearner
-from mtl_envs.utils import default_data_root
+from mtl_envs.utils import check_seeds, default_data_root
 
 
 def main() -> None:
@@ -48,10 +49,14 @@ def main() -> None:
     parser.add_argument("--out", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one core)")
     args = parser.parse_args()
+    try:
+        check_seeds("--seeds", args.seeds)
+        protocol = GroupProtocol(
+            dataset=args.dataset, dataset_kwargs=args.dataset_kwargs, epochs=args.epochs
+        )
+    except ConfigError as err:
+        parser.error(str(err))
     torch.set_num_threads(args.threads)
-    protocol = GroupProtocol(
-        dataset=args.dataset, dataset_kwargs=args.dataset_kwargs, epochs=args.epochs
-    )
     name = args.name or args.dataset
     trainer = GroupTrainer(protocol, cache_dir=args.cache, device="cpu")
     groups = all_groups(trainer.num_tasks)

@@ -49,6 +49,7 @@ import torch
 from stable_baselines3 import PPO
 
 import mtl_envs
+from harness.bench import positive_int
 from harness.gpu_report import format_gpu_report
 from harness.recording import EpochRecorder
 from harness.registry import run_quietly
@@ -418,9 +419,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-root", default=None, help="folder with cifar-100-python/")
     parser.add_argument("--full-size", action="store_true", help="tile the data to 50k + 10k")
-    parser.add_argument("--subset", type=int, default=None, help="training images to use")
-    parser.add_argument("--protocol-epochs", type=int, default=3, help="most epochs per method")
-    parser.add_argument("--epochs", type=int, default=3, help="epochs of each precision run")
+    parser.add_argument("--subset", type=positive_int, default=None, help="training images to use")
+    parser.add_argument(
+        "--protocol-epochs", type=positive_int, default=3, help="most epochs per method"
+    )
+    parser.add_argument(
+        "--epochs", type=positive_int, default=3, help="epochs of each precision run"
+    )
     parser.add_argument("--budget-s", type=float, default=420.0, help="seconds for it all")
     parser.add_argument(
         "--backbone", default=None, help="main network (default: vgg16 on a GPU, small_cnn on CPU)"

@@ -11,11 +11,13 @@ import torch
 
 from harness.cli import main as cli_main
 from harness.config import RunConfig
-from harness.registry import run_quietly
+from harness.registry import check_run, run_quietly
 from harness.sweep import SweepConfig
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.errors import ConfigError
+from mtl_envs.families import family_of
+from mtl_envs.models import build_backbone
 from mtl_envs.training.multitask_learner import MultiTaskLearnerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,6 +106,63 @@ BAD_INPUT = [
         ValueError,
         "task_metadata",
     ),
+    # A zero learning rate or decay factor would divide IGB's alpha = lr_0 / lr_t by zero.
+    (lambda: gym.make("LossWeighting-Cubic-v1", lr=0), ConfigError, "`lr` must be a positive"),
+    (lambda: MultiTaskLearnerConfig(scheduler_gamma=0.0), ConfigError, "scheduler_gamma"),
+    # NaN and infinity pass a plain `value < 0` test; they are refused by name.
+    (lambda: MultiTaskLearnerConfig(lr=float("nan")), ConfigError, r"`lr`.*finite.*nan"),
+    (lambda: gym.make("LossWeighting-Cubic-v1", temperature=float("inf")), ConfigError, "temp"),
+    (lambda: gym.make("AuxLabel-Digits-v0", entropy_coef=float("nan")), ConfigError, "entropy"),
+    (lambda: gym.make("AuxLabel-Digits-v0", lr=float("nan")), ConfigError, "`lr`"),
+    (lambda: load_multitask_dataset("cubic", options={"noise": -1.0}), ConfigError, "`noise`"),
+    # A mistyped id is a ConfigError with a suggestion, not gymnasium's traceback.
+    (lambda: family_of("LossWeighting-Cubik-v1"), ConfigError, "LossWeighting-Cubic-v1"),
+    (lambda: run_quietly("ew", "LossWeighting-Cubic-v9"), ConfigError, "Did you mean"),
+    # Run configs: no methods, a repeated or negative seed, a list where a mapping belongs.
+    (lambda: RunConfig(method=[]), ConfigError, "`method`"),
+    (lambda: RunConfig(seeds=[0, 0]), ConfigError, "distinct"),
+    (lambda: RunConfig(seeds=[-1]), ConfigError, "`seeds`"),
+    (lambda: RunConfig(env_kwargs=["lr", 0.1]), ConfigError, "`env_kwargs` must be a mapping"),
+    # A method_kwargs key none of the run's methods reads is a typo.
+    (
+        lambda: check_run(
+            RunConfig(
+                method=["ew", "igbv2"],
+                env_id="LossWeighting-Cubic-v1",
+                method_kwargs={"use_epochs": 3},
+            )
+        ),
+        ConfigError,
+        r"'use_epochs'.*Did you mean 'use_epoch'",
+    ),
+    (
+        lambda: run_quietly("stl", "LossWeighting-Cubic-v1", method_kwargs={"protocol": "tabluar"}),
+        ConfigError,
+        "`method_kwargs.protocol` must be 'tabular'",
+    ),
+    # Unknown constructor keys name the valid ones; nothing is caught from inside the call.
+    (
+        lambda: build_backbone("mlp", 1, 8, {"hiden": [8]}),
+        ConfigError,
+        r"'hiden' in `backbone_kwargs`.*Did you mean 'hidden'",
+    ),
+    (
+        lambda: gym.make("LossWeighting-Exam-v1", model="hypernet", model_kwargs={"embed": 2}),
+        ConfigError,
+        "model_kwargs",
+    ),
+    # TaskGrouping's trained-gains protocol and seeds.
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1", gains="train", protocol={"epoch": 3}),
+        ConfigError,
+        r"Unknown GroupProtocol key 'epoch'.*'epochs'",
+    ),
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1", gains="train", protocol={"epochs": 0}),
+        ConfigError,
+        "`epochs` must be a positive int",
+    ),
+    (lambda: gym.make("TaskGrouping-Digits10-v1", seeds=[]), ConfigError, "`seeds`"),
 ]
 
 
@@ -130,6 +189,51 @@ def test_actions_outside_the_space_are_rejected(env_id, action):
         env.step(action)
 
 
+def test_actions_are_checked_before_any_cast():
+    """An int8 cast once turned 257 into 1 and 0.6 into 0 (the stop action); an int64 cast
+    turned the label 2.7 into 2. Whole numbers sent as floats stay valid."""
+    grouping = gym.make("TaskGrouping-Digits10-v1")
+    grouping.reset(seed=0)
+    for bad in (np.full(10, 257), np.full(10, 256), np.full(10, 0.6)):
+        with pytest.raises(ValueError, match="outside the action space"):
+            grouping.step(bad)
+    grouping.step(np.array([1.0, 0.0] * 5, dtype=np.float32))  # SB3's Bernoulli samples
+    vector = gym.make_vec(
+        "AuxLabel-Digits-v0",
+        num_envs=4,
+        vectorization_mode="vector_entry_point",
+        train_batch_size=4,
+        eval_batch_size=32,
+    )
+    vector.reset(seed=0)
+    with pytest.raises(ConfigError, match="inside"):
+        vector.step(np.array([2.7, 1.0, 1.0, 1.0]))
+    vector.step(np.array([2.0, 1.0, 1.0, 1.0]))
+
+
+def test_run_checks_fail_before_anything_trains(tmp_path):
+    from harness.probe import probe
+    from harness.sweep import SweepConfig, expand
+
+    for kwargs, match in (({"seeds": []}, "`seeds`"), ({"episodes": 0}, "`episodes`")):
+        with pytest.raises(ConfigError, match=match):
+            probe("LossWeighting-Cubic-v1", progress=False, **kwargs)
+    base = {"env_id": "LossWeighting-Cubic-v1", "output_dir": str(tmp_path)}
+    for grid, match in (
+        ({"method": ["ew", "rlww"], "seeds": [0]}, r"Unknown method 'rlww'.*Did you mean 'rlw'"),
+        ({"method": ["ew"], "seeds": [0], "env_id": ["LossWeighting-Cubik-v1"]}, "Cubic"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            expand(SweepConfig(base=base, grid=grid, output_dir=str(tmp_path)))
+    shared = {**base, "method_kwargs": {"update_epoch": 4}}
+    ok = SweepConfig(base=shared, grid={"method": ["ew", "igbv2"]}, output_dir=str(tmp_path))
+    assert len(expand(ok)) == 2  # IGBv2's schedule rides along with EW's run
+    alone = SweepConfig(base=shared, grid={"method": ["ew"]}, output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="'update_epoch': none of the methods"):
+        expand(alone)
+    assert not list(tmp_path.iterdir())
+
+
 def test_cli_reports_bad_config(tmp_path, capsys):
     assert cli_main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
@@ -137,3 +241,6 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     bad.write_text("method: ew\nenv_id: LossWeighting-Cubic-v1\nepoch: 3\n")
     assert cli_main(["run", str(bad)]) == 2
     assert "epochs" in capsys.readouterr().err
+    bad.write_text("method: ew\nenv_id: LossWeighting-Cubik-v1\n")
+    assert cli_main(["run", str(bad)]) == 2
+    assert "Did you mean 'LossWeighting-Cubic-v1'" in capsys.readouterr().err

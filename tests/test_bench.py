@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import BenchReport, command_line, format_bench_table
+from harness.bench import BenchReport, command_line, format_bench_table, int_at_least
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -202,3 +202,13 @@ def check_configured_run_t(full: dict, data_root: Path) -> None:
     assert full["actions_share"] == pytest.approx(full["actions_s"] / full["ew_s"])
     expected = full["loop_ratio"] + full["sac_share"] + full["actions_share"]
     assert full["t_igbv2"] == pytest.approx(expected)
+
+
+def test_count_arguments_refuse_values_that_measure_nothing():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--rounds", type=int_at_least(1))
+    parser.add_argument("--warmup", type=int_at_least(0))
+    assert parser.parse_args(["--rounds", "3", "--warmup", "0"]).rounds == 3
+    for argv in (["--rounds", "0"], ["--warmup", "-1"], ["--rounds", "two"]):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)

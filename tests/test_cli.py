@@ -8,6 +8,7 @@ import yaml
 
 from harness.cli import main
 from harness.config import RunConfig, apply_overrides
+from mtl_envs.errors import ConfigError
 
 
 def write_config(tmp_path, **values):
@@ -195,6 +196,9 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
     # Fewer than 3 seeds: mean +- std only.
     two = summarize([_fake_result("a", s, 0.5) for s in range(2)])
     assert "iqm" not in two[0] and "IQM" not in format_table(two)
+    # A misspelt baseline is an error, not a table whose P column silently disappears.
+    with pytest.raises(ConfigError, match=r"`baseline` 'randm'.*Did you mean 'random'"):
+        summarize(results, baseline="randm")
 
 
 def test_compare_plot_marks_oracles(tmp_path):
@@ -204,6 +208,7 @@ def test_compare_plot_marks_oracles(tmp_path):
     results += [_fake_result("optimal", s, 0.9, oracle=True) for s in range(3)]
     path = plot_summary(summarize(results), tmp_path / "plot.png")
     assert path.is_file() and path.stat().st_size > 1000
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and list(tmp_path.iterdir()) == [path]
 
 
 def test_cli_prints_bad_input_in_one_line_and_bugs_with_their_traceback(tmp_path, monkeypatch):
@@ -271,7 +276,7 @@ def test_shipped_configs_load(path):
     its env kwargs are constructor arguments of that id."""
     import gymnasium as gym
 
-    from harness.registry import resolve
+    from harness.registry import check_run, resolve
     from harness.sweep import SweepConfig, expand
     from mtl_envs.families import family_of
 
@@ -279,6 +284,8 @@ def test_shipped_configs_load(path):
         configs = [RunConfig.from_dict(run.config) for run in expand(SweepConfig.from_file(path))]
     else:
         configs = [RunConfig.from_file(path)]
+    if "grid" not in (yaml.safe_load(path.read_text()) or {}):
+        check_run(configs[0])  # its shared method_kwargs are read by one of its methods
     for config in configs:
         gym.spec(config.env_id)  # raises for an unregistered id
         for method in config.methods:

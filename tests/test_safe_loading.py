@@ -14,7 +14,8 @@ from harness.config import RunConfig
 from harness.lifecycle import resume_point
 from harness.results import run_dir
 from mtl_envs.data import DatasetNotFoundError, load_dataset
-from mtl_envs.io import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from mtl_envs.errors import ConfigError
+from mtl_envs.io import atomic_save, load_checkpoint, rng_state, save_checkpoint, set_rng_state
 
 
 class Evil:
@@ -161,3 +162,29 @@ def test_official_numpy1_module_names_load(tmp_path):
     data = load_dataset("cifar100", tmp_path, device="cpu", val_fraction=0.0)
     expected = torch.from_numpy(batch["data"].reshape(-1, 3, 32, 32))
     assert torch.equal(data.train.images, expected)
+
+
+def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path):
+    target = tmp_path / "state.pt"
+
+    def half_then_fail(tmp: Path) -> None:
+        tmp.write_bytes(b"half a checkpoint")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic_save(target, half_then_fail)
+    assert not list(tmp_path.iterdir())
+    # Two writers of one path never share a temporary file.
+    names = []
+    atomic_save(target, lambda tmp: (names.append(tmp.name), tmp.write_bytes(b"a")))
+    atomic_save(target, lambda tmp: (names.append(tmp.name), tmp.write_bytes(b"b")))
+    assert names[0] != names[1] and target.read_bytes() == b"b"
+    assert list(tmp_path.iterdir()) == [target]
+
+
+def test_a_truncated_checkpoint_is_a_one_line_error_naming_it(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    torch.save({"weights": torch.ones(100)}, path)
+    path.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(ConfigError, match="checkpoint.pt' is unreadable"):
+        load_checkpoint(path)

@@ -64,6 +64,20 @@ def test_slot_k_is_the_single_env_seeded_seed_plus_k(kwargs):
         assert vector.unwrapped.evaluate("test", k)["mean_nmse"] == pytest.approx(expected, 1e-4)
 
 
+def test_a_list_of_seeds_seeds_each_slot():
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    by_int, _ = vector.reset(seed=7)
+    by_list, _ = vector.reset(seed=[7, 8])
+    np.testing.assert_array_equal(by_list, by_int)
+    swapped, _ = vector.reset(seed=[8, 7])
+    np.testing.assert_array_equal(swapped, by_int[::-1])
+    for bad in ([7], [7, -1], [7, "8"], [True, 8]):
+        with pytest.raises(ConfigError, match="`seed` must be an int >= 0 or a list of 2"):
+            vector.reset(seed=bad)
+
+
 def test_val_reward_and_a_partial_reset_leave_the_other_slots_alone():
     vector, singles = _pair("LossWeighting-CubicScales-v1", 3, **CUBIC)
     vector.reset(seed=3)

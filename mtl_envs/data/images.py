@@ -18,6 +18,7 @@ import numpy as np
 
 from mtl_envs.data.base import Split, make_split, stratified_split
 from mtl_envs.errors import ConfigError
+from mtl_envs.io import atomic_save
 
 # NumPy's array reconstructor, which pickles of arrays call by name: ``numpy.core.multiarray``
 # in the official files (NumPy 1), ``numpy._core.multiarray`` in files pickled with NumPy 2.
@@ -256,14 +257,13 @@ def write_cifar100(data_root: str | os.PathLike, parts: dict[str, dict], meta: d
     folder = Path(data_root) / CIFAR100Files.folder
     folder.mkdir(parents=True, exist_ok=True)
     for name, payload in (*parts.items(), (CIFAR100Files.meta_file, meta)):
-        tmp = folder / f".{name}.tmp"
-        try:
-            with open(tmp, "wb") as f:
-                pickle.dump(payload, f, protocol=4)
-            os.replace(tmp, folder / name)
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic_save(folder / name, lambda tmp, payload=payload: _pickle_to(tmp, payload))
     return folder
+
+
+def _pickle_to(path: Path, payload: Any) -> None:
+    with open(path, "wb") as f:
+        pickle.dump(payload, f, protocol=4)
 
 
 def subset_cifar100(

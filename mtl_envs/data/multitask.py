@@ -21,7 +21,7 @@ import torch
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit, stratified_split
 from mtl_envs.data.tabular import read_cubic, read_exam, read_hsb, read_radon, read_robot_arm
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import lookup, resolve_data_root, resolve_device
+from mtl_envs.utils import check_int, check_kwargs, lookup, resolve_data_root, resolve_device
 
 
 def read_digits10(
@@ -62,8 +62,7 @@ def read_digits10(
 
 def _scarce_labels(labels: torch.Tensor, per_task: int, seed: int) -> torch.Tensor:
     """(N, 10) mask: task t labels ``per_task // 2`` images of digit t and as many others."""
-    if not isinstance(per_task, int) or isinstance(per_task, bool) or per_task < 2:
-        raise ConfigError(f"`labels_per_task` must be an int >= 2; got {per_task!r}.")
+    check_int("labels_per_task", per_task, minimum=2)
     generator = torch.Generator().manual_seed(seed)
     mask = torch.zeros(len(labels), 10, dtype=torch.bool)
     for t in range(10):
@@ -135,14 +134,9 @@ def load_multitask_dataset(
     """
     reader = lookup(MULTITASK_DATASETS, name, kind="multi-task dataset")
     options = dict(options or {})
-    try:
-        data = reader(
-            resolve_data_root(data_root), download=download, split_seed=split_seed, **options
-        )
-    except TypeError as err:
-        if not options:
-            raise
-        raise ConfigError(f"Bad `dataset_kwargs` {options!r} for dataset {name!r}: {err}") from None
+    fixed = ("data_root", "download", "split_seed")
+    check_kwargs("dataset_kwargs", options, reader, owner=f"dataset {name!r}", fixed=fixed)
+    data = reader(resolve_data_root(data_root), download=download, split_seed=split_seed, **options)
     return data.to(resolve_device(device))
 
 

@@ -27,6 +27,7 @@ import torch
 
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
 from mtl_envs.errors import ConfigError
+from mtl_envs.utils import check_int, check_number
 
 
 def per_task_parts(task: np.ndarray, num_tasks: int, rng: np.random.Generator) -> np.ndarray:
@@ -108,10 +109,8 @@ def per_task_dataset(
 
 
 def _check_size(num_tasks: int, samples_per_task: int) -> None:
-    if not isinstance(num_tasks, int) or isinstance(num_tasks, bool) or num_tasks < 2:
-        raise ConfigError(f"`num_tasks` must be an int >= 2; got {num_tasks!r}.")
-    if not isinstance(samples_per_task, int) or samples_per_task < 3:
-        raise ConfigError(f"`samples_per_task` must be an int >= 3; got {samples_per_task!r}.")
+    check_int("num_tasks", num_tasks, minimum=2)
+    check_int("samples_per_task", samples_per_task, minimum=3)
 
 
 def read_cubic(
@@ -132,8 +131,8 @@ def read_cubic(
     for (IGB, sec. 1; its QM9 targets differ by orders of magnitude).
     """
     _check_size(num_tasks, samples_per_task)
-    if not isinstance(scale_decades, (int, float)) or scale_decades < 0:
-        raise ConfigError(f"`scale_decades` must be a number >= 0; got {scale_decades!r}.")
+    check_number("scale_decades", scale_decades)
+    check_number("noise", noise)
     rng = np.random.default_rng(split_seed)
     coef = rng.uniform(-1.0, 1.0, size=(num_tasks, 4))  # a, b, c, d
     x = rng.uniform(-1.0, 1.0, size=(num_tasks, samples_per_task))
@@ -290,8 +289,7 @@ def read_radon(
     Counties with fewer than ``min_houses`` houses are dropped (46 of 85 stay with 5); the
     county's log uranium is the task metadata.
     """
-    if not isinstance(min_houses, int) or min_houses < 3:
-        raise ConfigError(f"`min_houses` must be an int >= 3; got {min_houses!r}.")
+    check_int("min_houses", min_houses, minimum=3)
     df = _rdataset("HLMdiag", "radon")
     sizes = df.groupby("county")["county"].transform("size")
     df = df[sizes >= min_houses].sort_values(["county", "rownames"]).reset_index(drop=True)

@@ -28,7 +28,7 @@ from mtl_envs.training import (
     label_entropy,
     weight_from_bin,
 )
-from mtl_envs.utils import check_choice, seed_from, split_kwargs
+from mtl_envs.utils import check_choice, check_int, check_number, seed_from, split_kwargs
 
 MODES = ("train_agent", "train_main")
 LABEL_SPACES = ("hierarchical", "flat")
@@ -81,20 +81,15 @@ class AuxLabelTask:
             )
         if not isinstance(sample_weights, bool):
             raise ConfigError(f"`sample_weights` must be a bool; got {sample_weights!r}.")
-        if not isinstance(weight_bins, int) or weight_bins < 2:
-            raise ConfigError(f"`weight_bins` must be an int >= 2; got {weight_bins!r}.")
+        check_int("weight_bins", weight_bins, minimum=2)
         lo_hi = tuple(weight_exponent_range)
         if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
             raise ConfigError(
                 f"`weight_exponent_range` must be (low, high) with low < high; "
                 f"got {weight_exponent_range!r}."
             )
-        if not isinstance(entropy_coef, (int, float)) or entropy_coef < 0:
-            raise ConfigError(
-                f"`entropy_coef` must be a non-negative number; got {entropy_coef!r}."
-            )
-        if max_batches is not None and (not isinstance(max_batches, int) or max_batches < 1):
-            raise ConfigError(f"`max_batches` must be a positive int or None; got {max_batches!r}.")
+        check_number("entropy_coef", entropy_coef)
+        check_int("max_batches", max_batches, optional=True)
         self.label_space = label_space
         self.sample_weights = sample_weights
         self.weight_bins = weight_bins
@@ -439,8 +434,10 @@ class AuxLabelVectorEnv(VectorEnv):
 
     def step(self, actions):
         actions = np.asarray(actions)
+        if actions.dtype.kind == "f" and np.array_equal(actions, np.round(actions)):
+            actions = actions.astype(np.int64)  # whole numbers sent as floats; 2.7 stays out
         expected = (self.num_envs, *(self.single_action_space.shape or ()))
-        if actions.shape != expected or not self.action_space.contains(actions.astype(np.int64)):
+        if actions.shape != expected or not self.action_space.contains(actions):
             raise ConfigError(
                 f"Actions must be an int array of shape {expected} inside {self.action_space}; "
                 f"got shape {actions.shape}."

@@ -17,7 +17,14 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.training.batched import BatchedMultiTaskLearner
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 from mtl_envs.training.weighting import random_weights, softmax_weights
-from mtl_envs.utils import check_choice, seed_from, split_kwargs
+from mtl_envs.utils import (
+    check_choice,
+    check_int,
+    check_number,
+    is_seed,
+    seed_from,
+    split_kwargs,
+)
 
 OBSERVATIONS = ("losses", "normalized_losses")
 ACTION_TRANSFORMS = ("atanh", "linear")
@@ -69,16 +76,13 @@ class EpisodeSettings:
             self.epochs,
             self.max_steps,
         )
-        if not isinstance(temperature, (int, float)) or temperature <= 0:
-            raise ConfigError(f"`temperature` must be a positive number; got {temperature!r}.")
-        if not isinstance(warmup, int) or warmup < 1:
-            raise ConfigError(f"`warmup_epochs` must be an int >= 1; got {warmup!r}.")
-        if not isinstance(epochs, int) or epochs <= warmup:
+        check_number("temperature", temperature, strict=True)
+        check_int("warmup_epochs", warmup)
+        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= warmup:
             raise ConfigError(
                 f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` ({warmup})."
             )
-        if max_steps is not None and (not isinstance(max_steps, int) or max_steps < 1):
-            raise ConfigError(f"`max_steps` must be a positive int or None; got {max_steps!r}.")
+        check_int("max_steps", max_steps, optional=True)
 
     def apply_to(self, env: Any) -> None:
         """Set the settings as the env's attributes (``env.epochs``, ...)."""
@@ -435,7 +439,8 @@ class LossWeightingVectorEnv(VectorEnv):
         """Start fresh runs in every slot, or in the slots of ``options["reset_mask"]`` (K,)
         bool (Gymnasium's partial reset), leaving the others where they are. ``seed``: an int
         (slot k gets ``seed + k``) or one seed (or None) per slot."""
-        super().reset(seed=seed)
+        # Gymnasium's own generator takes one int; per-slot seeds seed only the slots.
+        super().reset(seed=seed if isinstance(seed, int) else None)
         mask = np.ones(self.num_envs, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
@@ -446,9 +451,11 @@ class LossWeightingVectorEnv(VectorEnv):
                 )
         if seed is not None:
             seeds = [seed + k for k in range(self.num_envs)] if isinstance(seed, int) else seed
-            if len(seeds) != self.num_envs:
+            valid = isinstance(seeds, (list, tuple)) and len(seeds) == self.num_envs
+            if not valid or not all(s is None or is_seed(s) for s in seeds):
                 raise ConfigError(
-                    f"`seed` must be an int or a list of {self.num_envs} seeds; got {seed!r}."
+                    f"`seed` must be an int >= 0 or a list of {self.num_envs} such ints (or "
+                    f"None); got {seed!r}."
                 )
             for k in np.flatnonzero(mask):
                 if seeds[k] is not None:

@@ -21,7 +21,13 @@ from mtl_envs.training.group_trainer import (
     table_losses,
 )
 from mtl_envs.training.grouping import OBJECTIVES, Group, complete_cover, selection_quality
-from mtl_envs.utils import check_choice, default_data_root
+from mtl_envs.utils import (
+    check_choice,
+    check_int,
+    check_seeds,
+    config_from_dict,
+    default_data_root,
+)
 
 GAIN_SOURCES = ("table", "train", "etap")
 AFFINITIES = ("etap", "tag")
@@ -173,8 +179,9 @@ class TaskGroupingEnv(gym.Env):
         check_choice("affinity", affinity, AFFINITIES)
         check_choice("objective", objective, OBJECTIVES)
         check_choice("gain_split", gain_split, GAIN_SPLITS)
-        if not isinstance(budget, int) or budget < 1:
-            raise ConfigError(f"`budget` must be a positive int; got {budget!r}.")
+        check_int("budget", budget)
+        check_int("etap_train_groups", etap_train_groups)
+        seeds = check_seeds("seeds", seeds)
         self.budget = budget
         self.objective = objective
         self.gain_split = gain_split
@@ -194,7 +201,7 @@ class TaskGroupingEnv(gym.Env):
             from mtl_envs.training.affinity import collect_affinities
             from mtl_envs.training.multitask_learner import MultiTaskLearner
 
-            proto = GroupProtocol(dataset=dataset, **(protocol or {}))
+            proto = config_from_dict(GroupProtocol, {"dataset": dataset, **(protocol or {})})
             cache = cache_dir if cache_dir is not None else default_data_root() / "group_cache"
             trainer = GroupTrainer(proto, cache_dir=cache, data_root=data_root, device=device)
             truth = TrainedGains(trainer, tuple(seeds))
@@ -259,10 +266,8 @@ class TaskGroupingEnv(gym.Env):
         return self._obs(), {"total_gain": 0.0}
 
     def step(self, action):
-        action = np.asarray(action)
-        if action.shape != (self.num_tasks,) or not self.action_space.contains(
-            action.astype(np.int8)
-        ):
+        action = np.asarray(action)  # 0/1 ints, bools or floats (SB3's Bernoulli samples)
+        if action.shape != (self.num_tasks,) or not self.action_space.contains(action):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         group = tuple(int(t) for t in np.flatnonzero(action))
         if self.objective == "etap" and (not group or self.budget_left == 1):

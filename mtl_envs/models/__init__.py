@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from mtl_envs.errors import ConfigError
 from mtl_envs.models.backbones import MLP, VGG16, Backbone, SmallCNN
 from mtl_envs.models.heads import MultiHeadNet, two_layer_head
 from mtl_envs.models.hypernet import MultiTaskHypernet, hypernet_parameter_count
@@ -16,7 +15,7 @@ from mtl_envs.models.task_networks import (
     STLTaskInfo,
     TaskNetwork,
 )
-from mtl_envs.utils import lookup
+from mtl_envs.utils import check_kwargs, lookup
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {
     "vgg16": VGG16,
@@ -45,12 +44,9 @@ def build_task_network(
 ) -> TaskNetwork:
     """Instantiate a registered task network; ``kwargs`` go to its constructor."""
     cls = lookup(TASK_NETWORKS, name, kind="task network")
-    try:
-        return cls(num_tasks, in_features, out_features, metadata=metadata, **(kwargs or {}))
-    except TypeError as err:
-        raise ConfigError(
-            f"Bad `model_kwargs` {kwargs!r} for task network {name!r}: {err}"
-        ) from None
+    fixed = ("num_tasks", "in_features", "out_features", "metadata")
+    check_kwargs("model_kwargs", kwargs or {}, cls, owner=f"task network {name!r}", fixed=fixed)
+    return cls(num_tasks, in_features, out_features, metadata=metadata, **(kwargs or {}))
 
 
 def build_backbone(
@@ -58,12 +54,9 @@ def build_backbone(
 ) -> Backbone:
     """Instantiate a registered backbone; ``kwargs`` go to its constructor."""
     cls = lookup(BACKBONES, name, kind="backbone")
-    try:
-        return cls(in_channels, image_size, **(kwargs or {}))
-    except TypeError as err:
-        raise ConfigError(
-            f"Bad `backbone_kwargs` {kwargs!r} for backbone {name!r}: {err}"
-        ) from None
+    fixed = ("in_channels", "image_size")
+    check_kwargs("backbone_kwargs", kwargs or {}, cls, owner=f"backbone {name!r}", fixed=fixed)
+    return cls(in_channels, image_size, **(kwargs or {}))
 
 
 def build_multi_head_net(

@@ -36,6 +36,7 @@ from mtl_envs.models.task_networks import (
     mlp,
     task_linear,
 )
+from mtl_envs.utils import check_int, check_number
 
 
 class WeightGenerator(nn.Module):
@@ -112,10 +113,8 @@ class MultiTaskHypernet(TaskNetwork):
             ("embedding_dim", embedding_dim),
             ("extractor_layers", extractor_layers),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"`{name}` must be a non-negative int; got {value!r}.")
-        if embedding_variance <= 0:
-            raise ConfigError(f"`embedding_variance` must be > 0; got {embedding_variance!r}.")
+            check_int(name, value, minimum=0)
+        check_number("embedding_variance", embedding_variance, strict=True)
         d_m = _metadata_buffer(self, metadata, num_tasks)
         if embedding_dim == 0 and d_m == 0:
             raise ConfigError("`embedding_dim=0` needs task `metadata` as the hypernetwork input.")

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from mtl_envs.errors import ConfigError
+from mtl_envs.utils import check_int
 
 DEFAULT_HIDDEN = (32, 32, 32)
 
@@ -78,8 +79,7 @@ class TaskNetwork(nn.Module):
             ("in_features", in_features),
             ("out_features", out_features),
         ):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
+            check_int(name, value)
         self.num_tasks = num_tasks
         self.in_features = in_features
         self.out_features = out_features

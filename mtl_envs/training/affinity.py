@@ -23,6 +23,7 @@ import torch
 
 from mtl_envs.errors import ConfigError
 from mtl_envs.training.multitask_learner import MultiTaskLearner, TrainingBatch
+from mtl_envs.utils import check_int
 
 
 def per_task_gradients(
@@ -186,8 +187,7 @@ def collect_affinities(
     lr = learner.lr
     # No momentum term on representation gradients: the buffer lives in parameter space.
     beta = learner.config.momentum if learner.config.optimizer == "sgd" and exact else 0.0
-    if not isinstance(every, int) or every < 1:
-        raise ConfigError(f"`every` must be a positive int; got {every!r}.")
+    check_int("every", every)
     sums = {k: torch.zeros(n, n, device=learner.device) for k in ("etap", "plain", "tag")}
     # Steps that scored each pair: a task with no labelled sample in a batch has no loss to
     # divide by (eq. 5) or to compare (TAG), so its pairs skip that step.

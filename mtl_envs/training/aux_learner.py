@@ -24,7 +24,7 @@ from mtl_envs.models import build_multi_head_net
 from mtl_envs.training.common import restore_state, seeded, snapshot_state
 from mtl_envs.training.losses import focal_loss
 from mtl_envs.training.metrics import classification_metrics, confusion_matrix
-from mtl_envs.utils import check_choice, resolve_device
+from mtl_envs.utils import check_choice, check_int, check_number, resolve_device
 
 # A labeller maps a batch, as training-set indices (B,) and the prepared (augmented,
 # normalised) inputs the main network trains on, to (aux targets (B, K), weights (B,) or None).
@@ -96,22 +96,11 @@ class AuxLearnerConfig:
             "eval_batch_size",
         )
         for name in positive:
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
-        for name in (
-            "lr",
-            "aux_weight",
-            "focal_gamma",
-            "momentum",
-            "weight_decay",
-            "scheduler_gamma",
-        ):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"`{name}` must be a non-negative number; got {value!r}.")
-        if self.lr == 0:
-            raise ConfigError("`lr` must be positive; got 0.")
+            check_int(name, getattr(self, name))
+        for name in ("aux_weight", "focal_gamma", "momentum", "weight_decay"):
+            check_number(name, getattr(self, name))
+        for name in ("lr", "scheduler_gamma"):
+            check_number(name, getattr(self, name), strict=True)
         check_choice("primary_loss", self.primary_loss, PRIMARY_LOSSES)
 
     def to_dict(self) -> dict[str, Any]:

@@ -32,6 +32,7 @@ from mtl_envs.training.multitask_learner import (
     TrainingBatch,
 )
 from mtl_envs.training.weighting import weighted_objective_terms
+from mtl_envs.utils import check_int
 
 ADAM_BETAS = (0.9, 0.999)  # torch.optim.Adam's defaults, which make_optimizer keeps
 ADAM_EPS = 1e-8
@@ -73,8 +74,7 @@ class BatchedMultiTaskLearner:
     """
 
     def __init__(self, config: MultiTaskLearnerConfig, num_runs: int):
-        if not isinstance(num_runs, int) or isinstance(num_runs, bool) or num_runs < 1:
-            raise ConfigError(f"`num_envs` must be a positive int; got {num_runs!r}.")
+        check_int("num_envs", num_runs)
         if config.batching == "uniform":
             raise ConfigError(
                 "`batching='uniform'` (batches of unequal size) is not available in the "

@@ -21,7 +21,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_choice
+from mtl_envs.utils import check_choice, check_int
 
 Group = tuple[int, ...]
 """A task group: sorted task indices (the one definition of the alias)."""
@@ -85,8 +85,7 @@ def branch_and_bound(matrix: np.ndarray, budget: int) -> tuple[list[int], float]
     sum over tasks of the best value any remaining candidate offers, cannot beat the best
     selection found.
     """
-    if budget < 1:
-        raise ConfigError(f"`budget` must be a positive int; got {budget!r}.")
+    check_int("budget", budget)
     kept = undominated(matrix)
     positive = np.maximum(matrix[kept], 0.0)
     order = np.argsort(-positive.sum(axis=1), kind="stable")
@@ -140,8 +139,7 @@ def cover_search(
     from scipy.optimize import Bounds, LinearConstraint, milp
     from scipy.sparse import csr_matrix
 
-    if not isinstance(budget, int) or budget < 1:
-        raise ConfigError(f"`budget` must be a positive int; got {budget!r}.")
+    check_int("budget", budget)
     n = matrix.shape[1]
     pairs = [(c, t) for c, group in enumerate(candidates) for t in group]
     pc = np.array([c for c, _ in pairs])

@@ -18,6 +18,7 @@ from typing import Any
 
 from mtl_envs.errors import ConfigError
 from mtl_envs.training.multitask_learner import MultiTaskLearner
+from mtl_envs.utils import check_int
 
 PAPER_LEARNING_RATES = (1e-3, 10**-3.5, 1e-4, 10**-4.5)
 
@@ -35,9 +36,7 @@ class EarlyStopping:
 
     def __post_init__(self) -> None:
         for name in ("val_every", "patience", "max_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
+            check_int(name, getattr(self, name))
         if self.patience % self.val_every:
             raise ConfigError(
                 f"`patience` ({self.patience}) must be a multiple of `val_every` "

@@ -34,7 +34,7 @@ from mtl_envs.training.weighting import (
     objective_term_derivatives,
     weighted_objective_terms,
 )
-from mtl_envs.utils import check_choice, lookup, resolve_device, suggest
+from mtl_envs.utils import check_choice, check_int, check_number, lookup, resolve_device, suggest
 
 BATCHING = ("balanced", "uniform")
 AGGREGATORS = ("mgda", "pcgrad", "cagrad", "imtl_g", "nash_mtl", "upgrad", "dualproj", "mean")
@@ -160,13 +160,12 @@ class MultiTaskLearnerConfig:
 
     def __post_init__(self) -> None:
         for name in ("head_hidden", "scheduler_step_epochs", "batch_size"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                raise ConfigError(f"`{name}` must be a positive int; got {value!r}.")
-        for name in ("lr", "momentum", "weight_decay", "scheduler_gamma"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
-                raise ConfigError(f"`{name}` must be a non-negative number; got {value!r}.")
+            check_int(name, getattr(self, name))
+        # The LossWeighting reward scales by lr_0 / lr_t (IGB eq. 4): both must stay above 0.
+        for name in ("lr", "scheduler_gamma"):
+            check_number(name, getattr(self, name), strict=True)
+        for name in ("momentum", "weight_decay"):
+            check_number(name, getattr(self, name))
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("loss", self.loss, LOSS_MODES)
         check_choice("batching", self.batching, BATCHING)
