@@ -48,10 +48,11 @@ import mtl_envs  # noqa: F401
 from harness.config import RunConfig
 from harness.lifecycle import TrainingState, restore_run, resume_point, save_run
 from harness.recording import EpochRecorder
+from harness.registry import method_options
 from harness.results import run_dir
 from mtl_envs.envs.loss_weighting import EpisodeSettings, LossWeightingEnv
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import resolve_device
+from mtl_envs.utils import check_int, resolve_device
 
 # IGB section 4.1: SAC lr 3e-4 (alone or with CAGrad/IMTL-G), buffer 1e4, gamma 0.99,
 # one round of updates every 50 batches.
@@ -321,7 +322,9 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     checkpoint, finished, payload = resume_point(config, "igbv2", seed)
     if finished is not None:
         return finished
-    schedule = {**SCHEDULE_DEFAULTS, **config.method_kwargs}
+    schedule = {**SCHEDULE_DEFAULTS, **method_options(config, "igbv2")}
+    for name, value in schedule.items():
+        check_int(f"method_kwargs.{name}", value)
     settings = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
     warmup = settings.get("warmup_epochs", EpisodeSettings.warmup_epochs)
     if isinstance(warmup, int) and config.epochs <= warmup:

@@ -34,7 +34,7 @@ from torch.func import functional_call
 
 from baselines.auxiliary import run_aux_baseline
 from harness.config import RunConfig
-from harness.registry import MAXL_OPTIONS
+from harness.registry import method_options
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import MultiHeadNet, build_backbone
 from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight_from_bin
@@ -220,12 +220,8 @@ class MAXLLabeller:
 
 
 def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, Any]:
-    options = dict(config.method_kwargs)
-    allowed = set(MAXL_OPTIONS)
-    unknown = set(options) - allowed
-    if unknown:
-        raise ConfigError(f"Unknown MAXL option(s) {sorted(unknown)}; valid: {sorted(allowed)}.")
     method = "wa_maxl" if weight_aware else "maxl"
+    options = method_options(config, method)
     labellers: list[MAXLLabeller] = []
 
     def make(learner: AuxLearner, s: int) -> MAXLLabeller:

@@ -35,14 +35,13 @@ import mtl_envs  # noqa: F401  (registers the ids)
 from harness.config import RunConfig
 from harness.lifecycle import finished_result
 from harness.recording import TensorBoardLog
-from harness.registry import TABULAR_OPTIONS
+from harness.registry import method_options
 from harness.results import run_dir, write_result
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import require_family
 from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
 from mtl_envs.training.multitask_learner import MultiTaskLearner
-from mtl_envs.utils import suggest
 
 TABULAR_METHODS = {
     # method: (task network, settings it can use)
@@ -52,25 +51,26 @@ TABULAR_METHODS = {
     "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
     "stl": ("per_task", ("no_metadata",)),
 }
-OPTIONS = TABULAR_OPTIONS
 
 
 def uses_tabular_protocol(config: RunConfig) -> bool:
-    """Whether ``method_kwargs`` asks for the hypernetwork paper's protocol."""
-    protocol = config.method_kwargs.get("protocol")
+    """Whether ``method_kwargs`` asks ``stl`` for the hypernetwork paper's protocol; options
+    of that protocol without ``protocol: tabular`` are an error, not silently ignored."""
+    options = method_options(config, "stl")
+    protocol = options.get("protocol")
     if protocol not in (None, "tabular"):
         raise ConfigError(f"`method_kwargs.protocol` must be 'tabular'; got {protocol!r}.")
+    if protocol is None and options:
+        raise ConfigError(
+            f"`method_kwargs` {sorted(options)} are options of the tabular protocol; `stl` "
+            "follows it only with `protocol: tabular` (without it, it trains one network per "
+            "task under the env's own schedule)."
+        )
     return protocol == "tabular"
 
 
-def _options(config: RunConfig) -> dict[str, Any]:
-    options = dict(config.method_kwargs)
-    for key in options:
-        if key not in OPTIONS:
-            raise ConfigError(
-                f"Unknown `method_kwargs` key {key!r} for the tabular protocol."
-                f"{suggest(key, OPTIONS)} Valid: {list(OPTIONS)}."
-            )
+def _options(config: RunConfig, method: str) -> dict[str, Any]:
+    options = method_options(config, method)
     protocol = options.get("protocol", "tabular")
     if protocol != "tabular":
         raise ConfigError(f"`method_kwargs.protocol` must be 'tabular'; got {protocol!r}.")
@@ -116,7 +116,7 @@ def _torch_threads(n: int) -> Iterator[None]:
 def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
     """Grid search + early stopping per setting; one result per setting; returns the last."""
     family = require_family(config.env_id, "LossWeighting")
-    options = _options(config)
+    options = _options(config, method)
     model, _ = TABULAR_METHODS[method]
     base = family.learner_config(config.env_id, config.env_kwargs)
     stopping = EarlyStopping(

@@ -66,7 +66,9 @@ class RunConfig:
         self.seeds = check_seeds("seeds", self.seeds)
         for name in ("env_kwargs", "method_kwargs", "agent", "policy"):
             value = getattr(self, name)
-            if value is not None and not isinstance(value, Mapping):
+            if value is None:  # a YAML key with nothing (or only comments) under it
+                setattr(self, name, {})
+            elif not isinstance(value, Mapping):
                 raise ConfigError(f"`{name}` must be a mapping of keys to values; got {value!r}.")
 
     @property

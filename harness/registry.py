@@ -52,7 +52,7 @@ METHODS: dict[tuple[str, str], str] = {
 }
 
 
-# The `method_kwargs` keys each method reads (its module checks their values). A run config's
+# The `method_kwargs` keys each method reads (its runner checks their values). A run config's
 # `method_kwargs` are shared by all its methods (an IGBv2 schedule beside the baselines it is
 # compared with), so a key is refused only when none of the run's methods reads it: a typo.
 TABULAR_OPTIONS = (
@@ -102,6 +102,8 @@ def check_method(env_id: str, method: str) -> tuple[str, str]:
     """The registry key of ``method`` on ``env_id``'s family, or ``ConfigError`` naming the
     valid ones; imports nothing, so a sweep can check its whole grid before it starts."""
     family = family_of(env_id).name
+    if not isinstance(method, str):
+        raise ConfigError(f"A method must be a name (a string); got {method!r}.")
     key = (family, method)
     if key not in METHODS:
         valid = methods_for(family)
@@ -122,6 +124,16 @@ def check_method_kwargs(env_id: str, methods: list[str], method_kwargs: dict[str
                 f"Unknown `method_kwargs` key {key!r}: none of the methods {methods} on "
                 f"{env_id} reads it.{suggest(str(key), read)} Keys they read: {read}."
             )
+
+
+def method_options(config: RunConfig, method: str) -> dict[str, Any]:
+    """The part of ``config.method_kwargs`` that ``method`` reads. Keys another method of the
+    env's family reads are left to it (a config's ``method_kwargs`` are shared by its
+    methods); a key no method of the family reads is an error."""
+    family = family_of(config.env_id).name
+    check_method_kwargs(config.env_id, methods_for(family), config.method_kwargs)
+    own = METHOD_OPTIONS.get((family, method), ())
+    return {key: value for key, value in config.method_kwargs.items() if key in own}
 
 
 def check_run(config: RunConfig) -> None:

@@ -6,11 +6,13 @@ import dataclasses
 import difflib
 import inspect
 import math
+import numbers
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
+import numpy as np
 import torch
 
 from mtl_envs.errors import ConfigError
@@ -52,24 +54,38 @@ def check_choice(argument: str, value: Any, choices: Iterable[Any]) -> None:
         raise ConfigError(f"`{argument}` must be one of {choices}; got {value!r}.{hint}")
 
 
+def is_int(value: Any) -> bool:
+    """An integer (Python's or NumPy's), not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
 def check_int(argument: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
     """Raise ``ConfigError`` naming ``argument`` unless ``value`` is an int >= ``minimum``
     (or ``None`` when ``optional``); bools are not ints here."""
     if optional and value is None:
         return
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    if not is_int(value) or value < minimum:
         kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
         raise ConfigError(
             f"`{argument}` must be {kind}{' or None' if optional else ''}; got {value!r}."
         )
 
 
+def is_finite_number(value: Any) -> bool:
+    """A finite real number (Python's or NumPy's), not a bool."""
+    if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):
+        return False
+    try:
+        return math.isfinite(float(value))
+    except OverflowError:  # an int too large for a float
+        return False
+
+
 def check_number(argument: str, value: Any, *, minimum: float = 0.0, strict: bool = False) -> None:
     """Raise ``ConfigError`` naming ``argument`` unless ``value`` is a finite real number
     >= ``minimum`` (> ``minimum`` when ``strict``). NaN and infinities are refused: they would
     pass a plain ``value < minimum`` test and silently train on garbage."""
-    is_real = isinstance(value, (int, float)) and not isinstance(value, bool)
-    if not is_real or not math.isfinite(value) or value < minimum or (strict and value == minimum):
+    if not is_finite_number(value) or value < minimum or (strict and value == minimum):
         if minimum == 0:
             kind = "a positive finite number" if strict else "a non-negative finite number"
         else:
@@ -79,18 +95,20 @@ def check_number(argument: str, value: Any, *, minimum: float = 0.0, strict: boo
 
 def is_seed(value: Any) -> bool:
     """Whether ``value`` is a valid seed: an int >= 0 (not a bool), as Gymnasium requires."""
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+    return is_int(value) and value >= 0
 
 
 def check_seeds(argument: str, seeds: Any) -> list[int]:
-    """``seeds`` as a list, or ``ConfigError`` unless it is a non-empty sequence of distinct
-    seeds (a repeated seed would count one run twice in every mean and interval)."""
-    values = list(seeds) if isinstance(seeds, (list, tuple, range)) else None
+    """``seeds`` as a list of ints, or ``ConfigError`` unless it is a non-empty sequence (or
+    1-d array) of distinct seeds (a repeated seed would count one run twice in every mean and
+    interval)."""
+    ordered = isinstance(seeds, (Sequence, np.ndarray)) and not isinstance(seeds, (str, bytes))
+    values = list(seeds) if ordered and np.ndim(seeds) == 1 else None
     if not values or not all(is_seed(s) for s in values) or len(set(values)) != len(values):
         raise ConfigError(
             f"`{argument}` must be a non-empty list of distinct ints >= 0; got {seeds!r}."
         )
-    return values
+    return [int(s) for s in values]
 
 
 def check_kwargs(

@@ -39,7 +39,7 @@ import torch
 import mtl_envs
 from harness.config import RunConfig
 from harness.results import make_result, run_dir
-from mtl_envs.io import atomic_write_json, read_json
+from mtl_envs.io import atomic_save, atomic_write_json, read_json
 
 LW_ID = "LossWeighting-CubicScales-v1"
 TG_ID = "TaskGrouping-Digits10Scarce-v1"
@@ -186,12 +186,12 @@ def plot_curves(out: Path) -> Path:
         ax.set_ylabel(label + (f" (mean of {window})" if window > 1 else ""))
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out / "learning_curves.png"
-    tmp = path.with_name(".learning_curves.tmp.png")
-    fig.savefig(tmp, dpi=110)
-    plt.close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return atomic_save(
+            out / "learning_curves.png", lambda tmp: fig.savefig(tmp, dpi=110, format="png")
+        )
+    finally:
+        plt.close(fig)
 
 
 def main() -> None:

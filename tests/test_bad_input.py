@@ -116,7 +116,11 @@ BAD_INPUT = [
     (lambda: gym.make("AuxLabel-Digits-v0", lr=float("nan")), ConfigError, "`lr`"),
     (lambda: load_multitask_dataset("cubic", options={"noise": -1.0}), ConfigError, "`noise`"),
     # A mistyped id is a ConfigError with a suggestion, not gymnasium's traceback.
-    (lambda: family_of("LossWeighting-Cubik-v1"), ConfigError, "LossWeighting-Cubic-v1"),
+    (
+        lambda: family_of("LossWeighting-Cubik-v1"),
+        ConfigError,
+        "Did you mean 'LossWeighting-Cubic-v1'",
+    ),
     (lambda: run_quietly("ew", "LossWeighting-Cubic-v9"), ConfigError, "Did you mean"),
     # Run configs: no methods, a repeated or negative seed, a list where a mapping belongs.
     (lambda: RunConfig(method=[]), ConfigError, "`method`"),
@@ -163,6 +167,11 @@ BAD_INPUT = [
         "`epochs` must be a positive int",
     ),
     (lambda: gym.make("TaskGrouping-Digits10-v1", seeds=[]), ConfigError, "`seeds`"),
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1", gains="train", protocol={"dataset": "x"}),
+        ConfigError,
+        "must not hold 'dataset'",
+    ),
 ]
 
 
@@ -231,7 +240,55 @@ def test_run_checks_fail_before_anything_trains(tmp_path):
     alone = SweepConfig(base=shared, grid={"method": ["ew"]}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="'update_epoch': none of the methods"):
         expand(alone)
-    assert not list(tmp_path.iterdir())
+
+
+def test_shared_method_kwargs_reach_only_the_methods_that_read_them():
+    from harness.registry import method_options
+
+    config = RunConfig(
+        method=["igbv2", "hypernet"],
+        env_id="LossWeighting-Exam-v1",
+        method_kwargs={"update_epoch": 5, "protocol": "tabular", "max_epochs": 10},
+    )
+    check_run(config)
+    assert method_options(config, "igbv2") == {"update_epoch": 5}
+    assert method_options(config, "hypernet") == {"protocol": "tabular", "max_epochs": 10}
+    assert method_options(config, "ew") == {}
+    with pytest.raises(ConfigError, match="'max_epoch'.*Did you mean 'max_epochs'"):
+        method_options(dataclasses.replace(config, method_kwargs={"max_epoch": 10}), "hypernet")
+    # stl reads the tabular options only under the tabular protocol: without it they would be
+    # silently ignored.
+    forgot = RunConfig(
+        method="stl", env_id="LossWeighting-Cubic-v1", method_kwargs={"max_epochs": 9}
+    )
+    with pytest.raises(ConfigError, match=r"\['max_epochs'\] are options of the tabular protocol"):
+        run_quietly("stl", "LossWeighting-Cubic-v1", method_kwargs=forgot.method_kwargs)
+    with pytest.raises(ConfigError, match="method_kwargs.use_epoch"):
+        run_quietly(
+            "igbv2",
+            "LossWeighting-Cubic-v1",
+            epochs=3,
+            output_dir="unused",
+            method_kwargs={"use_epoch": "6"},
+        )
+
+
+def test_numpy_numbers_and_empty_yaml_mappings_are_valid_input():
+    from mtl_envs.utils import check_int, check_number, check_seeds
+
+    check_int("n", np.int64(3))
+    check_number("lr", np.float32(0.1), strict=True)
+    assert check_seeds("seeds", np.arange(3)) == [0, 1, 2]
+    assert all(type(s) is int for s in check_seeds("seeds", (np.int64(4), 5)))
+    for bad in (np.bool_(True), 10**400, "1"):
+        with pytest.raises(ConfigError, match="`x` must be a non-negative finite number"):
+            check_number("x", bad)
+    with pytest.raises(ConfigError, match="`seeds`"):
+        check_seeds("seeds", "01")
+    # A YAML key with only comments under it reads as None: an empty mapping, not a crash.
+    config = RunConfig.from_dict({"method": "stl", "method_kwargs": None, "agent": None})
+    assert config.method_kwargs == {} and config.agent == {}
+    check_run(config)
 
 
 def test_cli_reports_bad_config(tmp_path, capsys):

@@ -73,7 +73,9 @@ def test_a_list_of_seeds_seeds_each_slot():
     np.testing.assert_array_equal(by_list, by_int)
     swapped, _ = vector.reset(seed=[8, 7])
     np.testing.assert_array_equal(swapped, by_int[::-1])
-    for bad in ([7], [7, -1], [7, "8"], [True, 8]):
+    by_numpy, _ = vector.reset(seed=np.int64(7))
+    np.testing.assert_array_equal(by_numpy, by_int)
+    for bad in ([7], [7, -1], [7, "8"], [True, 8], True, -1, 7.0):
         with pytest.raises(ConfigError, match="`seed` must be an int >= 0 or a list of 2"):
             vector.reset(seed=bad)
 

@@ -356,7 +356,8 @@ class AuxLabelEnv(gym.Env):
         return self._obs(), {"epoch": self.learner.epoch, "mode": self.task.mode}
 
     def step(self, action):
-        if not self.action_space.contains(action):
+        fractional = isinstance(action, np.ndarray) and action.dtype.kind not in "iu"
+        if fractional or not self.action_space.contains(action):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         self._actions[self._position] = action
         self._position += 1
@@ -437,7 +438,8 @@ class AuxLabelVectorEnv(VectorEnv):
         if actions.dtype.kind == "f" and np.array_equal(actions, np.round(actions)):
             actions = actions.astype(np.int64)  # whole numbers sent as floats; 2.7 stays out
         expected = (self.num_envs, *(self.single_action_space.shape or ()))
-        if actions.shape != expected or not self.action_space.contains(actions):
+        integral = actions.dtype.kind in "iu"  # older Gymnasium's contains() skips the dtype
+        if actions.shape != expected or not integral or not self.action_space.contains(actions):
             raise ConfigError(
                 f"Actions must be an int array of shape {expected} inside {self.action_space}; "
                 f"got shape {actions.shape}."

@@ -439,8 +439,23 @@ class LossWeightingVectorEnv(VectorEnv):
         """Start fresh runs in every slot, or in the slots of ``options["reset_mask"]`` (K,)
         bool (Gymnasium's partial reset), leaving the others where they are. ``seed``: an int
         (slot k gets ``seed + k``) or one seed (or None) per slot."""
+        per_slot = isinstance(seed, (list, tuple))
+        seeds = None
+        if seed is not None:
+            seeds = list(seed) if per_slot else None
+            if is_seed(seed):
+                seeds = [int(seed) + k for k in range(self.num_envs)]
+            if (
+                seeds is None
+                or len(seeds) != self.num_envs
+                or not all(s is None or is_seed(s) for s in seeds)
+            ):
+                raise ConfigError(
+                    f"`seed` must be an int >= 0 or a list of {self.num_envs} such ints (or "
+                    f"None); got {seed!r}."
+                )
         # Gymnasium's own generator takes one int; per-slot seeds seed only the slots.
-        super().reset(seed=seed if isinstance(seed, int) else None)
+        super().reset(seed=None if seeds is None or per_slot else int(seed))
         mask = np.ones(self.num_envs, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
@@ -449,17 +464,10 @@ class LossWeightingVectorEnv(VectorEnv):
                     f"`options['reset_mask']` must be a bool array of shape ({self.num_envs},); "
                     f"got {options['reset_mask']!r}."
                 )
-        if seed is not None:
-            seeds = [seed + k for k in range(self.num_envs)] if isinstance(seed, int) else seed
-            valid = isinstance(seeds, (list, tuple)) and len(seeds) == self.num_envs
-            if not valid or not all(s is None or is_seed(s) for s in seeds):
-                raise ConfigError(
-                    f"`seed` must be an int >= 0 or a list of {self.num_envs} such ints (or "
-                    f"None); got {seed!r}."
-                )
+        if seeds is not None:
             for k in np.flatnonzero(mask):
                 if seeds[k] is not None:
-                    self._rngs[k] = seeding.np_random(seeds[k])[0]
+                    self._rngs[k] = seeding.np_random(int(seeds[k]))[0]
         if mask.any():
             self._start([int(k) for k in np.flatnonzero(mask)])
         info = {

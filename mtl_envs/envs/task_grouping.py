@@ -201,7 +201,11 @@ class TaskGroupingEnv(gym.Env):
             from mtl_envs.training.affinity import collect_affinities
             from mtl_envs.training.multitask_learner import MultiTaskLearner
 
-            proto = config_from_dict(GroupProtocol, {"dataset": dataset, **(protocol or {})})
+            if "dataset" in (protocol or {}):
+                raise ConfigError(
+                    "`protocol` must not hold 'dataset': the env's `dataset` argument names it."
+                )
+            proto = config_from_dict(GroupProtocol, {**(protocol or {}), "dataset": dataset})
             cache = cache_dir if cache_dir is not None else default_data_root() / "group_cache"
             trainer = GroupTrainer(proto, cache_dir=cache, data_root=data_root, device=device)
             truth = TrainedGains(trainer, tuple(seeds))
