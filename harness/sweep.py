@@ -132,7 +132,12 @@ def _variant_name(override: dict[str, Any]) -> str:
 
 
 def expand(sweep: SweepConfig) -> list[RunSpec]:
-    """The grid's runs in a fixed order; each config is validated before anything runs."""
+    """The grid's runs in a fixed order; each config is validated before anything runs.
+
+    Seeds are the outer loop: the methods (and override sets) of one seed run back to back,
+    so that a ratio taken on one seed (T, the training time relative to EW) compares
+    runs made minutes apart rather than runs at the two ends of a long sweep, whose machine
+    may have slowed or sped up in between."""
     base = sweep.base_values()
     grid = sweep.grid
     methods = _as_list(grid.get("method", base.get("method", "ppo")), "method")
@@ -145,7 +150,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     if not all(isinstance(o, dict) for o in overrides):
         raise ConfigError("Grid `overrides` must be a list of mappings of dotted keys to values.")
     runs = []
-    for env_id, override, method, seed in itertools.product(env_ids, overrides, methods, seeds):
+    for seed, env_id, override, method in itertools.product(seeds, env_ids, overrides, methods):
         variant = _variant_name(override) if override else None
         values = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in override.items()])
         values.update(method=method, seeds=[seed], env_id=env_id, progress=False, variant=variant)

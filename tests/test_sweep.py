@@ -42,6 +42,8 @@ def test_expand_grid_with_variants(tmp_path):
     )
     runs = expand(sweep)
     assert len(runs) == 4 and len({r.key for r in runs}) == 4
+    # Seed-major: both variants of seed 0 before seed 1.
+    assert [r.config["seeds"] for r in runs] == [[0], [0], [1], [1]]
     lrs = sorted(str(r.config["env_kwargs"].get("lr")) for r in runs)
     assert lrs == ["0.01", "0.01", "None", "None"]
 
