@@ -8,6 +8,7 @@ from typing import Any
 
 from baselines.grouping import GroupingProblem, run_selection
 from harness.config import RunConfig
+from harness.registry import method_options
 from mtl_envs.training.gain_prediction import etap_selection, prediction_quality
 from mtl_envs.utils import check_int
 
@@ -43,7 +44,7 @@ def select(
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
-    k = config.method_kwargs.get("etap_train_groups", 10)
+    k = method_options(config, "etap").get("etap_train_groups", 10)
     check_int("method_kwargs.etap_train_groups", k)
     return run_selection(
         config, seed, "etap", lambda problem, budget, s: select(problem, budget, s, train_groups=k)

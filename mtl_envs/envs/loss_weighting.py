@@ -21,6 +21,7 @@ from mtl_envs.utils import (
     check_choice,
     check_int,
     check_number,
+    is_int,
     is_seed,
     seed_from,
     split_kwargs,
@@ -78,7 +79,7 @@ class EpisodeSettings:
         )
         check_number("temperature", temperature, strict=True)
         check_int("warmup_epochs", warmup)
-        if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs <= warmup:
+        if not is_int(epochs) or epochs <= warmup:
             raise ConfigError(
                 f"`epochs` ({epochs!r}) must be an int greater than `warmup_epochs` ({warmup})."
             )
@@ -439,23 +440,23 @@ class LossWeightingVectorEnv(VectorEnv):
         """Start fresh runs in every slot, or in the slots of ``options["reset_mask"]`` (K,)
         bool (Gymnasium's partial reset), leaving the others where they are. ``seed``: an int
         (slot k gets ``seed + k``) or one seed (or None) per slot."""
-        per_slot = isinstance(seed, (list, tuple))
-        seeds = None
-        if seed is not None:
-            seeds = list(seed) if per_slot else None
-            if is_seed(seed):
-                seeds = [int(seed) + k for k in range(self.num_envs)]
-            if (
-                seeds is None
-                or len(seeds) != self.num_envs
-                or not all(s is None or is_seed(s) for s in seeds)
-            ):
-                raise ConfigError(
-                    f"`seed` must be an int >= 0 or a list of {self.num_envs} such ints (or "
-                    f"None); got {seed!r}."
-                )
+        if seed is None:
+            seeds = None
+        elif is_seed(seed):
+            seeds = [int(seed) + k for k in range(self.num_envs)]
+        elif (
+            isinstance(seed, (list, tuple))
+            and len(seed) == self.num_envs
+            and all(s is None or is_seed(s) for s in seed)
+        ):
+            seeds = list(seed)
+        else:
+            raise ConfigError(
+                f"`seed` must be an int >= 0 or a list of {self.num_envs} such ints (or None); "
+                f"got {seed!r}."
+            )
         # Gymnasium's own generator takes one int; per-slot seeds seed only the slots.
-        super().reset(seed=None if seeds is None or per_slot else int(seed))
+        super().reset(seed=int(seed) if is_seed(seed) else None)
         mask = np.ones(self.num_envs, dtype=bool)
         if options and "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
