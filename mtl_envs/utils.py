@@ -54,6 +54,34 @@ def check_choice(argument: str, value: Any, choices: Iterable[Any]) -> None:
         raise ConfigError(f"`{argument}` must be one of {choices}; got {value!r}.{hint}")
 
 
+def check_options(options: Any, valid: Iterable[str]) -> dict[str, Any]:
+    """The ``reset(options=...)`` mapping as a dict; a key the env does not read is an error
+    (a misspelt ``"Mode"`` must not quietly run the default)."""
+    if options is None:
+        return {}
+    valid = list(valid)
+    if not isinstance(options, Mapping):
+        raise ConfigError(f"`options` must be a dict with keys from {valid}; got {options!r}.")
+    for key in options:
+        if key not in valid:
+            hint = suggest(key, valid) if isinstance(key, str) else ""
+            allowed = f"valid keys: {valid}" if valid else "this env reads no options"
+            raise ConfigError(f"Unknown reset option {key!r} ({allowed}).{hint}")
+    return dict(options)
+
+
+def describe_array(values: np.ndarray) -> str:
+    """Shape, dtype and range of an array, for an error about it."""
+    text = f"shape {values.shape}, dtype {values.dtype}"
+    if values.size and values.dtype.kind in "biuf":
+        finite = values[np.isfinite(values)] if values.dtype.kind == "f" else values
+        if finite.size:
+            text += f", values in [{finite.min()}, {finite.max()}]"
+        if finite.size < values.size:
+            text += f", {values.size - finite.size} non-finite"
+    return text
+
+
 def is_int(value: Any) -> bool:
     """An integer (Python's or NumPy's), not a bool."""
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))

@@ -172,6 +172,54 @@ BAD_INPUT = [
         ConfigError,
         "must not hold 'dataset'",
     ),
+    # TaskGrouping's own arguments: a typo names the argument and the closest valid value.
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1", budgt=2),
+        ConfigError,
+        r"Unknown TaskGrouping argument 'budgt'. Did you mean 'budget'",
+    ),
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1", table="digits10_scarse"),
+        ConfigError,
+        r"`table` 'digits10_scarse'.*Did you mean 'digits10_scarce'",
+    ),
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1", dataset="digit10"),
+        ConfigError,
+        r"`dataset` 'digit10'.*Did you mean 'digits10'",
+    ),
+    # The weight map's exponent range: two finite numbers, low < high.
+    (lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range=5), ConfigError, "exponent"),
+    (lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range="ab"), ConfigError, "exponent"),
+    (
+        lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range=[0, float("nan")]),
+        ConfigError,
+        "finite",
+    ),
+    # A misspelt reset option must not quietly run the default mode.
+    (
+        lambda: gym.make("AuxLabel-Digits-v0", **SMALL).reset(seed=0, options={"Mode": "x"}),
+        ConfigError,
+        r"Unknown reset option 'Mode'.*Did you mean 'mode'",
+    ),
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1").reset(options={"budget": 2}),
+        ConfigError,
+        "reads no options",
+    ),
+    (
+        lambda: gym.make_vec("LossWeighting-Cubic-v1", num_envs=2, epochs=3).reset(
+            options={"resetmask": [True, False]}
+        ),
+        ConfigError,
+        r"'resetmask'.*Did you mean 'reset_mask'",
+    ),
+    # The AuxLabel vector form has one slot per sample of a batch; the error names the way out.
+    (
+        lambda: gym.make_vec("AuxLabel-Digits-v0", num_envs=4),
+        ConfigError,
+        r"num_envs=100 or train_batch_size=4, or vectorization_mode=\"sync\"",
+    ),
 ]
 
 
@@ -215,7 +263,7 @@ def test_actions_are_checked_before_any_cast():
         eval_batch_size=32,
     )
     vector.reset(seed=0)
-    with pytest.raises(ConfigError, match="inside"):
+    with pytest.raises(ConfigError, match=r"inside.*dtype float64, values in \[1.0, 2.7\]"):
         vector.step(np.array([2.7, 1.0, 1.0, 1.0]))
     vector.step(np.array([2.0, 1.0, 1.0, 1.0]))
 

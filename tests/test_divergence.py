@@ -26,6 +26,34 @@ def test_aux_label_env_truncates_a_diverged_run():
     env.reset()  # the env stays usable
 
 
+def test_a_diverged_train_main_epoch_never_becomes_canonical():
+    env = gym.make("AuxLabel-Digits-v0", lr=1e12, **SMALL).unwrapped
+    env.reset(seed=0)
+    canonical = env.task.canonical
+    env.reset(options={"mode": "train_main"})
+    env.action_space.seed(0)
+    for _ in range(20 * 30):
+        *_, truncated, info = env.step(env.action_space.sample())
+        if truncated:
+            break
+    assert info["diverged"] and env.task.canonical is canonical and env.learner.epoch == 0
+    # The next train_agent episode starts again from the last finite network.
+    env.reset(options={"mode": "train_agent"})
+    assert all(bool(p.isfinite().all()) for p in env.learner.net.parameters())
+
+
+def test_a_train_main_episode_cut_by_max_batches_ends_its_epoch():
+    env = gym.make("AuxLabel-Digits-v0", max_batches=2, **SMALL).unwrapped
+    env.reset(seed=0, options={"mode": "train_main"})
+    lr = env.learner.lr
+    for episode in range(1, 3):
+        for _ in range(2 * 20):
+            *_, terminated, truncated, _ = env.step(env.action_space.sample())
+        assert truncated and not terminated and env.learner.epoch == episode
+        env.reset()
+    assert env.learner.lr == lr  # StepLR(50): the schedule counted 2 epochs, no decay yet
+
+
 def test_loss_weighting_env_truncates_a_diverged_run():
     env = gym.make("LossWeighting-Cubic-v1", optimizer="sgd", lr=1e12, loss="sum", epochs=5)
     env.reset(seed=0)

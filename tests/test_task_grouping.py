@@ -10,6 +10,7 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 import mtl_envs  # noqa: F401
 from harness.config import RunConfig
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.group_trainer import all_groups, group_name
 
 
@@ -112,7 +113,7 @@ def test_checkers_and_bad_input(table_path):
         env.step(np.array([2, 0, 0, 0]))
     with pytest.raises(ValueError, match="`gains` must be one of"):
         make(table_path, gains="oracle")
-    with pytest.raises(FileNotFoundError, match="build_gain_table"):
+    with pytest.raises(ConfigError, match=r"`table` .no_such_table.*build_gain_table"):
         gym.make("TaskGrouping-Digits10-v1", table="no_such_table")
 
 

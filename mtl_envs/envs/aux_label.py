@@ -28,9 +28,19 @@ from mtl_envs.training import (
     label_entropy,
     weight_from_bin,
 )
-from mtl_envs.utils import check_choice, check_int, check_number, seed_from, split_kwargs
+from mtl_envs.utils import (
+    check_choice,
+    check_int,
+    check_number,
+    check_options,
+    describe_array,
+    is_finite_number,
+    seed_from,
+    split_kwargs,
+)
 
 MODES = ("train_agent", "train_main")
+RESET_OPTIONS = ("mode",)
 LABEL_SPACES = ("hierarchical", "flat")
 RESTORE = ("epoch", "batch", "none")
 REWARDS = ("paper", "val")
@@ -82,10 +92,12 @@ class AuxLabelTask:
         if not isinstance(sample_weights, bool):
             raise ConfigError(f"`sample_weights` must be a bool; got {sample_weights!r}.")
         check_int("weight_bins", weight_bins, minimum=2)
-        lo_hi = tuple(weight_exponent_range)
-        if len(lo_hi) != 2 or not lo_hi[0] < lo_hi[1]:
+        lo_hi = (
+            tuple(weight_exponent_range) if isinstance(weight_exponent_range, (tuple, list)) else ()
+        )
+        if len(lo_hi) != 2 or not all(is_finite_number(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
             raise ConfigError(
-                f"`weight_exponent_range` must be (low, high) with low < high; "
+                f"`weight_exponent_range` must be (low, high), finite numbers with low < high; "
                 f"got {weight_exponent_range!r}."
             )
         check_number("entropy_coef", entropy_coef)
@@ -219,9 +231,11 @@ class AuxLabelTask:
         if self.reward == "val" and self.mode == "train_agent" and episode_end:
             end = self.val_potential()
             reward, self._potential = end - self._potential, end
-        if terminated:
+        # A train_main episode cut by `max_batches` still ends its (shortened) epoch, so the
+        # schedule steps; a diverged one never becomes canonical.
+        if terminated or (episode_end and self.mode == "train_main"):
             learner.end_epoch()
-        if (terminated or truncated) and self.mode == "train_main":
+        if episode_end and self.mode == "train_main":
             self.canonical = learner.snapshot()
         self.ended = terminated or truncated
         return reward, terminated, truncated, info
@@ -255,7 +269,10 @@ class AuxLabelEnv(gym.Env):
     ``-mean CE(primary)`` on B_R random training images after the SGD step
     ``+ entropy_coef * H(batch-mean auxiliary target)`` (eq. 3-4; see
     :func:`~mtl_envs.training.label_entropy` for the sign). ``train_main`` mode computes no
-    reward (0).
+    reward (0). Eq. 3-4 as printed weight H by 1 and average the policy's probabilities over
+    the B_R evaluation images; like the public RL-AUX code, H here is the entropy of the mean
+    one-hot target of the B_T images just labelled, weighted by ``entropy_coef=0.2`` (the
+    code's value): the policy's probabilities are the agent's, which an env does not see.
 
     ``reward="val"`` replaces that reward by one at the episode's last step: the change of
     minus the primary cross-entropy on the validation split over the episode, so a whole
@@ -270,14 +287,17 @@ class AuxLabelEnv(gym.Env):
 
     ## Episode End
     Terminated after one epoch (``floor(N / B_T)`` batches; the shuffled remainder is left
-    out). Truncated after ``max_batches`` batches when set, and at once when a loss turns NaN
-    or infinite (``info["diverged"] = True``, reward 0).
+    out). Truncated after ``max_batches`` batches when set (in ``train_main`` mode the
+    shortened epoch still ends: the schedule steps and the network becomes canonical), and
+    at once when a loss turns NaN or infinite (``info["diverged"] = True``, reward 0; a
+    diverged network never becomes canonical).
 
     ## Arguments
     | argument                | default          | meaning                                     |
     |-------------------------|------------------|---------------------------------------------|
     | `dataset`               | per id           | registered image dataset                    |
-    | `data_root`             | `$MTL_ENVS_DATA` | folder of the dataset files                 |
+    | `data_root`             | None             | folder of the dataset files; None:          |
+    |                         |                  | `$MTL_ENVS_DATA`, else `~/.cache/mtl_envs`  |
     | `backbone`              | per id           | `vgg16` (paper), `small_cnn`, `mlp`         |
     | `hierarchy_factor`      | 5                | psi, sub-classes per primary class          |
     | `aux_weight`            | 1.0              | lambda of eq. 2                             |
@@ -285,14 +305,18 @@ class AuxLabelEnv(gym.Env):
     |                         |                  | code train the primary head (gamma 2)       |
     | `train_batch_size`      | 100              | B_T, samples per SGD step                   |
     | `eval_batch_size`       | 256              | B_R, images in the reward's eval batch      |
-    | `lr`, `momentum`, ...   | 0.01, 0, ...     | SGD + StepLR(50, 0.5): `AuxLearnerConfig`   |
+    | `lr`, `momentum`, ...   | per id           | SGD + StepLR: `AuxLearnerConfig` (paper:    |
+    |                         |                  | lr 0.01, momentum 0, StepLR(50, 0.5))       |
     | `label_space`           | `"hierarchical"` | `Discrete(psi)`, or `"flat"` `Discrete(K)`  |
-    | `sample_weights`        | False            | add a weight bin per sample (eq. 7-8)       |
+    | `sample_weights`        | per id           | add a weight bin per sample (eq. 7-8):      |
+    |                         |                  | True on the `AuxLabelWeighted-*` ids        |
     | `weight_bins`           | 21               | weight bins {0, .05, ..., 1}                |
     | `weight_exponent_range` | (-5, 5)          | w -> 2^(lo + (hi - lo) w)                   |
     | `entropy_coef`          | 0.2              | weight of the label-entropy reward bonus    |
+    |                         |                  | (public RL-AUX code; eq. 4 as printed: 1)   |
     | `max_batches`           | None             | truncate episodes after this many batches   |
-    | `reward`                | `"paper"`        | eq. 3-4, or `"val"`: validation-loss change |
+    | `reward`                | per id           | `"paper"`: eq. 3-4, or `"val"`: validation- |
+    |                         |                  | loss change (the `CIFAR100Small` ids)       |
     | `restore`               | `"epoch"`        | `"batch"`: restore canonical every batch;   |
     |                         |                  | `"none"`: never (one rewarded training run) |
     | `device`                | `"auto"`         | CUDA when present                           |
@@ -300,7 +324,9 @@ class AuxLabelEnv(gym.Env):
     | `channels_last`         | False            | channels_last network and image batches     |
 
     ## Version History
-    * v0: initial release.
+    * v0: initial release. Fixes since, with the default arguments' dynamics unchanged: a
+      diverged ``train_main`` episode no longer becomes canonical; a ``train_main`` episode
+      cut by ``max_batches`` ends its epoch.
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
@@ -351,7 +377,7 @@ class AuxLabelEnv(gym.Env):
         super().reset(seed=seed)
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
-        self.task.start_episode(run_seed, (options or {}).get("mode"))
+        self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
         self._load_batch()
         return self._obs(), {"epoch": self.learner.epoch, "mode": self.task.mode}
 
@@ -381,12 +407,30 @@ class AuxLabelEnv(gym.Env):
 class AuxLabelVectorEnv(VectorEnv):
     """The natively vectorised AuxLabel env: slot i labels sample i of the current batch.
 
+    ## Description
     One vector step labels one batch of ``train_batch_size`` samples and makes one SGD step, so
-    the agent's forward pass is batched. ``num_envs`` must equal ``train_batch_size``. Every
-    slot receives the batch reward (the per-sample env gives it to the batch's last step
-    only). Autoreset is ``SAME_STEP``: when the epoch ends, the returned observation already
-    belongs to the next epoch (same mode) and ``info["final_obs"]`` holds the last one.
-    Given the same labels it trains exactly the same network as :class:`AuxLabelEnv`.
+    the agent's forward pass is batched. Given the same labels it trains exactly the same
+    network as :class:`AuxLabelEnv`, whose sections (rewards, starting state, arguments,
+    version history) hold here too. ``gym.make_vec`` picks this form whenever
+    ``vectorization_mode`` is left out; ``vectorization_mode="sync"`` gives independent
+    copies of the single env instead.
+
+    ## Action and Observation Spaces
+    The single env's spaces batched over ``num_envs`` slots: actions ``(num_envs,)`` (or
+    ``(num_envs, 2)`` with ``sample_weights``), images ``(num_envs, C, H, W)`` uint8 and
+    primary labels ``(num_envs,)``. ``num_envs`` must equal ``train_batch_size``.
+
+    ## Rewards and Episode End
+    Every slot receives the batch reward (the per-sample env gives it to the batch's last
+    step only) and the same ``terminated``/``truncated``. Autoreset is ``SAME_STEP``: when
+    the epoch ends, the returned observation already belongs to the next epoch (same mode)
+    and ``info["final_obs"]`` holds the last one.
+
+    ## Example
+    >>> import gymnasium as gym, mtl_envs
+    >>> envs = gym.make_vec("AuxLabel-Digits-v0", num_envs=100)
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -399,7 +443,8 @@ class AuxLabelVectorEnv(VectorEnv):
             raise ConfigError(
                 f"`num_envs` ({num_envs}) must equal `train_batch_size` "
                 f"({config.train_batch_size}): the vector form has one slot per sample of a "
-                f"batch. Pass num_envs={config.train_batch_size} or train_batch_size={num_envs}."
+                f"batch. Pass num_envs={config.train_batch_size} or train_batch_size={num_envs}, "
+                f'or vectorization_mode="sync" for {num_envs} independent copies of the env.'
             )
         self.task = AuxLabelTask(config, **env_kwargs)
         self.num_envs = config.train_batch_size
@@ -430,7 +475,7 @@ class AuxLabelVectorEnv(VectorEnv):
         super().reset(seed=seed)
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
-        self.task.start_episode(run_seed, (options or {}).get("mode"))
+        self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
         return self._obs(), {}
 
     def step(self, actions):
@@ -442,7 +487,7 @@ class AuxLabelVectorEnv(VectorEnv):
         if actions.shape != expected or not integral or not self.action_space.contains(actions):
             raise ConfigError(
                 f"Actions must be an int array of shape {expected} inside {self.action_space}; "
-                f"got shape {actions.shape}."
+                f"got {describe_array(actions)}."
             )
         reward, terminated, truncated, info = self.task.apply(actions)
         n = self.num_envs

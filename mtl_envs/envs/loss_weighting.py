@@ -21,6 +21,8 @@ from mtl_envs.utils import (
     check_choice,
     check_int,
     check_number,
+    check_options,
+    describe_array,
     is_int,
     is_seed,
     seed_from,
@@ -174,7 +176,7 @@ class LossWeightingEnv(gym.Env):
     |                 |            | tabular data: `hypernet`, `hard_sharing`, ...        |
     | `use_metadata`  | True       | give the task network the tasks' metadata            |
     | `epochs`        | per id     | total training epochs, warm-up included              |
-    | `warmup_epochs` | 2          | equal-weight epochs before the agent acts            |
+    | `warmup_epochs` | 2          | epochs before the agent acts (`warmup_weights`)      |
     | `observation`   | `"losses"` | or `"normalized_losses"`                             |
     | `action_transform` | `"atanh"` | `"atanh"`: n softmax(atanh(a)); `"linear"`: n softmax(a) |
     | `temperature`   | 1.0        | scale of the logits before the softmax               |
@@ -183,7 +185,8 @@ class LossWeightingEnv(gym.Env):
     | `aggregator`    | None       | torchjd aggregator on the shared parameters          |
     | `optimizer`, `lr`, ... | adam, 1e-3 | see `MultiTaskLearnerConfig`                  |
     | `max_steps`     | None       | truncate after this many steps                       |
-    | `reward`        | `"min"`    | `"min"` (IGB eq. 4), `"mean"` over tasks, or `"val"`  |
+    | `reward`        | per id     | `"min"` (IGB eq. 4), `"mean"` over tasks, or `"val"`  |
+    |                 |            | (`"val"` on CubicScales, `"min"` elsewhere)          |
 
     ## Version History
     * v1: actions map through ``atanh`` before the softmax (unbounded weight ratios, as IGB's
@@ -296,6 +299,7 @@ class LossWeightingEnv(gym.Env):
         self._continue = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        check_options(options, ())
         resume, self._continue = self._continue and seed is None, False
         super().reset(seed=seed)
         learner = self.learner
@@ -380,10 +384,18 @@ class LossWeightingVectorEnv(VectorEnv):
     of each. Arguments are those of :class:`LossWeightingEnv` plus ``num_envs``; torchjd
     aggregators and ``batching="uniform"`` need the sync form.
 
-    Autoreset is ``SAME_STEP`` (SB3's convention, see ``agents/sb3_vec_env.py``): a slot whose
-    run ends is reset in the same step; ``info["final_obs"]`` and ``info["final_info"]``
-    hold its last observation and info. Runs reset alone when they end alone (a diverged
-    run): its warm-up leaves the other slots exactly where they were.
+    Actions ``Box(-1, 1, (K, n))`` and observations ``Box(0, inf, (K, n))`` are the single
+    env's spaces batched; rewards, ``terminated`` and ``truncated`` are per slot, and so is
+    every info entry (``info["diverged"]`` among them). Autoreset is ``SAME_STEP`` (SB3's
+    convention, see ``agents/sb3_vec_env.py``): a slot whose run ends is reset in the same
+    step; ``info["final_obs"]`` and ``info["final_info"]`` hold its last observation and
+    info. Runs reset alone when they end alone (a diverged run): its warm-up leaves the
+    other slots exactly where they were.
+
+    >>> import gymnasium as gym, mtl_envs
+    >>> envs = gym.make_vec("LossWeighting-Cubic-v1", num_envs=4, epochs=3)
+    >>> obs, info = envs.reset(seed=0)
+    >>> obs, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())
     """
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
@@ -457,8 +469,9 @@ class LossWeightingVectorEnv(VectorEnv):
             )
         # Gymnasium's own generator takes one int; per-slot seeds seed only the slots.
         super().reset(seed=int(seed) if is_seed(seed) else None)
+        options = check_options(options, ("reset_mask",))
         mask = np.ones(self.num_envs, dtype=bool)
-        if options and "reset_mask" in options:
+        if "reset_mask" in options:
             mask = np.asarray(options["reset_mask"])
             if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
                 raise ConfigError(
@@ -483,7 +496,7 @@ class LossWeightingVectorEnv(VectorEnv):
         if actions.shape != self.action_space.shape or not self.action_space.contains(actions):
             raise ConfigError(
                 f"Actions must be a float array of shape {self.action_space.shape} inside "
-                f"[-1, 1]; got shape {actions.shape}."
+                f"[-1, 1]; got {describe_array(actions)}."
             )
         learner = self.learner
         device = learner.device

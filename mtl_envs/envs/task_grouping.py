@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import gymnasium as gym
@@ -17,6 +18,7 @@ from mtl_envs.training.group_trainer import (
     all_groups,
     group_name,
     load_gain_table,
+    shipped_tables,
     table_gains,
     table_losses,
 )
@@ -24,9 +26,11 @@ from mtl_envs.training.grouping import OBJECTIVES, Group, complete_cover, select
 from mtl_envs.utils import (
     check_choice,
     check_int,
+    check_options,
     check_seeds,
     config_from_dict,
     default_data_root,
+    suggest,
 )
 
 GAIN_SOURCES = ("table", "train", "etap")
@@ -139,7 +143,10 @@ class TaskGroupingEnv(gym.Env):
     | `etap_train_groups` | 10           | trained groups ETAP is fitted on                 |
     | `seeds`             | (0,)         | training seeds averaged by `gains="train"`       |
     | `protocol`          | {}           | `GroupProtocol` overrides for training           |
-    | `cache_dir`         | data root    | where trained groups are cached                  |
+    | `cache_dir`         | None         | where trained groups are cached; None:           |
+    |                     |              | `$MTL_ENVS_DATA/group_cache` (or the user cache) |
+    | `data_root`         | None         | folder of the dataset files (`gains="train"`)    |
+    | `device`            | `"auto"`     | CUDA when present                                |
 
     ## Version History
     * v1: ETAP's objective (cover every task, single tasks count against the budget) and
@@ -172,7 +179,15 @@ class TaskGroupingEnv(gym.Env):
         data_root: str | None = None,
         device: str = "auto",
         render_mode: str | None = None,
+        **unknown: Any,
     ):
+        if unknown:
+            valid = [p for p in inspect.signature(type(self)).parameters if p != "unknown"]
+            key = next(iter(unknown))
+            raise ConfigError(
+                f"Unknown TaskGrouping argument {key!r}.{suggest(key, valid)} "
+                f"Valid arguments: {valid}."
+            )
         if render_mode is not None:
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         check_choice("gains", gains, GAIN_SOURCES)
@@ -191,9 +206,13 @@ class TaskGroupingEnv(gym.Env):
         if gains in ("table", "etap"):
             try:
                 table_data = load_gain_table(table or dataset)
-            except FileNotFoundError:
+            except FileNotFoundError as error:
                 if gains == "table" or table is not None:
-                    raise
+                    argument, name = ("table", table) if table is not None else ("dataset", dataset)
+                    raise ConfigError(
+                        f"`{argument}` {name!r} names no gain table: {error}"
+                        f"{suggest(str(name), shipped_tables())}"
+                    ) from None
         if table_data is not None:
             truth = TableGains(table_data)
             scores = np.asarray(table_data["affinity"][affinity], dtype=np.float64)
@@ -265,6 +284,7 @@ class TaskGroupingEnv(gym.Env):
         }
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        check_options(options, ())
         super().reset(seed=seed)
         self._reset_state()
         return self._obs(), {"total_gain": 0.0}

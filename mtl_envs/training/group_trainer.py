@@ -168,6 +168,15 @@ class GroupTrainer:
         return {t: v / len(seeds) for t, v in totals.items()}
 
 
+def shipped_tables() -> list[str]:
+    """Names of the gain tables shipped with the package (``load_gain_table(name)``)."""
+    from importlib import resources
+
+    folder = resources.files("mtl_envs") / "tables"
+    suffix = "_gains.json"
+    return sorted(p.name.removesuffix(suffix) for p in folder.iterdir() if p.name.endswith(suffix))
+
+
 def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """A gain table written by ``scripts/build_gain_table.py``: a file path, or the name of a
     table shipped with the package (``"digits10"``)."""
@@ -177,14 +186,9 @@ def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
         shipped = resources.files("mtl_envs") / "tables" / f"{name_or_path}_gains.json"
         if not shipped.is_file():
-            available = sorted(
-                p.name.removesuffix("_gains.json")
-                for p in (resources.files("mtl_envs") / "tables").iterdir()
-                if p.name.endswith("_gains.json")
-            )
             raise FileNotFoundError(
                 f"No gain table {str(name_or_path)!r}: not a file, and the package ships "
-                f"tables for {available}. Build one with scripts/build_gain_table.py."
+                f"tables for {shipped_tables()}. Build one with scripts/build_gain_table.py."
             )
         path = Path(str(shipped))
     table = read_json(path)
