@@ -67,6 +67,9 @@ SAC_DEFAULTS: dict[str, Any] = {
     "ent_coef": "auto_0.2",
     "round_scaling": "buffer",
 }
+# IGB section 4.1: "1e-4 when combining IGBv2 with MGDA, PCGrad or Nash".
+SLOW_AGGREGATORS = ("mgda", "pcgrad", "nash_mtl")
+SLOW_LEARNING_RATE = 1e-4
 ROUND_SCALINGS = ("buffer", "none")
 # SB3 counters an interrupted learn() call needs back (progress drives lr schedules).
 RESUMED_COUNTERS = ("num_timesteps", "_n_updates", "_episode_num", "_current_progress_remaining")
@@ -299,6 +302,18 @@ class EpochCallback(BaseCallback):
         return len(self.recorder.history) < self.epochs and not self.recorder.diverged
 
 
+def sac_defaults(aggregator: str | None) -> dict[str, Any]:
+    """SAC settings of IGB section 4.1 for a run with ``aggregator`` on the shared parameters.
+
+    The paper lowers SAC's learning rate from 3e-4 to 1e-4 when IGBv2 is combined with MGDA,
+    PCGrad or Nash-MTL; ``agent.learning_rate`` in a config overrides either.
+    """
+    defaults = dict(SAC_DEFAULTS)
+    if aggregator in SLOW_AGGREGATORS:
+        defaults["learning_rate"] = SLOW_LEARNING_RATE
+    return defaults
+
+
 def schedule_steps(
     update_epoch: int, use_epoch: int, warmup_epochs: int, batches: int
 ) -> tuple[int, int]:
@@ -343,7 +358,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     learning_starts, random_steps = schedule_steps(
         schedule["update_epoch"], schedule["use_epoch"], lw.warmup_epochs, batches
     )
-    agent_kwargs = {**SAC_DEFAULTS, **config.agent}
+    agent_kwargs = {**sac_defaults(settings.get("aggregator")), **config.agent}
     device = agent_kwargs.pop("device", str(resolve_device("auto")))
     agent_kwargs["train_freq"] = tuple(agent_kwargs["train_freq"])
     model = ScheduledSAC(

@@ -115,6 +115,17 @@ def test_igbv2_schedule_steps():
     assert schedule_steps(4, 6, warmup_epochs=2, batches=12) == (12, 36)
 
 
+def test_igbv2_learning_rate_follows_the_aggregator():
+    from agents.sac_lossweighting import sac_defaults
+
+    # IGB section 4.1: 1e-4 with MGDA, PCGrad or Nash-MTL, 3e-4 alone or with other aggregators.
+    for aggregator in ("mgda", "pcgrad", "nash_mtl"):
+        assert sac_defaults(aggregator)["learning_rate"] == 1e-4
+    for aggregator in (None, "cagrad", "imtl_g", "upgrad"):
+        assert sac_defaults(aggregator)["learning_rate"] == 3e-4
+    assert sac_defaults("pcgrad")["buffer_size"] == 10_000
+
+
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_igbv2_smoke_run(tmp_path):
     from agents.sac_lossweighting import run as run_igbv2
