@@ -201,6 +201,23 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
         summarize(results, baseline="randm")
 
 
+def test_training_time_ratio_t_on_hand_worked_times():
+    from harness.compare import summarize
+
+    # IGB's T: a method's training time over EW's on the same seed, averaged over seeds.
+    # igbv1: 12 / 10 and 30 / 20 -> (1.2 + 1.5) / 2 = 1.35; seed 2 has no EW run to pair with.
+    times = {"ew": {0: 10.0, 1: 20.0}, "igbv1": {0: 12.0, 1: 30.0, 2: 99.0}, "stl": {0: 50.0}}
+    results = [
+        _fake_result(method, seed, 0.5, train_time_s=t)
+        for method, by_seed in times.items()
+        for seed, t in by_seed.items()
+    ]
+    rows = {r["method"]: r for r in summarize(results)}
+    assert rows["igbv1"]["T"] == pytest.approx(1.35)
+    assert rows["ew"]["T"] == pytest.approx(1.0)
+    assert "T" not in rows["stl"]  # one network per task: no T
+
+
 def test_compare_plot_marks_oracles(tmp_path):
     from harness.compare import plot_summary, summarize
 

@@ -1,5 +1,7 @@
 """AuxLearner: one SGD step, snapshot/restore, evaluation."""
 
+import math
+
 import pytest
 import torch
 
@@ -84,6 +86,24 @@ def test_aux_loss_weighting_eq7(digits):
         float(out["primary_loss"] + 0.5 * out["aux_loss"]), rel=1e-6
     )
     assert plain["primary_loss"] == pytest.approx(float(out["primary_loss"]), rel=1e-6)
+
+
+def test_objective_eq2_eq7_on_hand_worked_logits(digits):
+    # Digits: 10 primary classes, psi = 5, K = 50 auxiliary classes; lambda = 0.5.
+    learner = make(digits, aux_weight=0.5)
+    primary = torch.zeros(2, 10)  # CE = log 10 for any label
+    aux = torch.zeros(2, 50)
+    aux[0, 7] = math.log(49.0)  # p_7 = 49 / (49 + 49) = 1/2; sample 1 stays uniform, 1/50
+    targets = torch.zeros(2, 50)
+    targets[0, 7] = 1.0
+    targets[1, 12] = 1.0
+    weights = torch.tensor([2.0, 0.5])
+    out = learner.objective([primary, aux], torch.tensor([1, 2]), targets, weights)
+    focal = [(1 - 0.5) ** 2 * math.log(2.0), (1 - 1 / 50) ** 2 * math.log(50.0)]
+    aux_loss = (2.0 * focal[0] + 0.5 * focal[1]) / 2  # eq. 7: mean of w_i * focal_i
+    assert float(out["primary_loss"]) == pytest.approx(math.log(10.0))
+    assert float(out["aux_loss"]) == pytest.approx(aux_loss)
+    assert float(out["loss"]) == pytest.approx(math.log(10.0) + 0.5 * aux_loss)
 
 
 def test_training_improves_and_evaluate_reports_metrics(digits):

@@ -170,6 +170,27 @@ def test_env_reward_uses_next_batch_losses():
         obs = next_obs
 
 
+def test_reward_multiplier_is_initial_over_current_learning_rate():
+    # StepLR halving every epoch: after the 2 warm-up epochs lr_t = lr_0 / 4, so alpha = 4;
+    # once the first acting epoch ends it is lr_0 / 8 and alpha = 8 (IGB eq. 4).
+    env = gym.make(
+        "LossWeighting-Cubic-v1",
+        warmup_epochs=2,
+        epochs=4,
+        scheduler_step_epochs=1,
+        scheduler_gamma=0.5,
+    ).unwrapped
+    obs, info = env.reset(seed=0)
+    base = np.array(info["base_losses"])
+    alphas = []
+    for _ in range(env.learner.num_batches + 1):
+        next_obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+        alphas.append(info["alpha"])
+        expected = info["alpha"] * np.min((np.array(info["losses"]) - next_obs) / base)
+        assert reward == pytest.approx(expected, rel=1e-5, abs=1e-6)
+    assert alphas[0] == 4.0 and alphas[-2] == 4.0 and alphas[-1] == 8.0
+
+
 def test_episode_is_the_whole_run_and_normalized_observation():
     env = gym.make("LossWeighting-Digits10-v1", observation="normalized_losses", **FAST).unwrapped
     obs, info = env.reset(seed=1)

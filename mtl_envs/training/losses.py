@@ -71,8 +71,11 @@ def focal_loss(logits: torch.Tensor, target: torch.Tensor, gamma: float = 2.0) -
     """Per-sample focal loss ``-sum_k t_k (1 - p_k)^gamma log p_k`` with p = softmax(logits).
 
     The auxiliary loss of MAXL adopted by RL-AUX (section 3, "Focal loss is used after the
-    Masked Soft-max"), with gamma = 2 as in the MAXL code. ``log p`` comes from one
-    log-softmax of the logits (no softmax of probabilities).
+    Masked Soft-max"), with gamma = 2 as in the MAXL code. The masked softmax (eq. 5-6)
+    makes the target t, which lies inside the sample's block of psi classes; the prediction
+    p is a softmax over all K classes, as the auxiliary head of the MAXL and public RL-AUX
+    code computes it, so the head also learns which block an image belongs to. ``log p``
+    comes from one log-softmax of the logits (no softmax of probabilities).
 
     Returns:
         (B,) losses.
