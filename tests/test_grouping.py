@@ -176,6 +176,9 @@ def test_etap_recovers_a_nonlinear_affinity_to_gain_map():
     quality = prediction_quality(pred, true)
     assert quality["pearson"] > 0.95 and quality["r2"] > 0.9
     assert model.predict((3,)) == {3: 0.0}
+    # Both stages choose their penalty over the same folds, each group's rows kept together.
+    assert model.correction.cv is model.mapping.cv
+    assert model.correction.best_params_["alpha"] in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
 def test_etap_cross_validation_keeps_each_group_in_one_fold():
@@ -244,6 +247,35 @@ def test_collect_affinities_etap_and_tag_on_an_mtl_run():
     assert learner.epoch == 2
 
 
+def test_collect_affinities_averages_every_kth_step_eq6(monkeypatch):
+    import mtl_envs.training.affinity as affinity
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    # Step k's score matrix is replaced by (k + 1) * ones: scoring every 2nd of the 24 steps
+    # of two Digits10 epochs averages 1, 2, ..., 12 into 6.5 (eq. 6 over the scored steps).
+    calls = []
+
+    def numbered(grads, losses, lr, momentum=0.0, buffer=None):
+        calls.append(lr)
+        return torch.full((10, 10), float(len(calls)))
+
+    monkeypatch.setattr(affinity, "step_affinity", numbered)
+    cfg = MultiTaskLearnerConfig(
+        dataset="digits10",
+        backbone="mlp",
+        backbone_kwargs={"hidden": [16]},
+        head_hidden=8,
+        optimizer="sgd",
+        lr=0.1,
+        momentum=0.0,
+        device="cpu",
+    )
+    scores = affinity.collect_affinities(MultiTaskLearner(cfg, seed=0), epochs=2, every=2)
+    assert scores.steps == 24 and len(calls) == 12 and set(calls) == {0.1}
+    np.testing.assert_allclose(scores.etap, np.full((10, 10), 6.5))
+    np.testing.assert_allclose(scores.etap_no_momentum, np.full((10, 10), 6.5))
+
+
 @pytest.mark.parametrize("loss", ["sum", "log"])
 def test_update_from_per_task_gradients_is_the_plain_update(loss):
     # collect_affinities steps with the per-task gradients it scored with: the same update as
@@ -306,6 +338,47 @@ def test_tag_lookahead_compares_losses_on_the_same_augmented_inputs():
     scores = collect_affinities(learner, epochs=1, etap=False, tag=True)
     assert learner.augment and scores.steps == learner.num_batches
     assert np.abs(scores.tag).max() < 1e-5
+
+
+def test_tag_lookahead_matches_a_network_stepped_by_hand():
+    # z[i, j] = 1 - L_j(theta - eta (g_i + beta b)) / L_j(theta): step a copy of the network
+    # by task i's update (plus a momentum buffer b) and read its losses on the same batch.
+    import copy
+
+    from mtl_envs.training.affinity import _lookahead_affinity
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    cfg = MultiTaskLearnerConfig(
+        dataset="digits10",
+        backbone="mlp",
+        backbone_kwargs={"hidden": [16]},
+        head_hidden=8,
+        optimizer="sgd",
+        lr=0.5,
+        device="cpu",
+    )
+    learner = MultiTaskLearner(cfg, seed=0)
+    learner.begin_epoch()
+    batch = learner.prepare_batch(learner.next_indices())
+    shared = [p for p in learner.net.backbone.parameters() if p.requires_grad]
+    losses, _ = learner.batch_losses(batch)
+    grads = per_task_gradients(losses, shared)
+    before = torch.stack(losses).detach()
+    buffer = torch.randn(grads.shape[1], generator=torch.Generator().manual_seed(1))
+    scores = _lookahead_affinity(learner, batch, shared, grads, before, 0.5, 0.9, buffer)
+    expected = torch.zeros(10, 10)
+    for i in range(10):
+        stepped = copy.deepcopy(learner)
+        update = 0.5 * (grads[i] + 0.9 * buffer)
+        offset = 0
+        with torch.no_grad():
+            for p in (q for q in stepped.net.backbone.parameters() if q.requires_grad):
+                p -= update[offset : offset + p.numel()].view_as(p)
+                offset += p.numel()
+            after = torch.stack(stepped.batch_losses(batch)[0])
+        expected[i] = 1.0 - after / before
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
+    assert scores.abs().max() > 1e-3  # the step is large enough to move the losses
 
 
 def test_shipped_table_matches_retraining_within_seed_noise():

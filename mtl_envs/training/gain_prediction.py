@@ -6,8 +6,9 @@ B-spline basis and mapped to a gain by ridge regression; spline degree (2-6), nu
 (scikit-learn ``SplineTransformer``, ``Ridge``, ``GridSearchCV`` over ``GroupKFold`` folds that
 keep each training group's rows together).
 Stage 2 (eq. 10-12): a ridge model on the multi-hot group encoding (plus the one-hot target
-task, so the correction can differ per member) predicts the residual ``y - y_aff``; the final
-prediction is their sum.
+task, so the correction can differ per member) predicts the residual ``y - y_aff``; its
+penalty is chosen from the same range over the same group-kept folds (appendix B.2: "cross-
+validation over training groups only"); the final prediction is their sum.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
-from sklearn.linear_model import Ridge, RidgeCV
+from sklearn.linear_model import Ridge
 from sklearn.model_selection import GridSearchCV, GroupKFold
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import SplineTransformer
@@ -85,7 +86,9 @@ class ETAPPredictor:
         self.mapping.fit(z, y)
         if self.residual:
             residuals = y - self.mapping.predict(z)
-            self.correction = RidgeCV(alphas=ALPHAS).fit(codes, residuals)
+            self.correction = GridSearchCV(
+                Ridge(), {"alpha": list(ALPHAS)}, cv=folds, scoring="neg_mean_squared_error"
+            ).fit(codes, residuals)
         return self
 
     def folds(self, keys: Sequence[tuple[Group, int]]) -> list[tuple[np.ndarray, np.ndarray]]:
