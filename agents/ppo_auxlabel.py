@@ -37,7 +37,7 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.families import require_family
 from mtl_envs.io import atomic_save, save_torch
 from mtl_envs.training.losses import weight_from_bin
-from mtl_envs.utils import resolve_device
+from mtl_envs.utils import check_kwargs, resolve_device
 
 # RL-AUX appendix B and the reference code: lr 3e-4, entropy coefficient 0.01, 10 epochs,
 # minibatch 100; n_steps=1 on the vector form (see the module docstring).
@@ -134,8 +134,35 @@ def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
     return env
 
 
+def check_config(config: RunConfig) -> None:
+    """Fail before anything trains on ``agent``/``policy`` keys SB3's PPO or the extractor
+    does not take, and on an episode budget the protocol cannot honour."""
+    check_kwargs(
+        "agent",
+        config.agent,
+        PPO,
+        owner="SB3 PPO",
+        fixed=("policy", "env", "seed", "verbose", "policy_kwargs"),
+    )
+    check_kwargs(
+        "policy",
+        config.policy,
+        ImageLabelExtractor,
+        owner="ImageLabelExtractor",
+        fixed=("observation_space",),
+    )
+    settings = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    if settings.get("max_batches") is not None:
+        raise ConfigError(
+            f"`env_kwargs.max_batches` ({settings['max_batches']}) cuts the epochs the "
+            "alternating protocol counts as whole (a train-main epoch would restart inside "
+            "one cycle); use `env_kwargs.train_subset` for shorter epochs."
+        )
+
+
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
     """Train PPO with the alternating protocol; returns (and writes) the result dict."""
+    check_config(config)
     vec = make_vector_env(config)
     env = vec.unwrapped
     venv = SB3VecEnvAdapter(vec)
@@ -201,7 +228,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
             evaluate=env.evaluate,
             extra={"agent": agent_kwargs, "policy": policy_cfg},
             state=AlternatingState(model, env),
-            models=[env.learner.net],
+            models=lambda: [env.learner.net],  # the env's seeded reset builds a new one
         )
     finally:
         venv.close()

@@ -20,7 +20,7 @@ from stable_baselines3 import PPO
 import mtl_envs  # noqa: F401
 from baselines.grouping import GroupingProblem, env_settings, run_selection
 from harness.config import RunConfig
-from mtl_envs.utils import resolve_device
+from mtl_envs.utils import check_int, check_kwargs, resolve_device
 
 # Short episodes: small rollouts, a few epochs per update.
 PPO_DEFAULTS: dict[str, Any] = {
@@ -34,9 +34,17 @@ PPO_DEFAULTS: dict[str, Any] = {
 }
 
 
+def check_config(config: RunConfig) -> None:
+    """Fail before anything trains on ``agent`` keys SB3's PPO does not take."""
+    agent = {k: v for k, v in config.agent.items() if k != "total_timesteps"}
+    check_kwargs("agent", agent, PPO, owner="SB3 PPO", fixed=("policy", "env", "seed", "verbose"))
+    check_int("agent.total_timesteps", config.agent.get("total_timesteps", 1))
+
+
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
+    check_config(config)
     kwargs = {**PPO_DEFAULTS, **config.agent}
-    steps = int(kwargs.pop("total_timesteps"))
+    steps = kwargs.pop("total_timesteps")
     device = kwargs.pop("device", str(resolve_device("auto")))
     settings = {k: v for k, v in env_settings(config).items() if k != "budget"}
 

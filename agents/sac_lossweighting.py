@@ -33,6 +33,7 @@ Where the paper is silent, the defaults follow the authors' released implementat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -52,7 +53,7 @@ from harness.registry import method_options
 from harness.results import run_dir
 from mtl_envs.envs.loss_weighting import EpisodeSettings, LossWeightingEnv
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_int, resolve_device
+from mtl_envs.utils import check_int, check_kwargs, resolve_device
 
 # IGB section 4.1: SAC lr 3e-4 (alone or with CAGrad/IMTL-G), buffer 1e4, gamma 0.99,
 # one round of updates every 50 batches.
@@ -281,20 +282,28 @@ class EpochCallback(BaseCallback):
         self.rewards: list[float] = []
         self.weight_std: list[float] = []
 
+    def _epoch_metrics(self) -> dict[str, float]:
+        return {
+            "agent/reward": float(np.mean(self.rewards)) if self.rewards else math.nan,
+            "agent/weight_std": float(np.mean(self.weight_std)) if self.weight_std else math.nan,
+            "train/lr": self.env.learner.lr,
+        }
+
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]
-        if info.get("diverged"):  # the env truncated a NaN/inf run: record it and stop
-            self.recorder.mark_diverged(self.env.learner.epoch + 1)
+        if info.get("diverged"):
+            # The env truncated a NaN/inf run: record the unfinished epoch as the last one (as
+            # run_epochs does), so `final` holds the diverged network's metrics and the last
+            # good epoch keeps its own, then stop.
+            epoch = self.env.learner.epoch
+            self.rewards.append(float(self.locals["rewards"][0]))
+            self.recorder.record(epoch, {**self._epoch_metrics(), "train/loss": math.nan})
+            self.recorder.mark_diverged(epoch + 1)
             return False
         self.rewards.append(float(self.locals["rewards"][0]))
         self.weight_std.append(float(np.std(info["weights"])))
         if self.env.learner.position == 0:  # the step closed an epoch
-            metrics = {
-                "agent/reward": float(np.mean(self.rewards)),
-                "agent/weight_std": float(np.mean(self.weight_std)),
-                "train/lr": self.env.learner.lr,
-            }
-            self.recorder.record(self.env.learner.epoch - 1, metrics)
+            self.recorder.record(self.env.learner.epoch - 1, self._epoch_metrics())
             self.rewards, self.weight_std = [], []
             done = len(self.recorder.history)
             if self.save is not None and done < self.epochs and done % self.every == 0:
@@ -327,6 +336,30 @@ def schedule_steps(
     return learning_starts, random_steps
 
 
+def check_config(config: RunConfig) -> None:
+    """Fail before anything trains on ``agent`` keys SB3's SAC does not take, and on an
+    episode budget: IGBv2's episode is the whole run, which a truncation would restart."""
+    own = {k: v for k, v in config.agent.items() if k != "round_scaling"}
+    check_kwargs(
+        "agent",
+        own,
+        SAC,
+        owner="SB3 SAC",
+        fixed=("policy", "env", "seed", "verbose", "learning_starts"),
+    )
+    freq = config.agent.get("train_freq", SAC_DEFAULTS["train_freq"])
+    if not (isinstance(freq, (list, tuple)) and len(freq) == 2):
+        raise ConfigError(
+            f"`agent.train_freq` must be [n, 'step'] or [n, 'episode']; got {freq!r}."
+        )
+    settings = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    if settings.get("max_steps") is not None:
+        raise ConfigError(
+            f"`env_kwargs.max_steps` ({settings['max_steps']}) would truncate IGBv2's one "
+            "training run and start another inside it; set `epochs` for a shorter run."
+        )
+
+
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
     """Train one LossWeighting run with IGBv2; returns (and writes) the result dict.
 
@@ -334,6 +367,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     optimisers, replay buffer, counters, RNGs) is saved after every that many epochs;
     ``config.resume`` continues a killed run from it.
     """
+    check_config(config)
     checkpoint, finished, payload = resume_point(config, "igbv2", seed)
     if finished is not None:
         return finished
@@ -390,8 +424,10 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         seed,
         lw.evaluate,
         total_epochs=epochs,
-        first_epoch=first,
-        models=[lw.learner.net],
+        # TensorBoard steps count the warm-up epochs too (the learner's epoch): a resumed
+        # run purges the events after the epoch it continues from, not warm-up epochs earlier.
+        first_epoch=first + lw.warmup_epochs if first else 0,
+        models=lambda: [lw.learner.net],  # SB3's seeded reset builds a new network
     )
     state = TrainingState(env=lw, agent=model)
     if payload is not None:

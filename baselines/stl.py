@@ -32,8 +32,10 @@ def _cached(config: RunConfig, seed: int) -> dict[str, Any] | None:
     result = read_json(path)
     same = {k: result["config"].get(k) for k in ("env_id", "env_kwargs", "epochs")}
     wanted = {k: config.to_dict()[k] for k in ("env_id", "env_kwargs", "epochs")}
-    # Results written before STL used the plain task loss are not reused.
-    return result if same == wanted and result.get("objective") == STL_OBJECTIVE else None
+    # Results written before STL used the plain task loss, or before it reported every
+    # headline metric of the multi-task networks (``metrics_version``), are not reused.
+    current = result.get("objective") == STL_OBJECTIVE and result.get("metrics_version") == 2
+    return result if same == wanted and current else None
 
 
 # A single-task network minimises its own loss L_t: no log objective, no gradient aggregator.
@@ -50,27 +52,41 @@ def single_task_learners(config: RunConfig, seed: int) -> list[MultiTaskLearner]
     return [first, *rest]
 
 
+def merge_single_task_metrics(
+    per_task: list[dict[str, float]], sizes: list[int]
+) -> dict[str, float]:
+    """The metrics of one multi-task network, from one single-task network's per task.
+
+    Each network reports its task's metrics (``<task>/...``) and its one-task means; the
+    means over tasks (``mean_*``, ``loss``) are means of those, and ``raw_mse``, a mean over
+    samples, weighs each task by its ``sizes`` (samples in the split).
+    """
+    merged: dict[str, float] = {}
+    for metrics in per_task:
+        merged.update({k: v for k, v in metrics.items() if "/" in k})
+    for key in per_task[0]:
+        if key.startswith("mean_") or key == "loss":
+            merged[key] = sum(m[key] for m in per_task) / len(per_task)
+    if "raw_mse" in per_task[0]:
+        merged["raw_mse"] = sum(m["raw_mse"] * n for m, n in zip(per_task, sizes)) / sum(sizes)
+    return merged
+
+
 def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
     cached = _cached(config, seed)
     if cached is not None:
         return cached
     learners = single_task_learners(config, seed)
-    first = learners[0]
 
     def train_epoch(epoch: int) -> dict[str, float]:
         losses = [learner.train_epoch()["train/loss"] for learner in learners]
         return {"train/loss": sum(losses) / len(losses)}
 
     def evaluate(split: str) -> dict[str, float]:
-        merged: dict[str, float] = {}
-        for learner in learners:
-            merged.update({k: v for k, v in learner.evaluate(split).items() if "/" in k})
-        kind = "accuracy" if first.data.task_type == "classification" else "mse"
-        values = [v for k, v in merged.items() if k.endswith(f"/{kind}")]
-        merged[f"mean_{kind}"] = sum(values) / len(values)
-        losses = [v for k, v in merged.items() if k.endswith(("/loss", "/mse"))]
-        merged["loss"] = sum(losses) / len(losses)
-        return merged
+        return merge_single_task_metrics(
+            [learner.evaluate(split) for learner in learners],
+            [learner.split_size(split) for learner in learners],
+        )
 
     state = TrainingState(**{f"task{t}": learner for t, learner in enumerate(learners)})
     return run_epochs(
@@ -79,7 +95,7 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
         seed=seed,
         train_epoch=train_epoch,
         evaluate=evaluate,
-        extra={"objective": STL_OBJECTIVE},
+        extra={"objective": STL_OBJECTIVE, "metrics_version": 2},
         state=state,
         models=[learner.net for learner in learners],
     )

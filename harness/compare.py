@@ -179,6 +179,8 @@ def summarize(
                 for t in tasks
             }
         row["oracle"] = any(bool(r.get("oracle")) for r in runs)
+        # A diverged run keeps its (NaN or poor) score in the row, and the row says so.
+        row["diverged"] = sum(r.get("status") == "diverged" for r in runs)
         row["values"] = [float(r[which][metric]) for r in runs]
         rows.append(row)
     _add_intervals(rows, baseline)
@@ -250,9 +252,12 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
         header.append("IQM [95% CI]")
     if any("normalized" in r for r in rows):
         header.append("normalized IQM [95% CI]")
-    if any("p_improve" in r for r in rows):
-        reference = next(r["baseline"] for r in rows if "baseline" in r)
-        header.append(f"P(> {reference}) [95% CI]")
+    references = sorted({r["baseline"] for r in rows if "p_improve" in r})
+    if references:
+        # One reference names the column; several (env ids whose baselines differ) name
+        # their own in every cell.
+        name = references[0] if len(references) == 1 else "reference"
+        header.append(f"P(> {name}) [95% CI]")
     header += task_names
     if any("delta_m" in r for r in rows):
         header.append("Δm % (lower better)")
@@ -276,15 +281,19 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
             cells.append(f"{n[0]:.2f} [{n[1]:.2f}, {n[2]:.2f}]" if n else "")
         if any(h.startswith("P(> ") for h in header):
             has = "p_improve" in r
+            against = f" vs {r['baseline']}" if has and len(references) > 1 else ""
             cells.append(
-                f"{r['p_improve']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]" if has else ""
+                f"{r['p_improve']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]{against}"
+                if has
+                else ""
             )
         cells += [fmt(r["tasks"][t]) if t in r.get("tasks", {}) else "" for t in task_names]
         if "Δm % (lower better)" in header:
             cells.append(f"{r['delta_m']:+.2f} +- {r['delta_m_std']:.2f}" if "delta_m" in r else "")
         if "T" in header:
             cells.append(f"{r['T']:.2f}" if "T" in r else "")
-        cells += [str(r["n"]), f"{r['wall_time_s']:.1f}"]
+        diverged = f" ({r['diverged']} diverged)" if r.get("diverged") else ""
+        cells += [f"{r['n']}{diverged}", f"{r['wall_time_s']:.1f}"]
         body.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +16,23 @@ import yaml
 
 from mtl_envs.errors import ConfigError
 from mtl_envs.utils import check_int, check_seeds, config_from_dict
+
+
+class ConfigLoader(yaml.SafeLoader):
+    """YAML's safe loader, reading ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5`` and would
+    keep the text ``"1e-5"``, which then fails a number check far from where it was written)."""
+
+
+ConfigLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: Any) -> Any:
+    """Parse YAML text (or a file object) with :class:`ConfigLoader`."""
+    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: plain data only
 
 
 @dataclass
@@ -85,7 +103,7 @@ class RunConfig:
         if not path.is_file():
             raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
         with open(path) as f:
-            values = yaml.safe_load(f) or {}
+            values = load_yaml(f) or {}
         if not isinstance(values, dict):
             raise ConfigError(
                 f"Config {str(path)!r} must be a YAML mapping; got {type(values).__name__}."
@@ -97,6 +115,20 @@ class RunConfig:
         return config_from_dict(cls, values)
 
 
+def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``values["a"]["b"] = value`` for the key ``"a.b"``, making (or filling an empty
+    YAML entry of) the mappings on the way."""
+    target = values
+    *parents, leaf = key.strip().split(".")
+    for parent in parents:
+        if target.get(parent) is None:  # absent, or `env_kwargs:` left empty in the YAML
+            target[parent] = {}
+        target = target[parent]
+        if not isinstance(target, dict):
+            raise ConfigError(f"Key {key!r}: {parent!r} is not a mapping.")
+    target[leaf] = value
+
+
 def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
     """Apply ``a.b=value`` strings to a nested dict; values are parsed as YAML scalars/lists."""
     values = json.loads(json.dumps(values))  # deep copy of plain data
@@ -104,11 +136,8 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
         if "=" not in item:
             raise ConfigError(f"Override {item!r} must look like key=value (e.g. epochs=3).")
         key, raw = item.split("=", 1)
-        target = values
-        *parents, leaf = key.strip().split(".")
-        for parent in parents:
-            target = target.setdefault(parent, {})
-            if not isinstance(target, dict):
-                raise ConfigError(f"Override {item!r}: {parent!r} is not a mapping.")
-        target[leaf] = yaml.safe_load(raw)
+        try:
+            set_dotted(values, key, load_yaml(raw))
+        except ConfigError as err:
+            raise ConfigError(f"Override {item!r}: {err}") from None
     return values

@@ -155,7 +155,7 @@ def run_epochs(
     evaluate: Callable[[str], dict[str, float]],
     extra: dict[str, Any] | None = None,
     state: Any | None = None,
-    models: Sequence[torch.nn.Module] | None = None,
+    models: Sequence[torch.nn.Module] | Callable[[], Sequence[torch.nn.Module]] | None = None,
 ) -> dict[str, Any]:
     """Train ``config.epochs`` epochs, evaluating validation every ``config.eval_every``
     epochs and the test split on the final and the best-validation network; write the
@@ -174,7 +174,9 @@ def run_epochs(
             ``config.checkpoint_every`` epochs (with the global RNG states and the history so
             far) and ``config.resume`` continues from it; the finished run deletes it.
         models: the networks whose best-validation weights the recorder keeps for the test
-            evaluation at the end (see :class:`~harness.recording.EpochRecorder`).
+            evaluation at the end (see :class:`~harness.recording.EpochRecorder`), or a
+            function returning them, read at each use (for an env whose reset builds new
+            networks).
     """
     checkpoint, finished, payload = resume_point(config, method, seed)
     if finished is not None:

@@ -252,6 +252,7 @@ def probe(
     seeds = check_seeds("seeds", seeds)
 
     env_kwargs = dict(env_kwargs or {})
+    family_of(env_id)  # an unregistered id is a ConfigError with a suggestion
     env = gym.make(env_id, **env_kwargs)
     family, metric = env_family(env), _family_metric(env)
     env.close()

@@ -73,13 +73,15 @@ class EpochRecorder:
         evaluate: Callable[[str], dict[str, float]],
         total_epochs: int | None = None,
         first_epoch: int = 0,
-        models: Sequence[torch.nn.Module] | None = None,
+        models: Sequence[torch.nn.Module] | Callable[[], Sequence[torch.nn.Module]] | None = None,
     ):
         from tqdm.auto import tqdm
 
         self.config, self.method, self.seed, self.evaluate = config, method, seed, evaluate
         self.total_epochs = total_epochs or config.epochs
-        self.models = list(models or [])
+        # A callable is read at every use: an env's seeded reset builds a new network, so a
+        # list taken before it would hold one that never trains.
+        self._models = models if callable(models) else (lambda fixed=list(models or []): fixed)
         self.out = run_dir(config, method, seed)
         purge = first_epoch + 1 if first_epoch else None
         self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None, purge)
@@ -112,10 +114,17 @@ class EpochRecorder:
         metrics["epoch"] = epoch + 1
         every = self.config.eval_every
         last = len(self.history) + 1 >= self.total_epochs  # epochs count from a warm-up
-        if (epoch + 1) % every == 0 or last:
+        due = (epoch + 1) % every == 0 or last
+        if due:
             metrics.update(self._evaluate("val"))
+        finite = all(math.isfinite(v) for v in metrics.values() if isinstance(v, (int, float)))
+        if not finite and self.diverged_epoch is None:
+            self.diverged_epoch = epoch + 1  # NaN/inf losses: the runner stops here
+        if due:
             key, sign = selection_metric(metrics)
-            if not self.best or sign * metrics[key] > sign * self.best[key]:
+            # A diverged network never counts as the best one, whatever its (e.g. all-one-
+            # class) validation accuracy.
+            if finite and (not self.best or sign * metrics[key] > sign * self.best[key]):
                 if self.models:
                     tick = time.perf_counter()
                     self.best_weights = [copy.deepcopy(m.state_dict()) for m in self.models]
@@ -124,10 +133,6 @@ class EpochRecorder:
                     metrics.update(self._evaluate("test"))
                 self.best = dict(metrics)
             self.bar.set_postfix({key: f"{metrics[key]:.4f}"})
-        if self.diverged_epoch is None and not all(
-            math.isfinite(v) for v in metrics.values() if isinstance(v, (int, float))
-        ):
-            self.diverged_epoch = epoch + 1  # NaN/inf losses: the runner stops here
         self.history.append(metrics)
         self.tb.scalars(metrics, epoch + 1)
         self.bar.update(1)
@@ -153,6 +158,11 @@ class EpochRecorder:
                 model.load_state_dict(weights)
             self.best.update(test)
             next(h for h in self.history if h["epoch"] == self.best["epoch"]).update(test)
+
+    @property
+    def models(self) -> list[torch.nn.Module]:
+        """The networks whose best-epoch weights the recorder keeps, as they are now."""
+        return list(self._models())
 
     @property
     def diverged(self) -> bool:

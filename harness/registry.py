@@ -137,11 +137,17 @@ def method_options(config: RunConfig, method: str) -> dict[str, Any]:
 
 
 def check_run(config: RunConfig) -> None:
-    """Fail before anything trains: every method of ``config`` exists on its env id and every
-    ``method_kwargs`` key is read by one of them."""
+    """Fail before anything trains: every method of ``config`` exists on its env id, every
+    ``method_kwargs`` key is read by one of them, and each agent takes its options."""
     for method in config.methods:
         check_method(config.env_id, method)
     check_method_kwargs(config.env_id, config.methods, config.method_kwargs)
+    for method in config.methods:
+        # An agent's module checks its own options (SB3 keyword names, episode budgets).
+        module = importlib.import_module(METHODS[check_method(config.env_id, method)].split(":")[0])
+        check = getattr(module, "check_config", None)
+        if check is not None:
+            check(config)
 
 
 def resolve(env_id: str, method: str) -> Runner:

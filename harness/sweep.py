@@ -36,12 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from harness.config import RunConfig, apply_overrides
+from harness.config import RunConfig, apply_overrides, load_yaml, set_dotted
 from harness.registry import check_method, check_method_kwargs
 from mtl_envs.errors import ConfigError
-from mtl_envs.io import atomic_write_json
+from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, config_from_dict, suggest
 
 BACKENDS = ("local", "ray")
@@ -87,7 +85,7 @@ class SweepConfig:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"Sweep file {str(path)!r} does not exist.")
-        values = yaml.safe_load(path.read_text()) or {}
+        values = load_yaml(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"Sweep file {str(path)!r} must be a YAML mapping.")
         values = apply_overrides(values, overrides)
@@ -105,7 +103,7 @@ class SweepConfig:
         path = Path(self.base)
         if not path.is_file():
             raise FileNotFoundError(f"Sweep `base` config {str(path)!r} does not exist.")
-        return yaml.safe_load(path.read_text()) or {}
+        return load_yaml(path.read_text()) or {}
 
 
 @dataclass(frozen=True)
@@ -152,7 +150,9 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     runs = []
     for seed, env_id, override, method in itertools.product(seeds, env_ids, overrides, methods):
         variant = _variant_name(override) if override else None
-        values = apply_overrides(base, [f"{k}={json.dumps(v)}" for k, v in override.items()])
+        values = json.loads(json.dumps(base))  # a fresh copy per run
+        for key, value in override.items():
+            set_dotted(values, key, value)
         values.update(method=method, seeds=[seed], env_id=env_id, progress=False, variant=variant)
         # Absolute, so that workers with another working directory (Ray) write to the same
         # place; on a cluster it must be storage every node shares.
@@ -205,9 +205,18 @@ def execute(spec_key: str, config_values: dict[str, Any], marker_dir: str, threa
     (markers / f"{spec_key}.failed.json").unlink(missing_ok=True)
     atomic_write_json(
         markers / f"{spec_key}.done.json",
-        {"run": spec_key, "seconds": time.perf_counter() - start},
+        {"run": spec_key, "seconds": time.perf_counter() - start, "config": config_values},
     )
     return "done"
+
+
+def _record_crash(marker_dir: str, spec_key: str, err: BaseException) -> str:
+    """A worker that died (killed for memory, a crash in native code) fails its run only."""
+    atomic_write_json(
+        Path(marker_dir) / f"{spec_key}.failed.json",
+        {"run": spec_key, "error": f"{type(err).__name__}: {err}", "traceback": None},
+    )
+    return "failed"
 
 
 def _run_local(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):
@@ -226,7 +235,11 @@ def _run_local(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, s
             for s in todo
         }
         for future in as_completed(futures):
-            report(futures[future], future.result())
+            try:
+                status = future.result()
+            except Exception as err:  # the worker process died: BrokenProcessPool
+                status = _record_crash(marker_dir, futures[future], err)
+            report(futures[future], status)
 
 
 def _run_ray(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):
@@ -251,17 +264,37 @@ def _run_ray(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str
     while pending:
         finished, _ = ray.wait(list(pending), num_returns=1)
         for ref in finished:
-            report(pending.pop(ref), ray.get(ref))
+            key = pending.pop(ref)
+            try:
+                status = ray.get(ref)
+            except Exception as err:  # the Ray worker died
+                status = _record_crash(marker_dir, key, err)
+            report(key, status)
+
+
+def _finished(marker: Path, config: dict[str, Any]) -> bool:
+    """Whether ``marker`` says the run is done with this very config: a run whose config
+    changed since (the base config edited, say) runs again rather than being mixed in."""
+    if not marker.is_file():
+        return False
+    try:
+        done = read_json(marker)
+    except ConfigError:
+        return False  # an unreadable marker: run it again
+    return done.get("config") == json.loads(json.dumps(config))
 
 
 def run_sweep(sweep: SweepConfig, progress: bool = True) -> dict[str, list[str]]:
-    """Run every unfinished run of the grid; returns the keys ``done``, ``skipped``, ``failed``."""
+    """Run every unfinished run of the grid; returns the keys ``done``, ``skipped``, ``failed``.
+
+    A run is skipped when its done marker holds the same config; one whose config changed
+    runs again, and overwrites its result."""
     from tqdm.auto import tqdm
 
     runs = expand(sweep)
     markers = _marker_dir(sweep)
     markers.mkdir(parents=True, exist_ok=True)
-    skipped = [r.key for r in runs if (markers / f"{r.key}.done.json").is_file()]
+    skipped = [r.key for r in runs if _finished(markers / f"{r.key}.done.json", r.config)]
     todo = [r for r in runs if r.key not in set(skipped)]
     atomic_write_json(
         markers / "sweep.json",

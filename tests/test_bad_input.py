@@ -214,6 +214,45 @@ BAD_INPUT = [
         ConfigError,
         r"'resetmask'.*Did you mean 'reset_mask'",
     ),
+    # Agents' options: SB3 keyword names, and episode budgets their protocols cannot honour.
+    (
+        lambda: check_run(RunConfig(method="ppo", agent={"n_stepz": 1})),
+        ConfigError,
+        r"'n_stepz' in `agent` for SB3 PPO. Did you mean 'n_steps'",
+    ),
+    (
+        lambda: check_run(RunConfig(method="ppo", policy={"image_feature": 8})),
+        ConfigError,
+        r"'image_feature' in `policy`.*Did you mean 'image_features'",
+    ),
+    (
+        lambda: check_run(RunConfig(method="ppo", env_kwargs={"max_batches": 3})),
+        ConfigError,
+        "max_batches",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", agent={"train_freq": 10})
+        ),
+        ConfigError,
+        "`agent.train_freq`",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", env_kwargs={"max_steps": 5})
+        ),
+        ConfigError,
+        "max_steps",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(
+                method="ppo", env_id="TaskGrouping-Digits10-v1", agent={"total_timesteps": "x"}
+            )
+        ),
+        ConfigError,
+        "`agent.total_timesteps`",
+    ),
     # The AuxLabel vector form has one slot per sample of a batch; the error names the way out.
     (
         lambda: gym.make_vec("AuxLabel-Digits-v0", num_envs=4),
@@ -348,4 +387,6 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert "epochs" in capsys.readouterr().err
     bad.write_text("method: ew\nenv_id: LossWeighting-Cubik-v1\n")
     assert cli_main(["run", str(bad)]) == 2
+    assert "Did you mean 'LossWeighting-Cubic-v1'" in capsys.readouterr().err
+    assert cli_main(["probe", "LossWeighting-Cubik-v1", "--seeds", "1"]) == 2
     assert "Did you mean 'LossWeighting-Cubic-v1'" in capsys.readouterr().err

@@ -92,6 +92,12 @@ def test_overrides():
     assert RunConfig.from_dict(values).seeds == [1, 2]
     with pytest.raises(ValueError, match="key=value"):
         apply_overrides({}, ["epochs"])
+    # `1e-5` is a number (YAML 1.1 alone would keep the text), and an empty `env_kwargs:`
+    # entry of a YAML file takes dotted keys like an absent one.
+    values = apply_overrides({"env_kwargs": None}, ["env_kwargs.lr=1e-5", "agent.x=-2E+3"])
+    assert values == {"env_kwargs": {"lr": 1e-5}, "agent": {"x": -2000.0}}
+    with pytest.raises(ConfigError, match="'epochs' is not a mapping"):
+        apply_overrides({"epochs": 3}, ["epochs.x=1"])
 
 
 def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
@@ -126,6 +132,44 @@ def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
     )
     assert main(["run", str(config2)]) == 0
     assert stl_file.stat().st_mtime_ns == mtime
+
+
+def test_single_task_networks_report_every_headline_metric_on_regression(tmp_path):
+    from baselines.stl import merge_single_task_metrics
+    from harness.compare import summarize
+    from harness.registry import run_method
+    from harness.results import load_results
+
+    # Means over tasks average the networks; raw_mse, a mean over samples, weighs the tasks
+    # by their samples: (1.0 * 3 + 4.0 * 1) / 4 = 1.75.
+    merged = merge_single_task_metrics(
+        [
+            {"a/mse": 2.0, "mean_mse": 2.0, "mean_nmse": 0.5, "raw_mse": 1.0, "loss": 2.0},
+            {"b/mse": 6.0, "mean_mse": 6.0, "mean_nmse": 1.5, "raw_mse": 4.0, "loss": 6.0},
+        ],
+        [3, 1],
+    )
+    assert merged == {
+        "a/mse": 2.0,
+        "b/mse": 6.0,
+        "mean_mse": 4.0,
+        "mean_nmse": 1.0,
+        "raw_mse": 1.75,
+        "loss": 4.0,
+    }
+    # Regression ids compare on mean_nmse, which STL, the reference of Δm, must report.
+    config = RunConfig(
+        method=["ew", "stl"],
+        env_id="LossWeighting-Cubic-v1",
+        epochs=1,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+    )
+    for method in ("ew", "stl"):
+        run_method(config, method, 0)
+    rows = {r["method"]: r for r in summarize(load_results([str(tmp_path)]))}
+    assert rows["stl"]["metric"] == "test/mean_nmse" and rows["stl"]["delta_m"] == 0.0
 
 
 def test_aggregator_option_reaches_the_learner(tmp_path):
@@ -196,6 +240,15 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
     # Fewer than 3 seeds: mean +- std only.
     two = summarize([_fake_result("a", s, 0.5) for s in range(2)])
     assert "iqm" not in two[0] and "IQM" not in format_table(two)
+    # Env ids whose baselines differ: each cell names its own reference.
+    mixed = [{**_fake_result("random", s, 0.5), "env_id": "A-v0"} for s in range(3)]
+    mixed += [{**_fake_result("good", s, 0.8), "env_id": "A-v0"} for s in range(3)]
+    mixed += [{**_fake_result("stl", s, 0.5), "env_id": "B-v0"} for s in range(3)]
+    mixed += [{**_fake_result("good", s, 0.9), "env_id": "B-v0"} for s in range(3)]
+    mixed[0]["status"] = "diverged"  # a diverged run stays in its row, which says so
+    table = format_table(summarize(mixed))
+    assert "P(> reference)" in table and "vs random" in table and "vs stl" in table
+    assert "3 (1 diverged)" in table
     # A misspelt baseline is an error, not a table whose P column silently disappears.
     with pytest.raises(ConfigError, match=r"`baseline` 'randm'.*Did you mean 'random'"):
         summarize(results, baseline="randm")

@@ -81,6 +81,42 @@ def test_run_epochs_records_divergence_and_returns(tmp_path):
     assert saved["status"] == "diverged"
 
 
+def test_a_diverged_epoch_is_never_the_best_one(tmp_path):
+    # A NaN network's validation accuracy can look good (every sample one class); the epoch
+    # still must not be selected, and `best` keeps the last finite epoch.
+    config = RunConfig(method="x", output_dir=str(tmp_path), tensorboard=False, progress=False)
+    losses, accuracies = iter([1.0, float("nan")]), iter([0.4, 0.9, 0.9, 0.9])
+    result = run_epochs(
+        config=config,
+        method="x",
+        seed=0,
+        train_epoch=lambda e: {"train/loss": next(losses)},
+        evaluate=lambda split: {"accuracy": next(accuracies) if split == "val" else 0.1},
+    )
+    assert result["status"] == "diverged" and result["best"]["epoch"] == 1
+
+
+def test_igbv2_run_that_diverges_writes_a_diverged_result(tmp_path):
+    from agents.sac_lossweighting import run
+
+    config = RunConfig(
+        method="igbv2",
+        env_id="LossWeighting-Cubic-v1",
+        env_kwargs={"optimizer": "sgd", "lr": 1e4, "loss": "sum", "warmup_epochs": 1},
+        epochs=4,
+        output_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+        method_kwargs={"update_epoch": 2, "use_epoch": 2},
+        agent={"gradient_steps": 2, "train_freq": [6, "step"], "batch_size": 8},
+    )
+    result = run(config, 0)
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 2
+    assert [e["epoch"] for e in result["epochs"]] == [2]  # the unfinished epoch is recorded
+    saved = json.loads((tmp_path / "LossWeighting-Cubic-v1/igbv2/seed0/result.json").read_text())
+    assert saved["status"] == "diverged"
+
+
 def test_baseline_with_a_huge_learning_rate_finishes_as_diverged(tmp_path):
     from harness.registry import run_method
 

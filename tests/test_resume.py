@@ -175,7 +175,7 @@ def test_interrupted_sac_run_resumes_to_the_same_result(tmp_path, monkeypatch, c
             env_kwargs={"device": "cpu"},
             epochs=6,  # 2 warm-up epochs, then 4 with the agent
             output_dir=str(tmp_path / name),
-            tensorboard=False,
+            tensorboard=name == "crashed",
             progress=False,
             # SAC updates from the first agent step and acts from the second epoch on.
             method_kwargs={"update_epoch": 3, "use_epoch": 4},
@@ -198,6 +198,13 @@ def test_interrupted_sac_run_resumes_to_the_same_result(tmp_path, monkeypatch, c
         assert {k: v for k, v in ours.items() if "seconds" not in k} == {
             k: v for k, v in theirs.items() if "seconds" not in k
         }
+    assert resumed["best"] == reference["best"] and resumed["final"] == reference["final"]
+    # TensorBoard steps count the 2 warm-up epochs: every agent epoch (3-6) once, none purged.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tmp_path / "crashed/LossWeighting-Digits10-v1/igbv2/seed0/tb"))
+    events.Reload()
+    assert [e.step for e in events.Scalars("val/mean_accuracy")] == [3, 4, 5, 6]
 
 
 def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
@@ -224,7 +231,33 @@ def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
         run(config("crashed"), 0)
     resumed = run(config("crashed", resume=True), 0)
     assert len(resumed["epochs"]) == 3
-    assert resumed["final"] == reference["final"]
+    assert resumed["final"] == reference["final"] and resumed["best"] == reference["best"]
+
+
+def test_best_epoch_is_tested_on_the_network_the_run_trains_now(tmp_path):
+    """An env's seeded reset replaces its network after the runner built the recorder: the
+    best epoch's test metrics must come from the network that trained, not a stale one."""
+    from types import SimpleNamespace
+
+    from harness.recording import EpochRecorder
+
+    holder = SimpleNamespace(net=torch.nn.Linear(1, 1, bias=False))
+
+    def evaluate(split):
+        w = float(holder.net.weight)
+        return {"accuracy": -abs(w - 1.0)} if split == "val" else {"weight": w}
+
+    config = RunConfig(output_dir=str(tmp_path), tensorboard=False, progress=False, epochs=2)
+    recorder = EpochRecorder(config, "toy", 0, evaluate, models=lambda: [holder.net])
+    holder.net = torch.nn.Linear(1, 1, bias=False)  # the reset: a new network
+    with torch.no_grad():
+        holder.net.weight.fill_(1.0)
+        recorder.record(0, {})  # the best epoch: val accuracy 0
+        holder.net.weight.fill_(5.0)
+        recorder.record(1, {})  # val accuracy -4
+    result = recorder.finish()
+    assert result["best"]["epoch"] == 1 and result["best"]["test/weight"] == 1.0
+    assert result["final"]["test/weight"] == 5.0 and float(holder.net.weight) == 5.0
 
 
 def test_checkpoint_and_evaluation_time_are_kept_apart_from_training_time(tmp_path):

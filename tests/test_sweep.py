@@ -48,6 +48,32 @@ def test_expand_grid_with_variants(tmp_path):
     assert lrs == ["0.01", "0.01", "None", "None"]
 
 
+def test_small_floats_stay_numbers_in_files_overrides_and_grids(tmp_path):
+    # YAML 1.1 reads `1e-5` as text; a learning rate written so must stay a number.
+    path = tmp_path / "sweep.yaml"
+    path.write_text(
+        "base: {env_id: LossWeighting-Cubic-v1, env_kwargs: {lr: 1e-5}}\n"
+        "grid: {method: [ew], overrides: [{agent.learning_rate: 3e-4}]}\n"
+        f"output_dir: {tmp_path / 'sweep'}\n"
+    )
+    (run,) = expand(SweepConfig.from_file(path))
+    assert run.config["env_kwargs"]["lr"] == 1e-5 and run.config["agent"]["learning_rate"] == 3e-4
+    (run,) = expand(SweepConfig.from_file(path, ["base.env_kwargs.lr=2E-4"]))
+    assert run.config["env_kwargs"]["lr"] == 2e-4
+
+
+def test_a_run_whose_config_changed_runs_again(tmp_path):
+    path = sweep_file(tmp_path, grid={"method": ["ew"], "seeds": [0]})
+    first = run_sweep(SweepConfig.from_file(path, ["base.epochs=2"]), progress=False)
+    assert len(first["done"]) == 1
+    same = run_sweep(SweepConfig.from_file(path, ["base.epochs=2"]), progress=False)
+    assert len(same["skipped"]) == 1 and not same["done"]
+    changed = run_sweep(SweepConfig.from_file(path, ["base.epochs=3"]), progress=False)
+    assert len(changed["done"]) == 1 and not changed["skipped"]
+    result = json.loads(next((tmp_path / "sweep").rglob("result.json")).read_text())
+    assert len(result["epochs"]) == 3
+
+
 def test_interrupted_sweep_finishes_without_duplicates(tmp_path, run_killed):
     path = sweep_file(tmp_path)
     markers = tmp_path / "sweep" / ".sweep"

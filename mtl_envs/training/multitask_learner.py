@@ -788,6 +788,11 @@ class MultiTaskLearner:
         count = count.clamp_min(1.0)
         return loss_sum / count, correct / count, raw_sum
 
+    def split_size(self, split: str = "test") -> int:
+        """Labelled (sample, task) pairs of the learner's tasks in ``split``."""
+        check_choice("split", split, SPLITS)
+        return int(self.data.split(split).mask[:, self.task_index].sum())
+
     def split_losses(self, split: str = "test") -> list[float]:
         """Per-task mean loss on a split, in the order of ``tasks`` (ETAP eq. 1's L_t)."""
         return self._split_statistics(split)[0].tolist()
