@@ -28,6 +28,22 @@ from mtl_envs.training.grouping import (
 )
 
 
+def small_digits10_learner(hidden=16, head_hidden=8, **config):
+    """A Digits10 learner with a small MLP encoder trained by SGD, for the affinity tests."""
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    cfg = MultiTaskLearnerConfig(
+        dataset="digits10",
+        backbone="mlp",
+        backbone_kwargs={"hidden": [hidden]},
+        head_hidden=head_hidden,
+        optimizer="sgd",
+        device="cpu",
+        **config,
+    )
+    return MultiTaskLearner(cfg, seed=0)
+
+
 def test_mtl_gain_eq1():
     assert mtl_gain(0.5, 0.4) == pytest.approx(0.2)
     assert mtl_gain(0.5, 0.6) == pytest.approx(-0.2)
@@ -224,19 +240,8 @@ def test_branch_and_bound_scales_to_all_groups_of_ten_tasks():
 
 def test_collect_affinities_etap_and_tag_on_an_mtl_run():
     from mtl_envs.training.affinity import collect_affinities
-    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
-    cfg = MultiTaskLearnerConfig(
-        dataset="digits10",
-        backbone="mlp",
-        backbone_kwargs={"hidden": [32]},
-        head_hidden=16,
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.9,
-        device="cpu",
-    )
-    learner = MultiTaskLearner(cfg, seed=0)
+    learner = small_digits10_learner(hidden=32, head_hidden=16, lr=0.1, momentum=0.9)
     scores = collect_affinities(learner, epochs=2, tag=True)
     assert scores.steps == 24 and scores.etap.shape == (10, 10) and scores.tag.shape == (10, 10)
     # A task's own update lowers its own loss: positive self-affinity in both estimates.
@@ -249,7 +254,6 @@ def test_collect_affinities_etap_and_tag_on_an_mtl_run():
 
 def test_collect_affinities_averages_every_kth_step_eq6(monkeypatch):
     import mtl_envs.training.affinity as affinity
-    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
     # Step k's score matrix is replaced by (k + 1) * ones: scoring every 2nd of the 24 steps
     # of two Digits10 epochs averages 1, 2, ..., 12 into 6.5 (eq. 6 over the scored steps).
@@ -260,17 +264,8 @@ def test_collect_affinities_averages_every_kth_step_eq6(monkeypatch):
         return torch.full((10, 10), float(len(calls)))
 
     monkeypatch.setattr(affinity, "step_affinity", numbered)
-    cfg = MultiTaskLearnerConfig(
-        dataset="digits10",
-        backbone="mlp",
-        backbone_kwargs={"hidden": [16]},
-        head_hidden=8,
-        optimizer="sgd",
-        lr=0.1,
-        momentum=0.0,
-        device="cpu",
-    )
-    scores = affinity.collect_affinities(MultiTaskLearner(cfg, seed=0), epochs=2, every=2)
+    learner = small_digits10_learner(lr=0.1, momentum=0.0)
+    scores = affinity.collect_affinities(learner, epochs=2, every=2)
     assert scores.steps == 24 and len(calls) == 12 and set(calls) == {0.1}
     np.testing.assert_allclose(scores.etap, np.full((10, 10), 6.5))
     np.testing.assert_allclose(scores.etap_no_momentum, np.full((10, 10), 6.5))
@@ -346,18 +341,8 @@ def test_tag_lookahead_matches_a_network_stepped_by_hand():
     import copy
 
     from mtl_envs.training.affinity import _lookahead_affinity
-    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
-    cfg = MultiTaskLearnerConfig(
-        dataset="digits10",
-        backbone="mlp",
-        backbone_kwargs={"hidden": [16]},
-        head_hidden=8,
-        optimizer="sgd",
-        lr=0.5,
-        device="cpu",
-    )
-    learner = MultiTaskLearner(cfg, seed=0)
+    learner = small_digits10_learner(lr=0.5)
     learner.begin_epoch()
     batch = learner.prepare_batch(learner.next_indices())
     shared = [p for p in learner.net.backbone.parameters() if p.requires_grad]
