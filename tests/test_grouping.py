@@ -197,6 +197,27 @@ def test_etap_recovers_a_nonlinear_affinity_to_gain_map():
     assert model.correction.best_params_["alpha"] in (1e-3, 3e-3, 1e-2, 3e-2, 1e-1, 3e-1, 1.0)
 
 
+def test_etap_rows_and_final_prediction_eq11_eq12_by_hand():
+    # Eq. 11's input for (group, task): the multi-hot u_G, here with the target task's
+    # one-hot beside it; eq. 7 gives each row's affinity z; eq. 12 adds the two stages.
+    affinity = np.array([[0.0, 1.0, 2.0], [3.0, 0.0, 4.0], [5.0, 6.0, 0.0]])
+    model = ETAPPredictor(affinity)
+    z, codes, keys = model._rows([(0, 2), (0, 1, 2)])
+    assert keys == [((0, 2), 0), ((0, 2), 2), ((0, 1, 2), 0), ((0, 1, 2), 1), ((0, 1, 2), 2)]
+    # z_{G->t} = mean over the other members j of affinity[j, t].
+    np.testing.assert_allclose(z.ravel(), [5.0, 2.0, (3.0 + 5.0) / 2, (1.0 + 6.0) / 2, 3.0])
+    np.testing.assert_array_equal(codes[0], [1, 0, 1, 1, 0, 0])
+    np.testing.assert_array_equal(codes[3], [1, 1, 1, 0, 1, 0])
+    groups = [(0, 1), (0, 2), (1, 2), (0, 1, 2)]
+    gains = {g: {t: 0.1 * (t + 1) * len(g) for t in g} for g in groups}
+    model.fit(groups, gains)
+    z, codes, _ = model._rows([(1, 2)])
+    stage1, stage2 = model.mapping.predict(z), model.correction.predict(codes)
+    assert model.predict((1, 2)) == pytest.approx(
+        {1: stage1[0] + stage2[0], 2: stage1[1] + stage2[1]}
+    )
+
+
 def test_etap_cross_validation_keeps_each_group_in_one_fold():
     groups = [(0, 1), (0, 2, 3), (1, 2), (1, 3), (0, 1, 2, 3), (2, 3)]
     keys = [(g, t) for g in groups for t in g]
