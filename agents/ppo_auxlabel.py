@@ -151,7 +151,7 @@ def check_config(config: RunConfig) -> None:
         owner="ImageLabelExtractor",
         fixed=("observation_space",),
     )
-    settings = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    settings = config.env_settings()
     if settings.get("max_batches") is not None:
         raise ConfigError(
             f"`env_kwargs.max_batches` ({settings['max_batches']}) cuts the epochs the "

@@ -352,7 +352,7 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError(
             f"`agent.train_freq` must be [n, 'step'] or [n, 'episode']; got {freq!r}."
         )
-    settings = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    settings = config.env_settings()
     if settings.get("max_steps") is not None:
         raise ConfigError(
             f"`env_kwargs.max_steps` ({settings['max_steps']}) would truncate IGBv2's one "
@@ -374,7 +374,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     schedule = {**SCHEDULE_DEFAULTS, **method_options(config, "igbv2")}
     for name, value in schedule.items():
         check_int(f"method_kwargs.{name}", value)
-    settings = {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    settings = config.env_settings()
     warmup = settings.get("warmup_epochs", EpisodeSettings.warmup_epochs)
     if isinstance(warmup, int) and config.epochs <= warmup:
         raise ConfigError(

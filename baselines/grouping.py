@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
-import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401
@@ -84,7 +83,7 @@ Selector = Callable[[GroupingProblem, int, int], tuple[list[Group], dict[str, An
 def env_settings(config: RunConfig) -> dict[str, Any]:
     """The TaskGrouping env's kwargs: registered ones, then the run's."""
     require_family(config.env_id, "TaskGrouping")
-    return {**gym.spec(config.env_id).kwargs, **config.env_kwargs}
+    return config.env_settings()
 
 
 def budgets(config: RunConfig) -> list[int]:

@@ -93,6 +93,15 @@ class RunConfig:
     def methods(self) -> list[str]:
         return list(self.method)
 
+    def env_settings(self) -> dict[str, Any]:
+        """The env's constructor arguments for this run: the registered id's kwargs, then
+        ``env_kwargs`` over them."""
+        import gymnasium as gym
+
+        import mtl_envs  # noqa: F401  (registers the ids)
+
+        return {**gym.spec(self.env_id).kwargs, **self.env_kwargs}
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
