@@ -43,6 +43,33 @@ def _numpy_seed(seed: int):
         np.random.set_state(state)
 
 
+def iqm(scores: np.ndarray) -> float:
+    """The interquartile mean over all runs and tasks: rliable's ``aggregate_iqm``, scipy's
+    ``trim_mean`` cutting 25% at each end, computed the same way (the same partition, so the
+    same float result) without scipy's per-call argument handling, which dominates a
+    bootstrap of a few runs. A NaN score gives NaN, as scipy's does."""
+    flat = np.ravel(np.asarray(scores, dtype=float))
+    if np.isnan(flat).any():
+        return float("nan")
+    cut = int(0.25 * flat.size)
+    kept = np.partition(flat, (cut, flat.size - cut - 1))[cut : flat.size - cut]
+    return float(np.mean(kept))
+
+
+def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
+    """P(X > Y) + P(X = Y) / 2 per task, averaged over tasks: rliable's
+    ``probability_of_improvement``, the Mann-Whitney U of X over Y divided by
+    ``n_x * n_y``, counted over all pairs of runs instead of from scipy's rank sums (the
+    same half-integer count, so the same float result). A task with a NaN score gives NaN,
+    as scipy's test does."""
+    x, y = np.asarray(scores_x, dtype=float), np.asarray(scores_y, dtype=float)
+    greater = (x[:, None, :] > y[None, :, :]).sum(axis=(0, 1))
+    ties = (x[:, None, :] == y[None, :, :]).sum(axis=(0, 1))
+    per_task = (greater + 0.5 * ties) / (x.shape[0] * y.shape[0])
+    per_task = np.where(np.isnan(x).any(axis=0) | np.isnan(y).any(axis=0), np.nan, per_task)
+    return float(np.mean(per_task))
+
+
 def interval_estimates(
     scores: dict[str, list[float]], reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> dict[str, tuple[float, float, float]]:
@@ -50,7 +77,6 @@ def interval_estimates(
     Agarwal et al. 2021), per method: ``{method: (iqm, low, high)}``; one task, so the
     stratified bootstrap resamples runs."""
     from rliable import library as rly
-    from rliable import metrics as rly_metrics
 
     arrays = {m: np.asarray(v, dtype=float).reshape(-1, 1) for m, v in scores.items()}
     with warnings.catch_warnings(), _numpy_seed(seed):
@@ -58,7 +84,7 @@ def interval_estimates(
         warnings.simplefilter("ignore", FutureWarning)
         point, interval = rly.get_interval_estimates(
             arrays,
-            lambda x: np.array([rly_metrics.aggregate_iqm(x)]),
+            lambda x: np.array([iqm(x)]),
             reps=reps,
             random_state=np.random.RandomState(seed),
         )
@@ -73,7 +99,6 @@ def improvement_probability(
     """P(X > Y) (Mann-Whitney; ties count half) of a run of X beating one of Y, with a 95%
     bootstrap interval (rliable); ``higher=False`` compares ``-x`` with ``-y``."""
     from rliable import library as rly
-    from rliable import metrics as rly_metrics
 
     sign = 1.0 if higher else -1.0
     pair = [sign * np.asarray(x, float).reshape(-1, 1), sign * np.asarray(y, float).reshape(-1, 1)]
@@ -81,7 +106,7 @@ def improvement_probability(
         warnings.simplefilter("ignore", FutureWarning)
         point, interval = rly.get_interval_estimates(
             {"pair": pair},
-            rly_metrics.probability_of_improvement,
+            probability_of_improvement,
             reps=reps,
             random_state=np.random.RandomState(seed),
         )

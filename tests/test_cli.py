@@ -1,8 +1,10 @@
 """The mtl-envs command: list, run (baselines), compare, and its error messages."""
 
 import json
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -252,6 +254,34 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
     # A misspelt baseline is an error, not a table whose P column silently disappears.
     with pytest.raises(ConfigError, match=r"`baseline` 'randm'.*Did you mean 'random'"):
         summarize(results, baseline="randm")
+
+
+def test_bootstrapped_statistics_equal_rliables_to_the_bit():
+    from rliable import metrics as rly_metrics
+
+    from harness.compare import iqm, probability_of_improvement
+
+    # Hand-worked: IQM of 8 runs drops the lowest and highest two, (2+3+4+5)/4 = 3.5;
+    # X = [1, 3], Y = [2, 3]: pairs (3>2) and half of (3=3) over 4 -> 0.375.
+    assert iqm(np.array([[0.0], [9], [2], [3], [4], [5], [-7], [8]])) == 3.5
+    assert probability_of_improvement(np.array([[1.0], [3]]), np.array([[2.0], [3]])) == 0.375
+    rng = np.random.default_rng(0)
+    for case in range(200):
+        shape_x, shape_y = (rng.integers(1, 11), 2), (rng.integers(1, 11), 2)
+        if case % 2:  # ties
+            x, y = rng.integers(0, 4, shape_x).astype(float), rng.integers(0, 4, shape_y) * 1.0
+        else:
+            x, y = rng.normal(size=shape_x), rng.normal(size=shape_y)
+        if case % 7 == 0:
+            x[0, 1] = np.nan  # a diverged run's score
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            pairs = [
+                (iqm(x), rly_metrics.aggregate_iqm(x)),
+                (probability_of_improvement(x, y), rly_metrics.probability_of_improvement(x, y)),
+            ]
+        for ours, theirs in pairs:
+            assert ours == theirs or (np.isnan(ours) and np.isnan(theirs)), (x, y)
 
 
 def test_training_time_ratio_t_on_hand_worked_times():
