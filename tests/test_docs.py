@@ -16,3 +16,16 @@ def test_docs_tables_match_the_kept_results():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_kept_probe_summaries_are_what_their_runs_give():
+    import json
+
+    from harness.probe import ProbeRun, summarize_probe
+
+    files = sorted((ROOT / "docs" / "results").glob("probe*/*.json"))
+    assert files
+    for path in files:
+        probe = json.loads(path.read_text())
+        summary = summarize_probe([ProbeRun(**run) for run in probe["runs"]], probe["metric"])
+        assert {key: probe.get(key) for key in summary} == summary, path.name
