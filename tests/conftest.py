@@ -66,13 +66,21 @@ def write_fake_svhn(root: Path, n_train: int = 200, n_test: int = 50, seed: int 
 
 
 # Same envs, cheaper episodes for the checkers: one warm-up epoch on the LossWeighting ids,
-# and the fake CIFAR-100 files' 200 training images where an id takes a larger subset.
-CHEAP = {"LossWeighting": {"warmup_epochs": 1, "epochs": 3}}
+# ETAP fitted on 4 one-epoch groups on the trained grouping id, and the fake CIFAR-100 files'
+# 200 training images where an id takes a larger subset.
+CHEAP = {
+    "LossWeighting": {"warmup_epochs": 1, "epochs": 3},
+    "TaskGrouping-CIFAR100MTL": {
+        "etap_train_groups": 4,
+        "protocol": {"backbone": "small_cnn", "backbone_kwargs": {}, "epochs": 1},
+    },
+}
 
 
 def cheap_kwargs(env_id: str) -> dict:
     """Overrides that make a registered id cheap to step on the tests' fake data."""
-    kwargs = dict(CHEAP.get(env_id.split("-")[0], {}))
+    family, name = env_id.split("-")[:2]
+    kwargs = dict(CHEAP.get(family, CHEAP.get(f"{family}-{name}", {})))
     if "train_subset" in gym.spec(env_id).kwargs:
         kwargs["train_subset"] = None  # the fake files hold fewer images than the subset
     return kwargs

@@ -29,3 +29,16 @@ def test_kept_probe_summaries_are_what_their_runs_give():
         probe = json.loads(path.read_text())
         summary = summarize_probe([ProbeRun(**run) for run in probe["runs"]], probe["metric"])
         assert {key: probe.get(key) for key in summary} == summary, path.name
+
+
+def test_readme_python_examples_run(tmp_path, monkeypatch):
+    """The README's Python blocks, run in order as a newcomer would paste them."""
+    import re
+
+    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+    assert len(blocks) >= 4
+    monkeypatch.chdir(tmp_path)  # SB3 and the envs write nothing into the repository
+    namespace: dict = {}
+    for block in blocks:
+        exec(compile(block, "README.md", "exec"), namespace)
+    assert namespace["model"].num_timesteps >= 2_400
