@@ -41,6 +41,37 @@ def test_check_env(env_id, data_env):
     env.close()
 
 
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+@pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)
+def test_every_id_repeats_its_trajectory_under_the_same_seed(env_id, data_env):
+    """A seeded reset makes the run again: the same observations, rewards, ends and infos
+    for the same actions, on one env reset twice (no state leaks between episodes)."""
+    env = gym.make(env_id, **cheap_kwargs(env_id))
+    runs = []
+    for _ in range(2):
+        obs, info = env.reset(seed=11)
+        env.action_space.seed(3)
+        steps = [(obs, info)]
+        for _ in range(6):
+            obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
+            steps.append((obs, reward, terminated, truncated, info))
+            if terminated or truncated:
+                break
+        runs.append(steps)
+    assert len(runs[0]) == len(runs[1])
+    for first, second in zip(*runs):
+        assert all(_same(a, b) for a, b in zip(first, second)), env_id
+    env.close()
+
+
 def rollout(env, seed, steps, action_seed=0):
     obs, _ = env.reset(seed=seed)
     env.action_space.seed(action_seed)
