@@ -42,3 +42,17 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     for block in blocks:
         exec(compile(block, "README.md", "exec"), namespace)
     assert namespace["model"].num_timesteps >= 2_400
+
+
+def test_kept_auxlabel_agent_runs_select_their_last_epoch():
+    """docs/results.md: the kept AuxLabel PPO runs, recorded before agents read the live
+    network for their best epoch, are right because each selects its last epoch."""
+    import json
+
+    runs = sorted((ROOT / "docs" / "results").glob("*/AuxLabel*/ppo/seed*/result.json"))
+    assert len(runs) == 15
+    for path in runs:
+        result = json.loads(path.read_text())
+        best, final = result["best"], result["final"]
+        assert best["epoch"] == len(result["epochs"]), path
+        assert {k: v for k, v in best.items() if k.startswith("test/")} == final, path
