@@ -49,8 +49,9 @@ PPO_DEFAULTS: dict[str, Any] = {
     "n_steps": 1,
     "gamma": 0.99,
 }
-# Appendix C.2: the agent's backbone mirrors the main network, 256 image features.
-POLICY_DEFAULTS: dict[str, Any] = {"backbone": "small_cnn", "image_features": 256}
+# Appendix C.2: 256 image features from a backbone that mirrors the main network's (VGG16
+# on the paper's ids) unless `policy.backbone` names another.
+POLICY_DEFAULTS: dict[str, Any] = {"image_features": 256}
 
 
 class RewardStats(BaseCallback):
@@ -167,7 +168,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     env = vec.unwrapped
     venv = SB3VecEnvAdapter(vec)
     agent_kwargs = {**PPO_DEFAULTS, **config.agent}
-    policy_cfg = {**POLICY_DEFAULTS, **config.policy}
+    policy_cfg = {**POLICY_DEFAULTS, "backbone": env.learner.config.backbone, **config.policy}
     policy_kwargs = {
         "features_extractor_class": ImageLabelExtractor,
         "features_extractor_kwargs": policy_cfg,

@@ -68,13 +68,13 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     config = RunConfig(
         method="ppo",
         env_id="AuxLabelWeighted-Digits-v0",
-        env_kwargs={"train_batch_size": 50, "train_subset": 300},
+        env_kwargs={"train_batch_size": 50, "train_subset": 300, "backbone": "mlp"},
         epochs=2,
         seeds=[0],
         output_dir=str(tmp_path),
         progress=False,
         agent={"n_epochs": 2, "batch_size": 50},
-        policy={"backbone": "small_cnn", "image_features": 32},
+        policy={"image_features": 32},  # the agent's backbone mirrors the main network's
     )
     result = run(config, seed=0)  # 2 cycles x 6 batches x 50 slots = 600 agent steps
     path = tmp_path / "AuxLabelWeighted-Digits-v0" / "ppo" / "seed0"
@@ -84,6 +84,7 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert "agent/reward" in saved["epochs"][0] and saved["epochs"][0]["agent/reward"] < 0
     assert 1 / 32 <= saved["epochs"][0]["agent/mean_weight"] <= 32
     assert saved["config"]["env_kwargs"]["train_subset"] == 300
+    assert saved["policy"] == {"backbone": "mlp", "image_features": 32}
     assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
     assert any((path / "tb").iterdir())
     assert result["final"] == saved["final"]
