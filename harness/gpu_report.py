@@ -30,9 +30,12 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 
 def _skipped(section: Any) -> str | None:
-    """Why a section or run has no measurements (skipped, or the error it raised)."""
+    """Why a section or run has no measurements: skipped, the error it raised, or the check
+    was killed while it ran (its ``running`` marker is all it left)."""
     if not isinstance(section, dict):
         return None
+    if "running" in section:
+        return f"killed while running ({section['running']})"
     return section.get("skipped") or section.get("error")
 
 
@@ -86,6 +89,8 @@ def format_gpu_report(report: dict[str, Any]) -> str:
             if run.get("split"):
                 split = ", ".join(f"{k} {v:.1f} s" for k, v in run["split"].items())
                 notes.append(f"{split} per cycle")
+            if run.get("agent_backbone"):
+                notes.append(f"agent backbone {run['agent_backbone']}")
             if run.get("cudnn_deterministic"):
                 notes.append("cuDNN deterministic (SB3's seeding sets it)")
             if run.get("stopped"):
@@ -159,17 +164,20 @@ def format_gpu_report(report: dict[str, Any]) -> str:
         rows = []
         for name, run in precision.items():
             if _skipped(run):
-                rows.append([name, "-", "-", _skipped(run)])
+                rows.append([name, "-", "-", "-", _skipped(run)])
                 continue
+            accuracy = run.get("test_accuracy")  # none when it was stopped for time
             rows.append(
                 [
                     name,
                     str(len(run["epoch_seconds"])),
                     f"{steady_seconds(run['epoch_seconds']):.2f}",
-                    f"{100 * run['test_accuracy']:.2f}",
+                    "-" if accuracy is None else f"{100 * accuracy:.2f}",
+                    run.get("stopped", ""),
                 ]
             )
-        lines += _table(["options", "epochs", "steady epoch (s)", "test accuracy (%)"], rows)
+        header = ["options", "epochs", "steady epoch (s)", "test accuracy (%)", "notes"]
+        lines += _table(header, rows)
         lines += [""]
 
     ids = report.get("ids", {})

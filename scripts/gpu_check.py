@@ -34,6 +34,7 @@ end are ``harness.gpu_report``'s, which also renders a kept report into ``docs/g
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import tempfile
@@ -71,9 +72,10 @@ METHOD_COSTS = {"stl": 1.0, "ppo": 14.0, "human": 1.2, "maxl": 3.0}
 
 # Seconds the ids section must have left to build an ETAP-fitted id.
 ETAP_SECONDS = 120.0
-# torch's cuDNN flags as the process starts. SB3 seeds with deterministic=True and
-# benchmark=False for the whole process (stable_baselines3.common.utils.set_random_seed), so
-# every run starts from these again and its timings compare with the others'.
+# torch's cuDNN flags as the process starts. SB3's seeding sets deterministic=True and
+# benchmark=False for the whole process (stable_baselines3.common.utils.set_random_seed);
+# the check puts these back after it and before every run, so every method, PPO included,
+# is timed under the same flags.
 CUDNN_DEFAULTS = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
 
 
@@ -85,13 +87,19 @@ class EpochClock:
     """The training seconds of every epoch recorded while installed, from the end of one
     ``EpochRecorder.record`` to the start of the next. With no checkpoints
     (``run_quietly``) that is exactly one ``train_epoch``: an epoch, or for PPO an
-    alternating cycle with its two saves. Past ``stop_at`` it ends the run at the next
-    epoch's end by raising :class:`OutOfTime`."""
+    alternating cycle with its two saves. Past ``stop_at`` (the run's own deadline, never
+    later than ``end``, the whole check's) it ends the run at the next epoch's end by
+    raising :class:`OutOfTime`."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.timers: list[dict[str, float]] = []  # TIMERS at each epoch's end
-        self.stop_at = float("inf")
+        self.end = self.stop_at = float("inf")
+
+    def deadline(self, seconds: float) -> None:
+        """Stop the next run at the first epoch's end after ``seconds`` from now: a run whose
+        epochs cost more than foreseen overruns its share by one epoch at most."""
+        self.stop_at = min(self.end, time.perf_counter() + seconds)
 
     def clear(self) -> None:
         self.seconds.clear()
@@ -122,6 +130,30 @@ CLOCK = EpochClock()
 def _sync() -> None:
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def _restore_cudnn_flags_after_seeding() -> None:
+    """SB3 PPO's seeding switches cuDNN to deterministic algorithms for the whole process;
+    put the flags back right after it, so its cycles are timed as the plain runs are."""
+    original = PPO.set_random_seed
+
+    def set_random_seed(self, seed=None):
+        original(self, seed)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = CUDNN_DEFAULTS
+
+    PPO.set_random_seed = set_random_seed
+
+
+@contextlib.contextmanager
+def _float32_exact():
+    """TF32 off (float32 convolutions and matmuls at full precision) for a block, so that
+    comparing two computations of the same numbers sees float32 rounding only."""
+    flags = (torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32)
+    torch.backends.cudnn.allow_tf32 = torch.backends.cuda.matmul.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32, torch.backends.cuda.matmul.allow_tf32 = flags
 
 
 def _reason(outcome: dict[str, Any]) -> str:
@@ -199,24 +231,27 @@ def _stacked(env_id: str, k: int) -> gym.vector.VectorEnv:
 
 
 def check_stacked_runs(env_id: str, seconds: float) -> dict[str, Any]:
-    """K = 4 stacked runs against single envs seeded seed + k, both on ``device="auto"``;
-    then env steps per second (single env, K = 8 and 32), about ``seconds`` each."""
+    """K = 4 stacked runs against single envs seeded seed + k, both on ``device="auto"`` and
+    with TF32 off; then env steps per second (single env, K = 8 and 32, the device's default
+    precision), about ``seconds`` each."""
     vector = _stacked(env_id, 4)
     singles = [gym.make(env_id, **BATCHED_KWARGS) for _ in range(4)]
-    v_obs, _ = vector.reset(seed=0)
-    s_obs = np.stack([env.reset(seed=k)[0] for k, env in enumerate(singles)])
-    obs_diff, reward_diff = _max_rel_diff(v_obs, s_obs), 0.0
-    rng = np.random.default_rng(0)
-    for _ in range(9):  # across an autoreset (3 batches per epoch on Cubic)
-        actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
-        v_obs, v_rew, *_ = vector.step(actions)
-        steps = [env.step(a) for env, a in zip(singles, actions)]
-        # Same-step autoreset: a single env that ended starts its next run at once.
-        s_obs = np.stack(
-            [env.reset()[0] if s[2] or s[3] else s[0] for env, s in zip(singles, steps)]
-        )
-        obs_diff = max(obs_diff, _max_rel_diff(v_obs, s_obs))
-        reward_diff = max(reward_diff, _max_rel_diff(v_rew, np.array([s[1] for s in steps])))
+    with _float32_exact():
+        v_obs, _ = vector.reset(seed=0)
+        s_obs = np.stack([env.reset(seed=k)[0] for k, env in enumerate(singles)])
+        obs_diff, reward_diff = _max_rel_diff(v_obs, s_obs), 0.0
+        rng = np.random.default_rng(0)
+        for _ in range(9):  # across an autoreset (3 batches per epoch on Cubic)
+            actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
+            v_obs, v_rew, *_ = vector.step(actions)
+            steps = [env.step(a) for env, a in zip(singles, actions)]
+            # Same-step autoreset: a single env that ended starts its next run at once.
+            s_obs = np.stack(
+                [env.reset()[0] if s[2] or s[3] else s[0] for env, s in zip(singles, steps)]
+            )
+            obs_diff = max(obs_diff, _max_rel_diff(v_obs, s_obs))
+            rewards = np.array([s[1] for s in steps])
+            reward_diff = max(reward_diff, _max_rel_diff(v_rew, rewards))
     rates = {}
     for k in (8, 32):
         env = _stacked(env_id, k)
@@ -257,11 +292,14 @@ def ppo_split(seconds: list[float], timers: list[dict[str, float]]) -> dict[str,
     return {k: sum(r[k] for r in later) / len(later) for k in later[0]}
 
 
-def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) -> dict[str, Any]:
+def timed_run(
+    method: str, env_kwargs: dict[str, Any], epochs: int, out: str, seconds: float
+) -> dict[str, Any]:
     """One quiet run through the harness with the epochs clocked; evaluation once, at the
-    end (validation, then test on the final network). A run stopped for time keeps its
-    epochs' seconds and has no evaluation."""
+    end (validation, then test on the final network). A run still training ``seconds``
+    from now stops at its epoch's end, keeping its epochs' seconds, with no evaluation."""
     CLOCK.clear()
+    CLOCK.deadline(seconds)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = CUDNN_DEFAULTS
     start = time.perf_counter()
     try:
@@ -286,6 +324,7 @@ def timed_run(method: str, env_kwargs: dict[str, Any], epochs: int, out: str) ->
     )
     if method == "ppo":
         run["split"] = ppo_split(CLOCK.seconds, CLOCK.timers)
+        run["agent_backbone"] = env_kwargs["backbone"]  # it mirrors the main network's
     return run
 
 
@@ -317,19 +356,22 @@ def run_protocol(
     for method in METHOD_SHARES:
         share = clock.share(method, METHOD_SHARES)
         if method == "stl":  # runs whatever the budget: its epoch sets the scale
-            epochs = max_epochs
+            epochs, seconds = max_epochs, clock.left()
         elif not scale:  # stl failed: one epoch each, while time is left
-            epochs = 1 if clock.left() > 0 else 0
+            epochs, seconds = (1 if clock.left() > 0 else 0), share
         else:
             fixed = scale["eval"] + scale["startup"]
             per_epoch = METHOD_COSTS[method] * scale["epoch"]
-            epochs = min(max_epochs, int((share - fixed) // per_epoch))
+            epochs, seconds = min(max_epochs, int((share - fixed) // per_epoch)), share
             if method == "ppo" and epochs < 1 and fixed + per_epoch < 0.8 * clock.left():
-                epochs = 1  # the cycle is the protocol's headline: run one on the others' time
+                # The cycle is the protocol's headline: run one on the others' time.
+                epochs, seconds = 1, 0.8 * clock.left()
         if epochs < 1:
             results[method] = {"skipped": "out of budget"}
         else:
-            run = guarded(timed_run, method, env_kwargs, epochs, f"{out}/{method}")
+            results[method] = {"running": f"{epochs} epochs from {budget - clock.left():.0f} s"}
+            save()  # a check killed during this run still shows where it was
+            run = guarded(timed_run, method, env_kwargs, epochs, f"{out}/{method}", seconds)
             if tiled:  # copies of test images were trained on: the accuracy means nothing
                 run.pop("test_accuracy", None)
             results[method] = run
@@ -364,7 +406,11 @@ def run_precision(
                 results[name] = {"skipped": "out of budget"}
             else:
                 kwargs = {**env_kwargs, "amp": amp, "channels_last": channels_last}
-                results[name] = guarded(timed_run, "stl", kwargs, epochs, f"{out}/{name}")
+                results[name] = {"running": f"from {budget - clock.left():.0f} s"}
+                save()
+                results[name] = guarded(
+                    timed_run, "stl", kwargs, epochs, f"{out}/{name}", clock.left()
+                )
             print(f"  {name}: {results[name]}", flush=True)
             save()
     return results
@@ -448,7 +494,8 @@ def main() -> None:
     save = lambda: report_progress(report, budget, args.out)  # noqa: E731
     save()
     CLOCK.install()
-    CLOCK.stop_at = budget.start + args.budget_s
+    CLOCK.end = budget.start + args.budget_s
+    _restore_cudnn_flags_after_seeding()
     time_method(PPO, "learn", "learn")
     time_method(PPO, "train", "ppo_updates")
 

@@ -12,18 +12,22 @@ It holds
   is 185 MB; the default subset is 37 MB). ``gpu_check.py --full-size`` tiles it back to
   50,000 + 10,000 images for timings at the paper's scale.
 
-On the other machine, from the repository root, with the Python that holds torch (the first
-line checks the scientific stack the bundle assumes is there)::
+On the other machine, from the repository root, with the Python that holds torch
+(``python3`` on most images; the first line checks the scientific stack the bundle assumes
+is there)::
 
-    python -c "import numpy, scipy, sklearn, pandas, matplotlib, tensorboard, tqdm, yaml"
-    python -m pip install --no-index --no-deps --target /tmp/site .bundle/wheels/*.whl
-    PYTHONPATH=/tmp/site:. python scripts/gpu_check.py --data-root .bundle/data --full-size
+    python3 -c "import torch, numpy, scipy, sklearn, pandas, tensorboard, tqdm, yaml"
+    python3 -m pip install --no-index --no-deps --target /tmp/site .bundle/wheels/*.whl
+    PYTHONPATH=/tmp/site:. python3 scripts/gpu_check.py --data-root .bundle/data --full-size
+
+``.bundle/`` is git-ignored: a tool that copies the working tree must be told to take it.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, version
@@ -73,6 +77,8 @@ def main() -> None:
     out = Path(args.out)
     if not args.no_data and not args.data_root:
         parser.error("--data-root (or $MTL_ENVS_DATA) is required unless --no-data is given")
+    # A wheel left from another version would make pip refuse the whole install.
+    shutil.rmtree(out / "wheels", ignore_errors=True)
     download_wheels(args.packages, args.python_version, out / "wheels")
     if not args.no_data:
         folder = subset_cifar100(args.data_root, out / "data", args.train, args.test)

@@ -7,9 +7,11 @@ import importlib.util
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from harness.gpu_report import format_gpu_report, steady_seconds
 
@@ -98,7 +100,7 @@ def test_report_tables_work_out_the_hours_and_keep_the_reasons():
     # The precision run's steady epoch is the median of 4 and 5 s.
     assert (
         rows["amp=False channels_last=False"]
-        == "| amp=False channels_last=False | 3 | 4.50 | 25.34 |"
+        == "| amp=False channels_last=False | 3 | 4.50 | 25.34 |  |"
     )
     assert rows["amp=True channels_last=True"].endswith("| out of budget |")
     assert rows["AuxLabel-Digits-v0"] == "| AuxLabel-Digits-v0 | ok on cuda:0 (0.3 s) |"
@@ -134,14 +136,18 @@ def _gpu_check_module():
     return module
 
 
-def _protocol_epochs(monkeypatch, budget: float, fail_stl: bool = False) -> dict:
+def _protocol_epochs(
+    monkeypatch, budget: float, fail_stl: bool = False, deadlines: dict | None = None
+) -> dict:
     """run_protocol with runs that take no time: an stl epoch 'costs' 10 s, its evaluation
     5 s and its start-up 2 s, so the epochs each method gets follow from the shares."""
     gpu_check = _gpu_check_module()
 
-    def fake_run(method, env_kwargs, epochs, out):
+    def fake_run(method, env_kwargs, epochs, out, seconds):
         if fail_stl and method == "stl":
             raise RuntimeError("no kernel image is available")
+        if deadlines is not None:
+            deadlines[method] = seconds
         return {
             "epoch_seconds": [10.0] * epochs,
             "eval_seconds": 5.0,
@@ -158,7 +164,14 @@ def test_protocol_epochs_follow_the_budget_shares(monkeypatch):
     # ppo: 200 * 0.5 / 0.85 = 117.6 s < 7 + 14 * 10 = 147 s for a cycle, but 147 < 0.8 * 200:
     # one cycle. human: 200 * 0.1 / 0.35 = 57.1 s, (57.1 - 7) // 12 = 4 -> 3 (the cap).
     # maxl: all 200 s, (200 - 7) // 30 = 6 -> 3.
-    assert _protocol_epochs(monkeypatch, 200.0) == {"stl": 3, "ppo": 1, "human": 3, "maxl": 3}
+    deadlines: dict[str, float] = {}
+    epochs = _protocol_epochs(monkeypatch, 200.0, deadlines=deadlines)
+    assert epochs == {"stl": 3, "ppo": 1, "human": 3, "maxl": 3}
+    # Each run stops at its epoch's end past its own deadline: stl may take all the time
+    # left, the one PPO cycle 0.8 of it, the others their shares (the fake runs take none).
+    assert deadlines["stl"] == pytest.approx(200.0, abs=0.5)
+    assert deadlines["ppo"] == pytest.approx(160.0, abs=0.5)
+    assert deadlines["human"] == pytest.approx(200 * 0.1 / 0.35, abs=0.5)
     # Budget 150 s: 147 s is over 0.8 * 150, so no cycle; human (42.9 - 7) // 12 = 2.
     assert _protocol_epochs(monkeypatch, 150.0) == {"stl": 3, "ppo": 0, "human": 2, "maxl": 3}
 
@@ -208,3 +221,46 @@ def test_gpu_check_every_section_on_the_cpu(fake_data_root, tmp_path):
             assert "train_subset" in status
         else:
             assert status.startswith(("ok", "skipped")), (env_id, status)
+
+
+def test_a_runs_deadline_never_passes_the_checks_end():
+    clock = _gpu_check_module().EpochClock()
+    clock.end = time.perf_counter() + 100.0
+    clock.deadline(10.0)
+    assert clock.stop_at < clock.end - 80
+    clock.deadline(1_000.0)
+    assert clock.stop_at == clock.end
+
+
+def test_runs_stopped_or_killed_keep_their_rows():
+    report = _report()
+    report["precision"]["amp=True channels_last=False"] = {
+        "epoch_seconds": [9.0, 4.0],
+        "stopped": "stopped after 2 epochs: out of time",
+        "eval_seconds": None,
+    }
+    report["protocol"]["maxl"] = {"running": "3 epochs from 120 s"}
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line for line in format_gpu_report(report).splitlines()
+    }
+    assert rows["amp=True channels_last=False"] == (
+        "| amp=True channels_last=False | 2 | 4.00 | - | stopped after 2 epochs: out of time |"
+    )
+    assert rows["maxl"].endswith("| killed while running (3 epochs from 120 s) |")
+
+
+def test_ppo_seeding_leaves_the_cudnn_flags_as_they_were(monkeypatch):
+    gpu_check = _gpu_check_module()
+
+    def deterministic_seeding(self, seed=None):  # what SB3 does when it seeds on CUDA
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+
+    monkeypatch.setattr(gpu_check.PPO, "set_random_seed", deterministic_seeding)
+    monkeypatch.setattr(gpu_check, "CUDNN_DEFAULTS", (False, True))
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        gpu_check._restore_cudnn_flags_after_seeding()
+        gpu_check.PPO.set_random_seed(None, 0)
+        assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
