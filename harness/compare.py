@@ -124,6 +124,49 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def _row_env(result: dict[str, Any]) -> str:
+    """A result's row name: its env id, split by its "setting" (a grouping budget, with or
+    without metadata) and "variant" (a sweep's overrides)."""
+    parts = (result["env_id"], result.get("setting"), result.get("variant"))
+    return " ".join(str(x) for x in parts if x)
+
+
+def format_pairs(
+    results: list[dict[str, Any]],
+    pairs: list[str],
+    metric: str | None = None,
+    which: str = "final",
+) -> str:
+    """The comparisons a claim names, ``"X:Y"`` each: per env id, the probability that a
+    run of X beats a run of Y (higher or lower ``metric`` as it reads) with its 95%
+    bootstrap interval, as a markdown table."""
+    metric = metric or default_metric(results, which)
+    higher = higher_is_better(metric)
+    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    oracle = {r["method"] for r in results if r.get("oracle")}
+    for r in results:
+        scores[_row_env(r)][r["method"]].append(float(r[which][metric]))
+    label = lambda m: f"{m} [oracle]" if m in oracle else m  # noqa: E731
+    rows = []
+    for env, methods in sorted(scores.items()):
+        for pair in pairs:
+            x, _, y = pair.partition(":")
+            if not x or not y or x not in methods or y not in methods:
+                raise ConfigError(
+                    f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of {env}; "
+                    f"methods: {sorted(methods)}."
+                )
+            p, low, high = improvement_probability(methods[x], methods[y], higher)
+            seeds = f"{len(methods[x])} / {len(methods[y])}"
+            rows.append(
+                [env, f"{label(x)} vs {label(y)}", f"{p:.2f} [{low:.2f}, {high:.2f}]", seeds]
+            )
+    better = "higher" if higher else "lower"
+    header = ["env_id", "X vs Y", f"P(X beats Y) [95% CI], {metric} {better} is better", "seeds"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+
+
 def summarize(
     results: list[dict[str, Any]],
     metric: str | None = None,
@@ -149,8 +192,7 @@ def summarize(
     for r in results:
         # A result's "setting" (a grouping budget, with/without metadata) and "variant" (a
         # sweep's overrides) split one env id into several rows.
-        env = " ".join(str(x) for x in (r["env_id"], r.get("setting"), r.get("variant")) if x)
-        groups[(env, r["method"])].append(r)
+        groups[(_row_env(r), r["method"])].append(r)
     rows = []
     for (env_id, method), runs in sorted(groups.items()):
         available = sorted(runs[0][which])

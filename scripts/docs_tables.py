@@ -23,7 +23,9 @@ benchmark reports (``benchmarks/run_all.py`` writes them) as one table, and ever
 ``<!-- headroom: FILE [FILE ...] -->`` ... ``<!-- /headroom -->`` with one row per kept probe
 result: its headroom, rho, seconds per episode and whether the id qualifies, and every block
 ``<!-- table2: DIR [DIR ...] -->`` ... ``<!-- /table2 -->`` with the tabular results kept in
-``docs/results/DIR`` in the hypernetwork paper's Table 2 layout.
+``docs/results/DIR`` in the hypernetwork paper's Table 2 layout, and every block
+``<!-- pairs: NAME [--metric M] X:Y [X:Y ...] -->`` ... ``<!-- /pairs -->`` with the
+probability that a run of X beats one of Y, per env id of ``docs/results/NAME``.
 ``--check`` fails when a block is out of date instead of writing it.
 """
 
@@ -36,7 +38,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.compare import format_table, plot_summary, summarize
+from harness.compare import format_pairs, format_table, plot_summary, summarize
 from harness.results import default_metric, load_results
 from mtl_envs.io import atomic_write_json, atomic_write_text, read_json
 
@@ -50,6 +52,7 @@ HEADROOM = re.compile(
     r"(<!-- headroom: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /headroom -->)", re.S
 )
 TABLE2 = re.compile(r"(<!-- table2: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table2 -->)", re.S)
+PAIRS = re.compile(r"(<!-- pairs: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /pairs -->)", re.S)
 BENCH = re.compile(r"(<!-- bench: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
 EPOCH_KEYS = ("epoch", "train/loss", "agent/reward", "agent/mean_weight")
 
@@ -92,6 +95,15 @@ def table_for(args: str, plot: bool = True) -> str:
     if opts.plot and plot:
         plot_summary(rows, ROOT / opts.plot)
     return "```\n" + format_table(rows, opts.spread) + "\n```\n"
+
+
+def pairs_for(args: str) -> str:
+    parser = argparse.ArgumentParser(prog="pairs")
+    parser.add_argument("name")
+    parser.add_argument("pairs", nargs="+")
+    parser.add_argument("--metric", default=None)
+    opts = parser.parse_args(shlex.split(args))
+    return format_pairs(load_results([KEPT / opts.name]), opts.pairs, opts.metric)
 
 
 def probe_for(file: str) -> str:
@@ -140,6 +152,7 @@ def cmd_render(check: bool) -> int:
         new = BLOCK.sub(
             lambda m: m.group(1) + table_for(m.group("args"), not check) + m.group(4), text
         )
+        new = PAIRS.sub(lambda m: m.group(1) + pairs_for(m.group("args")) + m.group(4), new)
         new = PROBE.sub(lambda m: m.group(1) + probe_for(m.group("file")) + m.group(4), new)
         new = GPU.sub(lambda m: m.group(1) + gpu_for(m.group("file")) + m.group(4), new)
         new = HEADROOM.sub(lambda m: m.group(1) + headroom_for(m.group("file")) + m.group(4), new)

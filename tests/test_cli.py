@@ -256,6 +256,28 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
         summarize(results, baseline="randm")
 
 
+def test_pairs_name_the_comparisons_of_a_claim():
+    from harness.compare import format_pairs
+
+    # Losses (lower is better): a = [1, 2, 3], b = [2, 4, 6]. Pairs where a is lower:
+    # 1 < 2, 4, 6; 2 < 4, 6; 3 < 4, 6; and 2 = 2 counts half: (3 + 2 + 2 + 0.5) / 9 = 0.83.
+    def loss(method, seed, value, **extra):
+        return {**_fake_result(method, seed, 0.0, **extra), "final": {"test/loss": value}}
+
+    results = [loss("a", s, v) for s, v in enumerate([1.0, 2.0, 3.0])]
+    results += [loss("b", s, v) for s, v in enumerate([2.0, 4.0, 6.0])]
+    results += [loss("o", s, 0.5, oracle=True) for s in range(3)]
+    table = format_pairs(results, ["a:b", "b:a", "o:a"], "test/loss")
+    rows = table.splitlines()
+    assert rows[0].endswith("P(X beats Y) [95% CI], test/loss lower is better | seeds |")
+    cells = [row.split(" | ") for row in rows[2:]]
+    assert cells[0][1] == "a vs b" and cells[0][2].startswith("0.83 [")
+    assert cells[1][1] == "b vs a" and cells[1][2].startswith("0.17 [")  # 1 - 0.83
+    assert cells[2][1:4] == ["o [oracle] vs a", "1.00 [1.00, 1.00]", "3 / 3 |"]
+    with pytest.raises(ConfigError, match=r"`pairs` entry 'a:c'.*methods: \['a', 'b', 'o'\]"):
+        format_pairs(results, ["a:c"], "test/loss")
+
+
 def test_bootstrapped_statistics_equal_rliables_to_the_bit():
     from rliable import metrics as rly_metrics
 
