@@ -5,7 +5,7 @@ mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
 mtl-envs sweep SWEEP.yaml [key=value ...] [--data-root DIR]
 mtl-envs probe ENV_ID [key=value ...] [--seeds 5] [--policies ...] [--episodes 10] [--jobs 1]
 mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--spread sem]
-                 [--baseline random] [--plot out.png]
+                 [--baseline random] [--pairs igbv2:ew ...] [--plot out.png]
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import argparse
 import sys
 from typing import Any
 
-from harness.compare import format_table, plot_summary, summarize
+from harness.compare import format_pairs, format_table, plot_summary, summarize
 from harness.config import RunConfig, apply_overrides
 from harness.registry import check_run, methods_for, resolve
 from harness.results import default_metric, load_results
@@ -138,8 +138,12 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
-    rows = summarize(load_results(args.results), args.metric, args.which, args.baseline)
+    results = load_results(args.results)
+    rows = summarize(results, args.metric, args.which, args.baseline)
     print(format_table(rows, args.spread))
+    if args.pairs:
+        print()
+        print(format_pairs(results, args.pairs, rows[0]["metric"], args.which), end="")
     if args.plot:
         print(f"plot: {plot_summary(rows, args.plot)}")
 
@@ -201,6 +205,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--baseline",
         default=None,
         help="method the probability of improvement compares against (default: random, else stl)",
+    )
+    compare.add_argument(
+        "--pairs",
+        nargs="+",
+        default=None,
+        metavar="X:Y",
+        help="also P(a run of X beats one of Y) with its 95%% interval, per pair",
     )
     compare.add_argument("--plot", default=None, help="write a PNG bar chart here")
     return parser

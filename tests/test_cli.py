@@ -49,6 +49,9 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "out"), "--plot", str(plot)]) == 0
     table = capsys.readouterr().out
     assert table.count("AuxLabel-Digits-v0") == 2 and plot.stat().st_size > 1000
+    assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:random"]) == 0
+    pairs = capsys.readouterr().out.splitlines()[-1]
+    assert pairs.startswith("| AuxLabel-Digits-v0 | stl vs random | ") and "2 / 2" in pairs
 
 
 def test_human_baseline_needs_fine_labels(tmp_path, capsys, data_env):
