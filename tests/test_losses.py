@@ -101,3 +101,16 @@ def test_objective_term_derivatives_are_the_terms_gradient(mode):
     # By hand: w for the sum, w / L for the log (0 below the clamp).
     hand = [1.0, 3.0, 2.0] if mode == "sum" else [2.0, 1.5, 0.0]
     torch.testing.assert_close(got, torch.tensor(hand))
+
+
+def test_task_target_variance_pools_tasks_with_one_sample():
+    from mtl_envs.training.metrics import task_target_variance
+
+    # Task A holds targets 1 and 3: variance ((1-2)^2 + (3-2)^2) / 2 = 1. Task B holds one
+    # target, 5: no variance of its own, so the pooled one of 1, 3, 5: (4 + 0 + 4) / 3 = 8/3.
+    targets = torch.tensor([[[1.0], [0.0]], [[3.0], [0.0]], [[0.0], [5.0]]])
+    mask = torch.tensor([[True, False], [True, False], [False, True]])
+    assert task_target_variance(targets, mask).tolist() == pytest.approx([1.0, 8 / 3])
+    # Two outputs per task (RobotArm's three angles, say) average their variances.
+    two = torch.cat([targets, 2 * targets], dim=2)
+    assert task_target_variance(two, mask).tolist() == pytest.approx([2.5, 20 / 3])

@@ -59,3 +59,20 @@ def delta_m(method: dict[str, float], reference: dict[str, float]) -> float:
     if not terms:
         raise ConfigError("No per-task metrics in common between the method and the reference.")
     return 100.0 * sum(terms) / len(terms)
+
+
+def task_target_variance(targets: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Per-task variance of regression targets, the scale of the normalised MSE: ``targets``
+    of shape (samples, tasks, outputs), ``mask`` (samples, tasks) marking the samples each
+    task holds; the variance is averaged over a task's outputs. A task with fewer than two
+    samples has no variance of its own and takes that of all tasks' targets pooled (one
+    London school of Exam has a single training student)."""
+    weights = mask.to(targets.dtype)[:, :, None]
+    count = weights.sum(0)
+    mean = (targets * weights).sum(0) / count.clamp_min(1.0)
+    own = (((targets - mean) ** 2) * weights).sum(0) / count.clamp_min(1.0)
+    total = weights.sum((0, 1))
+    pooled_mean = (targets * weights).sum((0, 1)) / total.clamp_min(1.0)
+    pooled = (((targets - pooled_mean) ** 2) * weights).sum((0, 1)) / total.clamp_min(1.0)
+    return torch.where(count >= 2, own, pooled).mean(-1).clamp_min(1e-12)
+

@@ -28,6 +28,7 @@ from mtl_envs.data.transforms import Normalize, random_crop_flip
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, MultiHeadNet, build_backbone, build_task_network
 from mtl_envs.training.common import OPTIMIZERS, make_optimizer, seeded
+from mtl_envs.training.metrics import task_target_variance
 from mtl_envs.training.weighting import (
     LOSS_MODES,
     Weighting,
@@ -283,14 +284,10 @@ class MultiTaskLearner:
 
     def _task_target_variance(self) -> torch.Tensor:
         """Per-task variance of the training targets (in the learner's units), the scale of
-        the normalised MSE."""
+        the normalised MSE (:func:`~mtl_envs.training.metrics.task_target_variance`)."""
         split = self.data.train
         targets = split.targets[:, self.task_index].reshape(len(split), self.num_tasks, -1)
-        mask = split.mask[:, self.task_index].float()[:, :, None]
-        count = mask.sum(0).clamp_min(1.0)
-        mean = (targets * mask).sum(0) / count
-        var = (((targets - mean) ** 2) * mask).sum(0) / count
-        return var.mean(-1).clamp_min(1e-12)
+        return task_target_variance(targets, split.mask[:, self.task_index])
 
     # ------------------------------------------------------------------ run state
     def reset_run(self, seed: int) -> None:
