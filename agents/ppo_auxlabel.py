@@ -50,7 +50,8 @@ PPO_DEFAULTS: dict[str, Any] = {
     "gamma": 0.99,
 }
 # Appendix C.2: 256 image features from a backbone that mirrors the main network's (VGG16
-# on the paper's ids) unless `policy.backbone` names another.
+# on the paper's ids, with the main network's backbone_kwargs) unless `policy.backbone`
+# names another.
 POLICY_DEFAULTS: dict[str, Any] = {"image_features": 256}
 
 
@@ -168,7 +169,10 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     env = vec.unwrapped
     venv = SB3VecEnvAdapter(vec)
     agent_kwargs = {**PPO_DEFAULTS, **config.agent}
-    policy_cfg = {**POLICY_DEFAULTS, "backbone": env.learner.config.backbone, **config.policy}
+    main = env.learner.config
+    mirror = {"backbone": main.backbone, "backbone_kwargs": dict(main.backbone_kwargs)}
+    policy_cfg = {**POLICY_DEFAULTS, **({} if "backbone" in config.policy else mirror)}
+    policy_cfg.update(config.policy)
     policy_kwargs = {
         "features_extractor_class": ImageLabelExtractor,
         "features_extractor_kwargs": policy_cfg,

@@ -137,30 +137,44 @@ def format_pairs(
     metric: str | None = None,
     which: str = "final",
 ) -> str:
-    """The comparisons a claim names, ``"X:Y"`` each: per env id, the probability that a
-    run of X beats a run of Y (higher or lower ``metric`` as it reads) with its 95%
-    bootstrap interval, as a markdown table."""
+    """The comparisons a claim names, ``"X:Y"`` each: per env id that holds both methods,
+    the probability that a run of X beats a run of Y (higher or lower ``metric`` as it
+    reads) with its 95% bootstrap interval from 3 or more seeds each, as a markdown table.
+    The seeds column counts diverged runs, which keep their scores."""
     metric = metric or default_metric(results, which)
     higher = higher_is_better(metric)
-    scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    oracle = {r["method"] for r in results if r.get("oracle")}
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
-        scores[_row_env(r)][r["method"]].append(float(r[which][metric]))
-    label = lambda m: f"{m} [oracle]" if m in oracle else m  # noqa: E731
-    rows = []
-    for env, methods in sorted(scores.items()):
-        for pair in pairs:
-            x, _, y = pair.partition(":")
-            if not x or not y or x not in methods or y not in methods:
-                raise ConfigError(
-                    f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of {env}; "
-                    f"methods: {sorted(methods)}."
-                )
-            p, low, high = improvement_probability(methods[x], methods[y], higher)
-            seeds = f"{len(methods[x])} / {len(methods[y])}"
-            rows.append(
-                [env, f"{label(x)} vs {label(y)}", f"{p:.2f} [{low:.2f}, {high:.2f}]", seeds]
+        runs[_row_env(r)][r["method"]].append(r)
+    everywhere = {m for methods in runs.values() for m in methods}
+    for pair in pairs:
+        x, _, y = pair.partition(":")
+        if not x or not y or x not in everywhere or y not in everywhere:
+            raise ConfigError(
+                f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of these results; "
+                f"methods: {sorted(everywhere)}."
             )
+
+    def label(group: list[dict[str, Any]]) -> str:
+        return method_label(group[0]) if any(r.get("oracle") for r in group) else group[0]["method"]
+
+    def count(group: list[dict[str, Any]]) -> str:
+        diverged = sum(r.get("status") == "diverged" for r in group)
+        return f"{len(group)}" + (f" ({diverged} diverged)" if diverged else "")
+
+    rows = []
+    for env, methods in sorted(runs.items()):
+        for x, _, y in (pair.partition(":") for pair in pairs):
+            if x not in methods or y not in methods:
+                continue
+            a, b = methods[x], methods[y]
+            if min(len(a), len(b)) < 3:
+                cell = "- (3+ seeds each)"
+            else:
+                scores = [[float(r[which][metric]) for r in group] for group in (a, b)]
+                p, low, high = improvement_probability(*scores, higher)
+                cell = f"{p:.2f} [{low:.2f}, {high:.2f}]"
+            rows.append([env, f"{label(a)} vs {label(b)}", cell, f"{count(a)} / {count(b)}"])
     better = "higher" if higher else "lower"
     header = ["env_id", "X vs Y", f"P(X beats Y) [95% CI], {metric} {better} is better", "seeds"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

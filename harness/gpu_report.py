@@ -150,7 +150,7 @@ def format_gpu_report(report: dict[str, Any]) -> str:
         header = [
             "id",
             "device",
-            "slot vs single env: obs (max diff / max)",
+            "slot vs single env, TF32 off: obs (max diff / max)",
             "reward",
             "single env steps/s",
             "batched env steps/s",

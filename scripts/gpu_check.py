@@ -88,17 +88,21 @@ class EpochClock:
     ``EpochRecorder.record`` to the start of the next. With no checkpoints
     (``run_quietly``) that is exactly one ``train_epoch``: an epoch, or for PPO an
     alternating cycle with its two saves. Past ``stop_at`` (the run's own deadline, never
-    later than ``end``, the whole check's) it ends the run at the next epoch's end by
-    raising :class:`OutOfTime`."""
+    later than ``end``, the whole check's) it ends the run at the next epoch's end that
+    another epoch would follow, by raising :class:`OutOfTime`; a run whose last epoch is
+    done goes on to its evaluation."""
 
     def __init__(self) -> None:
         self.seconds: list[float] = []
         self.timers: list[dict[str, float]] = []  # TIMERS at each epoch's end
         self.end = self.stop_at = float("inf")
+        self.epochs = 0  # the current run's planned epochs
 
-    def deadline(self, seconds: float) -> None:
-        """Stop the next run at the first epoch's end after ``seconds`` from now: a run whose
-        epochs cost more than foreseen overruns its share by one epoch at most."""
+    def deadline(self, epochs: int, seconds: float) -> None:
+        """Stop the next run, of ``epochs`` epochs, at the first epoch's end after
+        ``seconds`` from now: a run whose epochs cost more than foreseen overruns its share
+        by one epoch (and its evaluation) at most."""
+        self.epochs = epochs
         self.stop_at = min(self.end, time.perf_counter() + seconds)
 
     def clear(self) -> None:
@@ -114,7 +118,7 @@ class EpochClock:
             now = time.perf_counter()
             clock.seconds.append(now - getattr(recorder, "_clock", recorder.start))
             clock.timers.append(dict(TIMERS))
-            if now > clock.stop_at:
+            if now > clock.stop_at and len(clock.seconds) < clock.epochs:
                 raise OutOfTime(f"stopped after {len(clock.seconds)} epochs: out of time")
             out = record(recorder, epoch, metrics)
             _sync()
@@ -191,8 +195,8 @@ def device_report() -> dict[str, Any]:
             memory_gib=round(props.total_memory / 2**30, 1),
             bf16=torch.cuda.is_bf16_supported(),
             cuda_version=torch.version.cuda,
-            # TF32 rounds float32 convolutions (and matmuls, when on) to a 10-bit mantissa:
-            # batched and single runs then differ by more than float32 rounding.
+            # TF32 rounds float32 convolutions (and matmuls, when on) to a 10-bit mantissa;
+            # the batched-vs-single comparison turns it off, the timings keep the default.
             tf32_convolutions=torch.backends.cudnn.allow_tf32,
             tf32_matmuls=torch.backends.cuda.matmul.allow_tf32,
         )
@@ -299,7 +303,7 @@ def timed_run(
     end (validation, then test on the final network). A run still training ``seconds``
     from now stops at its epoch's end, keeping its epochs' seconds, with no evaluation."""
     CLOCK.clear()
-    CLOCK.deadline(seconds)
+    CLOCK.deadline(epochs, seconds)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = CUDNN_DEFAULTS
     start = time.perf_counter()
     try:
@@ -356,22 +360,22 @@ def run_protocol(
     for method in METHOD_SHARES:
         share = clock.share(method, METHOD_SHARES)
         if method == "stl":  # runs whatever the budget: its epoch sets the scale
-            epochs, seconds = max_epochs, clock.left()
+            epochs, deadline = max_epochs, clock.left()
         elif not scale:  # stl failed: one epoch each, while time is left
-            epochs, seconds = (1 if clock.left() > 0 else 0), share
+            epochs, deadline = (1 if clock.left() > 0 else 0), share
         else:
             fixed = scale["eval"] + scale["startup"]
             per_epoch = METHOD_COSTS[method] * scale["epoch"]
-            epochs, seconds = min(max_epochs, int((share - fixed) // per_epoch)), share
+            epochs, deadline = min(max_epochs, int((share - fixed) // per_epoch)), share
             if method == "ppo" and epochs < 1 and fixed + per_epoch < 0.8 * clock.left():
                 # The cycle is the protocol's headline: run one on the others' time.
-                epochs, seconds = 1, 0.8 * clock.left()
+                epochs, deadline = 1, 0.8 * clock.left()
         if epochs < 1:
             results[method] = {"skipped": "out of budget"}
         else:
             results[method] = {"running": f"{epochs} epochs from {budget - clock.left():.0f} s"}
             save()  # a check killed during this run still shows where it was
-            run = guarded(timed_run, method, env_kwargs, epochs, f"{out}/{method}", seconds)
+            run = guarded(timed_run, method, env_kwargs, epochs, f"{out}/{method}", deadline)
             if tiled:  # copies of test images were trained on: the accuracy means nothing
                 run.pop("test_accuracy", None)
             results[method] = run

@@ -84,7 +84,7 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert "agent/reward" in saved["epochs"][0] and saved["epochs"][0]["agent/reward"] < 0
     assert 1 / 32 <= saved["epochs"][0]["agent/mean_weight"] <= 32
     assert saved["config"]["env_kwargs"]["train_subset"] == 300
-    assert saved["policy"] == {"backbone": "mlp", "image_features": 32}
+    assert saved["policy"] == {"backbone": "mlp", "backbone_kwargs": {}, "image_features": 32}
     assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
     assert any((path / "tb").iterdir())
     assert result["final"] == saved["final"]

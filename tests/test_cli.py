@@ -51,7 +51,8 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     assert table.count("AuxLabel-Digits-v0") == 2 and plot.stat().st_size > 1000
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:random"]) == 0
     pairs = capsys.readouterr().out.splitlines()[-1]
-    assert pairs.startswith("| AuxLabel-Digits-v0 | stl vs random | ") and "2 / 2" in pairs
+    # Two seeds each: no interval, as the table gives none below three.
+    assert pairs == "| AuxLabel-Digits-v0 | stl vs random | - (3+ seeds each) | 2 / 2 |"
 
 
 def test_human_baseline_needs_fine_labels(tmp_path, capsys, data_env):
@@ -270,11 +271,13 @@ def test_pairs_name_the_comparisons_of_a_claim():
     results = [loss("a", s, v) for s, v in enumerate([1.0, 2.0, 3.0])]
     results += [loss("b", s, v) for s, v in enumerate([2.0, 4.0, 6.0])]
     results += [loss("o", s, 0.5, oracle=True) for s in range(3)]
+    results[5]["status"] = "diverged"  # b's seed 2: it keeps its score and is counted
     table = format_pairs(results, ["a:b", "b:a", "o:a"], "test/loss")
     rows = table.splitlines()
     assert rows[0].endswith("P(X beats Y) [95% CI], test/loss lower is better | seeds |")
     cells = [row.split(" | ") for row in rows[2:]]
     assert cells[0][1] == "a vs b" and cells[0][2].startswith("0.83 [")
+    assert cells[0][3] == "3 / 3 (1 diverged) |"
     assert cells[1][1] == "b vs a" and cells[1][2].startswith("0.17 [")  # 1 - 0.83
     assert cells[2][1:4] == ["o [oracle] vs a", "1.00 [1.00, 1.00]", "3 / 3 |"]
     with pytest.raises(ConfigError, match=r"`pairs` entry 'a:c'.*methods: \['a', 'b', 'o'\]"):

@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -226,10 +227,26 @@ def test_gpu_check_every_section_on_the_cpu(fake_data_root, tmp_path):
 def test_a_runs_deadline_never_passes_the_checks_end():
     clock = _gpu_check_module().EpochClock()
     clock.end = time.perf_counter() + 100.0
-    clock.deadline(10.0)
-    assert clock.stop_at < clock.end - 80
-    clock.deadline(1_000.0)
+    clock.deadline(3, 10.0)
+    assert clock.stop_at < clock.end - 80 and clock.epochs == 3
+    clock.deadline(3, 1_000.0)
     assert clock.stop_at == clock.end
+
+
+def test_past_its_deadline_a_run_stops_only_where_another_epoch_would_follow(monkeypatch):
+    gpu_check = _gpu_check_module()
+    recorded = []
+    monkeypatch.setattr(gpu_check.EpochRecorder, "record", lambda r, e, m: recorded.append(e))
+    clock = gpu_check.EpochClock()
+    clock.install()
+    recorder = SimpleNamespace(start=time.perf_counter())
+    clock.deadline(1, -1.0)  # already past it
+    gpu_check.EpochRecorder.record(recorder, 0, {})  # the last epoch: recorded, evaluated
+    assert recorded == [0]
+    clock.clear()
+    clock.deadline(2, -1.0)
+    with pytest.raises(gpu_check.OutOfTime, match="after 1 epochs"):
+        gpu_check.EpochRecorder.record(recorder, 0, {})  # a second epoch would follow
 
 
 def test_runs_stopped_or_killed_keep_their_rows():
@@ -261,6 +278,23 @@ def test_ppo_seeding_leaves_the_cudnn_flags_as_they_were(monkeypatch):
     try:
         gpu_check._restore_cudnn_flags_after_seeding()
         gpu_check.PPO.set_random_seed(None, 0)
+        assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
+    finally:
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags
+
+
+def test_the_flags_are_restored_on_sb3_ppos_own_seeding_path(monkeypatch):
+    """Building a real PPO goes through the wrapper: SB3 seeds in ``_setup_model``."""
+    import gymnasium as gym
+
+    gpu_check = _gpu_check_module()
+    monkeypatch.setattr(gpu_check.PPO, "set_random_seed", gpu_check.PPO.set_random_seed)
+    monkeypatch.setattr(gpu_check, "CUDNN_DEFAULTS", (False, True))
+    flags = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        gpu_check._restore_cudnn_flags_after_seeding()
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+        gpu_check.PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=8, batch_size=8, seed=0)
         assert (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark) == (False, True)
     finally:
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = flags

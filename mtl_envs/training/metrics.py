@@ -66,7 +66,9 @@ def task_target_variance(targets: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     of shape (samples, tasks, outputs), ``mask`` (samples, tasks) marking the samples each
     task holds; the variance is averaged over a task's outputs. A task with fewer than two
     samples has no variance of its own and takes that of all tasks' targets pooled (one
-    London school of Exam has a single training student)."""
+    London school of Exam has a single training student), a scale that fits it only as
+    well as the tasks share one; a task whose targets are all equal keeps a variance near
+    zero (floored at 1e-12)."""
     weights = mask.to(targets.dtype)[:, :, None]
     count = weights.sum(0)
     mean = (targets * weights).sum(0) / count.clamp_min(1.0)
@@ -75,4 +77,3 @@ def task_target_variance(targets: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     pooled_mean = (targets * weights).sum((0, 1)) / total.clamp_min(1.0)
     pooled = (((targets - pooled_mean) ** 2) * weights).sum((0, 1)) / total.clamp_min(1.0)
     return torch.where(count >= 2, own, pooled).mean(-1).clamp_min(1e-12)
-
