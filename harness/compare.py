@@ -124,6 +124,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines: the header, its rule and one line per row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
 def _row_env(result: dict[str, Any]) -> str:
     """A result's row name: its env id, split by its "setting" (a grouping budget, with or
     without metadata) and "variant" (a sweep's overrides)."""
@@ -156,7 +162,8 @@ def format_pairs(
             )
 
     def label(group: list[dict[str, Any]]) -> str:
-        return method_label(group[0]) if any(r.get("oracle") for r in group) else group[0]["method"]
+        oracle = any(r.get("oracle") for r in group)
+        return f"{group[0]['method']} [oracle]" if oracle else group[0]["method"]
 
     def count(group: list[dict[str, Any]]) -> str:
         diverged = sum(r.get("status") == "diverged" for r in group)
@@ -177,8 +184,7 @@ def format_pairs(
             rows.append([env, f"{label(a)} vs {label(b)}", cell, f"{count(a)} / {count(b)}"])
     better = "higher" if higher else "lower"
     header = ["env_id", "X vs Y", f"P(X beats Y) [95% CI], {metric} {better} is better", "seeds"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return "\n".join(lines + ["| " + " | ".join(row) + " |" for row in rows]) + "\n"
+    return "\n".join(markdown_table(header, rows)) + "\n"
 
 
 def summarize(
@@ -204,8 +210,6 @@ def summarize(
     metric = metric or default_metric(results, which)
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
-        # A result's "setting" (a grouping budget, with/without metadata) and "variant" (a
-        # sweep's overrides) split one env id into several rows.
         groups[(_row_env(r), r["method"])].append(r)
     rows = []
     for (env_id, method), runs in sorted(groups.items()):

@@ -13,6 +13,8 @@ from __future__ import annotations
 import statistics
 from typing import Any
 
+from harness.compare import markdown_table
+
 PAPER_EPOCHS = 200
 PAPER_HOURS = "12-36"
 FULL_TRAIN = 45_000  # CIFAR-100's 50,000 training images less the 10% validation split
@@ -22,11 +24,6 @@ def steady_seconds(epoch_seconds: list[float]) -> float:
     """Seconds of a typical epoch: the median of those after the first, else the first."""
     later = epoch_seconds[1:] or epoch_seconds[:1]
     return statistics.median(later)
-
-
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
 def _skipped(section: Any) -> str | None:
@@ -116,7 +113,7 @@ def format_gpu_report(report: dict[str, Any]) -> str:
             f"{PAPER_EPOCHS} at steady rate (h)",
             "notes",
         ]
-        lines += _table(header, rows)
+        lines += markdown_table(header, rows)
         lines += [
             "",
             f"The paper reports {PAPER_HOURS} h per {PAPER_EPOCHS}-epoch experiment "
@@ -155,7 +152,7 @@ def format_gpu_report(report: dict[str, Any]) -> str:
             "single env steps/s",
             "batched env steps/s",
         ]
-        lines += _table(header, rows) + [""]
+        lines += markdown_table(header, rows) + [""]
 
     precision = report.get("precision", {})
     if _skipped(precision):
@@ -177,14 +174,15 @@ def format_gpu_report(report: dict[str, Any]) -> str:
                 ]
             )
         header = ["options", "epochs", "steady epoch (s)", "test accuracy (%)", "notes"]
-        lines += _table(header, rows)
+        lines += markdown_table(header, rows)
         lines += [""]
 
     ids = report.get("ids", {})
     if _skipped(ids):
         lines += [f"Every id stepped: skipped ({_skipped(ids)}).", ""]
     elif ids:
-        lines += _table(["id", "reset and three random steps"], [[k, v] for k, v in ids.items()])
+        rows = [[k, v] for k, v in ids.items()]
+        lines += markdown_table(["id", "reset and three random steps"], rows)
         lines += [""]
     errors = report.get("errors", {})
     for section, reason in errors.items():

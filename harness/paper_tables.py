@@ -11,7 +11,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from os import PathLike
 
-from harness.compare import summarize
+from harness.compare import markdown_table, summarize
 from harness.results import load_results
 
 # Table 2 of 000_6f85eb44aaf9e6f8.txt (Cubic and Robot Arm columns; MSE despite the caption,
@@ -65,12 +65,12 @@ def format_table2(paths: Iterable[str | PathLike], metric: str = "test/raw_mse")
         header.append(f"{name} {setting.replace('_', ' ')} (n={seeds[(env_id, setting)]})")
         if (env_id, setting) in PAPER:
             header.append("paper")
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    rows = []
     for method in METHODS:
         line = [method]
         for column in columns:
             line.append(cells[column].get(method, ""))
             if column in PAPER:
                 line.append(PAPER[column].get(method, ""))
-        lines.append("| " + " | ".join(line) + " |")
-    return "\n".join(lines) + "\n"
+        rows.append(line)
+    return "\n".join(markdown_table(header, rows)) + "\n"

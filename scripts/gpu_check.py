@@ -301,7 +301,8 @@ def timed_run(
 ) -> dict[str, Any]:
     """One quiet run through the harness with the epochs clocked; evaluation once, at the
     end (validation, then test on the final network). A run still training ``seconds``
-    from now stops at its epoch's end, keeping its epochs' seconds, with no evaluation."""
+    from now stops at the end of an epoch that is not its last, keeping its epochs'
+    seconds, with no evaluation."""
     CLOCK.clear()
     CLOCK.deadline(epochs, seconds)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = CUDNN_DEFAULTS
