@@ -103,7 +103,7 @@ def test_objective_term_derivatives_are_the_terms_gradient(mode):
     torch.testing.assert_close(got, torch.tensor(hand))
 
 
-def test_task_target_variance_pools_tasks_with_one_sample():
+def test_task_target_variance_pools_tasks_without_spread():
     from mtl_envs.training.metrics import task_target_variance
 
     # Task A holds targets 1 and 3: variance ((1-2)^2 + (3-2)^2) / 2 = 1. Task B holds one
@@ -114,3 +114,8 @@ def test_task_target_variance_pools_tasks_with_one_sample():
     # Two outputs per task (RobotArm's three angles, say) average their variances.
     two = torch.cat([targets, 2 * targets], dim=2)
     assert task_target_variance(two, mask).tolist() == pytest.approx([2.5, 20 / 3])
+    # A task whose targets are all equal (4 and 4) has no spread of its own either: it takes
+    # the pooled variance of 1, 3, 4, 4: mean 3, (4 + 0 + 1 + 1) / 4 = 1.5.
+    constant = torch.tensor([[[1.0], [0.0]], [[3.0], [0.0]], [[0.0], [4.0]], [[0.0], [4.0]]])
+    mask = torch.tensor([[True, False], [True, False], [False, True], [False, True]])
+    assert task_target_variance(constant, mask).tolist() == pytest.approx([1.0, 1.5])

@@ -65,10 +65,11 @@ def task_target_variance(targets: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     """Per-task variance of regression targets, the scale of the normalised MSE: ``targets``
     of shape (samples, tasks, outputs), ``mask`` (samples, tasks) marking the samples each
     task holds; the variance is averaged over a task's outputs. A task with fewer than two
-    samples has no variance of its own and takes that of all tasks' targets pooled (one
-    London school of Exam has a single training student), a scale that fits it only as
-    well as the tasks share one; a task whose targets are all equal keeps a variance near
-    zero (floored at 1e-12)."""
+    samples (one London school of Exam has a single training student), or whose targets
+    are all equal, has no spread of its own to measure errors against and takes the
+    variance of all tasks' targets pooled, a scale that fits it only as well as the tasks
+    share one (so a constant task's error is never divided by zero). The result is floored
+    at 1e-12 only when every target of every task is the same."""
     weights = mask.to(targets.dtype)[:, :, None]
     count = weights.sum(0)
     mean = (targets * weights).sum(0) / count.clamp_min(1.0)
@@ -76,4 +77,4 @@ def task_target_variance(targets: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     total = weights.sum((0, 1))
     pooled_mean = (targets * weights).sum((0, 1)) / total.clamp_min(1.0)
     pooled = (((targets - pooled_mean) ** 2) * weights).sum((0, 1)) / total.clamp_min(1.0)
-    return torch.where(count >= 2, own, pooled).mean(-1).clamp_min(1e-12)
+    return torch.where((count >= 2) & (own > 0), own, pooled).mean(-1).clamp_min(1e-12)
