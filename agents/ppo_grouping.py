@@ -47,6 +47,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     steps = kwargs.pop("total_timesteps")
     device = kwargs.pop("device", str(resolve_device("auto")))
     settings = {k: v for k, v in env_settings(config).items() if k != "budget"}
+    resolved = {"agent": {**kwargs, "total_timesteps": steps}, "env": settings}
 
     def select(problem: GroupingProblem, budget: int, s: int) -> tuple[list, dict[str, Any]]:
         env = gym.make(config.env_id, **{**config.env_kwargs, "budget": budget})
@@ -60,6 +61,6 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
             done = terminated or truncated
         env.close()
         groups = [tuple(g) for g in info["selected"]]
-        return groups, {"agent": {**kwargs, "total_timesteps": steps}, "env": settings}
+        return groups, resolved
 
-    return run_selection(config, seed, "ppo", select)
+    return run_selection(config, seed, "ppo", select, settings=resolved)

@@ -368,13 +368,19 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     ``config.resume`` continues a killed run from it.
     """
     check_config(config)
-    checkpoint, finished, payload = resume_point(config, "igbv2", seed)
-    if finished is not None:
-        return finished
     schedule = {**SCHEDULE_DEFAULTS, **method_options(config, "igbv2")}
     for name, value in schedule.items():
         check_int(f"method_kwargs.{name}", value)
     settings = config.env_settings()
+    agent_kwargs = {**sac_defaults(settings.get("aggregator")), **config.agent}
+    device = agent_kwargs.pop("device", str(resolve_device("auto")))
+    agent_kwargs["train_freq"] = tuple(agent_kwargs["train_freq"])
+    # What the run resolves beyond its config (JSON types); a resumed run must find the same.
+    agent = {k: list(v) if isinstance(v, tuple) else v for k, v in agent_kwargs.items()}
+    resolved = {"agent": agent, "schedule": schedule}
+    checkpoint, finished, payload = resume_point(config, "igbv2", seed, resolved)
+    if finished is not None:
+        return finished
     warmup = settings.get("warmup_epochs", EpisodeSettings.warmup_epochs)
     if isinstance(warmup, int) and config.epochs <= warmup:
         raise ConfigError(
@@ -392,9 +398,6 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     learning_starts, random_steps = schedule_steps(
         schedule["update_epoch"], schedule["use_epoch"], lw.warmup_epochs, batches
     )
-    agent_kwargs = {**sac_defaults(settings.get("aggregator")), **config.agent}
-    device = agent_kwargs.pop("device", str(resolve_device("auto")))
-    agent_kwargs["train_freq"] = tuple(agent_kwargs["train_freq"])
     model = ScheduledSAC(
         "MlpPolicy",
         env,
@@ -437,7 +440,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         model.get_env()._reset_seeds()
 
     def save() -> None:
-        save_run(checkpoint, len(recorder.history), state, recorder)
+        save_run(checkpoint, len(recorder.history), state, recorder, resolved)
 
     callback = EpochCallback(
         recorder, lw, epochs, save if config.checkpoint_every else None, config.checkpoint_every
@@ -452,7 +455,6 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     finally:
         recorder.close()
         env.close()
-    agent = {k: list(v) if isinstance(v, tuple) else v for k, v in agent_kwargs.items()}
-    result = recorder.finish({"agent": agent, "schedule": schedule})
+    result = recorder.finish(resolved)
     checkpoint.unlink(missing_ok=True)
     return result

@@ -116,19 +116,26 @@ def _optimum(path: str, objective: str, budget: int) -> tuple[Group, ...]:
 
 
 def run_selection(
-    config: RunConfig, seed: int, method: str, select: Selector, oracle: bool = False
+    config: RunConfig,
+    seed: int,
+    method: str,
+    select: Selector,
+    oracle: bool = False,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Run ``select`` for every budget; write one result per budget; return the last.
 
     ``oracle``: the method reads the test gains whatever the learning split (the exact
     optimum); a learning split of ``"test"`` makes every method an oracle. With
-    ``config.resume`` the budgets whose result is written already are not redone.
+    ``config.resume`` the budgets whose result is written already are not redone, if their
+    results hold the same ``settings`` (fields ``select`` returns: an agent's resolved
+    hyperparameters).
     """
     problem = grouping_problem(config)
     oracle = oracle or problem.split == "test"
     result: dict[str, Any] = {}
     for budget in budgets(config):
-        finished = finished_result(config, method, seed, f"B={budget}")
+        finished = finished_result(config, method, seed, f"B={budget}", settings)
         if finished is not None:
             result = finished
             continue

@@ -74,20 +74,36 @@ RUN_CONTROL_KEYS = frozenset(
 )
 
 
+def _stored(values: Any) -> Any:
+    """``values`` as a JSON file stores them (tuples become lists, paths strings)."""
+    return json.loads(json.dumps(values, default=str))
+
+
 def _comparable(config: RunConfig) -> dict[str, Any]:
     """The config as result files store it (JSON types), without the run-control keys."""
-    values = json.loads(json.dumps(config.to_dict(), default=str))
-    return {k: v for k, v in values.items() if k not in RUN_CONTROL_KEYS}
+    return {k: v for k, v in _stored(config.to_dict()).items() if k not in RUN_CONTROL_KEYS}
 
 
-def check_same_config(config: RunConfig, stored: dict[str, Any] | None, path: Path) -> None:
-    """Refuse to continue or reuse ``path`` when it was made with another config."""
+def check_same_config(
+    config: RunConfig,
+    stored: dict[str, Any] | None,
+    path: Path,
+    settings: dict[str, Any] | None = None,
+    stored_settings: dict[str, Any] | None = None,
+) -> None:
+    """Refuse to continue or reuse ``path`` when it was made with another config, or with
+    other ``settings``: what the runner resolved from the config and its own defaults (an
+    agent's hyperparameters, its policy network), which the config alone does not show."""
     if stored is None:
         raise ConfigError(f"{path} records no config; delete it to start the run over.")
     current = _comparable(config)
-    differ = [k for k in current if stored.get(k) != current[k]]
+    differ = [(k, stored.get(k), current[k]) for k in current if stored.get(k) != current[k]]
+    if settings:
+        resolved = _stored(settings)
+        there = stored_settings or {}
+        differ += [(k, there.get(k), resolved[k]) for k in resolved if there.get(k) != resolved[k]]
     if differ:
-        detail = "; ".join(f"`{k}` {stored.get(k)!r} there, {current[k]!r} now" for k in differ)
+        detail = "; ".join(f"`{k}` {old!r} there, {new!r} now" for k, old, new in differ)
         raise ConfigError(
             f"resume=true found {path} from another config ({detail}). Use another "
             "`output_dir`, or delete it to start the run over."
@@ -95,42 +111,59 @@ def check_same_config(config: RunConfig, stored: dict[str, Any] | None, path: Pa
 
 
 def finished_result(
-    config: RunConfig, method: str, seed: int, setting: str | None = None
+    config: RunConfig,
+    method: str,
+    seed: int,
+    setting: str | None = None,
+    settings: dict[str, Any] | None = None,
 ) -> dict[str, Any] | None:
     """With ``config.resume``: the run's result if it is written already (and made with this
-    config; another config is an error), else None."""
+    config and these resolved ``settings``, fields of the result; another is an error), else
+    None."""
     path = run_dir(config, method, seed, setting) / "result.json"
     if not (config.resume and path.is_file()):
         return None
     result = read_json(path)
-    check_same_config(config, result.get("config"), path)
+    check_same_config(config, result.get("config"), path, settings, result)
     return result
 
 
 def resume_point(
-    config: RunConfig, method: str, seed: int
+    config: RunConfig, method: str, seed: int, settings: dict[str, Any] | None = None
 ) -> tuple[Path, dict[str, Any] | None, dict[str, Any] | None]:
     """The run's ``checkpoint.pt`` path and what ``config.resume`` finds: its finished result
     (the run is done), or the checkpoint's payload (continue from it); None, None otherwise
-    (or without ``resume``): start afresh."""
+    (or without ``resume``): start afresh. ``settings`` are what the runner resolved beyond
+    the config (see :func:`check_same_config`); the checkpoint or result must hold the same,
+    as :func:`save_run` and the result's extra fields record them."""
     checkpoint = run_dir(config, method, seed) / "checkpoint.pt"
     if config.resume and checkpoint.is_file():
         payload = load_checkpoint(checkpoint)
-        check_same_config(config, payload.get("config"), checkpoint)
+        check_same_config(
+            config, payload.get("config"), checkpoint, settings, payload.get("settings")
+        )
         return checkpoint, None, payload
-    return checkpoint, finished_result(config, method, seed), None
+    return checkpoint, finished_result(config, method, seed, settings=settings), None
 
 
-def save_run(path: Path, epochs: int, state: Any, recorder: EpochRecorder) -> None:
+def save_run(
+    path: Path,
+    epochs: int,
+    state: Any,
+    recorder: EpochRecorder,
+    settings: dict[str, Any] | None = None,
+) -> None:
     """Checkpoint a run after ``epochs`` epochs: the runner's ``state`` (``state_dict``), the
-    recorder's history and the global RNG states. The time it takes is the recorder's
-    ``checkpoint_time``, kept apart from training time."""
+    recorder's history, the global RNG states and the run's resolved ``settings`` (compared
+    on resume). The time it takes is the recorder's ``checkpoint_time``, kept apart from
+    training time."""
     tick = time.perf_counter()
     save_checkpoint(
         path,
         {
             "epoch": epochs,
             "config": _comparable(recorder.config),
+            "settings": _stored(settings or {}),
             "state": state.state_dict(),
             "recorder": recorder.state_dict(),
             "rng": rng_state(),
@@ -168,7 +201,9 @@ def run_epochs(
         train_epoch: trains epoch ``e`` and returns its training metrics (``train/...``).
         evaluate: metrics of the current network on a split (``accuracy`` for one task,
             ``mean_accuracy`` or ``mean_mse`` plus per-task metrics for several).
-        extra: more fields for the result JSON.
+        extra: more fields for the result JSON: the settings the runner resolved before
+            training (an agent's hyperparameters with their defaults filled in). A resumed
+            run must find the same in its checkpoint or finished result.
         state: the runner's training state (``state_dict``/``load_state_dict``, e.g. a
             :class:`TrainingState`). With it the run writes ``checkpoint.pt`` every
             ``config.checkpoint_every`` epochs (with the global RNG states and the history so
@@ -178,7 +213,7 @@ def run_epochs(
             function returning them, read at each use (for an env whose reset builds new
             networks).
     """
-    checkpoint, finished, payload = resume_point(config, method, seed)
+    checkpoint, finished, payload = resume_point(config, method, seed, extra)
     if finished is not None:
         return finished
     if payload is not None and state is None:
@@ -196,7 +231,7 @@ def run_epochs(
                 break
             every = config.checkpoint_every
             if state is not None and every and (epoch + 1) % every == 0:
-                save_run(checkpoint, epoch + 1, state, recorder)
+                save_run(checkpoint, epoch + 1, state, recorder, extra)
     finally:
         recorder.close()
     result = recorder.finish(extra)

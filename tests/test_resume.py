@@ -159,6 +159,60 @@ def test_resume_refuses_a_run_of_another_config(tmp_path, monkeypatch):
         run_method(dataclasses.replace(config, resume=True, epochs=6), "ew", 1)
 
 
+class _Counter:
+    """A toy run state: one number that every epoch adds one to."""
+
+    def __init__(self):
+        self.value = 0
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+def test_resume_refuses_a_run_whose_resolved_settings_changed(tmp_path):
+    """An agent's hyperparameters come from its defaults as much as from the config; a run
+    made under other defaults is neither continued nor reused."""
+    from harness.lifecycle import run_epochs
+
+    config = RunConfig(
+        epochs=3, output_dir=str(tmp_path), tensorboard=False, progress=False, checkpoint_every=1
+    )
+
+    def run(settings, crash_at=None, **changes):
+        counter = _Counter()
+
+        def train_epoch(epoch):
+            if epoch == crash_at:
+                raise KeyboardInterrupt
+            counter.value += 1
+            return {"train/loss": 1.0 / counter.value}
+
+        return run_epochs(
+            config=dataclasses.replace(config, **changes),
+            method="toy",
+            seed=0,
+            train_epoch=train_epoch,
+            evaluate=lambda split: {"accuracy": float(counter.value)},
+            extra={"agent": settings},
+            state=counter,
+        )
+
+    with pytest.raises(KeyboardInterrupt):
+        run({"gamma": 0.99, "train_freq": (50, "step")}, crash_at=2)  # checkpoint at epoch 2
+    with pytest.raises(ValueError, match=r"checkpoint.pt from another config \(`agent`"):
+        run({"gamma": 0.9, "train_freq": (50, "step")}, resume=True)
+    # The same settings (a tuple as its JSON list) continue the run from epoch 2.
+    done = run({"gamma": 0.99, "train_freq": (50, "step")}, resume=True)
+    assert done["final"]["test/accuracy"] == 3.0 and len(done["epochs"]) == 3
+    with pytest.raises(ValueError, match=r"result.json from another config \(`agent` \{"):
+        run({"gamma": 0.9, "train_freq": (50, "step")}, resume=True)
+    again = run({"gamma": 0.99, "train_freq": [50, "step"]}, resume=True)
+    assert again["wall_time_s"] == done["wall_time_s"]  # the finished run, not redone
+
+
 @pytest.mark.parametrize(
     "crash_at",
     [2, 3],  # saved after epoch 1 mid-rollout (step 12 of 8-step rollouts) / after epoch 2's
