@@ -128,7 +128,11 @@ def test_modes_and_canonical_model():
     for _ in range(40):
         env.step(env.action_space.sample())
     assert not all(torch.equal(a, b) for a, b in zip(canonical, env.learner.net.parameters()))
-    env.reset()  # train_agent: back to the canonical model
+    env.reset(options={"mode": "train_main"})  # never from the agent's network
+    assert all(torch.equal(a, b) for a, b in zip(canonical, env.learner.net.parameters()))
+    for _ in range(40):
+        env.step(env.action_space.sample())
+    env.reset(options={"mode": "train_agent"})  # back to the canonical model
     assert all(torch.equal(a, b) for a, b in zip(canonical, env.learner.net.parameters()))
     env.reset(options={"mode": "train_main"})
     terminated, info = False, {}
@@ -139,6 +143,32 @@ def test_modes_and_canonical_model():
     env.reset(options={"mode": "train_agent"})  # the trained network is canonical now
     assert all(torch.equal(a, b) for a, b in zip(trained, env.learner.net.parameters()))
     assert env.learner.epoch == 1
+
+
+def test_single_and_vector_forms_start_train_main_from_the_canonical_model():
+    """RL-AUX's cycle: an agent epoch on a copy, then the main epoch from the canonical
+    network, in the per-sample env as in the vector form (whose autoreset restores)."""
+    single = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    vector = gym.make_vec(
+        "AuxLabel-Digits-v0", num_envs=20, vectorization_mode="vector_entry_point", **SMALL
+    )
+    single.reset(seed=3, options={"mode": "train_main"})
+    single.reset(seed=3)  # a seeded reset starts over in train_agent mode
+    vector.reset(seed=3)
+    assert single.task.mode == vector.unwrapped.task.mode == "train_agent"
+    canonical = [p.clone() for p in single.learner.net.parameters()]
+    terminated = False
+    while not terminated:
+        *_, terminated, _, _ = single.step(0)
+    terms = np.zeros(20, dtype=bool)
+    while not terms.all():
+        _, _, terms, _, _ = vector.step(np.zeros(20, dtype=np.int64))
+    single.reset(options={"mode": "train_main"})
+    vector.reset(options={"mode": "train_main"})
+    for a, b, c in zip(
+        canonical, single.learner.net.parameters(), vector.unwrapped.learner.net.parameters()
+    ):
+        assert torch.equal(a, b) and torch.equal(b, c)
 
 
 def test_restore_every_batch_and_max_batches():

@@ -140,14 +140,19 @@ class AuxLabelTask:
 
     # ------------------------------------------------------------------ episode
     def start_episode(self, seed: int | None, mode: str | None) -> None:
-        """Begin an epoch; a ``seed`` rebuilds the run (network, optimiser, canonical model)."""
+        """Begin an epoch. A ``seed`` rebuilds the run (network, optimiser, canonical model)
+        in ``mode`` or else ``"train_agent"``; without one the epoch starts from the
+        canonical model in either mode (unless ``restore="none"``), so a train_main epoch
+        never continues from a network the agent's epoch trained."""
         if mode is not None:
             check_choice("options['mode']", mode, MODES)
             self.mode = mode
+        elif seed is not None:
+            self.mode = MODES[0]  # a fresh run is the same whatever the calls before it
         if seed is not None:
             self.learner.reset_run(seed)
             self.canonical = self.learner.snapshot()
-        elif self.mode == "train_agent" and self.restore != "none":
+        elif self.restore != "none":
             self.learner.restore(self.canonical)
         self.learner.begin_epoch()
         self.ended = False
@@ -280,10 +285,13 @@ class AuxLabelEnv(gym.Env):
     constant; the paper's reward stays the default (``docs/headroom.md`` compares the two).
 
     ## Starting State
-    ``reset(seed=s)`` builds a fresh main network from ``s`` and makes it canonical.
-    ``reset(options={"mode": "train_agent"})`` restores the canonical model (network,
-    optimiser, scheduler) and reshuffles; ``"train_main"`` continues training and makes the
-    network canonical when the epoch ends. The mode persists across resets.
+    ``reset(seed=s)`` builds a fresh main network from ``s``, makes it canonical and starts
+    in ``"train_agent"`` mode unless ``options["mode"]`` says otherwise. A reset without a
+    seed restores the canonical model (network, optimiser, scheduler) and reshuffles, in
+    either mode: ``options={"mode": "train_agent"}`` trains a copy of it for the agent,
+    ``"train_main"`` trains it on the agent's labels and makes the result canonical when the
+    epoch ends. The mode persists across seedless resets. ``restore="none"`` never restores:
+    every epoch continues from the network the last one left.
 
     ## Episode End
     Terminated after one epoch (``floor(N / B_T)`` batches; the shuffled remainder is left
@@ -326,7 +334,10 @@ class AuxLabelEnv(gym.Env):
     ## Version History
     * v0: initial release. Fixes since, with the default arguments' dynamics unchanged: a
       diverged ``train_main`` episode no longer becomes canonical; a ``train_main`` episode
-      cut by ``max_batches`` ends its epoch.
+      cut by ``max_batches`` ends its epoch; a seedless reset into ``train_main`` starts
+      from the canonical model, as the vector form's always did (it continued from the
+      network the last ``train_agent`` epoch left); a seeded reset without a mode starts in
+      ``train_agent`` mode (it kept the mode of earlier calls).
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
