@@ -4,9 +4,11 @@
 
 The policy is a table of logits, one row per primary class, over the psi sub-classes
 (a per-class softmax, RL-AUX's masked softmax in tabular form). It learns with REINFORCE on
-the batch reward against a running-mean baseline during train-agent epochs and labels
-greedily during train-main epochs, the same alternating protocol as the PPO runner.
-Use it as the template for plugging your own algorithm into the env.
+the batch reward against a running-mean baseline of the rewards before it during
+train-agent epochs and labels greedily during train-main epochs, the same alternating
+protocol as the PPO runner. Each epoch reports the validation accuracy; the test split is
+evaluated once, on the final network. Use it as the template for plugging your own
+algorithm into the env.
 """
 
 from __future__ import annotations
@@ -54,10 +56,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             actions = (probs.cumsum(axis=1) > rng.random((len(y), 1))).argmax(axis=1)
             obs, rewards, terminated, truncated, _ = envs.step(actions)
             reward = float(rewards[0])  # every slot gets the batch reward
+            # The advantage is measured against the rewards before this one (the first
+            # batch only sets the baseline).
+            advantage = 0.0 if baseline is None else reward - baseline
             baseline = reward if baseline is None else 0.9 * baseline + 0.1 * reward
             grad = -probs
             grad[np.arange(len(y)), actions] += 1.0  # d log pi(a | y) / d logits[y]
-            np.add.at(logits, y, args.lr * (reward - baseline) * grad / len(y))
+            np.add.at(logits, y, args.lr * advantage * grad / len(y))
             done = bool(terminated[0] or truncated[0])
         obs, _ = envs.reset(options={"mode": "train_main"})
         done = False
@@ -65,11 +70,13 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             greedy = logits[obs["primary_label"]].argmax(axis=1)
             obs, _, terminated, truncated, _ = envs.step(greedy)
             done = bool(terminated[0] or truncated[0])
-        metrics = envs.unwrapped.evaluate("test")
+        val = envs.unwrapped.evaluate("val")
         print(
-            f"epoch {epoch + 1}: test accuracy {metrics['accuracy']:.4f}, reward baseline "
+            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f}, reward baseline "
             f"{baseline:.4f}"
         )
+    metrics = envs.unwrapped.evaluate("test")
+    print(f"final network: test accuracy {metrics['accuracy']:.4f}")
     envs.close()
     return metrics
 

@@ -105,7 +105,8 @@ def test_custom_agent_runs(capsys):
 
     metrics = main(["--epochs", "1", "--batch-size", "100"])
     assert 0.0 <= metrics["accuracy"] <= 1.0
-    assert "epoch 1: test accuracy" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "epoch 1: val accuracy" in out and "final network: test accuracy" in out
 
 
 def test_igbv2_schedule_steps():
