@@ -102,6 +102,10 @@ def test_budget_ends_the_episode(table_path):
     env.reset(seed=0)
     _, _, terminated, truncated, _ = env.step(np.array([0, 1, 1, 0]))
     assert terminated and not truncated
+    with pytest.raises(ConfigError, match=r"selection has ended .*call reset\(\)"):
+        env.step(np.array([1, 0, 0, 0]))  # no silent steps past the budget
+    env.reset()
+    assert env.step(np.array([1, 0, 0, 0]))[2]  # a new selection: one group, then the end
 
 
 def test_checkers_and_bad_input(table_path):

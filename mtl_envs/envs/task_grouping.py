@@ -126,7 +126,8 @@ class TaskGroupingEnv(gym.Env):
     Nothing selected, all best gains 0, the full budget.
 
     ## Episode End
-    Terminated when the budget is spent or the action is all zeros.
+    Terminated when the budget is spent or the action is all zeros; a step after that is an
+    error until the next ``reset()``.
 
     ## Arguments
     | argument            | default      | meaning                                          |
@@ -260,6 +261,7 @@ class TaskGroupingEnv(gym.Env):
         self.covered = np.zeros(self.num_tasks, dtype=np.int8)
         self.budget_left = self.budget
         self.selected: list[Group] = []
+        self.ended = False
 
     def group_gains(self, group: Group) -> dict[int, float]:
         """Per-task gains of ``group`` on the reward split (memoised)."""
@@ -293,6 +295,11 @@ class TaskGroupingEnv(gym.Env):
         action = np.asarray(action)  # 0/1 ints, bools or floats (SB3's Bernoulli samples)
         if action.shape != (self.num_tasks,) or not self.action_space.contains(action):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
+        if self.ended:
+            raise ConfigError(
+                f"The selection has ended ({len(self.selected)} group(s) of a budget of "
+                f"{self.budget}); call reset() before step()."
+            )
         group = tuple(int(t) for t in np.flatnonzero(action))
         if self.objective == "etap" and (not group or self.budget_left == 1):
             # ETAP covers every task: the last group takes in the tasks still uncovered.
@@ -304,6 +311,7 @@ class TaskGroupingEnv(gym.Env):
                 "stopped": True,
                 "selected": [list(g) for g in self.selected],
             }
+            self.ended = True
             return self._obs(), 0.0, True, False, info
         before = self.total_gain
         gains = self.group_gains(group)
@@ -321,6 +329,7 @@ class TaskGroupingEnv(gym.Env):
             "selected": [list(g) for g in self.selected],
         }
         terminated = self.budget_left == 0 or not np.flatnonzero(action).size
+        self.ended = bool(terminated)
         return self._obs(), float(reward), bool(terminated), False, info
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
