@@ -72,8 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
             done = bool(terminated[0] or truncated[0])
         val = envs.unwrapped.evaluate("val")
         print(
-            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f}, reward baseline "
-            f"{baseline:.4f}"
+            f"epoch {epoch + 1}: val accuracy {val['accuracy']:.4f}, reward baseline {baseline:.4f}"
         )
     metrics = envs.unwrapped.evaluate("test")
     print(f"final network: test accuracy {metrics['accuracy']:.4f}")
