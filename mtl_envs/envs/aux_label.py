@@ -206,6 +206,7 @@ class AuxLabelTask:
             "epoch": learner.epoch,
             "batch": learner.position,
             "mode": self.mode,
+            "diverged": False,
         }
         reward = 0.0
         if self.mode == "train_agent" and self.reward == "val":
@@ -299,6 +300,14 @@ class AuxLabelEnv(gym.Env):
     shortened epoch still ends: the schedule steps and the network becomes canonical), and
     at once when a loss turns NaN or infinite (``info["diverged"] = True``, reward 0; a
     diverged network never becomes canonical).
+
+    ## Info
+    ``reset``: ``epoch`` and ``mode``. ``step``: ``epoch`` and ``batch`` (the epoch and the
+    index within it of the batch the sample belongs to), ``mode`` and ``diverged`` on every
+    step; on
+    a step that completes a batch in ``train_agent`` mode also the batch's training losses
+    (``train_...``) and, with the paper's reward, ``primary_eval_loss`` and
+    ``label_entropy`` (the reward's two terms).
 
     ## Arguments
     | argument                | default          | meaning                                     |
@@ -402,6 +411,7 @@ class AuxLabelEnv(gym.Env):
             "epoch": self.learner.epoch,
             "batch": self.learner.position,
             "mode": self.task.mode,
+            "diverged": False,
         }
         if self._position < len(self._labels):
             return self._obs(), 0.0, False, False, info

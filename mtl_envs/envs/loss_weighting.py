@@ -166,6 +166,12 @@ class LossWeightingEnv(gym.Env):
     Terminated when the run reaches ``epochs``; truncated after ``max_steps`` steps or when a
     loss becomes NaN or infinite (``info["diverged"] = True``).
 
+    ## Info
+    ``reset``: ``epoch`` (the learner's epoch after the warm-up), ``base_losses`` (L_base)
+    and ``diverged``. ``step``: ``losses`` (L_t, the batch just trained) and ``weights`` (the
+    task weights it trained with), ``epoch`` and ``batch`` (that batch's epoch and index in
+    the epoch), ``alpha`` (lr_0 / lr_t) and ``diverged``; every key on every step.
+
     ## Arguments
     | argument        | default    | meaning                                              |
     |-----------------|------------|------------------------------------------------------|
@@ -332,7 +338,7 @@ class LossWeightingEnv(gym.Env):
         learner = self.learner
         weights = self.action_to_weights(action)
         alpha = learner.initial_lr / learner.lr
-        epoch = learner.epoch
+        epoch, batch = learner.epoch, learner.position
         losses, epoch_end = learner.apply_pending(weights)
         self.steps += 1
         terminated = epoch_end and learner.epoch >= self.epochs
@@ -354,7 +360,7 @@ class LossWeightingEnv(gym.Env):
             "losses": losses.tolist(),
             "weights": weights.tolist(),
             "epoch": epoch,
-            "batch": learner.position,
+            "batch": batch,
             "alpha": alpha,
             "diverged": diverged,
         }
@@ -507,6 +513,7 @@ class LossWeightingVectorEnv(VectorEnv):
             [learner.config.lr / run.lr for run in learner.learners], device=device
         )
         epochs = np.array([run.epoch for run in learner.learners])
+        batches = np.array([run.position for run in learner.learners])
         losses, epoch_end = learner.apply_pending(weights)
         epoch_end = epoch_end.cpu().numpy()
         self.steps += 1
@@ -541,7 +548,7 @@ class LossWeightingVectorEnv(VectorEnv):
             "losses": losses.cpu().numpy(),
             "weights": weights.cpu().numpy(),
             "epoch": epochs,
-            "batch": np.array([run.position for run in learner.learners]),
+            "batch": batches,
             "alpha": alpha.cpu().numpy(),
             "diverged": diverged,
         }
