@@ -29,6 +29,7 @@ from stable_baselines3.common.callbacks import BaseCallback
 import mtl_envs  # noqa: F401  (registers the ids)
 from agents.extractors import ImageLabelExtractor
 from agents.sb3_vec_env import SB3VecEnvAdapter
+from agents.settings import check_agent_values
 from harness.config import RunConfig
 from harness.lifecycle import run_epochs
 from harness.results import run_dir
@@ -146,6 +147,7 @@ def check_config(config: RunConfig) -> None:
         owner="SB3 PPO",
         fixed=("policy", "env", "seed", "verbose", "policy_kwargs"),
     )
+    check_agent_values(config.agent)
     check_kwargs(
         "policy",
         config.policy,

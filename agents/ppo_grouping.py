@@ -18,6 +18,7 @@ import gymnasium as gym
 from stable_baselines3 import PPO
 
 import mtl_envs  # noqa: F401
+from agents.settings import check_agent_values
 from baselines.grouping import GroupingProblem, env_settings, run_selection
 from harness.config import RunConfig
 from mtl_envs.utils import check_int, check_kwargs, resolve_device
@@ -38,6 +39,7 @@ def check_config(config: RunConfig) -> None:
     """Fail before anything trains on ``agent`` keys SB3's PPO does not take."""
     agent = {k: v for k, v in config.agent.items() if k != "total_timesteps"}
     check_kwargs("agent", agent, PPO, owner="SB3 PPO", fixed=("policy", "env", "seed", "verbose"))
+    check_agent_values(agent)
     check_int("agent.total_timesteps", config.agent.get("total_timesteps", 1))
 
 

@@ -46,6 +46,7 @@ from stable_baselines3.common.save_util import recursive_getattr
 from stable_baselines3.common.type_aliases import TrainFreq, TrainFrequencyUnit
 
 import mtl_envs  # noqa: F401
+from agents.settings import check_agent_values
 from harness.config import RunConfig
 from harness.lifecycle import TrainingState, restore_run, resume_point, save_run
 from harness.recording import EpochRecorder
@@ -53,7 +54,7 @@ from harness.registry import method_options
 from harness.results import run_dir
 from mtl_envs.envs.loss_weighting import EpisodeSettings, LossWeightingEnv
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_int, check_kwargs, resolve_device
+from mtl_envs.utils import check_int, check_kwargs, is_int, resolve_device
 
 # IGB section 4.1: SAC lr 3e-4 (alone or with CAGrad/IMTL-G), buffer 1e4, gamma 0.99,
 # one round of updates every 50 batches.
@@ -352,11 +353,27 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError(
             f"`agent.train_freq` must be [n, 'step'] or [n, 'episode']; got {freq!r}."
         )
+    check_agent_values(own)
     settings = config.env_settings()
     if settings.get("max_steps") is not None:
         raise ConfigError(
             f"`env_kwargs.max_steps` ({settings['max_steps']}) would truncate IGBv2's one "
             "training run and start another inside it; set `epochs` for a shorter run."
+        )
+    schedule = {**SCHEDULE_DEFAULTS, **method_options(config, "igbv2")}
+    for name, value in schedule.items():
+        check_int(f"method_kwargs.{name}", value)
+    warmup = settings.get("warmup_epochs", EpisodeSettings.warmup_epochs)
+    if is_int(warmup) and config.epochs <= warmup:
+        raise ConfigError(
+            f"`epochs` must exceed the env's {warmup} warm-up epoch(s) (the agent acts after "
+            f"them); got epochs={config.epochs}."
+        )
+    if config.epochs < schedule["use_epoch"]:
+        raise ConfigError(
+            f"`method_kwargs.use_epoch` ({schedule['use_epoch']}) is past the run's last "
+            f"epoch ({config.epochs}): SAC would never act and the run would be random "
+            "weighting. Lower it or raise `epochs`."
         )
 
 
@@ -369,8 +386,6 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     """
     check_config(config)
     schedule = {**SCHEDULE_DEFAULTS, **method_options(config, "igbv2")}
-    for name, value in schedule.items():
-        check_int(f"method_kwargs.{name}", value)
     settings = config.env_settings()
     agent_kwargs = {**sac_defaults(settings.get("aggregator")), **config.agent}
     device = agent_kwargs.pop("device", str(resolve_device("auto")))
@@ -381,12 +396,6 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     checkpoint, finished, payload = resume_point(config, "igbv2", seed, resolved)
     if finished is not None:
         return finished
-    warmup = settings.get("warmup_epochs", EpisodeSettings.warmup_epochs)
-    if isinstance(warmup, int) and config.epochs <= warmup:
-        raise ConfigError(
-            f"`epochs` must exceed the env's {warmup} warm-up epoch(s) (the agent acts after "
-            f"them); got epochs={config.epochs}."
-        )
     # One epoch more than trained: SB3 auto-resets an env that terminates, which here would
     # start a new run (with its warm-up) before the final evaluation. The extra epoch is
     # never reached: EpochCallback stops learn() when config.epochs epochs are done.

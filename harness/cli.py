@@ -234,12 +234,14 @@ def main(argv: list[str] | None = None) -> int:
             "probe": cmd_probe,
             "compare": cmd_compare,
         }
-        commands[args.command](args)
+        outcome = commands[args.command](args)
     except (ConfigError, FileNotFoundError) as err:
         # Bad input (a name, a value, a key, a missing file) is one line; anything else is a
         # bug and keeps its traceback.
         print(f"mtl-envs {args.command}: error: {err}", file=sys.stderr)
         return 2
+    if args.command == "sweep" and outcome["failed"]:
+        return 1  # the sweep went on past its failed runs; the exit status still tells
     return 0
 
 

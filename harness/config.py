@@ -15,12 +15,28 @@ from typing import Any
 import yaml
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_int, check_seeds, config_from_dict
+from mtl_envs.utils import check_bool_fields, check_int, check_seeds, config_from_dict
 
 
 class ConfigLoader(yaml.SafeLoader):
     """YAML's safe loader, reading ``1e-5`` as a float (YAML 1.1 wants ``1.0e-5`` and would
-    keep the text ``"1e-5"``, which then fails a number check far from where it was written)."""
+    keep the text ``"1e-5"``, which then fails a number check far from where it was
+    written), dates as text (a ``variant: 2024-01-01`` label, not a date object results
+    cannot store), and refusing a key written twice in one mapping (YAML keeps the last,
+    so one of the two settings would be ignored without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                mark = key_node.start_mark
+                raise ConfigError(
+                    f"Key {key!r} appears twice in one mapping (line {mark.line + 1}, column "
+                    f"{mark.column + 1}); keep one."
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
 
 
 ConfigLoader.add_implicit_resolver(
@@ -28,11 +44,25 @@ ConfigLoader.add_implicit_resolver(
     re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
     list("-+0123456789"),
 )
+ConfigLoader.yaml_implicit_resolvers = {
+    first: [r for r in resolvers if r[0] != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in ConfigLoader.yaml_implicit_resolvers.items()
+}
 
 
 def load_yaml(text: Any) -> Any:
-    """Parse YAML text (or a file object) with :class:`ConfigLoader`."""
-    return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: plain data only
+    """Parse YAML text (or a file object) with :class:`ConfigLoader`; malformed YAML is a
+    ``ConfigError`` with the line and column the parser stopped at."""
+    try:
+        return yaml.load(text, Loader=ConfigLoader)  # a SafeLoader: plain data only
+    except yaml.YAMLError as err:
+        name = getattr(text, "name", None)
+        where = f" in {name!r}" if isinstance(name, str) else ""
+        mark = getattr(err, "problem_mark", None)
+        if mark is not None:
+            where += f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(err, "problem", None) or " ".join(str(err).split())
+        raise ConfigError(f"Malformed YAML{where}: {problem}.") from None
 
 
 @dataclass
@@ -70,6 +100,7 @@ class RunConfig:
     split is evaluated once on the final and once on the best-validation network."""
 
     def __post_init__(self) -> None:
+        check_bool_fields(self)
         if isinstance(self.method, str):
             self.method = [self.method]
         if isinstance(self.seeds, int):

@@ -142,6 +142,15 @@ def check_run(config: RunConfig) -> None:
     for method in config.methods:
         check_method(config.env_id, method)
     check_method_kwargs(config.env_id, config.methods, config.method_kwargs)
+    # Baselines build the env's learner, not the env: its own arguments are checked here.
+    family = family_of(config.env_id)
+    family.check(config.env_id, config.env_kwargs)
+    epochs = config.env_kwargs.get("epochs", config.epochs)
+    if family.name == "LossWeighting" and epochs != config.epochs:
+        raise ConfigError(
+            f"`env_kwargs.epochs` ({epochs!r}) differs from `epochs` ({config.epochs}); every "
+            "run trains `epochs` epochs: set that one."
+        )
     for method in config.methods:
         # An agent's module checks its own options (SB3 keyword names, episode budgets).
         module = importlib.import_module(METHODS[check_method(config.env_id, method)].split(":")[0])

@@ -35,6 +35,10 @@ class EnvFamily:
     """Headline result metrics, in order of preference (``test/accuracy``, ...)."""
     split_kwargs: str | None
     """``module:function`` splitting constructor kwargs into (env arguments, learner config)."""
+    check_kwargs: str
+    """``module:function`` checking a whole kwargs dict (registered ones and overrides) as
+    the constructor would, without loading data or building networks: for runs whose method
+    builds no env, whose settings would otherwise go unchecked."""
 
     def ids(self) -> list[str]:
         return [
@@ -45,6 +49,16 @@ class EnvFamily:
         """The registered kwargs of one of the family's ids."""
         prefix, name, _ = env_id.split("-")
         return {**self.datasets[name], **self.variants[prefix]}
+
+    def check(self, env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
+        """Raise ``ConfigError`` if ``gym.make(env_id, **env_kwargs)`` would refuse its
+        arguments (an unknown key, a value outside its choices)."""
+        from gymnasium import spec
+
+        module, attr = self.check_kwargs.split(":")
+        getattr(importlib.import_module(module), attr)(
+            {**spec(env_id).kwargs, **(env_kwargs or {})}
+        )
 
     def learner_config(
         self, env_id: str, env_kwargs: Mapping[str, Any] | None = None, **overrides: Any
@@ -93,6 +107,7 @@ FAMILIES: dict[str, EnvFamily] = {
         variants={"AuxLabel": {}, "AuxLabelWeighted": {"sample_weights": True}},
         metrics=("test/accuracy",),
         split_kwargs="mtl_envs.envs.aux_label:split_env_kwargs",
+        check_kwargs="mtl_envs.envs.aux_label:check_env_kwargs",
     ),
     "LossWeighting": EnvFamily(
         name="LossWeighting",
@@ -135,6 +150,7 @@ FAMILIES: dict[str, EnvFamily] = {
         variants={"LossWeighting": {}},
         metrics=("test/mean_accuracy", "test/mean_nmse", "test/raw_mse", "test/mean_mse"),
         split_kwargs="mtl_envs.envs.loss_weighting:split_env_kwargs",
+        check_kwargs="mtl_envs.envs.loss_weighting:check_env_kwargs",
     ),
     "TaskGrouping": EnvFamily(
         name="TaskGrouping",
@@ -165,6 +181,7 @@ FAMILIES: dict[str, EnvFamily] = {
         variants={"TaskGrouping": {}},
         metrics=("test/total_gain",),
         split_kwargs=None,
+        check_kwargs="mtl_envs.envs.task_grouping:check_env_kwargs",
     ),
 }
 

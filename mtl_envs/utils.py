@@ -99,6 +99,26 @@ def check_int(argument: str, value: Any, *, minimum: int = 1, optional: bool = F
         )
 
 
+def check_bool(argument: str, value: Any, *, optional: bool = False) -> None:
+    """Raise ``ConfigError`` naming ``argument`` unless ``value`` is True or False (or
+    ``None`` when ``optional``): a quoted ``"false"`` or a ``0`` would otherwise read as a
+    truth value, the string as True."""
+    if optional and value is None:
+        return
+    if not isinstance(value, (bool, np.bool_)):
+        choices = "True, False or None" if optional else "True or False"
+        raise ConfigError(f"`{argument}` must be {choices}; got {value!r}.")
+
+
+def check_bool_fields(instance: Any) -> None:
+    """:func:`check_bool` on every field of the dataclass ``instance`` annotated ``bool``
+    (or ``bool | None``, where None is allowed)."""
+    for item in dataclasses.fields(instance):
+        kind = str(item.type).replace(" ", "")
+        if kind in ("bool", "bool|None", "Optional[bool]"):
+            check_bool(item.name, getattr(instance, item.name), optional=kind != "bool")
+
+
 def is_finite_number(value: Any) -> bool:
     """A finite real number (Python's or NumPy's), not a bool."""
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):

@@ -253,6 +253,102 @@ BAD_INPUT = [
         ConfigError,
         "`agent.total_timesteps`",
     ),
+    # SB3 hyperparameters by value, before anything trains (SB3 asserts on few of them).
+    (
+        lambda: check_run(
+            RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", agent={"gamma": 5})
+        ),
+        ConfigError,
+        r"`agent.gamma` must be a number in \[0, 1\]; got 5",
+    ),
+    (
+        lambda: check_run(RunConfig(method="ppo", agent={"batch_size": 0})),
+        ConfigError,
+        r"`agent.batch_size` must be a positive int; got 0",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(
+                method="igbv2", env_id="LossWeighting-Cubic-v1", agent={"learning_rate": "abc"}
+            )
+        ),
+        ConfigError,
+        r"`agent.learning_rate` must be a positive finite number; got 'abc'",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(method="ppo", env_id="TaskGrouping-Digits10-v1", agent={"n_steps": -5})
+        ),
+        ConfigError,
+        "`agent.n_steps`",
+    ),
+    # IGBv2's schedule against the run's length, checked before an earlier method trains.
+    (
+        lambda: check_run(
+            RunConfig(method=["ew", "igbv2"], env_id="LossWeighting-Cubic-v1", epochs=2)
+        ),
+        ConfigError,
+        "warm-up",
+    ),
+    (
+        lambda: check_run(RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", epochs=5)),
+        ConfigError,
+        r"`method_kwargs.use_epoch` \(6\) is past the run's last epoch \(5\): SAC would never act",
+    ),
+    # The env's own arguments, for methods that build the learner but not the env.
+    (
+        lambda: check_run(
+            RunConfig(method="ew", env_id="LossWeighting-Cubic-v1", env_kwargs={"reward": "minn"})
+        ),
+        ConfigError,
+        r"`reward` must be one of",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(
+                method="ew", env_id="LossWeighting-Cubic-v1", epochs=3, env_kwargs={"epochs": 6}
+            )
+        ),
+        ConfigError,
+        r"`env_kwargs.epochs` \(6\) differs from `epochs` \(3\)",
+    ),
+    (
+        lambda: check_run(RunConfig(method="human", env_kwargs={"restore": "never"})),
+        ConfigError,
+        r"`restore` must be one of",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(
+                method="etap", env_id="TaskGrouping-Digits10-v1", env_kwargs={"affinity": "tagg"}
+            )
+        ),
+        ConfigError,
+        r"`affinity` must be one of .*Did you mean 'tag'",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(method="etap", env_id="TaskGrouping-Digits10-v1", env_kwargs={"foo": 1})
+        ),
+        ConfigError,
+        "Unknown TaskGrouping argument 'foo'",
+    ),
+    # Switches take True or False only: a quoted "false" would read as True.
+    (
+        lambda: RunConfig(resume="false"),
+        ConfigError,
+        r"`resume` must be True or False; got 'false'",
+    ),
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", use_metadata="maybe"),
+        ConfigError,
+        r"`use_metadata` must be True or False",
+    ),
+    (
+        lambda: gym.make("AuxLabel-Digits-v0", amp="yes"),
+        ConfigError,
+        r"`amp` must be True or False; got 'yes'",
+    ),
     # The AuxLabel vector form has one slot per sample of a batch; the error names the way out.
     (
         lambda: gym.make_vec("AuxLabel-Digits-v0", num_envs=4),
@@ -305,6 +401,36 @@ def test_actions_are_checked_before_any_cast():
     with pytest.raises(ConfigError, match=r"inside.*dtype float64, values in \[1.0, 2.7\]"):
         vector.step(np.array([2.7, 1.0, 1.0, 1.0]))
     vector.step(np.array([2.0, 1.0, 1.0, 1.0]))
+
+
+def test_malformed_yaml_and_repeated_keys_are_named(tmp_path, capsys):
+    from harness.config import load_yaml
+
+    with pytest.raises(ConfigError, match=r"Key 'method' appears twice .*line 2, column 1"):
+        load_yaml("method: ew\nmethod: rlw\n")
+    with pytest.raises(ConfigError, match=r"Malformed YAML at line 2, column 1: .*'\\t'"):
+        load_yaml("env_kwargs:\n\tlr: 1\n")
+    assert load_yaml("variant: 2024-01-01") == {"variant": "2024-01-01"}  # a label, not a date
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("method: [ew, rlw\n")
+    assert cli_main(["run", str(bad)]) == 2
+    assert f"Malformed YAML in '{bad}' at line 2" in capsys.readouterr().err
+
+
+def test_a_sweep_with_failed_runs_exits_nonzero(tmp_path, monkeypatch):
+    import harness.sweep
+
+    config = tmp_path / "sweep.yaml"
+    config.write_text(
+        f"base: {{env_id: LossWeighting-Cubic-v1, epochs: 3}}\ngrid: {{method: [ew]}}\n"
+        f"output_dir: {tmp_path / 'out'}\n"
+    )
+    monkeypatch.setattr(
+        harness.sweep,
+        "run_sweep",
+        lambda sweep, progress: {"done": [], "skipped": [], "failed": ["ew"]},
+    )
+    assert cli_main(["sweep", str(config)]) == 1
 
 
 def test_run_checks_fail_before_anything_trains(tmp_path):

@@ -29,6 +29,7 @@ from mtl_envs.training import (
     weight_from_bin,
 )
 from mtl_envs.utils import (
+    check_bool,
     check_choice,
     check_int,
     check_number,
@@ -61,6 +62,45 @@ def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], AuxLearner
     return split_kwargs(kwargs, ENV_ARGUMENTS, AuxLearnerConfig, "AuxLabel")
 
 
+def check_task_arguments(
+    label_space: str = "hierarchical",
+    sample_weights: bool = False,
+    weight_bins: int = 21,
+    weight_exponent_range: tuple[float, float] | list[float] = (-5.0, 5.0),
+    entropy_coef: float = 0.2,
+    reward: str = "paper",
+    max_batches: int | None = None,
+    restore: str = "epoch",
+) -> None:
+    """Raise ``ConfigError`` unless the env's own arguments (:class:`AuxLabelTask`'s) are
+    valid."""
+    check_choice("label_space", label_space, LABEL_SPACES)
+    check_bool("sample_weights", sample_weights)
+    check_choice("restore", restore, RESTORE)
+    check_choice("reward", reward, REWARDS)
+    if reward == "val" and restore == "batch":
+        raise ConfigError(
+            "`reward='val'` scores the network an episode leaves behind, which "
+            "`restore='batch'` resets after every batch; use restore='epoch' or 'none'."
+        )
+    check_int("weight_bins", weight_bins, minimum=2)
+    lo_hi = tuple(weight_exponent_range) if isinstance(weight_exponent_range, (tuple, list)) else ()
+    if len(lo_hi) != 2 or not all(is_finite_number(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
+        raise ConfigError(
+            f"`weight_exponent_range` must be (low, high), finite numbers with low < high; "
+            f"got {weight_exponent_range!r}."
+        )
+    check_number("entropy_coef", entropy_coef)
+    check_int("max_batches", max_batches, optional=True)
+
+
+def check_env_kwargs(kwargs: dict[str, Any]) -> None:
+    """Check AuxLabel constructor kwargs (the env's own and the learner's) without building
+    anything."""
+    own, _ = split_env_kwargs(kwargs)
+    check_task_arguments(**own)
+
+
 class AuxLabelTask:
     """The MDP of RL-AUX on top of an :class:`AuxLearner`, shared by both env forms.
 
@@ -81,27 +121,17 @@ class AuxLabelTask:
         max_batches: int | None = None,
         restore: str = "epoch",
     ):
-        check_choice("label_space", label_space, LABEL_SPACES)
-        check_choice("restore", restore, RESTORE)
-        check_choice("reward", reward, REWARDS)
-        if reward == "val" and restore == "batch":
-            raise ConfigError(
-                "`reward='val'` scores the network an episode leaves behind, which "
-                "`restore='batch'` resets after every batch; use restore='epoch' or 'none'."
-            )
-        if not isinstance(sample_weights, bool):
-            raise ConfigError(f"`sample_weights` must be a bool; got {sample_weights!r}.")
-        check_int("weight_bins", weight_bins, minimum=2)
-        lo_hi = (
-            tuple(weight_exponent_range) if isinstance(weight_exponent_range, (tuple, list)) else ()
+        check_task_arguments(
+            label_space=label_space,
+            sample_weights=sample_weights,
+            weight_bins=weight_bins,
+            weight_exponent_range=weight_exponent_range,
+            entropy_coef=entropy_coef,
+            reward=reward,
+            max_batches=max_batches,
+            restore=restore,
         )
-        if len(lo_hi) != 2 or not all(is_finite_number(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
-            raise ConfigError(
-                f"`weight_exponent_range` must be (low, high), finite numbers with low < high; "
-                f"got {weight_exponent_range!r}."
-            )
-        check_number("entropy_coef", entropy_coef)
-        check_int("max_batches", max_batches, optional=True)
+        lo_hi = tuple(weight_exponent_range)
         self.label_space = label_space
         self.sample_weights = sample_weights
         self.weight_bins = weight_bins

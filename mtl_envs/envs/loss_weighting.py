@@ -117,6 +117,13 @@ def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], MultiTaskL
     )
 
 
+def check_env_kwargs(kwargs: dict[str, Any]) -> None:
+    """Check LossWeighting constructor kwargs (the env's own and the learner's) without
+    building anything."""
+    own, _ = split_env_kwargs(kwargs)
+    EpisodeSettings(**own)
+
+
 class LossWeightingEnv(gym.Env):
     """Choose the task weights of every batch of a multi-task training run (IGB, sec. 3.2.2).
 

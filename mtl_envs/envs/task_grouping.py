@@ -88,6 +88,32 @@ class PredictedGains:
         return self.model.predict(group)
 
 
+def check_env_kwargs(kwargs: dict[str, Any]) -> None:
+    """Check TaskGrouping constructor kwargs without loading a table or training: known
+    names, values inside their choices."""
+    valid = [p for p in inspect.signature(TaskGroupingEnv).parameters if p != "unknown"]
+    for key in kwargs:
+        if key not in valid:
+            raise ConfigError(
+                f"Unknown TaskGrouping argument {key!r}.{suggest(key, valid)} "
+                f"Valid arguments: {valid}."
+            )
+    choices = {
+        "gains": GAIN_SOURCES,
+        "affinity": AFFINITIES,
+        "objective": OBJECTIVES,
+        "gain_split": GAIN_SPLITS,
+    }
+    for name, values in choices.items():
+        if name in kwargs:
+            check_choice(name, kwargs[name], values)
+    for name in ("budget", "etap_train_groups"):
+        if name in kwargs:
+            check_int(name, kwargs[name])
+    if "seeds" in kwargs:
+        check_seeds("seeds", kwargs["seeds"])
+
+
 class TaskGroupingEnv(gym.Env):
     """Select task groups to train, one per step, under a budget (ETAP section 2-3).
 
@@ -182,21 +208,20 @@ class TaskGroupingEnv(gym.Env):
         render_mode: str | None = None,
         **unknown: Any,
     ):
-        if unknown:
-            valid = [p for p in inspect.signature(type(self)).parameters if p != "unknown"]
-            key = next(iter(unknown))
-            raise ConfigError(
-                f"Unknown TaskGrouping argument {key!r}.{suggest(key, valid)} "
-                f"Valid arguments: {valid}."
-            )
         if render_mode is not None:
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
-        check_choice("gains", gains, GAIN_SOURCES)
-        check_choice("affinity", affinity, AFFINITIES)
-        check_choice("objective", objective, OBJECTIVES)
-        check_choice("gain_split", gain_split, GAIN_SPLITS)
-        check_int("budget", budget)
-        check_int("etap_train_groups", etap_train_groups)
+        check_env_kwargs(
+            {
+                "gains": gains,
+                "affinity": affinity,
+                "objective": objective,
+                "gain_split": gain_split,
+                "budget": budget,
+                "etap_train_groups": etap_train_groups,
+                "seeds": seeds,
+                **unknown,
+            }
+        )
         seeds = check_seeds("seeds", seeds)
         self.budget = budget
         self.objective = objective

@@ -35,7 +35,15 @@ from mtl_envs.training.weighting import (
     objective_term_derivatives,
     weighted_objective_terms,
 )
-from mtl_envs.utils import check_choice, check_int, check_number, lookup, resolve_device, suggest
+from mtl_envs.utils import (
+    check_bool_fields,
+    check_choice,
+    check_int,
+    check_number,
+    lookup,
+    resolve_device,
+    suggest,
+)
 
 BATCHING = ("balanced", "uniform")
 AGGREGATORS = ("mgda", "pcgrad", "cagrad", "imtl_g", "nash_mtl", "upgrad", "dualproj", "mean")
@@ -160,6 +168,7 @@ class MultiTaskLearnerConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
+        check_bool_fields(self)
         for name in ("head_hidden", "scheduler_step_epochs", "batch_size"):
             check_int(name, getattr(self, name))
         # The LossWeighting reward scales by lr_0 / lr_t (IGB eq. 4): both must stay above 0.
