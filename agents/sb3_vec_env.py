@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
+from mtl_envs.envs.vector_infos import unbatch
 from mtl_envs.errors import ConfigError
 
 
@@ -45,20 +46,10 @@ class SB3VecEnvAdapter(VecEnv):
             return {k: v[i] for k, v in obs.items()}
         return obs[i]
 
-    def _infos(self, infos: dict[str, Any]) -> list[dict[str, Any]]:
-        out: list[dict[str, Any]] = [{} for _ in range(self.num_envs)]
-        for key, values in infos.items():
-            if key.startswith("_") or key in ("final_obs", "final_info"):
-                continue
-            mask = infos.get(f"_{key}", np.ones(self.num_envs, dtype=bool))
-            for i in np.flatnonzero(mask):
-                out[i][key] = values[i]
-        return out
-
     def reset(self):
         seed = self._seeds[0]
         obs, infos = self.env.reset(seed=seed, options=self._options[0] or None)
-        self.reset_infos = self._infos(infos)
+        self.reset_infos = unbatch(infos, self.num_envs)
         self._reset_seeds()
         self._reset_options()
         return obs
@@ -69,9 +60,14 @@ class SB3VecEnvAdapter(VecEnv):
     def step_wait(self) -> VecEnvStepReturn:
         obs, rewards, terminated, truncated, infos = self.env.step(self._actions)
         dones = np.logical_or(terminated, truncated)
-        info_list = self._infos(infos)
+        info_list = unbatch(infos, self.num_envs)
+        # SB3 wants an ended slot's step info (with its last observation); the top level holds
+        # its reset's info, which SB3 keeps in reset_infos.
+        final_info = unbatch(infos.get("final_info", {}), self.num_envs)
         final_obs = infos.get("final_obs")
         for i in np.flatnonzero(dones):
+            self.reset_infos[i] = info_list[i]
+            info_list[i] = final_info[i]
             info_list[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             if final_obs is not None:
                 info_list[i]["terminal_observation"] = final_obs[i]

@@ -213,6 +213,15 @@ def test_vector_env_autoresets_same_step():
         obs, rewards, terms, truncs, infos = vector.step(np.zeros(100, dtype=np.int64))
         assert terms.all() == (step == 11)
     assert infos["final_obs"][0]["image"].shape == (1, 8, 8)
+    # Gymnasium's SAME_STEP layout: the new epoch's reset info on top, the step's below.
+    assert sorted(k for k in infos if not k.startswith("_")) == [
+        "epoch",
+        "final_info",
+        "final_obs",
+        "mode",
+    ]
+    assert infos["epoch"].tolist() == [1] * 100 and infos["_mode"].all()
+    assert infos["final_info"]["batch"][0] == 11 and infos["final_info"]["_diverged"].all()
     assert vector.unwrapped.learner.epoch == 1 and vector.unwrapped.learner.position == 0
 
 

@@ -152,3 +152,67 @@ def test_bad_actions_and_reset_masks_are_refused():
         vector.step(np.zeros((3, 20), dtype=np.float32))
     with pytest.raises(ConfigError, match="reset_mask"):
         vector.reset(options={"reset_mask": [1, 0]})
+
+
+def _assert_same_layout(ours: dict, theirs: dict) -> None:
+    """Same keys and masks as Gymnasium's own vector env; equal values on the masked slots."""
+    assert sorted(ours) == sorted(theirs)
+    for key, values in theirs.items():
+        if key == "final_info":
+            _assert_same_layout(ours[key], values)
+        elif key.startswith("_"):
+            np.testing.assert_array_equal(ours[key], values, err_msg=key)
+        else:
+            for k in np.flatnonzero(theirs.get(f"_{key}", np.ones(len(values), bool))):
+                np.testing.assert_allclose(
+                    np.asarray(ours[key][k], dtype=float),
+                    np.asarray(values[k], dtype=float),
+                    rtol=1e-4,
+                    err_msg=key,
+                )
+
+
+def test_infos_follow_gymnasiums_same_step_layout():
+    """Key by key and mask by mask, the infos SyncVectorEnv gives over the single envs with
+    SAME_STEP autoreset: reset info at the top level of an ended slot, its step's info in
+    final_info, its last observation in final_obs."""
+    from gymnasium.vector import AutoresetMode
+
+    ours = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    theirs = gym.make_vec(
+        "LossWeighting-Cubic-v1",
+        num_envs=2,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        **CUBIC,
+    )
+    _assert_same_layout(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
+    actions = np.zeros(ours.action_space.shape, dtype=np.float32)
+    for step in range(7):  # the 6th step ends both runs
+        _, _, terminated, _, info = ours.step(actions)
+        _, _, _, _, expected = theirs.step(actions)
+        assert terminated.all() == (step == 5)
+        _assert_same_layout(info, expected)
+    assert "final_info" not in info and info["_losses"].all()
+    # A partial reset reports the reset slots only.
+    _, info = ours.reset(options={"reset_mask": np.array([False, True])})
+    assert info["_base_losses"].tolist() == [False, True]
+
+
+def test_sb3_adapter_hands_sb3_the_ended_steps_info():
+    from agents.sb3_vec_env import SB3VecEnvAdapter
+
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    env = SB3VecEnvAdapter(vector)
+    env.reset()
+    for _ in range(6):
+        env.step_async(np.zeros((2, 20), dtype=np.float32))
+        _, _, dones, infos = env.step_wait()
+    assert dones.all()
+    assert all("losses" in info and "terminal_observation" in info for info in infos)
+    assert all(info["batch"] == 2 and info["epoch"] == 3 for info in infos)  # the last batch
+    assert all("base_losses" in info and info["epoch"] == 2 for info in env.reset_infos)

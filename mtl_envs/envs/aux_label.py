@@ -20,6 +20,7 @@ from gymnasium import spaces
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from mtl_envs.envs import vector_infos
 from mtl_envs.errors import ConfigError
 from mtl_envs.training import (
     AuxLearner,
@@ -474,8 +475,10 @@ class AuxLabelVectorEnv(VectorEnv):
     ## Rewards and Episode End
     Every slot receives the batch reward (the per-sample env gives it to the batch's last
     step only) and the same ``terminated``/``truncated``. Autoreset is ``SAME_STEP``: when
-    the epoch ends, the returned observation already belongs to the next epoch (same mode)
-    and ``info["final_obs"]`` holds the last one.
+    the epoch ends, the returned observation already belongs to the next epoch (same mode),
+    the top-level info is the new epoch's reset info, and ``info["final_obs"]`` and
+    ``info["final_info"]`` hold the last observation and the step's info, in Gymnasium's
+    layout (:mod:`mtl_envs.envs.vector_infos`).
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
@@ -527,7 +530,12 @@ class AuxLabelVectorEnv(VectorEnv):
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
         self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
-        return self._obs(), {}
+        return self._obs(), vector_infos.masked(self._reset_info(), np.ones(self.num_envs, bool))
+
+    def _reset_info(self) -> dict[str, np.ndarray]:
+        """The single env's reset info, for every slot."""
+        n = self.num_envs
+        return {"epoch": np.full(n, self.learner.epoch), "mode": np.full(n, self.task.mode)}
 
     def step(self, actions):
         actions = np.asarray(actions)
@@ -542,19 +550,17 @@ class AuxLabelVectorEnv(VectorEnv):
             )
         reward, terminated, truncated, info = self.task.apply(actions)
         n = self.num_envs
-        infos = {k: np.full(n, v) for k, v in info.items()}
+        step_info = {k: np.full(n, v) for k, v in info.items()}
         rewards = np.full(n, reward, dtype=np.float64)
         terminations = np.full(n, terminated)
         truncations = np.full(n, truncated)
+        final_obs = None
         if terminated or truncated:
             final_obs = self._obs()
-            infos["final_obs"] = np.array(
-                [{k: v[i] for k, v in final_obs.items()} for i in range(n)], dtype=object
-            )
-            infos["final_info"] = {k: v.copy() for k, v in infos.items() if k != "final_obs"}
-            infos["_final_obs"] = np.ones(n, dtype=bool)
-            infos["_final_info"] = np.ones(n, dtype=bool)
             self.task.start_episode(None, None)
+        infos = vector_infos.same_step(
+            step_info, terminations | truncations, final_obs, self._reset_info()
+        )
         return self._obs(), rewards, terminations, truncations, infos
 
     def evaluate(self, split: str = "test") -> dict[str, float]:

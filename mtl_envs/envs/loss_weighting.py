@@ -13,6 +13,7 @@ from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
+from mtl_envs.envs import vector_infos
 from mtl_envs.errors import ConfigError
 from mtl_envs.training.batched import BatchedMultiTaskLearner
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
@@ -399,11 +400,16 @@ class LossWeightingVectorEnv(VectorEnv):
 
     Actions ``Box(-1, 1, (K, n))`` and observations ``Box(0, inf, (K, n))`` are the single
     env's spaces batched; rewards, ``terminated`` and ``truncated`` are per slot, and so is
-    every info entry (``info["diverged"]`` among them). Autoreset is ``SAME_STEP`` (SB3's
-    convention, see ``agents/sb3_vec_env.py``): a slot whose run ends is reset in the same
-    step; ``info["final_obs"]`` and ``info["final_info"]`` hold its last observation and
-    info. Runs reset alone when they end alone (a diverged run): its warm-up leaves the
-    other slots exactly where they were.
+    every info entry (``info["diverged"]`` among them), in Gymnasium's layout (each key ``k``
+    with its mask ``_k``). Autoreset is ``SAME_STEP`` (SB3's convention, see
+    ``agents/sb3_vec_env.py``), laid out as ``SyncVectorEnv`` lays it out in that mode: a
+    slot whose run ends is reset in the same step and reports the new run's reset info at
+    the top level, its last observation in ``info["final_obs"]`` and its step's info in
+    ``info["final_info"]`` (:mod:`mtl_envs.envs.vector_infos`). Runs reset alone when they
+    end alone (a diverged run): its warm-up leaves the other slots exactly where they were.
+    Gymnasium's vector observation wrappers refuse ``SAME_STEP`` envs; normalise in the
+    agent (SB3's ``VecNormalize`` over :class:`~agents.sb3_vec_env.SB3VecEnvAdapter`), or
+    wrap single envs under ``vectorization_mode="sync"``.
 
     >>> import gymnasium as gym, mtl_envs
     >>> envs = gym.make_vec("LossWeighting-Cubic-v1", num_envs=4, epochs=3)
@@ -497,12 +503,15 @@ class LossWeightingVectorEnv(VectorEnv):
                     self._rngs[k] = seeding.np_random(int(seeds[k]))[0]
         if mask.any():
             self._start([int(k) for k in np.flatnonzero(mask)])
-        info = {
+        return self._obs(), vector_infos.masked(self._reset_info(), mask)
+
+    def _reset_info(self) -> dict[str, np.ndarray]:
+        """The single env's reset info, for every slot (read on the slots just reset)."""
+        return {
             "epoch": np.array([run.epoch for run in self.learner.learners]),
             "base_losses": self.base_losses.cpu().numpy(),
             "diverged": ~torch.isfinite(self._current).all(-1).cpu().numpy(),
         }
-        return self._obs(), info
 
     def step(self, actions):
         actions = np.asarray(actions, dtype=np.float32)
@@ -551,7 +560,7 @@ class LossWeightingVectorEnv(VectorEnv):
         if self.max_steps is not None:
             truncated |= self.steps >= self.max_steps
         truncated &= ~terminated
-        infos: dict[str, Any] = {
+        step_info = {
             "losses": losses.cpu().numpy(),
             "weights": weights.cpu().numpy(),
             "epoch": epochs,
@@ -559,15 +568,12 @@ class LossWeightingVectorEnv(VectorEnv):
             "alpha": alpha.cpu().numpy(),
             "diverged": diverged,
         }
-        obs = self._obs()
+        obs = final_obs = self._obs()
         done = terminated | truncated
         if done.any():
-            infos["final_obs"] = np.where(done[:, None], obs, 0.0).astype(np.float32)
-            infos["final_info"] = {key: value.copy() for key, value in infos.items()}
-            infos["_final_obs"] = done.copy()
-            infos["_final_info"] = done.copy()
             self._start([int(k) for k in np.flatnonzero(done)])
             obs = self._obs()
+        infos = vector_infos.same_step(step_info, done, final_obs, self._reset_info())
         return obs, rewards, terminated, truncated, infos
 
     def evaluate(self, split: str = "test", index: int = 0) -> dict[str, float]:

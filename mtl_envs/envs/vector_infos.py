@@ -1,0 +1,79 @@
+"""Info dicts of the native vector envs, in Gymnasium 1.x's layout for ``SAME_STEP`` autoreset.
+
+Gymnasium's vector envs return one dict of per-slot arrays, each key ``k`` with a bool mask
+``_k`` marking the slots that set it. With ``SAME_STEP`` autoreset (what ``SyncVectorEnv``
+does in that mode), a slot whose episode ended in a step reports the *reset's* info at the
+top level, and the step's own info under ``final_info`` (a dict of the same layout, masked
+to the ended slots), beside ``final_obs`` (an object array holding the ended slots' last
+observations, None elsewhere).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def masked(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
+    """``info``'s per-slot arrays, each with the mask ``mask`` (the slots that set it)."""
+    out: dict[str, Any] = {}
+    for key, values in info.items():
+        out[key] = values
+        out[f"_{key}"] = mask.copy()
+    return out
+
+
+def same_step(
+    step_info: dict[str, np.ndarray],
+    done: np.ndarray,
+    final_obs: Any,
+    reset_info: dict[str, np.ndarray],
+) -> dict[str, Any]:
+    """The infos of a vector step whose slots ``done`` ended and were reset in the step.
+
+    Args:
+        step_info: the step's per-slot arrays (all slots).
+        done: (K,) bool, the slots whose episode ended (terminated or truncated).
+        final_obs: the observations the step returned before the resets (an array with a
+            leading slot axis, or a dict of such arrays).
+        reset_info: the resets' per-slot arrays (read on the ``done`` slots only).
+    """
+    if not done.any():
+        return masked(step_info, np.ones_like(done))
+    infos = masked({k: np.array(v, copy=True) for k, v in step_info.items()}, ~done)
+    for key, values in reset_info.items():
+        values = np.asarray(values)
+        if key in infos:
+            where = done.reshape(-1, *([1] * (values.ndim - 1)))
+            infos[key] = np.where(where, values, infos[key])
+            infos[f"_{key}"] = infos[f"_{key}"] | done
+        else:
+            infos[key] = values
+            infos[f"_{key}"] = done.copy()
+    for key in [k for k in step_info if not infos[f"_{k}"].any()]:
+        del infos[key], infos[f"_{key}"]  # no slot sets it (Gymnasium leaves it out)
+    last = np.full(len(done), None, dtype=object)
+    for k in np.flatnonzero(done):
+        if isinstance(final_obs, dict):
+            last[k] = {name: values[k] for name, values in final_obs.items()}
+        else:
+            last[k] = final_obs[k]
+    infos["final_obs"] = last
+    infos["_final_obs"] = done.copy()
+    infos["final_info"] = masked(step_info, done)
+    infos["_final_info"] = done.copy()
+    return infos
+
+
+def unbatch(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
+    """One plain dict per slot from a vector info dict: each key where its mask is set
+    (a key without a mask counts for every slot); ``final_*`` entries are left out."""
+    out: list[dict[str, Any]] = [{} for _ in range(num_envs)]
+    for key, values in infos.items():
+        if key.startswith("_") or key in ("final_obs", "final_info"):
+            continue
+        mask = infos.get(f"_{key}", np.ones(num_envs, dtype=bool))
+        for i in np.flatnonzero(mask):
+            out[i][key] = values[i]
+    return out
