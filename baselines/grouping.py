@@ -35,6 +35,7 @@ from mtl_envs.training.grouping import (
     gain_matrix,
     selection_candidates,
 )
+from mtl_envs.utils import check_int, is_int
 
 
 @dataclass
@@ -88,10 +89,18 @@ def env_settings(config: RunConfig) -> dict[str, Any]:
 
 def budgets(config: RunConfig) -> list[int]:
     """``method_kwargs.budgets`` (e.g. [2, 3, 4]) or the env's own budget."""
-    values = config.method_kwargs.get("budgets", [env_settings(config).get("budget", 3)])
-    if not values or not all(isinstance(b, int) and b >= 1 for b in values):
-        raise ConfigError(f"`method_kwargs.budgets` must be positive ints; got {values!r}.")
-    return list(values)
+    if "budgets" not in config.method_kwargs:
+        budget = env_settings(config).get("budget", 3)
+        check_int("env_kwargs.budget", budget)
+        return [budget]
+    values = config.method_kwargs["budgets"]
+    if not (
+        isinstance(values, (list, tuple)) and values and all(is_int(b) and b >= 1 for b in values)
+    ):
+        raise ConfigError(
+            f"`method_kwargs.budgets` must be a non-empty list of positive ints; got {values!r}."
+        )
+    return [int(b) for b in values]
 
 
 def grouping_problem(config: RunConfig) -> GroupingProblem:

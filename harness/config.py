@@ -113,6 +113,10 @@ class RunConfig:
                 f"`method` must be a method name or a non-empty list of them; got {self.method!r}."
             )
         self.seeds = check_seeds("seeds", self.seeds)
+        if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
+            raise ConfigError(f"`output_dir` must be a folder path; got {self.output_dir!r}.")
+        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+            raise ConfigError(f"`output_dir` {str(self.output_dir)!r} is a file, not a folder.")
         for name in ("env_kwargs", "method_kwargs", "agent", "policy"):
             value = getattr(self, name)
             if value is None:  # a YAML key with nothing (or only comments) under it

@@ -136,12 +136,32 @@ def method_options(config: RunConfig, method: str) -> dict[str, Any]:
     return {key: value for key, value in config.method_kwargs.items() if key in own}
 
 
+def check_agent_sections(config: RunConfig) -> None:
+    """``ConfigError`` for ``agent`` or ``policy`` settings that no method of the run reads
+    (a baseline has no agent: its run would ignore them without a word)."""
+    family = family_of(config.env_id).name
+    agents = [m for m in config.methods if METHODS[(family, m)].startswith("agents.")]
+    readers = {
+        "agent": agents,
+        "policy": [m for m in agents if (family, m) == ("AuxLabel", "ppo")],
+    }
+    for section, methods in readers.items():
+        keys = sorted(getattr(config, section))
+        if keys and not methods:
+            raise ConfigError(
+                f"`{section}` settings {keys} are read by none of the methods "
+                f"{config.methods} on {config.env_id}: only the RL agents read `agent`, and "
+                "RL-AUX's PPO `policy`. Remove them, or add an agent to `method`."
+            )
+
+
 def check_run(config: RunConfig) -> None:
     """Fail before anything trains: every method of ``config`` exists on its env id, every
     ``method_kwargs`` key is read by one of them, and each agent takes its options."""
     for method in config.methods:
         check_method(config.env_id, method)
     check_method_kwargs(config.env_id, config.methods, config.method_kwargs)
+    check_agent_sections(config)
     # Baselines build the env's learner, not the env: its own arguments are checked here.
     family = family_of(config.env_id)
     family.check(config.env_id, config.env_kwargs)

@@ -333,6 +333,31 @@ BAD_INPUT = [
         ConfigError,
         "Unknown TaskGrouping argument 'foo'",
     ),
+    # Settings no method of the run reads: a baseline has no agent.
+    (
+        lambda: check_run(
+            RunConfig(method="ew", env_id="LossWeighting-Cubic-v1", agent={"learning_ratee": 1})
+        ),
+        ConfigError,
+        r"`agent` settings \['learning_ratee'\] are read by none of the methods \['ew'\]",
+    ),
+    (
+        lambda: (
+            check_run(RunConfig(method=["ppo", "human"], policy={"image_features": 8})),
+            check_run(RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", policy={"a": 1})),
+        ),
+        ConfigError,
+        r"`policy` settings \['a'\] are read by none of the methods \['igbv2'\]",
+    ),
+    (
+        lambda: check_run(
+            RunConfig(method="etap", env_id="TaskGrouping-Digits10-v1", env_kwargs={"budget": -2})
+        ),
+        ConfigError,
+        r"`budget` must be a positive int; got -2",
+    ),
+    (lambda: RunConfig(output_dir=5), ConfigError, r"`output_dir` must be a folder path; got 5"),
+    (lambda: RunConfig(output_dir=__file__), ConfigError, r"`output_dir` .* is a file"),
     # Switches take True or False only: a quoted "false" would read as True.
     (
         lambda: RunConfig(resume="false"),
