@@ -216,3 +216,60 @@ def test_sb3_adapter_hands_sb3_the_ended_steps_info():
     assert all("losses" in info and "terminal_observation" in info for info in infos)
     assert all(info["batch"] == 2 and info["epoch"] == 3 for info in infos)  # the last batch
     assert all("base_losses" in info and info["epoch"] == 2 for info in env.reset_infos)
+
+
+def test_disabled_autoreset_takes_gymnasiums_vector_observation_wrappers():
+    """Gymnasium's observation wrappers take NEXT_STEP or DISABLED envs (NormalizeObservation
+    NEXT_STEP only, which the stacked runs cannot offer: a slot's reset step would still
+    train it on the step's action)."""
+    from gymnasium.wrappers import vector as vector_wrappers
+
+    same_step = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    envs = gym.make_vec(
+        "LossWeighting-Cubic-v1",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode="Disabled",
+        **CUBIC,
+    )
+    # Log-losses: an observation wrapper, which refuses SAME_STEP envs.
+    wrapped = vector_wrappers.TransformObservation(envs, np.log1p, envs.observation_space)
+    wrapped.reset(seed=1)
+    same_step.reset(seed=1)
+    actions = np.zeros(envs.action_space.shape, dtype=np.float32)
+    for _ in range(6):
+        _, reward, terminated, _, info = wrapped.step(actions)
+        _, expected, _, _, expected_info = same_step.step(actions)
+        np.testing.assert_array_equal(reward, expected)
+    assert terminated.all() and "final_obs" not in info and info["_losses"].all()
+    # The ended runs stay ended (their last observation, as SAME_STEP's final_obs) until reset.
+    np.testing.assert_array_equal(envs.unwrapped._obs(), np.stack(list(expected_info["final_obs"])))
+    with pytest.raises(ConfigError, match=r"Slots \[0, 1\] have ended .*reset_mask"):
+        wrapped.step(actions)
+    wrapped.reset(options={"reset_mask": np.array([True, True])})
+    wrapped.step(actions)
+    with pytest.raises(ConfigError, match="`autoreset_mode` must be one of"):
+        gym.make_vec("LossWeighting-Cubic-v1", num_envs=2, autoreset_mode="NextStep")
+
+
+def test_disabled_autoreset_on_the_auxlabel_vector_form():
+    from gymnasium.wrappers import vector as vector_wrappers
+
+    envs = vector_wrappers.FlattenObservation(
+        gym.make_vec(
+            "AuxLabel-Digits-v0",
+            num_envs=100,
+            vectorization_mode="vector_entry_point",
+            autoreset_mode="Disabled",
+        )
+    )
+    envs.reset(seed=0, options={"mode": "train_main"})
+    for _ in range(12):
+        obs, _, terminated, _, info = envs.step(np.zeros(100, dtype=np.int64))
+    assert terminated.all() and info["batch"][0] == 11 and obs.shape[0] == 100
+    with pytest.raises(ConfigError, match="have ended"):
+        envs.step(np.zeros(100, dtype=np.int64))
+    envs.reset()  # the trained network is canonical: the next epoch goes on from it
+    assert envs.unwrapped.learner.epoch == 1 and envs.unwrapped.learner.position == 0

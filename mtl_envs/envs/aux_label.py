@@ -478,7 +478,9 @@ class AuxLabelVectorEnv(VectorEnv):
     the epoch ends, the returned observation already belongs to the next epoch (same mode),
     the top-level info is the new epoch's reset info, and ``info["final_obs"]`` and
     ``info["final_info"]`` hold the last observation and the step's info, in Gymnasium's
-    layout (:mod:`mtl_envs.envs.vector_infos`).
+    layout (:mod:`mtl_envs.envs.vector_infos`). ``autoreset_mode="Disabled"`` leaves the
+    ended epoch's last batch in place until ``reset()`` (a step before that is an error),
+    the mode Gymnasium's vector observation wrappers accept.
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
@@ -489,9 +491,18 @@ class AuxLabelVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int | None = None, render_mode: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        num_envs: int | None = None,
+        render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+        **kwargs: Any,
+    ):
         if render_mode is not None:
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        mode = vector_infos.check_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
+        self._ended = False  # waiting for a reset (DISABLED mode)
         env_kwargs, config = split_env_kwargs(kwargs)
         if num_envs is not None and num_envs != config.train_batch_size:
             raise ConfigError(
@@ -530,6 +541,7 @@ class AuxLabelVectorEnv(VectorEnv):
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
         self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
+        self._ended = False
         return self._obs(), vector_infos.masked(self._reset_info(), np.ones(self.num_envs, bool))
 
     def _reset_info(self) -> dict[str, np.ndarray]:
@@ -538,6 +550,7 @@ class AuxLabelVectorEnv(VectorEnv):
         return {"epoch": np.full(n, self.learner.epoch), "mode": np.full(n, self.task.mode)}
 
     def step(self, actions):
+        vector_infos.check_not_ended(np.full(self.num_envs, self._ended))
         actions = np.asarray(actions)
         if actions.dtype.kind == "f" and np.array_equal(actions, np.round(actions)):
             actions = actions.astype(np.int64)  # whole numbers sent as floats; 2.7 stays out
@@ -554,13 +567,16 @@ class AuxLabelVectorEnv(VectorEnv):
         rewards = np.full(n, reward, dtype=np.float64)
         terminations = np.full(n, terminated)
         truncations = np.full(n, truncated)
+        done = terminations | truncations
+        if self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
+            self._ended = bool(terminated or truncated)
+            infos = vector_infos.masked(step_info, np.ones_like(done))
+            return self._obs(), rewards, terminations, truncations, infos
         final_obs = None
         if terminated or truncated:
             final_obs = self._obs()
             self.task.start_episode(None, None)
-        infos = vector_infos.same_step(
-            step_info, terminations | truncations, final_obs, self._reset_info()
-        )
+        infos = vector_infos.same_step(step_info, done, final_obs, self._reset_info())
         return self._obs(), rewards, terminations, truncations, infos
 
     def evaluate(self, split: str = "test") -> dict[str, float]:

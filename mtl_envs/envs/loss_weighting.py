@@ -407,9 +407,9 @@ class LossWeightingVectorEnv(VectorEnv):
     the top level, its last observation in ``info["final_obs"]`` and its step's info in
     ``info["final_info"]`` (:mod:`mtl_envs.envs.vector_infos`). Runs reset alone when they
     end alone (a diverged run): its warm-up leaves the other slots exactly where they were.
-    Gymnasium's vector observation wrappers refuse ``SAME_STEP`` envs; normalise in the
-    agent (SB3's ``VecNormalize`` over :class:`~agents.sb3_vec_env.SB3VecEnvAdapter`), or
-    wrap single envs under ``vectorization_mode="sync"``.
+    ``autoreset_mode="Disabled"`` (``AutoresetMode.DISABLED``) leaves an ended slot ended
+    until ``reset(options={"reset_mask": ...})`` restarts it (a step before that is an
+    error); Gymnasium's vector observation wrappers accept only that mode of the two.
 
     >>> import gymnasium as gym, mtl_envs
     >>> envs = gym.make_vec("LossWeighting-Cubic-v1", num_envs=4, epochs=3)
@@ -419,9 +419,17 @@ class LossWeightingVectorEnv(VectorEnv):
 
     metadata = {"render_modes": [], "autoreset_mode": AutoresetMode.SAME_STEP}
 
-    def __init__(self, num_envs: int = 1, render_mode: str | None = None, **kwargs: Any):
+    def __init__(
+        self,
+        num_envs: int = 1,
+        render_mode: str | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
+        **kwargs: Any,
+    ):
         if render_mode is not None:
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        mode = vector_infos.check_autoreset_mode(autoreset_mode)
+        self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         env_kwargs, config = split_env_kwargs(kwargs)
         EpisodeSettings(**env_kwargs).apply_to(self)
         self.learner = BatchedMultiTaskLearner(config, num_envs)
@@ -437,6 +445,7 @@ class LossWeightingVectorEnv(VectorEnv):
         self.base_losses = torch.ones(num_envs, n, device=device)
         self.steps = np.zeros(num_envs, dtype=np.int64)
         self._potential = np.zeros(num_envs)
+        self._ended = np.zeros(num_envs, dtype=bool)  # waiting for a reset (DISABLED mode)
 
     @property
     def num_tasks(self) -> int:
@@ -503,6 +512,7 @@ class LossWeightingVectorEnv(VectorEnv):
                     self._rngs[k] = seeding.np_random(int(seeds[k]))[0]
         if mask.any():
             self._start([int(k) for k in np.flatnonzero(mask)])
+        self._ended &= ~mask
         return self._obs(), vector_infos.masked(self._reset_info(), mask)
 
     def _reset_info(self) -> dict[str, np.ndarray]:
@@ -520,6 +530,7 @@ class LossWeightingVectorEnv(VectorEnv):
                 f"Actions must be a float array of shape {self.action_space.shape} inside "
                 f"[-1, 1]; got {describe_array(actions)}."
             )
+        vector_infos.check_not_ended(self._ended)
         learner = self.learner
         device = learner.device
         weights = actions_to_weights(
@@ -570,6 +581,15 @@ class LossWeightingVectorEnv(VectorEnv):
         }
         obs = final_obs = self._obs()
         done = terminated | truncated
+        if self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
+            self._ended = done
+            return (
+                obs,
+                rewards,
+                terminated,
+                truncated,
+                vector_infos.masked(step_info, np.ones_like(done)),
+            )
         if done.any():
             self._start([int(k) for k in np.flatnonzero(done)])
             obs = self._obs()

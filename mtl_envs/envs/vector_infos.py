@@ -1,11 +1,13 @@
-"""Info dicts of the native vector envs, in Gymnasium 1.x's layout for ``SAME_STEP`` autoreset.
+"""Info dicts and autoreset modes of the native vector envs, in Gymnasium 1.x's layout.
 
 Gymnasium's vector envs return one dict of per-slot arrays, each key ``k`` with a bool mask
 ``_k`` marking the slots that set it. With ``SAME_STEP`` autoreset (what ``SyncVectorEnv``
 does in that mode), a slot whose episode ended in a step reports the *reset's* info at the
 top level, and the step's own info under ``final_info`` (a dict of the same layout, masked
 to the ended slots), beside ``final_obs`` (an object array holding the ended slots' last
-observations, None elsewhere).
+observations, None elsewhere). With ``DISABLED`` autoreset (what Gymnasium's vector
+observation wrappers accept) an ended slot stays ended until ``reset(options={"reset_mask":
+...})`` restarts it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,36 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+from gymnasium.vector import AutoresetMode
+
+from mtl_envs.errors import ConfigError
+
+AUTORESET_MODES = (AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
+
+
+def check_autoreset_mode(value: Any) -> AutoresetMode:
+    """``value`` (an ``AutoresetMode`` or its name as text, ``"SameStep"``) as the mode."""
+    try:
+        mode = AutoresetMode(value)
+    except ValueError:
+        mode = None
+    if mode not in AUTORESET_MODES:
+        names = [m.value for m in AUTORESET_MODES]
+        raise ConfigError(
+            f"`autoreset_mode` must be one of {names} (gymnasium.vector.AutoresetMode); got "
+            f"{value!r}."
+        )
+    return mode
+
+
+def check_not_ended(ended: np.ndarray) -> None:
+    """Refuse a step while slots have ended and wait for their reset (``DISABLED`` mode)."""
+    if ended.any():
+        slots = np.flatnonzero(ended).tolist()
+        raise ConfigError(
+            f"Slots {slots} have ended and autoreset_mode is Disabled: restart them with "
+            "reset(options={'reset_mask': mask}) before the next step."
+        )
 
 
 def masked(info: dict[str, np.ndarray], mask: np.ndarray) -> dict[str, Any]:
