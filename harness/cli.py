@@ -14,6 +14,7 @@ import argparse
 import sys
 from typing import Any
 
+from harness.bench import positive_int
 from harness.compare import format_pairs, format_table, plot_summary, summarize
 from harness.config import RunConfig, apply_overrides
 from harness.registry import check_run, methods_for, resolve
@@ -140,10 +141,12 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 def cmd_compare(args: argparse.Namespace) -> None:
     results = load_results(args.results)
     rows = summarize(results, args.metric, args.which, args.baseline)
+    # The pairs are checked (and computed) before anything is printed.
+    pairs = format_pairs(results, args.pairs, rows[0]["metric"], args.which) if args.pairs else ""
     print(format_table(rows, args.spread))
-    if args.pairs:
+    if pairs:
         print()
-        print(format_pairs(results, args.pairs, rows[0]["metric"], args.which), end="")
+        print(pairs, end="")
     if args.plot:
         print(f"plot: {plot_summary(rows, args.plot)}")
 
@@ -169,7 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("env_id")
     probe.add_argument("overrides", nargs="*", help="env kwargs as key=value, e.g. epochs=10")
-    probe.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1 per policy")
+    probe.add_argument("--seeds", type=positive_int, default=5, help="seeds 0..N-1 per policy")
     probe.add_argument("--policies", nargs="+", default=None, help="default: the family's set")
     probe.add_argument(
         "--episodes",

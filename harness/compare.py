@@ -156,9 +156,11 @@ def format_pairs(
     for pair in pairs:
         x, _, y = pair.partition(":")
         if not x or not y or x not in everywhere or y not in everywhere:
+            unknown = next((m for m in (x, y) if m and m not in everywhere), "")
             raise ConfigError(
-                f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of these results; "
-                f"methods: {sorted(everywhere)}."
+                f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of these results."
+                f"{suggest(unknown, sorted(everywhere)) if unknown else ''} "
+                f"Methods: {sorted(everywhere)}."
             )
 
     def label(group: list[dict[str, Any]]) -> str:

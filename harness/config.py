@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_bool_fields, check_int, check_seeds, config_from_dict
+from mtl_envs.utils import check_field_types, check_int, check_seeds, config_from_dict
 
 
 class ConfigLoader(yaml.SafeLoader):
@@ -100,7 +100,7 @@ class RunConfig:
     split is evaluated once on the final and once on the best-validation network."""
 
     def __post_init__(self) -> None:
-        check_bool_fields(self)
+        check_field_types(self)
         if isinstance(self.method, str):
             self.method = [self.method]
         if isinstance(self.seeds, int):

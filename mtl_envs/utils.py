@@ -110,13 +110,17 @@ def check_bool(argument: str, value: Any, *, optional: bool = False) -> None:
         raise ConfigError(f"`{argument}` must be {choices}; got {value!r}.")
 
 
-def check_bool_fields(instance: Any) -> None:
+def check_field_types(instance: Any) -> None:
     """:func:`check_bool` on every field of the dataclass ``instance`` annotated ``bool``
-    (or ``bool | None``, where None is allowed)."""
+    (or ``bool | None``, where None is allowed), and a mapping check on every field
+    annotated ``dict[...]`` (keyword arguments passed on to a dataset or a model)."""
     for item in dataclasses.fields(instance):
         kind = str(item.type).replace(" ", "")
+        value = getattr(instance, item.name)
         if kind in ("bool", "bool|None", "Optional[bool]"):
-            check_bool(item.name, getattr(instance, item.name), optional=kind != "bool")
+            check_bool(item.name, value, optional=kind != "bool")
+        elif kind.startswith("dict[") and not isinstance(value, Mapping):
+            raise ConfigError(f"`{item.name}` must be a mapping of keys to values; got {value!r}.")
 
 
 def is_finite_number(value: Any) -> bool:

@@ -358,6 +358,11 @@ BAD_INPUT = [
     ),
     (lambda: RunConfig(output_dir=5), ConfigError, r"`output_dir` must be a folder path; got 5"),
     (lambda: RunConfig(output_dir=__file__), ConfigError, r"`output_dir` .* is a file"),
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", dataset_kwargs=[1]),
+        ConfigError,
+        r"`dataset_kwargs` must be a mapping of keys to values; got \[1\]",
+    ),
     # Switches take True or False only: a quoted "false" would read as True.
     (
         lambda: RunConfig(resume="false"),

@@ -53,6 +53,10 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     pairs = capsys.readouterr().out.splitlines()[-1]
     # Two seeds each: no interval, as the table gives none below three.
     assert pairs == "| AuxLabel-Digits-v0 | stl vs random | - (3+ seeds each) | 2 / 2 |"
+    # A misspelt method is named (with the closest one) before any table is printed.
+    assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:randm"]) == 2
+    out = capsys.readouterr()
+    assert not out.out and "Did you mean 'random'" in out.err
 
 
 def test_human_baseline_needs_fine_labels(tmp_path, capsys, data_env):

@@ -24,7 +24,7 @@ from mtl_envs.models import build_multi_head_net
 from mtl_envs.training.common import restore_state, seeded, snapshot_state
 from mtl_envs.training.losses import focal_loss
 from mtl_envs.training.metrics import classification_metrics, confusion_matrix
-from mtl_envs.utils import check_bool_fields, check_choice, check_int, check_number, resolve_device
+from mtl_envs.utils import check_choice, check_field_types, check_int, check_number, resolve_device
 
 # A labeller maps a batch, as training-set indices (B,) and the prepared (augmented,
 # normalised) inputs the main network trains on, to (aux targets (B, K), weights (B,) or None).
@@ -88,7 +88,7 @@ class AuxLearnerConfig:
     (faster convolutions on recent GPUs)."""
 
     def __post_init__(self) -> None:
-        check_bool_fields(self)
+        check_field_types(self)
         positive = (
             "head_hidden",
             "hierarchy_factor",

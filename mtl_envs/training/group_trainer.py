@@ -22,7 +22,13 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.training.grouping import Group
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
-from mtl_envs.utils import check_choice, check_int, check_number, resolve_device
+from mtl_envs.utils import (
+    check_choice,
+    check_field_types,
+    check_int,
+    check_number,
+    resolve_device,
+)
 
 GAIN_SPLITS = ("val", "test")
 
@@ -43,6 +49,7 @@ class GroupProtocol:
     epochs: int = 5
 
     def __post_init__(self) -> None:
+        check_field_types(self)
         for name in ("head_hidden", "batch_size", "epochs"):
             check_int(name, getattr(self, name))
         check_number("lr", self.lr, strict=True)

@@ -36,8 +36,8 @@ from mtl_envs.training.weighting import (
     weighted_objective_terms,
 )
 from mtl_envs.utils import (
-    check_bool_fields,
     check_choice,
+    check_field_types,
     check_int,
     check_number,
     lookup,
@@ -168,7 +168,7 @@ class MultiTaskLearnerConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        check_bool_fields(self)
+        check_field_types(self)
         for name in ("head_hidden", "scheduler_step_epochs", "batch_size"):
             check_int(name, getattr(self, name))
         # The LossWeighting reward scales by lr_0 / lr_t (IGB eq. 4): both must stay above 0.
