@@ -100,7 +100,6 @@ class RunConfig:
     split is evaluated once on the final and once on the best-validation network."""
 
     def __post_init__(self) -> None:
-        check_field_types(self)
         if isinstance(self.method, str):
             self.method = [self.method]
         if isinstance(self.seeds, int):
@@ -123,6 +122,7 @@ class RunConfig:
                 setattr(self, name, {})
             elif not isinstance(value, Mapping):
                 raise ConfigError(f"`{name}` must be a mapping of keys to values; got {value!r}.")
+        check_field_types(self)
 
     @property
     def methods(self) -> list[str]:

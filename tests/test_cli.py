@@ -284,7 +284,7 @@ def test_pairs_name_the_comparisons_of_a_claim():
     assert cells[0][3] == "3 / 3 (1 diverged) |"
     assert cells[1][1] == "b vs a" and cells[1][2].startswith("0.17 [")  # 1 - 0.83
     assert cells[2][1:4] == ["o [oracle] vs a", "1.00 [1.00, 1.00]", "3 / 3 |"]
-    with pytest.raises(ConfigError, match=r"`pairs` entry 'a:c'.*methods: \['a', 'b', 'o'\]"):
+    with pytest.raises(ConfigError, match=r"`pairs` entry 'a:c'.*Methods: \['a', 'b', 'o'\]"):
         format_pairs(results, ["a:c"], "test/loss")
 
 
