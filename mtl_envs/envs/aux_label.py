@@ -11,6 +11,7 @@ Two forms share one MDP core (:class:`AuxLabelTask`) and one learner
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass, fields
 from typing import Any
 
 import gymnasium as gym
@@ -30,8 +31,8 @@ from mtl_envs.training import (
     weight_from_bin,
 )
 from mtl_envs.utils import (
-    check_bool,
     check_choice,
+    check_field_types,
     check_int,
     check_number,
     check_options,
@@ -46,16 +47,6 @@ RESET_OPTIONS = ("mode",)
 LABEL_SPACES = ("hierarchical", "flat")
 RESTORE = ("epoch", "batch", "none")
 REWARDS = ("paper", "val")
-ENV_ARGUMENTS = (
-    "label_space",
-    "sample_weights",
-    "weight_bins",
-    "weight_exponent_range",
-    "entropy_coef",
-    "max_batches",
-    "restore",
-    "reward",
-)
 
 
 def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], AuxLearnerConfig]:
@@ -63,43 +54,49 @@ def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], AuxLearner
     return split_kwargs(kwargs, ENV_ARGUMENTS, AuxLearnerConfig, "AuxLabel")
 
 
-def check_task_arguments(
-    label_space: str = "hierarchical",
-    sample_weights: bool = False,
-    weight_bins: int = 21,
-    weight_exponent_range: tuple[float, float] | list[float] = (-5.0, 5.0),
-    entropy_coef: float = 0.2,
-    reward: str = "paper",
-    max_batches: int | None = None,
-    restore: str = "epoch",
-) -> None:
-    """Raise ``ConfigError`` unless the env's own arguments (:class:`AuxLabelTask`'s) are
-    valid."""
-    check_choice("label_space", label_space, LABEL_SPACES)
-    check_bool("sample_weights", sample_weights)
-    check_choice("restore", restore, RESTORE)
-    check_choice("reward", reward, REWARDS)
-    if reward == "val" and restore == "batch":
-        raise ConfigError(
-            "`reward='val'` scores the network an episode leaves behind, which "
-            "`restore='batch'` resets after every batch; use restore='epoch' or 'none'."
-        )
-    check_int("weight_bins", weight_bins, minimum=2)
-    lo_hi = tuple(weight_exponent_range) if isinstance(weight_exponent_range, (tuple, list)) else ()
-    if len(lo_hi) != 2 or not all(is_finite_number(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
-        raise ConfigError(
-            f"`weight_exponent_range` must be (low, high), finite numbers with low < high; "
-            f"got {weight_exponent_range!r}."
-        )
-    check_number("entropy_coef", entropy_coef)
-    check_int("max_batches", max_batches, optional=True)
+@dataclass(frozen=True)
+class TaskSettings:
+    """The env's own arguments (the rest configure the learner); checked on construction."""
+
+    label_space: str = "hierarchical"
+    sample_weights: bool = False
+    weight_bins: int = 21
+    weight_exponent_range: tuple[float, float] | list[float] = (-5.0, 5.0)
+    entropy_coef: float = 0.2
+    reward: str = "paper"
+    max_batches: int | None = None
+    restore: str = "epoch"
+
+    def __post_init__(self) -> None:
+        check_field_types(self)
+        check_choice("label_space", self.label_space, LABEL_SPACES)
+        check_choice("restore", self.restore, RESTORE)
+        check_choice("reward", self.reward, REWARDS)
+        if self.reward == "val" and self.restore == "batch":
+            raise ConfigError(
+                "`reward='val'` scores the network an episode leaves behind, which "
+                "`restore='batch'` resets after every batch; use restore='epoch' or 'none'."
+            )
+        check_int("weight_bins", self.weight_bins, minimum=2)
+        given = self.weight_exponent_range
+        lo_hi = tuple(given) if isinstance(given, (tuple, list)) else ()
+        if len(lo_hi) != 2 or not all(is_finite_number(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
+            raise ConfigError(
+                f"`weight_exponent_range` must be (low, high), finite numbers with low < high; "
+                f"got {given!r}."
+            )
+        check_number("entropy_coef", self.entropy_coef)
+        check_int("max_batches", self.max_batches, optional=True)
+
+
+ENV_ARGUMENTS = tuple(item.name for item in fields(TaskSettings))
 
 
 def check_env_kwargs(kwargs: dict[str, Any]) -> None:
     """Check AuxLabel constructor kwargs (the env's own and the learner's) without building
     anything."""
     own, _ = split_env_kwargs(kwargs)
-    check_task_arguments(**own)
+    TaskSettings(**own)
 
 
 class AuxLabelTask:
@@ -110,40 +107,20 @@ class AuxLabelTask:
     ``-mean CE(primary) on B_R random training images + entropy_coef * H(mean aux target)``.
     """
 
-    def __init__(
-        self,
-        config: AuxLearnerConfig,
-        label_space: str = "hierarchical",
-        sample_weights: bool = False,
-        weight_bins: int = 21,
-        weight_exponent_range: tuple[float, float] | list[float] = (-5.0, 5.0),
-        entropy_coef: float = 0.2,
-        reward: str = "paper",
-        max_batches: int | None = None,
-        restore: str = "epoch",
-    ):
-        check_task_arguments(
-            label_space=label_space,
-            sample_weights=sample_weights,
-            weight_bins=weight_bins,
-            weight_exponent_range=weight_exponent_range,
-            entropy_coef=entropy_coef,
-            reward=reward,
-            max_batches=max_batches,
-            restore=restore,
-        )
-        lo_hi = tuple(weight_exponent_range)
-        self.label_space = label_space
-        self.sample_weights = sample_weights
-        self.weight_bins = weight_bins
-        self.weight_exponent_range = (float(lo_hi[0]), float(lo_hi[1]))
-        self.entropy_coef = float(entropy_coef)
-        self.max_batches = max_batches
-        self.restore = restore
-        self.reward = reward
+    def __init__(self, config: AuxLearnerConfig, **env_kwargs: Any):
+        settings = TaskSettings(**env_kwargs)  # the arguments of the env's own (see the table)
+        self.label_space = settings.label_space
+        self.sample_weights = settings.sample_weights
+        self.weight_bins = settings.weight_bins
+        lo, hi = settings.weight_exponent_range
+        self.weight_exponent_range = (float(lo), float(hi))
+        self.entropy_coef = float(settings.entropy_coef)
+        self.max_batches = settings.max_batches
+        self.restore = settings.restore
+        self.reward = settings.reward
         self._potential = 0.0
         self._potentials: dict[str, float] = {}
-        self.restore_every_batch = restore == "batch"
+        self.restore_every_batch = self.restore == "batch"
         self.learner = AuxLearner(config)
         self.psi = config.hierarchy_factor
         self.mode = "train_agent"
