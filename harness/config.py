@@ -26,6 +26,7 @@ class ConfigLoader(yaml.SafeLoader):
     so one of the two settings would be ignored without a word)."""
 
     def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        self.flatten_mapping(node)  # merge keys (<<: *anchor) first, as the base class does
         seen: set[Any] = set()
         for key_node, _ in node.value:
             key = self.construct_object(key_node, deep=deep)

@@ -98,9 +98,9 @@ def check_same_config(
         raise ConfigError(f"{path} records no config; delete it to start the run over.")
     current = _comparable(config)
     differ = [(k, stored.get(k), current[k]) for k in current if stored.get(k) != current[k]]
-    if settings:
+    if settings and stored_settings is not None:  # a checkpoint from before they were kept
         resolved = _stored(settings)
-        there = stored_settings or {}
+        there = stored_settings
         differ += [(k, there.get(k), resolved[k]) for k in resolved if there.get(k) != resolved[k]]
     if differ:
         detail = "; ".join(f"`{k}` {old!r} there, {new!r} now" for k, old, new in differ)

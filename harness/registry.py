@@ -164,7 +164,9 @@ def check_run(config: RunConfig) -> None:
     check_agent_sections(config)
     # Baselines build the env's learner, not the env: its own arguments are checked here.
     family = family_of(config.env_id)
-    family.check(config.env_id, config.env_kwargs)
+    # A LossWeighting run trains `epochs` epochs whatever the id registers (checked below).
+    run_length = {"epochs": config.epochs} if family.name == "LossWeighting" else {}
+    family.check(config.env_id, {**run_length, **config.env_kwargs})
     epochs = config.env_kwargs.get("epochs", config.epochs)
     if family.name == "LossWeighting" and epochs != config.epochs:
         raise ConfigError(

@@ -288,7 +288,7 @@ BAD_INPUT = [
             RunConfig(method=["ew", "igbv2"], env_id="LossWeighting-Cubic-v1", epochs=2)
         ),
         ConfigError,
-        "warm-up",
+        r"`epochs` \(2\) must be an int greater than `warmup_epochs` \(2\)",
     ),
     (
         lambda: check_run(RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", epochs=5)),
@@ -299,6 +299,20 @@ BAD_INPUT = [
     (
         lambda: check_run(
             RunConfig(method="ew", env_id="LossWeighting-Cubic-v1", env_kwargs={"reward": "minn"})
+        ),
+        ConfigError,
+        r"`reward` must be one of",
+    ),
+    (
+        # The run's own length counts, not the id's registered 30 epochs: this one is valid,
+        # so the error comes from the next check.
+        lambda: check_run(
+            RunConfig(
+                method="ew",
+                env_id="LossWeighting-Digits10-v1",
+                epochs=60,
+                env_kwargs={"warmup_epochs": 30, "reward": "minn"},
+            )
         ),
         ConfigError,
         r"`reward` must be one of",
@@ -441,6 +455,8 @@ def test_malformed_yaml_and_repeated_keys_are_named(tmp_path, capsys):
     with pytest.raises(ConfigError, match=r"Malformed YAML at line 2, column 1: .*'\\t'"):
         load_yaml("env_kwargs:\n\tlr: 1\n")
     assert load_yaml("variant: 2024-01-01") == {"variant": "2024-01-01"}  # a label, not a date
+    merged = load_yaml("a: &shared {lr: 1}\nb:\n  <<: *shared\n  epochs: 2\n")
+    assert merged["b"] == {"lr": 1, "epochs": 2}  # merge keys are not repeated keys
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: [ew, rlw\n")
     assert cli_main(["run", str(bad)]) == 2

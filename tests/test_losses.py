@@ -114,8 +114,12 @@ def test_task_target_variance_pools_tasks_without_spread():
     # Two outputs per task (RobotArm's three angles, say) average their variances.
     two = torch.cat([targets, 2 * targets], dim=2)
     assert task_target_variance(two, mask).tolist() == pytest.approx([2.5, 20 / 3])
-    # A task whose targets are all equal (4 and 4) has no spread of its own either: it takes
-    # the pooled variance of 1, 3, 4, 4: mean 3, (4 + 0 + 1 + 1) / 4 = 1.5.
-    constant = torch.tensor([[[1.0], [0.0]], [[3.0], [0.0]], [[0.0], [4.0]], [[0.0], [4.0]]])
-    mask = torch.tensor([[True, False], [True, False], [False, True], [False, True]])
-    assert task_target_variance(constant, mask).tolist() == pytest.approx([1.0, 1.5])
+    # A task whose targets are all equal (seven of 1/3, whose float mean is not exact) has no
+    # spread of its own either: it takes the pooled variance of 1, 3 and seven 1/3: mean
+    # 19/27, mean square 97/81, variance 97/81 - 361/729 = 512/729.
+    constant = torch.zeros(9, 2, 1)
+    constant[0, 0, 0], constant[1, 0, 0] = 1.0, 3.0
+    constant[2:, 1, 0] = 1 / 3
+    mask = torch.zeros(9, 2, dtype=torch.bool)
+    mask[:2, 0] = mask[2:, 1] = True
+    assert task_target_variance(constant, mask).tolist() == pytest.approx([1.0, 512 / 729])

@@ -11,7 +11,7 @@ import yaml
 
 from harness.config import RunConfig
 from harness.results import load_results
-from mtl_envs.io import load_checkpoint
+from mtl_envs.io import load_checkpoint, save_checkpoint
 from mtl_envs.training.aux_learner import AuxLearner
 from mtl_envs.training.multitask_learner import MultiTaskLearner
 
@@ -211,6 +211,15 @@ def test_resume_refuses_a_run_whose_resolved_settings_changed(tmp_path):
         run({"gamma": 0.9, "train_freq": (50, "step")}, resume=True)
     again = run({"gamma": 0.99, "train_freq": [50, "step"]}, resume=True)
     assert again["wall_time_s"] == done["wall_time_s"]  # the finished run, not redone
+    # A checkpoint from before settings were kept continues: there is nothing to compare.
+    old = str(tmp_path / "old")
+    with pytest.raises(KeyboardInterrupt):
+        run({"gamma": 0.99}, crash_at=2, output_dir=old)
+    path = next((tmp_path / "old").rglob("checkpoint.pt"))
+    payload = load_checkpoint(path)
+    del payload["settings"]
+    save_checkpoint(path, payload)
+    assert run({"gamma": 0.5}, resume=True, output_dir=old)["status"] == "completed"
 
 
 @pytest.mark.parametrize(

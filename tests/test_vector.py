@@ -271,5 +271,9 @@ def test_disabled_autoreset_on_the_auxlabel_vector_form():
     assert terminated.all() and info["batch"][0] == 11 and obs.shape[0] == 100
     with pytest.raises(ConfigError, match="have ended"):
         envs.step(np.zeros(100, dtype=np.int64))
-    envs.reset()  # the trained network is canonical: the next epoch goes on from it
+    with pytest.raises(ConfigError, match="all True or all False"):
+        envs.reset(options={"reset_mask": np.arange(100) < 50})  # the slots share one epoch
+    # Gymnasium's loop restarts the ended slots: here all of them, as one epoch.
+    envs.reset(options={"reset_mask": np.ones(100, dtype=bool)})
+    # The trained network is canonical: the next epoch goes on from it.
     assert envs.unwrapped.learner.epoch == 1 and envs.unwrapped.learner.position == 0

@@ -514,10 +514,27 @@ class AuxLabelVectorEnv(VectorEnv):
         self._needs_run = False
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        """Start an epoch (``options["mode"]``, a ``seed`` for a fresh run). The slots share
+        one epoch, so ``options["reset_mask"]`` (Gymnasium's partial reset) must hold all
+        slots or none: none changes nothing."""
+        options = check_options(options, (*RESET_OPTIONS, "reset_mask"))
+        if "reset_mask" in options:
+            mask = np.asarray(options["reset_mask"])
+            if (
+                mask.shape != (self.num_envs,)
+                or mask.dtype != np.bool_
+                or 0 < mask.sum() < mask.size
+            ):
+                raise ConfigError(
+                    f"`options['reset_mask']` must be all True or all False ({self.num_envs} "
+                    f"slots of one batch share an epoch); got {options['reset_mask']!r}."
+                )
+            if not mask.any():
+                return self._obs(), {}
         super().reset(seed=seed)
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
-        self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
+        self.task.start_episode(run_seed, options.get("mode"))
         self._ended = False
         return self._obs(), vector_infos.masked(self._reset_info(), np.ones(self.num_envs, bool))
 

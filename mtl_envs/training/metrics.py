@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from mtl_envs.errors import ConfigError
@@ -68,8 +70,8 @@ def task_target_variance(targets: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     samples (one London school of Exam has a single training student), or whose targets
     are all equal, has no spread of its own to measure errors against and takes the
     variance of all tasks' targets pooled, a scale that fits it only as well as the tasks
-    share one (so a constant task's error is never divided by zero). The result is floored
-    at 1e-12 only when every target of every task is the same."""
+    share one (so a constant task's error is never divided by rounding noise). The result
+    is floored at 1e-12 only when every target of every task is the same."""
     weights = mask.to(targets.dtype)[:, :, None]
     count = weights.sum(0)
     mean = (targets * weights).sum(0) / count.clamp_min(1.0)
@@ -77,4 +79,9 @@ def task_target_variance(targets: torch.Tensor, mask: torch.Tensor) -> torch.Ten
     total = weights.sum((0, 1))
     pooled_mean = (targets * weights).sum((0, 1)) / total.clamp_min(1.0)
     pooled = (((targets - pooled_mean) ** 2) * weights).sum((0, 1)) / total.clamp_min(1.0)
-    return torch.where((count >= 2) & (own > 0), own, pooled).mean(-1).clamp_min(1e-12)
+    # All equal, tested on the values themselves: their float mean need not be exact.
+    held = mask[:, :, None]
+    constant = targets.masked_fill(~held, -math.inf).amax(0) == targets.masked_fill(
+        ~held, math.inf
+    ).amin(0)
+    return torch.where((count >= 2) & ~constant, own, pooled).mean(-1).clamp_min(1e-12)
