@@ -185,7 +185,13 @@ def format_pairs(
                 cell = f"{p:.2f} [{low:.2f}, {high:.2f}]"
             rows.append([env, f"{label(a)} vs {label(b)}", cell, f"{count(a)} / {count(b)}"])
     better = "higher" if higher else "lower"
-    header = ["env_id", "X vs Y", f"P(X beats Y) [95% CI], {metric} {better} is better", "seeds"]
+    where = " at the best-validation epoch" if which == "best" else ""
+    header = [
+        "env_id",
+        "X vs Y",
+        f"P(X beats Y) [95% CI], {metric}{where} {better} is better",
+        "seeds",
+    ]
     return "\n".join(markdown_table(header, rows)) + "\n"
 
 

@@ -24,8 +24,8 @@ benchmark reports (``benchmarks/run_all.py`` writes them) as one table, and ever
 result: its headroom, rho, seconds per episode and whether the id qualifies, and every block
 ``<!-- table2: DIR [DIR ...] -->`` ... ``<!-- /table2 -->`` with the tabular results kept in
 ``docs/results/DIR`` in the hypernetwork paper's Table 2 layout, and every block
-``<!-- pairs: NAME [--metric M] X:Y [X:Y ...] -->`` ... ``<!-- /pairs -->`` with the
-probability that a run of X beats one of Y, per env id of ``docs/results/NAME``.
+``<!-- pairs: NAME [--metric M] [--which best] X:Y [X:Y ...] -->`` ... ``<!-- /pairs -->``
+with the probability that a run of X beats one of Y, per env id of ``docs/results/NAME``.
 ``--check`` fails when a block is out of date instead of writing it.
 """
 
@@ -102,8 +102,9 @@ def pairs_for(args: str) -> str:
     parser.add_argument("name")
     parser.add_argument("pairs", nargs="+")
     parser.add_argument("--metric", default=None)
+    parser.add_argument("--which", default="final", choices=("final", "best"))
     opts = parser.parse_args(shlex.split(args))
-    return format_pairs(load_results([KEPT / opts.name]), opts.pairs, opts.metric)
+    return format_pairs(load_results([KEPT / opts.name]), opts.pairs, opts.metric, opts.which)
 
 
 def probe_for(file: str) -> str:
