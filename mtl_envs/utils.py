@@ -123,6 +123,16 @@ def check_field_types(instance: Any) -> None:
             raise ConfigError(f"`{item.name}` must be a mapping of keys to values; got {value!r}.")
 
 
+def check_widths(argument: str, value: Any, *, allow_empty: bool = True) -> list[int]:
+    """``value`` as a list of layer widths, or ``ConfigError`` naming ``argument`` unless it
+    is a list (or tuple) of positive ints (non-empty unless ``allow_empty``)."""
+    ok = isinstance(value, (list, tuple)) and all(is_int(w) and w >= 1 for w in value)
+    if not ok or (not value and not allow_empty):
+        kind = "a list of positive ints" + ("" if allow_empty else ", not empty")
+        raise ConfigError(f"`{argument}` must be {kind} (layer widths); got {value!r}.")
+    return [int(w) for w in value]
+
+
 def is_finite_number(value: Any) -> bool:
     """A finite real number (Python's or NumPy's), not a bool."""
     if not isinstance(value, numbers.Real) or isinstance(value, (bool, np.bool_)):

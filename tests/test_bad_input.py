@@ -377,6 +377,17 @@ BAD_INPUT = [
         ConfigError,
         r"`dataset_kwargs` must be a mapping of keys to values; got \[1\]",
     ),
+    # Layer widths inside the model's and the backbone's kwargs.
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", model_kwargs={"hidden": -1}),
+        ConfigError,
+        r"`model_kwargs.hidden` must be a list of positive ints, not empty .*got -1",
+    ),
+    (
+        lambda: gym.make("AuxLabel-Digits-v0", backbone_kwargs={"widths": [32, 0]}),
+        ConfigError,
+        r"`backbone_kwargs.widths` must be a list of positive ints .*got \[32, 0\]",
+    ),
     # Switches take True or False only: a quoted "false" would read as True.
     (
         lambda: RunConfig(resume="false"),

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from mtl_envs.utils import check_widths
+
 # VGG16 configuration "D": numbers are conv widths, "M" a 2x2 max-pool.
 VGG16_LAYERS: tuple[int | str, ...] = (
     64,
@@ -70,6 +72,7 @@ class SmallCNN(Backbone):
 
     def __init__(self, in_channels: int, image_size: int, widths: Sequence[int] = (32, 64, 128)):
         super().__init__()
+        widths = check_widths("backbone_kwargs.widths", widths)
         layers: list[nn.Module] = []
         channels, size = in_channels, image_size
         for width in widths:
@@ -94,6 +97,7 @@ class MLP(Backbone):
 
     def __init__(self, in_channels: int, image_size: int, hidden: Sequence[int] = (256, 256)):
         super().__init__()
+        hidden = check_widths("backbone_kwargs.hidden", hidden)
         layers: list[nn.Module] = [nn.Flatten()]
         width = in_channels * image_size * image_size
         for h in hidden:

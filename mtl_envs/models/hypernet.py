@@ -36,7 +36,7 @@ from mtl_envs.models.task_networks import (
     mlp,
     task_linear,
 )
-from mtl_envs.utils import check_int, check_number
+from mtl_envs.utils import check_int, check_number, check_widths
 
 
 class WeightGenerator(nn.Module):
@@ -109,6 +109,7 @@ class MultiTaskHypernet(TaskNetwork):
         embedding_variance: float = 1.0,
     ):
         super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden)
         for name, value in (
             ("embedding_dim", embedding_dim),
             ("extractor_layers", extractor_layers),

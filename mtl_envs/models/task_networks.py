@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_int
+from mtl_envs.utils import check_int, check_widths
 
 DEFAULT_HIDDEN = (32, 32, 32)
 
@@ -120,6 +120,7 @@ class STLNaive(TaskNetwork):
         metadata: torch.Tensor | None = None,
     ):
         super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden)
         self.net = mlp([in_features, *hidden, out_features])
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
@@ -138,6 +139,7 @@ class STLTaskInfo(TaskNetwork):
         metadata: torch.Tensor | None = None,
     ):
         super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden)
         if _metadata_buffer(self, metadata, num_tasks) == 0:
             self.metadata = torch.eye(num_tasks)
         self.net = mlp([in_features + self.metadata.shape[1], *hidden, out_features])
@@ -158,6 +160,7 @@ class PerTaskNetworks(TaskNetwork):
         metadata: torch.Tensor | None = None,
     ):
         super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden)
         widths = [in_features, *hidden, out_features]
         self.weights = nn.ParameterList()
         for d_in, d_out in zip(widths[:-1], widths[1:]):
@@ -192,6 +195,7 @@ class HardSharing(TaskNetwork):
         metadata: torch.Tensor | None = None,
     ):
         super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden, allow_empty=False)
         d_m = _metadata_buffer(self, metadata, num_tasks)
         self.trunk = mlp([in_features + d_m, *hidden], final_activation=True)
         bound = 1.0 / math.sqrt(hidden[-1])
