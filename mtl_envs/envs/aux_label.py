@@ -108,16 +108,12 @@ class AuxLabelTask:
     """
 
     def __init__(self, config: AuxLearnerConfig, **env_kwargs: Any):
-        settings = TaskSettings(**env_kwargs)  # the arguments of the env's own (see the table)
-        self.label_space = settings.label_space
-        self.sample_weights = settings.sample_weights
-        self.weight_bins = settings.weight_bins
+        settings = TaskSettings(**env_kwargs)  # the env's own arguments (see the table)
+        for item in fields(settings):
+            setattr(self, item.name, getattr(settings, item.name))
         lo, hi = settings.weight_exponent_range
         self.weight_exponent_range = (float(lo), float(hi))
         self.entropy_coef = float(settings.entropy_coef)
-        self.max_batches = settings.max_batches
-        self.restore = settings.restore
-        self.reward = settings.reward
         self._potential = 0.0
         self._potentials: dict[str, float] = {}
         self.restore_every_batch = self.restore == "batch"
@@ -312,9 +308,8 @@ class AuxLabelEnv(gym.Env):
     ## Info
     ``reset``: ``epoch`` and ``mode``. ``step``: ``epoch`` and ``batch`` (the epoch and the
     index within it of the batch the sample belongs to), ``mode`` and ``diverged`` on every
-    step; on
-    a step that completes a batch in ``train_agent`` mode also the batch's training losses
-    (``train_...``) and, with the paper's reward, ``primary_eval_loss`` and
+    step; on a step that completes a batch in ``train_agent`` mode also the batch's
+    training losses (``train_...``) and, with the paper's reward, ``primary_eval_loss`` and
     ``label_entropy`` (the reward's two terms).
 
     ## Arguments
@@ -518,19 +513,14 @@ class AuxLabelVectorEnv(VectorEnv):
         one epoch, so ``options["reset_mask"]`` (Gymnasium's partial reset) must hold all
         slots or none: none changes nothing."""
         options = check_options(options, (*RESET_OPTIONS, "reset_mask"))
-        if "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if (
-                mask.shape != (self.num_envs,)
-                or mask.dtype != np.bool_
-                or 0 < mask.sum() < mask.size
-            ):
-                raise ConfigError(
-                    f"`options['reset_mask']` must be all True or all False ({self.num_envs} "
-                    f"slots of one batch share an epoch); got {options['reset_mask']!r}."
-                )
-            if not mask.any():
-                return self._obs(), {}
+        mask = vector_infos.reset_mask(options, self.num_envs)
+        if 0 < mask.sum() < mask.size:
+            raise ConfigError(
+                f"`options['reset_mask']` must be all True or all False ({self.num_envs} "
+                f"slots of one batch share an epoch); got {options['reset_mask']!r}."
+            )
+        if not mask.any():
+            return self._obs(), {}
         super().reset(seed=seed)
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
@@ -570,7 +560,8 @@ class AuxLabelVectorEnv(VectorEnv):
         if terminated or truncated:
             final_obs = self._obs()
             self.task.start_episode(None, None)
-        infos = vector_infos.same_step(step_info, done, final_obs, self._reset_info())
+        reset_info = self._reset_info() if terminated or truncated else {}
+        infos = vector_infos.same_step(step_info, done, final_obs, reset_info)
         return self._obs(), rewards, terminations, truncations, infos
 
     def evaluate(self, split: str = "test") -> dict[str, float]:

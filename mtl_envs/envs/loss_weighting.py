@@ -497,15 +497,7 @@ class LossWeightingVectorEnv(VectorEnv):
             )
         # Gymnasium's own generator takes one int; per-slot seeds seed only the slots.
         super().reset(seed=int(seed) if is_seed(seed) else None)
-        options = check_options(options, ("reset_mask",))
-        mask = np.ones(self.num_envs, dtype=bool)
-        if "reset_mask" in options:
-            mask = np.asarray(options["reset_mask"])
-            if mask.shape != (self.num_envs,) or mask.dtype != np.bool_:
-                raise ConfigError(
-                    f"`options['reset_mask']` must be a bool array of shape ({self.num_envs},); "
-                    f"got {options['reset_mask']!r}."
-                )
+        mask = vector_infos.reset_mask(check_options(options, ("reset_mask",)), self.num_envs)
         if seeds is not None:
             for k in np.flatnonzero(mask):
                 if seeds[k] is not None:
@@ -593,7 +585,9 @@ class LossWeightingVectorEnv(VectorEnv):
         if done.any():
             self._start([int(k) for k in np.flatnonzero(done)])
             obs = self._obs()
-        infos = vector_infos.same_step(step_info, done, final_obs, self._reset_info())
+        # The reset info (a device-to-host copy) only on the steps that reset a run.
+        reset_info = self._reset_info() if done.any() else {}
+        infos = vector_infos.same_step(step_info, done, final_obs, reset_info)
         return obs, rewards, terminated, truncated, infos
 
     def evaluate(self, split: str = "test", index: int = 0) -> dict[str, float]:

@@ -37,6 +37,20 @@ def check_autoreset_mode(value: Any) -> AutoresetMode:
     return mode
 
 
+def reset_mask(options: dict[str, Any], num_envs: int) -> np.ndarray:
+    """The slots a reset restarts: ``options["reset_mask"]`` (Gymnasium's partial reset), a
+    bool array of shape (num_envs,), or every slot when it is absent."""
+    if "reset_mask" not in options:
+        return np.ones(num_envs, dtype=bool)
+    mask = np.asarray(options["reset_mask"])
+    if mask.shape != (num_envs,) or mask.dtype != np.bool_:
+        raise ConfigError(
+            f"`options['reset_mask']` must be a bool array of shape ({num_envs},); got "
+            f"{options['reset_mask']!r}."
+        )
+    return mask
+
+
 def check_not_ended(ended: np.ndarray) -> None:
     """Refuse a step while slots have ended and wait for their reset (``DISABLED`` mode)."""
     if ended.any():
@@ -69,7 +83,8 @@ def same_step(
         done: (K,) bool, the slots whose episode ended (terminated or truncated).
         final_obs: the observations the step returned before the resets (an array with a
             leading slot axis, or a dict of such arrays).
-        reset_info: the resets' per-slot arrays (read on the ``done`` slots only).
+        reset_info: the resets' per-slot arrays (read on the ``done`` slots only; callers
+            may pass ``{}`` when no slot ended).
     """
     if not done.any():
         return masked(step_info, np.ones_like(done))
