@@ -218,10 +218,86 @@ def test_sb3_adapter_hands_sb3_the_ended_steps_info():
     assert all("base_losses" in info and info["epoch"] == 2 for info in env.reset_infos)
 
 
+def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
+    """NEXT_STEP: an ended slot's next step restarts it without training it on the action;
+    the other slots train on theirs. Staggered by partial resets, so restarts and training
+    steps share a step; observations, rewards, ends and infos as SyncVectorEnv's."""
+    from gymnasium.vector import AutoresetMode
+
+    ours = gym.make_vec(
+        "LossWeighting-Cubic-v1",
+        num_envs=3,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode="NextStep",
+        **CUBIC,
+    )
+    assert ours.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
+    theirs = gym.make_vec(
+        "LossWeighting-Cubic-v1",
+        num_envs=3,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
+        **CUBIC,
+    )
+    _assert_same_layout(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
+    rng = np.random.default_rng(0)
+    ends = []
+    for step in range(14):
+        if step in (2, 3):  # slot 1, then slot 2, start afresh: the runs end a step apart
+            mask = np.arange(3) == step - 1
+            v_obs, info = ours.reset(options={"reset_mask": mask})
+            s_obs, expected = theirs.reset(options={"reset_mask": mask})
+            np.testing.assert_allclose(v_obs, s_obs, rtol=1e-5)
+            _assert_same_layout(info, expected)
+        actions = rng.uniform(-0.9, 0.9, ours.action_space.shape).astype(np.float32)
+        v_obs, v_rew, v_term, v_trunc, info = ours.step(actions)
+        s_obs, s_rew, s_term, s_trunc, expected = theirs.step(actions)
+        np.testing.assert_allclose(v_obs, s_obs, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(v_rew, s_rew, rtol=1e-3, atol=1e-5)
+        np.testing.assert_array_equal(v_term, s_term)
+        np.testing.assert_array_equal(v_trunc, s_trunc)
+        _assert_same_layout(info, expected)
+        ends.append(np.flatnonzero(v_term).tolist())
+    assert ends[5:9] == [[0], [], [1], [2]]  # and each restarted on the step after
+    assert "final_obs" not in info
+
+
+def test_next_step_autoreset_takes_normalize_observation():
+    """Gymnasium's NormalizeObservation takes NEXT_STEP envs only; it normalises the batched
+    form's observations as it does SyncVectorEnv's."""
+    from gymnasium.vector import AutoresetMode
+    from gymnasium.wrappers import vector as vector_wrappers
+
+    ours = vector_wrappers.NormalizeObservation(
+        gym.make_vec(
+            "LossWeighting-Cubic-v1",
+            num_envs=2,
+            vectorization_mode="vector_entry_point",
+            autoreset_mode=AutoresetMode.NEXT_STEP,
+            **CUBIC,
+        )
+    )
+    theirs = vector_wrappers.NormalizeObservation(
+        gym.make_vec(
+            "LossWeighting-Cubic-v1",
+            num_envs=2,
+            vectorization_mode="sync",
+            vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
+            **CUBIC,
+        )
+    )
+    np.testing.assert_allclose(ours.reset(seed=2)[0], theirs.reset(seed=2)[0], atol=1e-4)
+    actions = np.zeros(ours.action_space.shape, dtype=np.float32)
+    for _ in range(8):  # through the runs' end and restart
+        v_obs, v_rew, *_ = ours.step(actions)
+        s_obs, s_rew, *_ = theirs.step(actions)
+        np.testing.assert_allclose(v_obs, s_obs, rtol=1e-3, atol=1e-3)
+        np.testing.assert_allclose(v_rew, s_rew, rtol=1e-3, atol=1e-5)
+
+
 def test_disabled_autoreset_takes_gymnasiums_vector_observation_wrappers():
     """Gymnasium's observation wrappers take NEXT_STEP or DISABLED envs (NormalizeObservation
-    NEXT_STEP only, which the stacked runs cannot offer: a slot's reset step would still
-    train it on the step's action)."""
+    NEXT_STEP only)."""
     from gymnasium.wrappers import vector as vector_wrappers
 
     same_step = gym.make_vec(
@@ -251,7 +327,7 @@ def test_disabled_autoreset_takes_gymnasiums_vector_observation_wrappers():
     wrapped.reset(options={"reset_mask": np.array([True, True])})
     wrapped.step(actions)
     with pytest.raises(ConfigError, match="`autoreset_mode` must be one of"):
-        gym.make_vec("LossWeighting-Cubic-v1", num_envs=2, autoreset_mode="NextStep")
+        gym.make_vec("LossWeighting-Cubic-v1", num_envs=2, autoreset_mode="Sometimes")
 
 
 def test_disabled_autoreset_on_the_auxlabel_vector_form():
@@ -277,3 +353,26 @@ def test_disabled_autoreset_on_the_auxlabel_vector_form():
     envs.reset(options={"reset_mask": np.ones(100, dtype=bool)})
     # The trained network is canonical: the next epoch goes on from it.
     assert envs.unwrapped.learner.epoch == 1 and envs.unwrapped.learner.position == 0
+
+
+def test_next_step_autoreset_on_the_auxlabel_vector_form():
+    """The epoch's last step returns its last batch; the next step ignores its actions and
+    returns the next epoch's first batch (SAME_STEP's observation at the end) with reward 0
+    and the reset info."""
+    kwargs = {"num_envs": 100, "vectorization_mode": "vector_entry_point"}
+    same = gym.make_vec("AuxLabel-Digits-v0", **kwargs)
+    envs = gym.make_vec("AuxLabel-Digits-v0", autoreset_mode="NextStep", **kwargs)
+    for env in (same, envs):
+        env.reset(seed=0, options={"mode": "train_main"})
+    actions = np.zeros(100, dtype=np.int64)
+    for _ in range(12):
+        obs, _, terminated, _, info = envs.step(actions)
+        expected_obs, _, _, _, expected = same.step(actions)
+    assert terminated.all() and "final_obs" not in info and info["batch"][0] == 11
+    last = np.stack([slot["image"] for slot in expected["final_obs"]])
+    np.testing.assert_array_equal(obs["image"], last)
+    obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+    assert not (terminated.any() or truncated.any()) and not reward.any()
+    np.testing.assert_array_equal(obs["image"], expected_obs["image"])
+    assert info["epoch"].tolist() == [1] * 100 and info["_mode"].all() and "batch" not in info
+    envs.step(actions)  # and the epoch goes on

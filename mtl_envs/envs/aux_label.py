@@ -450,9 +450,12 @@ class AuxLabelVectorEnv(VectorEnv):
     the epoch ends, the returned observation already belongs to the next epoch (same mode),
     the top-level info is the new epoch's reset info, and ``info["final_obs"]`` and
     ``info["final_info"]`` hold the last observation and the step's info, in Gymnasium's
-    layout (:mod:`mtl_envs.envs.vector_infos`). ``autoreset_mode="Disabled"`` leaves the
-    ended epoch's last batch in place until ``reset()`` (a step before that is an error),
-    the mode Gymnasium's vector observation wrappers accept.
+    layout (:mod:`mtl_envs.envs.vector_infos`). ``autoreset_mode="NextStep"`` (Gymnasium's
+    default) ends the epoch with its last observation; the next step ignores its actions,
+    starts the next epoch and returns its first batch with reward 0 and its reset info.
+    ``autoreset_mode="Disabled"`` leaves the ended epoch's last batch in place until
+    ``reset()`` (a step before that is an error). Gymnasium's vector observation wrappers
+    take these two modes.
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
@@ -474,7 +477,7 @@ class AuxLabelVectorEnv(VectorEnv):
             raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
         mode = vector_infos.check_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
-        self._ended = False  # waiting for a reset (DISABLED mode)
+        self._ended = False  # the epoch ended: reset by the next step (NEXT_STEP) or reset()
         env_kwargs, config = split_env_kwargs(kwargs)
         if num_envs is not None and num_envs != config.train_batch_size:
             raise ConfigError(
@@ -534,25 +537,23 @@ class AuxLabelVectorEnv(VectorEnv):
         return {"epoch": np.full(n, self.learner.epoch), "mode": np.full(n, self.task.mode)}
 
     def step(self, actions):
-        vector_infos.check_not_ended(np.full(self.num_envs, self._ended))
-        actions = np.asarray(actions)
-        if actions.dtype.kind == "f" and np.array_equal(actions, np.round(actions)):
-            actions = actions.astype(np.int64)  # whole numbers sent as floats; 2.7 stays out
-        expected = (self.num_envs, *(self.single_action_space.shape or ()))
-        integral = actions.dtype.kind in "iu"  # older Gymnasium's contains() skips the dtype
-        if actions.shape != expected or not integral or not self.action_space.contains(actions):
-            raise ConfigError(
-                f"Actions must be an int array of shape {expected} inside {self.action_space}; "
-                f"got {describe_array(actions)}."
-            )
-        reward, terminated, truncated, info = self.task.apply(actions)
         n = self.num_envs
+        actions = self._check_actions(actions)
+        if self._ended and self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
+            # The epoch ended last step: this step starts the next one (the actions unused).
+            self.task.start_episode(None, None)
+            self._ended = False
+            infos = vector_infos.masked(self._reset_info(), np.ones(n, dtype=bool))
+            zeros = np.zeros(n, dtype=bool)
+            return self._obs(), np.zeros(n), zeros, zeros.copy(), infos
+        vector_infos.check_not_ended(np.full(n, self._ended))
+        reward, terminated, truncated, info = self.task.apply(actions)
         step_info = {k: np.full(n, v) for k, v in info.items()}
         rewards = np.full(n, reward, dtype=np.float64)
         terminations = np.full(n, terminated)
         truncations = np.full(n, truncated)
         done = terminations | truncations
-        if self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
+        if self.metadata["autoreset_mode"] != AutoresetMode.SAME_STEP:
             self._ended = bool(terminated or truncated)
             infos = vector_infos.masked(step_info, np.ones_like(done))
             return self._obs(), rewards, terminations, truncations, infos
@@ -563,6 +564,19 @@ class AuxLabelVectorEnv(VectorEnv):
         reset_info = self._reset_info() if terminated or truncated else {}
         infos = vector_infos.same_step(step_info, done, final_obs, reset_info)
         return self._obs(), rewards, terminations, truncations, infos
+
+    def _check_actions(self, actions: Any) -> np.ndarray:
+        actions = np.asarray(actions)
+        if actions.dtype.kind == "f" and np.array_equal(actions, np.round(actions)):
+            actions = actions.astype(np.int64)  # whole numbers sent as floats; 2.7 stays out
+        expected = (self.num_envs, *(self.single_action_space.shape or ()))
+        integral = actions.dtype.kind in "iu"  # older Gymnasium's contains() skips the dtype
+        if actions.shape != expected or not integral or not self.action_space.contains(actions):
+            raise ConfigError(
+                f"Actions must be an int array of shape {expected} inside {self.action_space}; "
+                f"got {describe_array(actions)}."
+            )
+        return actions
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Primary-task metrics of the current main network on ``split``."""

@@ -407,9 +407,12 @@ class LossWeightingVectorEnv(VectorEnv):
     the top level, its last observation in ``info["final_obs"]`` and its step's info in
     ``info["final_info"]`` (:mod:`mtl_envs.envs.vector_infos`). Runs reset alone when they
     end alone (a diverged run): its warm-up leaves the other slots exactly where they were.
-    ``autoreset_mode="Disabled"`` (``AutoresetMode.DISABLED``) leaves an ended slot ended
-    until ``reset(options={"reset_mask": ...})`` restarts it (a step before that is an
-    error); Gymnasium's vector observation wrappers accept only that mode of the two.
+    ``autoreset_mode="NextStep"`` (Gymnasium's default) returns an ended slot's last
+    observation and resets it on the next step, which does not train it on that step's
+    action and reports the new run's first observation, reward 0 and its reset info, as
+    ``SyncVectorEnv`` does in that mode. ``autoreset_mode="Disabled"`` leaves an ended slot
+    ended until ``reset(options={"reset_mask": ...})`` restarts it (a step before that is an
+    error). Gymnasium's vector observation wrappers take these two modes.
 
     >>> import gymnasium as gym, mtl_envs
     >>> envs = gym.make_vec("LossWeighting-Cubic-v1", num_envs=4, epochs=3)
@@ -445,7 +448,8 @@ class LossWeightingVectorEnv(VectorEnv):
         self.base_losses = torch.ones(num_envs, n, device=device)
         self.steps = np.zeros(num_envs, dtype=np.int64)
         self._potential = np.zeros(num_envs)
-        self._ended = np.zeros(num_envs, dtype=bool)  # waiting for a reset (DISABLED mode)
+        # Ended slots: reset by the next step (NEXT_STEP) or waiting for reset() (DISABLED).
+        self._ended = np.zeros(num_envs, dtype=bool)
 
     @property
     def num_tasks(self) -> int:
@@ -522,7 +526,10 @@ class LossWeightingVectorEnv(VectorEnv):
                 f"Actions must be a float array of shape {self.action_space.shape} inside "
                 f"[-1, 1]; got {describe_array(actions)}."
             )
-        vector_infos.check_not_ended(self._ended)
+        mode = self.metadata["autoreset_mode"]
+        # NEXT_STEP: the slots that ended last step are reset by this one (their action unused).
+        restart = self._ended & (mode == AutoresetMode.NEXT_STEP)
+        vector_infos.check_not_ended(self._ended & ~restart)
         learner = self.learner
         device = learner.device
         weights = actions_to_weights(
@@ -533,7 +540,7 @@ class LossWeightingVectorEnv(VectorEnv):
         )
         epochs = np.array([run.epoch for run in learner.learners])
         batches = np.array([run.position for run in learner.learners])
-        losses, epoch_end = learner.apply_pending(weights)
+        losses, epoch_end = learner.apply_pending(weights, active=~restart)
         epoch_end = epoch_end.cpu().numpy()
         self.steps += 1
         after = np.array([run.epoch for run in learner.learners])
@@ -558,11 +565,12 @@ class LossWeightingVectorEnv(VectorEnv):
                 .numpy()
                 .astype(np.float64)
             )
-        rewards[diverged] = 0.0
+        diverged &= ~restart
+        rewards[diverged | restart] = 0.0
         truncated = diverged.copy()
         if self.max_steps is not None:
             truncated |= self.steps >= self.max_steps
-        truncated &= ~terminated
+        truncated &= ~terminated & ~restart
         step_info = {
             "losses": losses.cpu().numpy(),
             "weights": weights.cpu().numpy(),
@@ -573,15 +581,14 @@ class LossWeightingVectorEnv(VectorEnv):
         }
         obs = final_obs = self._obs()
         done = terminated | truncated
-        if self.metadata["autoreset_mode"] == AutoresetMode.DISABLED:
+        if mode != AutoresetMode.SAME_STEP:
             self._ended = done
-            return (
-                obs,
-                rewards,
-                terminated,
-                truncated,
-                vector_infos.masked(step_info, np.ones_like(done)),
-            )
+            if not restart.any():
+                infos = vector_infos.masked(step_info, np.ones_like(done))
+                return obs, rewards, terminated, truncated, infos
+            self._start([int(k) for k in np.flatnonzero(restart)])
+            infos = vector_infos.next_step(step_info, restart, self._reset_info())
+            return self._obs(), rewards, terminated, truncated, infos
         if done.any():
             self._start([int(k) for k in np.flatnonzero(done)])
             obs = self._obs()

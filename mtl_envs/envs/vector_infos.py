@@ -5,9 +5,11 @@ Gymnasium's vector envs return one dict of per-slot arrays, each key ``k`` with 
 does in that mode), a slot whose episode ended in a step reports the *reset's* info at the
 top level, and the step's own info under ``final_info`` (a dict of the same layout, masked
 to the ended slots), beside ``final_obs`` (an object array holding the ended slots' last
-observations, None elsewhere). With ``DISABLED`` autoreset (what Gymnasium's vector
-observation wrappers accept) an ended slot stays ended until ``reset(options={"reset_mask":
-...})`` restarts it.
+observations, None elsewhere). With ``NEXT_STEP`` autoreset (Gymnasium's default) an ended
+slot is reset by the next step, which ignores its action and reports the reset's
+observation and info, reward 0 and neither ``terminated`` nor ``truncated``. With
+``DISABLED`` autoreset an ended slot stays ended until ``reset(options={"reset_mask": ...})``
+restarts it. Gymnasium's vector observation wrappers take the last two.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from gymnasium.vector import AutoresetMode
 
 from mtl_envs.errors import ConfigError
 
-AUTORESET_MODES = (AutoresetMode.SAME_STEP, AutoresetMode.DISABLED)
+AUTORESET_MODES = (AutoresetMode.SAME_STEP, AutoresetMode.NEXT_STEP, AutoresetMode.DISABLED)
 
 
 def check_autoreset_mode(value: Any) -> AutoresetMode:
@@ -88,18 +90,7 @@ def same_step(
     """
     if not done.any():
         return masked(step_info, np.ones_like(done))
-    infos = masked({k: np.array(v, copy=True) for k, v in step_info.items()}, ~done)
-    for key, values in reset_info.items():
-        values = np.asarray(values)
-        if key in infos:
-            where = done.reshape(-1, *([1] * (values.ndim - 1)))
-            infos[key] = np.where(where, values, infos[key])
-            infos[f"_{key}"] = infos[f"_{key}"] | done
-        else:
-            infos[key] = values
-            infos[f"_{key}"] = done.copy()
-    for key in [k for k in step_info if not infos[f"_{k}"].any()]:
-        del infos[key], infos[f"_{key}"]  # no slot sets it (Gymnasium leaves it out)
+    infos = _merge(step_info, reset_info, done)
     last = np.full(len(done), None, dtype=object)
     for k in np.flatnonzero(done):
         if isinstance(final_obs, dict):
@@ -110,6 +101,37 @@ def same_step(
     infos["_final_obs"] = done.copy()
     infos["final_info"] = masked(step_info, done)
     infos["_final_info"] = done.copy()
+    return infos
+
+
+def next_step(
+    step_info: dict[str, np.ndarray], reset: np.ndarray, reset_info: dict[str, np.ndarray]
+) -> dict[str, Any]:
+    """The infos of a ``NEXT_STEP`` vector step in which the slots ``reset`` (K,) bool were
+    reset (their episodes ended the step before) and the others stepped: the reset info on
+    the first, the step's info on the others, as ``SyncVectorEnv`` lays them out."""
+    if not reset.any():
+        return masked(step_info, np.ones_like(reset))
+    return _merge(step_info, reset_info, reset)
+
+
+def _merge(
+    step_info: dict[str, np.ndarray], reset_info: dict[str, np.ndarray], reset: np.ndarray
+) -> dict[str, Any]:
+    """The step's info on the slots not in ``reset``, the reset info on those in it: a key
+    both set holds each slot's own value, and a key no slot sets is left out."""
+    infos = masked({k: np.array(v, copy=True) for k, v in step_info.items()}, ~reset)
+    for key, values in reset_info.items():
+        values = np.asarray(values)
+        if key in infos:
+            where = reset.reshape(-1, *([1] * (values.ndim - 1)))
+            infos[key] = np.where(where, values, infos[key])
+            infos[f"_{key}"] = infos[f"_{key}"] | reset
+        else:
+            infos[key] = values
+            infos[f"_{key}"] = reset.copy()
+    for key in [k for k in step_info if not infos[f"_{k}"].any()]:
+        del infos[key], infos[f"_{key}"]  # no slot sets it (Gymnasium leaves it out)
     return infos
 
 

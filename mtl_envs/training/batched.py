@@ -21,6 +21,7 @@ import warnings
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
@@ -319,18 +320,26 @@ class BatchedMultiTaskLearner:
         self._restore_rows(saved, replay)
         return self._pending.detach()
 
-    def apply_pending(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Update every run on its pending batch with ``weights`` (K, n), advance the
-        cursors. Returns the batch losses (K, n) and which runs ended an epoch (K,)."""
+    def apply_pending(
+        self, weights: torch.Tensor, active: Sequence[bool] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Update the runs on their pending batch with ``weights`` (K, n) and advance their
+        cursors: every run, or those ``active`` (K,) marks. The others keep their parameters,
+        optimiser state and cursor, but their pending forward is spent (its BatchNorm
+        statistics and augmentation draw stand): meant for runs that :meth:`reset_runs`
+        restarts next. Returns the batch losses (K, n) and which runs ended an epoch (K,)."""
         if self._pending is None:
             raise RuntimeError("No pending batch; call forward_pending() first.")
         losses, self._pending = self._pending, None
-        active = torch.ones(self.num_runs, dtype=torch.bool, device=self.device)
-        self._update(losses, weights.to(losses), active)
+        if active is None:
+            active = [True] * self.num_runs
+        mask = torch.as_tensor(np.asarray(active, dtype=bool), device=self.device)
+        self._update(losses, weights.to(losses), mask)
         detached = losses.detach()
-        ended = []
+        ended = [False] * self.num_runs
         with _schedules_only():
             for k, learner in enumerate(self.learners):
-                learner.record_batch(detached[k])
-                ended.append(learner.advance())
+                if active[k]:
+                    learner.record_batch(detached[k])
+                    ended[k] = learner.advance()
         return detached, torch.tensor(ended, device=self.device)
