@@ -11,7 +11,7 @@ AuxLabel ids and group selection on TaskGrouping ids. Adding a method is one fil
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from harness.config import RunConfig
@@ -136,36 +136,43 @@ def method_options(config: RunConfig, method: str) -> dict[str, Any]:
     return {key: value for key, value in config.method_kwargs.items() if key in own}
 
 
-def check_agent_sections(config: RunConfig) -> None:
-    """``ConfigError`` for ``agent`` or ``policy`` settings that no method of the run reads
-    (a baseline has no agent: its run would ignore them without a word)."""
+def check_agent_sections(config: RunConfig, methods: Sequence[str] | None = None) -> None:
+    """``ConfigError`` for ``agent`` or ``policy`` settings that none of ``methods`` (the
+    run's own by default) reads: a baseline has no agent, and its run would ignore them
+    without a word."""
     family = family_of(config.env_id).name
-    agents = [m for m in config.methods if METHODS[(family, m)].startswith("agents.")]
+    methods = list(config.methods if methods is None else methods)
+    agents = [m for m in methods if METHODS[(family, m)].startswith("agents.")]
     readers = {
         "agent": agents,
         "policy": [m for m in agents if (family, m) == ("AuxLabel", "ppo")],
     }
-    for section, methods in readers.items():
+    for section, section_readers in readers.items():
         keys = sorted(getattr(config, section))
-        if keys and not methods:
+        if keys and not section_readers:
             raise ConfigError(
                 f"`{section}` settings {keys} are read by none of the methods "
-                f"{config.methods} on {config.env_id}: only the RL agents read `agent`, and "
+                f"{methods} on {config.env_id}: only the RL agents read `agent`, and "
                 "RL-AUX's PPO `policy`. Remove them, or add an agent to `method`."
             )
 
 
-def check_run(config: RunConfig) -> None:
+def check_run(config: RunConfig, siblings: Sequence[str] = ()) -> None:
     """Fail before anything trains: every method of ``config`` exists on its env id, every
-    ``method_kwargs`` key is read by one of them, and each agent takes its options."""
-    for method in config.methods:
+    ``method_kwargs`` key and ``agent``/``policy`` section is read by one of them, and each
+    agent takes its options. ``siblings``: methods of other runs that share the config's
+    sections (a sweep's grid), which may read what this run's methods do not."""
+    readers = list(dict.fromkeys([*config.methods, *siblings]))
+    for method in readers:
         check_method(config.env_id, method)
-    check_method_kwargs(config.env_id, config.methods, config.method_kwargs)
-    check_agent_sections(config)
+    check_method_kwargs(config.env_id, readers, config.method_kwargs)
+    check_agent_sections(config, readers)
     # Baselines build the env's learner, not the env: its own arguments are checked here.
     family = family_of(config.env_id)
-    # A LossWeighting run trains `epochs` epochs whatever the id registers (checked below).
-    run_length = {"epochs": config.epochs} if family.name == "LossWeighting" else {}
+    # An agent's LossWeighting env trains `epochs` epochs whatever the id registers (checked
+    # below), after its warm-up; a baseline has no warm-up, and any number of epochs.
+    agents = [m for m in config.methods if METHODS[(family.name, m)].startswith("agents.")]
+    run_length = {"epochs": config.epochs} if family.name == "LossWeighting" and agents else {}
     family.check(config.env_id, {**run_length, **config.env_kwargs})
     epochs = config.env_kwargs.get("epochs", config.epochs)
     if family.name == "LossWeighting" and epochs != config.epochs:

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig, apply_overrides, load_yaml, set_dotted
-from harness.registry import check_method, check_method_kwargs
+from harness.registry import check_run
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, config_from_dict, suggest
@@ -158,11 +158,9 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         # place; on a cluster it must be storage every node shares.
         out = Path(sweep.output_dir).resolve()
         values["output_dir"] = str(out / variant if variant else out)
-        RunConfig.from_dict(values)  # fail before the sweep starts
-        check_method(env_id, method)
-        # The base config's own methods may read keys the grid's methods do not (a grid of
-        # baselines over a config written for IGBv2 and its baselines).
-        check_method_kwargs(env_id, readers, values.get("method_kwargs") or {})
+        # Fail before the sweep starts. The base config's own methods may read keys the
+        # grid's methods do not (a grid of baselines over a config written for IGBv2).
+        check_run(RunConfig.from_dict(values), siblings=readers)
         key = "__".join(x for x in (env_id, variant, str(method), f"seed{seed}") if x)
         runs.append(RunSpec(key, values))
     keys = [r.key for r in runs]

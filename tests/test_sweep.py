@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from harness.sweep import SweepConfig, expand, run_sweep
+from mtl_envs.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
@@ -53,13 +54,34 @@ def test_small_floats_stay_numbers_in_files_overrides_and_grids(tmp_path):
     path = tmp_path / "sweep.yaml"
     path.write_text(
         "base: {env_id: LossWeighting-Cubic-v1, env_kwargs: {lr: 1e-5}}\n"
-        "grid: {method: [ew], overrides: [{agent.learning_rate: 3e-4}]}\n"
+        "grid: {method: [igbv2], overrides: [{agent.learning_rate: 3e-4}]}\n"
         f"output_dir: {tmp_path / 'sweep'}\n"
     )
     (run,) = expand(SweepConfig.from_file(path))
     assert run.config["env_kwargs"]["lr"] == 1e-5 and run.config["agent"]["learning_rate"] == 3e-4
     (run,) = expand(SweepConfig.from_file(path, ["base.env_kwargs.lr=2E-4"]))
     assert run.config["env_kwargs"]["lr"] == 2e-4
+
+
+def test_a_sweep_checks_its_runs_as_mtl_envs_run_does_before_any_starts(tmp_path):
+    path = tmp_path / "sweep.yaml"
+
+    def sweep(base: str, grid: str) -> SweepConfig:
+        path.write_text(f"base: {base}\ngrid: {grid}\noutput_dir: {tmp_path / 'out'}\n")
+        return SweepConfig.from_file(path)
+
+    cubic = "env_id: LossWeighting-Cubic-v1, epochs: 10"
+    # Agent settings that no method of the sweep reads.
+    with pytest.raises(ConfigError, match=r"`agent` settings \['gamma'\] are read by none"):
+        expand(sweep(f"{{{cubic}, agent: {{gamma: 0.9}}}}", "{method: [ew, rlw]}"))
+    # A grid of baselines over a config written for IGBv2: its agent settings are IGBv2's.
+    runs = expand(sweep(f"{{{cubic}, method: igbv2, agent: {{gamma: 0.9}}}}", "{method: [ew]}"))
+    assert [run.config["method"] for run in runs] == ["ew"]
+    # The agents' own checks, and the env's arguments, before the first run.
+    with pytest.raises(ConfigError, match="gamma"):
+        expand(sweep(f"{{{cubic}, agent: {{gamma: 5}}}}", "{method: [ew, igbv2]}"))
+    with pytest.raises(ConfigError, match="reward"):
+        expand(sweep(f"{{{cubic}, env_kwargs: {{reward: minn}}}}", "{method: [ew]}"))
 
 
 def test_a_run_whose_config_changed_runs_again(tmp_path):
