@@ -5,7 +5,7 @@
 Each benchmark runs in its own process with its documented arguments and writes its rows to
 ``OUT_DIR/<name>.json`` (default ``docs/results/benchmarks``); ``scripts/docs_tables.py
 render`` then rebuilds the benchmark tables of ``docs/results.md`` from those files. They run
-in turn, never side by side: their ratios are timings on a shared machine. About 45 minutes
+in turn, never side by side: their ratios are timings on a shared machine. About 40 minutes
 on 2 CPU cores.
 """
 
