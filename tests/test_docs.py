@@ -1,5 +1,6 @@
 """The tables in docs/ are what the kept result files give: regenerating them changes nothing."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,22 @@ def test_docs_tables_match_the_kept_results():
         timeout=300,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_intervals_quoted_in_prose_are_copies_of_rendered_ones():
+    """An ``IQM [lo, hi]`` in README.md or in the prose of docs/*.md repeats a value that a
+    rendered block (regenerated from the kept results) shows, so it cannot go stale alone."""
+    interval = re.compile(r"-?\d+\.\d+\s+\[-?\d+\.\d+,\s*-?\d+\.\d+\]")
+    block = re.compile(r"<!-- (\w+): [^>]*-->\n(.*?)<!-- /\1 -->", re.S)
+    texts = {p.name: p.read_text() for p in [ROOT / "README.md", *(ROOT / "docs").glob("*.md")]}
+    rendered = " ".join(" ".join(m[2].split()) for t in texts.values() for m in block.finditer(t))
+    quoted = [
+        (name, " ".join(m.split()))
+        for name, t in texts.items()
+        for m in interval.findall(block.sub("", t))
+    ]
+    assert len(quoted) >= 3  # the README's agent scores at least
+    assert [q for q in quoted if q[1] not in rendered] == []
 
 
 def test_kept_probe_summaries_are_what_their_runs_give():
