@@ -25,7 +25,9 @@ result: its headroom, rho, seconds per episode and whether the id qualifies, and
 ``<!-- table2: DIR [DIR ...] -->`` ... ``<!-- /table2 -->`` with the tabular results kept in
 ``docs/results/DIR`` in the hypernetwork paper's Table 2 layout, and every block
 ``<!-- pairs: NAME [--metric M] [--which best] X:Y [X:Y ...] -->`` ... ``<!-- /pairs -->``
-with the probability that a run of X beats one of Y, per env id of ``docs/results/NAME``.
+with the probability that a run of X beats one of Y, per env id of ``docs/results/NAME``,
+and every block ``<!-- refscores: ID [ID ...] -->`` ... ``<!-- /refscores -->`` with the
+ids' random and best reference scores from ``mtl_envs/reference_scores.json``.
 ``--check`` fails when a block is out of date instead of writing it.
 """
 
@@ -53,6 +55,9 @@ HEADROOM = re.compile(
 )
 TABLE2 = re.compile(r"(<!-- table2: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /table2 -->)", re.S)
 PAIRS = re.compile(r"(<!-- pairs: (?P<args>[^>]*?) -->\n)(?P<body>.*?)(<!-- /pairs -->)", re.S)
+REFSCORES = re.compile(
+    r"(<!-- refscores: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /refscores -->)", re.S
+)
 BENCH = re.compile(r"(<!-- bench: (?P<file>[^>]*?) -->\n)(?P<body>.*?)(<!-- /bench -->)", re.S)
 EPOCH_KEYS = ("epoch", "train/loss", "agent/reward", "agent/mean_weight")
 
@@ -146,6 +151,27 @@ def table2_for(folders: str) -> str:
     return format_table2([KEPT / folder for folder in folders.split()])
 
 
+def refscores_for(env_ids: str) -> str:
+    """The random and the best reference policy's mean test metric of each id."""
+    from mtl_envs import reference_scores
+
+    rows = [
+        "| id | metric | random | best reference policy |",
+        "|---|---|---|---|",
+    ]
+    for env_id in env_ids.split():
+        scores = reference_scores(env_id)
+        policies = scores["policies"]
+        best = policies[scores["best"]]
+        name = scores["best"] + (" [oracle]" if best["oracle"] else "")
+        better = "higher" if scores["higher_is_better"] else "lower"
+        rows.append(
+            f"| `{env_id}` | {scores['metric']} ({better} is better) | "
+            f"{policies[scores['random']]['mean']:.4f} | {name} {best['mean']:.4f} |"
+        )
+    return "\n".join(rows) + "\n"
+
+
 def cmd_render(check: bool) -> int:
     stale = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -159,6 +185,7 @@ def cmd_render(check: bool) -> int:
         new = HEADROOM.sub(lambda m: m.group(1) + headroom_for(m.group("file")) + m.group(4), new)
         new = TABLE2.sub(lambda m: m.group(1) + table2_for(m.group("file")) + m.group(4), new)
         new = BENCH.sub(lambda m: m.group(1) + bench_for(m.group("file")) + m.group(4), new)
+        new = REFSCORES.sub(lambda m: m.group(1) + refscores_for(m.group("file")) + m.group(4), new)
         if new != text:
             stale.append(doc)
             if not check:
