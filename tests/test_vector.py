@@ -154,6 +154,28 @@ def test_bad_actions_and_reset_masks_are_refused():
         vector.reset(options={"reset_mask": [1, 0]})
 
 
+def _ours_and_sync(num_envs: int, mode: str):
+    """The batched form and SyncVectorEnv over single envs, both with autoreset ``mode``."""
+    from gymnasium.vector import AutoresetMode
+
+    ours = gym.make_vec(
+        "LossWeighting-Cubic-v1",
+        num_envs=num_envs,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode=mode,
+        **CUBIC,
+    )
+    assert ours.metadata["autoreset_mode"] == AutoresetMode(mode)
+    theirs = gym.make_vec(
+        "LossWeighting-Cubic-v1",
+        num_envs=num_envs,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode(mode)},
+        **CUBIC,
+    )
+    return ours, theirs
+
+
 def _assert_same_layout(ours: dict, theirs: dict) -> None:
     """Same keys and masks as Gymnasium's own vector env; equal values on the masked slots."""
     assert sorted(ours) == sorted(theirs)
@@ -176,18 +198,7 @@ def test_infos_follow_gymnasiums_same_step_layout():
     """Key by key and mask by mask, the infos SyncVectorEnv gives over the single envs with
     SAME_STEP autoreset: reset info at the top level of an ended slot, its step's info in
     final_info, its last observation in final_obs."""
-    from gymnasium.vector import AutoresetMode
-
-    ours = gym.make_vec(
-        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
-    )
-    theirs = gym.make_vec(
-        "LossWeighting-Cubic-v1",
-        num_envs=2,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
-        **CUBIC,
-    )
+    ours, theirs = _ours_and_sync(2, "SameStep")
     _assert_same_layout(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
     actions = np.zeros(ours.action_space.shape, dtype=np.float32)
     for step in range(7):  # the 6th step ends both runs
@@ -222,23 +233,7 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
     """NEXT_STEP: an ended slot's next step restarts it without training it on the action;
     the other slots train on theirs. Staggered by partial resets, so restarts and training
     steps share a step; observations, rewards, ends and infos as SyncVectorEnv's."""
-    from gymnasium.vector import AutoresetMode
-
-    ours = gym.make_vec(
-        "LossWeighting-Cubic-v1",
-        num_envs=3,
-        vectorization_mode="vector_entry_point",
-        autoreset_mode="NextStep",
-        **CUBIC,
-    )
-    assert ours.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP
-    theirs = gym.make_vec(
-        "LossWeighting-Cubic-v1",
-        num_envs=3,
-        vectorization_mode="sync",
-        vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
-        **CUBIC,
-    )
+    ours, theirs = _ours_and_sync(3, "NextStep")
     _assert_same_layout(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
     rng = np.random.default_rng(0)
     ends = []
@@ -265,27 +260,9 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
 def test_next_step_autoreset_takes_normalize_observation():
     """Gymnasium's NormalizeObservation takes NEXT_STEP envs only; it normalises the batched
     form's observations as it does SyncVectorEnv's."""
-    from gymnasium.vector import AutoresetMode
     from gymnasium.wrappers import vector as vector_wrappers
 
-    ours = vector_wrappers.NormalizeObservation(
-        gym.make_vec(
-            "LossWeighting-Cubic-v1",
-            num_envs=2,
-            vectorization_mode="vector_entry_point",
-            autoreset_mode=AutoresetMode.NEXT_STEP,
-            **CUBIC,
-        )
-    )
-    theirs = vector_wrappers.NormalizeObservation(
-        gym.make_vec(
-            "LossWeighting-Cubic-v1",
-            num_envs=2,
-            vectorization_mode="sync",
-            vector_kwargs={"autoreset_mode": AutoresetMode.NEXT_STEP},
-            **CUBIC,
-        )
-    )
+    ours, theirs = map(vector_wrappers.NormalizeObservation, _ours_and_sync(2, "NextStep"))
     np.testing.assert_allclose(ours.reset(seed=2)[0], theirs.reset(seed=2)[0], atol=1e-4)
     actions = np.zeros(ours.action_space.shape, dtype=np.float32)
     for _ in range(8):  # through the runs' end and restart
