@@ -17,7 +17,7 @@ from typing import Any
 from harness.config import RunConfig
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import family_of
-from mtl_envs.utils import suggest
+from mtl_envs.utils import is_int, suggest
 
 Runner = Callable[[RunConfig, int], dict[str, Any]]
 
@@ -162,18 +162,26 @@ def check_run(config: RunConfig, siblings: Sequence[str] = ()) -> None:
     ``method_kwargs`` key and ``agent``/``policy`` section is read by one of them, and each
     agent takes its options. ``siblings``: methods of other runs that share the config's
     sections (a sweep's grid), which may read what this run's methods do not."""
-    readers = list(dict.fromkeys([*config.methods, *siblings]))
-    for method in readers:
+    family = family_of(config.env_id)
+    for method in config.methods:
         check_method(config.env_id, method)
+    # A sibling of another env family (a sweep over several) reads nothing of this run.
+    siblings = [m for m in siblings if (family.name, m) in METHODS]
+    readers = list(dict.fromkeys([*config.methods, *siblings]))
     check_method_kwargs(config.env_id, readers, config.method_kwargs)
     check_agent_sections(config, readers)
     # Baselines build the env's learner, not the env: its own arguments are checked here.
-    family = family_of(config.env_id)
-    # An agent's LossWeighting env trains `epochs` epochs whatever the id registers (checked
-    # below), after its warm-up; a baseline has no warm-up, and any number of epochs.
-    agents = [m for m in config.methods if METHODS[(family.name, m)].startswith("agents.")]
-    run_length = {"epochs": config.epochs} if family.name == "LossWeighting" and agents else {}
-    family.check(config.env_id, {**run_length, **config.env_kwargs})
+    kwargs = dict(config.env_kwargs)
+    if family.name == "LossWeighting":
+        agents = [m for m in config.methods if METHODS[(family.name, m)].startswith("agents.")]
+        if agents:  # the env trains `epochs` epochs whatever the id registers, after its warm-up
+            kwargs["epochs"] = config.epochs
+        else:  # a baseline trains no warm-up: any number of epochs goes with it
+            kwargs.pop("epochs", None)
+            warmup = kwargs.get("warmup_epochs")
+            if is_int(warmup) and warmup >= 0:
+                kwargs["epochs"] = warmup + 1
+    family.check(config.env_id, kwargs)
     epochs = config.env_kwargs.get("epochs", config.epochs)
     if family.name == "LossWeighting" and epochs != config.epochs:
         raise ConfigError(

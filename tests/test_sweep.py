@@ -82,6 +82,12 @@ def test_a_sweep_checks_its_runs_as_mtl_envs_run_does_before_any_starts(tmp_path
         expand(sweep(f"{{{cubic}, agent: {{gamma: 5}}}}", "{method: [ew, igbv2]}"))
     with pytest.raises(ConfigError, match="reward"):
         expand(sweep(f"{{{cubic}, env_kwargs: {{reward: minn}}}}", "{method: [ew]}"))
+    # A baseline has no warm-up to outlast, however its run length is written.
+    short = "env_id: LossWeighting-Cubic-v1, epochs: 1, env_kwargs: {epochs: 1}"
+    assert len(expand(sweep(f"{{{short}}}", "{method: [ew]}"))) == 1
+    # Over two families, the base's methods of one read nothing of the other's runs.
+    two = "{env_id: [AuxLabel-Digits-v0, LossWeighting-Digits10-v1], method: [stl]}"
+    assert len(expand(sweep("{method: [ppo, stl], epochs: 3}", two))) == 2
 
 
 def test_a_run_whose_config_changed_runs_again(tmp_path):

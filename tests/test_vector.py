@@ -236,7 +236,7 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
     ours, theirs = _ours_and_sync(3, "NextStep")
     _assert_same_layout(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
     rng = np.random.default_rng(0)
-    ends = []
+    ends = [[]]
     for step in range(14):
         if step in (2, 3):  # slot 1, then slot 2, start afresh: the runs end a step apart
             mask = np.arange(3) == step - 1
@@ -245,6 +245,7 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
             np.testing.assert_allclose(v_obs, s_obs, rtol=1e-5)
             _assert_same_layout(info, expected)
         actions = rng.uniform(-0.9, 0.9, ours.action_space.shape).astype(np.float32)
+        actions[ends[-1]] = np.nan  # a restarting slot's action is not read
         v_obs, v_rew, v_term, v_trunc, info = ours.step(actions)
         s_obs, s_rew, s_term, s_trunc, expected = theirs.step(actions)
         np.testing.assert_allclose(v_obs, s_obs, rtol=1e-4, atol=1e-6)
@@ -253,7 +254,7 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
         np.testing.assert_array_equal(v_trunc, s_trunc)
         _assert_same_layout(info, expected)
         ends.append(np.flatnonzero(v_term).tolist())
-    assert ends[5:9] == [[0], [], [1], [2]]  # and each restarted on the step after
+    assert ends[6:10] == [[0], [], [1], [2]]  # and each restarted on the step after
     assert "final_obs" not in info
 
 
@@ -346,9 +347,14 @@ def test_next_step_autoreset_on_the_auxlabel_vector_form():
         obs, _, terminated, _, info = envs.step(actions)
         expected_obs, _, _, _, expected = same.step(actions)
     assert terminated.all() and "final_obs" not in info and info["batch"][0] == 11
+    # Reference policies read the indices of the batch the observation shows: the last one.
+    shown = envs.unwrapped.sample_indices()
+    np.testing.assert_array_equal(
+        envs.unwrapped.learner.data.train.labels[shown], obs["primary_label"]
+    )
     last = np.stack([slot["image"] for slot in expected["final_obs"]])
     np.testing.assert_array_equal(obs["image"], last)
-    obs, reward, terminated, truncated, info = envs.step(envs.action_space.sample())
+    obs, reward, terminated, truncated, info = envs.step(np.full(100, -1))  # not read
     assert not (terminated.any() or truncated.any()) and not reward.any()
     np.testing.assert_array_equal(obs["image"], expected_obs["image"])
     assert info["epoch"].tolist() == [1] * 100 and info["_mode"].all() and "batch" not in info

@@ -178,9 +178,13 @@ class AuxLabelTask:
     def current_batch(self) -> tuple[np.ndarray, np.ndarray]:
         """The current batch's raw images (B, C, H, W) and primary labels (B,) on the host;
         once the episode has ended, the batch it ended on."""
-        indices = self.learner.current_indices if not self.ended else self.last_indices
+        indices = self.batch_indices()
         labels = self.learner.data.train.labels[indices].cpu().numpy()
         return self.learner.images_numpy(indices), labels
+
+    def batch_indices(self) -> torch.Tensor:
+        """Training-set indices of :meth:`current_batch`."""
+        return self.learner.current_indices if not self.ended else self.last_indices
 
     def apply(self, actions: np.ndarray) -> tuple[float, bool, bool, dict[str, Any]]:
         """Label the current batch with ``actions``, train one step, compute the reward.
@@ -394,7 +398,7 @@ class AuxLabelEnv(gym.Env):
         """Training-set index of the sample the next step labels, shape (1,) (reference
         policies read what the observation does not show, e.g. CIFAR-100's fine label)."""
         j = min(self._position, len(self._labels) - 1)
-        return self.task.learner.current_indices[j : j + 1].cpu().numpy()
+        return self.task.batch_indices()[j : j + 1].cpu().numpy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         super().reset(seed=seed)
@@ -503,8 +507,9 @@ class AuxLabelVectorEnv(VectorEnv):
         return {"image": images, "primary_label": labels.astype(np.int64)}
 
     def sample_indices(self) -> np.ndarray:
-        """Training-set indices of the batch the next step labels, one per slot."""
-        return self.task.learner.current_indices.cpu().numpy()
+        """Training-set indices of the batch the observation shows, one per slot (the batch
+        the next step labels, or the ended epoch's last batch until the next one starts)."""
+        return self.task.batch_indices().cpu().numpy()
 
     def continue_run(self) -> None:
         """Make the next seedless :meth:`reset` continue the learner's current run (after its
@@ -538,16 +543,16 @@ class AuxLabelVectorEnv(VectorEnv):
 
     def step(self, actions):
         n = self.num_envs
-        actions = self._check_actions(actions)
         if self._ended and self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
-            # The epoch ended last step: this step starts the next one (the actions unused).
+            # The epoch ended last step: this step starts the next one. Its actions are not
+            # read, as SyncVectorEnv passes none to a slot it resets.
             self.task.start_episode(None, None)
             self._ended = False
             infos = vector_infos.masked(self._reset_info(), np.ones(n, dtype=bool))
             zeros = np.zeros(n, dtype=bool)
             return self._obs(), np.zeros(n), zeros, zeros.copy(), infos
         vector_infos.check_not_ended(np.full(n, self._ended))
-        reward, terminated, truncated, info = self.task.apply(actions)
+        reward, terminated, truncated, info = self.task.apply(self._check_actions(actions))
         step_info = {k: np.full(n, v) for k, v in info.items()}
         rewards = np.full(n, reward, dtype=np.float64)
         terminations = np.full(n, terminated)

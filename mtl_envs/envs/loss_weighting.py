@@ -520,15 +520,18 @@ class LossWeightingVectorEnv(VectorEnv):
         }
 
     def step(self, actions):
+        mode = self.metadata["autoreset_mode"]
+        # NEXT_STEP: the slots that ended last step are reset by this one. Their actions are
+        # not read, as SyncVectorEnv passes none to a slot it resets.
+        restart = self._ended & (mode == AutoresetMode.NEXT_STEP)
         actions = np.asarray(actions, dtype=np.float32)
+        if actions.shape == self.action_space.shape:
+            actions = np.where(restart[:, None], np.float32(0.0), actions)
         if actions.shape != self.action_space.shape or not self.action_space.contains(actions):
             raise ConfigError(
                 f"Actions must be a float array of shape {self.action_space.shape} inside "
                 f"[-1, 1]; got {describe_array(actions)}."
             )
-        mode = self.metadata["autoreset_mode"]
-        # NEXT_STEP: the slots that ended last step are reset by this one (their action unused).
-        restart = self._ended & (mode == AutoresetMode.NEXT_STEP)
         vector_infos.check_not_ended(self._ended & ~restart)
         learner = self.learner
         device = learner.device
