@@ -12,6 +12,7 @@ and its results say so.
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import gymnasium as gym
@@ -53,7 +54,9 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
 
     def select(problem: GroupingProblem, budget: int, s: int) -> tuple[list, dict[str, Any]]:
         env = gym.make(config.env_id, **{**config.env_kwargs, "budget": budget})
-        model = PPO("MultiInputPolicy", env, seed=s, device=device, verbose=0, **kwargs)
+        model = PPO(
+            "MultiInputPolicy", env, seed=s, device=device, verbose=0, **copy.deepcopy(kwargs)
+        )
         model.learn(steps)
         obs, _ = env.reset(seed=s)
         done, info = False, {"selected": []}

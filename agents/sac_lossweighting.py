@@ -33,6 +33,7 @@ Where the paper is silent, the defaults follow the authors' released implementat
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Any
@@ -318,7 +319,7 @@ def sac_defaults(aggregator: str | None) -> dict[str, Any]:
     The paper lowers SAC's learning rate from 3e-4 to 1e-4 when IGBv2 is combined with MGDA,
     PCGrad or Nash-MTL; ``agent.learning_rate`` in a config overrides either.
     """
-    defaults = dict(SAC_DEFAULTS)
+    defaults = copy.deepcopy(SAC_DEFAULTS)  # SB3 writes into policy_kwargs
     if aggregator in SLOW_AGGREGATORS:
         defaults["learning_rate"] = SLOW_LEARNING_RATE
     return defaults
@@ -416,7 +417,9 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         learning_starts=learning_starts,
         random_steps=random_steps,
         random_action=lw.random_weight_action,
-        **agent_kwargs,
+        # A copy: SB3 adds keys to policy_kwargs, which would change the resolved settings
+        # (and the config's own) after they were compared for a resume.
+        **copy.deepcopy(agent_kwargs),
     )
     if config.checkpoint_every and not model.checkpointable:
         raise ConfigError(

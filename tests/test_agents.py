@@ -130,6 +130,7 @@ def test_igbv2_learning_rate_follows_the_aggregator():
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 def test_igbv2_smoke_run(tmp_path):
+    from agents.sac_lossweighting import SAC_DEFAULTS, sac_defaults
     from agents.sac_lossweighting import run as run_igbv2
 
     config = RunConfig(
@@ -142,9 +143,22 @@ def test_igbv2_smoke_run(tmp_path):
         progress=False,
         tensorboard=False,
         method_kwargs={"update_epoch": 2, "use_epoch": 3},
-        agent={"gradient_steps": 2, "train_freq": [6, "step"], "batch_size": 8},
+        agent={
+            "gradient_steps": 2,
+            "train_freq": [6, "step"],
+            "batch_size": 8,
+            "policy_kwargs": {"net_arch": [16]},
+        },
     )
+    defaults = sac_defaults(None)
     result = run_igbv2(config, seed=0)
+    # SB3 adds use_sde to the policy_kwargs it is given: neither the defaults, the config
+    # nor the settings a resume compares (in another process) may change with it.
+    assert sac_defaults(None) == defaults and SAC_DEFAULTS["policy_kwargs"] == {
+        "net_arch": [128, 128]
+    }
+    assert config.agent["policy_kwargs"] == {"net_arch": [16]}
+    assert result["agent"]["policy_kwargs"] == {"net_arch": [16]}
     assert [e["epoch"] for e in result["epochs"]] == [2, 3]
     assert 0.5 < result["final"]["test/mean_accuracy"] <= 1.0
     assert result["train_time_s"] > 0 and result["schedule"] == {"update_epoch": 2, "use_epoch": 3}
