@@ -37,9 +37,9 @@ from stable_baselines3 import SAC
 
 import mtl_envs  # noqa: F401
 from agents.sac_lossweighting import (
-    SAC_DEFAULTS,
     ScheduledSAC,
     run_gradient_steps,
+    sac_defaults,
     schedule_steps,
 )
 from agents.sac_lossweighting import run as run_igbv2
@@ -132,7 +132,7 @@ def sac_step_ms(n_tasks: int, batch_size: int, device: str, rounds: int = 3) -> 
     from stable_baselines3.common.logger import Logger
 
     skip = ("train_freq", "gradient_steps", "batch_size", "round_scaling")
-    kwargs = {k: v for k, v in SAC_DEFAULTS.items() if k not in skip}
+    kwargs = {k: v for k, v in sac_defaults(None).items() if k not in skip}
     model = SAC("MlpPolicy", _Spaces(n_tasks), seed=0, device=device, **kwargs)
     model.set_logger(Logger(folder=None, output_formats=[]))
     buffer, rng = model.replay_buffer, np.random.default_rng(0)
@@ -159,7 +159,7 @@ def configured_run_t(
     batches, warm, n = env.learner.num_batches, env.warmup_epochs, env.num_tasks
     env.close()
     epochs = gym.spec(env_id).kwargs["epochs"]
-    agent = SAC_DEFAULTS
+    agent = sac_defaults(None)
     steps = (epochs - warm) * batches
     learning_starts, _ = schedule_steps(
         schedule["update_epoch"], schedule["use_epoch"], warm, batches
