@@ -56,7 +56,10 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     if args.data_root is not None:
         overrides.append(f"env_kwargs.data_root={args.data_root}")
     config = RunConfig.from_file(args.config, overrides)
-    check_run(config)  # fail fast on a bad method name or method_kwargs key
+    # Fail fast on a bad method name or a setting no method reads. The methods the file
+    # names read its sections too: `method=[ew,dwa]` over a config written for IGBv2 and its
+    # baselines runs those two without rewriting IGBv2's `agent` or `method_kwargs`.
+    check_run(config, siblings=_file_methods(args.config))
     runners = {m: resolve(config.env_id, m) for m in config.methods}
     results = []
     for method, runner in runners.items():
@@ -74,6 +77,15 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     print()
     print(format_table(summarize(results)))
     return results
+
+
+def _file_methods(path: str) -> list[str]:
+    """The methods a config file names before any override (none if it does not load
+    without its overrides)."""
+    try:
+        return RunConfig.from_file(path).methods
+    except ConfigError:
+        return []
 
 
 def _normalized(env_id: str, metric: str, value: float) -> str:

@@ -27,6 +27,31 @@ def test_list(capsys):
     assert "AuxLabel-CIFAR100-v0" in out and "digits" in out and "ppo" in out and "stl" in out
 
 
+def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp_path, capsys):
+    """``method=[ew,rlw]`` over a config written for IGBv2 and its baselines: IGBv2's
+    ``agent`` and ``method_kwargs`` stay in the file, and the rerun reuses the results."""
+    config = write_config(
+        tmp_path,
+        method=["igbv2", "ew", "rlw"],
+        env_id="LossWeighting-Cubic-v1",
+        seeds=[0],
+        epochs=2,
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+        tensorboard=False,
+        method_kwargs={"update_epoch": 4, "use_epoch": 6},
+        agent={"gradient_steps": 2},
+    )
+    assert main(["run", str(config), "method=[ew,rlw]"]) == 0
+    first = sorted(p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json"))
+    assert len(first) == 2
+    assert main(["run", str(config), "method=[ew,rlw]", "resume=true"]) == 0
+    assert sorted(p.stat().st_mtime_ns for p in (tmp_path / "out").rglob("result.json")) == first
+    # Settings that no method of the file or the command line reads are still refused.
+    assert main(["run", str(config), "method=[ew]", "policy.image_features=8"]) == 2
+    assert "`policy` settings ['image_features'] are read by none" in capsys.readouterr().err
+
+
 def test_run_baselines_and_compare(tmp_path, capsys):
     config = write_config(
         tmp_path,
