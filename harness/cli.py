@@ -12,10 +12,18 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Any
 
 from harness.bench import positive_int
-from harness.compare import format_pairs, format_table, plot_summary, summarize
+from harness.compare import (
+    by_metric,
+    check_pairs,
+    format_pairs,
+    format_table,
+    plot_summary,
+    summarize,
+)
 from harness.config import RunConfig, apply_overrides
 from harness.registry import check_run, methods_for, resolve
 from harness.results import default_metric, load_results
@@ -152,15 +160,30 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     results = load_results(args.results)
-    rows = summarize(results, args.metric, args.which, args.baseline)
-    # The pairs are checked (and computed) before anything is printed.
-    pairs = format_pairs(results, args.pairs, rows[0]["metric"], args.which) if args.pairs else ""
-    print(format_table(rows, args.spread))
-    if pairs:
-        print()
-        print(pairs, end="")
+    if args.pairs:
+        check_pairs(results, args.pairs)
+    # One table per metric: ids of different families (accuracy, MSE) side by side in a
+    # sweep's results read each their own headline metric unless --metric names one.
+    groups = by_metric(results, args.metric, args.which)
+    blocks = []
+    for metric, group in groups.items():  # every table computed before anything is printed
+        rows = summarize(group, metric, args.which, args.baseline)
+        present = {r["method"] for r in group}
+        own = [p for p in args.pairs or () if set(p.split(":")) <= present]
+        blocks.append((metric, rows, format_pairs(group, own, metric, args.which) if own else ""))
+    for i, (_, rows, pairs) in enumerate(blocks):
+        if i:
+            print()
+        print(format_table(rows, args.spread))
+        if pairs:
+            print()
+            print(pairs, end="")
     if args.plot:
-        print(f"plot: {plot_summary(rows, args.plot)}")
+        for metric, rows, _ in blocks:
+            path = Path(args.plot)
+            if len(blocks) > 1:  # one figure per metric: its panels share one scale
+                path = path.with_name(f"{path.stem}_{metric.replace('/', '_')}{path.suffix}")
+            print(f"plot: {plot_summary(rows, path)}")
 
 
 def build_parser() -> argparse.ArgumentParser:

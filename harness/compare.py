@@ -137,6 +137,38 @@ def _row_env(result: dict[str, Any]) -> str:
     return " ".join(str(x) for x in parts if x)
 
 
+def check_pairs(results: list[dict[str, Any]], pairs: list[str]) -> None:
+    """``ConfigError`` for a ``pairs`` entry that is not ``"X:Y"`` with X and Y methods of
+    ``results``, naming the closest method."""
+    everywhere = {r["method"] for r in results}
+    for pair in pairs:
+        x, _, y = pair.partition(":")
+        if not x or not y or x not in everywhere or y not in everywhere:
+            unknown = next((m for m in (x, y) if m and m not in everywhere), "")
+            raise ConfigError(
+                f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of these results."
+                f"{suggest(unknown, sorted(everywhere)) if unknown else ''} "
+                f"Methods: {sorted(everywhere)}."
+            )
+
+
+def by_metric(
+    results: list[dict[str, Any]], metric: str | None = None, which: str = "final"
+) -> dict[str, list[dict[str, Any]]]:
+    """``results`` grouped by the metric their table reads: ``metric`` for all of them, or
+    else each env id's headline metric (a sweep over a classification and a regression id
+    gives two tables)."""
+    if metric is not None:
+        return {metric: list(results)}
+    by_env: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for r in results:
+        by_env[r["env_id"]].append(r)
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for runs in by_env.values():
+        groups[default_metric(runs, which)].extend(runs)
+    return dict(groups)
+
+
 def format_pairs(
     results: list[dict[str, Any]],
     pairs: list[str],
@@ -149,19 +181,10 @@ def format_pairs(
     The seeds column counts diverged runs, which keep their scores."""
     metric = metric or default_metric(results, which)
     higher = higher_is_better(metric)
+    check_pairs(results, pairs)
     runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
     for r in results:
         runs[_row_env(r)][r["method"]].append(r)
-    everywhere = {m for methods in runs.values() for m in methods}
-    for pair in pairs:
-        x, _, y = pair.partition(":")
-        if not x or not y or x not in everywhere or y not in everywhere:
-            unknown = next((m for m in (x, y) if m and m not in everywhere), "")
-            raise ConfigError(
-                f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of these results."
-                f"{suggest(unknown, sorted(everywhere)) if unknown else ''} "
-                f"Methods: {sorted(everywhere)}."
-            )
 
     def label(group: list[dict[str, Any]]) -> str:
         oracle = any(r.get("oracle") for r in group)

@@ -52,6 +52,32 @@ def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp
     assert "`policy` settings ['image_features'] are read by none" in capsys.readouterr().err
 
 
+def test_compare_gives_each_metric_its_table(tmp_path, capsys):
+    """A sweep over an accuracy id and a regression id: one table (and plot) per headline
+    metric unless --metric names one."""
+    for env_id, method in (("LossWeighting-Cubic-v1", "ew"), ("AuxLabel-Digits-v0", "stl")):
+        config = write_config(
+            tmp_path,
+            method=[method],
+            env_id=env_id,
+            epochs=1,
+            output_dir=str(tmp_path / "out"),
+            progress=False,
+            tensorboard=False,
+        )
+        assert main(["run", str(config)]) == 0
+    capsys.readouterr()
+    plot = tmp_path / "cmp.png"
+    assert main(["compare", str(tmp_path / "out"), "--plot", str(plot)]) == 0
+    out = capsys.readouterr().out
+    assert "test/accuracy (mean +- std)" in out and "test/mean_nmse (mean +- std)" in out
+    assert sorted(p.name for p in tmp_path.glob("cmp_*.png")) == [
+        "cmp_test_accuracy.png",
+        "cmp_test_mean_nmse.png",
+    ]
+    assert main(["compare", str(tmp_path / "out"), "--metric", "test/accuracy"]) == 2
+
+
 def test_run_baselines_and_compare(tmp_path, capsys):
     config = write_config(
         tmp_path,
