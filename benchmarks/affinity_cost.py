@@ -29,7 +29,7 @@ from mtl_envs.training.multitask_learner import MultiTaskLearner
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--epochs", type=positive_int, default=30)
     parser.add_argument("--repeats", type=positive_int, default=5)
     add_out_argument(parser)

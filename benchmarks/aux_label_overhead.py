@@ -92,7 +92,7 @@ def measure(env_id: str, repeats: int, min_seconds: float = 20.0, **kwargs) -> d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=None, help="folder with cifar-100-python")
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument(

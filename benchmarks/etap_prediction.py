@@ -23,7 +23,7 @@ from mtl_envs.training.group_trainer import load_gain_table
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--table", default="digits10")
     parser.add_argument("--draws", type=positive_int, default=5)
     add_out_argument(parser)

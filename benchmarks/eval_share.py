@@ -30,7 +30,7 @@ CONFIG = Path(__file__).resolve().parents[1] / "configs" / "compare_auxlabel_cif
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=os.environ.get("MTL_ENVS_DATA"))
     parser.add_argument("--config", type=Path, default=CONFIG)
     parser.add_argument("--every", type=positive_int, nargs="+", default=[1, 5])

@@ -38,7 +38,7 @@ def play(env: gym.Env, seed: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=positive_int, default=50)
     parser.add_argument("--warmup", type=int_at_least(0), default=5)
     add_out_argument(parser)

@@ -66,7 +66,7 @@ def pass_floor(batch: int, reward_batch: int, n_epochs: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=os.environ.get("MTL_ENVS_DATA"))
     parser.add_argument(
         "--env-id",

@@ -36,7 +36,7 @@ NEEDS_DATA = {"aux_label_overhead", "loss_weighting_cost", "ppo_cycle", "eval_sh
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=os.environ.get("MTL_ENVS_DATA"))
     parser.add_argument("--only", nargs="+", default=list(BENCHMARKS), metavar="NAME")
     parser.add_argument("--out-dir", type=Path, default=ROOT / "docs" / "results" / "benchmarks")

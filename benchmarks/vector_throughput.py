@@ -46,7 +46,7 @@ class Stepper:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=positive_int, default=30, help="vector steps per round")
     parser.add_argument("--rounds", type=positive_int, default=9)
     parser.add_argument("--num-envs", type=positive_int, nargs="+", default=[1, 8, 32])

@@ -225,13 +225,15 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument(
         "--metric",
         default=None,
-        help="default: test/accuracy, test/mean_accuracy or test/mean_mse, whichever exists",
+        help="default: each env id's headline metric (the first of its family's metrics "
+        "the results hold: test/accuracy, test/mean_nmse, test/total_gain, ...); ids with "
+        "different ones get a table each",
     )
     compare.add_argument(
         "--which",
         default="final",
         choices=["final", "best"],
-        help="last epoch, or the epoch with the best validation accuracy",
+        help="the last epoch (default), or the epoch with the best validation metric",
     )
     compare.add_argument(
         "--spread",

@@ -81,7 +81,7 @@ def agent_actions(run: Path, data_root: str | None, chunk: int = 500) -> dict[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("runs", nargs="+", type=Path, help="run folders (seed<k>/)")
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--out", type=Path, default=None, help="write the summaries as JSON")

@@ -197,7 +197,7 @@ def cmd_render(check: bool) -> int:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     keep = sub.add_parser("keep", help="copy compact results into docs/results/NAME")
     keep.add_argument("source", type=Path)

@@ -467,7 +467,7 @@ def report_progress(report: dict[str, Any], budget: Budget, path: str | None) ->
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", default=None, help="folder with cifar-100-python/")
     parser.add_argument("--full-size", action="store_true", help="tile the data to 50k + 10k")
     parser.add_argument("--subset", type=positive_int, default=None, help="training images to use")

@@ -195,7 +195,7 @@ def plot_curves(out: Path) -> Path:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--episodes", type=int, default=15, help="SAC training runs")
     parser.add_argument("--grouping-steps", type=int, default=20_000, help="PPO env steps")

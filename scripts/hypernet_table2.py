@@ -15,7 +15,7 @@ from harness.paper_tables import format_table2
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("results", nargs="+")
     parser.add_argument("--metric", default="test/raw_mse")
     args = parser.parse_args()

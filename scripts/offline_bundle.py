@@ -57,7 +57,7 @@ def download_wheels(packages: list[str], python_version: str, out: Path) -> None
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "--data-root",
         default=os.environ.get("MTL_ENVS_DATA"),

@@ -34,7 +34,7 @@ def entry(probe: dict) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
         "probes", nargs="*", type=Path, default=sorted((ROOT / "docs/results/probe").glob("*.json"))
     )
