@@ -28,6 +28,7 @@ from harness.config import RunConfig, apply_overrides
 from harness.registry import check_run, methods_for, resolve
 from harness.results import default_metric, load_results
 from mtl_envs.errors import ConfigError
+from mtl_envs.io import read_json
 
 
 def cmd_list(args: argparse.Namespace) -> None:
@@ -72,19 +73,34 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     results = []
     for method, runner in runners.items():
         for seed in config.seeds:
-            result = runner(config, seed)
-            results.append(result)
-            metric = default_metric([result])
-            value = result["final"][metric]
-            normalized = _normalized(config.env_id, metric, value)
-            print(
-                f"{method} seed {seed}: {metric} {value:.4f}{normalized} "
-                f"({result['wall_time_s']:.0f} s)",
-                flush=True,
-            )
+            for result in _written(config, method, seed, runner(config, seed)):
+                results.append(result)
+                metric = default_metric([result])
+                value = result["final"][metric]
+                normalized = _normalized(config.env_id, metric, value)
+                setting = f" {result['setting']}" if result.get("setting") else ""
+                print(
+                    f"{method}{setting} seed {seed}: {metric} {value:.4f}{normalized} "
+                    f"({result['wall_time_s']:.0f} s)",
+                    flush=True,
+                )
     print()
     print(format_table(summarize(results)))
     return results
+
+
+def _written(
+    config: RunConfig, method: str, seed: int, returned: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Every result the run of ``method`` and ``seed`` wrote with this config: a search
+    (grouping budgets, grid searches with and without metadata) writes one per setting and
+    returns the last."""
+    from harness.lifecycle import made_with
+
+    base = Path(config.output_dir) / config.env_id / method
+    files = sorted([*base.glob(f"seed{seed}/result.json"), *base.glob(f"*/seed{seed}/result.json")])
+    written = [r for r in map(read_json, files) if made_with(config, r.get("config"))]
+    return written or [returned]
 
 
 def _file_methods(path: str) -> list[str]:

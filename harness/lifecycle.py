@@ -84,6 +84,12 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in _stored(config.to_dict()).items() if k not in RUN_CONTROL_KEYS}
 
 
+def made_with(config: RunConfig, stored: dict[str, Any] | None) -> bool:
+    """Whether a result file's stored config is ``config`` (run-control keys aside)."""
+    current = _comparable(config)
+    return stored is not None and all(stored.get(k) == v for k, v in current.items())
+
+
 def check_same_config(
     config: RunConfig,
     stored: dict[str, Any] | None,

@@ -52,6 +52,22 @@ def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp
     assert "`policy` settings ['image_features'] are read by none" in capsys.readouterr().err
 
 
+def test_run_prints_every_setting_of_a_search(tmp_path, capsys):
+    config = write_config(
+        tmp_path,
+        method=["random"],
+        env_id="TaskGrouping-Digits10-v1",
+        seeds=[0],
+        output_dir=str(tmp_path / "out"),
+        progress=False,
+        method_kwargs={"budgets": [2, 3]},
+    )
+    assert main(["run", str(config)]) == 0
+    out = capsys.readouterr().out
+    assert "random B=2 seed 0: " in out and "random B=3 seed 0: " in out
+    assert "TaskGrouping-Digits10-v1 B=2" in out and "TaskGrouping-Digits10-v1 B=3" in out
+
+
 def test_compare_gives_each_metric_its_table(tmp_path, capsys):
     """A sweep over an accuracy id and a regression id: one table (and plot) per headline
     metric unless --metric names one."""
