@@ -21,6 +21,7 @@ from harness.compare import (
     check_pairs,
     format_pairs,
     format_table,
+    format_value,
     plot_summary,
     summarize,
 )
@@ -80,7 +81,8 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 normalized = _normalized(config.env_id, metric, value)
                 setting = f" {result['setting']}" if result.get("setting") else ""
                 print(
-                    f"{method}{setting} seed {seed}: {metric} {value:.4f}{normalized} "
+                    f"{method}{setting} seed {seed}: {metric} {format_value(metric, value)}"
+                    f"{normalized} "
                     f"({result['wall_time_s']:.0f} s)",
                     flush=True,
                 )

@@ -353,6 +353,16 @@ def method_label(row: dict[str, Any]) -> str:
     return f"{row['method']} [oracle]" if row.get("oracle") else row["method"]
 
 
+def is_percent(metric: str) -> bool:
+    """Whether tables show ``metric`` (a fraction) in percent: accuracies and the like."""
+    return metric.endswith(("accuracy", "precision", "recall", "f1"))
+
+
+def format_value(metric: str, value: float) -> str:
+    """One value of ``metric`` as tables show it: ``"28.53 %"`` or ``"0.1418"``."""
+    return f"{100 * value:.2f} %" if is_percent(metric) else f"{value:.4f}"
+
+
 def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
     """A plain-text table: env, method, mean +- spread (standard deviation over seeds, or
     ``"sem"``, the standard error), per-task means, Δm, T, seeds, wall time."""
@@ -361,9 +371,10 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
     if not rows:
         return "(no results)"
     metric = rows[0]["metric"]
-    percent = metric.endswith(("accuracy", "precision", "recall", "f1"))
+    percent = is_percent(metric)
     task_names = sorted({t for r in rows for t in r.get("tasks", {})})
-    header = ["env_id", "method", f"{metric} (mean +- {spread})"]
+    unit = " %" if percent else ""
+    header = ["env_id", "method", f"{metric}{unit} (mean +- {spread})"]
     if any("iqm" in r for r in rows):
         header.append("IQM [95% CI]")
     if any("normalized" in r for r in rows):

@@ -86,7 +86,7 @@ def test_compare_gives_each_metric_its_table(tmp_path, capsys):
     plot = tmp_path / "cmp.png"
     assert main(["compare", str(tmp_path / "out"), "--plot", str(plot)]) == 0
     out = capsys.readouterr().out
-    assert "test/accuracy (mean +- std)" in out and "test/mean_nmse (mean +- std)" in out
+    assert "test/accuracy % (mean +- std)" in out and "test/mean_nmse (mean +- std)" in out
     assert sorted(p.name for p in tmp_path.glob("cmp_*.png")) == [
         "cmp_test_accuracy.png",
         "cmp_test_mean_nmse.png",
