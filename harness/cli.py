@@ -18,6 +18,7 @@ from typing import Any
 from harness.bench import positive_int
 from harness.compare import (
     by_metric,
+    check_baseline,
     check_pairs,
     format_pairs,
     format_table,
@@ -178,24 +179,34 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 
 def cmd_compare(args: argparse.Namespace) -> None:
     results = load_results(args.results)
-    if args.pairs:
-        check_pairs(results, args.pairs)
+    pairs = list(args.pairs or ())
+    check_pairs(results, pairs)
+    check_baseline(results, args.baseline)
     # One table per metric: ids of different families (accuracy, MSE) side by side in a
     # sweep's results read each their own headline metric unless --metric names one.
     groups = by_metric(results, args.metric, args.which)
-    blocks = []
+    blocks, unpaired = [], set(pairs)
     for metric, group in groups.items():  # every table computed before anything is printed
-        rows = summarize(group, metric, args.which, args.baseline)
         present = {r["method"] for r in group}
-        own = [p for p in args.pairs or () if set(p.split(":")) <= present]
+        if args.baseline is None or args.baseline in present:
+            rows = summarize(group, metric, args.which, args.baseline)
+        else:  # the named baseline is another table's: no P(> baseline) column here
+            rows = summarize(group, metric, args.which)
+            for row in rows:
+                for key in ("p_improve", "p_low", "p_high", "baseline"):
+                    row.pop(key, None)
+        own = [p for p in pairs if set(p.split(":")) <= present]
+        unpaired -= set(own)
         blocks.append((metric, rows, format_pairs(group, own, metric, args.which) if own else ""))
-    for i, (_, rows, pairs) in enumerate(blocks):
+    if unpaired:
+        print(f"No env id holds both methods of {sorted(unpaired)}.", file=sys.stderr)
+    for i, (_, rows, table_pairs) in enumerate(blocks):
         if i:
             print()
         print(format_table(rows, args.spread))
-        if pairs:
+        if table_pairs:
             print()
-            print(pairs, end="")
+            print(table_pairs, end="")
     if args.plot:
         for metric, rows, _ in blocks:
             path = Path(args.plot)

@@ -315,15 +315,20 @@ def _add_normalized(row: dict[str, Any]) -> None:
     row["normalized"] = [iqm, min(low, high), max(low, high)]  # lower-is-better flips them
 
 
-def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
-    """IQM intervals per row and P(improvement) over the env's baseline row (3+ seeds)."""
-    methods_present = sorted({row["method"] for row in rows})
-    if baseline is not None and rows and baseline not in methods_present:
+def check_baseline(results: list[dict[str, Any]], baseline: str | None) -> None:
+    """``ConfigError`` when ``baseline`` is named but no result (or row) has that method."""
+    methods_present = sorted({r["method"] for r in results})
+    if baseline is not None and results and baseline not in methods_present:
         hint = suggest(baseline, methods_present)
         raise ConfigError(
             f"`baseline` {baseline!r} is not a method of these results.{hint} "
             f"Methods: {methods_present}."
         )
+
+
+def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
+    """IQM intervals per row and P(improvement) over the env's baseline row (3+ seeds)."""
+    check_baseline(rows, baseline)
     by_env: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         by_env[row["env_id"]][row["method"]] = row

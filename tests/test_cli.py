@@ -92,6 +92,11 @@ def test_compare_gives_each_metric_its_table(tmp_path, capsys):
         "cmp_test_mean_nmse.png",
     ]
     assert main(["compare", str(tmp_path / "out"), "--metric", "test/accuracy"]) == 2
+    # A baseline, or a pair, of one table only: the other table goes without.
+    assert main(["compare", str(tmp_path / "out"), "--baseline", "ew"]) == 0
+    assert main(["compare", str(tmp_path / "out"), "--pairs", "ew:stl"]) == 0
+    assert "No env id holds both methods of ['ew:stl']" in capsys.readouterr().err
+    assert main(["compare", str(tmp_path / "out"), "--baseline", "eww"]) == 2
 
 
 def test_run_baselines_and_compare(tmp_path, capsys):
