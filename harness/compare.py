@@ -247,7 +247,8 @@ def summarize(
         available = sorted(runs[0][which])
         if metric not in runs[0][which]:
             raise ConfigError(
-                f"Unknown metric {metric!r}.{suggest(metric, available)} Valid: {available}."
+                f"Unknown metric {metric!r} for {env_id}'s {method} results."
+                f"{suggest(metric, available)} Valid: {available}."
             )
         mean, std = _mean_std([float(r[which][metric]) for r in runs])
         row: dict[str, Any] = {

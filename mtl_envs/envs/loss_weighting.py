@@ -579,7 +579,7 @@ class LossWeightingVectorEnv(VectorEnv):
             "weights": weights.cpu().numpy(),
             "epoch": epochs,
             "batch": batches,
-            "alpha": alpha.cpu().numpy(),
+            "alpha": alpha.cpu().numpy().astype(np.float64),  # as SyncVectorEnv stacks floats
             "diverged": diverged,
         }
         obs = final_obs = self._obs()
