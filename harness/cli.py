@@ -23,6 +23,7 @@ from harness.compare import (
     format_pairs,
     format_table,
     format_value,
+    natural_key,
     plot_summary,
     summarize,
 )
@@ -101,7 +102,8 @@ def _written(
     from harness.lifecycle import made_with
 
     base = Path(config.output_dir) / config.env_id / method
-    files = sorted([*base.glob(f"seed{seed}/result.json"), *base.glob(f"*/seed{seed}/result.json")])
+    files = [*base.glob(f"seed{seed}/result.json"), *base.glob(f"*/seed{seed}/result.json")]
+    files.sort(key=lambda path: natural_key(str(path)))
     written = [r for r in map(read_json, files) if made_with(config, r.get("config"))]
     return written or [returned]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import re
 import warnings
 from collections import defaultdict
 from pathlib import Path
@@ -130,6 +131,11 @@ def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
+def natural_key(text: str) -> list[Any]:
+    """Sort key that orders the numbers in ``text`` by value: ``B=2`` before ``B=10``."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", text)]
+
+
 def _row_env(result: dict[str, Any]) -> str:
     """A result's row name: its env id, split by its "setting" (a grouping budget, with or
     without metadata) and "variant" (a sweep's overrides)."""
@@ -195,7 +201,7 @@ def format_pairs(
         return f"{len(group)}" + (f" ({diverged} diverged)" if diverged else "")
 
     rows = []
-    for env, methods in sorted(runs.items()):
+    for env, methods in sorted(runs.items(), key=lambda item: natural_key(item[0])):
         for x, _, y in (pair.partition(":") for pair in pairs):
             if x not in methods or y not in methods:
                 continue
@@ -243,7 +249,9 @@ def summarize(
     for r in results:
         groups[(_row_env(r), r["method"])].append(r)
     rows = []
-    for (env_id, method), runs in sorted(groups.items()):
+    for (env_id, method), runs in sorted(
+        groups.items(), key=lambda item: (natural_key(item[0][0]), item[0][1])
+    ):
         available = sorted(runs[0][which])
         if metric not in runs[0][which]:
             raise ConfigError(
