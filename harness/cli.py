@@ -71,7 +71,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     # Fail fast on a bad method name or a setting no method reads. The methods the file
     # names read its sections too: `method=[ew,dwa]` over a config written for IGBv2 and its
     # baselines runs those two without rewriting IGBv2's `agent` or `method_kwargs`.
-    check_run(config, siblings=_file_methods(args.config))
+    check_run(config, siblings=_file_methods(args.config, config.env_id))
     runners = {m: resolve(config.env_id, m) for m in config.methods}
     results = []
     for method, runner in runners.items():
@@ -108,13 +108,18 @@ def _written(
     return written or [returned]
 
 
-def _file_methods(path: str) -> list[str]:
-    """The methods a config file names before any override (none if it does not load
-    without its overrides)."""
+def _file_methods(path: str, env_id: str) -> list[str]:
+    """The methods a config file names before any override, if it names an id of
+    ``env_id``'s family (a method name such as ``ppo`` means another method in another
+    family); none if the file does not load without its overrides."""
+    from mtl_envs.families import family_of
+
     try:
-        return RunConfig.from_file(path).methods
+        written = RunConfig.from_file(path)
+        same = family_of(written.env_id).name == family_of(env_id).name
     except ConfigError:
         return []
+    return written.methods if same else []
 
 
 def _normalized(env_id: str, metric: str, value: float) -> str:

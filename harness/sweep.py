@@ -144,7 +144,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     overrides = _as_list(grid.get("overrides", [{}]), "overrides")
     base_methods = base.get("method") or []
     base_methods = [base_methods] if isinstance(base_methods, str) else list(base_methods)
-    readers = list(dict.fromkeys([*methods, *base_methods]))
+    base_env = base.get("env_id", RunConfig.env_id)
     if not all(isinstance(o, dict) for o in overrides):
         raise ConfigError("Grid `overrides` must be a list of mappings of dotted keys to values.")
     runs = []
@@ -160,13 +160,25 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         values["output_dir"] = str(out / variant if variant else out)
         # Fail before the sweep starts. The base config's own methods may read keys the
         # grid's methods do not (a grid of baselines over a config written for IGBv2).
-        check_run(RunConfig.from_dict(values), siblings=readers)
+        # The base's methods read its sections on the base's family only (`ppo` is another
+        # method on another family's ids).
+        siblings = [*methods, *(base_methods if _same_family(env_id, base_env) else [])]
+        check_run(RunConfig.from_dict(values), siblings=siblings)
         key = "__".join(x for x in (env_id, variant, str(method), f"seed{seed}") if x)
         runs.append(RunSpec(key, values))
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
         raise ConfigError("The grid repeats a run (duplicate methods, seeds or env ids).")
     return runs
+
+
+def _same_family(env_id: str, other: Any) -> bool:
+    from mtl_envs.families import family_of
+
+    try:
+        return family_of(env_id).name == family_of(other).name
+    except (ConfigError, TypeError, ValueError):
+        return False
 
 
 def _marker_dir(sweep: SweepConfig) -> Path:

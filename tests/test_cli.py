@@ -50,6 +50,13 @@ def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp
     # Settings that no method of the file or the command line reads are still refused.
     assert main(["run", str(config), "method=[ew]", "policy.image_features=8"]) == 2
     assert "`policy` settings ['image_features'] are read by none" in capsys.readouterr().err
+    # The file's methods read its sections on its own family's ids only: its `ppo` is
+    # RL-AUX's, whose `agent` settings grouping's PPO would not be given here.
+    auxlabel = write_config(
+        tmp_path, method=["ppo"], env_id="AuxLabel-Digits-v0", agent={"n_epochs": 2}
+    )
+    assert main(["run", str(auxlabel), "env_id=TaskGrouping-Digits10-v1", "method=[random]"]) == 2
+    assert "`agent` settings ['n_epochs'] are read by none" in capsys.readouterr().err
 
 
 def test_run_prints_every_setting_of_a_search(tmp_path, capsys):
