@@ -543,7 +543,7 @@ class LossWeightingVectorEnv(VectorEnv):
         )
         epochs = np.array([run.epoch for run in learner.learners])
         batches = np.array([run.position for run in learner.learners])
-        losses, epoch_end = learner.apply_pending(weights, active=~restart)
+        losses, epoch_end = learner.apply_pending(weights, ~restart if restart.any() else None)
         epoch_end = epoch_end.cpu().numpy()
         self.steps += 1
         after = np.array([run.epoch for run in learner.learners])

@@ -331,9 +331,11 @@ class BatchedMultiTaskLearner:
         if self._pending is None:
             raise RuntimeError("No pending batch; call forward_pending() first.")
         losses, self._pending = self._pending, None
-        if active is None:
+        if active is None:  # made on the device: no host-to-device copy on every step
             active = [True] * self.num_runs
-        mask = torch.as_tensor(np.asarray(active, dtype=bool), device=self.device)
+            mask = torch.ones(self.num_runs, dtype=torch.bool, device=self.device)
+        else:
+            mask = torch.as_tensor(np.asarray(active, dtype=bool), device=self.device)
         self._update(losses, weights.to(losses), mask)
         detached = losses.detach()
         ended = [False] * self.num_runs
