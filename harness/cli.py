@@ -28,7 +28,7 @@ from harness.compare import (
     summarize,
 )
 from harness.config import RunConfig, apply_overrides
-from harness.registry import check_run, methods_for, resolve
+from harness.registry import check_run, methods_for, resolve, same_family
 from harness.results import default_metric, load_results
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import read_json
@@ -112,14 +112,11 @@ def _file_methods(path: str, env_id: str) -> list[str]:
     """The methods a config file names before any override, if it names an id of
     ``env_id``'s family (a method name such as ``ppo`` means another method in another
     family); none if the file does not load without its overrides."""
-    from mtl_envs.families import family_of
-
     try:
         written = RunConfig.from_file(path)
-        same = family_of(written.env_id).name == family_of(env_id).name
     except ConfigError:
         return []
-    return written.methods if same else []
+    return written.methods if same_family(env_id, written.env_id) else []
 
 
 def _normalized(env_id: str, metric: str, value: float) -> str:

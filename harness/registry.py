@@ -136,13 +136,28 @@ def method_options(config: RunConfig, method: str) -> dict[str, Any]:
     return {key: value for key, value in config.method_kwargs.items() if key in own}
 
 
+def agent_methods(env_id: str, methods: Sequence[str]) -> list[str]:
+    """The RL agents among ``methods`` on ``env_id``'s family (the others are baselines)."""
+    family = family_of(env_id).name
+    return [m for m in methods if METHODS[(family, m)].startswith("agents.")]
+
+
+def same_family(env_id: str, other: Any) -> bool:
+    """Whether ``other`` is a registered id of ``env_id``'s family (a method name such as
+    ``ppo`` names another method on another family's ids)."""
+    try:
+        return family_of(env_id).name == family_of(other).name
+    except (ConfigError, TypeError):
+        return False
+
+
 def check_agent_sections(config: RunConfig, methods: Sequence[str] | None = None) -> None:
     """``ConfigError`` for ``agent`` or ``policy`` settings that none of ``methods`` (the
     run's own by default) reads: a baseline has no agent, and its run would ignore them
     without a word."""
     family = family_of(config.env_id).name
     methods = list(config.methods if methods is None else methods)
-    agents = [m for m in methods if METHODS[(family, m)].startswith("agents.")]
+    agents = agent_methods(config.env_id, methods)
     readers = {
         "agent": agents,
         "policy": [m for m in agents if (family, m) == ("AuxLabel", "ppo")],
@@ -173,8 +188,9 @@ def check_run(config: RunConfig, siblings: Sequence[str] = ()) -> None:
     # Baselines build the env's learner, not the env: its own arguments are checked here.
     kwargs = dict(config.env_kwargs)
     if family.name == "LossWeighting":
-        agents = [m for m in config.methods if METHODS[(family.name, m)].startswith("agents.")]
-        if agents:  # the env trains `epochs` epochs whatever the id registers, after its warm-up
+        if agent_methods(
+            config.env_id, config.methods
+        ):  # the env trains `epochs` epochs whatever the id registers, after its warm-up
             kwargs["epochs"] = config.epochs
         else:  # a baseline trains no warm-up: any number of epochs goes with it
             kwargs.pop("epochs", None)

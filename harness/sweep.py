@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig, apply_overrides, load_yaml, set_dotted
-from harness.registry import check_run
+from harness.registry import check_run, same_family
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, config_from_dict, suggest
@@ -162,7 +162,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         # grid's methods do not (a grid of baselines over a config written for IGBv2).
         # The base's methods read its sections on the base's family only (`ppo` is another
         # method on another family's ids).
-        siblings = [*methods, *(base_methods if _same_family(env_id, base_env) else [])]
+        siblings = [*methods, *(base_methods if same_family(env_id, base_env) else [])]
         check_run(RunConfig.from_dict(values), siblings=siblings)
         key = "__".join(x for x in (env_id, variant, str(method), f"seed{seed}") if x)
         runs.append(RunSpec(key, values))
@@ -170,15 +170,6 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     if len(set(keys)) != len(keys):
         raise ConfigError("The grid repeats a run (duplicate methods, seeds or env ids).")
     return runs
-
-
-def _same_family(env_id: str, other: Any) -> bool:
-    from mtl_envs.families import family_of
-
-    try:
-        return family_of(env_id).name == family_of(other).name
-    except (ConfigError, TypeError, ValueError):
-        return False
 
 
 def _marker_dir(sweep: SweepConfig) -> Path:
