@@ -152,6 +152,9 @@ def test_bad_actions_and_reset_masks_are_refused():
         vector.step(np.zeros((3, 20), dtype=np.float32))
     with pytest.raises(ConfigError, match="reset_mask"):
         vector.reset(options={"reset_mask": [1, 0]})
+    # As SyncVectorEnv: a mask that restarts nothing is refused, not ignored.
+    with pytest.raises(ConfigError, match="at least one slot"):
+        vector.reset(options={"reset_mask": np.zeros(2, dtype=bool)})
 
 
 def _ours_and_sync(num_envs: int, mode: str):
@@ -325,8 +328,10 @@ def test_disabled_autoreset_on_the_auxlabel_vector_form():
     assert terminated.all() and info["batch"][0] == 11 and obs.shape[0] == 100
     with pytest.raises(ConfigError, match="have ended"):
         envs.step(np.zeros(100, dtype=np.int64))
-    with pytest.raises(ConfigError, match="all True or all False"):
+    with pytest.raises(ConfigError, match="must hold every slot"):
         envs.reset(options={"reset_mask": np.arange(100) < 50})  # the slots share one epoch
+    with pytest.raises(ConfigError, match="at least one slot"):
+        envs.reset(options={"reset_mask": np.zeros(100, dtype=bool)})
     # Gymnasium's loop restarts the ended slots: here all of them, as one epoch.
     envs.reset(options={"reset_mask": np.ones(100, dtype=bool)})
     # The trained network is canonical: the next epoch goes on from it.

@@ -518,17 +518,15 @@ class AuxLabelVectorEnv(VectorEnv):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Start an epoch (``options["mode"]``, a ``seed`` for a fresh run). The slots share
-        one epoch, so ``options["reset_mask"]`` (Gymnasium's partial reset) must hold all
-        slots or none: none changes nothing."""
+        one epoch, so ``options["reset_mask"]`` (Gymnasium's partial reset), where given, must
+        hold every slot."""
         options = check_options(options, (*RESET_OPTIONS, "reset_mask"))
         mask = vector_infos.reset_mask(options, self.num_envs)
-        if 0 < mask.sum() < mask.size:
+        if not mask.all():
             raise ConfigError(
-                f"`options['reset_mask']` must be all True or all False ({self.num_envs} "
-                f"slots of one batch share an epoch); got {options['reset_mask']!r}."
+                f"`options['reset_mask']` must hold every slot ({self.num_envs} slots of one "
+                f"batch share an epoch); got {options['reset_mask']!r}."
             )
-        if not mask.any():
-            return self._obs(), {}
         super().reset(seed=seed)
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False

@@ -41,7 +41,8 @@ def check_autoreset_mode(value: Any) -> AutoresetMode:
 
 def reset_mask(options: dict[str, Any], num_envs: int) -> np.ndarray:
     """The slots a reset restarts: ``options["reset_mask"]`` (Gymnasium's partial reset), a
-    bool array of shape (num_envs,), or every slot when it is absent."""
+    bool array of shape (num_envs,) with a slot set (``SyncVectorEnv`` refuses a mask that
+    restarts nothing), or every slot when it is absent."""
     if "reset_mask" not in options:
         return np.ones(num_envs, dtype=bool)
     mask = np.asarray(options["reset_mask"])
@@ -49,6 +50,11 @@ def reset_mask(options: dict[str, Any], num_envs: int) -> np.ndarray:
         raise ConfigError(
             f"`options['reset_mask']` must be a bool array of shape ({num_envs},); got "
             f"{options['reset_mask']!r}."
+        )
+    if not mask.any():
+        raise ConfigError(
+            f"`options['reset_mask']` must set at least one slot; got {options['reset_mask']!r}. "
+            "Leave `options` out to restart every slot."
         )
     return mask
 
