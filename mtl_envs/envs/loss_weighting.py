@@ -400,13 +400,15 @@ class LossWeightingVectorEnv(VectorEnv):
 
     Actions ``Box(-1, 1, (K, n))`` and observations ``Box(0, inf, (K, n))`` are the single
     env's spaces batched; rewards, ``terminated`` and ``truncated`` are per slot, and so is
-    every info entry (``info["diverged"]`` among them), in Gymnasium's layout (each key ``k``
-    with its mask ``_k``). Autoreset is ``SAME_STEP`` (SB3's convention, see
-    ``agents/sb3_vec_env.py``), laid out as ``SyncVectorEnv`` lays it out in that mode: a
-    slot whose run ends is reset in the same step and reports the new run's reset info at
-    the top level, its last observation in ``info["final_obs"]`` and its step's info in
-    ``info["final_info"]`` (:mod:`mtl_envs.envs.vector_infos`). Runs reset alone when they
-    end alone (a diverged run): its warm-up leaves the other slots exactly where they were.
+    every info entry (``info["diverged"]`` among them), in Gymnasium's layout (each key
+    ``k`` with its mask ``_k``); the per-task entries (``losses``, ``weights``) stack into
+    (K, n) float arrays, where ``SyncVectorEnv`` gives object arrays of K lists. Autoreset
+    is ``SAME_STEP`` (SB3's convention, see ``agents/sb3_vec_env.py``), laid out as
+    ``SyncVectorEnv`` lays it out in that mode: a slot whose run ends is reset in the same
+    step and reports the new run's reset info at the top level, its last observation in
+    ``info["final_obs"]`` and its step's info in ``info["final_info"]``
+    (:mod:`mtl_envs.envs.vector_infos`). Runs reset alone when they end alone (a diverged
+    run): its warm-up leaves the other slots exactly where they were.
     ``autoreset_mode="NextStep"`` (Gymnasium's default) returns an ended slot's last
     observation and resets it on the next step, which does not train it on that step's
     action and reports the new run's first observation, reward 0 and its reset info, as
