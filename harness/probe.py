@@ -38,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401  (registers the ids)
+from harness.results import platform_record
 from mtl_envs.envs.policies import (
     BEST_FIXED_SCALES,
     REFERENCE_POLICIES,
@@ -300,6 +301,7 @@ def probe(
             "family": family,
         },
         "runs": [asdict(r) for r in runs],
+        "platform": platform_record(torch_threads=1 if jobs > 1 else None),
         **summarize_probe(runs, metric),
     }
 

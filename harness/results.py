@@ -20,6 +20,22 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json, read_json
 
 
+def platform_record(torch_threads: int | None = None) -> dict[str, Any]:
+    """What a run's numbers depend on beyond its config and seed. Per-seed metrics repeat to
+    the last digit only where these match: torch picks its CPU kernels by instruction set
+    (``cpu_capability``), and their float rounding differs, which is enough to move a whole
+    training run on the chaotic ids (``docs/headroom.md``, "Across CPUs")."""
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "torch": torch.__version__,
+        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        "torch_threads": torch.get_num_threads() if torch_threads is None else torch_threads,
+    }
+
+
 def run_dir(config: RunConfig, method: str, seed: int, setting: str | None = None) -> Path:
     """``output_dir/<env_id>/<method>[/<setting>]/seed<k>``."""
     base = Path(config.output_dir) / config.env_id / method
@@ -56,7 +72,7 @@ def make_result(
         "status": status,
         "diverged_epoch": diverged_epoch,
         "config": config.to_dict(),
-        "platform": {"python": platform.python_version(), "machine": platform.machine()},
+        "platform": platform_record(),
         **(extra or {}),
     }
 

@@ -123,7 +123,9 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     assert "stl" in out and "random" in out and "+-" in out
     files = sorted((tmp_path / "out").rglob("result.json"))
     assert len(files) == 4
-    assert json.loads(files[0].read_text())["config"]["env_kwargs"] == {"train_subset": 400}
+    first = json.loads(files[0].read_text())
+    assert first["config"]["env_kwargs"] == {"train_subset": 400}
+    assert {"torch", "cpu_capability", "torch_threads"} <= set(first["platform"])
     assert not list((tmp_path / "out").rglob("*.tmp"))
     plot = tmp_path / "cmp.png"
     assert main(["compare", str(tmp_path / "out"), "--plot", str(plot)]) == 0

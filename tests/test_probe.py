@@ -75,6 +75,8 @@ def test_probe_command_writes_the_documented_fields(tmp_path, capsys, argv, poli
     assert -1.0 <= summary["spearman_rho"] <= 1.0
     assert summary["policies"].get("optimal", {"oracle": True})["oracle"] is True
     assert summary["policies"]["random"]["oracle"] is False
+    # Per-seed numbers repeat only on the same kernels: the probe records which ran it.
+    assert {"torch", "cpu_capability", "torch_threads"} <= set(summary["platform"])
 
 
 def test_probe_in_worker_processes_matches_the_serial_probe():
@@ -86,6 +88,7 @@ def test_probe_in_worker_processes_matches_the_serial_probe():
     parallel = probe(*args, progress=False, jobs=2)
     key = lambda run: (run["policy"], run["seed"])  # noqa: E731
     assert [key(r) for r in parallel["runs"]] == [key(r) for r in serial["runs"]]
+    assert parallel["platform"]["torch_threads"] == 1
     for a, b in zip(serial["runs"], parallel["runs"]):
         # One torch thread per worker sums in another order than the serial run's threads.
         assert b["test"] == pytest.approx(a["test"], rel=1e-4)
