@@ -386,12 +386,14 @@ def episode_seconds(summary: dict[str, Any]) -> tuple[float, float]:
 
 
 def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
-    """One markdown row per kept probe: headroom (without oracles), rho, seconds per
-    episode and whether the id qualifies by :data:`QUALIFY`, judged on the headroom
-    without oracles."""
+    """One markdown row per kept probe: its seeds, the CPU kernels it ran on (torch's
+    ``cpu_capability``; per-seed numbers repeat only on the same ones), headroom (without
+    oracles), rho, seconds per episode and whether the id qualifies by :data:`QUALIFY`,
+    judged on the headroom without oracles."""
     lines = [
-        "| family | id | headroom (without oracles) | rho | s per episode | qualifies |",
-        "|---|---|---|---|---|---|",
+        "| family | id | seeds | CPU kernels | headroom (without oracles) | rho "
+        "| s per episode | qualifies |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         fair = s.get("headroom_fair") or s["headroom"]
@@ -406,8 +408,10 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
             if failed
         ]
         verdict = "no: " + ", ".join(misses) if misses else "yes"
+        kernels = s.get("platform", {}).get("cpu_capability", "not recorded")
         lines.append(
-            f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {s['headroom']['value']:.2f} "
-            f"({fair['value']:.2f}) | {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
+            f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {len(s['protocol']['seeds'])} "
+            f"| {kernels} | {s['headroom']['value']:.2f} ({fair['value']:.2f}) "
+            f"| {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

@@ -98,7 +98,7 @@ def test_probe_in_worker_processes_matches_the_serial_probe():
 
 
 def test_headroom_table_on_hand_worked_probes():
-    def probe(env_id, fair, rho, seconds, episodes=1, best_fixed=None):
+    def probe(env_id, fair, rho, seconds, episodes=1, best_fixed=None, platform=None):
         runs = [{"policy": "random", "seconds": s} for s in seconds]
         if best_fixed is not None:  # one run of 4 constant weight vectors
             runs.append({"policy": "best_fixed", "seconds": best_fixed})
@@ -107,22 +107,31 @@ def test_headroom_table_on_hand_worked_probes():
             "headroom": {"value": 5.0},
             "headroom_fair": {"value": fair},
             "spearman_rho": rho,
-            "protocol": {"episodes": episodes},
+            "protocol": {"episodes": episodes, "seeds": list(range(len(seconds)))},
             "runs": runs,
+            **({"platform": platform} if platform else {}),
         }
 
     table = format_headroom_table(
         [
-            probe("LossWeighting-Cubic-v1", 4.0, 0.9, [2.0, 3.0], best_fixed=20.0),
+            probe(
+                "LossWeighting-Cubic-v1",
+                4.0,
+                0.9,
+                [2.0, 3.0],
+                best_fixed=20.0,
+                platform={"cpu_capability": "AVX2"},
+            ),
             probe("AuxLabel-Digits-v0", 2.5, 0.7, [280.0, 300.0], episodes=2),
         ]
     ).splitlines()
     # 20 s over 4 vectors is 5 s per episode; 300 s over 2 epochs is 150 s per episode.
-    assert (
-        table[2]
-        == "| LossWeighting | `LossWeighting-Cubic-v1` | 5.00 (4.00) | 0.90 | 2.0-5.0 | yes |"
+    assert table[2] == (
+        "| LossWeighting | `LossWeighting-Cubic-v1` | 2 | AVX2 | 5.00 (4.00) | 0.90 | 2.0-5.0 "
+        "| yes |"
     )
+    # A probe from before platforms were recorded says so.
     assert table[3] == (
-        "| AuxLabel | `AuxLabel-Digits-v0` | 5.00 (2.50) | 0.70 | 140.0-150.0 | "
+        "| AuxLabel | `AuxLabel-Digits-v0` | 2 | not recorded | 5.00 (2.50) | 0.70 | 140.0-150.0 | "
         "no: headroom < 3, rho < 0.8, episodes > 120 s |"
     )
