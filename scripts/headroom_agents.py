@@ -64,11 +64,27 @@ def play(model, env: gym.Env, seed: int) -> tuple[float, dict[str, Any]]:
     return total, info
 
 
-def run_sac(seed: int, lr: float, episodes: int) -> dict[str, Any]:
-    """SAC over ``episodes`` training runs, then one deterministic run on a new seed."""
+def run_sac(
+    seed: int, lr: float, episodes: int, score_at: list[int] | None = None
+) -> dict[str, Any]:
+    """SAC over ``episodes`` training runs, then one deterministic run on a new seed.
+
+    With ``score_at`` (increasing run counts, the last one ``episodes``), the policy is
+    also scored after each of those many training runs: ``scored_after`` maps each count
+    to its run. Scoring does not touch the agent's state or the
+    training env, so the policy after 15 of 45 runs is the one a 15-run training gives.
+    SB3 trains in rounds of 50 steps, so a count ends at the first round boundary past its
+    last step (up to 49 steps into the next run).
+    """
     from stable_baselines3 import SAC
     from stable_baselines3.common.monitor import Monitor
 
+    counts = list(score_at or [episodes])
+    if counts != sorted(set(counts)) or counts[0] < 1 or counts[-1] != episodes:
+        raise ValueError(
+            f"`score_at` ({counts}) must increase from 1 or more and end at `episodes` "
+            f"({episodes})."
+        )
     env = Monitor(gym.make(LW_ID))
     steps_per_episode = env.unwrapped.learner.num_batches * (
         env.unwrapped.epochs - env.unwrapped.warmup_epochs
@@ -86,17 +102,24 @@ def run_sac(seed: int, lr: float, episodes: int) -> dict[str, Any]:
         device="cpu",
         verbose=0,
     )
-    model.learn(episodes * steps_per_episode)
-    curve = episode_returns(env)
+    scored_runs, done, start = {}, 0, time.perf_counter()
+    for count in counts:
+        # Later calls continue the step count, so learning_starts is not applied again.
+        model.learn((count - done) * steps_per_episode, reset_num_timesteps=done == 0)
+        done = count
+        scored = gym.make(LW_ID)
+        total, info = play(model, scored, 1000 + seed)
+        test, val = scored.unwrapped.evaluate("test"), scored.unwrapped.evaluate("val")
+        scored.close()
+        scored_runs[count] = {
+            "final": {"test/mean_nmse": test["mean_nmse"], "val/mean_nmse": val["mean_nmse"]},
+            "curve": episode_returns(env)[:count],
+            "scored_return": total,
+            "scored_weights": info["weights"],  # the task weights of the scored run's last step
+            "wall_s": time.perf_counter() - start,
+        }
     env.close()
-    scored = gym.make(LW_ID)
-    total, _ = play(model, scored, 1000 + seed)
-    test, val = scored.unwrapped.evaluate("test"), scored.unwrapped.evaluate("val")
-    return {
-        "final": {"test/mean_nmse": test["mean_nmse"], "val/mean_nmse": val["mean_nmse"]},
-        "curve": curve,
-        "scored_return": total,
-    }
+    return {**scored_runs[episodes], "scored_after": scored_runs}
 
 
 def run_ppo(seed: int, lr: float, steps: int) -> dict[str, Any]:
@@ -136,26 +159,38 @@ def tune(train, grid, metric: str, higher: bool, **kwargs) -> float:
     return (max if higher else min)(scores, key=scores.get)
 
 
-def write(out: Path, env_id: str, method: str, seed: int, run: dict, agent: dict, wall: float):
+def write(
+    out: Path,
+    env_id: str,
+    method: str,
+    seed: int,
+    run: dict,
+    agent: dict,
+    wall: float,
+    setting: str | None = None,
+):
     config = RunConfig(method=method, env_id=env_id, seeds=[seed], output_dir=str(out), agent=agent)
     result = make_result(
         config,
         method,
         seed,
         final=run["final"],
+        setting=setting,
         wall_time_s=wall,
-        extra={"curve": run["curve"], "scored_return": run["scored_return"]},
+        extra={key: run[key] for key in ("curve", "scored_return", "scored_weights") if key in run},
     )
-    atomic_write_json(run_dir(config, method, seed) / "result.json", result)
+    atomic_write_json(run_dir(config, method, seed, setting) / "result.json", result)
     return result
 
 
 def kept_curves(out: Path) -> dict[str, tuple[str, list[list[float]]]]:
     """Learning curves of every result kept below ``out``: panel title -> (y label, one
     curve per seed). A result's ``curve`` holds its episode returns; the AuxLabel PPO runs'
-    per-epoch ``agent/reward`` is the mean reward per batch of each train-agent episode."""
-    panels: dict[str, tuple[str, list[list[float]]]] = {}
-    for path in sorted(out.glob("*/*/seed*/result.json")):
+    per-epoch ``agent/reward`` is the mean reward per batch of each train-agent episode.
+    Where one training was scored at several run counts (settings ``runs=<count>``), its
+    longest curve stands for it."""
+    found: dict[tuple[str, int], tuple[str, list[float]]] = {}
+    for path in sorted(out.glob("**/seed*/result.json")):
         result = read_json(path)
         if "curve" in result:
             label, curve = "episode return", result["curve"]
@@ -163,6 +198,11 @@ def kept_curves(out: Path) -> dict[str, tuple[str, list[list[float]]]]:
             label = "mean reward per batch of an episode"
             curve = [epoch["agent/reward"] for epoch in result.get("epochs", [])]
         title = f"{result['method'].upper()} on {result['env_id']}"
+        key = (title, result["seed"])
+        if key not in found or len(curve) > len(found[key][1]):
+            found[key] = (label, curve)
+    panels: dict[str, tuple[str, list[list[float]]]] = {}
+    for (title, _), (label, curve) in sorted(found.items()):
         panels.setdefault(title, (label, []))[1].append(curve)
     return panels
 
@@ -198,7 +238,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     parser.add_argument("--episodes", type=int, default=15, help="SAC training runs")
+    parser.add_argument(
+        "--score-at",
+        type=int,
+        nargs="+",
+        help="also score SAC's policy after these many training runs (the last one "
+        "--episodes), one result per count under the setting runs=<count>",
+    )
     parser.add_argument("--grouping-steps", type=int, default=20_000, help="PPO env steps")
+    parser.add_argument(
+        "--only", choices=("sac", "ppo"), nargs="+", default=["sac", "ppo"], help="agents to run"
+    )
+    parser.add_argument(
+        "--lr", type=float, help="learning rate to use instead of tuning it on seed 100"
+    )
     parser.add_argument("--out", type=Path, default=Path("docs/results/headroom_agents"))
     parser.add_argument(
         "--plot-only", action="store_true", help="only redraw the curves of the kept results"
@@ -209,22 +262,36 @@ def main() -> None:
         return
     torch.set_num_threads(1)
 
+    sac_budget = {"episodes": args.episodes}
     experiments = (
         # id, method, train function, its budget, learning-rate grid, tuning metric, higher
-        (LW_ID, "sac", run_sac, {"episodes": args.episodes}, SAC_GRID, "mean_nmse", False),
+        (LW_ID, "sac", run_sac, sac_budget, SAC_GRID, "mean_nmse", False),
         (TG_ID, "ppo", run_ppo, {"steps": args.grouping_steps}, PPO_GRID, "total_gain", True),
     )
     for env_id, method, train, budget, grid, metric, higher in experiments:
+        if method not in args.only:
+            continue
         print(f"{env_id}: {method.upper()}")
-        lr = tune(train, grid, f"val/{metric}", higher, **budget)
+        tuned = args.lr is None
+        lr = tune(train, grid, f"val/{metric}", higher, **budget) if tuned else args.lr
+        extra = {"score_at": args.score_at} if method == "sac" and args.score_at else {}
+        agent = {"algorithm": method.upper(), "learning_rate": lr, "tuned": tuned, **budget}
         for seed in args.seeds:
             start = time.perf_counter()
-            run = train(seed, lr, **budget)
-            agent = {"algorithm": method.upper(), "learning_rate": lr, **budget}
-            write(args.out, env_id, method, seed, run, agent, time.perf_counter() - start)
-            value = run["final"][f"test/{metric}"]
-            score = mtl_envs.normalized_score(env_id, value)
-            print(f"  seed {seed}: test {metric} {value:.4f} (normalized {score:.2f})")
+            run = train(seed, lr, **budget, **extra)
+            wall = time.perf_counter() - start
+            # One result per scored run count, or the one result of the whole training.
+            if extra:
+                runs = {f"runs={k}": v for k, v in run["scored_after"].items()}
+            else:
+                runs = {None: run}
+            for setting, one in runs.items():
+                config = {**agent, **extra}
+                write(args.out, env_id, method, seed, one, config, one.get("wall_s", wall), setting)
+                value = one["final"][f"test/{metric}"]
+                score = mtl_envs.normalized_score(env_id, value)
+                where = f" {setting}" if setting else ""
+                print(f"  seed {seed}{where}: test {metric} {value:.4f} (normalized {score:.2f})")
     print(f"plot: {plot_curves(args.out)}")
 
 
