@@ -1,10 +1,12 @@
 """Train the project's agents on the headroom ids and score them like the reference policies.
 
     python scripts/headroom_agents.py [--seeds 0 1 2 3 4] [--out docs/results/headroom_agents]
+        [--only sac ppo] [--lr LR] [--episodes 15 [--score-at 5 10 15]]
 
 * ``LossWeighting-CubicScales-v1``: SB3 SAC over ``--episodes`` whole training runs (one
   episode each); the deterministic policy then runs one more episode, whose final test
-  ``mean_nmse`` is its score.
+  ``mean_nmse`` is its score. ``--score-at`` also scores it after fewer runs of the same
+  training, one result per count (setting ``runs=<count>``).
 * ``TaskGrouping-Digits10Scarce-v1``: SB3 PPO on rewards from the validation gains (the
   env's default), ``--grouping-steps`` env steps; its deterministic selection is scored on
   the test gains.
@@ -64,6 +66,14 @@ def play(model, env: gym.Env, seed: int) -> tuple[float, dict[str, Any]]:
     return total, info
 
 
+def check_score_at(counts: list[int], episodes: int) -> None:
+    if counts != sorted(set(counts)) or counts[0] < 1 or counts[-1] != episodes:
+        raise ValueError(
+            f"`score_at` ({counts}) must increase from 1 or more and end at `episodes` "
+            f"({episodes})."
+        )
+
+
 def run_sac(
     seed: int, lr: float, episodes: int, score_at: list[int] | None = None
 ) -> dict[str, Any]:
@@ -71,20 +81,16 @@ def run_sac(
 
     With ``score_at`` (increasing run counts, the last one ``episodes``), the policy is
     also scored after each of those many training runs: ``scored_after`` maps each count
-    to its run. Scoring does not touch the agent's state or the
-    training env, so the policy after 15 of 45 runs is the one a 15-run training gives.
-    SB3 trains in rounds of 50 steps, so a count ends at the first round boundary past its
-    last step (up to 49 steps into the next run).
+    to its run. Scoring does not touch the agent's state or the training env, so the policy
+    after 15 of 45 runs is the one a 15-run training gives. SB3 trains in rounds of 50
+    steps, so a count ends at the first round boundary past its last step (up to 49 steps
+    into the next run).
     """
     from stable_baselines3 import SAC
     from stable_baselines3.common.monitor import Monitor
 
     counts = list(score_at or [episodes])
-    if counts != sorted(set(counts)) or counts[0] < 1 or counts[-1] != episodes:
-        raise ValueError(
-            f"`score_at` ({counts}) must increase from 1 or more and end at `episodes` "
-            f"({episodes})."
-        )
+    check_score_at(counts, episodes)
     env = Monitor(gym.make(LW_ID))
     steps_per_episode = env.unwrapped.learner.num_batches * (
         env.unwrapped.epochs - env.unwrapped.warmup_epochs
@@ -257,6 +263,13 @@ def main() -> None:
         "--plot-only", action="store_true", help="only redraw the curves of the kept results"
     )
     args = parser.parse_args()
+    if args.score_at:
+        try:  # before any training
+            check_score_at(args.score_at, args.episodes)
+        except ValueError as error:
+            parser.error(
+                str(error).replace("`score_at`", "--score-at").replace("`episodes`", "--episodes")
+            )
     if args.plot_only:
         print(f"plot: {plot_curves(args.out)}")
         return
