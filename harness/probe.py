@@ -185,8 +185,15 @@ def _interval(values: Sequence[float]) -> tuple[float, float, float, float]:
 
 
 def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random") -> dict:
-    """Per-policy statistics, the headroom over ``random`` and Spearman's rho."""
-    from scipy.stats import spearmanr
+    """Per-policy statistics, the headroom over ``random`` and Spearman's rho.
+
+    Beside each headroom (the best policy's mean minus random's, over their pooled std),
+    ``p_improvement`` is the probability that a run of the best policy beats a run of
+    random, ties counting one half: the Mann-Whitney U statistic over the n * m pairs (as
+    ``rliable``'s probability of improvement). It is a rank statistic, so one run far out in
+    random's tail moves it by at most 1 / n, where it can halve the headroom.
+    """
+    from scipy.stats import mannwhitneyu, spearmanr
 
     higher = higher_is_better(metric)
     sign = 1.0 if higher else -1.0
@@ -214,12 +221,16 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
         best = max(pool, key=lambda k: sign * pool[k]["mean"])
         pooled = math.sqrt((policies[best]["std"] ** 2 + policies[random]["std"] ** 2) / 2)
         gap = sign * (policies[best]["mean"] - policies[random]["mean"])
+        ours = [sign * r.test for r in runs if r.policy == best]
+        theirs = [sign * r.test for r in runs if r.policy == random]
+        wins = mannwhitneyu(ours, theirs).statistic / (len(ours) * len(theirs))
         summary[key] = {
             "best": best,
             "best_is_oracle": policies[best]["oracle"],
             "gap": gap,
             "pooled_std": pooled,
             "value": gap / pooled if pooled > 0 else (math.inf if gap > 0 else -math.inf),
+            "p_improvement": float(wins),
         }
     # best_fixed repeats one of its grid's runs per seed: counting it again would weigh that
     # run twice, so rho is over the distinct runs.
@@ -360,7 +371,8 @@ def format_probe(summary: dict[str, Any]) -> str:
             oracle = " (an oracle)" if head["best_is_oracle"] else ""
             lines.append(
                 f"{label}: {head['value']:.2f} ({head['best']}{oracle} - random = "
-                f"{head['gap']:.4f}, pooled std {head['pooled_std']:.4f})"
+                f"{head['gap']:.4f}, pooled std {head['pooled_std']:.4f}); "
+                f"P({head['best']} beats random) {head['p_improvement']:.2f}"
             )
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
@@ -388,12 +400,13 @@ def episode_seconds(summary: dict[str, Any]) -> tuple[float, float]:
 def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     """One markdown row per kept probe: its seeds, the CPU kernels it ran on (torch's
     ``cpu_capability``; per-seed numbers repeat only on the same ones), headroom (without
-    oracles), rho, seconds per episode and whether the id qualifies by :data:`QUALIFY`,
-    judged on the headroom without oracles."""
+    oracles), the probability that the best policy without oracles beats random, rho,
+    seconds per episode and whether the id qualifies by :data:`QUALIFY`, judged on the
+    headroom without oracles."""
     lines = [
-        "| family | id | seeds | CPU kernels | headroom (without oracles) | rho "
-        "| s per episode | qualifies |",
-        "|---|---|---|---|---|---|---|---|",
+        "| family | id | seeds | CPU kernels | headroom (without oracles) "
+        "| P(best beats random) | rho | s per episode | qualifies |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         fair = s.get("headroom_fair") or s["headroom"]
@@ -412,6 +425,7 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {len(s['protocol']['seeds'])} "
             f"| {kernels} | {s['headroom']['value']:.2f} ({fair['value']:.2f}) "
+            f"| {fair['p_improvement']:.2f} "
             f"| {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

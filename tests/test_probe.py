@@ -37,11 +37,29 @@ def test_headroom_and_rho_on_hand_worked_runs():
     # Without: equal, (0.31 - 0.22) / sqrt((0.0008 + 0.0002) / 2).
     assert summary["headroom_fair"]["best"] == "equal"
     assert summary["headroom_fair"]["value"] == pytest.approx(0.09 / math.sqrt(0.0005))
+    # Every run of equal and of optimal beats every run of random: 4 pairs of 4.
+    assert summary["headroom"]["p_improvement"] == 1.0
+    assert summary["headroom_fair"]["p_improvement"] == 1.0
     # Returns rise exactly as the error falls: rho = 1; reversing one pair of returns (3 and
     # 4, adjacent ranks) gives 1 - 6 * 2 / (6 * 35) = 0.943.
     assert summary["spearman_rho"] == pytest.approx(1.0)
     runs[2], runs[3] = _run("equal", 0, 3.0, 0.20), _run("equal", 1, 4.0, 0.24)
     assert summarize_probe(runs, "mean_nmse")["spearman_rho"] == pytest.approx(1 - 12 / 210)
+
+
+def test_probability_of_improvement_on_hand_worked_runs():
+    # Lower is better. igbv1 [0.10, 0.25, 0.30] against random [0.25, 0.40, 3.00]: 0.10 beats
+    # all three, 0.25 ties 0.25 (one half) and beats two, 0.30 beats two: 7.5 of 9 pairs.
+    runs = [
+        *(_run("random", k, 0.0, v) for k, v in enumerate([0.25, 0.40, 3.00])),
+        *(_run("igbv1", k, 0.0, v) for k, v in enumerate([0.10, 0.25, 0.30])),
+    ]
+    head = summarize_probe(runs, "mean_nmse")["headroom"]
+    assert head["p_improvement"] == pytest.approx(7.5 / 9)
+    # random's far run (3.00) holds the headroom under 1; the ranks do not see how far it is.
+    assert head["value"] < 1.0
+    far = [*runs[:2], _run("random", 2, 0.0, 30.0), *runs[3:]]
+    assert summarize_probe(far, "mean_nmse")["headroom"]["p_improvement"] == pytest.approx(7.5 / 9)
 
 
 @pytest.mark.parametrize(
@@ -105,7 +123,7 @@ def test_headroom_table_on_hand_worked_probes():
         return {
             "env_id": env_id,
             "headroom": {"value": 5.0},
-            "headroom_fair": {"value": fair},
+            "headroom_fair": {"value": fair, "p_improvement": 0.75},
             "spearman_rho": rho,
             "protocol": {"episodes": episodes, "seeds": list(range(len(seconds)))},
             "runs": runs,
@@ -127,11 +145,12 @@ def test_headroom_table_on_hand_worked_probes():
     ).splitlines()
     # 20 s over 4 vectors is 5 s per episode; 300 s over 2 epochs is 150 s per episode.
     assert table[2] == (
-        "| LossWeighting | `LossWeighting-Cubic-v1` | 2 | AVX2 | 5.00 (4.00) | 0.90 | 2.0-5.0 "
-        "| yes |"
+        "| LossWeighting | `LossWeighting-Cubic-v1` | 2 | AVX2 | 5.00 (4.00) | 0.75 | 0.90 "
+        "| 2.0-5.0 | yes |"
     )
     # A probe from before platforms were recorded says so.
     assert table[3] == (
-        "| AuxLabel | `AuxLabel-Digits-v0` | 2 | not recorded | 5.00 (2.50) | 0.70 | 140.0-150.0 | "
+        "| AuxLabel | `AuxLabel-Digits-v0` | 2 | not recorded | 5.00 (2.50) | 0.75 | 0.70 "
+        "| 140.0-150.0 | "
         "no: headroom < 3, rho < 0.8, episodes > 120 s |"
     )
