@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from harness.results import platform_record
 from mtl_envs.io import atomic_write_json
 
 
@@ -74,10 +75,7 @@ def command_line(argv: list[str]) -> str:
 def machine() -> dict[str, Any]:
     """What a timing depends on: the interpreter, torch's build and threads, the CPUs."""
     return {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "torch_threads": torch.get_num_threads(),
-        "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+        **platform_record(),
         "cpus": os.cpu_count(),
         "processor": platform.processor() or platform.machine(),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

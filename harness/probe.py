@@ -38,6 +38,7 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401  (registers the ids)
+from harness.compare import probability_of_improvement
 from harness.results import platform_record
 from mtl_envs.envs.policies import (
     BEST_FIXED_SCALES,
@@ -189,11 +190,11 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
 
     Beside each headroom (the best policy's mean minus random's, over their pooled std),
     ``p_improvement`` is the probability that a run of the best policy beats a run of
-    random, ties counting one half: the Mann-Whitney U statistic over the n * m pairs (as
-    ``rliable``'s probability of improvement). It is a rank statistic, so one run far out in
+    random, ties counting one half (:func:`harness.compare.probability_of_improvement`, as
+    ``rliable`` counts it). It is a rank statistic, so one run far out in
     random's tail moves it by at most 1 / n, where it can halve the headroom.
     """
-    from scipy.stats import mannwhitneyu, spearmanr
+    from scipy.stats import spearmanr
 
     higher = higher_is_better(metric)
     sign = 1.0 if higher else -1.0
@@ -221,16 +222,15 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
         best = max(pool, key=lambda k: sign * pool[k]["mean"])
         pooled = math.sqrt((policies[best]["std"] ** 2 + policies[random]["std"] ** 2) / 2)
         gap = sign * (policies[best]["mean"] - policies[random]["mean"])
-        ours = [sign * r.test for r in runs if r.policy == best]
-        theirs = [sign * r.test for r in runs if r.policy == random]
-        wins = mannwhitneyu(ours, theirs).statistic / (len(ours) * len(theirs))
+        ours = np.array([[sign * r.test] for r in runs if r.policy == best])
+        theirs = np.array([[sign * r.test] for r in runs if r.policy == random])
         summary[key] = {
             "best": best,
             "best_is_oracle": policies[best]["oracle"],
             "gap": gap,
             "pooled_std": pooled,
             "value": gap / pooled if pooled > 0 else (math.inf if gap > 0 else -math.inf),
-            "p_improvement": float(wins),
+            "p_improvement": probability_of_improvement(ours, theirs),
         }
     # best_fixed repeats one of its grid's runs per seed: counting it again would weigh that
     # run twice, so rho is over the distinct runs.

@@ -24,7 +24,7 @@ def platform_record(torch_threads: int | None = None) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config and seed. Per-seed metrics repeat to
     the last digit only where these match: torch picks its CPU kernels by instruction set
     (``cpu_capability``), and their float rounding differs, which is enough to move a whole
-    training run on the chaotic ids (``docs/headroom.md``, "Across CPUs")."""
+    training run on the chaotic ids (``docs/headroom.md``, "Ten seeds, two CPU kernel sets")."""
     import torch
 
     return {
