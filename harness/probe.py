@@ -405,7 +405,7 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     headroom without oracles."""
     lines = [
         "| family | id | seeds | CPU kernels | headroom (without oracles) "
-        "| P(best beats random) | rho | s per episode | qualifies |",
+        "| P(best without oracles beats random) | rho | s per episode | qualifies |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:

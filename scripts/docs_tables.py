@@ -21,8 +21,8 @@ block's PNG when the opening line names one: ``--plot docs/x.png``), and every b
 block ``<!-- bench: FILE [FILE ...] -->`` ... ``<!-- /bench -->`` with the rows of kept
 benchmark reports (``benchmarks/run_all.py`` writes them) as one table, and every block
 ``<!-- headroom: FILE [FILE ...] -->`` ... ``<!-- /headroom -->`` with one row per kept probe
-result: its seeds, CPU kernels, headroom, P(best beats random), rho, seconds per episode
-and whether the id qualifies, and every block
+result: its seeds, CPU kernels, headroom, P(best without oracles beats random), rho,
+seconds per episode and whether the id qualifies, and every block
 ``<!-- table2: DIR [DIR ...] -->`` ... ``<!-- /table2 -->`` with the tabular results kept in
 ``docs/results/DIR`` in the hypernetwork paper's Table 2 layout, and every block
 ``<!-- pairs: NAME [--metric M] [--which best] X:Y [X:Y ...] -->`` ... ``<!-- /pairs -->``
