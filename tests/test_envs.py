@@ -36,7 +36,7 @@ def test_ids_registered():
 def test_check_env(env_id, data_env):
     # Registered defaults (VGG16 for CIFAR/SVHN) on small files in the official layouts.
     env = gym.make(env_id, **cheap_kwargs(env_id))
-    check_env(env.unwrapped, skip_render_check=True)
+    check_env(env.unwrapped)  # with the render check: a second env built with render_mode="ansi"
     sb3_check_env(env.unwrapped, warn=False)
     env.close()
 

@@ -22,6 +22,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from mtl_envs.envs import vector_infos
+from mtl_envs.envs.rendering import RENDER_FPS, RENDER_MODES, TextRender, check_render_mode
 from mtl_envs.errors import ConfigError
 from mtl_envs.training import (
     AuxLearner,
@@ -255,7 +256,7 @@ class AuxLabelTask:
         return reward, terminated, truncated, info
 
 
-class AuxLabelEnv(gym.Env):
+class AuxLabelEnv(TextRender, gym.Env):
     """Label one training image per step with an auxiliary class (RL-AUX, sections 3-4).
 
     ## Description
@@ -346,6 +347,8 @@ class AuxLabelEnv(gym.Env):
     | `device`                | `"auto"`         | CUDA when present                           |
     | `amp`                   | False            | bfloat16 autocast of the main network       |
     | `channels_last`         | False            | channels_last network and image batches     |
+    | `render_mode`           | None             | `"ansi"`: ``render()`` returns a text frame |
+    |                         |                  | (mode, epoch, labels so far, batch losses)  |
 
     ## Version History
     * v0: initial release. Fixes since, with the default arguments' dynamics unchanged: a
@@ -362,11 +365,10 @@ class AuxLabelEnv(gym.Env):
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": RENDER_FPS}
 
     def __init__(self, render_mode: str | None = None, **kwargs: Any):
-        if render_mode is not None:
-            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        self.render_mode = check_render_mode(render_mode)
         env_kwargs, config = split_env_kwargs(kwargs)
         self.task = AuxLabelTask(config, **env_kwargs)
         self.action_space = self.task.single_action_space()
@@ -375,6 +377,7 @@ class AuxLabelEnv(gym.Env):
         self._position = 0
         self._actions = np.zeros(self.action_space.shape or (), dtype=np.int64)
         self._needs_run = True
+        self._batch_info: dict[str, Any] = {}
 
     @property
     def learner(self) -> AuxLearner:
@@ -406,6 +409,8 @@ class AuxLabelEnv(gym.Env):
         self._needs_run = False
         self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
         self._load_batch()
+        self._batch_info = {}
+        self._note_reset()
         return self._obs(), {"epoch": self.learner.epoch, "mode": self.task.mode}
 
     def step(self, action):
@@ -421,11 +426,29 @@ class AuxLabelEnv(gym.Env):
             "diverged": False,
         }
         if self._position < len(self._labels):
+            self._note_step(0.0, False, False, info)
             return self._obs(), 0.0, False, False, info
         reward, terminated, truncated, info = self.task.apply(self._actions)
+        self._batch_info = info
         if not (terminated or truncated):
             self._load_batch()
+        self._note_step(float(reward), terminated, truncated, info)
         return self._obs(), float(reward), bool(terminated), bool(truncated), info
+
+    def render_lines(self) -> list[str]:
+        learner, task = self.learner, self.task
+        labels = self._actions[: self._position]
+        labels = labels[:, 0] if labels.ndim == 2 else labels
+        counts = np.bincount(labels, minlength=task.num_labels).tolist()
+        losses = {k: v for k, v in self._batch_info.items() if k.endswith(("loss", "entropy"))}
+        last = "  ".join(f"{k} {v:.4g}" for k, v in losses.items()) or "-"
+        return [
+            f"mode {task.mode}, epochs done {learner.epoch}, batches done {learner.position} of "
+            f"{learner.num_batches} in this epoch",
+            f"this batch    {self._position} of {len(self._labels)} samples labelled, "
+            f"auxiliary labels so far {counts}",
+            f"last batch    {last}",
+        ]
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """Primary-task metrics of the current main network on ``split``."""

@@ -14,6 +14,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from mtl_envs.envs import vector_infos
+from mtl_envs.envs.rendering import RENDER_FPS, RENDER_MODES, TextRender, check_render_mode, spread
 from mtl_envs.errors import ConfigError
 from mtl_envs.training.batched import BatchedMultiTaskLearner
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
@@ -125,7 +126,7 @@ def check_env_kwargs(kwargs: dict[str, Any]) -> None:
     EpisodeSettings(**own)
 
 
-class LossWeightingEnv(gym.Env):
+class LossWeightingEnv(TextRender, gym.Env):
     """Choose the task weights of every batch of a multi-task training run (IGB, sec. 3.2.2).
 
     ## Description
@@ -201,6 +202,8 @@ class LossWeightingEnv(gym.Env):
     | `max_steps`     | None       | truncate after this many steps                       |
     | `reward`        | per id     | `"min"` (IGB eq. 4), `"mean"` over tasks, or `"val"`  |
     |                 |            | (`"val"` on CubicScales, `"min"` elsewhere)          |
+    | `render_mode`   | None       | `"ansi"`: ``render()`` returns a text frame: epoch,  |
+    |                 |            | L_t / L_base and the last weights (spread by task)   |
 
     ## Version History
     * v1: actions map through ``atanh`` before the softmax (unbounded weight ratios, as IGB's
@@ -215,7 +218,7 @@ class LossWeightingEnv(gym.Env):
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": RENDER_FPS}
 
     def __init__(
         self,
@@ -230,8 +233,7 @@ class LossWeightingEnv(gym.Env):
         render_mode: str | None = None,
         **kwargs: Any,
     ):
-        if render_mode is not None:
-            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        self.render_mode = check_render_mode(render_mode)
         _, config = split_env_kwargs(kwargs)
         EpisodeSettings(
             observation,
@@ -252,6 +254,7 @@ class LossWeightingEnv(gym.Env):
         self.steps = 0
         self._potential = 0.0
         self._continue = False
+        self._weights: list[float] | None = None
 
     @property
     def num_tasks(self) -> int:
@@ -333,6 +336,8 @@ class LossWeightingEnv(gym.Env):
             self._potential = 0.0
             self._current = learner.forward_pending()
         diverged = not bool(torch.isfinite(self._current).all())
+        self._weights = None
+        self._note_reset()
         info = {
             "epoch": learner.epoch,
             "base_losses": self.base_losses.tolist(),
@@ -372,7 +377,19 @@ class LossWeightingEnv(gym.Env):
             "alpha": alpha,
             "diverged": diverged,
         }
-        return self._obs(), reward, bool(terminated), bool(truncated and not terminated), info
+        self._weights = info["weights"]
+        truncated = truncated and not terminated
+        self._note_step(reward, terminated, truncated, info)
+        return self._obs(), reward, bool(terminated), bool(truncated), info
+
+    def render_lines(self) -> list[str]:
+        learner = self.learner
+        return [
+            f"epochs done {learner.epoch} of {self.epochs}, batches done {learner.position} of "
+            f"{learner.num_batches} in this epoch, agent steps {self.steps}",
+            spread("L_t / L_base", (self._current / self.base_losses).tolist()),
+            spread("weights", self._weights),
+        ]
 
     def _val_potential(self) -> float:
         """``-mean_i L_val,i / L_base,i``: minus the mean normalised validation loss."""

@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from mtl_envs.envs.rendering import RENDER_FPS, RENDER_MODES, TextRender, check_render_mode, spread
 from mtl_envs.errors import ConfigError
 from mtl_envs.training.gain_prediction import ETAPPredictor
 from mtl_envs.training.group_trainer import (
@@ -114,7 +115,7 @@ def check_env_kwargs(kwargs: dict[str, Any]) -> None:
         check_seeds("seeds", kwargs["seeds"])
 
 
-class TaskGroupingEnv(gym.Env):
+class TaskGroupingEnv(TextRender, gym.Env):
     """Select task groups to train, one per step, under a budget (ETAP section 2-3).
 
     ## Description
@@ -174,6 +175,8 @@ class TaskGroupingEnv(gym.Env):
     |                     |              | `$MTL_ENVS_DATA/group_cache` (or the user cache) |
     | `data_root`         | None         | folder of the dataset files (`gains="train"`)    |
     | `device`            | `"auto"`     | CUDA when present                                |
+    | `render_mode`       | None         | `"ansi"`: ``render()`` returns a text frame of   |
+    |                     |              | the groups chosen and the gains so far           |
 
     ## Version History
     * v1: ETAP's objective (cover every task, single tasks count against the budget) and
@@ -188,7 +191,7 @@ class TaskGroupingEnv(gym.Env):
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
 
-    metadata = {"render_modes": []}
+    metadata = {"render_modes": RENDER_MODES, "render_fps": RENDER_FPS}
 
     def __init__(
         self,
@@ -208,8 +211,7 @@ class TaskGroupingEnv(gym.Env):
         render_mode: str | None = None,
         **unknown: Any,
     ):
-        if render_mode is not None:
-            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+        self.render_mode = check_render_mode(render_mode)
         check_env_kwargs(
             {
                 "gains": gains,
@@ -314,6 +316,7 @@ class TaskGroupingEnv(gym.Env):
         check_options(options, ())
         super().reset(seed=seed)
         self._reset_state()
+        self._note_reset()
         return self._obs(), {"total_gain": 0.0}
 
     def step(self, action):
@@ -337,6 +340,7 @@ class TaskGroupingEnv(gym.Env):
                 "selected": [list(g) for g in self.selected],
             }
             self.ended = True
+            self._note_step(0.0, True, False, info)
             return self._obs(), 0.0, True, False, info
         before = self.total_gain
         gains = self.group_gains(group)
@@ -355,7 +359,20 @@ class TaskGroupingEnv(gym.Env):
         }
         terminated = self.budget_left == 0 or not np.flatnonzero(action).size
         self.ended = bool(terminated)
+        self._note_step(float(reward), bool(terminated), False, info)
         return self._obs(), float(reward), bool(terminated), False, info
+
+    def render_lines(self) -> list[str]:
+        kind = "predicted " if self.gain_source == "etap" else ""
+        groups = ", ".join("{" + " ".join(map(str, g)) + "}" for g in self.selected) or "-"
+        return [
+            f"groups {len(self.selected)} of a budget of {self.budget}: {groups}",
+            f"tasks covered {int(self.covered.sum())} of {self.num_tasks}, total {kind}gain "
+            f"{self.total_gain:.4g} on the {self.gain_split} split ({self.objective} objective)",
+            spread(
+                "best gain", np.where(self.covered, self.best, np.nan) if self.selected else None
+            ),
+        ]
 
     def evaluate(self, split: str = "test") -> dict[str, float]:
         """The current selection's true quality on ``split`` (test: ETAP Table 4), under the
