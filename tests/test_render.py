@@ -109,3 +109,16 @@ def test_an_unknown_render_mode_names_the_choices(env_id):
         ConfigError, match=r"`render_mode` must be one of \[None, 'ansi'\]; got 'rgb"
     ):
         gym.make(env_id, render_mode="rgb_array", **IDS[env_id])
+
+
+@pytest.mark.parametrize("env_id", ["LossWeighting-Cubic-v1", "AuxLabel-Digits-v0"])
+def test_vector_forms_render_through_the_sync_form(env_id):
+    kwargs = IDS[env_id]
+    with pytest.raises(ConfigError, match="vectorization_mode='sync' renders"):
+        gym.make_vec(
+            env_id, num_envs=2, vectorization_mode="vector_entry_point", render_mode="ansi"
+        )
+    envs = gym.make_vec(env_id, num_envs=2, vectorization_mode="sync", render_mode="ansi", **kwargs)
+    envs.reset(seed=0)
+    frames = envs.render()
+    assert len(frames) == 2 and all(f.startswith(env_id) for f in frames)

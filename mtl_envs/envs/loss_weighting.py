@@ -449,7 +449,10 @@ class LossWeightingVectorEnv(VectorEnv):
         **kwargs: Any,
     ):
         if render_mode is not None:
-            raise ConfigError(f"`render_mode` must be None (no render modes); got {render_mode!r}.")
+            raise ConfigError(
+                f"`render_mode` must be None for the native vector form; got {render_mode!r} "
+                "(vectorization_mode='sync' renders each env's text frame)."
+            )
         mode = vector_infos.check_autoreset_mode(autoreset_mode)
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         env_kwargs, config = split_env_kwargs(kwargs)
