@@ -5,9 +5,11 @@
 
 Runs reference policies (``mtl_envs.envs.policies``) or any importable policy
 (``package.module:Class``, built as ``Class(env, seed)``) for whole episodes through the env's
-own ``step()`` and reports, per policy, the final primary test metric (mean, std, 95% CI),
-the episode return, the *headroom* (best reference policy minus the random one, over their
-pooled seed std; also without the oracle policies, which read test data) and Spearman's rho
+own ``step()`` and reports, per policy, the final primary test metric (mean, std, 95%
+t-interval; interquartile mean with its 95% bootstrap interval), the episode return, the
+*headroom* (best reference policy minus the random one, over their pooled seed std; also
+without the oracle policies, which read test data), the probability that a run of the best
+policy beats one of random (with its 95% bootstrap interval) and Spearman's rho
 between episode return and final test metric over all distinct (policy, seed) runs: whether
 the reward ranks policies as the test metric does.
 
@@ -38,7 +40,7 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from harness.compare import probability_of_improvement
+from harness.compare import improvement_probability, interval_estimates
 from harness.results import platform_record
 from mtl_envs.envs.policies import (
     BEST_FIXED_SCALES,
@@ -188,18 +190,26 @@ def _interval(values: Sequence[float]) -> tuple[float, float, float, float]:
 def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random") -> dict:
     """Per-policy statistics, the headroom over ``random`` and Spearman's rho.
 
-    Beside each headroom (the best policy's mean minus random's, over their pooled std),
-    ``p_improvement`` is the probability that a run of the best policy beats a run of
-    random, ties counting one half (:func:`harness.compare.probability_of_improvement`, as
-    ``rliable`` counts it). It is a rank statistic, so one run far out in
-    random's tail moves it by at most 1 / n, where it can halve the headroom.
+    Per policy, beside the mean, std and t-interval, ``iqm`` is the interquartile mean with
+    its 95% percentile-bootstrap interval (``[iqm, low, high]``, rliable, as ``mtl-envs
+    compare`` reports methods). Beside each headroom (the best policy's mean minus random's,
+    over their pooled std), ``p_improvement`` is the probability that a run of the best
+    policy beats a run of random, ties counting one half, and ``p_improvement_ci`` its 95%
+    bootstrap interval (:func:`harness.compare.improvement_probability`, as ``rliable``
+    counts it). It is a rank statistic, so one run far out in random's tail moves it by at
+    most 1 / n, where it can halve the headroom.
     """
     from scipy.stats import spearmanr
 
     higher = higher_is_better(metric)
     sign = 1.0 if higher else -1.0
+    tests = {
+        name: [r.test for r in runs if r.policy == name]
+        for name in dict.fromkeys(r.policy for r in runs)
+    }
+    estimates = interval_estimates(tests)
     policies: dict[str, dict[str, Any]] = {}
-    for name in dict.fromkeys(r.policy for r in runs):
+    for name in tests:
         mine = [r for r in runs if r.policy == name]
         mean, std, low, high = _interval([r.test for r in mine])
         ret_mean, ret_std, _, _ = _interval([r.episode_return for r in mine])
@@ -208,6 +218,7 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
             "std": std,
             "ci95": [low, high],
             "n": len(mine),
+            "iqm": list(estimates[name]),
             "return_mean": ret_mean,
             "return_std": ret_std,
             "seconds_mean": float(np.mean([r.seconds for r in mine])),
@@ -222,15 +233,15 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
         best = max(pool, key=lambda k: sign * pool[k]["mean"])
         pooled = math.sqrt((policies[best]["std"] ** 2 + policies[random]["std"] ** 2) / 2)
         gap = sign * (policies[best]["mean"] - policies[random]["mean"])
-        ours = np.array([[sign * r.test] for r in runs if r.policy == best])
-        theirs = np.array([[sign * r.test] for r in runs if r.policy == random])
+        p, low, high = improvement_probability(tests[best], tests[random], higher)
         summary[key] = {
             "best": best,
             "best_is_oracle": policies[best]["oracle"],
             "gap": gap,
             "pooled_std": pooled,
             "value": gap / pooled if pooled > 0 else (math.inf if gap > 0 else -math.inf),
-            "p_improvement": probability_of_improvement(ours, theirs),
+            "p_improvement": p,
+            "p_improvement_ci": [low, high],
         }
     # best_fixed repeats one of its grid's runs per seed: counting it again would weigh that
     # run twice, so rho is over the distinct runs.
@@ -356,13 +367,15 @@ def format_probe(summary: dict[str, Any]) -> str:
         f"{summary['env_id']}: test {metric} "
         f"({'higher' if summary['higher_is_better'] else 'lower'} is better), "
         f"{len(summary['protocol']['seeds'])} seeds",
-        f"{'policy':<14}{'mean':>10}{'std':>10}{'95% CI':>22}{'return':>12}{'s/run':>8}",
+        f"{'policy':<14}{'mean':>10}{'std':>10}{'95% t-interval':>22}"
+        f"{'IQM [95% bootstrap CI]':>30}{'return':>12}{'s/run':>8}",
     ]
     for name, p in summary["policies"].items():
         label = f"{name} [oracle]" if p["oracle"] else name
         ci = f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]"
+        iqm = "{:.4f} [{:.4f}, {:.4f}]".format(*p["iqm"])
         lines.append(
-            f"{label:<14}{p['mean']:>10.4f}{p['std']:>10.4f}{ci:>22}"
+            f"{label:<14}{p['mean']:>10.4f}{p['std']:>10.4f}{ci:>22}{iqm:>30}"
             f"{p['return_mean']:>12.3f}{p['seconds_mean']:>8.1f}"
         )
     for key, label in (("headroom", "headroom"), ("headroom_fair", "headroom without oracles")):
@@ -372,7 +385,7 @@ def format_probe(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{label}: {head['value']:.2f} ({head['best']}{oracle} - random = "
                 f"{head['gap']:.4f}, pooled std {head['pooled_std']:.4f}); "
-                f"P({head['best']} beats random) {head['p_improvement']:.2f}"
+                f"P({head['best']} beats random) {probability_text(head)}"
             )
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
@@ -397,6 +410,13 @@ def episode_seconds(summary: dict[str, Any]) -> tuple[float, float]:
     return min(seconds), max(seconds)
 
 
+def probability_text(head: dict[str, Any]) -> str:
+    """``P [low, high]`` of a headroom entry; the bare P for a probe kept before the interval
+    was recorded."""
+    ci = head.get("p_improvement_ci")
+    return f"{head['p_improvement']:.2f}" + (" [{:.2f}, {:.2f}]".format(*ci) if ci else "")
+
+
 def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     """One markdown row per kept probe: its seeds, the CPU kernels it ran on (torch's
     ``cpu_capability``; per-seed numbers repeat only on the same ones), headroom (without
@@ -405,7 +425,7 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     headroom without oracles."""
     lines = [
         "| family | id | seeds | CPU kernels | headroom (without oracles) "
-        "| P(best without oracles beats random) | rho | s per episode | qualifies |",
+        "| P(best without oracles beats random) [95% CI] | rho | s per episode | qualifies |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
@@ -425,7 +445,7 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
         lines.append(
             f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {len(s['protocol']['seeds'])} "
             f"| {kernels} | {s['headroom']['value']:.2f} ({fair['value']:.2f}) "
-            f"| {fair['p_improvement']:.2f} "
+            f"| {probability_text(fair)} "
             f"| {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

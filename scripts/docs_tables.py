@@ -113,15 +113,22 @@ def pairs_for(args: str) -> str:
     return format_pairs(load_results([KEPT / opts.name]), opts.pairs, opts.metric, opts.which)
 
 
-def probe_for(file: str) -> str:
-    """A kept probe result (``mtl-envs probe ... --out``) as the probe prints it, its
-    statistics computed afresh from its runs."""
-    from harness.probe import ProbeRun, format_probe, summarize_probe
+def kept_probe(file: str) -> dict[str, Any]:
+    """A kept probe result (``mtl-envs probe ... --out``), its statistics computed afresh
+    from its runs."""
+    from harness.probe import ProbeRun, summarize_probe
 
     probe = read_json(KEPT / file.strip())
     runs = [ProbeRun(**run) for run in probe["runs"]]
     probe.update(summarize_probe(runs, probe["metric"]))
-    return "```\n" + format_probe(probe) + "\n```\n"
+    return probe
+
+
+def probe_for(file: str) -> str:
+    """A kept probe result as the probe prints it."""
+    from harness.probe import format_probe
+
+    return "```\n" + format_probe(kept_probe(file)) + "\n```\n"
 
 
 def gpu_for(file: str) -> str:
@@ -142,7 +149,7 @@ def headroom_for(files: str) -> str:
     """Kept probe results as the qualification table, one row per probe."""
     from harness.probe import format_headroom_table
 
-    return format_headroom_table([read_json(KEPT / file) for file in files.split()])
+    return format_headroom_table([kept_probe(file) for file in files.split()])
 
 
 def table2_for(folders: str) -> str:

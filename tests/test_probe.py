@@ -62,6 +62,27 @@ def test_probability_of_improvement_on_hand_worked_runs():
     assert summarize_probe(far, "mean_nmse")["headroom"]["p_improvement"] == pytest.approx(7.5 / 9)
 
 
+def test_iqm_and_bootstrap_intervals_on_hand_worked_runs():
+    # IQM of four runs drops one at each end: [0.1, 0.2, 0.3, 10.0] -> (0.2 + 0.3) / 2.
+    runs = [
+        *(_run("random", k, 0.0, v) for k, v in enumerate([0.30, 10.0, 0.10, 0.20])),
+        *(_run("igbv1", k, 0.0, v) for k, v in enumerate([0.05, 0.15, 0.25, 0.35])),
+    ]
+    summary = summarize_probe(runs, "mean_nmse")
+    value, low, high = summary["policies"]["random"]["iqm"]
+    assert value == pytest.approx(0.25)
+    assert 0.10 <= low <= value <= high <= 10.0
+    # igbv1 against random: 0.05 beats 4, 0.15 beats 3, 0.25 beats 2, 0.35 beats 1 of 4.
+    head = summary["headroom"]
+    assert head["p_improvement"] == pytest.approx(10 / 16)
+    assert 0.0 <= head["p_improvement_ci"][0] < 10 / 16 < head["p_improvement_ci"][1] <= 1.0
+    # Runs that do not overlap: no resample reorders them, so the interval is [1, 1].
+    apart = [*runs[:4], *(_run("igbv1", k, 0.0, 0.01 * k) for k in range(4))]
+    assert summarize_probe(apart, "mean_nmse")["headroom"]["p_improvement_ci"] == [1.0, 1.0]
+    # The same seeds give the same intervals (rliable's bootstrap is seeded).
+    assert summarize_probe(runs, "mean_nmse") == summary
+
+
 @pytest.mark.parametrize(
     ("argv", "policies"),
     [
