@@ -77,6 +77,16 @@ CHEAP = {
 }
 
 
+def same_values(a, b) -> bool:
+    """Equal nested observations, infos or trajectories: dicts, lists and tuples compared item
+    by item, arrays and numbers with ``np.array_equal``."""
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same_values(a[k], b[k]) for k in a)
+    if isinstance(a, (list, tuple)):
+        return len(a) == len(b) and all(same_values(x, y) for x, y in zip(a, b))
+    return np.array_equal(np.asarray(a), np.asarray(b))
+
+
 def cheap_kwargs(env_id: str) -> dict:
     """Overrides that make a registered id cheap to step on the tests' fake data."""
     family, name = env_id.split("-")[:2]

@@ -6,7 +6,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import cheap_kwargs
+from conftest import cheap_kwargs, same_values
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -41,14 +41,6 @@ def test_check_env(env_id, data_env):
     env.close()
 
 
-def _same(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b))
-    return np.array_equal(np.asarray(a), np.asarray(b))
-
-
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)
 def test_every_id_repeats_its_trajectory_under_the_same_seed(env_id, data_env):
@@ -68,7 +60,7 @@ def test_every_id_repeats_its_trajectory_under_the_same_seed(env_id, data_env):
         runs.append(steps)
     assert len(runs[0]) == len(runs[1])
     for first, second in zip(*runs):
-        assert all(_same(a, b) for a, b in zip(first, second)), env_id
+        assert all(same_values(a, b) for a, b in zip(first, second)), env_id
     env.close()
 
 

@@ -6,6 +6,7 @@ import re
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import same_values
 
 import mtl_envs  # noqa: F401
 from mtl_envs.errors import ConfigError
@@ -32,19 +33,11 @@ def run(env_id, steps, render_mode=None, seed=3):
     return env, frames, trajectory
 
 
-def same(a, b) -> bool:
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    return np.array_equal(np.asarray(a), np.asarray(b))
-
-
 @pytest.mark.parametrize("env_id", list(IDS))
 def test_rendering_changes_no_trajectory(env_id):
     _, frames, rendered = run(env_id, 25, render_mode="ansi")
     _, _, plain = run(env_id, 25)
-    assert same(rendered, plain)
+    assert same_values(rendered, plain)
     assert all(isinstance(f, str) and f.splitlines()[0] == env_id for f in frames)
     total = sum(step[1] for step in rendered)
     assert re.search(r"return (\S+)", frames[-1]).group(1) == f"{total:.6g}"
