@@ -61,6 +61,8 @@ class TextRender:
         self._last_step, self._return = None, 0.0
 
     def _note_step(self, reward: float, terminated: bool, truncated: bool, info: dict) -> None:
+        if self.render_mode is None:
+            return  # nothing will read it: no work on the step path
         self._return += reward
         flags = {"terminated": terminated, "truncated": truncated, "diverged": info.get("diverged")}
         self._last_step = {"reward": reward, "ended": [name for name, on in flags.items() if on]}
