@@ -163,6 +163,9 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 
         known = args.env_id in reference_ids()
         episodes = reference_scores(args.env_id)["protocol"]["episodes"] if known else 10
+    out = Path(args.out or f"results/probe/{args.env_id}.json")
+    # Each run is kept here as it ends: a probe stopped part way resumes from it.
+    partial = out.with_name(out.name + ".partial")
     summary = probe(
         args.env_id,
         env_kwargs,
@@ -171,11 +174,12 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
         episodes=episodes,
         progress=True,
         jobs=args.jobs,
+        checkpoint=partial,
     )
-    out = args.out or f"results/probe/{args.env_id}.json"
     # A machine's data path says nothing about the result: it is not written.
     kept = {k: v for k, v in summary["env_kwargs"].items() if k != "data_root"}
     atomic_write_json(out, {**summary, "env_kwargs": kept})
+    partial.unlink(missing_ok=True)
     print(format_probe(summary))
     print(f"written: {out}")
     return summary

@@ -30,10 +30,13 @@ validation metric.
 from __future__ import annotations
 
 import importlib
+import json
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
@@ -52,6 +55,7 @@ from mtl_envs.envs.policies import (
 )
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import family_of
+from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, check_seeds
 
 # Probe defaults per family: the policies it runs and the epochs of an AuxLabel run.
@@ -261,12 +265,21 @@ def probe(
     episodes: int = 10,
     progress: bool = True,
     jobs: int = 1,
+    checkpoint: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every policy on every seed; return the runs and their summary.
 
     ``jobs`` > 1 runs them in that many worker processes of one torch thread each (on a
     small CPU, two one-thread runs finish sooner than two two-thread runs in turn); each run
-    is seeded alike either way, and the runs keep the order of the serial probe.
+    is seeded alike either way, and the runs keep the order of the serial probe. SIGTERM or
+    Ctrl-C stops the workers with the probe.
+
+    ``checkpoint``: a JSON file that each run is added to as it finishes. A probe started
+    with the checkpoint of one that was stopped runs only the (policy, seed) runs it lacks,
+    provided the checkpoint was written for the same id, env kwargs (the data folder aside),
+    episodes and platform (:func:`~harness.results.platform_record`: per-seed numbers repeat
+    only on the same kernels and thread count); otherwise it is started afresh. The caller
+    removes the checkpoint once the probe's result is written.
     """
     from tqdm.auto import tqdm
 
@@ -296,36 +309,103 @@ def probe(
         for name in names
         for seed in seeds
     ]
-    bar = tqdm(total=len(tasks), desc=f"probe {env_id}", disable=not progress)
+    run_episodes = episodes if family == "AuxLabel" else 1
+    platform = platform_record(torch_threads=1 if jobs > 1 else None)
+    book = _Checkpoint(checkpoint, env_id, env_kwargs, run_episodes, platform)
+    runs: list[ProbeRun | None] = [book.finished.get((task[2], task[3])) for task in tasks]
+    todo = [i for i, run in enumerate(runs) if run is None]
+    bar = tqdm(
+        total=len(tasks),
+        initial=len(tasks) - len(todo),
+        desc=f"probe {env_id}",
+        disable=not progress,
+    )
 
-    def done(run: ProbeRun) -> ProbeRun:
+    def done(index: int, run: ProbeRun) -> None:
+        runs[index] = run
+        book.add(run)
         bar.update(1)
         bar.set_postfix({run.policy: f"{run.test:.4f}"})
-        return run
 
-    if jobs == 1:
-        runs = [done(_probe_run(*task)) for task in tasks]
-    else:
-        import multiprocessing as mp
-        from concurrent.futures import ProcessPoolExecutor
+    try:
+        if jobs == 1:
+            for i in todo:
+                done(i, _probe_run(*tasks[i]))
+        elif todo:
+            from concurrent.futures import as_completed
 
-        context = mp.get_context("spawn")  # no forked torch state in the workers
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=context) as pool:
-            futures = [pool.submit(_probe_run, *task) for task in tasks]
-            runs = [done(future.result()) for future in futures]
-    bar.close()
+            from harness.workers import process_pool
+
+            with process_pool(min(jobs, len(todo))) as pool:
+                futures = {pool.submit(_probe_run, *tasks[i]): i for i in todo}
+                for future in as_completed(futures):
+                    done(futures[future], future.result())
+    finally:
+        bar.close()
+    finished = [run for run in runs if run is not None]
     return {
         "env_id": env_id,
         "env_kwargs": env_kwargs,
-        "protocol": {
-            "seeds": list(seeds),
-            "episodes": episodes if family == "AuxLabel" else 1,
-            "family": family,
-        },
-        "runs": [asdict(r) for r in runs],
-        "platform": platform_record(torch_threads=1 if jobs > 1 else None),
-        **summarize_probe(runs, metric),
+        "protocol": {"seeds": list(seeds), "episodes": run_episodes, "family": family},
+        "runs": [asdict(r) for r in finished],
+        "platform": platform,
+        **summarize_probe(finished, metric),
     }
+
+
+class _Checkpoint:
+    """The finished runs of a probe, kept in a JSON file rewritten (atomically) after each.
+
+    ``finished`` maps (policy, seed) to the runs a stopped probe of the same protocol left
+    there; a file of another protocol is ignored, and replaced by the first run that ends.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None,
+        env_id: str,
+        env_kwargs: dict[str, Any],
+        episodes: int,
+        platform: dict[str, Any],
+    ) -> None:
+        self.path = None if path is None else Path(path)
+        # A machine's data path says nothing about the runs.
+        kwargs = {k: v for k, v in env_kwargs.items() if k != "data_root"}
+        self.protocol = json.loads(
+            json.dumps(
+                {
+                    "env_id": env_id,
+                    "env_kwargs": kwargs,
+                    "episodes": episodes,
+                    "platform": platform,
+                },
+                default=str,
+            )
+        )
+        self.runs: list[dict[str, Any]] = []
+        self.finished: dict[tuple[str, int], ProbeRun] = {}
+        if self.path is None or not self.path.is_file():
+            return
+        try:
+            kept = read_json(self.path)
+        except ConfigError:
+            kept = {}  # truncated by hand or corrupt: nothing in it can be trusted
+        if {k: kept.get(k) for k in self.protocol} != self.protocol:
+            warnings.warn(
+                f"{self.path} is unreadable or holds runs of another protocol (id, env "
+                "kwargs, episodes or platform); the probe starts afresh.",
+                stacklevel=3,
+            )
+            return
+        self.runs = list(kept.get("runs", []))
+        self.finished = {(r["policy"], r["seed"]): ProbeRun(**r) for r in self.runs}
+        print(f"resuming from {self.path}: {len(self.finished)} finished runs")
+
+    def add(self, run: ProbeRun) -> None:
+        if self.path is None:
+            return
+        self.runs.append(asdict(run))
+        atomic_write_json(self.path, {**self.protocol, "runs": self.runs})
 
 
 def _probe_run(

@@ -221,16 +221,18 @@ def _record_crash(marker_dir: str, spec_key: str, err: BaseException) -> str:
 
 
 def _run_local(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor, as_completed
+    from concurrent.futures import as_completed
+
+    from harness.workers import process_pool
 
     marker_dir = str(_marker_dir(sweep))
     if sweep.workers == 1:
         for spec in todo:
             report(spec.key, execute(spec.key, spec.config, marker_dir, sweep.threads_per_run))
         return
-    context = mp.get_context("spawn")  # no forked torch state in the workers
-    with ProcessPoolExecutor(max_workers=sweep.workers, mp_context=context) as pool:
+    # SIGTERM or Ctrl-C stops the workers too: the runs they leave have no done marker,
+    # and the next sweep runs them again.
+    with process_pool(sweep.workers) as pool:
         futures = {
             pool.submit(execute, s.key, s.config, marker_dir, sweep.threads_per_run): s.key
             for s in todo

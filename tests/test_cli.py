@@ -453,7 +453,7 @@ def test_validation_every_k_epochs_and_test_on_the_best_and_final_networks(tmp_p
         return {"train/loss": 1.0}
 
     def evaluate(split):
-        w = float(net.weight)
+        w = float(net.weight.detach())
         calls.append((split, w))
         return {"accuracy": -((w - 2) ** 2) if split == "val" else 10 * w}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 
 import pytest
 
@@ -175,3 +176,176 @@ def test_headroom_table_on_hand_worked_probes():
         "| 140.0-150.0 | "
         "no: headroom < 3, rho < 0.8, episodes > 120 s |"
     )
+
+
+CUBIC_PROBE = ["LossWeighting-Cubic-v1", "epochs=3", "--seeds", "2", "--policies", "random"]
+
+
+@pytest.fixture
+def one_thread():
+    """Runs in this process on one torch thread, as the killed CLI children run: a probe
+    resumes only runs of the same platform record, thread count included."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_a_stopped_probe_resumes_and_runs_only_what_it_lacks(
+    tmp_path, run_killed, one_thread, monkeypatch
+):
+    import harness.probe as probe_module
+
+    out = tmp_path / "probe.json"
+    argv = ["probe", *CUBIC_PROBE, "equal", "--out", str(out)]
+    # SIGKILL as the second of four runs ends, before the probe could record it.
+    assert run_killed("harness.probe:_probe_run", 2, argv) == -signal.SIGKILL
+    partial = tmp_path / "probe.json.partial"
+    assert not out.exists()
+    assert [(r["policy"], r["seed"]) for r in json.loads(partial.read_text())["runs"]] == [
+        ("random", 0)
+    ]
+    calls = []
+    original = probe_module._probe_run
+    monkeypatch.setattr(
+        probe_module, "_probe_run", lambda *task: calls.append(task[2:4]) or original(*task)
+    )
+    main(argv)
+    assert calls == [("random", 1), ("equal", 0), ("equal", 1)]
+    assert not partial.exists()
+    resumed = json.loads(out.read_text())
+    monkeypatch.setattr(probe_module, "_probe_run", original)
+    main([*argv[:-1], str(tmp_path / "fresh.json")])
+    fresh = json.loads((tmp_path / "fresh.json").read_text())
+    drop = lambda run: {k: v for k, v in run.items() if k != "seconds"}  # noqa: E731
+    # Same kernels and threads: the resumed probe equals an unbroken one to the last digit.
+    assert [drop(r) for r in resumed["runs"]] == [drop(r) for r in fresh["runs"]]
+    assert resumed["headroom"] == fresh["headroom"]
+
+
+def test_a_checkpoint_of_another_protocol_is_not_mixed_in(tmp_path, monkeypatch):
+    import harness.probe as probe_module
+
+    path = tmp_path / "probe.json.partial"
+    calls = []
+    original = probe_module._probe_run
+    monkeypatch.setattr(
+        probe_module, "_probe_run", lambda *task: calls.append(task[2:4]) or original(*task)
+    )
+    first = probe_module.probe(
+        "LossWeighting-Cubic-v1",
+        {"epochs": 3},
+        ["random"],
+        range(1),
+        progress=False,
+        checkpoint=path,
+    )
+    # More seeds of the same protocol: seed 0 is taken from the checkpoint.
+    more = probe_module.probe(
+        "LossWeighting-Cubic-v1",
+        {"epochs": 3},
+        ["random"],
+        range(2),
+        progress=False,
+        checkpoint=path,
+    )
+    assert calls == [("random", 0), ("random", 1)]
+    assert more["runs"][0] == first["runs"][0]
+    # Another run length: nothing of the checkpoint is used, and it is replaced.
+    with pytest.warns(UserWarning, match="another protocol"):
+        other = probe_module.probe(
+            "LossWeighting-Cubic-v1",
+            {"epochs": 4},
+            ["random"],
+            range(1),
+            progress=False,
+            checkpoint=path,
+        )
+    assert calls[2:] == [("random", 0)]
+    assert other["runs"][0]["test"] != first["runs"][0]["test"]
+    assert json.loads(path.read_text())["env_kwargs"] == {"epochs": 4}
+
+
+# A policy that records its process id and then takes its time: the probe's workers are
+# found by the files, and are mid-run when the probe is stopped.
+_SLOW_POLICY = """
+import os, pathlib, time
+from mtl_envs.envs.policies import make_policy
+
+class Slow:
+    oracle = False
+
+    def __init__(self, env, seed):
+        folder = pathlib.Path(os.environ["PROBE_PIDS"])
+        (folder / str(os.getpid())).write_text("")
+        self.inner = make_policy("random", env, seed)
+
+    def reset(self):
+        self.inner.reset()
+
+    def __call__(self, obs):
+        time.sleep(1.0)
+        return self.inner(obs)
+"""
+
+
+def test_sigterm_stops_the_probe_workers_with_the_probe(tmp_path):
+    import os
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    (tmp_path / "slow_policy.py").write_text(_SLOW_POLICY)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "PYTHONPATH": os.pathsep.join([str(root), str(tmp_path)]),
+        "PROBE_PIDS": str(pids),
+    }
+    argv = ["LossWeighting-Cubic-v1", "epochs=50", "--seeds", "3", "--jobs", "2"]
+    child = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "harness.cli",
+            "probe",
+            *argv,
+            "--policies",
+            "slow_policy:Slow",
+            "--out",
+            str(tmp_path / "probe.json"),
+        ],
+        cwd=root,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(list(pids.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        workers = [int(p.name) for p in pids.iterdir()]
+        assert len(workers) == 2
+        child.send_signal(signal.SIGTERM)
+        assert child.wait(timeout=60) == 128 + signal.SIGTERM
+    finally:
+        child.kill()
+
+    def alive(pid: int) -> bool:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        return True
+
+    deadline = time.monotonic() + 30
+    while any(alive(pid) for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not any(alive(pid) for pid in workers)
+    assert not (tmp_path / "probe.json").exists()
