@@ -477,7 +477,7 @@ def test_validation_every_k_epochs_and_test_on_the_best_and_final_networks(tmp_p
     assert [c for c in calls if c[0] == "val"] == [("val", 2.0), ("val", 4.0), ("val", 5.0)]
     assert sorted(c for c in calls if c[0] == "test") == [("test", 2.0), ("test", 5.0)]
     assert result["best"]["epoch"] == 2 and result["best"]["test/accuracy"] == 20.0
-    assert result["final"]["test/accuracy"] == 50.0 and float(net.weight) == 5.0
+    assert result["final"]["test/accuracy"] == 50.0 and float(net.weight.detach()) == 5.0
     assert "val/accuracy" not in result["epochs"][0] and "test/accuracy" in result["epochs"][1]
 
 
