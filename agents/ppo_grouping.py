@@ -21,6 +21,7 @@ from stable_baselines3 import PPO
 import mtl_envs  # noqa: F401
 from agents.settings import check_agent_values
 from baselines.grouping import GroupingProblem, env_settings, run_selection
+from baselines.grouping import check_config as check_table
 from harness.config import RunConfig
 from mtl_envs.utils import check_int, check_kwargs, resolve_device
 
@@ -37,7 +38,9 @@ PPO_DEFAULTS: dict[str, Any] = {
 
 
 def check_config(config: RunConfig) -> None:
-    """Fail before anything trains on ``agent`` keys SB3's PPO does not take."""
+    """Fail before anything trains on ``agent`` keys SB3's PPO does not take, or on an id
+    without a gain table to score the selection on."""
+    check_table(config)
     agent = {k: v for k, v in config.agent.items() if k != "total_timesteps"}
     check_kwargs("agent", agent, PPO, owner="SB3 PPO", fixed=("policy", "env", "seed", "verbose"))
     check_agent_values(agent)

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from baselines.grouping import GroupingProblem, run_selection
+from baselines.grouping import check_config as check_config  # the registry's pre-run check
 from harness.config import RunConfig
 from harness.registry import method_options
 from mtl_envs.training.gain_prediction import etap_selection, prediction_quality

@@ -25,7 +25,7 @@ import mtl_envs  # noqa: F401
 from harness.config import RunConfig
 from harness.lifecycle import finished_result
 from harness.results import write_result
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.families import require_family
 from mtl_envs.training.group_trainer import group_name, load_gain_table, table_gains
 from mtl_envs.training.grouping import (
@@ -114,8 +114,41 @@ def grouping_problem(config: RunConfig) -> GroupingProblem:
     split = settings.get("gain_split", defaults.get("gain_split", "val"))
     check_choice("objective", objective, ("etap", "fallback"))
     check_choice("gain_split", split, ("val", "test"))
-    table = load_gain_table(settings.get("table") or settings["dataset"])
-    return GroupingProblem(table, objective, split)
+    return GroupingProblem(_gain_table(config, settings), objective, split)
+
+
+def _gain_table(config: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
+    """The run's table of trained groups; every grouping method is scored on its test gains,
+    so an id without one (ETAP's predictions alone) cannot run them."""
+    name = settings.get("table") or settings["dataset"]
+    try:
+        return load_gain_table(name)
+    except PathNotFoundError as err:
+        if settings.get("table") is None and settings.get("gains") == "etap":
+            raise ConfigError(
+                f"{config.env_id} has no table of trained groups (its gains are ETAP's "
+                f"predictions), and the grouping methods are scored on such a table's test "
+                f"gains. Build one with scripts/build_gain_table.py and pass it as "
+                f"`env_kwargs.table`, or use an id with a table: {_table_ids()}."
+            ) from None
+        from mtl_envs.training.group_trainer import shipped_tables
+        from mtl_envs.utils import suggest
+
+        raise ConfigError(
+            f"`env_kwargs.table`: {err}{suggest(str(name), shipped_tables())}"
+        ) from None
+
+
+def _table_ids() -> list[str]:
+    from mtl_envs.families import FAMILIES
+
+    family = FAMILIES["TaskGrouping"]
+    return [i for i in family.ids() if family.kwargs(i).get("gains") == "table"]
+
+
+def check_config(config: RunConfig) -> None:
+    """Fail before anything runs on an id or ``env_kwargs.table`` without a gain table."""
+    _gain_table(config, env_settings(config))
 
 
 @lru_cache(maxsize=64)

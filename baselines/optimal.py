@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from baselines.grouping import GroupingProblem, run_selection
+from baselines.grouping import check_config as check_config  # the registry's pre-run check
 from harness.config import RunConfig
 
 

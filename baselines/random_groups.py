@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from baselines.grouping import GroupingProblem, run_selection
+from baselines.grouping import check_config as check_config  # the registry's pre-run check
 from harness.config import RunConfig
 from mtl_envs.training.grouping import complete_cover
 

@@ -312,9 +312,9 @@ def main(argv: list[str] | None = None) -> int:
             "compare": cmd_compare,
         }
         outcome = commands[args.command](args)
-    except (ConfigError, FileNotFoundError) as err:
-        # Bad input (a name, a value, a key, a missing file) is one line; anything else is a
-        # bug and keeps its traceback.
+    except ConfigError as err:
+        # Bad input (a name, a value, a key, a missing file: PathNotFoundError) is one line;
+        # anything else is a bug and keeps its traceback.
         print(f"mtl-envs {args.command}: error: {err}", file=sys.stderr)
         return 2
     if args.command == "sweep" and outcome["failed"]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.utils import check_field_types, check_int, check_seeds, config_from_dict
 
 
@@ -146,7 +146,7 @@ class RunConfig:
         """Read a YAML config and apply ``key=value`` overrides (dotted keys reach nested dicts)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"Config file {str(path)!r} does not exist.")
+            raise PathNotFoundError(f"Config file {str(path)!r} does not exist.")
         with open(path) as f:
             values = load_yaml(f) or {}
         if not isinstance(values, dict):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.config import RunConfig
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.io import atomic_write_json, read_json
 
 
@@ -104,7 +104,7 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         elif p.is_file():
             files.append(p)
         else:
-            raise FileNotFoundError(f"Result path {str(p)!r} does not exist.")
+            raise PathNotFoundError(f"Result path {str(p)!r} does not exist.")
     results = []
     for f in files:
         data = read_json(f)

@@ -38,7 +38,7 @@ from typing import Any
 
 from harness.config import RunConfig, apply_overrides, load_yaml, set_dotted
 from harness.registry import check_run, same_family
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, config_from_dict, suggest
 
@@ -84,7 +84,7 @@ class SweepConfig:
     def from_file(cls, path: str | os.PathLike, overrides: Iterable[str] = ()) -> SweepConfig:
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"Sweep file {str(path)!r} does not exist.")
+            raise PathNotFoundError(f"Sweep file {str(path)!r} does not exist.")
         values = load_yaml(path.read_text()) or {}
         if not isinstance(values, dict):
             raise ConfigError(f"Sweep file {str(path)!r} must be a YAML mapping.")
@@ -102,7 +102,7 @@ class SweepConfig:
             return json.loads(json.dumps(self.base))
         path = Path(self.base)
         if not path.is_file():
-            raise FileNotFoundError(f"Sweep `base` config {str(path)!r} does not exist.")
+            raise PathNotFoundError(f"Sweep `base` config {str(path)!r} does not exist.")
         return load_yaml(path.read_text()) or {}
 
 

@@ -12,10 +12,11 @@ import torch
 from harness.cli import main as cli_main
 from harness.config import RunConfig
 from harness.registry import check_run, run_quietly
+from harness.results import load_results
 from harness.sweep import SweepConfig
 from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
 from mtl_envs.data.multitask import load_multitask_dataset
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.families import family_of
 from mtl_envs.models import build_backbone
 from mtl_envs.training.multitask_learner import MultiTaskLearnerConfig
@@ -188,6 +189,31 @@ BAD_INPUT = [
         ConfigError,
         r"`dataset` 'digit10'.*Did you mean 'digits10'",
     ),
+    # Grouping methods score selections on a table of trained groups: an id without one,
+    # or a misspelt table, fails before anything runs.
+    *[
+        (
+            lambda m=method: check_run(RunConfig(method=m, env_id="TaskGrouping-CIFAR100MTL-v1")),
+            ConfigError,
+            r"no table of trained groups.*TaskGrouping-Digits10-v1",
+        )
+        for method in ("ppo", "etap", "tag", "random", "optimal")
+    ],
+    (
+        lambda: check_run(
+            RunConfig(
+                method="etap",
+                env_id="TaskGrouping-Digits10-v1",
+                env_kwargs={"table": "digits10_scarse"},
+            )
+        ),
+        ConfigError,
+        r"`env_kwargs.table`.*Did you mean 'digits10_scarce'",
+    ),
+    # A path that does not exist is bad input too, and still a FileNotFoundError.
+    (lambda: RunConfig.from_file("no/such.yaml"), PathNotFoundError, "no/such.yaml"),
+    (lambda: SweepConfig.from_file("no/such.yaml"), FileNotFoundError, "no/such.yaml"),
+    (lambda: load_results(["no/such/folder"]), ConfigError, "no/such/folder"),
     # The weight map's exponent range: two finite numbers, low < high.
     (lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range=5), ConfigError, "exponent"),
     (lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range="ab"), ConfigError, "exponent"),

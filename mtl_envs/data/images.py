@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from mtl_envs.data.base import Split, make_split, stratified_split
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.io import atomic_save
 
 # NumPy's array reconstructor, which pickles of arrays call by name: ``numpy.core.multiarray``
@@ -43,7 +43,7 @@ class RawImageData:
     default_val_size: float | int = 0.1
 
 
-class DatasetNotFoundError(FileNotFoundError):
+class DatasetNotFoundError(PathNotFoundError):
     """Raised when a dataset is missing and may not be downloaded."""
 
 

@@ -10,7 +10,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mtl_envs.envs.rendering import RENDER_FPS, RENDER_MODES, TextRender, check_render_mode, spread
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.training.gain_prediction import ETAPPredictor
 from mtl_envs.training.group_trainer import (
     GAIN_SPLITS,
@@ -234,7 +234,7 @@ class TaskGroupingEnv(TextRender, gym.Env):
         if gains in ("table", "etap"):
             try:
                 table_data = load_gain_table(table or dataset)
-            except FileNotFoundError as error:
+            except PathNotFoundError as error:
                 if gains == "table" or table is not None:
                     argument, name = ("table", table) if table is not None else ("dataset", dataset)
                     raise ConfigError(

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
-from mtl_envs.errors import ConfigError
+from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.training.grouping import Group
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
@@ -193,7 +193,7 @@ def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
         shipped = resources.files("mtl_envs") / "tables" / f"{name_or_path}_gains.json"
         if not shipped.is_file():
-            raise FileNotFoundError(
+            raise PathNotFoundError(
                 f"No gain table {str(name_or_path)!r}: not a file, and the package ships "
                 f"tables for {shipped_tables()}. Build one with scripts/build_gain_table.py."
             )
