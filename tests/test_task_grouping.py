@@ -5,6 +5,7 @@ import json
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import same_values
 from gymnasium.utils.env_checker import check_env
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
@@ -262,3 +263,22 @@ def test_agents_train_runs_the_grouping_config(table_path, tmp_path, capsys):
     main([str(config), "seeds=[1]"])
     assert "ppo seed 1: test/total_gain" in capsys.readouterr().out
     assert not list((tmp_path / "out").rglob("optimal"))  # harness.train runs the agents only
+
+
+def test_the_problem_is_fixed_at_construction_and_reset_seeds_change_nothing():
+    """ETAP's fitted groups come from the constructor's ``seeds``; a reset seed changes no
+    episode (the MDP is deterministic)."""
+
+    def episode(env, seed):
+        obs, _ = env.reset(seed=seed)
+        steps = [obs]
+        for group in ([1, 1, 0, 0, 0, 0, 0, 0, 0, 0], [0, 0, 1, 1, 1, 0, 0, 0, 0, 0]):
+            obs, reward, terminated, truncated, info = env.step(np.array(group))
+            steps.append((obs, reward, terminated, truncated, info))
+        return steps
+
+    first = gym.make("TaskGrouping-Digits10-v1", gains="etap", seeds=[0])
+    other = gym.make("TaskGrouping-Digits10-v1", gains="etap", seeds=[1])
+    assert first.unwrapped.source.train_groups != other.unwrapped.source.train_groups
+    assert same_values(episode(first, 0), episode(first, 123))
+    assert not same_values(episode(first, 0), episode(other, 0))

@@ -150,7 +150,11 @@ class TaskGroupingEnv(TextRender, gym.Env):
     at no cost (gain 0).
 
     ## Starting State
-    Nothing selected, all best gains 0, the full budget.
+    Nothing selected, all best gains 0, the full budget. The episode holds no randomness:
+    the problem (gains, affinities, and with ``gains="etap"`` the groups ETAP is fitted on)
+    is fixed when the env is built, from ``seeds``, as a map is fixed for a maze, and
+    ``reset(seed=...)`` changes nothing an episode sees. Another problem instance is another
+    env (other ``seeds``, ``table`` or ``protocol``).
 
     ## Episode End
     Terminated when the budget is spent or the action is all zeros; a step after that is an
@@ -169,7 +173,9 @@ class TaskGroupingEnv(TextRender, gym.Env):
     | `table`             | dataset name | gain table (shipped name or file path)           |
     | `affinity`          | `"etap"`     | observed affinity: `"etap"` or `"tag"`           |
     | `etap_train_groups` | 10           | trained groups ETAP is fitted on                 |
-    | `seeds`             | (0,)         | training seeds averaged by `gains="train"`       |
+    | `seeds`             | (0,)         | training seeds averaged by `gains="train"`; the  |
+    |                     |              | first draws ETAP's groups and seeds the affinity |
+    |                     |              | run                                              |
     | `protocol`          | {}           | `GroupProtocol` overrides for training           |
     | `cache_dir`         | None         | where trained groups are cached; None:           |
     |                     |              | `$MTL_ENVS_DATA/group_cache` (or the user cache) |
