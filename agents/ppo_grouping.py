@@ -23,6 +23,7 @@ from agents.settings import check_agent_values
 from baselines.grouping import GroupingProblem, env_settings, run_selection
 from baselines.grouping import check_config as check_table
 from harness.config import RunConfig
+from harness.results import run_dir
 from mtl_envs.utils import check_int, check_kwargs, resolve_device
 
 # Short episodes: small rollouts, a few epochs per update.
@@ -60,6 +61,11 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         model = PPO(
             "MultiInputPolicy", env, seed=s, device=device, verbose=0, **copy.deepcopy(kwargs)
         )
+        if config.tensorboard:  # the agent's learning curve, beside the budget's result
+            from stable_baselines3.common.logger import configure
+
+            out = run_dir(config, "ppo", seed, f"B={budget}") / "tb_agent"
+            model.set_logger(configure(str(out), ["tensorboard"]))
         model.learn(steps)
         obs, _ = env.reset(seed=s)
         done, info = False, {"selected": []}

@@ -24,7 +24,8 @@ import numpy as np
 import mtl_envs  # noqa: F401
 from harness.config import RunConfig
 from harness.lifecycle import finished_result
-from harness.results import write_result
+from harness.recording import TensorBoardLog
+from harness.results import run_dir, write_result
 from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.families import require_family
 from mtl_envs.training.group_trainer import group_name, load_gain_table, table_gains
@@ -176,47 +177,66 @@ def run_selection(
     problem = grouping_problem(config)
     oracle = oracle or problem.split == "test"
     result: dict[str, Any] = {}
-    for budget in budgets(config):
-        finished = finished_result(config, method, seed, f"B={budget}", settings)
-        if finished is not None:
-            result = finished
-            continue
-        start = time.perf_counter()
-        groups, extra = select(problem, budget, seed)
-        seconds = time.perf_counter() - start
-        optimum = _optimum(problem.table["path"], problem.objective, budget)
-        quality = evaluate_selection(problem.table, groups, problem.objective, "test")
-        if problem.objective == "etap" and quality["networks"] > budget:
-            raise RuntimeError(
-                f"{method} selected {groups}, which trains {quality['networks']} networks: more "
-                f"than the budget {budget} allows under ETAP's objective."
-            )
-        best = evaluate_selection(problem.table, optimum, problem.objective, "test")
-        final = {
-            "test/total_gain": quality["total_gain"],
-            "test/total_loss": quality["total_loss"],
-            "test/networks": quality["networks"],
-            "test/optimal_gain": best["total_gain"],
-            "test/optimal_loss": best["total_loss"],
-            "test/gap": best["total_gain"] - quality["total_gain"],
-        }
-        if "val_gains" in problem.table:
-            val = evaluate_selection(problem.table, groups, problem.objective, "val")
-            final["val/total_gain"] = val["total_gain"]
-        result = write_result(
-            config,
-            method,
-            seed,
-            final,
-            setting=f"B={budget}",
-            wall_time_s=seconds,
-            extra={
-                "groups": [list(g) for g in groups],
-                "optimal_groups": [list(g) for g in optimum],
-                "objective": problem.objective,
-                "gain_split": problem.split,
-                "oracle": oracle,
-                **extra,
-            },
-        )
+    # One TensorBoard run per method and seed, its x axis the budget: gain against budget.
+    tb = TensorBoardLog(run_dir(config, method, seed) / "tb" if config.tensorboard else None)
+    try:
+        for budget in budgets(config):
+            result = _run_budget(config, seed, method, select, problem, budget, oracle, settings)
+            tb.scalars(result["final"], budget)
+    finally:
+        tb.close()
     return result
+
+
+def _run_budget(
+    config: RunConfig,
+    seed: int,
+    method: str,
+    select: Selector,
+    problem: GroupingProblem,
+    budget: int,
+    oracle: bool,
+    settings: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """One budget of :func:`run_selection`: its result, written now or found written."""
+    finished = finished_result(config, method, seed, f"B={budget}", settings)
+    if finished is not None:
+        return finished
+    start = time.perf_counter()
+    groups, extra = select(problem, budget, seed)
+    seconds = time.perf_counter() - start
+    optimum = _optimum(problem.table["path"], problem.objective, budget)
+    quality = evaluate_selection(problem.table, groups, problem.objective, "test")
+    if problem.objective == "etap" and quality["networks"] > budget:
+        raise RuntimeError(
+            f"{method} selected {groups}, which trains {quality['networks']} networks: more "
+            f"than the budget {budget} allows under ETAP's objective."
+        )
+    best = evaluate_selection(problem.table, optimum, problem.objective, "test")
+    final = {
+        "test/total_gain": quality["total_gain"],
+        "test/total_loss": quality["total_loss"],
+        "test/networks": quality["networks"],
+        "test/optimal_gain": best["total_gain"],
+        "test/optimal_loss": best["total_loss"],
+        "test/gap": best["total_gain"] - quality["total_gain"],
+    }
+    if "val_gains" in problem.table:
+        val = evaluate_selection(problem.table, groups, problem.objective, "val")
+        final["val/total_gain"] = val["total_gain"]
+    return write_result(
+        config,
+        method,
+        seed,
+        final,
+        setting=f"B={budget}",
+        wall_time_s=seconds,
+        extra={
+            "groups": [list(g) for g in groups],
+            "optimal_groups": [list(g) for g in optimum],
+            "objective": problem.objective,
+            "gain_split": problem.split,
+            "oracle": oracle,
+            **extra,
+        },
+    )

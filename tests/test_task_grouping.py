@@ -154,6 +154,13 @@ def test_grouping_methods_write_budgeted_results(table_path, tmp_path, method):
         assert final["test/gap"] == pytest.approx(0.0)
     # Only the exact optimum reads the test gains; the others learn from validation gains.
     assert result["oracle"] == (method == "optimal") and result["gain_split"] == "val"
+    # TensorBoard holds each budget's result at step B.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    log = EventAccumulator(str(tmp_path / "out" / config.env_id / method / "seed0" / "tb"))
+    points = log.Reload().Scalars("test/total_gain")
+    assert [p.step for p in points] == [1, 2]
+    assert points[-1].value == pytest.approx(final["test/total_gain"])
 
 
 @pytest.mark.parametrize("method", ["etap", "tag", "random", "optimal"])
@@ -223,6 +230,9 @@ def test_ppo_on_the_grouping_env(table_path, tmp_path):
     )
     result = run(config, 0)
     assert result["setting"] == "B=2" and len(result["groups"]) <= 2
+    # TensorBoard: the agent's learning curve per budget, the results against the budget.
+    assert list((tmp_path / config.env_id / "ppo" / "B=2" / "seed0" / "tb_agent").glob("events*"))
+    assert list((tmp_path / config.env_id / "ppo" / "seed0" / "tb").glob("events*"))
     assert result["final"]["test/total_gain"] <= result["final"]["test/optimal_gain"] + 1e-9
 
 
