@@ -1,5 +1,7 @@
-"""The layers: nothing under mtl_envs/ imports the harness, the agents or the baselines, and no
-module-level import cycle exists anywhere in the project."""
+"""The layers: nothing under mtl_envs/ imports the harness, the agents or the baselines; the
+runners (agents/, baselines/) build on the harness's run core only; the harness reaches the
+runners only through the registry's import strings; and no module-level import cycle exists
+anywhere in the project."""
 
 import ast
 from pathlib import Path
@@ -52,6 +54,28 @@ def test_the_env_package_imports_nothing_above_it():
         tree = ast.parse(path.read_text())
         for target in imported(tree, name, path.name == "__init__.py", module_level=False):
             if target.split(".")[0] in ("harness", "agents", "baselines"):
+                offenders.append(f"{name} imports {target}")
+    assert not offenders, offenders
+
+
+# What a runner may use of the harness: its config, result schema, recording, lifecycle and
+# the registry's tables (which options a method reads). The commands above them (CLI,
+# compare, probe, sweep, benchmarks) are not for runners.
+RUN_CORE = {"config", "results", "recording", "lifecycle", "registry"}
+
+
+def test_runners_use_only_the_harness_run_core_and_the_harness_names_no_runner():
+    offenders = []
+    for name, path in project_modules().items():
+        top = name.split(".")[0]
+        tree = ast.parse(path.read_text())
+        targets = imported(tree, name, path.name == "__init__.py", module_level=False)
+        for target in targets:
+            parts = target.split(".")
+            if top in ("agents", "baselines") and parts[0] == "harness" and len(parts) > 1:
+                if parts[1] not in RUN_CORE:
+                    offenders.append(f"{name} imports {target}")
+            if top == "harness" and parts[0] in ("agents", "baselines"):
                 offenders.append(f"{name} imports {target}")
     assert not offenders, offenders
 
