@@ -50,43 +50,12 @@ from mtl_envs.envs.policies import (
     REFERENCE_POLICIES,
     FixedWeights,
     ReferencePolicy,
-    env_family,
     make_policy,
 )
 from mtl_envs.errors import ConfigError
-from mtl_envs.families import family_of
+from mtl_envs.families import EnvFamily, family_of
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, check_seeds
-
-# Probe defaults per family: the policies it runs and the epochs of an AuxLabel run.
-DEFAULT_POLICIES = {
-    "AuxLabel": ("random", "constant", "image_hash", "human"),
-    "LossWeighting": ("random", "equal", "igbv1", "inverse_base", "drop_one", "best_fixed"),
-    "TaskGrouping": (
-        "random",
-        "all_in_one",
-        "singletons",
-        "etap",
-        "reward_optimal",
-        "optimal",
-    ),
-}
-HEADLINE = (
-    "accuracy",
-    "mean_accuracy",
-    "mean_nmse",
-    "raw_mse",
-    "mean_mse",
-    "total_gain",
-)
-
-
-def headline_metric(metrics: dict[str, float]) -> str:
-    """The primary metric of an env's ``evaluate()`` output."""
-    for key in HEADLINE:
-        if key in metrics:
-            return key
-    raise ConfigError(f"No headline metric among {sorted(metrics)}.")
 
 
 def higher_is_better(metric: str) -> bool:
@@ -125,17 +94,15 @@ def run_policy(
 ) -> ProbeRun:
     """Run ``policy`` through ``gym.make(env_id, **env_kwargs)`` for one whole run."""
     start = time.perf_counter()
-    family = family_of(env_id).name
-    if family == "AuxLabel":
-        env_kwargs = {**env_kwargs, "restore": "none"}
-    env = gym.make(env_id, **env_kwargs)
+    family = family_of(env_id)
+    env = gym.make(env_id, **{**env_kwargs, **family.probe_env_kwargs})
     agent = (
         build_policy(policy, env, seed)
         if policy_kwargs is None
         else make_policy(policy, env, seed, **policy_kwargs)
     )
     total = 0.0
-    for episode in range(episodes if family == "AuxLabel" else 1):
+    for episode in range(1 if family.episode_is_run else episodes):
         obs, _ = env.reset(seed=seed if episode == 0 else None)
         agent.reset()
         done = False
@@ -145,7 +112,7 @@ def run_policy(
             done = terminated or truncated
     unwrapped = env.unwrapped
     test, val = unwrapped.evaluate("test"), unwrapped.evaluate("val")
-    metric = headline_metric(test)
+    metric = family.headline(test)
     env.close()
     return ProbeRun(
         policy=policy,
@@ -288,28 +255,26 @@ def probe(
     seeds = check_seeds("seeds", seeds)
 
     env_kwargs = dict(env_kwargs or {})
-    family_of(env_id)  # an unregistered id is a ConfigError with a suggestion
+    family = family_of(env_id)  # an unregistered id is a ConfigError with a suggestion
     env = gym.make(env_id, **env_kwargs)
-    family, metric = env_family(env), _family_metric(env)
+    metric = _headline(env, family)
     env.close()
-    names = list(policies or DEFAULT_POLICIES[family])
-    valid = [*REFERENCE_POLICIES[family], "best_fixed"]
+    names = list(policies or family.probe_policies)
+    valid = list(dict.fromkeys([*REFERENCE_POLICIES[family.name], *family.probe_policies]))
     for name in names:
         if ":" not in name and name not in valid:
             from mtl_envs.utils import suggest
 
             raise ConfigError(
-                f"Unknown {family} policy {name!r}.{suggest(name, valid)} Valid: {valid}, or "
-                "package.module:Class."
+                f"Unknown {family.name} policy {name!r}.{suggest(name, valid)} Valid: {valid}, "
+                "or package.module:Class."
             )
-    if "best_fixed" in names and family != "LossWeighting":
-        raise ConfigError("`best_fixed` is a LossWeighting policy.")
     tasks = [
         (env_id, env_kwargs, name, seed, episodes, higher_is_better(metric), jobs > 1)
         for name in names
         for seed in seeds
     ]
-    run_episodes = episodes if family == "AuxLabel" else 1
+    run_episodes = 1 if family.episode_is_run else episodes
     platform = platform_record(torch_threads=1 if jobs > 1 else None)
     book = _Checkpoint(checkpoint, env_id, env_kwargs, run_episodes, platform)
     runs: list[ProbeRun | None] = [book.finished.get((task[2], task[3])) for task in tasks]
@@ -346,7 +311,7 @@ def probe(
     return {
         "env_id": env_id,
         "env_kwargs": env_kwargs,
-        "protocol": {"seeds": list(seeds), "episodes": run_episodes, "family": family},
+        "protocol": {"seeds": list(seeds), "episodes": run_episodes, "family": family.name},
         "runs": [asdict(r) for r in finished],
         "platform": platform,
         **summarize_probe(finished, metric),
@@ -427,17 +392,12 @@ def _probe_run(
     return run_policy(env_id, env_kwargs, name, seed, episodes)
 
 
-def _family_metric(env: Any) -> str:
-    """The headline metric name an env's ``evaluate`` reports (without running it long)."""
-    unwrapped = env.unwrapped
-    if env_family(env) == "TaskGrouping":
-        return "total_gain"
-    if env_family(env) == "AuxLabel":
-        return "accuracy"
-    learner = unwrapped.learner
-    if learner.data.task_type == "classification":
-        return "mean_accuracy"
-    return headline_metric(learner.evaluate("val"))
+def _headline(env: Any, family: EnvFamily) -> str:
+    """The headline metric an env's ``evaluate`` reports: the family's own where it has one,
+    else the first of its metrics that a validation pass of the fresh env gives."""
+    if len(family.metrics) == 1:
+        return family.metrics[0].split("/", 1)[1]
+    return family.headline(env.unwrapped.evaluate("val"))
 
 
 def format_probe(summary: dict[str, Any]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mtl_envs.errors import ConfigError
@@ -39,11 +39,32 @@ class EnvFamily:
     """``module:function`` checking a whole kwargs dict (registered ones and overrides) as
     the constructor would, without loading data or building networks: for runs whose method
     builds no env, whose settings would otherwise go unchecked."""
+    probe_policies: tuple[str, ...] = ()
+    """The reference policies ``mtl-envs probe`` runs by default (``best_fixed``: the best
+    constant weight vector of a grid, by validation metric)."""
+    episode_is_run: bool = True
+    """Whether one episode is one whole training run (a probe run is then one episode);
+    ``False`` where an episode is one epoch of a longer run (a probe run is then
+    ``--episodes`` epochs of one network, with ``probe_env_kwargs``)."""
+    probe_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    """Env kwargs a probe run adds: AuxLabel's ``restore="none"``, so that the epochs train
+    one network on the policy's labels rather than restarting it."""
 
     def ids(self) -> list[str]:
         return [
             f"{prefix}-{name}-{self.version}" for name in self.datasets for prefix in self.variants
         ]
+
+    def headline(self, metrics: Mapping[str, Any]) -> str:
+        """The first of the family's metrics that an ``evaluate()`` output holds, by its name
+        without the split (``mean_nmse``)."""
+        for name in self.metrics:
+            key = name.split("/", 1)[1]
+            if key in metrics:
+                return key
+        raise ConfigError(
+            f"No {self.name} headline metric ({list(self.metrics)}) among {sorted(metrics)}."
+        )
 
     def kwargs(self, env_id: str) -> dict[str, Any]:
         """The registered kwargs of one of the family's ids."""
@@ -108,6 +129,9 @@ FAMILIES: dict[str, EnvFamily] = {
         metrics=("test/accuracy",),
         split_kwargs="mtl_envs.envs.aux_label:split_env_kwargs",
         check_kwargs="mtl_envs.envs.aux_label:check_env_kwargs",
+        probe_policies=("random", "constant", "image_hash", "human"),
+        episode_is_run=False,
+        probe_env_kwargs={"restore": "none"},
     ),
     "LossWeighting": EnvFamily(
         name="LossWeighting",
@@ -151,6 +175,7 @@ FAMILIES: dict[str, EnvFamily] = {
         metrics=("test/mean_accuracy", "test/mean_nmse", "test/raw_mse", "test/mean_mse"),
         split_kwargs="mtl_envs.envs.loss_weighting:split_env_kwargs",
         check_kwargs="mtl_envs.envs.loss_weighting:check_env_kwargs",
+        probe_policies=("random", "equal", "igbv1", "inverse_base", "drop_one", "best_fixed"),
     ),
     "TaskGrouping": EnvFamily(
         name="TaskGrouping",
@@ -182,6 +207,14 @@ FAMILIES: dict[str, EnvFamily] = {
         metrics=("test/total_gain",),
         split_kwargs=None,
         check_kwargs="mtl_envs.envs.task_grouping:check_env_kwargs",
+        probe_policies=(
+            "random",
+            "all_in_one",
+            "singletons",
+            "etap",
+            "reward_optimal",
+            "optimal",
+        ),
     ),
 }
 

@@ -72,9 +72,9 @@ def test_runners_use_only_the_harness_run_core_and_the_harness_names_no_runner()
         targets = imported(tree, name, path.name == "__init__.py", module_level=False)
         for target in targets:
             parts = target.split(".")
-            if top in ("agents", "baselines") and parts[0] == "harness" and len(parts) > 1:
-                if parts[1] not in RUN_CORE:
-                    offenders.append(f"{name} imports {target}")
+            runner = top in ("agents", "baselines")
+            if runner and parts[0] == "harness" and len(parts) > 1 and parts[1] not in RUN_CORE:
+                offenders.append(f"{name} imports {target}")
             if top == "harness" and parts[0] in ("agents", "baselines"):
                 offenders.append(f"{name} imports {target}")
     assert not offenders, offenders

@@ -349,3 +349,31 @@ def test_sigterm_stops_the_probe_workers_with_the_probe(tmp_path):
         time.sleep(0.2)
     assert not any(alive(pid) for pid in workers)
     assert not (tmp_path / "probe.json").exists()
+
+
+def test_the_family_descriptor_sets_the_probe_protocol(monkeypatch):
+    """AuxLabel: a run is ``episodes`` epochs of one network (``restore="none"``); the
+    family's defaults name the policies, and a policy of another family is refused."""
+    import gymnasium as gym
+
+    import harness.probe as probe_module
+
+    made = []
+    real_make = gym.make
+
+    def make(env_id, **kwargs):
+        made.append(kwargs)
+        return real_make(env_id, **kwargs)
+
+    monkeypatch.setattr(probe_module.gym, "make", make)
+    kwargs = {"train_batch_size": 100, "eval_batch_size": 256}
+    summary = probe_module.probe(
+        "AuxLabel-Digits-v0", kwargs, ["random"], range(1), episodes=2, progress=False
+    )
+    assert summary["protocol"] == {"seeds": [0], "episodes": 2, "family": "AuxLabel"}
+    assert made[-1] == {**kwargs, "restore": "none"}
+    assert summary["metric"] == "accuracy"
+    from mtl_envs.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"Unknown TaskGrouping policy 'best_fixed'"):
+        probe_module.probe("TaskGrouping-Digits10-v1", policies=["best_fixed"], progress=False)
