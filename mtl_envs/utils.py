@@ -10,12 +10,14 @@ import numbers
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
-import torch
 
 from mtl_envs.errors import ConfigError
+
+if TYPE_CHECKING:  # torch is imported where a device is resolved: `import mtl_envs` is light
+    import torch
 
 T = TypeVar("T")
 ConfigT = TypeVar("ConfigT")
@@ -206,6 +208,8 @@ def config_from_dict(cls: type[ConfigT], values: Mapping[str, Any]) -> ConfigT:
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
     """``"auto"`` picks CUDA when it is available, else the CPU."""
+    import torch
+
     if isinstance(device, torch.device):
         return device
     if device == "auto":

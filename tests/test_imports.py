@@ -126,3 +126,19 @@ def test_the_two_former_cycles_stay_gone():
         t.startswith("mtl_envs.training.multitask_learner")
         for t in imports("mtl_envs.training.weighting")
     )
+
+
+def test_importing_the_package_registers_ids_and_loads_no_torch():
+    """``import mtl_envs`` registers the ids and nothing else: torch, data and networks wait
+    for ``gym.make``."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, gymnasium as gym, mtl_envs\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'LossWeighting-Cubic-v1' in gym.registry\n"
+        "gym.make('LossWeighting-Cubic-v1')\n"
+        "assert 'torch' in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
