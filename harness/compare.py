@@ -114,6 +114,57 @@ def improvement_probability(
     return _scalar(point["pair"]), _scalar(interval["pair"][0]), _scalar(interval["pair"][1])
 
 
+def same_seed_wins(
+    x: dict[int, float], y: dict[int, float], higher: bool = True
+) -> dict[str, Any] | None:
+    """The seed-paired comparison of X and Y: on the seeds both ran, how often X beats Y.
+
+    Where runs of one seed share what the seed sets (the data split and order, the initial
+    network), comparing seed by seed removes that shared part of the noise, which the
+    unpaired :func:`improvement_probability` keeps. Returns ``wins``, ``ties`` and ``seeds``
+    (counts), ``p``: the share of the untied seeds where X wins, with ``ci``, its exact
+    (Clopper-Pearson) 95% interval, and ``sign_test_p``, the two-sided sign test of
+    ``p = 1/2``; ``None`` without a common seed. Unlike a bootstrap interval, which is
+    [1, 1] whenever X wins every seed, the exact interval says how many seeds that took
+    (10 of 10: [0.69, 1])."""
+    from scipy.stats import binomtest
+
+    seeds = sorted(set(x) & set(y))
+    if not seeds:
+        return None
+    sign = 1.0 if higher else -1.0
+    diffs = [sign * (float(x[s]) - float(y[s])) for s in seeds]
+    wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
+    decided = len(seeds) - ties
+    p, low, high, pvalue = math.nan, math.nan, math.nan, math.nan
+    if decided:
+        test = binomtest(wins, decided)
+        interval = test.proportion_ci(0.95, method="exact")
+        p, low, high = wins / decided, float(interval.low), float(interval.high)
+        pvalue = float(test.pvalue)
+    return {
+        "wins": wins,
+        "ties": ties,
+        "seeds": len(seeds),
+        "p": p,
+        "ci": [low, high],
+        "sign_test_p": pvalue,
+    }
+
+
+def same_seed_text(paired: dict[str, Any] | None) -> str:
+    """``9/10 [0.55, 1.00]``: X's wins of the untied common seeds (ties named apart) and
+    the exact 95% interval of its share."""
+    if paired is None:
+        return "- (no common seed)"
+    decided = paired["seeds"] - paired["ties"]
+    ties = f" ({paired['ties']} tied)" if paired["ties"] else ""
+    if not decided:
+        return f"0/0{ties}"
+    low, high = paired["ci"]
+    return f"{paired['wins']}/{decided}{ties} [{low:.2f}, {high:.2f}]"
+
+
 def _scalar(value: Any) -> float:
     return float(np.ravel(value)[0])
 
@@ -183,8 +234,9 @@ def format_pairs(
 ) -> str:
     """The comparisons a claim names, ``"X:Y"`` each: per env id that holds both methods,
     the probability that a run of X beats a run of Y (higher or lower ``metric`` as it
-    reads) with its 95% bootstrap interval from 3 or more seeds each, as a markdown table.
-    The seeds column counts diverged runs, which keep their scores."""
+    reads) with its 95% bootstrap interval from 3 or more seeds each, and X's wins over Y
+    seed by seed on their common seeds with the exact interval (:func:`same_seed_wins`), as
+    a markdown table. The seeds column counts diverged runs, which keep their scores."""
     metric = metric or default_metric(results, which)
     higher = higher_is_better(metric)
     check_pairs(results, pairs)
@@ -212,13 +264,18 @@ def format_pairs(
                 scores = [[float(r[which][metric]) for r in group] for group in (a, b)]
                 p, low, high = improvement_probability(*scores, higher)
                 cell = f"{p:.2f} [{low:.2f}, {high:.2f}]"
-            rows.append([env, f"{label(a)} vs {label(b)}", cell, f"{count(a)} / {count(b)}"])
+            by_seed = [{r["seed"]: float(r[which][metric]) for r in group} for group in (a, b)]
+            paired = same_seed_text(same_seed_wins(*by_seed, higher))
+            rows.append(
+                [env, f"{label(a)} vs {label(b)}", cell, paired, f"{count(a)} / {count(b)}"]
+            )
     better = "higher" if higher else "lower"
     where = " at the best-validation epoch" if which == "best" else ""
     header = [
         "env_id",
         "X vs Y",
         f"P(X beats Y) [95% CI], {metric}{where} {better} is better",
+        "same seed: X wins [exact 95% CI]",
         "seeds",
     ]
     return "\n".join(markdown_table(header, rows)) + "\n"

@@ -360,14 +360,40 @@ def test_pairs_name_the_comparisons_of_a_claim():
     results[5]["status"] = "diverged"  # b's seed 2: it keeps its score and is counted
     table = format_pairs(results, ["a:b", "b:a", "o:a"], "test/loss")
     rows = table.splitlines()
-    assert rows[0].endswith("P(X beats Y) [95% CI], test/loss lower is better | seeds |")
+    assert rows[0].endswith(
+        "P(X beats Y) [95% CI], test/loss lower is better | same seed: X wins "
+        "[exact 95% CI] | seeds |"
+    )
     cells = [row.split(" | ") for row in rows[2:]]
     assert cells[0][1] == "a vs b" and cells[0][2].startswith("0.83 [")
-    assert cells[0][3] == "3 / 3 (1 diverged) |"
+    # Seed by seed a is lower on all three: the exact interval's low end is 0.025^(1/3).
+    assert cells[0][3:] == ["3/3 [0.29, 1.00]", "3 / 3 (1 diverged) |"]
     assert cells[1][1] == "b vs a" and cells[1][2].startswith("0.17 [")  # 1 - 0.83
-    assert cells[2][1:4] == ["o [oracle] vs a", "1.00 [1.00, 1.00]", "3 / 3 |"]
+    assert cells[1][3] == "0/3 [0.00, 0.71]"
+    assert cells[2][1:5] == ["o [oracle] vs a", "1.00 [1.00, 1.00]", "3/3 [0.29, 1.00]", "3 / 3 |"]
     with pytest.raises(ConfigError, match=r"`pairs` entry 'a:c'.*Methods: \['a', 'b', 'o'\]"):
         format_pairs(results, ["a:c"], "test/loss")
+
+
+def test_same_seed_wins_on_hand_worked_runs():
+    from harness.compare import same_seed_text, same_seed_wins
+
+    # Lower is better. Common seeds 0-3 (seed 7 is Y's alone): X loses seed 0 (1 > 0), ties
+    # seed 1, wins seeds 2 (3 < 4) and 3 (0 < 1): 2 wins of 3 untied seeds.
+    x = {0: 1.0, 1: 2.0, 2: 3.0, 3: 0.0}
+    y = {0: 0.0, 1: 2.0, 2: 4.0, 3: 1.0, 7: 5.0}
+    paired = same_seed_wins(x, y, higher=False)
+    assert (paired["wins"], paired["ties"], paired["seeds"]) == (2, 1, 4)
+    assert paired["p"] == pytest.approx(2 / 3)
+    # Clopper-Pearson for 2 of 3: [Beta(0.025; 2, 2), Beta(0.975; 3, 1)] = [0.0943, 0.975^(1/3)]
+    assert paired["ci"] == pytest.approx([0.09430, 0.975 ** (1 / 3)], abs=1e-5)
+    assert paired["sign_test_p"] == pytest.approx(1.0)
+    assert same_seed_text(paired) == "2/3 (1 tied) [0.09, 0.99]"
+    # Ten wins of ten: [0.025^(1/10), 1] and a two-sided sign test of 2 / 2^10.
+    ten = same_seed_wins({s: 1.0 for s in range(10)}, {s: 0.0 for s in range(10)})
+    assert ten["ci"] == pytest.approx([0.025**0.1, 1.0]) and ten["sign_test_p"] == 2 / 1024
+    assert same_seed_wins({0: 1.0}, {1: 1.0}) is None
+    assert same_seed_text(None) == "- (no common seed)"
 
 
 def test_bootstrapped_statistics_equal_rliables_to_the_bit():
