@@ -133,8 +133,10 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     assert table.count("AuxLabel-Digits-v0") == 2 and plot.stat().st_size > 1000
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:random"]) == 0
     pairs = capsys.readouterr().out.splitlines()[-1]
-    # Two seeds each: no interval, as the table gives none below three.
-    assert pairs == "| AuxLabel-Digits-v0 | stl vs random | - (3+ seeds each) | 2 / 2 |"
+    # Two seeds each: no bootstrap interval, as the table gives none below three; seed by
+    # seed, the count (these one-epoch runs end level on both seeds: no seed decides).
+    assert pairs.startswith("| AuxLabel-Digits-v0 | stl vs random | - (3+ seeds each) | ")
+    assert pairs.endswith(" | 2 / 2 |")
     # A misspelt method is named (with the closest one) before any table is printed.
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:randm"]) == 2
     out = capsys.readouterr()
