@@ -43,7 +43,12 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from harness.compare import improvement_probability, interval_estimates
+from harness.compare import (
+    improvement_probability,
+    interval_estimates,
+    same_seed_text,
+    same_seed_wins,
+)
 from harness.results import platform_record
 from mtl_envs.envs.policies import (
     BEST_FIXED_SCALES,
@@ -168,7 +173,9 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
     policy beats a run of random, ties counting one half, and ``p_improvement_ci`` its 95%
     bootstrap interval (:func:`harness.compare.improvement_probability`, as ``rliable``
     counts it). It is a rank statistic, so one run far out in random's tail moves it by at
-    most 1 / n, where it can halve the headroom.
+    most 1 / n, where it can halve the headroom. Runs of one seed share the env's seed (the
+    network's initialisation and the data order), so ``same_seed`` compares the best
+    policy with random seed by seed (:func:`harness.compare.same_seed_wins`).
     """
     from scipy.stats import spearmanr
 
@@ -205,6 +212,7 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
         pooled = math.sqrt((policies[best]["std"] ** 2 + policies[random]["std"] ** 2) / 2)
         gap = sign * (policies[best]["mean"] - policies[random]["mean"])
         p, low, high = improvement_probability(tests[best], tests[random], higher)
+        by_seed = [{r.seed: r.test for r in runs if r.policy == name} for name in (best, random)]
         summary[key] = {
             "best": best,
             "best_is_oracle": policies[best]["oracle"],
@@ -213,6 +221,7 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
             "value": gap / pooled if pooled > 0 else (math.inf if gap > 0 else -math.inf),
             "p_improvement": p,
             "p_improvement_ci": [low, high],
+            "same_seed": same_seed_wins(*by_seed, higher),
         }
     # best_fixed repeats one of its grid's runs per seed: counting it again would weigh that
     # run twice, so rho is over the distinct runs.
@@ -425,7 +434,8 @@ def format_probe(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{label}: {head['value']:.2f} ({head['best']}{oracle} - random = "
                 f"{head['gap']:.4f}, pooled std {head['pooled_std']:.4f}); "
-                f"P({head['best']} beats random) {probability_text(head)}"
+                f"P({head['best']} beats random) {probability_text(head)}; on the same seed "
+                f"{same_seed_text(head.get('same_seed'))}"
             )
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
@@ -465,8 +475,9 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     headroom without oracles."""
     lines = [
         "| family | id | seeds | CPU kernels | headroom (without oracles) "
-        "| P(best without oracles beats random) [95% CI] | rho | s per episode | qualifies |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| P(best without oracles beats random) [95% CI] "
+        "| same seed: it beats random [exact 95% CI] | rho | s per episode | qualifies |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
         fair = s.get("headroom_fair") or s["headroom"]
@@ -482,10 +493,11 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
         ]
         verdict = "no: " + ", ".join(misses) if misses else "yes"
         kernels = s.get("platform", {}).get("cpu_capability", "not recorded")
+        paired = same_seed_text(fair["same_seed"]) if "same_seed" in fair else "-"
         lines.append(
             f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {len(s['protocol']['seeds'])} "
             f"| {kernels} | {s['headroom']['value']:.2f} ({fair['value']:.2f}) "
-            f"| {probability_text(fair)} "
+            f"| {probability_text(fair)} | {paired} "
             f"| {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

@@ -41,6 +41,10 @@ def test_headroom_and_rho_on_hand_worked_runs():
     # Every run of equal and of optimal beats every run of random: 4 pairs of 4.
     assert summary["headroom"]["p_improvement"] == 1.0
     assert summary["headroom_fair"]["p_improvement"] == 1.0
+    # Seed by seed (0.20 < 0.30, 0.24 < 0.32): equal wins both, exact interval [0.025^0.5, 1].
+    paired = summary["headroom_fair"]["same_seed"]
+    assert (paired["wins"], paired["seeds"]) == (2, 2)
+    assert paired["ci"] == pytest.approx([math.sqrt(0.025), 1.0])
     # Returns rise exactly as the error falls: rho = 1; reversing one pair of returns (3 and
     # 4, adjacent ranks) gives 1 - 6 * 2 / (6 * 35) = 0.943.
     assert summary["spearman_rho"] == pytest.approx(1.0)
@@ -138,14 +142,20 @@ def test_probe_in_worker_processes_matches_the_serial_probe():
 
 
 def test_headroom_table_on_hand_worked_probes():
-    def probe(env_id, fair, rho, seconds, episodes=1, best_fixed=None, platform=None):
+    from harness.compare import same_seed_wins
+
+    def probe(env_id, fair, rho, seconds, episodes=1, best_fixed=None, platform=None, paired=None):
         runs = [{"policy": "random", "seconds": s} for s in seconds]
         if best_fixed is not None:  # one run of 4 constant weight vectors
             runs.append({"policy": "best_fixed", "seconds": best_fixed})
         return {
             "env_id": env_id,
             "headroom": {"value": 5.0},
-            "headroom_fair": {"value": fair, "p_improvement": 0.75},
+            "headroom_fair": {
+                "value": fair,
+                "p_improvement": 0.75,
+                **({"same_seed": same_seed_wins(*paired)} if paired else {}),
+            },
             "spearman_rho": rho,
             "protocol": {"episodes": episodes, "seeds": list(range(len(seconds)))},
             "runs": runs,
@@ -161,18 +171,19 @@ def test_headroom_table_on_hand_worked_probes():
                 [2.0, 3.0],
                 best_fixed=20.0,
                 platform={"cpu_capability": "AVX2"},
+                paired=({0: 2.0, 1: 1.0}, {0: 1.0, 1: 1.0}),  # one win, one tie
             ),
             probe("AuxLabel-Digits-v0", 2.5, 0.7, [280.0, 300.0], episodes=2),
         ]
     ).splitlines()
     # 20 s over 4 vectors is 5 s per episode; 300 s over 2 epochs is 150 s per episode.
     assert table[2] == (
-        "| LossWeighting | `LossWeighting-Cubic-v1` | 2 | AVX2 | 5.00 (4.00) | 0.75 | 0.90 "
-        "| 2.0-5.0 | yes |"
+        "| LossWeighting | `LossWeighting-Cubic-v1` | 2 | AVX2 | 5.00 (4.00) | 0.75 "
+        "| 1/1 (1 tied) [0.03, 1.00] | 0.90 | 2.0-5.0 | yes |"
     )
     # A probe from before platforms were recorded says so.
     assert table[3] == (
-        "| AuxLabel | `AuxLabel-Digits-v0` | 2 | not recorded | 5.00 (2.50) | 0.75 | 0.70 "
+        "| AuxLabel | `AuxLabel-Digits-v0` | 2 | not recorded | 5.00 (2.50) | 0.75 | - | 0.70 "
         "| 140.0-150.0 | "
         "no: headroom < 3, rho < 0.8, episodes > 120 s |"
     )
