@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import pickle
 from pathlib import Path
 
@@ -159,3 +160,12 @@ def run_cli_killed_after(target: str, after: int, argv: list[str]) -> int:
 def run_killed():
     """:func:`run_cli_killed_after`, for tests that kill a run at a chosen point."""
     return run_cli_killed_after
+
+
+def alive(pid: int) -> bool:
+    """Whether a process with this id exists (a reaped child does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True

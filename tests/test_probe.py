@@ -8,6 +8,7 @@ import math
 import signal
 
 import pytest
+from conftest import alive
 
 from harness.cli import main
 from harness.probe import ProbeRun, format_headroom_table, summarize_probe
@@ -245,35 +246,25 @@ def test_a_checkpoint_of_another_protocol_is_not_mixed_in(tmp_path, monkeypatch)
     monkeypatch.setattr(
         probe_module, "_probe_run", lambda *task: calls.append(task[2:4]) or original(*task)
     )
-    first = probe_module.probe(
-        "LossWeighting-Cubic-v1",
-        {"epochs": 3},
-        ["random"],
-        range(1),
-        progress=False,
-        checkpoint=path,
-    )
+
+    def cubic(epochs: int, seeds: int) -> dict:
+        return probe_module.probe(
+            "LossWeighting-Cubic-v1",
+            {"epochs": epochs},
+            ["random"],
+            range(seeds),
+            progress=False,
+            checkpoint=path,
+        )
+
+    first = cubic(3, 1)
     # More seeds of the same protocol: seed 0 is taken from the checkpoint.
-    more = probe_module.probe(
-        "LossWeighting-Cubic-v1",
-        {"epochs": 3},
-        ["random"],
-        range(2),
-        progress=False,
-        checkpoint=path,
-    )
+    more = cubic(3, 2)
     assert calls == [("random", 0), ("random", 1)]
     assert more["runs"][0] == first["runs"][0]
     # Another run length: nothing of the checkpoint is used, and it is replaced.
     with pytest.warns(UserWarning, match="another protocol"):
-        other = probe_module.probe(
-            "LossWeighting-Cubic-v1",
-            {"epochs": 4},
-            ["random"],
-            range(1),
-            progress=False,
-            checkpoint=path,
-        )
+        other = cubic(4, 1)
     assert calls[2:] == [("random", 0)]
     assert other["runs"][0]["test"] != first["runs"][0]["test"]
     assert json.loads(path.read_text())["env_kwargs"] == {"epochs": 4}
@@ -347,13 +338,6 @@ def test_sigterm_stops_the_probe_workers_with_the_probe(tmp_path):
         assert child.wait(timeout=60) == 128 + signal.SIGTERM
     finally:
         child.kill()
-
-    def alive(pid: int) -> bool:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        return True
 
     deadline = time.monotonic() + 30
     while any(alive(pid) for pid in workers) and time.monotonic() < deadline:

@@ -7,16 +7,9 @@ import time
 from concurrent.futures import wait
 
 import pytest
+from conftest import alive
 
 from harness.workers import process_pool
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return True
 
 
 def test_an_error_in_the_parent_stops_the_running_workers():
@@ -30,7 +23,7 @@ def test_an_error_in_the_parent_stops_the_running_workers():
         raise RuntimeError("parent failed")
     # Not the 120 s a plain executor's exit would wait for the running calls.
     assert time.monotonic() - start < 60
-    assert not any(_alive(pid) for pid in pids)
+    assert not any(alive(pid) for pid in pids)
     # The running calls fail and the queued one is dropped, rather than left pending.
     done, pending = wait([*running, queued], timeout=30)
     assert not pending
