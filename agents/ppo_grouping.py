@@ -67,6 +67,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
             out = run_dir(config, "ppo", seed, f"B={budget}") / "tb_agent"
             model.set_logger(configure(str(out), ["tensorboard"]))
         model.learn(steps)
+        model.logger.close()
         obs, _ = env.reset(seed=s)
         done, info = False, {"selected": []}
         while not done:

@@ -135,9 +135,8 @@ def _gain_table(config: RunConfig, settings: dict[str, Any]) -> dict[str, Any]:
         from mtl_envs.training.group_trainer import shipped_tables
         from mtl_envs.utils import suggest
 
-        raise ConfigError(
-            f"`env_kwargs.table`: {err}{suggest(str(name), shipped_tables())}"
-        ) from None
+        argument = "env_kwargs.table" if settings.get("table") else "env_kwargs.dataset"
+        raise ConfigError(f"`{argument}`: {err}{suggest(str(name), shipped_tables())}") from None
 
 
 def _table_ids() -> list[str]:
@@ -181,7 +180,11 @@ def run_selection(
     tb = TensorBoardLog(run_dir(config, method, seed) / "tb" if config.tensorboard else None)
     try:
         for budget in budgets(config):
-            result = _run_budget(config, seed, method, select, problem, budget, oracle, settings)
+            finished = finished_result(config, method, seed, f"B={budget}", settings)
+            if finished is not None:  # resumed: its point is in the log already
+                result = finished
+                continue
+            result = _run_budget(config, seed, method, select, problem, budget, oracle)
             tb.scalars(result["final"], budget)
     finally:
         tb.close()
@@ -196,12 +199,8 @@ def _run_budget(
     problem: GroupingProblem,
     budget: int,
     oracle: bool,
-    settings: dict[str, Any] | None,
 ) -> dict[str, Any]:
-    """One budget of :func:`run_selection`: its result, written now or found written."""
-    finished = finished_result(config, method, seed, f"B={budget}", settings)
-    if finished is not None:
-        return finished
+    """One budget of :func:`run_selection`: select, score on the test gains, write."""
     start = time.perf_counter()
     groups, extra = select(problem, budget, seed)
     seconds = time.perf_counter() - start

@@ -121,8 +121,9 @@ def same_seed_wins(
 
     Where runs of one seed share what the seed sets (the data split and order, the initial
     network), comparing seed by seed removes that shared part of the noise, which the
-    unpaired :func:`improvement_probability` keeps. Returns ``wins``, ``ties`` and ``seeds``
-    (counts), ``p``: the share of the untied seeds where X wins, with ``ci``, its exact
+    unpaired :func:`improvement_probability` keeps. Returns ``wins``, ``ties``, ``nan`` (seeds
+    where either score is NaN, a diverged run's: left out, as neither side's win) and
+    ``seeds`` (counts), ``p``: the share of the decided seeds where X wins, with ``ci``, its exact
     (Clopper-Pearson) 95% interval, and ``sign_test_p``, the two-sided sign test of
     ``p = 1/2``; ``None`` without a common seed. Unlike a bootstrap interval, which is
     [1, 1] whenever X wins every seed, the exact interval says how many seeds that took
@@ -134,8 +135,9 @@ def same_seed_wins(
         return None
     sign = 1.0 if higher else -1.0
     diffs = [sign * (float(x[s]) - float(y[s])) for s in seeds]
+    nan = sum(math.isnan(d) for d in diffs)
     wins, ties = sum(d > 0 for d in diffs), sum(d == 0 for d in diffs)
-    decided = len(seeds) - ties
+    decided = len(seeds) - ties - nan
     p, low, high, pvalue = math.nan, math.nan, math.nan, math.nan
     if decided:
         test = binomtest(wins, decided)
@@ -145,6 +147,7 @@ def same_seed_wins(
     return {
         "wins": wins,
         "ties": ties,
+        "nan": nan,
         "seeds": len(seeds),
         "p": p,
         "ci": [low, high],
@@ -153,16 +156,18 @@ def same_seed_wins(
 
 
 def same_seed_text(paired: dict[str, Any] | None) -> str:
-    """``9/10 [0.55, 1.00]``: X's wins of the untied common seeds (ties named apart) and
-    the exact 95% interval of its share."""
+    """``9/10 [0.55, 1.00]``: X's wins of the decided common seeds (ties and NaN scores named
+    apart) and the exact 95% interval of its share."""
     if paired is None:
         return "- (no common seed)"
-    decided = paired["seeds"] - paired["ties"]
-    ties = f" ({paired['ties']} tied)" if paired["ties"] else ""
+    nan = paired.get("nan", 0)
+    decided = paired["seeds"] - paired["ties"] - nan
+    apart = [f"{paired['ties']} tied"] * bool(paired["ties"]) + [f"{nan} NaN"] * bool(nan)
+    note = f" ({', '.join(apart)})" if apart else ""
     if not decided:
-        return f"0/0{ties}"
+        return f"0/0{note}"
     low, high = paired["ci"]
-    return f"{paired['wins']}/{decided}{ties} [{low:.2f}, {high:.2f}]"
+    return f"{paired['wins']}/{decided}{note} [{low:.2f}, {high:.2f}]"
 
 
 def _scalar(value: Any) -> float:
@@ -264,8 +269,13 @@ def format_pairs(
                 scores = [[float(r[which][metric]) for r in group] for group in (a, b)]
                 p, low, high = improvement_probability(*scores, higher)
                 cell = f"{p:.2f} [{low:.2f}, {high:.2f}]"
-            by_seed = [{r["seed"]: float(r[which][metric]) for r in group} for group in (a, b)]
-            paired = same_seed_text(same_seed_wins(*by_seed, higher))
+            seeds = [[r["seed"] for r in group] for group in (a, b)]
+            twice = sorted({s for group in seeds for s in group if group.count(s) > 1})
+            if twice:  # two result folders with the same seeds: no one pairing
+                paired = f"- (seed {twice[0]} twice)"
+            else:
+                by_seed = [{r["seed"]: float(r[which][metric]) for r in g} for g in (a, b)]
+                paired = same_seed_text(same_seed_wins(*by_seed, higher))
             rows.append(
                 [env, f"{label(a)} vs {label(b)}", cell, paired, f"{count(a)} / {count(b)}"]
             )

@@ -173,9 +173,12 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
     policy beats a run of random, ties counting one half, and ``p_improvement_ci`` its 95%
     bootstrap interval (:func:`harness.compare.improvement_probability`, as ``rliable``
     counts it). It is a rank statistic, so one run far out in random's tail moves it by at
-    most 1 / n, where it can halve the headroom. Runs of one seed share the env's seed (the
-    network's initialisation and the data order), so ``same_seed`` compares the best
-    policy with random seed by seed (:func:`harness.compare.same_seed_wins`).
+    most 1 / n, where it can halve the headroom. Runs of one seed share the env's seed (on
+    LossWeighting and AuxLabel ids the network's initialisation and the data order; a
+    TaskGrouping episode holds no randomness, only the random policy's draws vary), so
+    ``same_seed`` compares the best policy with random seed by seed
+    (:func:`harness.compare.same_seed_wins`). The best policy is the one with the best mean
+    on these same runs, so with several policies both comparisons lean in its favour.
     """
     from scipy.stats import spearmanr
 
@@ -288,6 +291,8 @@ def probe(
     book = _Checkpoint(checkpoint, env_id, env_kwargs, run_episodes, platform)
     runs: list[ProbeRun | None] = [book.finished.get((task[2], task[3])) for task in tasks]
     todo = [i for i, run in enumerate(runs) if run is None]
+    if progress and book.finished:
+        print(f"resuming from {checkpoint}: {len(tasks) - len(todo)} of {len(tasks)} runs done")
     bar = tqdm(
         total=len(tasks),
         initial=len(tasks) - len(todo),
@@ -362,18 +367,19 @@ class _Checkpoint:
             return
         try:
             kept = read_json(self.path)
-        except ConfigError:
-            kept = {}  # truncated by hand or corrupt: nothing in it can be trusted
-        if {k: kept.get(k) for k in self.protocol} != self.protocol:
+            if {k: kept.get(k) for k in self.protocol} != self.protocol:
+                raise ValueError("another protocol")
+            runs = list(kept["runs"])
+            finished = {(r["policy"], r["seed"]): ProbeRun(**r) for r in runs}
+        except (ConfigError, AttributeError, KeyError, TypeError, ValueError):
+            # Corrupt, edited, of another layout or of another protocol: nothing in it is used.
             warnings.warn(
                 f"{self.path} is unreadable or holds runs of another protocol (id, env "
                 "kwargs, episodes or platform); the probe starts afresh.",
                 stacklevel=3,
             )
             return
-        self.runs = list(kept.get("runs", []))
-        self.finished = {(r["policy"], r["seed"]): ProbeRun(**r) for r in self.runs}
-        print(f"resuming from {self.path}: {len(self.finished)} finished runs")
+        self.runs, self.finished = runs, finished
 
     def add(self, run: ProbeRun) -> None:
         if self.path is None:
@@ -434,8 +440,12 @@ def format_probe(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{label}: {head['value']:.2f} ({head['best']}{oracle} - random = "
                 f"{head['gap']:.4f}, pooled std {head['pooled_std']:.4f}); "
-                f"P({head['best']} beats random) {probability_text(head)}; on the same seed "
-                f"{same_seed_text(head.get('same_seed'))}"
+                f"P({head['best']} beats random) {probability_text(head)}"
+                + (
+                    f"; on the same seed {same_seed_text(head['same_seed'])}"
+                    if "same_seed" in head
+                    else ""
+                )
             )
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")

@@ -44,14 +44,32 @@ def sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+@contextlib.contextmanager
+def _signals_ignored() -> Iterator[None]:
+    """SIGTERM and SIGINT ignored within the block (main thread only): a second signal must
+    not cut short the cleanup that the first one started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    kinds = (signal.SIGTERM, signal.SIGINT)
+    previous = {kind: signal.signal(kind, signal.SIG_IGN) for kind in kinds}
+    try:
+        yield
+    finally:
+        for kind, handler in previous.items():
+            signal.signal(kind, handler)
+
+
 def terminate_workers(pool: ProcessPoolExecutor) -> None:
-    """Stop every worker of ``pool`` now and drop the calls not yet started."""
-    if hasattr(pool, "terminate_workers"):  # Python >= 3.14
+    """Stop every worker of ``pool`` now, drop the calls not yet started, and reap the
+    workers (SIGTERM, then SIGKILL for one still alive after 10 s)."""
+    # The executor's worker processes (pid -> Process): the only way to stop a running call
+    # before Python 3.14, and on 3.14 the way to reap them, which its terminate_workers()
+    # does not. shutdown() clears the mapping, so it is copied first.
+    processes = list((getattr(pool, "_processes", None) or {}).values())
+    if not processes and hasattr(pool, "terminate_workers"):  # the mapping renamed: 3.14+
         pool.terminate_workers()
         return
-    # Before 3.14 the executor has no public way to stop a running call; its worker
-    # processes are in ``_processes`` (pid -> Process), which shutdown() clears.
-    processes = list((getattr(pool, "_processes", None) or {}).values())
     for process in processes:
         process.terminate()
     pool.shutdown(wait=False, cancel_futures=True)
@@ -71,10 +89,11 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     with sigterm_raises():
         try:
             yield pool
+            pool.shutdown(wait=True)
         except BaseException:
-            terminate_workers(pool)
+            with _signals_ignored():
+                terminate_workers(pool)
             raise
-        pool.shutdown(wait=True)
 
 
 __all__ = ["Terminated", "process_pool", "sigterm_raises", "terminate_workers"]

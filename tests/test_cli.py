@@ -1,6 +1,7 @@
 """The mtl-envs command: list, run (baselines), compare, and its error messages."""
 
 import json
+import re
 import warnings
 from pathlib import Path
 
@@ -134,9 +135,10 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:random"]) == 0
     pairs = capsys.readouterr().out.splitlines()[-1]
     # Two seeds each: no bootstrap interval, as the table gives none below three; seed by
-    # seed, the count (these one-epoch runs end level on both seeds: no seed decides).
-    assert pairs.startswith("| AuxLabel-Digits-v0 | stl vs random | - (3+ seeds each) | ")
-    assert pairs.endswith(" | 2 / 2 |")
+    # seed, the count.
+    cells = pairs.split(" | ")
+    assert cells[1:3] == ["stl vs random", "- (3+ seeds each)"] and cells[4] == "2 / 2 |"
+    assert re.fullmatch(r"\d/\d( \(\d tied\))? \[[\d.]+, [\d.]+\]|0/0 \(2 tied\)", cells[3])
     # A misspelt method is named (with the closest one) before any table is printed.
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:randm"]) == 2
     out = capsys.readouterr()
@@ -375,6 +377,9 @@ def test_pairs_name_the_comparisons_of_a_claim():
     assert cells[2][1:5] == ["o [oracle] vs a", "1.00 [1.00, 1.00]", "3/3 [0.29, 1.00]", "3 / 3 |"]
     with pytest.raises(ConfigError, match=r"`pairs` entry 'a:c'.*Methods: \['a', 'b', 'o'\]"):
         format_pairs(results, ["a:c"], "test/loss")
+    # The same seed twice (two result folders read together): no pairing is made up.
+    twice = format_pairs([*results, loss("a", 0, 9.0)], ["a:b"], "test/loss").splitlines()[2]
+    assert "| - (seed 0 twice) |" in twice
 
 
 def test_same_seed_wins_on_hand_worked_runs():
@@ -396,6 +401,11 @@ def test_same_seed_wins_on_hand_worked_runs():
     assert ten["ci"] == pytest.approx([0.025**0.1, 1.0]) and ten["sign_test_p"] == 2 / 1024
     assert same_seed_wins({0: 1.0}, {1: 1.0}) is None
     assert same_seed_text(None) == "- (no common seed)"
+    # A NaN score (a diverged run) decides no seed, whichever side it is on.
+    nan = float("nan")
+    x, y = {0: 1.0, 1: 2.0, 2: 3.0, 3: nan}, {0: 0.0, 1: 1.0, 2: 1.0, 3: 1.0}
+    assert same_seed_text(same_seed_wins(x, y)) == "3/3 (1 NaN) [0.29, 1.00]"
+    assert same_seed_text(same_seed_wins(y, x)) == "0/3 (1 NaN) [0.00, 0.71]"
 
 
 def test_bootstrapped_statistics_equal_rliables_to_the_bit():
