@@ -268,6 +268,13 @@ def test_a_checkpoint_of_another_protocol_is_not_mixed_in(tmp_path, monkeypatch)
     assert calls[2:] == [("random", 0)]
     assert other["runs"][0]["test"] != first["runs"][0]["test"]
     assert json.loads(path.read_text())["env_kwargs"] == {"epochs": 4}
+    # A checkpoint edited by hand, or of another layout, is not used either.
+    kept = json.loads(path.read_text())
+    for bad in ([kept], {**kept, "runs": [{"policy": "random"}]}, {**kept, "runs": [3]}):
+        path.write_text(json.dumps(bad))
+        with pytest.warns(UserWarning, match="unreadable"):
+            cubic(4, 1)
+    assert len(calls) == 3 + 3
 
 
 # A policy that records its process id and then takes its time: the probe's workers are
