@@ -4,15 +4,18 @@ A ``ProcessPoolExecutor`` left by an exception waits for its workers to finish t
 current call, and a SIGTERM kills the parent outright: either way a worker in the middle of
 an hour-long training run goes on alone, holding a core. :func:`process_pool` turns SIGTERM
 into an exception while the pool is open and, on any exception (SIGTERM, Ctrl-C, a failure
-in the parent), terminates the workers before it propagates.
+in the parent), terminates the workers before it propagates; a worker whose parent was
+killed outright (SIGKILL) ends itself within a second.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing as mp
+import os
 import signal
 import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
@@ -80,12 +83,31 @@ def terminate_workers(pool: ProcessPoolExecutor) -> None:
             process.join()
 
 
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """Worker initializer: a daemon thread ends this process once ``parent`` is gone (its
+    parent id changes), as PyTorch's DataLoader workers watch theirs. That covers what no
+    handler can: the parent killed by SIGKILL or the OOM killer."""
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
+
+
 @contextlib.contextmanager
 def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A pool of ``workers`` spawned processes (no forked torch state in them) whose workers
-    are terminated if the block ends by an exception, SIGTERM included; on a normal exit it
-    waits for them as ``with ProcessPoolExecutor(...)`` does."""
-    pool = ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn"))
+    are terminated if the block ends by an exception, SIGTERM included, and end by themselves
+    if the parent dies outright; on a normal exit it waits for them as
+    ``with ProcessPoolExecutor(...)`` does."""
+    pool = ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
     with sigterm_raises():
         try:
             yield pool

@@ -163,9 +163,14 @@ def run_killed():
 
 
 def alive(pid: int) -> bool:
-    """Whether a process with this id exists (a reaped child does not)."""
+    """Whether a process with this id is running: not gone, and not a zombie (an orphan's
+    exit is reaped by whatever runs as PID 1, which in a container may never do it)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    return True
+    status = Path(f"/proc/{pid}/status")
+    try:
+        return "\tZ" not in next(x for x in status.read_text().splitlines() if x[:6] == "State:")
+    except (OSError, StopIteration):  # no /proc (macOS), or gone meanwhile
+        return True

@@ -300,7 +300,14 @@ class Slow:
 """
 
 
-def test_sigterm_stops_the_probe_workers_with_the_probe(tmp_path):
+@pytest.mark.parametrize(
+    ("kill", "status"),
+    [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGKILL, -signal.SIGKILL)],
+    ids=["sigterm", "sigkill"],
+)
+def test_the_probe_workers_stop_with_the_probe(tmp_path, kill, status):
+    """SIGTERM: the probe terminates its workers; SIGKILL (no handler runs): each worker
+    sees its parent gone and ends itself."""
     import os
     import subprocess
     import sys
@@ -341,8 +348,8 @@ def test_sigterm_stops_the_probe_workers_with_the_probe(tmp_path):
             time.sleep(0.2)
         workers = [int(p.name) for p in pids.iterdir()]
         assert len(workers) == 2
-        child.send_signal(signal.SIGTERM)
-        assert child.wait(timeout=60) == 128 + signal.SIGTERM
+        child.send_signal(kill)
+        assert child.wait(timeout=60) == status
     finally:
         child.kill()
 
