@@ -11,6 +11,8 @@ mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from harness.compare import (
 from harness.config import RunConfig, apply_overrides
 from harness.registry import check_run, methods_for, resolve, same_family
 from harness.results import default_metric, load_results
+from harness.workers import Terminated
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import read_json
 
@@ -312,6 +315,12 @@ def main(argv: list[str] | None = None) -> int:
             "compare": cmd_compare,
         }
         outcome = commands[args.command](args)
+    except Terminated:
+        # The cleanup has run (workers stopped, files closed): end as SIGTERM would have,
+        # so that a parent process sees the signal rather than an exit status.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        raise
     except ConfigError as err:
         # Bad input (a name, a value, a key, a missing file: PathNotFoundError) is one line;
         # anything else is a bug and keeps its traceback.

@@ -22,7 +22,8 @@ from typing import Any
 
 
 class Terminated(SystemExit):
-    """SIGTERM reached the parent: exits with status 128 + 15, as the signal itself would."""
+    """SIGTERM reached the parent. A ``SystemExit`` (status 128 + 15, a shell's view of the
+    signal) so that only cleanup catches it; ``mtl-envs`` then ends by the signal itself."""
 
     def __init__(self) -> None:
         super().__init__(128 + signal.SIGTERM)
