@@ -4,6 +4,7 @@ mtl-envs list
 mtl-envs run CONFIG.yaml [key=value ...] [--data-root DIR]
 mtl-envs sweep SWEEP.yaml [key=value ...] [--data-root DIR]
 mtl-envs probe ENV_ID [key=value ...] [--seeds 5] [--policies ...] [--episodes 10] [--jobs 1]
+               [--out FILE.json] [--extend]
 mtl-envs compare RESULT.json|DIR ... [--metric test/accuracy] [--which best] [--spread sem]
                  [--baseline random] [--pairs igbv2:ew ...] [--plot out.png]
 """
@@ -178,6 +179,7 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
         progress=True,
         jobs=args.jobs,
         checkpoint=partial,
+        extend=out if args.extend else None,
     )
     # A machine's data path says nothing about the result: it is not written.
     kept = {k: v for k, v in summary["env_kwargs"].items() if k != "data_root"}
@@ -259,6 +261,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--jobs", type=int, default=1, help="worker processes of one thread each (default 1)"
     )
     probe.add_argument("--out", default=None, help="JSON output (results/probe/ENV_ID.json)")
+    probe.add_argument(
+        "--extend",
+        action="store_true",
+        help="reuse the runs of an existing --out file of the same protocol: more seeds or "
+        "policies run only what is new",
+    )
     probe.add_argument("--data-root", default=None, help="dataset folder")
     compare = sub.add_parser("compare", help="table (and plot) of result files")
     compare.add_argument("results", nargs="+", help="result.json files or folders holding them")

@@ -1,7 +1,7 @@
 """Policy-sensitivity probe: does the choice of policy change the outcome of an env id?
 
     mtl-envs probe ENV_ID [--seeds 5] [--policies random human ...] [--episodes 10]
-                   [--out FILE.json] [--data-root DIR] [key=value ...]
+                   [--jobs 1] [--out FILE.json] [--extend] [--data-root DIR] [key=value ...]
 
 Runs reference policies (``mtl_envs.envs.policies``) or any importable policy
 (``package.module:Class``, built as ``Class(env, seed)``) for whole episodes through the env's
@@ -245,6 +245,7 @@ def probe(
     progress: bool = True,
     jobs: int = 1,
     checkpoint: str | Path | None = None,
+    extend: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run every policy on every seed; return the runs and their summary.
 
@@ -259,6 +260,9 @@ def probe(
     episodes and platform (:func:`~harness.results.platform_record`: per-seed numbers repeat
     only on the same kernels and thread count); otherwise it is started afresh. The caller
     removes the checkpoint once the probe's result is written.
+
+    ``extend``: a finished probe result whose runs of the same protocol are taken as done,
+    so that a probe with more seeds or policies runs only what is new.
     """
     from tqdm.auto import tqdm
 
@@ -289,10 +293,12 @@ def probe(
     run_episodes = 1 if family.episode_is_run else episodes
     platform = platform_record(torch_threads=1 if jobs > 1 else None)
     book = _Checkpoint(checkpoint, env_id, env_kwargs, run_episodes, platform)
+    if extend is not None and Path(extend).is_file():
+        book.extend_from(extend)
     runs: list[ProbeRun | None] = [book.finished.get((task[2], task[3])) for task in tasks]
     todo = [i for i, run in enumerate(runs) if run is None]
     if progress and book.finished:
-        print(f"resuming from {checkpoint}: {len(tasks) - len(todo)} of {len(tasks)} runs done")
+        print(f"{len(tasks) - len(todo)} of {len(tasks)} runs done already (kept runs reused)")
     bar = tqdm(
         total=len(tasks),
         initial=len(tasks) - len(todo),
@@ -363,23 +369,37 @@ class _Checkpoint:
         )
         self.runs: list[dict[str, Any]] = []
         self.finished: dict[tuple[str, int], ProbeRun] = {}
-        if self.path is None or not self.path.is_file():
-            return
+        if self.path is not None and self.path.is_file():
+            self._take(self.path, lambda kept: kept, "the probe starts afresh")
+
+    def extend_from(self, result_path: str | Path) -> None:
+        """Take the runs of a finished probe result (``mtl-envs probe --out``) of the same
+        protocol, where the checkpoint has none for their (policy, seed)."""
+
+        def protocol_of(result: dict[str, Any]) -> dict[str, Any]:
+            kwargs = {k: v for k, v in result["env_kwargs"].items() if k != "data_root"}
+            episodes = result["protocol"]["episodes"]
+            return {**result, "env_kwargs": kwargs, "episodes": episodes}
+
+        self._take(Path(result_path), protocol_of, "its runs are not reused")
+
+    def _take(self, path: Path, as_checkpoint, fallback: str) -> None:
         try:
-            kept = read_json(self.path)
+            kept = as_checkpoint(read_json(path))
             if {k: kept.get(k) for k in self.protocol} != self.protocol:
                 raise ValueError("another protocol")
-            runs = list(kept["runs"])
+            runs = [r for r in kept["runs"] if (r["policy"], r["seed"]) not in self.finished]
             finished = {(r["policy"], r["seed"]): ProbeRun(**r) for r in runs}
         except (ConfigError, AttributeError, KeyError, TypeError, ValueError):
             # Corrupt, edited, of another layout or of another protocol: nothing in it is used.
             warnings.warn(
-                f"{self.path} is unreadable or holds runs of another protocol (id, env "
-                "kwargs, episodes or platform); the probe starts afresh.",
-                stacklevel=3,
+                f"{path} is unreadable or holds runs of another protocol (id, env kwargs, "
+                f"episodes or platform); {fallback}.",
+                stacklevel=4,
             )
             return
-        self.runs, self.finished = runs, finished
+        self.runs += runs
+        self.finished.update(finished)
 
     def add(self, run: ProbeRun) -> None:
         if self.path is None:

@@ -386,3 +386,38 @@ def test_the_family_descriptor_sets_the_probe_protocol(monkeypatch):
 
     with pytest.raises(ConfigError, match=r"Unknown TaskGrouping policy 'best_fixed'"):
         probe_module.probe("TaskGrouping-Digits10-v1", policies=["best_fixed"], progress=False)
+
+
+def test_extend_runs_only_the_seeds_a_kept_result_lacks(tmp_path, monkeypatch):
+    import harness.probe as probe_module
+
+    calls = []
+    original = probe_module._probe_run
+    monkeypatch.setattr(
+        probe_module, "_probe_run", lambda *task: calls.append(task[2:4]) or original(*task)
+    )
+    out = tmp_path / "probe.json"
+    argv = ["probe", "LossWeighting-Cubic-v1", "epochs=3", "--policies", "random"]
+    main([*argv, "--seeds", "2", "--out", str(out)])
+    first = json.loads(out.read_text())
+    main([*argv, "--seeds", "3", "--out", str(out), "--extend"])
+    assert calls == [("random", 0), ("random", 1), ("random", 2)]
+    extended = json.loads(out.read_text())
+    assert extended["runs"][:2] == first["runs"] and extended["protocol"]["seeds"] == [0, 1, 2]
+    # Another run length: the kept runs are not reused, and every seed runs.
+    with pytest.warns(UserWarning, match="not reused"):
+        main(
+            [
+                "probe",
+                "LossWeighting-Cubic-v1",
+                "epochs=4",
+                "--policies",
+                "random",
+                "--seeds",
+                "2",
+                "--out",
+                str(out),
+                "--extend",
+            ]
+        )
+    assert calls[3:] == [("random", 0), ("random", 1)]
