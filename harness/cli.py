@@ -155,7 +155,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
-    from harness.probe import format_probe, probe
+    from harness.probe import format_probe, portable_kwargs, probe
     from mtl_envs.io import atomic_write_json
 
     env_kwargs = apply_overrides({}, args.overrides)
@@ -181,9 +181,7 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
         checkpoint=partial,
         extend=out if args.extend else None,
     )
-    # A machine's data path says nothing about the result: it is not written.
-    kept = {k: v for k, v in summary["env_kwargs"].items() if k != "data_root"}
-    atomic_write_json(out, {**summary, "env_kwargs": kept})
+    atomic_write_json(out, {**summary, "env_kwargs": portable_kwargs(summary["env_kwargs"])})
     partial.unlink(missing_ok=True)
     print(format_probe(summary))
     print(f"written: {out}")

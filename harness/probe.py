@@ -338,6 +338,12 @@ def probe(
     }
 
 
+def portable_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Env kwargs as a probe result keeps them: without ``data_root``, a machine's data path,
+    which says nothing about the runs."""
+    return {k: v for k, v in env_kwargs.items() if k != "data_root"}
+
+
 class _Checkpoint:
     """The finished runs of a probe, kept in a JSON file rewritten (atomically) after each.
 
@@ -354,13 +360,11 @@ class _Checkpoint:
         platform: dict[str, Any],
     ) -> None:
         self.path = None if path is None else Path(path)
-        # A machine's data path says nothing about the runs.
-        kwargs = {k: v for k, v in env_kwargs.items() if k != "data_root"}
         self.protocol = json.loads(
             json.dumps(
                 {
                     "env_id": env_id,
-                    "env_kwargs": kwargs,
+                    "env_kwargs": portable_kwargs(env_kwargs),
                     "episodes": episodes,
                     "platform": platform,
                 },
@@ -377,8 +381,7 @@ class _Checkpoint:
         protocol, where the checkpoint has none for their (policy, seed)."""
 
         def protocol_of(result: dict[str, Any]) -> dict[str, Any]:
-            kwargs = {k: v for k, v in result["env_kwargs"].items() if k != "data_root"}
-            episodes = result["protocol"]["episodes"]
+            kwargs, episodes = portable_kwargs(result["env_kwargs"]), result["protocol"]["episodes"]
             return {**result, "env_kwargs": kwargs, "episodes": episodes}
 
         self._take(Path(result_path), protocol_of, "its runs are not reused")
