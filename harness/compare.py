@@ -17,15 +17,9 @@ import numpy as np
 
 from harness.results import default_metric
 from mtl_envs.errors import ConfigError
+from mtl_envs.families import higher_is_better
 from mtl_envs.io import atomic_save
 from mtl_envs.utils import suggest
-
-
-def higher_is_better(metric: str) -> bool:
-    """Accuracy-like scores and gains go up; losses, errors, Δm and times go down."""
-    leaf = metric.rsplit("/", 1)[-1]
-    return leaf.endswith(("accuracy", "precision", "recall", "f1", "gain", "score"))
-
 
 # Bootstrap resamples of the rliable intervals: 2,000 keeps a table under a second.
 BOOTSTRAP_REPS = 2000

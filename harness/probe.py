@@ -58,13 +58,9 @@ from mtl_envs.envs.policies import (
     make_policy,
 )
 from mtl_envs.errors import ConfigError
-from mtl_envs.families import EnvFamily, family_of
+from mtl_envs.families import EnvFamily, family_of, higher_is_better
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, check_seeds
-
-
-def higher_is_better(metric: str) -> bool:
-    return metric.endswith(("accuracy", "gain"))
 
 
 @dataclass

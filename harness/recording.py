@@ -13,7 +13,7 @@ import torch
 
 from harness.config import RunConfig
 from harness.results import make_result, run_dir
-from mtl_envs.errors import ConfigError
+from mtl_envs.families import family_of
 from mtl_envs.io import atomic_write_json, is_numpy_scalar
 
 
@@ -38,19 +38,6 @@ class TensorBoardLog:
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()
-
-
-def selection_metric(metrics: dict[str, float]) -> tuple[str, int]:
-    """The validation score that picks the best epoch, and its direction (+1 = higher)."""
-    for key, sign in (
-        ("val/accuracy", 1),
-        ("val/mean_accuracy", 1),
-        ("val/mean_nmse", -1),
-        ("val/mean_mse", -1),
-    ):
-        if key in metrics:
-            return key, sign
-    raise ConfigError(f"No validation score among {sorted(metrics)}.")
 
 
 class EpochRecorder:
@@ -79,6 +66,7 @@ class EpochRecorder:
 
         self.config, self.method, self.seed, self.evaluate = config, method, seed, evaluate
         self.total_epochs = total_epochs or config.epochs
+        self.family = family_of(config.env_id)  # its validation score picks the best epoch
         # A callable is read at every use: an env's seeded reset builds a new network, so a
         # list taken before it would hold one that never trains.
         self._models = models if callable(models) else (lambda fixed=list(models or []): fixed)
@@ -121,7 +109,7 @@ class EpochRecorder:
         if not finite and self.diverged_epoch is None:
             self.diverged_epoch = epoch + 1  # NaN/inf losses: the runner stops here
         if due:
-            key, sign = selection_metric(metrics)
+            key, sign = self.family.selection_metric(metrics)
             # A diverged network never counts as the best one, whatever its (e.g. all-one-
             # class) validation accuracy.
             if finite and (not self.best or sign * metrics[key] > sign * self.best[key]):

@@ -84,6 +84,11 @@ METHOD_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
 }
 
 
+# Besides `method_kwargs`, every agent reads the config's `agent` section (its SB3 keyword
+# arguments); these also read `policy` (the policy network's options).
+POLICY_READERS = {("AuxLabel", "ppo")}
+
+
 def methods_for(family: str) -> list[str]:
     """The method names registered for a family."""
     return sorted(m for f, m in METHODS if f == family)
@@ -160,7 +165,7 @@ def check_agent_sections(config: RunConfig, methods: Sequence[str] | None = None
     agents = agent_methods(config.env_id, methods)
     readers = {
         "agent": agents,
-        "policy": [m for m in agents if (family, m) == ("AuxLabel", "ppo")],
+        "policy": [m for m in agents if (family, m) in POLICY_READERS],
     }
     for section, section_readers in readers.items():
         keys = sorted(getattr(config, section))

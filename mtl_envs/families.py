@@ -18,6 +18,12 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.utils import suggest
 
 
+def higher_is_better(metric: str) -> bool:
+    """Accuracy-like scores and gains go up; losses, errors, Δm and times go down."""
+    leaf = metric.rsplit("/", 1)[-1]
+    return leaf.endswith(("accuracy", "precision", "recall", "f1", "gain", "score"))
+
+
 @dataclass(frozen=True)
 class EnvFamily:
     """One MDP and the ids registered for it."""
@@ -65,6 +71,16 @@ class EnvFamily:
         raise ConfigError(
             f"No {self.name} headline metric ({list(self.metrics)}) among {sorted(metrics)}."
         )
+
+    def selection_metric(self, metrics: Mapping[str, Any]) -> tuple[str, int]:
+        """The validation score that picks a run's best epoch and its direction (+1: higher
+        is better): the first of the family's metrics that ``metrics`` holds on the
+        validation split."""
+        for name in self.metrics:
+            key = "val/" + name.split("/", 1)[1]
+            if key in metrics:
+                return key, 1 if higher_is_better(key) else -1
+        raise ConfigError(f"No {self.name} validation score among {sorted(metrics)}.")
 
     def kwargs(self, env_id: str) -> dict[str, Any]:
         """The registered kwargs of one of the family's ids."""

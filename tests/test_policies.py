@@ -167,3 +167,23 @@ def test_normalized_score_on_hand_worked_numbers(monkeypatch):
     # Lower-is-better metrics map the same way: random 0, best 1.
     table["Toy-v0"]["policies"]["human"]["mean"] = 0.20
     assert scores.normalized_score("Toy-v0", 0.30) == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)
+def test_env_family_of_an_instance_is_its_ids_family(env_id, data_env):
+    """Single and vector forms, wrapped or not, name the family their id is registered in."""
+    from mtl_envs.families import family_of
+
+    expected = family_of(env_id).name
+    env = gym.make(env_id, **cheap_kwargs(env_id))
+    assert env_family(env) == env_family(env.unwrapped) == expected
+    env.close()
+    if family_of(env_id).vector_entry_point is not None:
+        kwargs = cheap_kwargs(env_id)
+        if expected == "AuxLabel":  # one slot per sample of a batch
+            kwargs["train_batch_size"] = 2
+        vec = gym.make_vec(env_id, num_envs=2, vectorization_mode="vector_entry_point", **kwargs)
+        assert env_family(vec) == expected
+        vec.close()
+    with pytest.raises(ConfigError, match="CartPoleEnv is not an mtl-envs environment"):
+        env_family(gym.make("CartPole-v1"))

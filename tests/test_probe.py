@@ -12,6 +12,7 @@ from conftest import alive
 
 from harness.cli import main
 from harness.probe import ProbeRun, format_headroom_table, summarize_probe
+from mtl_envs.errors import ConfigError
 
 
 def _run(policy: str, seed: int, ret: float, test: float, oracle: bool = False) -> ProbeRun:
@@ -421,3 +422,24 @@ def test_extend_runs_only_the_seeds_a_kept_result_lacks(tmp_path, monkeypatch):
             ]
         )
     assert calls[3:] == [("random", 0), ("random", 1)]
+
+
+def test_one_direction_rule_and_the_descriptor_picks_the_selection_metric():
+    """The probe, the comparisons and the recorder read one direction rule; the validation
+    score that picks the best epoch is the first of the family's headline metrics."""
+    from harness import compare, probe
+    from mtl_envs.families import FAMILIES, higher_is_better
+
+    assert probe.higher_is_better is compare.higher_is_better is higher_is_better
+    assert higher_is_better("test/mean_accuracy") and higher_is_better("test/total_gain")
+    assert not higher_is_better("test/mean_nmse") and not higher_is_better("delta_m")
+    lw = FAMILIES["LossWeighting"]
+    regression = {"val/mean_mse": 2.0, "val/mean_nmse": 0.5, "val/raw_mse": 9.0, "val/loss": 1}
+    assert lw.selection_metric(regression) == ("val/mean_nmse", -1)
+    assert lw.selection_metric({"val/mean_accuracy": 0.9, "val/loss": 0.3}) == (
+        "val/mean_accuracy",
+        1,
+    )
+    assert FAMILIES["AuxLabel"].selection_metric({"val/accuracy": 0.4}) == ("val/accuracy", 1)
+    with pytest.raises(ConfigError, match="No LossWeighting validation score"):
+        lw.selection_metric({"test/mean_nmse": 0.5})

@@ -29,9 +29,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from gymnasium.envs.registration import load_env_creator
 from gymnasium.vector import VectorEnv
 
 from mtl_envs.errors import ConfigError
+from mtl_envs.families import FAMILIES
 from mtl_envs.utils import lookup
 
 
@@ -401,19 +403,13 @@ REFERENCE_POLICIES: dict[str, dict[str, Callable[..., ReferencePolicy]]] = {
 
 
 def env_family(env: Any) -> str:
-    """``"AuxLabel"``, ``"LossWeighting"`` or ``"TaskGrouping"`` for an env instance."""
-    from mtl_envs.envs.aux_label import AuxLabelEnv, AuxLabelVectorEnv
-    from mtl_envs.envs.loss_weighting import LossWeightingEnv
-    from mtl_envs.envs.task_grouping import TaskGroupingEnv
-
+    """The family name (``"AuxLabel"``, ...) of an env instance: the family whose entry point
+    or vector entry point built its unwrapped env."""
     env = env.unwrapped if hasattr(env, "unwrapped") else env
-    for family, classes in (
-        ("AuxLabel", (AuxLabelEnv, AuxLabelVectorEnv)),
-        ("LossWeighting", (LossWeightingEnv,)),
-        ("TaskGrouping", (TaskGroupingEnv,)),
-    ):
-        if isinstance(env, classes):
-            return family
+    for family in FAMILIES.values():
+        for entry_point in (family.entry_point, family.vector_entry_point):
+            if entry_point is not None and isinstance(env, load_env_creator(entry_point)):
+                return family.name
     raise ConfigError(f"{type(env).__name__} is not an mtl-envs environment.")
 
 
