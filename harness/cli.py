@@ -27,6 +27,7 @@ from harness.compare import (
     format_table,
     format_value,
     natural_key,
+    pair_spec,
     plot_summary,
     summarize,
 )
@@ -206,7 +207,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             for row in rows:
                 for key in ("p_improve", "p_low", "p_high", "baseline"):
                     row.pop(key, None)
-        own = [p for p in pairs if set(p.split(":")) <= present]
+        own = [p for p in pairs if {pair_spec(m)[0] for m in p.split(":")} <= present]
         unpaired -= set(own)
         blocks.append((metric, rows, format_pairs(group, own, metric, args.which) if own else ""))
     if unpaired:
@@ -297,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=None,
         metavar="X:Y",
-        help="also P(a run of X beats one of Y) with its 95%% interval, per pair",
+        help="also P(a run of X beats one of Y) with its 95%% interval and X's wins seed by "
+        "seed, per pair; X@A:Y@B compares runs of settings or variants A and B",
     )
     compare.add_argument("--plot", default=None, help="write a PNG bar chart here")
     return parser

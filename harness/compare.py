@@ -193,19 +193,67 @@ def _row_env(result: dict[str, Any]) -> str:
     return " ".join(str(x) for x in parts if x)
 
 
+def pair_spec(spec: str) -> tuple[str, str | None]:
+    """``"hypernet@metadata"`` -> ``("hypernet", "metadata")``: a method and, optionally, the
+    setting or sweep variant its runs come from (``"ew"`` -> ``("ew", None)``)."""
+    method, _, where = spec.partition("@")
+    return method, where or None
+
+
 def check_pairs(results: list[dict[str, Any]], pairs: list[str]) -> None:
     """``ConfigError`` for a ``pairs`` entry that is not ``"X:Y"`` with X and Y methods of
-    ``results``, naming the closest method."""
+    ``results``, naming the closest method. ``"X@A:Y@B"`` compares runs of setting or
+    variant A with runs of B (the hypernetwork with and without metadata); both sides then
+    name one."""
     everywhere = {r["method"] for r in results}
     for pair in pairs:
         x, _, y = pair.partition(":")
-        if not x or not y or x not in everywhere or y not in everywhere:
-            unknown = next((m for m in (x, y) if m and m not in everywhere), "")
+        (xm, xw), (ym, yw) = pair_spec(x), pair_spec(y)
+        if not xm or not ym or xm not in everywhere or ym not in everywhere:
+            unknown = next((m for m in (xm, ym) if m and m not in everywhere), "")
             raise ConfigError(
                 f"`pairs` entry {pair!r} must be 'X:Y' with X and Y methods of these results."
                 f"{suggest(unknown, sorted(everywhere)) if unknown else ''} "
                 f"Methods: {sorted(everywhere)}."
             )
+        if (xw is None) != (yw is None):
+            raise ConfigError(
+                f"`pairs` entry {pair!r} names a setting on one side only: write 'X@A:Y@B' to "
+                "compare runs of two settings or variants, or 'X:Y' within each."
+            )
+        for method, where in ((xm, xw), (ym, yw)):
+            labels = sorted(
+                {
+                    str(r.get(k))
+                    for r in results
+                    if r["method"] == method
+                    for k in ("setting", "variant")
+                    if r.get(k)
+                }
+            )
+            if where is not None and where not in labels:
+                raise ConfigError(
+                    f"`pairs` entry {pair!r}: {method} has no runs of setting or variant "
+                    f"{where!r}.{suggest(where, labels)} Its settings and variants: {labels}."
+                )
+
+
+def _pair_groups(
+    results: list[dict[str, Any]], pair: str
+) -> dict[str, tuple[list[dict[str, Any]], list[dict[str, Any]]]]:
+    """Row name -> (X's runs, Y's runs) for the rows that hold both: within each row (env
+    id, setting, variant) for ``"X:Y"``, across one env id's settings for ``"X@A:Y@B"``."""
+    x, _, y = pair.partition(":")
+    sides = (pair_spec(x), pair_spec(y))
+    across = sides[0][1] is not None
+    groups: dict[str, tuple[list, list]] = defaultdict(lambda: ([], []))
+    for r in results:
+        for side, (method, where) in enumerate(sides):
+            if r["method"] == method and (
+                not across or where in (r.get("setting"), r.get("variant"))
+            ):
+                groups[r["env_id"] if across else _row_env(r)][side].append(r)
+    return {row: runs for row, runs in groups.items() if runs[0] and runs[1]}
 
 
 def by_metric(
@@ -231,7 +279,8 @@ def format_pairs(
     metric: str | None = None,
     which: str = "final",
 ) -> str:
-    """The comparisons a claim names, ``"X:Y"`` each: per env id that holds both methods,
+    """The comparisons a claim names, ``"X:Y"`` each (or ``"X@A:Y@B"``, :func:`check_pairs`):
+    per env id that holds both methods,
     the probability that a run of X beats a run of Y (higher or lower ``metric`` as it
     reads) with its 95% bootstrap interval from 3 or more seeds each, and X's wins over Y
     seed by seed on their common seeds with the exact interval (:func:`same_seed_wins`), as
@@ -239,24 +288,21 @@ def format_pairs(
     metric = metric or default_metric(results, which)
     higher = higher_is_better(metric)
     check_pairs(results, pairs)
-    runs: dict[str, dict[str, list[dict[str, Any]]]] = defaultdict(lambda: defaultdict(list))
-    for r in results:
-        runs[_row_env(r)][r["method"]].append(r)
 
-    def label(group: list[dict[str, Any]]) -> str:
-        oracle = any(r.get("oracle") for r in group)
-        return f"{group[0]['method']} [oracle]" if oracle else group[0]["method"]
+    def label(group: list[dict[str, Any]], spec: str) -> str:
+        return f"{spec} [oracle]" if any(r.get("oracle") for r in group) else spec
 
     def count(group: list[dict[str, Any]]) -> str:
         diverged = sum(r.get("status") == "diverged" for r in group)
         return f"{len(group)}" + (f" ({diverged} diverged)" if diverged else "")
 
+    groups = {pair: _pair_groups(results, pair) for pair in pairs}
     rows = []
-    for env, methods in sorted(runs.items(), key=lambda item: natural_key(item[0])):
-        for x, _, y in (pair.partition(":") for pair in pairs):
-            if x not in methods or y not in methods:
+    for env in sorted({row for g in groups.values() for row in g}, key=natural_key):
+        for pair in pairs:
+            if env not in groups[pair]:
                 continue
-            a, b = methods[x], methods[y]
+            a, b = groups[pair][env]
             if min(len(a), len(b)) < 3:
                 cell = "- (3+ seeds each)"
             else:
@@ -270,8 +316,9 @@ def format_pairs(
             else:
                 by_seed = [{r["seed"]: float(r[which][metric]) for r in g} for g in (a, b)]
                 paired = same_seed_text(same_seed_wins(*by_seed, higher))
+            x, _, y = pair.partition(":")
             rows.append(
-                [env, f"{label(a)} vs {label(b)}", cell, paired, f"{count(a)} / {count(b)}"]
+                [env, f"{label(a, x)} vs {label(b, y)}", cell, paired, f"{count(a)} / {count(b)}"]
             )
     better = "higher" if higher else "lower"
     where = " at the best-validation epoch" if which == "best" else ""

@@ -382,6 +382,42 @@ def test_pairs_name_the_comparisons_of_a_claim():
     assert "| - (seed 0 twice) |" in twice
 
 
+def test_pairs_across_settings_compare_one_method_with_and_without_metadata():
+    """``"X@A:Y@B"`` pairs the runs of setting A with those of setting B on each env id (the
+    hypernetwork with against without metadata), where ``"X:Y"`` stays within a setting."""
+    from harness.compare import format_pairs
+
+    def loss(method, seed, value, setting):
+        return {
+            **_fake_result(method, seed, 0.0, setting=setting),
+            "final": {"test/loss": value},
+        }
+
+    # With metadata: 1, 2, 3, 10; without: 2, 3, 4, 5. Seed by seed, metadata is lower on
+    # seeds 0-2 and higher on seed 3 (3 of 4). Unpaired, 1 beats all four, 2 beats three and
+    # ties one (3.5), 3 beats two and ties one (2.5), 10 beats none: 10 / 16 = 0.625.
+    results = [loss("h", s, v, "metadata") for s, v in enumerate([1.0, 2.0, 3.0, 10.0])]
+    results += [loss("h", s, v, "no_metadata") for s, v in enumerate([2.0, 3.0, 4.0, 5.0])]
+    results += [loss("e", s, 0.0, "no_metadata") for s in range(4)]
+    rows = format_pairs(results, ["h@metadata:h@no_metadata", "h:e"], "test/loss").splitlines()
+    cells = [row.split(" | ") for row in rows[2:]]
+    assert cells[0][:4] == [
+        "| Toy-v0",
+        "h@metadata vs h@no_metadata",
+        cells[0][2],
+        "3/4 [0.19, 0.99]",
+    ]
+    assert cells[0][2].startswith("0.62 [") and cells[0][4] == "4 / 4 |"
+    # "h:e" pairs within the no-metadata setting only (h's metadata runs have no e beside).
+    assert cells[1][:2] == ["| Toy-v0 no_metadata", "h vs e"] and cells[1][3] == "0/4 [0.00, 0.60]"
+    for bad, match in (
+        ("h@metadata:h", "names a setting on one side only"),
+        ("h@metadta:h@no_metadata", r"no runs of setting or variant 'metadta'.*Did you mean"),
+    ):
+        with pytest.raises(ConfigError, match=match):
+            format_pairs(results, [bad], "test/loss")
+
+
 def test_same_seed_wins_on_hand_worked_runs():
     from harness.compare import same_seed_text, same_seed_wins
 
