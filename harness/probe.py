@@ -173,8 +173,9 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
     LossWeighting and AuxLabel ids the network's initialisation and the data order; a
     TaskGrouping episode holds no randomness, only the random policy's draws vary), so
     ``same_seed`` compares the best policy with random seed by seed
-    (:func:`harness.compare.same_seed_wins`). The best policy is the one with the best mean
-    on these same runs, so with several policies both comparisons lean in its favour.
+    (:func:`harness.compare.same_seed_wins`), ``same_seed_vs`` with each other policy. The
+    best policy is the one with the best mean on these same runs, so with several policies
+    both comparisons lean in its favour.
     """
     from scipy.stats import spearmanr
 
@@ -221,6 +222,15 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
             "p_improvement": p,
             "p_improvement_ci": [low, high],
             "same_seed": same_seed_wins(*by_seed, higher),
+            # The best policy against each other one, seed by seed: whether it leads every
+            # policy or only the meaningless ones.
+            "same_seed_vs": {
+                name: same_seed_wins(
+                    by_seed[0], {r.seed: r.test for r in runs if r.policy == name}, higher
+                )
+                for name in policies
+                if name not in (best, random)
+            },
         }
     # best_fixed repeats one of its grid's runs per seed: counting it again would weigh that
     # run twice, so rho is over the distinct runs.
@@ -466,6 +476,18 @@ def format_probe(summary: dict[str, Any]) -> str:
                     else ""
                 )
             )
+    for key, label in (("headroom", ""), ("headroom_fair", " (best without oracles)")):
+        head = summary.get(key)
+        if not head or not head.get("same_seed_vs"):
+            continue
+        if key == "headroom_fair" and head["best"] == summary["headroom"]["best"]:
+            continue
+        against = ", ".join(
+            f"{name}{' [oracle]' if summary['policies'][name]['oracle'] else ''} "
+            f"{same_seed_text(wins)}"
+            for name, wins in head["same_seed_vs"].items()
+        )
+        lines.append(f"{head['best']}{label} against the others on the same seed: {against}")
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
     return "\n".join(lines)

@@ -47,6 +47,12 @@ def test_headroom_and_rho_on_hand_worked_runs():
     paired = summary["headroom_fair"]["same_seed"]
     assert (paired["wins"], paired["seeds"]) == (2, 2)
     assert paired["ci"] == pytest.approx([math.sqrt(0.025), 1.0])
+    # The best policy against each other one: optimal (0.10, 0.12) is below equal on both
+    # seeds; the best non-oracle policy, equal, beats the oracle on neither.
+    vs = summary["headroom"]["same_seed_vs"]
+    assert list(vs) == ["equal"] and (vs["equal"]["wins"], vs["equal"]["seeds"]) == (2, 2)
+    vs = summary["headroom_fair"]["same_seed_vs"]
+    assert list(vs) == ["optimal"] and (vs["optimal"]["wins"], vs["optimal"]["seeds"]) == (0, 2)
     # Returns rise exactly as the error falls: rho = 1; reversing one pair of returns (3 and
     # 4, adjacent ranks) gives 1 - 6 * 2 / (6 * 35) = 0.943.
     assert summary["spearman_rho"] == pytest.approx(1.0)
