@@ -13,3 +13,11 @@ class PathNotFoundError(ConfigError, FileNotFoundError):
     """A path the user gave (a config or sweep file, a result folder, a dataset, a gain
     table) does not exist. It is bad input like any other, so a ``ConfigError``, and also
     the ``FileNotFoundError`` Python code expects of a missing file."""
+
+
+class RenderModeError(ConfigError, TypeError):
+    """A ``render_mode`` the envs do not draw (they have ``"ansi"`` only). Also a
+    ``TypeError``, which is what a constructor raises for an argument it does not take:
+    Stable-Baselines3 asks ``gym.make(env_id, render_mode="rgb_array")`` first and, on a
+    ``TypeError``, builds the env without one, so ``PPO("MlpPolicy", env_id)`` and
+    ``make_vec_env(env_id)`` work on these ids."""

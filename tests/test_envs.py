@@ -299,3 +299,27 @@ def test_auxlabel_validation_reward_evaluates_once_per_network_state(monkeypatch
     env.step(0)
     env.reset(seed=1)  # a fresh run is evaluated afresh
     assert calls == ["val"]
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [
+        ("AuxLabel-Digits-v0", {"train_batch_size": 4, "max_batches": 1}),
+        ("LossWeighting-Cubic-v1", {"epochs": 2, "warmup_epochs": 1}),
+    ],
+)
+def test_a_step_after_the_episode_ended_asks_for_a_reset(env_id, kwargs):
+    """Gymnasium's contract: after terminated or truncated the next call is reset(). A step
+    there used to index past the batch (AuxLabel) or train on past the run (LossWeighting)."""
+    env = gym.make(env_id, **kwargs).unwrapped  # no OrderEnforcing wrapper
+    with pytest.raises(ConfigError, match=r"step\(\) before reset\(\)"):
+        env.step(env.action_space.sample())
+    env.reset(seed=0)
+    done = False
+    while not done:
+        _, _, terminated, truncated, _ = env.step(env.action_space.sample())
+        done = terminated or truncated
+    with pytest.raises(ConfigError, match=r"step\(\) after the episode ended"):
+        env.step(env.action_space.sample())
+    env.reset()
+    env.step(env.action_space.sample())  # a reset starts the next episode

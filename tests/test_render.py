@@ -104,6 +104,23 @@ def test_an_unknown_render_mode_names_the_choices(env_id):
         gym.make(env_id, render_mode="rgb_array", **IDS[env_id])
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_sb3_builds_the_envs_from_their_ids():
+    """SB3 asks for ``render_mode="rgb_array"`` and falls back on a ``TypeError``: the
+    render-mode error is one, so SB3's id constructors work (they used to stop on it)."""
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.env_util import make_vec_env
+
+    from mtl_envs.errors import RenderModeError
+
+    assert issubclass(RenderModeError, TypeError) and issubclass(RenderModeError, ConfigError)
+    vec = make_vec_env("LossWeighting-Cubic-v1", n_envs=2, env_kwargs={"epochs": 3})
+    assert vec.num_envs == 2 and vec.reset().shape[0] == 2
+    vec.close()
+    model = PPO("MultiInputPolicy", "TaskGrouping-Digits10-v1", n_steps=8, batch_size=8)
+    assert model.learn(8).get_env().num_envs == 1
+
+
 @pytest.mark.parametrize("env_id", ["LossWeighting-Cubic-v1", "AuxLabel-Digits-v0"])
 def test_vector_forms_render_through_the_sync_form(env_id):
     kwargs = IDS[env_id]

@@ -414,6 +414,7 @@ class AuxLabelEnv(TextRender, gym.Env):
         return self._obs(), {"epoch": self.learner.epoch, "mode": self.task.mode}
 
     def step(self, action):
+        self._check_episode_running()
         fractional = isinstance(action, np.ndarray) and action.dtype.kind not in "iu"
         if fractional or not self.action_space.contains(action):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")

@@ -346,6 +346,7 @@ class LossWeightingEnv(TextRender, gym.Env):
         return self._obs(), info
 
     def step(self, action):
+        self._check_episode_running()
         if not self.action_space.contains(np.asarray(action, dtype=np.float32)):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         learner = self.learner

@@ -12,6 +12,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from mtl_envs.errors import ConfigError, RenderModeError
 from mtl_envs.utils import check_choice
 
 RENDER_MODES = ["ansi"]
@@ -21,8 +22,12 @@ RENDER_FPS = 4
 
 
 def check_render_mode(render_mode: str | None) -> str | None:
-    """``render_mode`` if it is None or ``"ansi"``, else a ``ConfigError`` naming the choices."""
-    check_choice("render_mode", render_mode, [None, *RENDER_MODES])
+    """``render_mode`` if it is None or ``"ansi"``, else a :class:`RenderModeError` (a
+    ``ConfigError``) naming the choices."""
+    try:
+        check_choice("render_mode", render_mode, [None, *RENDER_MODES])
+    except ConfigError as err:
+        raise RenderModeError(str(err)) from None
     return render_mode
 
 
@@ -47,20 +52,35 @@ class TextRender:
 
     The env calls :meth:`_note_reset` in ``reset`` and :meth:`_note_step` before each
     ``step`` returns, and gives its own lines through :meth:`render_lines`; the frame adds the
-    env's id, the last reward, the return since the reset and how the episode ended.
+    env's id, the last reward, the return since the reset and how the episode ended. Knowing
+    whether the episode is over, it also refuses a step after the end
+    (:meth:`_check_episode_running`), as Gymnasium's contract asks for a reset there.
     """
 
     render_mode: str | None = None
     _last_step: dict[str, Any] | None = None
     _return = 0.0
+    _over: bool | None = None  # None: never reset
 
     def render_lines(self) -> list[str]:
         raise NotImplementedError
 
     def _note_reset(self) -> None:
-        self._last_step, self._return = None, 0.0
+        self._last_step, self._return, self._over = None, 0.0, False
+
+    def _check_episode_running(self) -> None:
+        """``ConfigError`` for a step before the first reset or after the episode ended (the
+        run is over, or cut short): the next call must be ``reset()``."""
+        if self._over is None:
+            raise ConfigError("step() before reset(): call reset() to start an episode.")
+        if self._over:
+            raise ConfigError(
+                "step() after the episode ended (terminated or truncated): call reset() to "
+                "start the next one."
+            )
 
     def _note_step(self, reward: float, terminated: bool, truncated: bool, info: dict) -> None:
+        self._over = bool(terminated or truncated)
         if self.render_mode is None:
             return  # nothing will read it: no work on the step path
         self._return += reward
