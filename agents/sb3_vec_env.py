@@ -8,6 +8,7 @@ It requires ``SAME_STEP`` autoreset, which is SB3's own convention.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,7 +77,10 @@ class SB3VecEnvAdapter(VecEnv):
     def close(self) -> None:
         self.env.close()
 
-    # The slots are not separate objects, so attribute access goes to the one vector env.
+    # The slots of a native vector env are not separate objects: attributes are the one
+    # vector env's, the same for every slot. A method with an `index` argument answers per
+    # slot (LossWeighting's `evaluate(split, index)`, whose slots are independent runs), so
+    # it is called once per requested slot; any other method once for all of them.
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         value = getattr(self.env.unwrapped, attr_name)
         return [value for _ in self._get_indices(indices)]
@@ -87,8 +91,17 @@ class SB3VecEnvAdapter(VecEnv):
     def env_method(
         self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
     ) -> list[Any]:
-        result = getattr(self.env.unwrapped, method_name)(*method_args, **method_kwargs)
-        return [result for _ in self._get_indices(indices)]
+        method = getattr(self.env.unwrapped, method_name)
+        slots = list(self._get_indices(indices))
+        try:
+            given = inspect.signature(method).bind_partial(*method_args, **method_kwargs)
+            per_slot = "index" in inspect.signature(method).parameters
+        except (TypeError, ValueError):  # arguments the method does not take: its own error
+            given, per_slot = None, False
+        if per_slot and given is not None and "index" not in given.arguments:
+            return [method(*method_args, index=k, **method_kwargs) for k in slots]
+        result = method(*method_args, **method_kwargs)
+        return [result for _ in slots]
 
     def env_is_wrapped(
         self, wrapper_class: type[gym.Wrapper], indices: VecEnvIndices = None

@@ -127,6 +127,12 @@ def test_sb3_sac_drives_the_batched_vector_env():
     assert model.replay_buffer.size() == 6  # 6 vector steps of 4 slots
     rewards = model.replay_buffer.rewards[: model.replay_buffer.size()]
     assert np.isfinite(rewards).all()
+    # The slots are independent runs: a per-slot method answers for each slot asked.
+    per_slot = env.env_method("evaluate", "val")
+    assert per_slot == [vector.unwrapped.evaluate("val", k) for k in range(4)]
+    assert per_slot[0] != per_slot[1]
+    assert env.env_method("evaluate", "val", indices=[2]) == [per_slot[2]]
+    assert env.env_method("evaluate", "val", 3) == [per_slot[3]] * 4  # an explicit slot
 
 
 @pytest.mark.parametrize(
