@@ -258,9 +258,15 @@ def split_kwargs(
     valid = own + fields
     for key in kwargs:
         if key not in valid:
+            hint = (
+                " It is an argument of the native vector form (vectorization_mode="
+                "'vector_entry_point'); 'sync' and 'async' take it as "
+                "vector_kwargs={'autoreset_mode': gymnasium.vector.AutoresetMode.SAME_STEP}."
+                if key == "autoreset_mode"
+                else suggest(key, valid)
+            )
             raise ConfigError(
-                f"Unknown {owner} argument {key!r}.{suggest(key, valid)} "
-                f"Valid arguments: {', '.join(valid)}."
+                f"Unknown {owner} argument {key!r}.{hint} Valid arguments: {', '.join(valid)}."
             )
     config_kwargs = {**(config_defaults or {}), **{k: v for k, v in kwargs.items() if k in fields}}
     return {k: v for k, v in kwargs.items() if k in own}, config_cls(**config_kwargs)

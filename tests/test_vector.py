@@ -370,3 +370,19 @@ def test_next_step_autoreset_on_the_auxlabel_vector_form():
     np.testing.assert_array_equal(obs["image"], expected_obs["image"])
     assert info["epoch"].tolist() == [1] * 100 and info["_mode"].all() and "batch" not in info
     envs.step(actions)  # and the epoch goes on
+
+
+def test_autoreset_mode_of_the_sync_form_goes_in_vector_kwargs():
+    from gymnasium.vector import AutoresetMode
+
+    sync = gym.make_vec(
+        "LossWeighting-Cubic-v1",
+        num_envs=2,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+        **CUBIC,
+    )
+    assert sync.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP
+    sync.close()
+    with pytest.raises(ConfigError, match=r"native vector form.*vector_kwargs=\{'autoreset_mode'"):
+        gym.make_vec("LossWeighting-Cubic-v1", 2, vectorization_mode="sync", autoreset_mode="x")

@@ -410,7 +410,10 @@ class LossWeightingVectorEnv(VectorEnv):
     run :class:`LossWeightingEnv` would train with the seed ``seed + k`` (as
     ``SyncVectorEnv`` seeds its copies): its own initialisation, data order, augmentation,
     warm-up weights and task weights, with the same observations, rewards and episode ends
-    up to float rounding. The K networks are one stacked model
+    up to float rounding. Rounding grows over a run where convolutions and BatchNorm sum in
+    another order when batched: on Digits10 (K = 2, random weights) the observations differ
+    by 0.3% after one step and 3% after one epoch, the final test accuracies by 0.1 points.
+    The K networks are one stacked model
     (:class:`~mtl_envs.training.batched.BatchedMultiTaskLearner`): each step is one batched
     forward, one backward and one elementwise optimiser update for all K runs, instead of K
     of each. Arguments are those of :class:`LossWeightingEnv` plus ``num_envs``; torchjd
@@ -624,5 +627,7 @@ class LossWeightingVectorEnv(VectorEnv):
         return obs, rewards, terminated, truncated, infos
 
     def evaluate(self, split: str = "test", index: int = 0) -> dict[str, float]:
-        """Per-task metrics of slot ``index``'s current network on ``split``."""
+        """Per-task metrics of slot ``index``'s current network on ``split``. Under
+        ``SAME_STEP`` autoreset a slot that ended has already started its next run; read a
+        finished run with ``autoreset_mode="Disabled"`` or ``"NextStep"``, before its reset."""
         return self.learner.evaluate(index, split)
