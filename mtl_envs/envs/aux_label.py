@@ -279,6 +279,10 @@ class AuxLabelEnv(TextRender, gym.Env):
     | `image`         | `Box(0, 255, (C, H, W), uint8)` | the raw training image        |
     | `primary_label` | `Discrete(C)`                | its primary class                |
 
+    Images are 8x8 (Digits) or 32x32 (CIFAR, SVHN), below the 36x36 that SB3's default
+    Nature-CNN needs: give SB3 ``agents.extractors.ImageLabelExtractor`` as its features
+    extractor.
+
     ## Rewards
     0, except on the step that completes a batch in ``train_agent`` mode:
     ``-mean CE(primary)`` on B_R random training images after the SGD step
