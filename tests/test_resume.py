@@ -5,6 +5,8 @@ import dataclasses
 import signal
 from pathlib import Path
 
+import gymnasium as gym
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -333,3 +335,32 @@ def test_checkpoint_and_evaluation_time_are_kept_apart_from_training_time(tmp_pa
     assert result["eval_time_s"] > 0.0
     parts = result["train_time_s"] + result["eval_time_s"] + result["checkpoint_time_s"]
     assert parts == pytest.approx(result["wall_time_s"])
+
+
+@pytest.mark.parametrize(
+    "env_id, kwargs",
+    [
+        ("LossWeighting-Cubic-v1", {"epochs": 4}),
+        ("LossWeighting-Digits10-v1", {"epochs": 4, "augment": True}),  # BatchNorm, augmentation
+    ],
+)
+def test_a_deep_copy_branches_the_run_and_continues_as_the_original(env_id, kwargs):
+    """``copy.deepcopy(env)`` mid-episode (the pending forward's graph cannot be copied, so
+    the copy redoes it): both then step to the same observations and rewards, bit for bit."""
+    import copy
+
+    env = gym.make(env_id, **kwargs)
+    env.reset(seed=0)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        env.step(rng.uniform(-1, 1, env.action_space.shape).astype(np.float32))
+    clone = copy.deepcopy(env)
+    assert clone.unwrapped.learner is not env.unwrapped.learner
+    done, steps = False, 0
+    while not done and steps < 30:
+        action = rng.uniform(-1, 1, env.action_space.shape).astype(np.float32)
+        mine, theirs = env.step(action), clone.step(action)
+        np.testing.assert_array_equal(mine[0], theirs[0])
+        assert mine[1:4] == theirs[1:4]
+        done, steps = mine[2] or mine[3], steps + 1
+    assert env.unwrapped.evaluate("test") == clone.unwrapped.evaluate("test")

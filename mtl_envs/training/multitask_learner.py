@@ -12,6 +12,7 @@ the loss-weighting baselines all drive this one loop.
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -356,6 +357,19 @@ class MultiTaskLearner:
     @property
     def num_batches(self) -> int:
         return self._num_batches
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> MultiTaskLearner:
+        """A copy of the run at this point, to branch it (try two weightings from one
+        state). Torch copies only leaf tensors, so not the pending forward's graph: the copy
+        redoes that forward from the generator state before it (:meth:`replay_pending`), as
+        a resumed run does, and continues exactly as the original would."""
+        other = type(self).__new__(type(self))
+        memo[id(self)] = other
+        for key, value in self.__dict__.items():
+            setattr(other, key, None if key == "_pending" else copy.deepcopy(value, memo))
+        if self._pending is not None:
+            other.replay_pending()
+        return other
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs: network, optimiser, scheduler, the weighting
