@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401
+from mtl_envs.families import FAMILIES
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -28,7 +29,14 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description="REINFORCE on the AuxLabel vector env")
-    parser.add_argument("--env-id", default="AuxLabel-Digits-v0")
+    ids = [i for i in FAMILIES["AuxLabel"].ids() if i.startswith("AuxLabel-")]
+    parser.add_argument(
+        "--env-id",
+        default="AuxLabel-Digits-v0",
+        choices=ids,
+        metavar="ENV_ID",
+        help=f"an AuxLabel id with one label per action (not the weighted ids): {', '.join(ids)}",
+    )
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--lr", type=float, default=0.5, help="policy step size")
