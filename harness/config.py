@@ -145,6 +145,8 @@ class RunConfig:
     def from_file(cls, path: str | os.PathLike, overrides: Sequence[str] = ()) -> RunConfig:
         """Read a YAML config and apply ``key=value`` overrides (dotted keys reach nested dicts)."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"Config file {str(path)!r} is a directory; give a YAML file.")
         if not path.is_file():
             raise PathNotFoundError(f"Config file {str(path)!r} does not exist.")
         with open(path) as f:

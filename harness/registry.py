@@ -112,9 +112,14 @@ def check_method(env_id: str, method: str) -> tuple[str, str]:
     key = (family, method)
     if key not in METHODS:
         valid = methods_for(family)
+        default = (
+            " (`method` defaults to 'ppo', RL-AUX's agent on AuxLabel ids: set it)"
+            if method == RunConfig.method
+            else ""
+        )
         raise ConfigError(
-            f"Unknown method {method!r} for {family} ids.{suggest(str(method), valid)} Valid "
-            f"methods for {env_id}: {', '.join(valid)}."
+            f"Unknown method {method!r} for {family} ids{default}.{suggest(str(method), valid)} "
+            f"Valid methods for {env_id}: {', '.join(valid)}."
         )
     return key
 

@@ -12,16 +12,27 @@ import sys
 from harness.config import RunConfig
 from harness.registry import METHODS, check_run, is_agent, resolve
 from harness.results import default_metric
+from mtl_envs.errors import ConfigError
 from mtl_envs.families import family_of
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if not argv or argv[0] in ("-h", "--help"):
+    if argv and argv[0] in ("-h", "--help"):
         print(__doc__)
-        return
-    config = RunConfig.from_file(argv[0], argv[1:])
-    check_run(config)
+        return 0
+    if not argv:
+        print(
+            f"usage: python -m harness.train CONFIG.yaml [key=value ...]\n\n{__doc__}",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        config = RunConfig.from_file(argv[0], argv[1:])
+        check_run(config)
+    except ConfigError as err:  # bad input is one line, as `mtl-envs` prints it
+        print(f"python -m harness.train: error: {err}", file=sys.stderr)
+        return 2
     family = family_of(config.env_id).name
     agents = [
         m for m in config.methods if (family, m) in METHODS and is_agent(family, m)
@@ -32,7 +43,8 @@ def main(argv: list[str] | None = None) -> None:
             result = runner(config, seed)
             metric = default_metric([result])
             print(f"{name} seed {seed}: {metric} {result['final'][metric]:.4f}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -588,8 +588,21 @@ def test_numpy_numbers_and_empty_yaml_mappings_are_valid_input():
 
 
 def test_cli_reports_bad_config(tmp_path, capsys):
+    from harness.train import main as train_main
+
     assert cli_main(["run", str(tmp_path / "missing.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli_main(["run", str(tmp_path)]) == 2
+    assert "is a directory; give a YAML file" in capsys.readouterr().err
+    # python -m harness.train reports bad input in one line too, and asks for a config.
+    assert train_main([str(tmp_path / "missing.yaml")]) == 2
+    assert "harness.train: error: Config file" in capsys.readouterr().err
+    assert train_main([]) == 2 and "usage:" in capsys.readouterr().err
+    # A config that leaves `method` to its default on another family's id says so.
+    lw = tmp_path / "lw.yaml"
+    lw.write_text("env_id: LossWeighting-Cubic-v1\n")
+    assert cli_main(["run", str(lw)]) == 2
+    assert "`method` defaults to 'ppo'" in capsys.readouterr().err
     bad = tmp_path / "bad.yaml"
     bad.write_text("method: ew\nenv_id: LossWeighting-Cubic-v1\nepoch: 3\n")
     assert cli_main(["run", str(bad)]) == 2

@@ -270,7 +270,7 @@ def test_agents_train_runs_the_grouping_config(table_path, tmp_path, capsys):
             }
         )
     )
-    main([str(config), "seeds=[1]"])
+    assert main([str(config), "seeds=[1]"]) == 0
     assert "ppo seed 1: test/total_gain" in capsys.readouterr().out
     assert not list((tmp_path / "out").rglob("optimal"))  # harness.train runs the agents only
 
