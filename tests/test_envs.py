@@ -323,3 +323,16 @@ def test_a_step_after_the_episode_ended_asks_for_a_reset(env_id, kwargs):
         env.step(env.action_space.sample())
     env.reset()
     env.step(env.action_space.sample())  # a reset starts the next episode
+
+
+def test_the_auxlabel_vector_form_takes_one_seed_for_its_one_run():
+    vec = gym.make_vec(
+        "AuxLabel-Digits-v0", 4, vectorization_mode="vector_entry_point", train_batch_size=4
+    )
+    first, _ = vec.reset(seed=np.int64(3))
+    again, _ = vec.reset(seed=3)
+    np.testing.assert_array_equal(first["image"], again["image"])
+    for bad in ([3, 4, 5, 6], -1, "3", True):
+        with pytest.raises(ConfigError, match="`seed` must be an int >= 0"):
+            vec.reset(seed=bad)
+    vec.close()
