@@ -27,30 +27,9 @@ from typing import Any
 
 import torch
 
+from harness.config import int_at_least, positive_int  # noqa: F401  (the scripts' argparse types)
 from harness.results import platform_record
 from mtl_envs.io import atomic_write_json
-
-
-def int_at_least(minimum: int):
-    """An argparse ``type`` for ints >= ``minimum``: ``--rounds 0`` is refused by the parser
-    instead of giving a NaN row or a vacuous ratio."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an int >= {minimum}; got {text!r}"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}; got {value}")
-        return value
-
-    parse.__name__ = f"int >= {minimum}"  # argparse names the type in its message
-    return parse
-
-
-positive_int = int_at_least(1)
 
 
 def add_out_argument(parser: argparse.ArgumentParser) -> None:

@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness.bench import positive_int
 from harness.compare import (
     by_metric,
     check_baseline,
@@ -31,7 +30,7 @@ from harness.compare import (
     plot_summary,
     summarize,
 )
-from harness.config import RunConfig, apply_overrides
+from harness.config import RunConfig, apply_overrides, positive_int
 from harness.registry import check_run, methods_for, resolve, same_family
 from harness.results import default_metric, load_results
 from harness.workers import Terminated

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -188,3 +189,25 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
         except ConfigError as err:
             raise ConfigError(f"Override {item!r}: {err}") from None
     return values
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type`` for ints >= ``minimum``: ``--rounds 0`` is refused by the parser
+    instead of giving a NaN row or a vacuous ratio."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected an int >= {minimum}; got {text!r}"
+            ) from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}; got {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"  # argparse names the type in its message
+    return parse
+
+
+positive_int = int_at_least(1)

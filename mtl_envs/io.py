@@ -3,7 +3,9 @@ file, and the global RNG states a checkpoint keeps.
 
 Every result, table and checkpoint is written to a temporary file beside its target, flushed
 and renamed, so no reader ever sees half a file; checkpoints hold only tensors and plain data
-and load with ``torch.load(weights_only=True)``, so reading one never runs code.
+and load with ``torch.load(weights_only=True)``, so reading one never runs code. Torch is
+imported where a checkpoint is touched, so tools that read only JSON results (``mtl-envs
+compare``, ``list``, ``--help``) start without it.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-
-import torch
 
 from mtl_envs.errors import ConfigError
 
@@ -87,6 +87,8 @@ def load_checkpoint(path: str | os.PathLike) -> Any:
     """
     import pickle
 
+    import torch
+
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
@@ -139,6 +141,8 @@ def check_plain(value: Any, where: str = "checkpoint") -> None:
         value: what is about to be saved.
         where: the path of ``value`` inside the checkpoint, for the message.
     """
+    import torch
+
     kind = type(value)
     if kind in (dict, OrderedDict):
         for key, item in value.items():
@@ -170,6 +174,8 @@ def save_checkpoint(path: str | os.PathLike, payload: dict[str, Any]) -> None:
 
 def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     """``torch.save`` to a temporary file beside ``path``, then rename it into place."""
+    import torch
+
     return atomic_save(path, lambda tmp: torch.save(obj, tmp))
 
 
@@ -178,6 +184,7 @@ def rng_state() -> dict[str, Any]:
     import random
 
     import numpy as np
+    import torch
 
     # NumPy's legacy state holds its Mersenne Twister keys as an ndarray, which a checkpoint
     # loaded with ``weights_only=True`` may not contain: store them as a list of ints.
@@ -197,6 +204,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
     import random
 
     import numpy as np
+    import torch
 
     random.setstate(state["python"])
     name, keys, pos, has_gauss, cached_gaussian = state["numpy"]

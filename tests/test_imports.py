@@ -142,3 +142,20 @@ def test_importing_the_package_registers_ids_and_loads_no_torch():
         "assert 'torch' in sys.modules\n"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
+
+
+def test_the_command_line_and_result_reading_load_no_torch():
+    """``mtl-envs --help``, ``list`` and ``compare`` read configs and JSON results only: they
+    start without torch (a second or more of import time)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import harness.cli, harness.compare, harness.results, mtl_envs.io\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "from harness.results import load_results\n"
+        "load_results(['docs/results/quickstart'])\n"
+        "assert 'torch' not in sys.modules, 'torch imported by reading results'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=120)
