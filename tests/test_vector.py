@@ -309,7 +309,7 @@ def test_disabled_autoreset_takes_gymnasiums_vector_observation_wrappers():
     assert terminated.all() and "final_obs" not in info and info["_losses"].all()
     # The ended runs stay ended (their last observation, as SAME_STEP's final_obs) until reset.
     np.testing.assert_array_equal(envs.unwrapped._obs(), np.stack(list(expected_info["final_obs"])))
-    with pytest.raises(ConfigError, match=r"Slots \[0, 1\] have ended .*reset_mask"):
+    with pytest.raises(ConfigError, match=r"All 2 slots have ended .*reset_mask"):
         wrapped.step(actions)
     wrapped.reset(options={"reset_mask": np.array([True, True])})
     wrapped.step(actions)
@@ -332,12 +332,15 @@ def test_disabled_autoreset_on_the_auxlabel_vector_form():
     for _ in range(12):
         obs, _, terminated, _, info = envs.step(np.zeros(100, dtype=np.int64))
     assert terminated.all() and info["batch"][0] == 11 and obs.shape[0] == 100
-    with pytest.raises(ConfigError, match="have ended"):
+    with pytest.raises(ConfigError, match=r"All 100 slots have ended and"):
         envs.step(np.zeros(100, dtype=np.int64))
     with pytest.raises(ConfigError, match="must hold every slot"):
         envs.reset(options={"reset_mask": np.arange(100) < 50})  # the slots share one epoch
     with pytest.raises(ConfigError, match="at least one slot"):
         envs.reset(options={"reset_mask": np.zeros(100, dtype=bool)})
+    envs.reset()
+    with pytest.raises(ConfigError, match=r"one action of Discrete\(5\) per slot; got shape"):
+        envs.step(np.zeros(3, dtype=np.int64))
     # Gymnasium's loop restarts the ended slots: here all of them, as one epoch.
     envs.reset(options={"reset_mask": np.ones(100, dtype=bool)})
     # The trained network is canonical: the next epoch goes on from it.

@@ -614,8 +614,8 @@ class AuxLabelVectorEnv(VectorEnv):
         integral = actions.dtype.kind in "iu"  # older Gymnasium's contains() skips the dtype
         if actions.shape != expected or not integral or not self.action_space.contains(actions):
             raise ConfigError(
-                f"Actions must be an int array of shape {expected} inside {self.action_space}; "
-                f"got {describe_array(actions)}."
+                f"Actions must be an int array of shape {expected}, one action of "
+                f"{self.single_action_space} per slot; got {describe_array(actions)}."
             )
         return actions
 

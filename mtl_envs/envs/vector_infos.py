@@ -63,8 +63,13 @@ def check_not_ended(ended: np.ndarray) -> None:
     """Refuse a step while slots have ended and wait for their reset (``DISABLED`` mode)."""
     if ended.any():
         slots = np.flatnonzero(ended).tolist()
+        named = (
+            f"All {len(ended)} slots have"
+            if len(slots) == len(ended)
+            else f"Slots {slots[:10]}{' and more' if len(slots) > 10 else ''} have"
+        )
         raise ConfigError(
-            f"Slots {slots} have ended and autoreset_mode is Disabled: restart them with "
+            f"{named} ended and autoreset_mode is Disabled: restart them with "
             "reset(options={'reset_mask': mask}) before the next step."
         )
 
