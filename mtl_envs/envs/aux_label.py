@@ -360,7 +360,8 @@ class AuxLabelEnv(TextRender, gym.Env):
       cut by ``max_batches`` ends its epoch; a seedless reset into ``train_main`` starts
       from the canonical model, as the vector form's always did (it continued from the
       network the last ``train_agent`` epoch left); a seeded reset without a mode starts in
-      ``train_agent`` mode (it kept the mode of earlier calls).
+      ``train_agent`` mode (it kept the mode of earlier calls); a step before the first reset
+      or after the episode ended raises ``ConfigError`` (it indexed past the batch).
 
     ## Example
     >>> import gymnasium as gym, mtl_envs

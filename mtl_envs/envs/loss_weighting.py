@@ -208,7 +208,10 @@ class LossWeightingEnv(TextRender, gym.Env):
     ## Version History
     * v1: actions map through ``atanh`` before the softmax (unbounded weight ratios, as IGB's
       actor); random warm-up weights as in Algorithm 2; ``reward`` options; ``stl_results``
-      removed (``mtl-envs compare`` computes Δm).
+      removed (``mtl-envs compare`` computes Δm). Since, with the dynamics unchanged: a step
+      before the first reset or after the episode ended raises ``ConfigError`` (it trained on
+      past the run); ``copy.deepcopy`` of an env mid-run works (the copy redoes the pending
+      forward).
     * v0: initial release (``n * softmax(a)`` on the box, equal warm-up weights).
 
     ## Example
