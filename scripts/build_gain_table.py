@@ -3,12 +3,15 @@
     python scripts/build_gain_table.py [--dataset digits10] [--seeds 0 1] [--epochs 5]
         [--dataset-kwargs '{"labels_per_task": 30}'] [--name digits10_scarce]
         [--cache DIR] [--out mtl_envs/tables/NAME_gains.json]
+    python scripts/build_gain_table.py --affinities-of mtl_envs/tables/NAME_gains.json
 
 Trains all 2^n - 1 groups under one ``GroupProtocol`` for each seed (cached per group, so an
 interrupted build resumes), collects ETAP and TAG affinities from one all-task run per seed,
 and writes the per-task validation and test losses, the gains averaged over seeds on each
 split, the affinities and the protocol to one JSON file, which the TaskGrouping env reads in
 table mode. Methods learn from the validation gains; the test gains score them.
+``--affinities-of`` recomputes only the affinities of an existing table, under its own
+protocol and seeds (one all-task run per seed), and rewrites that field.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch
 from tqdm.auto import tqdm
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.io import atomic_write_json
+from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.training.affinity import collect_affinities
 from mtl_envs.training.group_trainer import (
     GroupProtocol,
@@ -34,6 +37,18 @@ from mtl_envs.training.group_trainer import (
 )
 from mtl_envs.training.multitask_learner import MultiTaskLearner
 from mtl_envs.utils import check_seeds, default_data_root
+
+
+def affinities(protocol: GroupProtocol, seeds: list[int], data) -> dict[str, list]:
+    """ETAP (eq. 6) and TAG (lookahead) affinities of one all-task run per seed under
+    ``protocol``, averaged over the seeds."""
+    etap, tag = 0.0, 0.0
+    for seed in seeds:
+        config = protocol.learner_config(None, "cpu")
+        learner = MultiTaskLearner(config, seed=seed, dataset=data)
+        scores = collect_affinities(learner, protocol.epochs, tag=True)
+        etap, tag = etap + scores.etap / len(seeds), tag + scores.tag / len(seeds)
+    return {"etap": etap.tolist(), "tag": tag.tolist()}
 
 
 def main() -> None:
@@ -48,7 +63,25 @@ def main() -> None:
     parser.add_argument("--cache", default=str(default_data_root() / "group_cache"))
     parser.add_argument("--out", default=None)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one core)")
+    parser.add_argument(
+        "--affinities-of",
+        default=None,
+        metavar="TABLE",
+        help="recompute only the affinities of this table file (its protocol and seeds)",
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.affinities_of is not None:
+        path = Path(args.affinities_of)
+        table = read_json(path)
+        protocol = GroupProtocol(**table["protocol"])
+        if protocol.key() != table["protocol_key"]:
+            parser.error(f"{path}: its protocol no longer gives its protocol_key.")
+        data = GroupTrainer(protocol, cache_dir=None, device="cpu").data
+        table["affinity"] = affinities(protocol, table["seeds"], data)
+        atomic_write_json(path, table)
+        print(f"rewrote the affinities of {path}")
+        return
     try:
         check_seeds("--seeds", args.seeds)
         protocol = GroupProtocol(
@@ -56,7 +89,6 @@ def main() -> None:
         )
     except ConfigError as err:
         parser.error(str(err))
-    torch.set_num_threads(args.threads)
     name = args.name or args.dataset
     trainer = GroupTrainer(protocol, cache_dir=args.cache, device="cpu")
     groups = all_groups(trainer.num_tasks)
@@ -78,13 +110,6 @@ def main() -> None:
                 gains[split][key][str(t)] = sum(mtl_gain(a, b) for a, b in zip(stl, mine)) / len(
                     stl
                 )
-    # Affinities of one all-task run per seed, same protocol (ETAP eq. 6; TAG lookahead).
-    etap, tag = 0.0, 0.0
-    for seed in args.seeds:
-        config = protocol.learner_config(None, "cpu")
-        learner = MultiTaskLearner(config, seed=seed, dataset=trainer.data)
-        scores = collect_affinities(learner, protocol.epochs, tag=True)
-        etap, tag = etap + scores.etap / len(args.seeds), tag + scores.tag / len(args.seeds)
     out = Path(args.out or Path(__file__).parents[1] / "mtl_envs" / "tables" / f"{name}_gains.json")
     atomic_write_json(
         out,
@@ -99,7 +124,7 @@ def main() -> None:
             "gains": gains["test"],
             "val_losses": losses["val"],
             "val_gains": gains["val"],
-            "affinity": {"etap": etap.tolist(), "tag": tag.tolist()},
+            "affinity": affinities(protocol, args.seeds, trainer.data),
         },
     )
     print(f"wrote {out} ({len(groups)} groups, {time.perf_counter() - start:.0f} s)")

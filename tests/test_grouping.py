@@ -401,3 +401,31 @@ def test_shipped_table_matches_retraining_within_seed_noise():
             stored = table["losses"]["-".join(map(str, group))][str(t)]
             noise = abs(stored[0] - stored[1])
             assert abs(fresh[t] - stored[0]) <= max(2 * noise, 0.05 * stored[0])
+
+
+def test_the_shipped_tables_affinities_are_what_the_code_collects(tmp_path):
+    """``build_gain_table.py --affinities-of`` reruns a table's all-task runs under its own
+    protocol and seeds: on the shipped Digits10 table it gives back its affinities, and
+    touches nothing else of the file."""
+    import json
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    shipped = root / "mtl_envs" / "tables" / "digits10_gains.json"
+    copy = tmp_path / "digits10_gains.json"
+    shutil.copy(shipped, copy)
+    subprocess.run(
+        [sys.executable, "scripts/build_gain_table.py", "--affinities-of", str(copy)],
+        cwd=root,
+        check=True,
+        timeout=300,
+        capture_output=True,
+    )
+    old, new = json.loads(shipped.read_text()), json.loads(copy.read_text())
+    assert {key for key in old if old[key] != new[key]} <= {"affinity"}
+    for kind in ("etap", "tag"):
+        # TAG's 1 - L(after) / L(before) cancels digits: 1e-7 against scores of about 1e-4.
+        np.testing.assert_allclose(new["affinity"][kind], old["affinity"][kind], atol=1e-7)
