@@ -429,3 +429,15 @@ def test_the_shipped_tables_affinities_are_what_the_code_collects(tmp_path):
     for kind in ("etap", "tag"):
         # TAG's 1 - L(after) / L(before) cancels digits: 1e-7 against scores of about 1e-4.
         np.testing.assert_allclose(new["affinity"][kind], old["affinity"][kind], atol=1e-7)
+
+
+@pytest.mark.parametrize("table, floor", [("digits10", 0.9999), ("digits10_scarce", 0.98)])
+def test_tags_lookahead_on_the_adam_tables_is_etaps_first_order_score(table, floor):
+    """At Adam's 1e-3 the lookahead ``1 - L_j(theta - eta g_i) / L_j(theta)`` is its first-
+    order term, ETAP's momentum-free eq. 5 (``docs/results.md`` quotes these correlations)."""
+    from mtl_envs.training.group_trainer import load_gain_table
+
+    affinity = load_gain_table(table)["affinity"]
+    off = ~np.eye(10, dtype=bool)
+    tag, etap = (np.asarray(affinity[k])[off] for k in ("tag", "etap"))
+    assert np.corrcoef(tag, etap)[0, 1] >= floor
