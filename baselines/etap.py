@@ -1,6 +1,6 @@
 """ETAP + exact selection: predict every group's gains from affinities and a few trained
 groups (their gains on the learning split), then select groups under the budget on the
-predictions (ETAP sections 3.2-3.3)."""
+predictions (ETAP section 3.2; selection, section 3.2.3)."""
 
 from __future__ import annotations
 
@@ -46,7 +46,7 @@ def select(
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:
     k = method_options(config, "etap").get("etap_train_groups", 10)
-    check_int("method_kwargs.etap_train_groups", k)
+    check_int("method_kwargs.etap_train_groups", k, minimum=2)  # cross-validation folds
     return run_selection(
         config, seed, "etap", lambda problem, budget, s: select(problem, budget, s, train_groups=k)
     )

@@ -120,6 +120,9 @@ def test_checkers_and_bad_input(table_path):
         make(table_path, gains="oracle")
     with pytest.raises(ConfigError, match=r"`table` .no_such_table.*build_gain_table"):
         gym.make("TaskGrouping-Digits10-v1", table="no_such_table")
+    # ETAP's cross-validation keeps each training group's rows together: two groups or more.
+    with pytest.raises(ConfigError, match=r"`etap_train_groups` must be an int >= 2; got 1"):
+        make(table_path, gains="etap", etap_train_groups=1)
 
 
 def test_etap_gain_source_fits_on_table_groups(table_path):

@@ -75,9 +75,10 @@ class PredictedGains:
     def __init__(self, truth, affinity: np.ndarray, train_groups: int, seed: int, split: str):
         rng = np.random.default_rng(seed)
         candidates = [g for g in all_groups(truth.num_tasks) if len(g) > 1]
-        if not 1 <= train_groups <= len(candidates):
+        if not 2 <= train_groups <= len(candidates):
             raise ConfigError(
-                f"`etap_train_groups` must be in [1, {len(candidates)}]; got {train_groups!r}."
+                f"`etap_train_groups` must be in [2, {len(candidates)}] (ETAP's cross-"
+                f"validation keeps each group's rows together); got {train_groups!r}."
             )
         chosen = [candidates[i] for i in rng.choice(len(candidates), train_groups, replace=False)]
         measured = {g: truth.gains(g, split) for g in chosen}
@@ -108,9 +109,9 @@ def check_env_kwargs(kwargs: dict[str, Any]) -> None:
     for name, values in choices.items():
         if name in kwargs:
             check_choice(name, kwargs[name], values)
-    for name in ("budget", "etap_train_groups"):
+    for name, least in (("budget", 1), ("etap_train_groups", 2)):
         if name in kwargs:
-            check_int(name, kwargs[name])
+            check_int(name, kwargs[name], minimum=least)
     if "seeds" in kwargs:
         check_seeds("seeds", kwargs["seeds"])
 

@@ -9,6 +9,20 @@ Stage 2 (eq. 10-12): a ridge model on the multi-hot group encoding (plus the one
 task, so the correction can differ per member) predicts the residual ``y - y_aff``; its
 penalty is chosen from the same range over the same group-kept folds (appendix B.2: "cross-
 validation over training groups only"); the final prediction is their sum.
+
+Where this departs from the equations as printed:
+
+* Eq. 11 maps the group code ``u_G`` to the residual vector of the whole group, one output
+  per task of the task set; a task outside G has no gain and so no residual to fit. Here
+  each (group, member) pair is one row with a scalar residual, and the target's one-hot
+  lets the correction differ per member; the members' coefficients are shared by all
+  targets. Measured on Digits10 (10 training groups, 5 draws): Pearson r 0.607 this way,
+  0.594 with one ridge output per task (fitted on members only).
+* scikit-learn's ``Ridge`` fits an unpenalised intercept, which eq. 9 and 11 do not write,
+  and its ``alpha`` is twice eq. 11's lambda (no 1/2 on the squared error); the grid is
+  searched by cross-validation either way.
+* Outside the training range of affinities the splines extrapolate linearly (the paper
+  does not say).
 """
 
 from __future__ import annotations
@@ -138,17 +152,18 @@ def etap_selection(
     seed: int,
     train_groups: int = 10,
 ) -> tuple[list[Group], list[Group], dict[Group, dict[int, float]]]:
-    """ETAP end to end (sections 3.2-3.3): draw ``train_groups`` groups of two or more tasks,
-    ``measure`` their gains (train them), fit :class:`ETAPPredictor`, predict every candidate
-    and select the best groups under ``budget`` on the predictions.
+    """ETAP end to end (section 3.2, selection 3.2.3): draw ``train_groups`` groups of two or
+    more tasks, ``measure`` their gains (train them), fit :class:`ETAPPredictor`, predict
+    every candidate and select the best groups under ``budget`` on the predictions.
 
     Returns the selected groups, the training groups and the predictions.
     """
     from mtl_envs.training.grouping import best_selection, gain_matrix
 
     multi = [g for g in candidates if len(g) > 1]
-    if not 1 <= train_groups <= len(multi):
-        raise ConfigError(f"`train_groups` must be in [1, {len(multi)}]; got {train_groups!r}.")
+    if not 2 <= train_groups <= len(multi):
+        # Cross-validation keeps each group's rows together: it needs two groups.
+        raise ConfigError(f"`train_groups` must be in [2, {len(multi)}]; got {train_groups!r}.")
     rng = np.random.default_rng(seed)
     chosen = [multi[i] for i in rng.choice(len(multi), train_groups, replace=False)]
     model = ETAPPredictor(affinity, seed=seed).fit(chosen, {g: measure(g) for g in chosen})
