@@ -374,3 +374,40 @@ def test_validation_reward_telescopes_to_the_final_validation_loss():
     task = data.mask.float().argmax(1)
     stds = torch.stack([data.targets[task == t, t].std() for t in range(20)])
     assert float(stds.max() / stds.min()) == pytest.approx(100.0, rel=0.3)
+
+
+@pytest.mark.parametrize("model", ["hard_sharing", "hypernet", "per_task"])
+def test_aggregators_leave_the_task_parameters_of_task_networks_alone(model):
+    """IGB Algorithm 3 on the task networks: the task-stacked parameters (hard sharing's
+    heads, the hypernetwork's embeddings, every per-task network) take each task's own
+    gradient; only the shared ones (the trunk, the hypernetwork) go through the aggregator.
+    torchjd's Mean averages the task gradients, so the shared step is 1/n of the plain one
+    and the task parameters' step is the plain one."""
+
+    def one_step(aggregator):
+        cfg = MultiTaskLearnerConfig(
+            dataset="cubic",
+            model=model,
+            device="cpu",
+            optimizer="sgd",
+            momentum=0.0,
+            lr=0.05,
+            loss="sum",
+            batch_size=60,
+            aggregator=aggregator,
+        )
+        learner = MultiTaskLearner(cfg, seed=0)
+        own = {id(p) for p in learner.net.task_parameters()}
+        params = [p for p in learner.net.parameters() if p.requires_grad]
+        before = [p.detach().clone() for p in params]
+        learner.begin_epoch()
+        learner.train_batch(learner.batch_indices(0))
+        steps = [p.detach() - b for p, b in zip(params, before)]
+        return [id(p) in own for p in params], steps, learner.num_tasks
+
+    kinds, plain, n = one_step(None)
+    _, mean, _ = one_step("mean")
+    assert any(kinds) and (model == "per_task") == all(kinds)
+    for is_task, p, m in zip(kinds, plain, mean):
+        assert p.abs().max() > 1e-4  # every parameter moves: the comparison says something
+        torch.testing.assert_close(m if is_task else m * n, p, rtol=1e-4, atol=1e-6)

@@ -211,7 +211,9 @@ class LossWeightingEnv(TextRender, gym.Env):
       removed (``mtl-envs compare`` computes Δm). Since, with the dynamics unchanged: a step
       before the first reset or after the episode ended raises ``ConfigError`` (it trained on
       past the run); ``copy.deepcopy`` of an env mid-run works (the copy redoes the pending
-      forward).
+      forward). With an ``aggregator`` on the task-network ids (``model=...``), the
+      task-stacked parameters (heads, embeddings) take their own tasks' gradients and only
+      the shared ones are aggregated, as Algorithm 3 (the aggregator rescaled the heads too).
     * v0: initial release (``n * softmax(a)`` on the box, equal warm-up weights).
 
     ## Example

@@ -140,6 +140,9 @@ class MultiTaskHypernet(TaskNetwork):
             for d_in, d_out in zip(widths[:-1], widths[1:])
         )
 
+    def task_parameters(self) -> list[nn.Parameter]:
+        return [] if self.embeddings is None else [self.embeddings]  # the rest is shared
+
     def hypernet_inputs(self) -> torch.Tensor:
         """[e_t, m_t] for every task, (T, d_e + d_m)."""
         parts = [p for p in (self.embeddings, self.metadata) if p is not None]

@@ -87,6 +87,13 @@ class TaskNetwork(nn.Module):
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def task_parameters(self) -> list[nn.Parameter]:
+        """Parameters stacked by task, whose slice ``[t]`` only task t's samples read (a
+        head, an embedding, a whole per-task network): a task's loss has no gradient on the
+        other tasks' slices. IGB Algorithm 3 gives these each task's own gradient and
+        aggregates only the rest, the shared parameters. None by default."""
+        return []
+
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Every task's prediction for every sample, (B, T, out)."""
         b, t = x.shape[0], self.num_tasks
@@ -168,6 +175,9 @@ class PerTaskNetworks(TaskNetwork):
             w = torch.empty(num_tasks, d_in + 1, d_out).uniform_(-bound, bound)
             self.weights.append(nn.Parameter(w))
 
+    def task_parameters(self) -> list[nn.Parameter]:
+        return list(self.weights)  # nothing is shared
+
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         for i, w in enumerate(self.weights):
             x = task_linear(x, w, task)
@@ -209,6 +219,9 @@ class HardSharing(TaskNetwork):
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return task_linear(self._features(x, task), self.heads, task)
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return [self.heads]
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         if self.metadata is not None:  # the trunk's input depends on the task

@@ -695,11 +695,20 @@ class MultiTaskLearner:
                 weighted_objective_terms(loss, fixed[t], loss_mode) for t, loss in enumerate(losses)
             ]
             if features is None:
-                # A task network has no shared representation to split at: aggregate the
-                # task gradients of all its parameters.
-                params = [p for p in self.net.parameters() if p.requires_grad]
-                backward(terms, inputs=params)
-                jac_to_grad(params, self.aggregator)
+                # A task network: its task-stacked parameters (heads, embeddings) take each
+                # task's own gradient, as Algorithm 3's heads do (slice t only reaches task
+                # t's term, so the gradient of the sum is that); the rest is shared and
+                # aggregated.
+                own = list(getattr(self.net, "task_parameters", list)())
+                mine = {id(p) for p in own}
+                shared = [p for p in self.net.parameters() if p.requires_grad and id(p) not in mine]
+                if own:
+                    grads = torch.autograd.grad(sum(terms), own, retain_graph=bool(shared))
+                    for p, g in zip(own, grads):
+                        p.grad = g
+                if shared:
+                    backward(terms, inputs=shared)
+                    jac_to_grad(shared, self.aggregator)
             else:
                 shared = list(self.net.backbone.parameters())
                 heads = [list(h.parameters()) for h in self.net.heads]
