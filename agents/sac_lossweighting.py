@@ -15,6 +15,9 @@ Where SB3's SAC differs from the paper's:
   the two epochs, so :class:`ScheduledSAC` keeps acting randomly until ``use_epoch``, drawing
   ``tanh(z)``, ``z ~ N(0, I)``: the env's atanh turns that back into RLW's ``n * softmax(z)``
   (SB3 would draw uniformly in the box, whose atanh is logistic, not normal);
+* SB3 counts ``train_freq`` from the run's first step; here the rounds start at the first
+  step of ``update_epoch``, so that SAC is trained before it acts wherever an epoch has
+  fewer than 50 batches (the CPU ids have 3-15);
 * SB3 computes the entropy of the squashed action (with the tanh correction), not of the
   pre-softmax Gaussian.
 
@@ -104,28 +107,40 @@ def scaled_round(
     return max(1, int(gradient_steps * k2)), max(1, int(batch_size * k2))
 
 
+def update_rounds(steps: int, first_round: int, train_freq: int) -> range:
+    """The env steps after which SAC runs an update round in a run of ``steps`` env steps:
+    ``first_round`` (the first step of ``update_epoch``; ``train_freq`` when that is 0) and
+    every ``train_freq`` steps after it, none after the last step (the run ends there)."""
+    return range(first_round or train_freq, steps, train_freq)
+
+
 def run_gradient_steps(
     steps: int,
-    learning_starts: int,
+    first_round: int,
     train_freq: int,
     gradient_steps: int,
     capacity: int,
     scaling: str = "buffer",
 ) -> int:
-    """SAC gradient steps in a run of ``steps`` env steps: a round after every ``train_freq``
-    steps once more than ``learning_starts`` are stored, none after the last step (the run
-    ends there), each of :func:`scaled_round`'s size."""
+    """SAC gradient steps in a run of ``steps`` env steps: the rounds of
+    :func:`update_rounds`, each of :func:`scaled_round`'s size."""
     return sum(
         scaled_round(gradient_steps, 1, t, capacity, scaling)[0]
-        for t in range(train_freq, steps, train_freq)
-        if t > learning_starts
+        for t in update_rounds(steps, first_round, train_freq)
     )
 
 
 class ScheduledSAC(SAC):
-    """SAC whose random-action phase may outlast ``learning_starts`` (IGB: use_e > update_e),
-    whose update rounds may grow with the replay buffer (``round_scaling="buffer"``), and
-    whose whole training state can be saved between two env steps and resumed.
+    """SAC whose first update round comes at ``first_round`` (the start of IGB's update_e)
+    and every ``train_freq`` steps after it, whose random-action phase may outlast it (IGB:
+    use_e > update_e), whose update rounds may grow with the replay buffer
+    (``round_scaling="buffer"``), and whose whole training state can be saved between two
+    env steps and resumed.
+
+    SB3 runs a round after every ``train_freq`` steps counted from the run's first step, so
+    on an id with fewer than ``train_freq`` batches an epoch the first round could come
+    after SAC starts acting (Digits10, 12 batches: at step 50, in epoch 7, where it acts from
+    epoch 6). Here the rounds are counted from ``first_round``.
 
     SB3's own ``save`` keeps the networks but not what an interrupted ``learn`` call needs
     to go on as if never stopped: the replay buffer, the position inside the current rollout
@@ -136,6 +151,7 @@ class ScheduledSAC(SAC):
     def __init__(
         self,
         *args: Any,
+        first_round: int = 0,
         random_steps: int = 0,
         random_action: Callable[[np.random.Generator], np.ndarray] | None = None,
         round_scaling: str = "none",
@@ -146,8 +162,13 @@ class ScheduledSAC(SAC):
         self.random_steps = random_steps
         self.random_action = random_action
         self._pending_save: Callable[[], None] | None = None
-        self._rollout_done = 0  # steps of the current rollout already collected (resume)
-        super().__init__(*args, **kwargs)
+        # SB3 updates once more than `learning_starts` steps are stored.
+        super().__init__(*args, learning_starts=max(first_round - 1, 0), **kwargs)
+        # Rollouts end at first_round + k * train_freq: the first one is cut to its phase.
+        self.round_phase = first_round % self.train_freq.frequency
+        self._rollout_done = (self.train_freq.frequency - self.round_phase) % (
+            self.train_freq.frequency
+        )  # steps of the current rollout already collected (a short first one, or a resume)
 
     def _sample_action(self, learning_starts: int, action_noise=None, n_envs: int = 1):
         start = max(learning_starts, self.random_steps)
@@ -179,7 +200,7 @@ class ScheduledSAC(SAC):
     def _update_due(self) -> bool:
         """Whether ``learn`` runs an update round before the next step."""
         return (
-            self.num_timesteps % self.train_freq.frequency == 0
+            (self.num_timesteps - self.round_phase) % self.train_freq.frequency == 0
             and self.num_timesteps > self.learning_starts
             and self.gradient_steps != 0
         )
@@ -243,7 +264,7 @@ class ScheduledSAC(SAC):
         for key, value in state["counters"].items():
             setattr(self, key, value)
         self.action_space.np_random.bit_generator.state = state["action_space_rng"]
-        self._rollout_done = self.num_timesteps % self.train_freq.frequency
+        self._rollout_done = (self.num_timesteps - self.round_phase) % self.train_freq.frequency
 
     def _load_replay_buffer(self, saved: dict[str, Any]) -> None:
         """Copy the arrays :meth:`state_dict` saved into this model's (same-sized) buffer."""
@@ -328,14 +349,14 @@ def sac_defaults(aggregator: str | None) -> dict[str, Any]:
 def schedule_steps(
     update_epoch: int, use_epoch: int, warmup_epochs: int, batches: int
 ) -> tuple[int, int]:
-    """Env steps before SAC learns and before it acts.
+    """Env steps before SAC's first update round and before it acts.
 
     Env steps begin in (1-indexed) epoch ``warmup_epochs + 1``, so epoch e starts after
     ``(e - warmup_epochs - 1) * batches`` steps.
     """
-    learning_starts = max(0, (update_epoch - warmup_epochs - 1) * batches)
+    first_round = max(0, (update_epoch - warmup_epochs - 1) * batches)
     random_steps = max(0, (use_epoch - warmup_epochs - 1) * batches)
-    return learning_starts, random_steps
+    return first_round, random_steps
 
 
 def check_config(config: RunConfig) -> None:
@@ -405,7 +426,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     if not isinstance(lw, LossWeightingEnv):
         raise ConfigError(f"`env_id` {config.env_id!r} is not a LossWeighting environment.")
     batches = lw.learner.num_batches
-    learning_starts, random_steps = schedule_steps(
+    first_round, random_steps = schedule_steps(
         schedule["update_epoch"], schedule["use_epoch"], lw.warmup_epochs, batches
     )
     model = ScheduledSAC(
@@ -414,7 +435,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         seed=seed,
         device=device,
         verbose=0,
-        learning_starts=learning_starts,
+        first_round=first_round,
         random_steps=random_steps,
         random_action=lw.random_weight_action,
         # A copy: SB3 adds keys to policy_kwargs, which would change the resolved settings

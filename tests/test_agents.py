@@ -165,7 +165,12 @@ def test_igbv2_smoke_run(tmp_path):
 
 
 def test_igbv2_round_scale_hand_worked():
-    from agents.sac_lossweighting import round_scale, run_gradient_steps, scaled_round
+    from agents.sac_lossweighting import (
+        round_scale,
+        run_gradient_steps,
+        scaled_round,
+        update_rounds,
+    )
 
     # k = 1 + filled / capacity; a round is int(steps * k / 2) steps of int(batch * k / 2).
     assert round_scale(0, 10_000) == 0.5
@@ -175,10 +180,13 @@ def test_igbv2_round_scale_hand_worked():
     assert scaled_round(50, 256, 99_999, 10_000) == (50, 256)  # a full buffer stays full
     assert scaled_round(50, 256, 2_500, 10_000, "none") == (50, 256)
     assert scaled_round(1, 1, 0, 10_000) == (1, 1)  # never an empty round
-    # Rounds every 16 steps after 20 stored, none at the run's last step (100 is not reached):
-    # t = 32, 48, 64, 80, 96 with capacity 64 -> 8 * (0.75, 0.875, 1, 1, 1) = 6 + 7 + 8 + 8 + 8.
-    assert run_gradient_steps(100, 20, 16, 8, 64) == 37
+    # The first round after 20 stored, then every 16 steps, none at the run's last step (100
+    # is not reached): t = 20, 36, 52, 68, 84 with capacity 64 -> k / 2 = 0.656, 0.781,
+    # 0.906, 1, 1 -> int(8 k / 2) = 5 + 6 + 7 + 8 + 8.
+    assert list(update_rounds(100, 20, 16)) == [20, 36, 52, 68, 84]
+    assert run_gradient_steps(100, 20, 16, 8, 64) == 34
     assert run_gradient_steps(100, 20, 16, 8, 64, "none") == 40
+    assert list(update_rounds(50, 0, 16)) == [16, 32, 48]  # from the first step: SB3's count
     with pytest.raises(ConfigError, match=r"round_scaling.*\['buffer', 'none'\].*'fill'"):
         round_scale(0, 10, "fill")
 
@@ -214,3 +222,35 @@ def test_igbv2_rounds_grow_with_the_buffer(tmp_path, monkeypatch):
     # After 4, 8, 12, 16 and 20 of 16 stored: k / 2 = 0.625, 0.75, 0.875, 1, 1.
     assert rounds == [(2, 5), (3, 6), (3, 7), (4, 8), (4, 8)]
     assert sum(s for s, _ in rounds) == run_gradient_steps(24, 0, 4, 4, 16)
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_igbv2s_first_round_comes_at_update_epoch_before_sac_acts(tmp_path, monkeypatch):
+    """Algorithm 2: SAC trains from update_e (4) and acts from use_e (6). CubicScales has 12
+    batches an epoch and the env steps start in epoch 3, so the rounds come after steps 12
+    (the end of epoch 3) and 62 of the run's 84 (SB3's own count: 50 only, after SAC began
+    acting at step 36)."""
+    from stable_baselines3 import SAC
+
+    from agents.sac_lossweighting import run as run_igbv2
+    from agents.sac_lossweighting import update_rounds
+
+    at = []
+    train = SAC.train
+
+    def record(self, gradient_steps, batch_size=64):
+        at.append(self.num_timesteps)
+        return train(self, gradient_steps, batch_size)
+
+    monkeypatch.setattr(SAC, "train", record)
+    config = RunConfig(
+        method="igbv2",
+        env_id="LossWeighting-CubicScales-v1",
+        epochs=9,  # 2 warm-up + 7 epochs of 12 env steps
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+        agent={"gradient_steps": 2, "batch_size": 8},
+    )
+    run_igbv2(config, seed=0)
+    assert at == [12, 62] == list(update_rounds(84, 12, 50))
