@@ -121,6 +121,26 @@ def test_uw_weights_and_log_variance_gradient():
     torch.testing.assert_close(rule.log_vars.grad, torch.tensor([-1.0, 0.0]))
 
 
+def test_uw_log_variances_learn_at_their_own_rate():
+    """UW's log-variances get their own optimiser group at 0.025 (the IGB4MTL code's
+    ``method_params_lr``) without weight decay; Adam's first step moves each by that rate
+    (the sign of its gradient), where the network's rate would move it by 1e-3."""
+    from baselines.uw import UW
+
+    cfg = MultiTaskLearnerConfig(
+        dataset="cubic", model="hard_sharing", device="cpu", lr=1e-3, weight_decay=1e-4
+    )
+    learner = MultiTaskLearner(cfg, seed=0, weighting=UW())
+    net, own = learner.optimizer.param_groups
+    assert (net["lr"], own["lr"], own["weight_decay"]) == (1e-3, 0.025, 0.0)
+    assert own["params"] == [learner.weighting.log_vars]
+    learner.begin_epoch()
+    losses = learner.train_batch(learner.batch_indices(0))
+    # d/ds [L e^{-s} / 2 + s / 2] at s = 0 is (1 - L) / 2: s moves against its sign.
+    expected = -0.025 * torch.sign((1 - losses) / 2)
+    torch.testing.assert_close(learner.weighting.log_vars.detach(), expected, rtol=1e-4, atol=1e-6)
+
+
 def test_igbv1_weights_eq3():
     rule = IGBv1()
     assert torch.equal(rule.weights(torch.tensor([2.0, 1.0]), FakeLearner()), torch.ones(2))

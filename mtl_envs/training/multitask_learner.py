@@ -324,11 +324,14 @@ class MultiTaskLearner:
             return MultiHeadNet(backbone, [num_outputs] * self.num_tasks, cfg.head_hidden)
 
         self.net = seeded(seed, build).to(self.device)
-        params = list(self.net.parameters())
+        params: list = list(self.net.parameters())
         if self.weighting is not None:
             self.weighting.reset(self.num_tasks)
             self.weighting.to(self.device)
-            params += list(self.weighting.parameters())
+            own = list(self.weighting.parameters())
+            if own:  # the rule's parameters (UW's log-variances): their own rate, no decay
+                rate = cfg.lr if self.weighting.lr is None else self.weighting.lr
+                params = [{"params": params}, {"params": own, "lr": rate, "weight_decay": 0.0}]
         # Stateful aggregators (Nash-MTL) start afresh with the run.
         self.aggregator = (
             None if cfg.aggregator is None else make_aggregator(cfg.aggregator, self.num_tasks)

@@ -78,6 +78,8 @@ class Weighting(nn.Module):
     """
 
     loss_mode: str = "sum"
+    lr: float | None = None
+    """Learning rate of the rule's own parameters; ``None``: the network's."""
 
     def reset(self, num_tasks: int) -> None:
         """Prepare for a fresh run with ``num_tasks`` tasks (create or zero parameters)."""
