@@ -18,8 +18,9 @@ Where SB3's SAC differs from the paper's:
 * SB3 counts ``train_freq`` from the run's first step; here the rounds start at the first
   step of ``update_epoch``, so that SAC is trained before it acts wherever an epoch has
   fewer than 50 batches (the CPU ids have 3-15);
-* SB3 computes the entropy of the squashed action (with the tanh correction), not of the
-  pre-softmax Gaussian.
+* SB3's critics read the squashed action ``tanh(u)``; the authors' code feeds them the
+  weights ``n * softmax(u)``. Both are functions of the same pre-softmax ``u`` (and both
+  actors use the tanh-corrected entropy).
 
 Where the paper is silent, the defaults follow the authors' released implementation
 (IGB4MTL, ``methods/SAC_Agent.py`` and ``ImprovableGapBalancing_v2``):

@@ -2,6 +2,8 @@
 
 ``w_i = n * softmax(r_i / T)`` with ``r_i = Lbar_i(e-1) / Lbar_i(e-2)``, the ratio of the two
 previous epochs' mean losses, and temperature T = 2; equal weights for the first two epochs.
+This is the paper's epoch-level rule; the code IGB's comparison ran with (IGB4MTL, from the
+Nash-MTL code base) takes the ratio of two 25-batch windows instead.
 """
 
 from __future__ import annotations
