@@ -104,6 +104,15 @@ class RunConfig:
     def __post_init__(self) -> None:
         if isinstance(self.method, str):
             self.method = [self.method]
+        if isinstance(self.variant, (int, float)) and not isinstance(self.variant, bool):
+            self.variant = str(self.variant)  # `variant=3` from the command line: the label "3"
+        if self.variant is not None and (
+            not isinstance(self.variant, str) or not self.variant or "/" in self.variant
+        ):
+            raise ConfigError(
+                f"`variant` must be a non-empty label without '/' (it names a folder); got "
+                f"{self.variant!r}."
+            )
         if isinstance(self.seeds, int):
             self.seeds = [self.seeds]
         check_int("epochs", self.epochs)

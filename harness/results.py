@@ -37,9 +37,11 @@ def platform_record(torch_threads: int | None = None) -> dict[str, Any]:
 
 
 def run_dir(config: RunConfig, method: str, seed: int, setting: str | None = None) -> Path:
-    """``output_dir/<env_id>/<method>[/<setting>]/seed<k>``."""
+    """``output_dir/<env_id>/<method>[/<setting>][/<variant>]/seed<k>``: runs of two variants
+    (a sweep's override sets, or ``variant=`` labels) never share a folder."""
     base = Path(config.output_dir) / config.env_id / method
-    return (base / setting if setting else base) / f"seed{seed}"
+    parts = [p for p in (setting, config.variant) if p]
+    return base.joinpath(*parts) / f"seed{seed}"
 
 
 def make_result(
@@ -96,24 +98,39 @@ def write_result(
 
 
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
-    """Read result JSON files; a directory contributes every ``result.json`` below it."""
+    """Read result JSON files; a directory contributes every ``result.json`` below it.
+
+    A file reached twice (a run folder and the sweep folder holding it) is read once; two
+    files of the same run (env id, setting, variant, method and seed) are refused, since a
+    comparison would count that seed twice."""
+    paths = [Path(p) for p in paths]
     files: list[Path] = []
-    for p in map(Path, paths):
+    for p in paths:
         if p.is_dir():
             files += sorted(p.rglob("result.json"))
         elif p.is_file():
             files.append(p)
         else:
             raise PathNotFoundError(f"Result path {str(p)!r} does not exist.")
-    results = []
+    files = list(dict((f.resolve(), f) for f in files).values())
+    results, seen = [], {}
     for f in files:
         data = read_json(f)
         for key in ("method", "env_id", "seed", "final"):
             if key not in data:
                 raise ConfigError(f"{f} is not a result file: missing key {key!r}.")
+        run = (data["env_id"], data.get("setting"), data.get("variant"), data["method"])
+        run += (data["seed"],)
+        if run in seen:
+            raise ConfigError(
+                f"{seen[run]} and {f} are results of the same run ({data['method']}, seed "
+                f"{data['seed']} on {data['env_id']}): a comparison would count that seed "
+                "twice. Give each run's folder once."
+            )
+        seen[run] = f
         results.append(data)
     if not results:
-        raise ConfigError("No result files found.")
+        raise ConfigError(f"No result files (result.json) below {[str(p) for p in paths]}.")
     return results
 
 

@@ -157,7 +157,7 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         # Absolute, so that workers with another working directory (Ray) write to the same
         # place; on a cluster it must be storage every node shares.
         out = Path(sweep.output_dir).resolve()
-        values["output_dir"] = str(out / variant if variant else out)
+        values["output_dir"] = str(out)  # run_dir keeps the variants apart
         # Fail before the sweep starts. The base config's own methods may read keys the
         # grid's methods do not (a grid of baselines over a config written for IGBv2).
         # The base's methods read its sections on the base's family only (`ppo` is another

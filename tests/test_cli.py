@@ -581,3 +581,42 @@ def test_shipped_configs_load(path):
         family = family_of(config.env_id)
         if family.split_kwargs is not None:
             family.learner_config(config.env_id, config.env_kwargs)  # unknown keys raise
+
+
+def test_a_run_read_twice_is_counted_once_and_two_files_of_one_run_are_refused(tmp_path):
+    import json
+
+    from harness.results import load_results
+
+    def write(folder, method, seed, **extra):
+        path = tmp_path / folder / method / f"seed{seed}" / "result.json"
+        path.parent.mkdir(parents=True)
+        path.write_text(json.dumps(_fake_result(method, seed, 0.5, **extra)))
+        return path
+
+    for seed in range(3):
+        write("a", "ew", seed)
+    # The folder and one of its files: three runs, not four.
+    assert len(load_results([tmp_path / "a", tmp_path / "a" / "ew" / "seed0"])) == 3
+    copy = write("b", "ew", 0)
+    with pytest.raises(ConfigError, match=r"results of the same run \(ew, seed 0 on Toy-v0\)"):
+        load_results([tmp_path / "a", copy])
+    write("c", "ew", 0, variant="lr=0.01")  # another variant of that seed is another run
+    assert len(load_results([tmp_path / "a", tmp_path / "c"])) == 4
+    with pytest.raises(ConfigError, match=r"No result files \(result.json\) below \['.*empty'\]"):
+        (tmp_path / "empty").mkdir()
+        load_results([tmp_path / "empty"])
+
+
+def test_variants_have_their_own_run_folders():
+    from harness.results import run_dir
+
+    plain = RunConfig(output_dir="out", env_id="LossWeighting-Cubic-v1")
+    labelled = RunConfig(output_dir="out", env_id="LossWeighting-Cubic-v1", variant=3)
+    assert labelled.variant == "3"  # `variant=3` on the command line is the label "3"
+    assert run_dir(plain, "ew", 0).as_posix() == "out/LossWeighting-Cubic-v1/ew/seed0"
+    assert (
+        run_dir(labelled, "ew", 0, "B=2").as_posix() == "out/LossWeighting-Cubic-v1/ew/B=2/3/seed0"
+    )
+    with pytest.raises(ConfigError, match="`variant` must be a non-empty label without '/'"):
+        RunConfig(variant="a/b")
