@@ -263,7 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--extend",
         action="store_true",
         help="reuse the runs of an existing --out file of the same protocol: more seeds or "
-        "policies run only what is new",
+        "policies run only what is new, and its other runs stay in the result",
     )
     probe.add_argument("--data-root", default=None, help="dataset folder")
     compare = sub.add_parser("compare", help="table (and plot) of result files")

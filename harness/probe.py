@@ -81,8 +81,34 @@ def build_policy(name: str, env: Any, seed: int) -> ReferencePolicy:
     """A reference policy by name, or ``package.module:Class`` built as ``Class(env, seed)``."""
     if ":" in name:
         module, attr = name.split(":", 1)
-        return getattr(importlib.import_module(module), attr)(env, seed)
+        try:
+            cls = getattr(importlib.import_module(module), attr)
+        except (ImportError, AttributeError) as err:
+            raise ConfigError(
+                f"Policy {name!r}: {err}. A custom policy is given as package.module:Class."
+            ) from None
+        return cls(env, seed)
     return make_policy(name, env, seed)
+
+
+def applicable_policies(env: Any, names: Sequence[str], defaults: bool) -> list[str]:
+    """``names`` whose policy can be built on ``env`` (the human labels need CIFAR-100's fine
+    labels, the optima a gain table). A default policy that cannot is left out with a
+    warning; a policy the user named is a ``ConfigError`` before anything runs."""
+    keep = []
+    for name in names:
+        if name == "best_fixed":  # the probe's own grid of constant policies: always runs
+            keep.append(name)
+            continue
+        try:
+            build_policy(name, env, 0)
+        except ValueError as err:  # ConfigError included
+            if not defaults:
+                raise ConfigError(f"Policy {name!r} cannot run on this env: {err}") from None
+            warnings.warn(f"Left out the {name} policy: {err}", stacklevel=3)
+            continue
+        keep.append(name)
+    return keep
 
 
 def run_policy(
@@ -280,7 +306,6 @@ def probe(
     family = family_of(env_id)  # an unregistered id is a ConfigError with a suggestion
     env = gym.make(env_id, **env_kwargs)
     metric = _headline(env, family)
-    env.close()
     names = list(policies or family.probe_policies)
     valid = list(dict.fromkeys([*REFERENCE_POLICIES[family.name], *family.probe_policies]))
     for name in names:
@@ -291,6 +316,12 @@ def probe(
                 f"Unknown {family.name} policy {name!r}.{suggest(name, valid)} Valid: {valid}, "
                 "or package.module:Class."
             )
+    try:
+        probe_env = gym.make(env_id, **{**env_kwargs, **family.probe_env_kwargs})
+        names = applicable_policies(probe_env.unwrapped, names, defaults=not policies)
+        probe_env.close()
+    finally:
+        env.close()
     tasks = [
         (env_id, env_kwargs, name, seed, episodes, higher_is_better(metric), jobs > 1)
         for name in names
@@ -333,11 +364,16 @@ def probe(
                     done(futures[future], future.result())
     finally:
         bar.close()
-    finished = [run for run in runs if run is not None]
+    # Runs of the same protocol that this probe did not ask for (a kept result extended with
+    # fewer policies or seeds) stay in its result.
+    requested = {(task[2], task[3]) for task in tasks}
+    kept = [run for key, run in book.finished.items() if key not in requested]
+    finished = [run for run in runs if run is not None] + kept
+    all_seeds = sorted({*seeds, *(run.seed for run in kept)})
     return {
         "env_id": env_id,
         "env_kwargs": env_kwargs,
-        "protocol": {"seeds": list(seeds), "episodes": run_episodes, "family": family.name},
+        "protocol": {"seeds": all_seeds, "episodes": run_episodes, "family": family.name},
         "runs": [asdict(r) for r in finished],
         "platform": platform,
         **summarize_probe(finished, metric),

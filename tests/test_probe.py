@@ -294,11 +294,11 @@ class Slow:
     oracle = False
 
     def __init__(self, env, seed):
-        folder = pathlib.Path(os.environ["PROBE_PIDS"])
-        (folder / str(os.getpid())).write_text("")
         self.inner = make_policy("random", env, seed)
 
-    def reset(self):
+    def reset(self):  # not __init__: the probe builds each policy once up front to check it
+        folder = pathlib.Path(os.environ["PROBE_PIDS"])
+        (folder / str(os.getpid())).write_text("")
         self.inner.reset()
 
     def __call__(self, obs):
@@ -411,6 +411,19 @@ def test_extend_runs_only_the_seeds_a_kept_result_lacks(tmp_path, monkeypatch):
     assert calls == [("random", 0), ("random", 1), ("random", 2)]
     extended = json.loads(out.read_text())
     assert extended["runs"][:2] == first["runs"] and extended["protocol"]["seeds"] == [0, 1, 2]
+    # A policy added on one seed: the kept runs of the other seeds stay in the result.
+    main([*argv[:-1], "equal", "--seeds", "1", "--out", str(out), "--extend"])
+    assert calls[3:] == [("equal", 0)]
+    again = json.loads(out.read_text())
+    assert {(r["policy"], r["seed"]) for r in again["runs"]} == {
+        ("equal", 0),
+        *(("random", seed) for seed in range(3)),
+    }
+    assert again["protocol"]["seeds"] == [0, 1, 2] and list(again["policies"]) == [
+        "equal",
+        "random",
+    ]
+    calls.clear()
     # Another run length: the kept runs are not reused, and every seed runs.
     with pytest.warns(UserWarning, match="not reused"):
         main(
@@ -427,7 +440,7 @@ def test_extend_runs_only_the_seeds_a_kept_result_lacks(tmp_path, monkeypatch):
                 "--extend",
             ]
         )
-    assert calls[3:] == [("random", 0), ("random", 1)]
+    assert calls == [("random", 0), ("random", 1)]
 
 
 def test_one_direction_rule_and_the_descriptor_picks_the_selection_metric():
@@ -449,3 +462,30 @@ def test_one_direction_rule_and_the_descriptor_picks_the_selection_metric():
     assert FAMILIES["AuxLabel"].selection_metric({"val/accuracy": 0.4}) == ("val/accuracy", 1)
     with pytest.raises(ConfigError, match="No LossWeighting validation score"):
         lw.selection_metric({"test/mean_nmse": 0.5})
+
+
+def test_default_policies_that_cannot_run_are_left_out_and_named_ones_refused(monkeypatch):
+    """The human labels need CIFAR-100's fine labels: the default AuxLabel probe on Digits
+    leaves them out with a warning; asked for by name they stop the probe before any run."""
+    from harness import probe as probe_module
+
+    ran = []
+
+    def fake_run(*task):
+        ran.append(task[2])
+        return _run(task[2], task[3], 1.0, 0.5)
+
+    monkeypatch.setattr(probe_module, "_probe_run", fake_run)
+    with pytest.warns(UserWarning, match="Left out the human policy: The human policy needs"):
+        result = probe_module.probe("AuxLabel-Digits-v0", seeds=[0], episodes=1, progress=False)
+    assert ran == ["random", "constant", "image_hash"] == list(result["policies"])
+    ran.clear()
+    with pytest.raises(ConfigError, match="Policy 'human' cannot run on this env"):
+        probe_module.probe(
+            "AuxLabel-Digits-v0", policies=["random", "human"], seeds=[0], progress=False
+        )
+    with pytest.raises(ConfigError, match=r"Policy 'no_such.module:Cls': No module named"):
+        probe_module.probe(
+            "AuxLabel-Digits-v0", policies=["no_such.module:Cls"], seeds=[0], progress=False
+        )
+    assert ran == []
