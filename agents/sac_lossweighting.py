@@ -328,6 +328,9 @@ class EpochCallback(BaseCallback):
         self.weight_std.append(float(np.std(info["weights"])))
         if self.env.learner.position == 0:  # the step closed an epoch
             self.recorder.record(self.env.learner.epoch - 1, self._epoch_metrics())
+            # SB3 writes its training scalars (actor and critic losses, entropy coefficient)
+            # every few episodes; the run is one episode, so they are written once an epoch.
+            self.model.logger.dump(self.num_timesteps)
             self.rewards, self.weight_std = [], []
             done = len(self.recorder.history)
             if self.save is not None and done < self.epochs and done % self.every == 0:

@@ -254,3 +254,27 @@ def test_igbv2s_first_round_comes_at_update_epoch_before_sac_acts(tmp_path, monk
     )
     run_igbv2(config, seed=0)
     assert at == [12, 62] == list(update_rounds(84, 12, 50))
+
+
+@pytest.mark.filterwarnings("ignore::UserWarning")
+def test_igbv2_writes_sacs_training_scalars_to_tensorboard(tmp_path):
+    """The run is one episode, after which SB3 would write its scalars: they are written
+    once an epoch instead, so SAC's losses reach ``tb_agent``."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from agents.sac_lossweighting import run as run_igbv2
+
+    config = RunConfig(
+        method="igbv2",
+        env_id="LossWeighting-CubicScales-v1",
+        epochs=7,
+        output_dir=str(tmp_path),
+        progress=False,
+        agent={"gradient_steps": 2, "batch_size": 8},
+    )
+    run_igbv2(config, seed=0)
+    folder = tmp_path / "LossWeighting-CubicScales-v1" / "igbv2" / "seed0" / "tb_agent"
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    tags = set(events.Tags()["scalars"])
+    assert {"train/actor_loss", "train/critic_loss", "train/ent_coef"} <= tags
