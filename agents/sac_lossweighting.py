@@ -489,9 +489,9 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
             callback=callback,
             reset_num_timesteps=payload is None,
         )
+        result = recorder.finish(resolved)  # while the TensorBoard writer is open
     finally:
         recorder.close()
         env.close()
-    result = recorder.finish(resolved)
     checkpoint.unlink(missing_ok=True)
     return result

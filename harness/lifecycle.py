@@ -238,8 +238,9 @@ def run_epochs(
             every = config.checkpoint_every
             if state is not None and every and (epoch + 1) % every == 0:
                 save_run(checkpoint, epoch + 1, state, recorder, extra)
+        # Before the writer closes: the test split's scalars go to the run's one event file.
+        result = recorder.finish(extra)
     finally:
         recorder.close()
-    result = recorder.finish(extra)
     checkpoint.unlink(missing_ok=True)
     return result

@@ -278,3 +278,10 @@ def test_igbv2_writes_sacs_training_scalars_to_tensorboard(tmp_path):
     events.Reload()
     tags = set(events.Tags()["scalars"])
     assert {"train/actor_loss", "train/critic_loss", "train/ent_coef"} <= tags
+    # The run's own log: one event file, the test split's scalars in it (written before the
+    # writer closes, not into a second file).
+    tb = folder.parent / "tb"
+    assert len(list(tb.glob("events.out.tfevents.*"))) == 1
+    run_events = EventAccumulator(str(tb))
+    run_events.Reload()
+    assert "test/mean_nmse" in run_events.Tags()["scalars"]
