@@ -333,6 +333,18 @@ def main(argv: list[str] | None = None) -> int:
         # anything else is a bug and keeps its traceback.
         print(f"mtl-envs {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # Ctrl-C is the user's choice, not a failure: one line, and how to go on.
+        hint = {
+            "run": "the same command with resume=true continues from the last checkpoint",
+            "sweep": "the same command runs what is left",
+            "probe": "the same command runs only the runs it lacks",
+        }.get(args.command)
+        print(
+            f"\nmtl-envs {args.command}: interrupted" + (f"; {hint}." if hint else "."),
+            file=sys.stderr,
+        )
+        return 130
     if args.command == "sweep" and outcome["failed"]:
         return 1  # the sweep went on past its failed runs; the exit status still tells
     return 0

@@ -620,3 +620,16 @@ def test_variants_have_their_own_run_folders():
     )
     with pytest.raises(ConfigError, match="`variant` must be a non-empty label without '/'"):
         RunConfig(variant="a/b")
+
+
+def test_ctrl_c_is_one_line_with_how_to_go_on(monkeypatch, capsys):
+    from harness import cli
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "cmd_run", interrupted)
+    assert cli.main(["run", "configs/quickstart.yaml"]) == 130
+    err = capsys.readouterr().err
+    assert "mtl-envs run: interrupted; the same command with resume=true continues" in err
+    assert "Traceback" not in err
