@@ -371,6 +371,7 @@ def summarize(
             "env_id": env_id,
             "method": method,
             "metric": metric,
+            "which": which,
             "mean": mean,
             "std": std,
             "sem": std / math.sqrt(len(runs)),
@@ -496,7 +497,8 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
     percent = is_percent(metric)
     task_names = sorted({t for r in rows for t in r.get("tasks", {})})
     unit = " %" if percent else ""
-    header = ["env_id", "method", f"{metric}{unit} (mean +- {spread})"]
+    where = " at the best-validation epoch" if rows[0].get("which") == "best" else ""
+    header = ["env_id", "method", f"{metric}{unit}{where} (mean +- {spread})"]
     if any("iqm" in r for r in rows):
         header.append("IQM [95% CI]")
     if any("normalized" in r for r in rows):

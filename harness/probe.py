@@ -483,19 +483,22 @@ def _headline(env: Any, family: EnvFamily) -> str:
 def format_probe(summary: dict[str, Any]) -> str:
     """A plain-text table of a probe's summary."""
     metric = summary["metric"]
+    labels = {
+        name: f"{name} [oracle]" if p["oracle"] else name for name, p in summary["policies"].items()
+    }
+    width = max(14, *(len(label) + 1 for label in labels.values()))
     lines = [
         f"{summary['env_id']}: test {metric} "
         f"({'higher' if summary['higher_is_better'] else 'lower'} is better), "
         f"{len(summary['protocol']['seeds'])} seeds",
-        f"{'policy':<14}{'mean':>10}{'std':>10}{'95% t-interval':>22}"
+        f"{'policy':<{width}}{'mean':>10}{'std':>10}{'95% t-interval':>22}"
         f"{'IQM [95% bootstrap CI]':>30}{'return':>12}{'s/run':>8}",
     ]
     for name, p in summary["policies"].items():
-        label = f"{name} [oracle]" if p["oracle"] else name
         ci = f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]"
         iqm = "{:.4f} [{:.4f}, {:.4f}]".format(*p["iqm"])
         lines.append(
-            f"{label:<14}{p['mean']:>10.4f}{p['std']:>10.4f}{ci:>22}{iqm:>30}"
+            f"{labels[name]:<{width}}{p['mean']:>10.4f}{p['std']:>10.4f}{ci:>22}{iqm:>30}"
             f"{p['return_mean']:>12.3f}{p['seconds_mean']:>8.1f}"
         )
     for key, label in (("headroom", "headroom"), ("headroom_fair", "headroom without oracles")):

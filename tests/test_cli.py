@@ -633,3 +633,16 @@ def test_ctrl_c_is_one_line_with_how_to_go_on(monkeypatch, capsys):
     err = capsys.readouterr().err
     assert "mtl-envs run: interrupted; the same command with resume=true continues" in err
     assert "Traceback" not in err
+
+
+def test_the_table_says_when_it_reads_the_best_validation_epoch():
+    from harness.compare import format_table, summarize
+
+    results = [
+        {**_fake_result("a", s, 0.5), "best": {"test/accuracy": 0.6, "epoch": 2}} for s in range(3)
+    ]
+    best = format_table(summarize(results, "test/accuracy", which="best"))
+    final = format_table(summarize(results, "test/accuracy"))
+    assert "test/accuracy % at the best-validation epoch (mean +- std)" in best
+    assert "60.00 +- 0.00" in best and "50.00 +- 0.00" in final
+    assert "best-validation" not in final
