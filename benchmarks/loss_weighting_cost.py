@@ -43,7 +43,7 @@ from agents.sac_lossweighting import (
     schedule_steps,
 )
 from agents.sac_lossweighting import run as run_igbv2
-from harness.bench import BenchReport, add_out_argument, positive_int
+from harness.bench import BenchReport, add_out_argument, int_at_least, positive_int
 from harness.config import RunConfig
 from harness.registry import run_method
 from harness.timing import CALLS, TIMERS, reset_timers, time_method
@@ -202,7 +202,10 @@ def main() -> None:
     parser.add_argument("--data-root", default=None)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--epochs", type=positive_int, default=30, help="Digits10 epochs (SAC learns from epoch 4)"
+        "--epochs",
+        type=int_at_least(7),
+        default=30,
+        help="Digits10 epochs, 7 or more (SAC learns from epoch 4 and acts from epoch 6)",
     )
     parser.add_argument(
         "--repeats", type=positive_int, default=5, help="Digits10 repeats (CIFAR100MTL runs once)"

@@ -26,8 +26,10 @@ from harness.compare import (
     format_table,
     format_value,
     natural_key,
+    on_reference_protocol,
     pair_spec,
     plot_summary,
+    protocol_differences,
     summarize,
 )
 from harness.config import RunConfig, apply_overrides, positive_int
@@ -84,7 +86,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
                 results.append(result)
                 metric = default_metric([result])
                 value = result["final"][metric]
-                normalized = _normalized(config.env_id, metric, value)
+                normalized = _normalized(config.env_id, metric, value, result)
                 setting = f" {result['setting']}" if result.get("setting") else ""
                 print(
                     f"{method}{setting} seed {seed}: {metric} {format_value(metric, value)}"
@@ -123,14 +125,17 @@ def _file_methods(path: str, env_id: str) -> list[str]:
     return written.methods if same_family(env_id, written.env_id) else []
 
 
-def _normalized(env_id: str, metric: str, value: float) -> str:
-    """`` (normalized 0.73)`` where the id has reference scores for ``metric``, else ``""``."""
+def _normalized(env_id: str, metric: str, value: float, result: dict[str, Any]) -> str:
+    """`` (normalized 0.73)`` where the id has reference scores for ``metric`` and the run
+    trained under their protocol, else ``""``."""
     import mtl_envs
 
     if env_id not in mtl_envs.reference_ids():
         return ""
     if mtl_envs.reference_scores(env_id)["metric"] != metric:
         return ""
+    if not on_reference_protocol(result):
+        return " (not normalized: trained under another protocol than the reference scores)"
     return f" (normalized {mtl_envs.normalized_score(env_id, value):.2f})"
 
 
@@ -189,7 +194,13 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    if args.plot and Path(args.plot).suffix.lower() != ".png":
+        raise ConfigError(
+            f"`--plot` names the PNG file to write: end it in .png; got {args.plot!r}."
+        )
     results = load_results(args.results)
+    for line in protocol_differences(results):
+        print(f"warning: {line}", file=sys.stderr)
     pairs = list(args.pairs or ())
     check_pairs(results, pairs)
     check_baseline(results, args.baseline)

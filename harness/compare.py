@@ -5,6 +5,7 @@ multi-task results) and plots."""
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import re
@@ -416,18 +417,79 @@ def summarize(
         # A diverged run keeps its (NaN or poor) score in the row, and the row says so.
         row["diverged"] = sum(r.get("status") == "diverged" for r in runs)
         row["values"] = [float(r[which][metric]) for r in runs]
+        row["reference_protocol"] = all(on_reference_protocol(r) for r in runs)
         rows.append(row)
     _add_intervals(rows, baseline)
     return rows
 
 
+def protocol_differences(results: list[dict[str, Any]]) -> list[str]:
+    """One line per table row group (env id, setting, variant) whose runs trained for
+    different numbers of epochs or with different env kwargs (the data folder aside): a
+    comparison across them mixes protocols. Methods' own options (``agent``,
+    ``method_kwargs``) may differ; runs without a kept config are left out."""
+    by_row: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    for r in results:
+        config = r.get("config")
+        if not config:
+            continue
+        kwargs = {k: v for k, v in config.get("env_kwargs", {}).items() if k != "data_root"}
+        protocol = f"epochs {config.get('epochs')}" + (
+            f", env_kwargs {json.dumps(kwargs, sort_keys=True)}" if kwargs else ""
+        )
+        by_row[_row_env(r)][protocol].add(r["method"])
+    lines = []
+    for row, protocols in sorted(by_row.items()):
+        if len(protocols) > 1:
+            parts = "; ".join(
+                f"{', '.join(sorted(methods))}: {protocol}"
+                for protocol, methods in sorted(protocols.items())
+            )
+            lines.append(f"{row}: runs of different protocols are compared ({parts}).")
+    return lines
+
+
+def on_reference_protocol(result: dict[str, Any]) -> bool:
+    """Whether a run trained under the protocol its id's reference scores were measured
+    with (env kwargs, and run length: the registered epochs where an episode is the run, the
+    probe's episodes where an episode is an epoch), so that its normalised score means what
+    the scale says. Runs without a kept config, or without an epoch history (whole episodes
+    of the registered length), are taken as matching."""
+    from gymnasium import error, spec
+
+    from mtl_envs.families import family_of
+    from mtl_envs.scores import reference_ids, reference_scores
+
+    env_id, config = result["env_id"], result.get("config")
+    if env_id not in reference_ids() or not config:
+        return True
+    protocol = reference_scores(env_id).get("protocol", {})
+    kwargs = {k: v for k, v in config.get("env_kwargs", {}).items() if k != "data_root"}
+    if kwargs != protocol.get("env_kwargs", {}):
+        return False
+    try:
+        family, registered = family_of(env_id), spec(env_id).kwargs.get("epochs")
+    except (ConfigError, error.Error):
+        return True
+    if family.episode_is_run:
+        # Runs scored from whole episodes (an agent trained over several) keep no epoch
+        # history: the config's `epochs` did not set their length, the env's did.
+        if registered is None or not result.get("epochs"):
+            return True
+        return config.get("epochs", registered) == registered
+    return config.get("epochs") == protocol.get("episodes", config.get("epochs"))
+
+
 def _add_normalized(row: dict[str, Any]) -> None:
     """The IQM and its interval on the env id's reference scale (random 0, best 1), where
-    the package has reference scores for this id and metric."""
+    the package has reference scores for this id and metric and the runs trained under
+    their protocol (:func:`on_reference_protocol`)."""
     from mtl_envs.scores import normalized_score, reference_ids, reference_scores
 
     env_id = row["env_id"].split(" ")[0]
     if env_id not in reference_ids() or reference_scores(env_id)["metric"] != row["metric"]:
+        return
+    if not row.get("reference_protocol", True):
         return
     iqm, low, high = (normalized_score(env_id, row[k]) for k in ("iqm", "iqm_low", "iqm_high"))
     row["normalized"] = [iqm, min(low, high), max(low, high)]  # lower-is-better flips them

@@ -13,6 +13,7 @@ from os import PathLike
 
 from harness.compare import markdown_table, summarize
 from harness.results import load_results
+from mtl_envs.errors import ConfigError
 
 # Table 2 of 000_6f85eb44aaf9e6f8.txt (Cubic and Robot Arm columns; MSE despite the caption,
 # as its code computes it and the Cubic noise floor of 0.01 shows).
@@ -54,6 +55,12 @@ def format_table2(paths: Iterable[str | PathLike], metric: str = "test/raw_mse")
     rows = summarize(load_results(paths), metric)
     cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     seeds: dict[tuple[str, str], int] = {}
+    untabular = sorted({row["env_id"] for row in rows if len(row["env_id"].split(" ")) < 2})
+    if untabular:
+        raise ConfigError(
+            f"Table 2 reads the tabular protocol's results (`method_kwargs: {{protocol: "
+            f"tabular}}`, one row per metadata setting); {untabular} have no setting."
+        )
     for row in rows:
         env_id, setting = row["env_id"].split(" ")[:2]
         cells[(env_id, setting)][row["method"]] = cell(row["mean"], row["sem"])

@@ -34,6 +34,11 @@ from mtl_envs.training.losses import weight_from_bin
 
 def agent_actions(run: Path, data_root: str | None, chunk: int = 500) -> dict[str, Any]:
     """The deterministic actions of the agent saved in ``run`` on every training image."""
+    if not (run / "agent.zip").is_file():
+        raise SystemExit(
+            f"{run} holds no agent.zip: give the run folder of an AuxLabel `ppo` run "
+            "(output_dir/ENV_ID/ppo/seedK)."
+        )
     result = json.loads((run / "result.json").read_text())
     kwargs = dict(result["config"]["env_kwargs"])
     if data_root is not None:

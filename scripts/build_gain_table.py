@@ -87,10 +87,10 @@ def main() -> None:
         protocol = GroupProtocol(
             dataset=args.dataset, dataset_kwargs=args.dataset_kwargs, epochs=args.epochs
         )
+        trainer = GroupTrainer(protocol, cache_dir=args.cache, device="cpu")
     except ConfigError as err:
         parser.error(str(err))
     name = args.name or args.dataset
-    trainer = GroupTrainer(protocol, cache_dir=args.cache, device="cpu")
     groups = all_groups(trainer.num_tasks)
     start = time.perf_counter()
     losses: dict[str, dict[str, dict[str, list[float]]]] = {"val": {}, "test": {}}

@@ -39,9 +39,10 @@ import numpy as np
 import torch
 
 import mtl_envs
-from harness.config import RunConfig
+from harness.config import RunConfig, positive_int
 from harness.results import make_result, run_dir
 from mtl_envs.io import atomic_save, atomic_write_json, read_json
+from mtl_envs.utils import check_seeds
 
 LW_ID = "LossWeighting-CubicScales-v1"
 TG_ID = "TaskGrouping-Digits10Scarce-v1"
@@ -243,7 +244,7 @@ def plot_curves(out: Path) -> Path:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    parser.add_argument("--episodes", type=int, default=15, help="SAC training runs")
+    parser.add_argument("--episodes", type=positive_int, default=15, help="SAC training runs")
     parser.add_argument(
         "--score-at",
         type=int,
@@ -251,7 +252,7 @@ def main() -> None:
         help="also score SAC's policy after these many training runs (the last one "
         "--episodes), one result per count under the setting runs=<count>",
     )
-    parser.add_argument("--grouping-steps", type=int, default=20_000, help="PPO env steps")
+    parser.add_argument("--grouping-steps", type=positive_int, default=20_000, help="PPO env steps")
     parser.add_argument(
         "--only", choices=("sac", "ppo"), nargs="+", default=["sac", "ppo"], help="agents to run"
     )
@@ -263,6 +264,10 @@ def main() -> None:
         "--plot-only", action="store_true", help="only redraw the curves of the kept results"
     )
     args = parser.parse_args()
+    try:
+        args.seeds = check_seeds("--seeds", args.seeds)  # distinct seeds >= 0
+    except ValueError as error:
+        parser.error(str(error))
     if args.score_at:
         try:  # before any training
             check_score_at(args.score_at, args.episodes)

@@ -479,7 +479,7 @@ def test_actions_are_checked_before_any_cast():
         eval_batch_size=32,
     )
     vector.reset(seed=0)
-    with pytest.raises(ConfigError, match=r"inside.*dtype float64, values in \[1.0, 2.7\]"):
+    with pytest.raises(ConfigError, match=r"per slot; got .*dtype float64, values in \[1.0, 2.7\]"):
         vector.step(np.array([2.7, 1.0, 1.0, 1.0]))
     vector.step(np.array([2.0, 1.0, 1.0, 1.0]))
 

@@ -646,3 +646,61 @@ def test_the_table_says_when_it_reads_the_best_validation_epoch():
     assert "test/accuracy % at the best-validation epoch (mean +- std)" in best
     assert "60.00 +- 0.00" in best and "50.00 +- 0.00" in final
     assert "best-validation" not in final
+
+
+def test_compare_warns_when_its_runs_trained_under_different_protocols():
+    from harness.compare import protocol_differences
+
+    def run(method, seed, epochs, **kwargs):
+        config = {"epochs": epochs, "env_kwargs": {"data_root": "/x", **kwargs}}
+        return {**_fake_result(method, seed, 0.5), "config": config}
+
+    same = [run("ew", 0, 3), run("stl", 0, 3, data_root="/elsewhere")]  # data folder aside
+    assert protocol_differences(same) == []
+    mixed = [*same, run("igbv2", 0, 6), run("rlw", 0, 3, lr=0.1)]
+    assert protocol_differences(mixed) == [
+        "Toy-v0: runs of different protocols are compared (ew, stl: epochs 3; rlw: epochs 3, "
+        'env_kwargs {"lr": 0.1}; igbv2: epochs 6).'
+    ]
+    # Another variant is another row: its protocol may differ.
+    assert protocol_differences([*same, {**run("ew", 1, 6), "variant": "long"}]) == []
+
+
+def test_normalized_scores_only_for_runs_of_the_reference_protocol():
+    from harness.compare import on_reference_protocol, summarize
+
+    def run(seed, epochs, value=0.3, **kwargs):
+        return {
+            "method": "ew",
+            "env_id": "LossWeighting-CubicScales-v1",
+            "seed": seed,
+            "final": {"test/mean_nmse": value},
+            "config": {"epochs": epochs, "env_kwargs": kwargs},
+            "epochs": [{"epoch": e + 1} for e in range(epochs)],  # an epoch-based runner's
+        }
+
+    assert on_reference_protocol(run(0, 100, data_root="/data"))  # the registered 100 epochs
+    assert not on_reference_protocol(run(0, 8))
+    assert not on_reference_protocol(run(0, 100, lr=0.1))
+    # Scored from whole episodes (an agent trained over several runs): no epoch history, and
+    # the config's epochs set nothing.
+    assert on_reference_protocol({**run(0, 10), "epochs": []})
+    full = summarize([run(s, 100) for s in range(3)], "test/mean_nmse")
+    short = summarize([run(s, 8) for s in range(3)], "test/mean_nmse")
+    assert "normalized" in full[0] and "normalized" not in short[0]
+
+
+def test_compare_plots_png_only_and_table2_needs_settings(tmp_path, capsys):
+    import json
+
+    from harness.paper_tables import format_table2
+
+    assert main(["compare", str(tmp_path), "--plot", str(tmp_path / "p.pdf")]) == 2
+    assert "`--plot` names the PNG file to write: end it in .png" in capsys.readouterr().err
+    assert not (tmp_path / "p.pdf").exists()
+
+    path = tmp_path / "r" / "result.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({**_fake_result("hypernet", 0, 0.5), "final": {"test/raw_mse": 1}}))
+    with pytest.raises(ConfigError, match="Table 2 reads the tabular protocol's results"):
+        format_table2([tmp_path / "r"])
