@@ -126,6 +126,9 @@ def test_igbv2_learning_rate_follows_the_aggregator():
     for aggregator in (None, "cagrad", "imtl_g", "upgrad"):
         assert sac_defaults(aggregator)["learning_rate"] == 3e-4
     assert sac_defaults("pcgrad")["buffer_size"] == 10_000
+    # The rest of section 4.1: discount 0.99, a round of updates every 50 batches.
+    defaults = sac_defaults(None)
+    assert defaults["gamma"] == 0.99 and tuple(defaults["train_freq"]) == (50, "step")
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -36,6 +36,25 @@ def test_reward_eq4_by_hand():
     assert float(r) == pytest.approx(0.8)
 
 
+def test_mean_reward_of_igbs_table_3_ablation_by_hand():
+    # declines (0.5, 0.2) / L_base (1, 0.5) = (0.5, 0.4): mean 0.45, alpha = 2 -> 0.9. A batch
+    # of two runs reduces each row with its own alpha.
+    args = torch.tensor([1.0, 0.6]), torch.tensor([0.5, 0.4]), torch.tensor([1.0, 0.5])
+    assert float(improvable_gap_reward(*args, alpha=2.0, reduce="mean")) == pytest.approx(0.9)
+    batch = [torch.stack([a, a]) for a in args]
+    rewards = improvable_gap_reward(*batch, alpha=torch.tensor([1.0, 2.0]), reduce="mean")
+    torch.testing.assert_close(rewards, torch.tensor([0.45, 0.9]))
+
+
+def test_rlw_weights_are_n_softmax_of_a_standard_normal_draw():
+    # RLW (Lin et al., 2022; IGB Algorithm 2 line 11): w = n * softmax(z), z ~ N(0, I), drawn
+    # from the run's generator: the same draw by hand gives the same weights.
+    learner = FakeLearner()
+    weights = RLW().weights(torch.ones(4), learner)
+    z = torch.randn(4, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(weights, 4 * torch.exp(z) / torch.exp(z).sum())
+
+
 def test_action_to_weights_sum_to_n():
     env = gym.make("LossWeighting-Digits10-v1", **FAST).unwrapped
     assert torch.allclose(env.action_to_weights(np.zeros(10)), torch.ones(10))
