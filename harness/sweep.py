@@ -38,7 +38,7 @@ from typing import Any
 
 from harness.config import RunConfig, apply_overrides, load_yaml, set_dotted
 from harness.registry import check_run, same_family
-from mtl_envs.errors import ConfigError, PathNotFoundError
+from mtl_envs.errors import ConfigError, MissingDependencyError, PathNotFoundError
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.utils import check_int, config_from_dict, suggest
 
@@ -248,10 +248,11 @@ def _run_local(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, s
 def _run_ray(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):
     try:
         import ray
-    except ImportError as err:
-        raise ImportError(
-            "backend: ray needs Ray: pip install 'mtl-envs[ray]' (or pip install ray)."
-        ) from err
+    except ImportError:
+        raise MissingDependencyError(
+            "`backend: ray` needs Ray, which is not installed: pip install 'mtl-envs[ray]' (or "
+            "pip install ray), or use `backend: local`."
+        ) from None
     options = dict(sweep.ray)
     address = options.pop("address", "auto")
     if not ray.is_initialized():

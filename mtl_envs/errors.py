@@ -21,3 +21,9 @@ class RenderModeError(ConfigError, TypeError):
     Stable-Baselines3 asks ``gym.make(env_id, render_mode="rgb_array")`` first and, on a
     ``TypeError``, builds the env without one, so ``PPO("MlpPolicy", env_id)`` and
     ``make_vec_env(env_id)`` work on these ids."""
+
+
+class MissingDependencyError(ConfigError, ImportError):
+    """An option that needs an optional package which is not installed (``backend: ray``
+    without Ray): a choice the user made, so a ``ConfigError`` saying what to install, and
+    the ``ImportError`` Python code expects."""

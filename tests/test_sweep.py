@@ -171,5 +171,6 @@ def test_ray_backend_ships_runs_to_ray(tmp_path, monkeypatch):
 def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     path = sweep_file(tmp_path, backend="ray")
-    with pytest.raises(ImportError, match="pip install"):
+    with pytest.raises(ImportError, match="pip install") as caught:
         run_sweep(SweepConfig.from_file(path), progress=False)
+    assert isinstance(caught.value, ConfigError)  # the CLI says it in one line
