@@ -526,7 +526,8 @@ def format_probe(summary: dict[str, Any]) -> str:
             f"{same_seed_text(wins)}"
             for name, wins in head["same_seed_vs"].items()
         )
-        lines.append(f"{head['best']}{label} against the others on the same seed: {against}")
+        best = f"{head['best']} [oracle]" if head["best_is_oracle"] else head["best"]
+        lines.append(f"{best}{label} against the others on the same seed: {against}")
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
     return "\n".join(lines)
