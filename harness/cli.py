@@ -34,7 +34,7 @@ from harness.compare import (
 )
 from harness.config import RunConfig, apply_overrides, positive_int
 from harness.registry import check_run, methods_for, resolve, same_family
-from harness.results import default_metric, load_results
+from harness.results import default_metric, load_results, portable_kwargs
 from harness.workers import Terminated
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import read_json
@@ -160,7 +160,7 @@ def cmd_sweep(args: argparse.Namespace) -> dict[str, list[str]]:
 
 
 def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
-    from harness.probe import format_probe, portable_kwargs, probe
+    from harness.probe import format_probe, probe
     from mtl_envs.io import atomic_write_json
 
     env_kwargs = apply_overrides({}, args.overrides)

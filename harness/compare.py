@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from harness.results import default_metric
+from harness.results import default_metric, portable_kwargs
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import higher_is_better
 from mtl_envs.io import atomic_save
@@ -433,7 +433,7 @@ def protocol_differences(results: list[dict[str, Any]]) -> list[str]:
         config = r.get("config")
         if not config:
             continue
-        kwargs = {k: v for k, v in config.get("env_kwargs", {}).items() if k != "data_root"}
+        kwargs = portable_kwargs(config.get("env_kwargs", {}))
         protocol = f"epochs {config.get('epochs')}" + (
             f", env_kwargs {json.dumps(kwargs, sort_keys=True)}" if kwargs else ""
         )
@@ -464,7 +464,7 @@ def on_reference_protocol(result: dict[str, Any]) -> bool:
     if env_id not in reference_ids() or not config:
         return True
     protocol = reference_scores(env_id).get("protocol", {})
-    kwargs = {k: v for k, v in config.get("env_kwargs", {}).items() if k != "data_root"}
+    kwargs = portable_kwargs(config.get("env_kwargs", {}))
     if kwargs != protocol.get("env_kwargs", {}):
         return False
     try:

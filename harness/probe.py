@@ -49,7 +49,7 @@ from harness.compare import (
     same_seed_text,
     same_seed_wins,
 )
-from harness.results import platform_record
+from harness.results import platform_record, portable_kwargs
 from mtl_envs.envs.policies import (
     BEST_FIXED_SCALES,
     REFERENCE_POLICIES,
@@ -378,12 +378,6 @@ def probe(
         "platform": platform,
         **summarize_probe(finished, metric),
     }
-
-
-def portable_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Env kwargs as a probe result keeps them: without ``data_root``, a machine's data path,
-    which says nothing about the runs."""
-    return {k: v for k, v in env_kwargs.items() if k != "data_root"}
 
 
 class _Checkpoint:

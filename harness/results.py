@@ -36,6 +36,12 @@ def platform_record(torch_threads: int | None = None) -> dict[str, Any]:
     }
 
 
+def portable_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Env kwargs as a kept result keeps them: without ``data_root``, a machine's data path,
+    which says nothing about the runs."""
+    return {k: v for k, v in env_kwargs.items() if k != "data_root"}
+
+
 def run_dir(config: RunConfig, method: str, seed: int, setting: str | None = None) -> Path:
     """``output_dir/<env_id>/<method>[/<setting>][/<variant>]/seed<k>``: runs of two variants
     (a sweep's override sets, or ``variant=`` labels) never share a folder."""

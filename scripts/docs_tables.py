@@ -42,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.compare import format_pairs, format_table, plot_summary, summarize
-from harness.results import default_metric, load_results
+from harness.results import default_metric, load_results, portable_kwargs
 from mtl_envs.io import atomic_write_json, atomic_write_text, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def compact(result: dict[str, Any]) -> dict[str, Any]:
     ]
     config = dict(keep.get("config", {}))
     if "env_kwargs" in config:  # a machine's data path says nothing about the result
-        config["env_kwargs"] = {k: v for k, v in config["env_kwargs"].items() if k != "data_root"}
+        config["env_kwargs"] = portable_kwargs(config["env_kwargs"])
     keep["config"] = config
     return keep
 

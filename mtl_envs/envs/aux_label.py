@@ -559,13 +559,12 @@ class AuxLabelVectorEnv(VectorEnv):
                 f"`options['reset_mask']` must hold every slot ({self.num_envs} slots of one "
                 f"batch share an epoch); got {options['reset_mask']!r}."
             )
-        if not isinstance(seed, (list, tuple, np.ndarray)):
-            check_int("seed", seed, minimum=0, optional=True)
-        else:
+        if isinstance(seed, (list, tuple, np.ndarray)):
             raise ConfigError(
                 f"`seed` must be an int >= 0 or None: the {self.num_envs} slots label one batch "
                 f"of one run, which one seed starts; got a sequence of {len(seed)} seeds."
             )
+        check_int("seed", seed, minimum=0, optional=True)
         super().reset(seed=None if seed is None else int(seed))
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
