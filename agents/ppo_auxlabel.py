@@ -10,10 +10,16 @@ The protocol alternates, for ``epochs`` cycles:
    trains on them, then becomes the new canonical model; val and test are evaluated.
 
 PPO runs on the natively vectorised env through :class:`~agents.sb3_vec_env.SB3VecEnvAdapter`,
-one slot per sample of a batch, so the policy's forward passes are batched. The reference
-code used a single env with ``n_steps=79``, i.e. one PPO update about every 0.8 batches; here
-``n_steps=1`` collects exactly one batch (``train_batch_size`` = 100 transitions) per update,
-the closest equivalent, and ``batch_size=100`` makes that one minibatch.
+one slot per sample of a batch, so the policy's forward passes are batched. Every slot of a
+batch receives that batch's reward (eq. 4), so a rollout must span several batches: SB3
+normalises the advantages of each minibatch, and over the 100 transitions of a single batch
+(``n_steps=1``) that subtracts the shared reward exactly, leaving a policy update that never
+sees the reward. A rollout of ``n_steps`` batches compares the batches' rewards instead; the
+default is the largest divisor of the epoch's batches up to 10 (:func:`default_n_steps`), and
+``n_steps=1`` is refused unless ``normalize_advantage`` is off. With minibatches of 100 and
+10 PPO epochs, the agent takes 10 gradient steps per batch whatever ``n_steps`` is. The paper
+gives no rollout length (appendix B). The per-sample form, :class:`AuxLabelEnv`, rewards only
+each batch's last image, so there a rollout shorter than a batch still carries the reward.
 """
 
 from __future__ import annotations
@@ -40,16 +46,16 @@ from mtl_envs.io import atomic_save, save_torch
 from mtl_envs.training.losses import weight_from_bin
 from mtl_envs.utils import check_kwargs, resolve_device
 
-# RL-AUX appendix B and the reference code: lr 3e-4, entropy coefficient 0.01, 10 epochs,
-# minibatch 100; n_steps=1 on the vector form (see the module docstring).
+# RL-AUX appendix B: lr 3e-4, entropy coefficient 0.01; SB3's 10 epochs, minibatch 100.
+# n_steps (batches per rollout) defaults to default_n_steps() of the epoch's batches.
 PPO_DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-4,
     "ent_coef": 0.01,
     "n_epochs": 10,
     "batch_size": 100,
-    "n_steps": 1,
     "gamma": 0.99,
 }
+MAX_DEFAULT_N_STEPS = 10
 # Appendix C.2: 256 image features from a backbone that mirrors the main network's (VGG16
 # on the paper's ids, with the main network's backbone_kwargs) unless `policy.backbone`
 # names another.
@@ -122,6 +128,36 @@ def action_metrics(env: AuxLabelVectorEnv, actions: np.ndarray) -> dict[str, flo
     return metrics
 
 
+def default_n_steps(batches: int, cap: int = MAX_DEFAULT_N_STEPS) -> int:
+    """The largest divisor of an epoch's ``batches`` up to ``cap``: the most batches one
+    rollout can hold without spilling into the next epoch (12 batches give 6, 50 give 10,
+    450 give 10, a prime 13 gives 1)."""
+    return max(d for d in range(1, min(batches, cap) + 1) if batches % d == 0)
+
+
+def rollout_settings(agent: dict[str, Any], batches: int) -> dict[str, Any]:
+    """``agent`` with ``n_steps`` resolved for an epoch of ``batches`` batches; raises
+    ``ConfigError`` on a rollout that spills into the next epoch or that the advantage
+    normalisation makes blind to the reward (one batch, one shared reward)."""
+    agent = {**agent}
+    agent.setdefault("n_steps", default_n_steps(batches))
+    n_steps = agent["n_steps"]
+    if batches % n_steps:
+        # PPO collects n_steps per rollout; a rollout must not spill into the next epoch.
+        raise ConfigError(
+            f"`agent.n_steps` ({n_steps}) must divide the {batches} batches of an epoch; "
+            f"valid choices: {[d for d in range(1, batches + 1) if batches % d == 0]}."
+        )
+    if n_steps == 1 and agent.get("normalize_advantage", True):
+        raise ConfigError(
+            "`agent.n_steps` (1) makes each rollout one batch, whose slots share one reward: "
+            "SB3's advantage normalisation subtracts it and the policy never learns from "
+            f"the reward. Use n_steps >= 2 (a divisor of the {batches} batches of an epoch) "
+            "or normalize_advantage: false."
+        )
+    return agent
+
+
 def make_vector_env(config: RunConfig) -> AuxLabelVectorEnv:
     """``gym.make_vec`` of the config's AuxLabel id with one slot per batch sample."""
     family = require_family(config.env_id, "AuxLabel")
@@ -170,7 +206,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     vec = make_vector_env(config)
     env = vec.unwrapped
     venv = SB3VecEnvAdapter(vec)
-    agent_kwargs = {**PPO_DEFAULTS, **config.agent}
+    agent_kwargs = rollout_settings({**PPO_DEFAULTS, **config.agent}, env.learner.num_batches)
     main = env.learner.config
     mirror = {"backbone": main.backbone, "backbone_kwargs": dict(main.backbone_kwargs)}
     policy_cfg = {**POLICY_DEFAULTS, **({} if "backbone" in config.policy else mirror)}
@@ -197,13 +233,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
 
         model.set_logger(configure(str(out / "tb_agent"), ["tensorboard"]))
     stats = RewardStats()
-    batches = env.learner.num_batches
-    if batches % model.n_steps:
-        # PPO collects n_steps per rollout; a rollout must not spill into the next epoch.
-        raise ConfigError(
-            f"`agent.n_steps` ({model.n_steps}) must divide the {batches} batches of an epoch."
-        )
-    steps_per_epoch = batches * venv.num_envs
+    steps_per_epoch = env.learner.num_batches * venv.num_envs
 
     def train_epoch(epoch: int) -> dict[str, float]:
         # 1) train-agent epoch from the canonical model; clearing _last_obs makes SB3 reset

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import mtl_envs  # noqa: F401
-from agents.ppo_auxlabel import action_metrics, run
+from agents.ppo_auxlabel import action_metrics, default_n_steps, rollout_settings, run
 from agents.sb3_vec_env import SB3VecEnvAdapter
 from harness.config import RunConfig
 from mtl_envs.errors import ConfigError
@@ -61,6 +61,73 @@ def test_action_metrics_on_hand_worked_weights():
     assert metrics["agent/mean_weight"] == pytest.approx((1 / 32 + 32 + 1 + 32) / 4)
     assert metrics["agent/share_weight_above_1"] == 0.5
     vec.close()
+
+
+def test_default_rollout_is_the_largest_divisor_up_to_ten():
+    assert [default_n_steps(b) for b in (12, 50, 450, 13, 1)] == [6, 10, 10, 1, 1]
+    assert rollout_settings({}, 12)["n_steps"] == 6
+    assert rollout_settings({"n_steps": 3}, 12)["n_steps"] == 3
+
+
+def test_rollouts_that_lose_the_reward_or_spill_over_are_refused():
+    with pytest.raises(ConfigError, match=r"`agent.n_steps` \(1\).*normalize_advantage: false"):
+        rollout_settings({"n_steps": 1}, 12)
+    with pytest.raises(ConfigError, match=r"`agent.n_steps` \(1\)"):
+        rollout_settings({}, 13)  # a prime number of batches leaves only n_steps=1
+    assert rollout_settings({"n_steps": 1, "normalize_advantage": False}, 12)["n_steps"] == 1
+    with pytest.raises(ConfigError, match=r"\(5\) must divide the 12 .* \[1, 2, 3, 4, 6, 12\]"):
+        rollout_settings({"n_steps": 5}, 12)
+
+
+def policy_after_one_update(n_steps: int, offsets: list[float]) -> np.ndarray:
+    """The policy's parameters after one rollout of ``n_steps`` batches and one PPO update,
+    with ``offsets[t]`` added to every slot's reward at step t (vf_coef 0, so only the
+    policy loss moves the weights)."""
+    import torch
+    from stable_baselines3 import PPO
+    from stable_baselines3.common.vec_env import VecEnvWrapper
+
+    from agents.extractors import ImageLabelExtractor
+
+    class ShiftRewards(VecEnvWrapper):
+        def reset(self):
+            self.t = 0
+            return self.venv.reset()
+
+        def step_wait(self):
+            obs, rewards, dones, infos = self.venv.step_wait()
+            rewards = rewards + offsets[self.t]
+            self.t += 1
+            return obs, rewards, dones, infos
+
+    torch.manual_seed(0)
+    model = PPO(
+        "MultiInputPolicy",
+        ShiftRewards(make_adapter(max_batches=n_steps, backbone="mlp")),
+        n_steps=n_steps,
+        batch_size=20 * n_steps,
+        n_epochs=2,
+        learning_rate=1e-2,
+        vf_coef=0.0,
+        seed=0,
+        policy_kwargs={
+            "features_extractor_class": ImageLabelExtractor,
+            "features_extractor_kwargs": {"backbone": "mlp", "image_features": 16},
+            "net_arch": [],
+        },
+    )
+    model.learn(20 * n_steps)
+    return torch.nn.utils.parameters_to_vector(model.policy.parameters()).detach().numpy()
+
+
+def test_the_ppo_update_sees_the_reward_only_across_batches():
+    """Every slot of a batch shares its reward; SB3's per-minibatch advantage normalisation
+    removes it from a one-batch rollout (why n_steps=1 is refused) and keeps the difference
+    between the batches of a longer one."""
+    one = policy_after_one_update(1, [0.0])
+    assert np.abs(policy_after_one_update(1, [5.0]) - one).max() < 1e-4
+    two = policy_after_one_update(2, [0.0, 0.0])
+    assert np.abs(policy_after_one_update(2, [5.0, 0.0]) - two).max() > 1e-2
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

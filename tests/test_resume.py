@@ -288,7 +288,7 @@ def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
             output_dir=str(tmp_path / name),
             tensorboard=False,
             progress=False,
-            agent={"n_steps": 1, "batch_size": 100, "n_epochs": 2},
+            agent={"n_steps": 2, "batch_size": 100, "n_epochs": 2},
             policy={"image_features": 32},
             **extra,
         )
