@@ -10,7 +10,7 @@ import pytest
 import torch
 from gymnasium.utils.env_checker import check_env
 
-from baselines.tabular import run_tabular
+from baselines.tabular import run_tabular, tabular_learner_config
 from harness.config import RunConfig
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.data.tabular import end_effector, per_task_parts
@@ -262,6 +262,23 @@ def test_hypernet_with_metadata_beats_stl_naive_on_cubic(tmp_path):
     assert naive["final"]["test/raw_mse"] > 0.3
     assert hyper["final"]["test/raw_mse"] < 0.1
     assert (tmp_path / "LossWeighting-Cubic-v1/hypernet/metadata/seed0/result.json").is_file()
+
+
+def test_tabular_protocol_keeps_each_grid_points_learning_rate():
+    """Section 4 picks among fixed rates: the env's StepLR halving (every 100 epochs) is off."""
+    from mtl_envs.families import require_family
+
+    family = require_family("LossWeighting-Cubic-v1", "LossWeighting")
+    base = family.learner_config("LossWeighting-Cubic-v1", {})
+    assert base.scheduler_gamma == 0.5  # the env's own schedule, which the protocol replaces
+    point = {"lr": 10**-4.5, "extractor_layers": 2}
+    config = tabular_learner_config(base, "hypernet", "metadata", point, {}, seed=3)
+    assert (config.optimizer, config.batch_size, config.weight_decay) == ("adam", 64, 0.0)
+    assert config.model_kwargs["extractor_layers"] == 2 and config.use_metadata
+    learner = MultiTaskLearner(config, seed=3)
+    for _ in range(250):
+        learner.end_epoch()
+    assert learner.lr == pytest.approx(10**-4.5, rel=1e-12)
 
 
 def test_tabular_protocol_bad_arguments(tmp_path):
