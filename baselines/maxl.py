@@ -14,14 +14,20 @@ Weight-aware MAXL adds a generator head whose sigmoid output w in [0, 1] becomes
 weight ``2^(lo + (hi - lo) w)``, the rule of RL-AUX eq. 8.
 
 Defaults from the MAXL reference: generator SGD lr 1e-3, weight decay 5e-4, StepLR(50, 0.5).
-Each batch first updates the generator (virtual step on the current main network), then the
-main network trains on the updated generator's labels; the reference does the two halves in
-the opposite order, which shifts the alternation by half a step. Both halves see the same
-prepared batch (one augmentation draw) and the generator stays in training mode, as in the
-reference. The virtual step is the main optimiser's actual SGD update, weight decay and
-momentum buffer included (:func:`virtual_sgd_step`); the reference's virtual step is plain
-gradient descent, which is the same rule only at momentum 0 and weight decay 0 (the paper's
-setting; the CPU config uses momentum 0.9).
+The reference alternates by epoch: one pass trains the main network on the frozen
+generator's labels, then a second pass, on a fresh shuffle and augmentation, takes one
+generator meta-step per batch with the main network's weights fixed. Here the alternation is by
+batch: the generator takes its meta-step on a batch (the virtual step starts from the main
+network as it is now), then the main network trains on the updated generator's labels for
+the same prepared batch (one augmentation draw). Both make one main step and one generator
+step per batch of an epoch; here the labels a main epoch trains on move with the generator
+during that epoch, and an epoch costs one pass of data preparation instead of two. The
+generator stays in training mode, as in the reference. The virtual step is the main
+optimiser's actual SGD update, weight decay and momentum buffer included
+(:func:`virtual_sgd_step`); the reference's virtual step is plain gradient descent, which is
+the same rule only at momentum 0 and weight decay 0 (the paper's setting; the CPU config uses
+momentum 0.9). The meta objective is the learner's own primary loss (cross-entropy by
+default, focal with ``primary_loss: focal`` as in the reference).
 """
 
 from __future__ import annotations
@@ -29,7 +35,6 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch.func import functional_call
 
 from baselines.auxiliary import run_aux_baseline
@@ -94,7 +99,8 @@ def generator_loss(
     first_order: bool = False,
     fd_epsilon: float = 0.01,
 ) -> torch.Tensor:
-    """MAXL's meta objective: primary CE after a virtual step, plus ``entropy_coef`` times the
+    """MAXL's meta objective: the learner's primary loss (``primary_loss``: cross-entropy, or
+    focal as in the MAXL reference) after a virtual step, plus ``entropy_coef`` times the
     negative entropy of the batch-mean label distribution. Call ``.backward()`` on it for the
     generator's gradient (second order), or with ``first_order`` the returned loss already
     carries the finite-difference gradient."""
@@ -110,12 +116,17 @@ def generator_loss(
     def objective(values: dict[str, torch.Tensor], t, sw) -> torch.Tensor:
         return learner.objective(functional_call(net, (values, buffers), (x,)), y, t, sw)["loss"]
 
+    def primary_objective(values: dict[str, torch.Tensor]) -> torch.Tensor:
+        # The primary loss the main network trains on (cross-entropy, or MAXL's focal loss).
+        outputs = functional_call(net, (values, buffers), (x,))
+        return learner.objective(outputs, y, None)["primary_loss"]
+
     if not first_order:
         grads = torch.autograd.grad(
             objective(params, targets, weights), list(params.values()), create_graph=True
         )
         virtual = virtual_sgd_step(learner.optimizer, params, grads)
-        primary = F.cross_entropy(functional_call(net, (virtual, buffers), (x,))[0], y)
+        primary = primary_objective(virtual)
         return primary + entropy_coef * neg_entropy
     # First order: d/dphi L_pri(theta') ~ -lr * [grad_phi L_train(theta+)
     # - grad_phi L_train(theta-)] / (2 eps), theta+- = theta +- eps * grad_theta' L_pri(theta')
@@ -128,7 +139,7 @@ def generator_loss(
     )
     stepped = virtual_sgd_step(learner.optimizer, params, grads)
     virtual = {n: v.detach().requires_grad_(True) for n, v in stepped.items()}
-    primary = F.cross_entropy(functional_call(net, (virtual, buffers), (x,))[0], y)
+    primary = primary_objective(virtual)
     # The auxiliary head does not reach the primary logits: its part of the vector is zero.
     v = [
         torch.zeros_like(p) if g is None else g

@@ -142,3 +142,47 @@ def test_maxl_labels_the_inputs_the_main_network_trains_on(tiny):
     with torch.no_grad():
         expected, _ = labeller.generator(x, learner.data.train.labels[idx])
     torch.testing.assert_close(targets, expected)
+
+
+@pytest.mark.parametrize("primary_loss", ["cross_entropy", "focal"])
+def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss):
+    """MAXL's meta objective worked out by hand: theta' = theta - lr * grad of the training
+    loss (first SGD step, no weight decay), the primary loss the main network trains on at
+    theta' (focal: -sum onehot (1 - p)^2 log p, gamma 2), plus 0.2 times sum m log m of the
+    batch-mean generated distribution m (0 log 0 = 0)."""
+    from torch.func import functional_call
+
+    data = load_dataset("digits", device="cpu")
+    cfg = AuxLearnerConfig(
+        dataset="digits",
+        backbone="mlp",
+        backbone_kwargs={"hidden": [6]},
+        head_hidden=4,
+        hierarchy_factor=2,
+        lr=0.5,
+        momentum=0.0,
+        primary_loss=primary_loss,
+        device="cpu",
+    )
+    learner = AuxLearner(cfg, seed=0, dataset=data)
+    learner.net.double()
+    x = learner.prepare_inputs(data.train.images[:8], train=False).double()
+    y = data.train.labels[:8]
+    gen = LabelGenerator(learner, weight_aware=False).double()
+    got = generator_loss(learner, gen, x, y, entropy_coef=0.2, exponent_range=(-5, 5))
+
+    with torch.no_grad():
+        targets, _ = gen(x, y)
+    params = dict(learner.net.named_parameters())
+    train_loss = learner.objective(learner.net(x), y, targets)["loss"]
+    grads = torch.autograd.grad(train_loss, list(params.values()), allow_unused=True)
+    stepped = {n: p if g is None else p - 0.5 * g for (n, p), g in zip(params.items(), grads)}
+    logits = functional_call(learner.net, stepped, (x,))[0]
+    logp = torch.log_softmax(logits, 1)[torch.arange(8), y]
+    focusing = (1 - logp.exp()) ** 2 if primary_loss == "focal" else 1.0
+    primary = (-focusing * logp).mean()
+    m = targets.mean(0)
+    expected = primary + 0.2 * torch.xlogy(m, m).sum()  # 0 log 0 = 0: classes absent here
+    assert got.item() == pytest.approx(expected.item(), rel=1e-10)
+    first_order = generator_loss(learner, gen, x, y, 0.2, (-5, 5), first_order=True)
+    assert first_order.item() == pytest.approx(expected.item(), rel=1e-10)
