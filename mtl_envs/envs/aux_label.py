@@ -332,6 +332,9 @@ class AuxLabelEnv(TextRender, gym.Env):
     | `aux_weight`            | 1.0              | lambda of eq. 2                             |
     | `primary_loss`          | `"cross_entropy"`| or `"focal"`, as the public RL-AUX and MAXL |
     |                         |                  | code train the primary head (gamma 2)       |
+    | `val_fraction`          | per dataset      | share (or count) of the official training   |
+    |                         | (0.1; Digits 297)| set held out for validation: CIFAR's main   |
+    |                         |                  | networks train on 45,000 images, not 50,000 |
     | `train_batch_size`      | 100              | B_T, samples per SGD step                   |
     | `eval_batch_size`       | 256              | B_R, images in the reward's eval batch      |
     | `lr`, `momentum`, ...   | per id           | SGD + StepLR: `AuxLearnerConfig` (paper:    |
