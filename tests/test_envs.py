@@ -113,6 +113,41 @@ def test_reward_is_eq4_on_hand_numbers(monkeypatch):
     assert reward == pytest.approx(-1.5 + 0.2 * entropy, rel=1e-6)
 
 
+def test_reward_scores_b_r_clean_training_images_after_the_sgd_step(monkeypatch):
+    """Eq. 3: the reward's loss is measured on B_R distinct training images, un-augmented and
+    in eval mode, by the main network after the batch's SGD step (not before it)."""
+    env = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    env.reset(seed=0)
+    learner = env.learner
+    before = [p.detach().clone() for p in learner.net.parameters()]
+    seen = []
+    real = learner.primary_loss
+
+    def spy(indices):
+        seen.append((indices.clone(), [p.detach().clone() for p in learner.net.parameters()]))
+        return real(indices)
+
+    monkeypatch.setattr(learner, "primary_loss", spy)
+    labels = [env._labels[j] for j in range(20)]
+    for _ in range(20):
+        _, reward, *_ = env.step(0)
+    ((indices, at_call),) = seen
+    assert len(indices) == 32 and len(set(indices.tolist())) == 32
+    after = list(learner.net.parameters())
+    assert all(torch.equal(a, b) for a, b in zip(at_call, after))
+    assert not all(torch.equal(a, b) for a, b in zip(before, after))
+    learner.net.eval()
+    with torch.no_grad():
+        images = learner.data.train.images[indices].float() / 255
+        mean = torch.tensor(learner.data.mean).view(1, -1, 1, 1)
+        std = torch.tensor(learner.data.std).view(1, -1, 1, 1)
+        (logits,) = learner.net((images - mean) / std, heads=[0])
+        loss = torch.nn.functional.cross_entropy(logits, learner.data.train.labels[indices])
+    counts = np.bincount([5 * y for y in labels]) / 20  # sub-class 0 of each primary class
+    entropy = -sum(p * math.log(p) for p in counts if p > 0)
+    assert reward == pytest.approx(-float(loss) + 0.2 * entropy, rel=1e-5)
+
+
 def test_modes_and_canonical_model():
     env = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
     env.reset(seed=0, options={"mode": "train_agent"})
