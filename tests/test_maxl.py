@@ -9,8 +9,8 @@ from mtl_envs.data import load_dataset
 from mtl_envs.training import AuxLearner, AuxLearnerConfig
 
 
-@pytest.fixture(scope="module")
-def tiny():
+def tiny_learner(**overrides):
+    """A float64 learner with a 6-unit MLP on digits, psi 2, and its first 8 clean images."""
     data = load_dataset("digits", device="cpu")
     cfg = AuxLearnerConfig(
         dataset="digits",
@@ -20,12 +20,18 @@ def tiny():
         hierarchy_factor=2,
         lr=0.5,
         device="cpu",
+        **overrides,
     )
     learner = AuxLearner(cfg, seed=0, dataset=data)
     learner.net.double()
     x = learner.prepare_inputs(data.train.images[:8], train=False).double()
     y = data.train.labels[:8]
     return learner, x, y
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return tiny_learner()
 
 
 def test_generated_labels_stay_in_their_primary_block(tiny):
@@ -152,22 +158,7 @@ def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss):
     batch-mean generated distribution m (0 log 0 = 0)."""
     from torch.func import functional_call
 
-    data = load_dataset("digits", device="cpu")
-    cfg = AuxLearnerConfig(
-        dataset="digits",
-        backbone="mlp",
-        backbone_kwargs={"hidden": [6]},
-        head_hidden=4,
-        hierarchy_factor=2,
-        lr=0.5,
-        momentum=0.0,
-        primary_loss=primary_loss,
-        device="cpu",
-    )
-    learner = AuxLearner(cfg, seed=0, dataset=data)
-    learner.net.double()
-    x = learner.prepare_inputs(data.train.images[:8], train=False).double()
-    y = data.train.labels[:8]
+    learner, x, y = tiny_learner(momentum=0.0, primary_loss=primary_loss)
     gen = LabelGenerator(learner, weight_aware=False).double()
     got = generator_loss(learner, gen, x, y, entropy_coef=0.2, exponent_range=(-5, 5))
 
