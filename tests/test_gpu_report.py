@@ -186,9 +186,22 @@ def test_without_stl_the_others_run_one_epoch_each(monkeypatch):
     }
 
 
+@pytest.fixture(scope="module")
+def two_batch_data_root(tmp_path_factory) -> Path:
+    """Fake data with 300 CIFAR-100 training images: a 200-image subset gives two batches of
+    100, the fewest in which RL-AUX's PPO rollouts can compare batch rewards."""
+    from conftest import write_fake_cifar10, write_fake_cifar100, write_fake_svhn
+
+    root = tmp_path_factory.mktemp("data_two_batches")
+    write_fake_cifar100(root, per_fine=3)
+    write_fake_cifar10(root)
+    write_fake_svhn(root)
+    return root
+
+
 def _gpu_check(data_root, out, *args: str) -> dict:
     script = Path(__file__).resolve().parents[1] / "scripts" / "gpu_check.py"
-    command = [sys.executable, str(script), "--data-root", str(data_root), "--subset", "100"]
+    command = [sys.executable, str(script), "--data-root", str(data_root), "--subset", "200"]
     command += ["--protocol-epochs", "2", "--epochs", "1", "--out", str(out), *args]
     done = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -198,12 +211,12 @@ def _gpu_check(data_root, out, *args: str) -> dict:
     return report
 
 
-def test_gpu_check_runs_on_the_cpu(fake_data_root, tmp_path):
+def test_gpu_check_runs_on_the_cpu(two_batch_data_root, tmp_path):
     sections = ["--sections", "protocol", "precision", "--budget-s", "60"]
-    report = _gpu_check(fake_data_root, tmp_path / "gpu.json", *sections)
+    report = _gpu_check(two_batch_data_root, tmp_path / "gpu.json", *sections)
     assert "batched_vector" not in report and "ids" not in report
-    assert report["data"] == {"train_images": 100}
-    for method in ("stl", "ppo", "human", "maxl"):  # 60 s are plenty on 100 images
+    assert report["data"] == {"train_images": 200}
+    for method in ("stl", "ppo", "human", "maxl"):  # 60 s are plenty on 200 images
         run = report["protocol"][method]
         assert len(run["epoch_seconds"]) == 2 and 0.0 <= run["test_accuracy"] <= 1.0
     assert set(report["protocol"]["ppo"]["split"]) == {"ppo updates", "rollout", "train-main"}
@@ -212,13 +225,13 @@ def test_gpu_check_runs_on_the_cpu(fake_data_root, tmp_path):
 
 
 @pytest.mark.slow
-def test_gpu_check_every_section_on_the_cpu(fake_data_root, tmp_path):
-    report = _gpu_check(fake_data_root, tmp_path / "gpu.json", "--budget-s", "240")
+def test_gpu_check_every_section_on_the_cpu(two_batch_data_root, tmp_path):
+    report = _gpu_check(two_batch_data_root, tmp_path / "gpu.json", "--budget-s", "240")
     cubic = report["batched_vector"]["LossWeighting-Cubic-v1"]
     assert cubic["where"] == "cpu" and cubic["max_rel_diff_obs"] < 1e-4
     assert set(cubic["steps_per_s"]) == {"8", "32"}
     for env_id, status in report["ids"].items():
-        if "CIFAR100Small" in env_id:  # a 5,000-image subset of the fake files' 200 images
+        if "CIFAR100Small" in env_id:  # a 5,000-image subset of the fake files' 300 images
             assert "train_subset" in status
         else:
             assert status.startswith(("ok", "skipped")), (env_id, status)
