@@ -26,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -41,7 +41,7 @@ from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import require_family
 from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
-from mtl_envs.training.multitask_learner import MultiTaskLearner
+from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
 TABULAR_METHODS = {
     # method: (task network, settings it can use)
@@ -152,7 +152,14 @@ def run_tabular(config: RunConfig, seed: int, method: str) -> dict[str, Any]:
     return result
 
 
-def tabular_learner_config(base, model: str, setting: str, point: dict[str, Any], options, seed):
+def tabular_learner_config(
+    base: MultiTaskLearnerConfig,
+    model: str,
+    setting: str,
+    point: Mapping[str, Any],
+    options: Mapping[str, Any],
+    seed: int,
+) -> MultiTaskLearnerConfig:
     """The learner config of one grid point: the env's config (``base``) with the paper's
     optimisation (section 4: Adam at the point's constant learning rate, no weight decay,
     random batches of 64, the plain sum of task losses) and the point's extractor depth.
