@@ -33,16 +33,19 @@ def run_aux_baseline(
     make_labeller: LabellerFactory,
     extra: dict[str, Any] | None = None,
     on_epoch_end: Callable[[], None] | None = None,
+    after_batches: Callable[[], None] | None = None,
 ) -> dict[str, Any]:
     """Train ``config.epochs`` epochs with the labeller's auxiliary task; write the result.
 
-    ``on_epoch_end`` runs after every epoch (a learning labeller steps its scheduler there).
+    ``after_batches`` runs after an epoch's SGD steps, before the main network's learning-rate
+    schedule steps (:meth:`AuxLearner.train_epoch`); ``on_epoch_end`` after the whole epoch
+    (a learning labeller steps its own scheduler there).
     """
     learner = build_aux_learner(config, seed)
     labeller = make_labeller(learner, seed)
 
     def train_epoch(epoch: int) -> dict[str, float]:
-        metrics = learner.train_epoch(labeller)
+        metrics = learner.train_epoch(labeller, after_batches)
         if on_epoch_end is not None:
             on_epoch_end()
         return metrics

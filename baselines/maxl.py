@@ -14,20 +14,21 @@ Weight-aware MAXL adds a generator head whose sigmoid output w in [0, 1] becomes
 weight ``2^(lo + (hi - lo) w)``, the rule of RL-AUX eq. 8.
 
 Defaults from the MAXL reference: generator SGD lr 1e-3, weight decay 5e-4, StepLR(50, 0.5).
-The reference alternates by epoch: one pass trains the main network on the frozen
-generator's labels, then a second pass, on a fresh shuffle and augmentation, takes one
-generator meta-step per batch with the main network's weights fixed. Here the alternation is by
-batch: the generator takes its meta-step on a batch (the virtual step starts from the main
-network as it is now), then the main network trains on the updated generator's labels for
-the same prepared batch (one augmentation draw). Both make one main step and one generator
-step per batch of an epoch; here the labels a main epoch trains on move with the generator
-during that epoch, and an epoch costs one pass of data preparation instead of two. The
-generator stays in training mode, as in the reference. The virtual step is the main
-optimiser's actual SGD update, weight decay and momentum buffer included
-(:func:`virtual_sgd_step`); the reference's virtual step is plain gradient descent, which is
-the same rule only at momentum 0 and weight decay 0 (the paper's setting; the CPU config uses
-momentum 0.9). The meta objective is the learner's own primary loss (cross-entropy by
-default, focal with ``primary_loss: focal`` as in the reference).
+``alternation="epoch"`` (the default) alternates as the reference and MAXL's Algorithm 1 do:
+one pass trains the main network on the frozen generator's labels, then a second pass, on a
+fresh shuffle and augmentation of the training set, takes one generator meta-step per batch
+with the main network's weights fixed; both passes of an epoch see the same main learning
+rate. ``alternation="batch"`` interleaves them instead: the generator takes its meta-step on
+a batch (the virtual step starts from the main network as it is now), then the main network
+trains on the updated generator's labels for the same prepared batch (one augmentation
+draw). Both make one main step and one generator step per batch of an epoch; by batch, the
+labels a main epoch trains on move with the generator during that epoch, and an epoch
+prepares its data once instead of twice. The generator stays in training mode, as in the
+reference. The virtual step is the main optimiser's actual SGD update, weight decay and
+momentum buffer included (:func:`virtual_sgd_step`); the reference's virtual step is plain
+gradient descent, which is the same rule only at momentum 0 and weight decay 0 (the paper's
+setting; the CPU config uses momentum 0.9). The meta objective is the learner's own primary
+loss (cross-entropy by default, focal with ``primary_loss: focal`` as in the reference).
 """
 
 from __future__ import annotations
@@ -44,6 +45,9 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.models import MultiHeadNet, build_backbone
 from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight_from_bin
 from mtl_envs.training.common import seeded
+from mtl_envs.utils import check_choice
+
+ALTERNATIONS = ("epoch", "batch")
 
 
 class LabelGenerator(torch.nn.Module):
@@ -160,7 +164,10 @@ def generator_loss(
 
 
 class MAXLLabeller:
-    """A learning labeller for :meth:`AuxLearner.train_epoch`: meta-update, then label."""
+    """A learning labeller for :meth:`AuxLearner.train_epoch`: labels each batch with the
+    generator, which learns in a pass of its own after the main one (``alternation="epoch"``,
+    :meth:`generator_pass`) or by a meta-step on each batch just before labelling it
+    (``"batch"``)."""
 
     def __init__(
         self,
@@ -172,7 +179,9 @@ class MAXLLabeller:
         weight_decay: float = 5e-4,
         entropy_coef: float = 0.2,
         exponent_range: tuple[float, float] = (-5.0, 5.0),
+        alternation: str = "epoch",
     ):
+        check_choice("method_kwargs.alternation", alternation, ALTERNATIONS)
         self.learner = learner
         self.generator = seeded(seed + 1, lambda: LabelGenerator(learner, weight_aware))
         self.generator.to(learner.device)
@@ -186,6 +195,7 @@ class MAXLLabeller:
         self.first_order = first_order
         self.entropy_coef = entropy_coef
         self.exponent_range = tuple(exponent_range)
+        self.alternation = alternation
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -199,13 +209,9 @@ class MAXLLabeller:
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
 
-    def __call__(
-        self, indices: torch.Tensor, inputs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Meta-update the generator on the batch, then label it: both on ``inputs``, the
-        prepared (augmented) images the main network trains on next."""
+    def meta_step(self, inputs: torch.Tensor, y: torch.Tensor) -> None:
+        """One generator update on MAXL's meta objective for a batch of prepared inputs."""
         learner = self.learner
-        y = learner.data.train.labels[indices]
         learner.net.train()
         self.generator.train()
         loss = generator_loss(
@@ -221,10 +227,37 @@ class MAXLLabeller:
         loss.backward(inputs=list(self.generator.parameters()))
         self.optimizer.step()
         learner.net.zero_grad(set_to_none=True)
+
+    def generator_pass(self) -> None:
+        """The reference's second pass of an epoch: the training set in a fresh order and
+        augmentation (drawn from the learner's generator), one meta-step per batch of the
+        main epoch's size, the main network's weights fixed."""
+        learner = self.learner
+        b = learner.config.train_batch_size
+        order = torch.randperm(
+            len(learner.data.train), device=learner.device, generator=learner.generator
+        )
+        for k in range(learner.num_batches):
+            idx = order[k * b : (k + 1) * b]
+            self.meta_step(learner.batch_inputs(idx), learner.data.train.labels[idx])
+
+    def __call__(
+        self, indices: torch.Tensor, inputs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Label the batch on ``inputs``, the prepared (augmented) images the main network
+        trains on next; by batch, after a meta-step on those same inputs."""
+        y = self.learner.data.train.labels[indices]
+        if self.alternation == "batch":
+            self.meta_step(inputs, y)
+        self.generator.train()
         with torch.no_grad():
             targets, w = self.generator(inputs, y)
         weights = None if w is None else weight_from_bin(w * 20.0, 21, self.exponent_range)
         return targets, weights
+
+    def after_batches(self) -> None:
+        if self.alternation == "epoch":
+            self.generator_pass()
 
     def end_epoch(self) -> None:
         self.scheduler.step()
@@ -240,7 +273,12 @@ def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, A
         return labellers[-1]
 
     return run_aux_baseline(
-        config, seed, method, make, on_epoch_end=lambda: labellers[-1].end_epoch()
+        config,
+        seed,
+        method,
+        make,
+        on_epoch_end=lambda: labellers[-1].end_epoch(),
+        after_batches=lambda: labellers[-1].after_batches(),
     )
 
 

@@ -66,7 +66,14 @@ TABULAR_OPTIONS = (
     "patience",
     "num_threads",
 )
-MAXL_OPTIONS = ("first_order", "lr", "weight_decay", "entropy_coef", "exponent_range")
+MAXL_OPTIONS = (
+    "alternation",
+    "first_order",
+    "lr",
+    "weight_decay",
+    "entropy_coef",
+    "exponent_range",
+)
 METHOD_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("AuxLabel", "maxl"): MAXL_OPTIONS,
     ("AuxLabel", "wa_maxl"): MAXL_OPTIONS,

@@ -177,3 +177,77 @@ def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss):
     assert got.item() == pytest.approx(expected.item(), rel=1e-10)
     first_order = generator_loss(learner, gen, x, y, 0.2, (-5, 5), first_order=True)
     assert first_order.item() == pytest.approx(expected.item(), rel=1e-10)
+
+
+def epoch_learner() -> AuxLearner:
+    """A float32 MLP learner on 200 digits in batches of 50 whose rate halves every epoch."""
+    cfg = AuxLearnerConfig(
+        dataset="digits",
+        backbone="mlp",
+        backbone_kwargs={"hidden": [6]},
+        head_hidden=4,
+        train_subset=200,
+        train_batch_size=50,
+        scheduler_step_epochs=1,
+        scheduler_gamma=0.5,
+        device="cpu",
+    )
+    return AuxLearner(cfg, seed=0)
+
+
+def test_epoch_alternation_labels_with_a_frozen_generator_then_runs_its_own_pass():
+    """MAXL's Algorithm 1 (and its reference code): the main pass labels with a fixed
+    generator; then one meta-step per batch on a fresh order, at the epoch's learning rate."""
+    from baselines.maxl import MAXLLabeller
+
+    learner = epoch_learner()
+    labeller = MAXLLabeller(learner, seed=0)  # alternation="epoch" by default
+    start = {k: v.clone() for k, v in labeller.generator.state_dict().items()}
+    seen = []  # per meta-step: (main lr, main epoch, main SGD steps so far, batch indices)
+    steps = {"main": 0}
+    train_batch = learner.train_batch
+
+    def counting_train_batch(*args, **kwargs):
+        steps["main"] += 1
+        # The generator has not moved while the main network trains.
+        for k, v in labeller.generator.named_parameters():
+            torch.testing.assert_close(v.detach(), start[k], rtol=0, atol=0)
+        return train_batch(*args, **kwargs)
+
+    meta_step = labeller.meta_step
+
+    def recording_meta_step(inputs, y):
+        seen.append((learner.lr, learner.epoch, steps["main"], len(y)))
+        meta_step(inputs, y)
+
+    learner.train_batch = counting_train_batch
+    labeller.meta_step = recording_meta_step
+    lr0 = learner.lr
+    learner.train_epoch(labeller, labeller.after_batches)
+    assert steps["main"] == learner.num_batches == 4
+    # Four meta-steps after all four main steps, before the main schedule halved the rate.
+    assert seen == [(lr0, 0, 4, 50)] * 4
+    assert learner.lr == pytest.approx(lr0 / 2) and learner.epoch == 1
+    moved = any(not torch.equal(v, start[k]) for k, v in labeller.generator.named_parameters())
+    assert moved
+
+
+def test_batch_alternation_meta_steps_before_each_label():
+    from baselines.maxl import MAXLLabeller
+
+    learner = epoch_learner()
+    labeller = MAXLLabeller(learner, seed=0, alternation="batch")
+    calls = []
+    meta_step = labeller.meta_step
+    labeller.meta_step = lambda inputs, y: (calls.append(len(y)), meta_step(inputs, y))
+    learner.train_epoch(labeller, labeller.after_batches)
+    assert calls == [50] * 4  # one per batch, none after the epoch
+
+
+def test_alternation_must_be_known():
+    from baselines.maxl import MAXLLabeller
+
+    with pytest.raises(
+        ValueError, match=r"method_kwargs.alternation.*\['epoch', 'batch'\].*'step'"
+    ):
+        MAXLLabeller(epoch_learner(), seed=0, alternation="step")

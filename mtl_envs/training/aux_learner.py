@@ -303,11 +303,15 @@ class AuxLearner:
         self.version = uuid.uuid4().hex
         return {k: v.detach() for k, v in terms.items()}
 
-    def train_epoch(self, labeller: Labeller | None) -> dict[str, float]:
+    def train_epoch(
+        self, labeller: Labeller | None, after_batches: Callable[[], None] | None = None
+    ) -> dict[str, float]:
         """A whole epoch with auxiliary targets from ``labeller`` (``None`` = single-task).
 
         The labeller sees each batch's prepared inputs, the very tensor the main network then
-        trains on. Returns the epoch's mean losses and its wall time.
+        trains on. ``after_batches`` runs once the epoch's SGD steps are done, before the
+        learning-rate schedule steps (MAXL's generator pass). Returns the epoch's mean losses
+        and its wall time.
         """
         start = time.perf_counter()
         self.begin_epoch()
@@ -319,6 +323,8 @@ class AuxLearner:
             targets, weights = (None, None) if labeller is None else labeller(idx, x)
             for key, value in self.train_batch(idx, targets, weights, inputs=x).items():
                 totals[key] = totals.get(key, 0.0) + value
+        if after_batches is not None:
+            after_batches()
         self.end_epoch()
         out = {f"train/{k}": float(v) / self.num_batches for k, v in totals.items()}
         out["train/epoch_seconds"] = time.perf_counter() - start
