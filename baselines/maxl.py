@@ -17,24 +17,30 @@ Defaults from the MAXL reference: generator SGD lr 1e-3, weight decay 5e-4, Step
 ``alternation="epoch"`` (the default) alternates as the reference and MAXL's Algorithm 1 do:
 one pass trains the main network on the frozen generator's labels, then a second pass, on a
 fresh shuffle and augmentation of the training set, takes one generator meta-step per batch
-with the main network's weights fixed; both passes of an epoch see the same main learning
-rate. ``alternation="batch"`` interleaves them instead: the generator takes its meta-step on
-a batch (the virtual step starts from the main network as it is now), then the main network
-trains on the updated generator's labels for the same prepared batch (one augmentation
-draw). Both make one main step and one generator step per batch of an epoch; by batch, the
-labels a main epoch trains on move with the generator during that epoch, and an epoch
-prepares its data once instead of twice. The generator stays in training mode, as in the
-reference. The virtual step is the main optimiser's actual SGD update, weight decay and
-momentum buffer included (:func:`virtual_sgd_step`); the reference's virtual step is plain
-gradient descent, which is the same rule only at momentum 0 and weight decay 0 (the paper's
-setting; the CPU config uses momentum 0.9). The meta objective is the learner's own primary
-loss (cross-entropy by default, focal with ``primary_loss: focal`` as in the reference).
+with the main network's weights fixed; both passes of an epoch see the same main learning rate.
+The second pass draws its order and augmentation from a random stream of its own, so the main
+pass sees the data in the order every other baseline of the seed sees it.
+``alternation="batch"`` interleaves them instead: the generator takes its meta-step on a batch
+(the virtual step starts from the main network as it is now), then the main network trains on
+the updated generator's labels for the same prepared batch (one augmentation draw). Both make
+one main step and one generator step per batch of an epoch; by batch, the labels a main epoch
+trains on move with the generator during that epoch, and an epoch prepares its data once
+instead of twice. The generator stays in training mode, as in the reference. The virtual
+forwards use copies of the main network's batch-norm statistics, so the generator pass leaves
+them as the main pass set them (the reference's meta pass moves them, though it never reads
+them: it never switches to eval mode). The virtual step is the main optimiser's actual SGD
+update, weight decay and momentum buffer included (:func:`virtual_sgd_step`); the reference's
+virtual step is plain gradient descent, which is the same rule only at momentum 0 and weight
+decay 0 (the paper's setting; the CPU config uses momentum 0.9). The meta objective is the
+learner's own primary loss (cross-entropy by default, focal with ``primary_loss: focal`` as in
+the reference).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import torch
 from torch.func import functional_call
 
@@ -196,18 +202,24 @@ class MAXLLabeller:
         self.entropy_coef = entropy_coef
         self.exponent_range = tuple(exponent_range)
         self.alternation = alternation
+        # The generator pass's order and augmentation: a stream apart from the learner's.
+        self.rng = torch.Generator(device=learner.device)
+        self.rng.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "generator": self.generator.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
+            "rng": self.rng.get_state(),
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        if "rng" in state:  # checkpoints of by-batch runs made before the epoch mode
+            self.rng.set_state(state["rng"])
 
     def meta_step(self, inputs: torch.Tensor, y: torch.Tensor) -> None:
         """One generator update on MAXL's meta objective for a batch of prepared inputs."""
@@ -230,16 +242,14 @@ class MAXLLabeller:
 
     def generator_pass(self) -> None:
         """The reference's second pass of an epoch: the training set in a fresh order and
-        augmentation (drawn from the learner's generator), one meta-step per batch of the
+        augmentation (from the labeller's own random stream), one meta-step per batch of the
         main epoch's size, the main network's weights fixed."""
         learner = self.learner
         b = learner.config.train_batch_size
-        order = torch.randperm(
-            len(learner.data.train), device=learner.device, generator=learner.generator
-        )
+        order = torch.randperm(len(learner.data.train), device=learner.device, generator=self.rng)
         for k in range(learner.num_batches):
             idx = order[k * b : (k + 1) * b]
-            self.meta_step(learner.batch_inputs(idx), learner.data.train.labels[idx])
+            self.meta_step(learner.batch_inputs(idx, self.rng), learner.data.train.labels[idx])
 
     def __call__(
         self, indices: torch.Tensor, inputs: torch.Tensor
@@ -266,6 +276,8 @@ class MAXLLabeller:
 def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, Any]:
     method = "wa_maxl" if weight_aware else "maxl"
     options = method_options(config, method)
+    alternation = options.get("alternation", "epoch")
+    check_choice("method_kwargs.alternation", alternation, ALTERNATIONS)
     labellers: list[MAXLLabeller] = []
 
     def make(learner: AuxLearner, s: int) -> MAXLLabeller:
@@ -277,6 +289,8 @@ def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, A
         seed,
         method,
         make,
+        # Recorded, so that a resumed or reused run made with the other alternation is refused.
+        extra={"alternation": alternation},
         on_epoch_end=lambda: labellers[-1].end_epoch(),
         after_batches=lambda: labellers[-1].after_batches(),
     )

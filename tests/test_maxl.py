@@ -137,17 +137,22 @@ def test_focal_primary_loss_option():
         AuxLearnerConfig(primary_loss="hinge")
 
 
-def test_maxl_labels_the_inputs_the_main_network_trains_on(tiny):
+@pytest.mark.parametrize("alternation", ["epoch", "batch"])
+def test_maxl_labels_the_inputs_the_main_network_trains_on(tiny, alternation):
+    # By batch, the labels come from the generator after its meta-step on these inputs.
     from baselines.maxl import MAXLLabeller
 
     learner = AuxLearner(tiny[0].config, seed=0, dataset=tiny[0].data)
-    labeller = MAXLLabeller(learner, seed=0)
+    labeller = MAXLLabeller(learner, seed=0, alternation=alternation)
+    before = [p.detach().clone() for p in labeller.generator.parameters()]
     idx = torch.arange(8)
     x = learner.batch_inputs(idx) + 0.5  # inputs no un-augmented forward would produce
     targets, _ = labeller(idx, x)
     with torch.no_grad():
         expected, _ = labeller.generator(x, learner.data.train.labels[idx])
     torch.testing.assert_close(targets, expected)
+    after = list(labeller.generator.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(after, before)) == (alternation == "batch")
 
 
 @pytest.mark.parametrize("primary_loss", ["cross_entropy", "focal"])
@@ -179,7 +184,7 @@ def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss):
     assert first_order.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
-def epoch_learner() -> AuxLearner:
+def epoch_learner(**overrides) -> AuxLearner:
     """A float32 MLP learner on 200 digits in batches of 50 whose rate halves every epoch."""
     cfg = AuxLearnerConfig(
         dataset="digits",
@@ -191,19 +196,21 @@ def epoch_learner() -> AuxLearner:
         scheduler_step_epochs=1,
         scheduler_gamma=0.5,
         device="cpu",
+        **overrides,
     )
     return AuxLearner(cfg, seed=0)
 
 
 def test_epoch_alternation_labels_with_a_frozen_generator_then_runs_its_own_pass():
     """MAXL's Algorithm 1 (and its reference code): the main pass labels with a fixed
-    generator; then one meta-step per batch on a fresh order, at the epoch's learning rate."""
+    generator; then one meta-step per batch over the whole training set in a fresh order, at
+    the epoch's learning rate, the main network (weights and batch-norm statistics) fixed."""
     from baselines.maxl import MAXLLabeller
 
-    learner = epoch_learner()
+    learner = epoch_learner(augment=True)  # the augmentation path, from the labeller's stream
     labeller = MAXLLabeller(learner, seed=0)  # alternation="epoch" by default
     start = {k: v.clone() for k, v in labeller.generator.state_dict().items()}
-    seen = []  # per meta-step: (main lr, main epoch, main SGD steps so far, batch indices)
+    seen = []  # per meta-step: (main lr, main epoch, main SGD steps so far, labels)
     steps = {"main": 0}
     train_batch = learner.train_batch
 
@@ -217,19 +224,96 @@ def test_epoch_alternation_labels_with_a_frozen_generator_then_runs_its_own_pass
     meta_step = labeller.meta_step
 
     def recording_meta_step(inputs, y):
-        seen.append((learner.lr, learner.epoch, steps["main"], len(y)))
+        seen.append((learner.lr, learner.epoch, steps["main"], y.clone()))
         meta_step(inputs, y)
+
+    after_batches = labeller.after_batches
+    main_state = {}
+
+    def checked_after_batches():
+        main_state.update({k: v.clone() for k, v in learner.net.state_dict().items()})
+        after_batches()
+        for k, v in learner.net.state_dict().items():
+            torch.testing.assert_close(v, main_state[k], rtol=0, atol=0)
 
     learner.train_batch = counting_train_batch
     labeller.meta_step = recording_meta_step
     lr0 = learner.lr
-    learner.train_epoch(labeller, labeller.after_batches)
-    assert steps["main"] == learner.num_batches == 4
+    learner.train_epoch(labeller, checked_after_batches)
+    assert steps["main"] == learner.num_batches == 4 and main_state
     # Four meta-steps after all four main steps, before the main schedule halved the rate.
-    assert seen == [(lr0, 0, 4, 50)] * 4
+    assert [s[:3] for s in seen] == [(lr0, 0, 4)] * 4
     assert learner.lr == pytest.approx(lr0 / 2) and learner.epoch == 1
+    # Every training image once, in another order than the main pass's.
+    labels = learner.data.train.labels
+    pass_labels = torch.cat([s[3] for s in seen])
+    assert torch.equal(pass_labels.sort().values, labels.sort().values)
+    assert not torch.equal(pass_labels, labels[learner.order])
     moved = any(not torch.equal(v, start[k]) for k, v in labeller.generator.named_parameters())
     assert moved
+
+
+def test_epoch_alternation_keeps_the_data_order_of_the_other_baselines():
+    # Baselines of one seed see the same batches: the generator pass draws from its own stream.
+    from baselines.maxl import MAXLLabeller
+
+    plain, maxl = epoch_learner(augment=True), epoch_learner(augment=True)
+    labeller = MAXLLabeller(maxl, seed=0)
+    for _ in range(3):
+        plain.train_epoch(None)
+        maxl.train_epoch(labeller, labeller.after_batches)
+        assert torch.equal(plain.order, maxl.order)
+        assert torch.equal(plain.generator.get_state(), maxl.generator.get_state())
+
+
+@pytest.mark.parametrize("alternation", ["epoch", "batch"])
+def test_maxl_run_makes_its_generator_pass_once_per_epoch(tmp_path, monkeypatch, alternation):
+    from baselines.maxl import MAXLLabeller
+    from harness.registry import run_method
+
+    passes = []
+    generator_pass = MAXLLabeller.generator_pass
+    monkeypatch.setattr(
+        MAXLLabeller, "generator_pass", lambda self: (passes.append(1), generator_pass(self))
+    )
+    config = RunConfig(
+        method="maxl",
+        env_id="AuxLabel-Digits-v0",
+        env_kwargs={"train_subset": 300},
+        method_kwargs={"alternation": alternation},
+        epochs=2,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+    )
+    result = run_method(config, "maxl", 0)
+    assert len(passes) == (2 if alternation == "epoch" else 0)
+    assert result["alternation"] == alternation
+
+
+def test_a_run_from_before_the_alternation_was_recorded_is_not_resumed(tmp_path):
+    # Runs made before the epoch mode alternated by batch under the same config.
+    from harness.registry import run_method
+    from mtl_envs.io import atomic_write_json, read_json
+
+    config = RunConfig(
+        method="maxl",
+        env_id="AuxLabel-Digits-v0",
+        env_kwargs={"train_subset": 300},
+        epochs=1,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+    )
+    result = run_method(config, "maxl", 0)
+    assert result["alternation"] == "epoch"
+    path = tmp_path / "AuxLabel-Digits-v0" / "maxl" / "seed0" / "result.json"
+    old = read_json(path)
+    del old["alternation"]
+    atomic_write_json(path, old)
+    config.resume = True
+    with pytest.raises(ValueError, match="alternation"):
+        run_method(config, "maxl", 0)
 
 
 def test_batch_alternation_meta_steps_before_each_label():

@@ -220,9 +220,13 @@ class AuxLearner:
         self.epoch += 1
 
     # ------------------------------------------------------------------ training
-    def prepare_inputs(self, images: torch.Tensor, train: bool) -> torch.Tensor:
+    def prepare_inputs(
+        self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Normalised network inputs; ``train`` augments them (when the dataset does) with a
+        draw from ``generator``, by default the learner's own."""
         if train and self.augment:
-            images = random_crop_flip(images, self.generator)
+            images = random_crop_flip(images, self.generator if generator is None else generator)
         x = self.normalize(images)
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
 
@@ -265,10 +269,12 @@ class AuxLearner:
             aux = per_sample.mean()
         return {"primary_loss": primary, "aux_loss": aux, "loss": primary + cfg.aux_weight * aux}
 
-    def batch_inputs(self, indices: torch.Tensor) -> torch.Tensor:
+    def batch_inputs(
+        self, indices: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         """The training images ``indices`` as the network trains on them: augmented (one draw
-        from the learner's generator) and normalised."""
-        return self.prepare_inputs(self.data.train.images[indices], train=True)
+        from ``generator``, by default the learner's own) and normalised."""
+        return self.prepare_inputs(self.data.train.images[indices], train=True, generator=generator)
 
     def train_batch(
         self,
