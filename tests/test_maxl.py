@@ -9,19 +9,30 @@ from mtl_envs.data import load_dataset
 from mtl_envs.training import AuxLearner, AuxLearnerConfig
 
 
+def mlp_config(**settings) -> AuxLearnerConfig:
+    """A 6-unit MLP main network on scikit-learn's digits, on the CPU."""
+    base = {"backbone_kwargs": {"hidden": [6]}, "head_hidden": 4, "device": "cpu"}
+    return AuxLearnerConfig(dataset="digits", backbone="mlp", **{**base, **settings})
+
+
+def digits_run(tmp_path, epochs: int, **fields) -> RunConfig:
+    """A short MAXL run on 300 digits, writing under ``tmp_path``."""
+    return RunConfig(
+        method=fields.pop("method", "maxl"),
+        env_id="AuxLabel-Digits-v0",
+        env_kwargs={"train_subset": 300},
+        epochs=epochs,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+        **fields,
+    )
+
+
 def tiny_learner(**overrides):
     """A float64 learner with a 6-unit MLP on digits, psi 2, and its first 8 clean images."""
     data = load_dataset("digits", device="cpu")
-    cfg = AuxLearnerConfig(
-        dataset="digits",
-        backbone="mlp",
-        backbone_kwargs={"hidden": [6]},
-        head_hidden=4,
-        hierarchy_factor=2,
-        lr=0.5,
-        device="cpu",
-        **overrides,
-    )
+    cfg = mlp_config(hierarchy_factor=2, lr=0.5, **overrides)
     learner = AuxLearner(cfg, seed=0, dataset=data)
     learner.net.double()
     x = learner.prepare_inputs(data.train.images[:8], train=False).double()
@@ -89,15 +100,7 @@ def test_first_order_approximates_the_second_order_gradient(tiny):
 def test_two_epoch_digits_smoke_run(tmp_path, method):
     from harness.registry import run_method
 
-    config = RunConfig(
-        method=method,
-        env_id="AuxLabel-Digits-v0",
-        env_kwargs={"train_subset": 300},
-        epochs=2,
-        output_dir=str(tmp_path),
-        progress=False,
-        tensorboard=False,
-    )
+    config = digits_run(tmp_path, 2, method=method)
     result = run_method(config, method, 0)
     assert len(result["epochs"]) == 2 and 0.0 <= result["final"]["test/accuracy"] <= 1.0
     assert result["epochs"][-1]["train/aux_loss"] > 0
@@ -186,16 +189,11 @@ def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss):
 
 def epoch_learner(**overrides) -> AuxLearner:
     """A float32 MLP learner on 200 digits in batches of 50 whose rate halves every epoch."""
-    cfg = AuxLearnerConfig(
-        dataset="digits",
-        backbone="mlp",
-        backbone_kwargs={"hidden": [6]},
-        head_hidden=4,
+    cfg = mlp_config(
         train_subset=200,
         train_batch_size=50,
         scheduler_step_epochs=1,
         scheduler_gamma=0.5,
-        device="cpu",
         **overrides,
     )
     return AuxLearner(cfg, seed=0)
@@ -276,16 +274,7 @@ def test_maxl_run_makes_its_generator_pass_once_per_epoch(tmp_path, monkeypatch,
     monkeypatch.setattr(
         MAXLLabeller, "generator_pass", lambda self: (passes.append(1), generator_pass(self))
     )
-    config = RunConfig(
-        method="maxl",
-        env_id="AuxLabel-Digits-v0",
-        env_kwargs={"train_subset": 300},
-        method_kwargs={"alternation": alternation},
-        epochs=2,
-        output_dir=str(tmp_path),
-        progress=False,
-        tensorboard=False,
-    )
+    config = digits_run(tmp_path, 2, method_kwargs={"alternation": alternation})
     result = run_method(config, "maxl", 0)
     assert len(passes) == (2 if alternation == "epoch" else 0)
     assert result["alternation"] == alternation
@@ -296,15 +285,7 @@ def test_a_run_from_before_the_alternation_was_recorded_is_not_resumed(tmp_path)
     from harness.registry import run_method
     from mtl_envs.io import atomic_write_json, read_json
 
-    config = RunConfig(
-        method="maxl",
-        env_id="AuxLabel-Digits-v0",
-        env_kwargs={"train_subset": 300},
-        epochs=1,
-        output_dir=str(tmp_path),
-        progress=False,
-        tensorboard=False,
-    )
+    config = digits_run(tmp_path, 1)
     result = run_method(config, "maxl", 0)
     assert result["alternation"] == "epoch"
     path = tmp_path / "AuxLabel-Digits-v0" / "maxl" / "seed0" / "result.json"
