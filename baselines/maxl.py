@@ -53,7 +53,7 @@ from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight
 from mtl_envs.training.common import seeded
 from mtl_envs.utils import check_choice
 
-ALTERNATIONS = ("epoch", "batch")
+ALTERNATIONS = ("epoch", "batch")  # the first is the default
 
 
 class LabelGenerator(torch.nn.Module):
@@ -185,7 +185,7 @@ class MAXLLabeller:
         weight_decay: float = 5e-4,
         entropy_coef: float = 0.2,
         exponent_range: tuple[float, float] = (-5.0, 5.0),
-        alternation: str = "epoch",
+        alternation: str = ALTERNATIONS[0],
     ):
         check_choice("method_kwargs.alternation", alternation, ALTERNATIONS)
         self.learner = learner
@@ -218,8 +218,7 @@ class MAXLLabeller:
         self.generator.load_state_dict(state["generator"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        if "rng" in state:  # checkpoints of by-batch runs made before the epoch mode
-            self.rng.set_state(state["rng"])
+        self.rng.set_state(state["rng"])
 
     def meta_step(self, inputs: torch.Tensor, y: torch.Tensor) -> None:
         """One generator update on MAXL's meta objective for a batch of prepared inputs."""
@@ -245,10 +244,7 @@ class MAXLLabeller:
         augmentation (from the labeller's own random stream), one meta-step per batch of the
         main epoch's size, the main network's weights fixed."""
         learner = self.learner
-        b = learner.config.train_batch_size
-        order = torch.randperm(len(learner.data.train), device=learner.device, generator=self.rng)
-        for k in range(learner.num_batches):
-            idx = order[k * b : (k + 1) * b]
+        for idx in learner.epoch_batches(self.rng):
             self.meta_step(learner.batch_inputs(idx, self.rng), learner.data.train.labels[idx])
 
     def __call__(
@@ -276,7 +272,7 @@ class MAXLLabeller:
 def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, Any]:
     method = "wa_maxl" if weight_aware else "maxl"
     options = method_options(config, method)
-    alternation = options.get("alternation", "epoch")
+    alternation = options.get("alternation", ALTERNATIONS[0])
     check_choice("method_kwargs.alternation", alternation, ALTERNATIONS)
     labellers: list[MAXLLabeller] = []
 

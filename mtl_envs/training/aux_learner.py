@@ -187,11 +187,21 @@ class AuxLearner:
     def lr(self) -> float:
         return float(self.optimizer.param_groups[0]["lr"])
 
+    def shuffled_order(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        """A random permutation of the training indices, drawn from ``generator`` (by default
+        the learner's own)."""
+        generator = self.generator if generator is None else generator
+        return torch.randperm(len(self.data.train), device=self.device, generator=generator)
+
+    def epoch_batches(self, generator: torch.Generator | None = None) -> list[torch.Tensor]:
+        """An epoch's batches of training indices in a fresh order from ``generator``, the
+        remainder left out, as :meth:`begin_epoch` and the cursor cut them."""
+        order = self.shuffled_order(generator)
+        return list(order.split(self.config.train_batch_size)[: self.num_batches])
+
     def begin_epoch(self) -> None:
         """Reshuffle the training order for a new epoch; the cursor goes to its first batch."""
-        self.order = torch.randperm(
-            len(self.data.train), device=self.device, generator=self.generator
-        )
+        self.order = self.shuffled_order()
         self.position = 0
 
     def batch_indices(self, batch: int) -> torch.Tensor:
