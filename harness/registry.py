@@ -38,6 +38,8 @@ METHODS: dict[tuple[str, str], str] = {
     ("LossWeighting", "uw"): "baselines.uw:run",
     ("LossWeighting", "rlw"): "baselines.rlw:run",
     ("LossWeighting", "dwa"): "baselines.dwa:run",
+    ("LossWeighting", "rlw_si"): "baselines.rlw:run_si",
+    ("LossWeighting", "dwa_si"): "baselines.dwa:run_si",
     ("LossWeighting", "igbv1"): "baselines.igbv1:run",
     ("LossWeighting", "hypernet"): "baselines.tabular:run_hypernet",
     ("LossWeighting", "hard_sharing"): "baselines.tabular:run_hard_sharing",

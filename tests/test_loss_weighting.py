@@ -129,6 +129,47 @@ def test_dwa_weights_by_hand():
     torch.testing.assert_close(w, torch.tensor([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2)]))
 
 
+def test_dwa_si_weights_the_log_losses_by_plain_loss_ratios():
+    # IGB Table 4's DWA + SI: DWA's weights (ratios of plain epoch losses), objective eq. 2.
+    history = FakeLearner([(1.0, 1.0), (0.5, 1.0)])
+    plain, si = DWA(), DWA(scale_invariant=True)
+    assert (plain.loss_mode, si.loss_mode) == ("sum", "log")
+    torch.testing.assert_close(
+        si.weights(torch.ones(2), history), plain.weights(torch.ones(2), history)
+    )
+
+
+@pytest.mark.parametrize("rule", [RLW, DWA])
+def test_si_variant_steps_on_weighted_log_losses(rule):
+    """One SGD step of ``X + SI`` moves the network by ``lr * sum_i w_i grad(L_i) / L_i``
+    (IGB eq. 2 under X's weights), with the weights X draws from the same generator state."""
+    cfg = MultiTaskLearnerConfig(
+        dataset="cubic", model="hard_sharing", device="cpu", optimizer="sgd", momentum=0.0
+    )
+    learner = MultiTaskLearner(cfg, seed=0, weighting=rule(scale_invariant=True))
+    learner.begin_epoch()
+    idx = learner.batch_indices(0)
+    params = [p for p in learner.net.parameters() if p.requires_grad]
+    before = [p.detach().clone() for p in params]
+    losses, _ = learner.task_losses(idx)
+    n = len(losses)  # two finished epochs, so DWA's ratios are not all 1
+    learner.loss_history = [torch.linspace(1.0, 2.0, n), torch.linspace(2.0, 0.5, n)]
+    detached = torch.stack(losses).detach()
+    state = learner.generator.get_state()
+    w = rule().weights(detached, learner)  # the plain rule's weights, same draw
+    learner.generator.set_state(state)
+    grads = [torch.zeros_like(p) for p in params]
+    for t, loss in enumerate(losses):
+        for g, gt in zip(
+            grads, torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+        ):
+            if gt is not None:
+                g += w[t] / detached[t] * gt
+    learner.train_batch(idx)
+    for p, p0, g in zip(params, before, grads):
+        torch.testing.assert_close(p.detach(), p0 - cfg.lr * g, rtol=1e-4, atol=1e-6)
+
+
 def test_uw_weights_and_log_variance_gradient():
     rule = UW()
     rule.reset(2)

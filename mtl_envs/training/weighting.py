@@ -1,7 +1,8 @@
 """The plug-in interface of loss-weighting rules and the objectives they weight.
 
-Concrete rules (EW, SI, UW, RLW, DWA, IGBv1) live in ``baselines/``, one file each; the
-LossWeighting env supplies weights from the agent's action instead.
+Concrete rules (EW, SI, UW, RLW, DWA, IGBv1) live in ``baselines/``, one file each (RLW and
+DWA also on the log objective, as ``rlw_si`` and ``dwa_si``); the LossWeighting env supplies
+weights from the agent's action instead.
 """
 
 from __future__ import annotations
@@ -72,7 +73,8 @@ def random_weights(
 class Weighting(nn.Module):
     """A loss-weighting rule: maps the current batch's task losses to task weights.
 
-    Subclasses set ``loss_mode`` and implement :meth:`weights`. A rule with learnable
+    Subclasses set ``loss_mode`` (a class attribute, or per instance where a rule runs on
+    either objective) and implement :meth:`weights`. A rule with learnable
     parameters (UW) also overrides :meth:`objective`; the learner adds those parameters to its
     optimiser.
     """
