@@ -8,6 +8,8 @@ network:
 
 * ``hypernet``: the Multi-Task Hypernetwork; the extractor depth l_h in {0, 1, 2} is tuned too;
 * ``hard_sharing``: shared trunk, one output layer per task;
+* ``cross_stitch``: one network per task, hidden layers mixed across tasks by cross-stitch units
+  (Misra et al., 2016), one of the paper's soft-sharing baselines;
 * ``stl_naive``: one network, no task information;
 * ``stl_task_info``: one network given the task (the paper's "STL": metadata appended to the
   inputs, or a one-hot task code without metadata);
@@ -47,6 +49,7 @@ TABULAR_METHODS = {
     # method: (task network, settings it can use)
     "hypernet": ("hypernet", ("no_metadata", "metadata")),
     "hard_sharing": ("hard_sharing", ("no_metadata", "metadata")),
+    "cross_stitch": ("cross_stitch", ("no_metadata", "metadata")),
     "stl_naive": ("stl_naive", ("no_metadata",)),
     "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
     "stl": ("per_task", ("no_metadata",)),
@@ -233,6 +236,10 @@ def run_hypernet(config: RunConfig, seed: int) -> dict[str, Any]:
 
 def run_hard_sharing(config: RunConfig, seed: int) -> dict[str, Any]:
     return run_tabular(config, seed, "hard_sharing")
+
+
+def run_cross_stitch(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "cross_stitch")
 
 
 def run_stl_naive(config: RunConfig, seed: int) -> dict[str, Any]:

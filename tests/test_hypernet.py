@@ -17,7 +17,7 @@ from mtl_envs.data.tabular import end_effector, per_task_parts
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, build_task_network, hypernet_parameter_count
 from mtl_envs.models.hypernet import MultiTaskHypernet, WeightGenerator
-from mtl_envs.models.task_networks import task_linear
+from mtl_envs.models.task_networks import CrossStitch, task_linear
 from mtl_envs.training.model_selection import EarlyStopping, train_early_stopped
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
@@ -108,6 +108,33 @@ def test_task_networks_agree_with_forward_all(name):
     net = build_task_network(name, 6, 3, 2, metadata=torch.randn(6, 2))
     x, task = torch.randn(11, 3), torch.randint(0, 6, (11,))
     assert torch.allclose(net.forward_all(x)[torch.arange(11), task], net(x, task), atol=1e-5)
+
+
+def test_cross_stitch_units_on_hand_numbers():
+    """Misra et al. eq. 1: each column's hidden units become sum_s alpha[t, s] h_s. Two tasks,
+    one hidden unit: h = relu((1, 2) x) = (1, 2) at x = 1; alpha (0.9, 0.1 / 0.1, 0.9) gives
+    column 0 1.1 and column 1 1.9; identity output layers read them back per task."""
+    net = CrossStitch(2, 1, 1, hidden=(1,))
+    assert torch.equal(net.alphas[0].detach(), torch.tensor([[0.9, 0.1], [0.1, 0.9]]))
+    with torch.no_grad():
+        net.weights[0].copy_(torch.tensor([[[1.0], [0.0]], [[2.0], [0.0]]]))  # w, then bias
+        net.weights[1].copy_(torch.tensor([[[1.0], [0.0]], [[1.0], [0.0]]]))
+    out = net(torch.ones(2, 1), torch.tensor([0, 1]))
+    torch.testing.assert_close(out, torch.tensor([[1.1], [1.9]]))
+    # A task's loss reaches the other task's column through alpha (soft sharing).
+    net(torch.ones(1, 1), torch.tensor([0])).sum().backward()
+    assert float(net.weights[0].grad[1].abs().sum()) > 0 and net.task_parameters() == []
+
+
+def test_cross_stitch_rows_start_as_convex_combinations():
+    alphas = CrossStitch(5, 2, 1, hidden=(4, 4), self_weight=0.6).alphas
+    assert len(alphas) == 2  # one unit after each hidden layer
+    a = alphas[0].detach()
+    torch.testing.assert_close(a.sum(1), torch.ones(5))
+    assert torch.allclose(a.diagonal(), torch.full((5,), 0.6))
+    assert float(a[0, 1]) == pytest.approx(0.1)
+    with pytest.raises(ConfigError, match="self_weight"):
+        CrossStitch(5, 2, 1, self_weight=1.5)
 
 
 def test_bad_model_arguments():

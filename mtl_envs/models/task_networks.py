@@ -12,7 +12,9 @@ The baselines of the Multi-Task Hypernetwork paper (``000_6f85eb44aaf9e6f8.txt``
   metadata, as a one-hot task code (the paper's "STL");
 * :class:`PerTaskNetworks`: an independent network per task;
 * :class:`HardSharing`: a shared trunk with a linear output layer per task, metadata (when
-  used) appended to the inputs "naively" as section 3 describes.
+  used) appended to the inputs "naively" as section 3 describes;
+* :class:`CrossStitch`: one network per task whose hidden activations are mixed across tasks
+  by learned cross-stitch units (Misra et al., 2016), one of the paper's soft-sharing rows.
 
 All use the paper's target architecture: three fully connected ReLU layers of 32.
 """
@@ -51,6 +53,17 @@ def all_tasks_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if x.dim() == 2:
         return torch.einsum("bi,tio->bto", x, weight[:, :-1]) + weight[:, -1]
     return torch.einsum("bti,tio->bto", x, weight[:, :-1]) + weight[:, -1]
+
+
+def stacked_layers(num_tasks: int, widths: Sequence[int]) -> nn.ParameterList:
+    """One linear layer per task between consecutive ``widths``, stacked as (T, d_in + 1,
+    d_out) weights (bias last) for :func:`task_linear` and :func:`all_tasks_linear`, each
+    task's initialised as ``nn.Linear``'s default."""
+    layers = nn.ParameterList()
+    for d_in, d_out in zip(widths[:-1], widths[1:]):
+        bound = 1.0 / math.sqrt(d_in)
+        layers.append(nn.Parameter(torch.empty(num_tasks, d_in + 1, d_out).uniform_(-bound, bound)))
+    return layers
 
 
 def mlp(widths: Sequence[int], final_activation: bool = False) -> nn.Sequential:
@@ -168,12 +181,7 @@ class PerTaskNetworks(TaskNetwork):
     ):
         super().__init__(num_tasks, in_features, out_features)
         hidden = check_widths("model_kwargs.hidden", hidden)
-        widths = [in_features, *hidden, out_features]
-        self.weights = nn.ParameterList()
-        for d_in, d_out in zip(widths[:-1], widths[1:]):
-            bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default, per task
-            w = torch.empty(num_tasks, d_in + 1, d_out).uniform_(-bound, bound)
-            self.weights.append(nn.Parameter(w))
+        self.weights = stacked_layers(num_tasks, [in_features, *hidden, out_features])
 
     def task_parameters(self) -> list[nn.Parameter]:
         return list(self.weights)  # nothing is shared
@@ -229,7 +237,68 @@ class HardSharing(TaskNetwork):
         return all_tasks_linear(self.trunk(x), self.heads)
 
 
+class CrossStitch(TaskNetwork):
+    """Cross-stitch networks (Misra et al., 2016, eq. 1) for T tasks: one column (a ReLU
+    network of ``hidden`` widths) per task, and after each hidden layer a cross-stitch unit
+    that replaces column t's activations by ``sum_s alpha[t, s] h_s``, a learned T x T matrix
+    per layer (one scalar per pair of tasks, as in eq. 1). A sample of task t is read from
+    column t's output layer; every column sees every sample, so the columns learn from each
+    other's tasks through alpha.
+
+    ``self_weight``: alpha's diagonal at initialisation; the rest of each row shares
+    ``1 - self_weight`` equally, so every row starts as a convex combination, as the paper's
+    two-task units start at (0.9, 0.1). Metadata (when used) is appended to the inputs, as
+    for the other baselines. No parameter is per task in the sense of
+    :meth:`TaskNetwork.task_parameters`: through alpha, every task's loss reaches every
+    column.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+        self_weight: float = 0.9,
+    ):
+        super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden, allow_empty=False)
+        if not 0.0 <= self_weight <= 1.0:
+            raise ConfigError(f"`model_kwargs.self_weight` must be in [0, 1]; got {self_weight!r}.")
+        d_m = _metadata_buffer(self, metadata, num_tasks)
+        self.weights = stacked_layers(num_tasks, [in_features + d_m, *hidden, out_features])
+        off = (1.0 - self_weight) / (num_tasks - 1) if num_tasks > 1 else 0.0
+        alpha = torch.full((num_tasks, num_tasks), off)
+        alpha.fill_diagonal_(self_weight if num_tasks > 1 else 1.0)
+        self.alphas = nn.ParameterList(
+            nn.Parameter(alpha.clone()) for _ in range(len(self.weights) - 1)
+        )
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Every column's last hidden activations after its cross-stitch unit, (B, T, h)."""
+        for w, alpha in zip(self.weights[:-1], self.alphas):
+            x = torch.einsum("ts,bsh->bth", alpha, torch.relu(all_tasks_linear(x, w)))
+        return x
+
+    def _inputs(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        if self.metadata is None:
+            return x
+        return torch.cat([x, self.metadata[task]], dim=1)
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        h = self._hidden(self._inputs(x, task))
+        own = h[torch.arange(len(task), device=h.device), task]  # column t for task t
+        return task_linear(own, self.weights[-1], task)
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        if self.metadata is not None:  # the inputs depend on the task
+            return super().forward_all(x)
+        return all_tasks_linear(self._hidden(x), self.weights[-1])
+
+
 __all__ = [
+    "CrossStitch",
     "DEFAULT_HIDDEN",
     "HardSharing",
     "PerTaskNetworks",
