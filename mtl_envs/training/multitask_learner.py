@@ -137,7 +137,8 @@ class MultiTaskLearnerConfig:
     """Seed of the dataset's train/val/test split (and of synthetic data)."""
     model: str | None = None
     """``None``: shared ``backbone`` + one head per task. Otherwise a task network for feature
-    inputs: ``hypernet``, ``hard_sharing``, ``stl_naive``, ``stl_task_info``, ``per_task``."""
+    inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``stl_naive``, ``stl_task_info``,
+    ``per_task``."""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor options of the task network (``hidden``, ``extractor_layers``, ...)."""
     use_metadata: bool = True
