@@ -3,13 +3,22 @@ dataset x setting, each cell the test MSE in the data's units (mean over test sa
 paper's code computes it), mean +- standard error over seeds, then the paper's number where
 Table 2 has one. The paper's "STL" (one network given the task as metadata or a one-hot
 code) is ``stl_task_info`` here; ``stl`` is one network per task.
+
+Two readings of the paper's selection ("repeated across 50 seeds for each combination of
+hyperparameters", validation "used for hyperparameter selection"): ``per_seed``, each run's
+own grid search (its ``final`` metrics), and ``across_seeds``, one grid point per dataset,
+setting and method, the one with the lowest validation loss averaged over the seeds, scored
+by the test error every run recorded for each of its fits.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from os import PathLike
+from typing import Any
 
 from harness.compare import markdown_table, summarize
 from harness.results import load_results
@@ -56,21 +65,76 @@ def cell(mean: float, sem: float) -> str:
     return f"{mean:.{digits}f} +- {sem:.{digits}f}"
 
 
-def format_table2(paths: Iterable[str | PathLike], metric: str = "test/raw_mse") -> str:
-    """The markdown table of the tabular results below ``paths``."""
-    rows = summarize(load_results(paths), metric)
-    cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    seeds: dict[tuple[str, str], int] = {}
-    untabular = sorted({row["env_id"] for row in rows if len(row["env_id"].split(" ")) < 2})
+SELECTIONS = ("per_seed", "across_seeds")
+
+
+def select_across_seeds(
+    results: Iterable[dict[str, Any]], metric: str = "test/raw_mse"
+) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """One grid point per (env id, setting, method): the one whose best validation loss,
+    averaged over the seeds, is lowest (grid order breaks ties), among the points every seed
+    fitted. Returns its ``params``, the seeds and each seed's recorded ``metric`` there."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
+    for result in results:
+        groups[(result["env_id"], result.get("setting"), result["method"])].append(result)
+    chosen = {}
+    for key, runs in groups.items():
+        fits: dict[str, dict[int, dict[str, Any]]] = defaultdict(dict)
+        for run in runs:
+            if not run.get("fits") or not all("recorded" in fit for fit in run["fits"]):
+                raise ConfigError(
+                    f"{key[2]} seed {run['seed']} on {key[0]} ({key[1]}) keeps no test error "
+                    "per grid point (`fits[*].recorded`); a selection across seeds needs runs "
+                    "made since the tabular protocol records it. Run it again."
+                )
+            for fit in run["fits"]:
+                fits[json.dumps(fit["params"], sort_keys=True)][run["seed"]] = fit
+        seeds = sorted(run["seed"] for run in runs)
+        complete = [point for point, by_seed in fits.items() if sorted(by_seed) == seeds]
+        best = min(complete, key=lambda p: sum(f["best_val"] for f in fits[p].values()))
+        values = [fits[best][seed]["recorded"][metric] for seed in seeds]
+        chosen[key] = {"params": json.loads(best), "seeds": seeds, "values": values}
+    return chosen
+
+
+def _point(params: dict[str, Any]) -> str:
+    """A grid point in a table cell: ``lr 1e-3.5, l_h 1``."""
+    parts = [f"lr 1e{math.log10(params['lr']):.3g}"]
+    if "extractor_layers" in params:
+        parts.append(f"l_h {params['extractor_layers']}")
+    return ", ".join(parts)
+
+
+def format_table2(
+    paths: Iterable[str | PathLike], metric: str = "test/raw_mse", selection: str = "per_seed"
+) -> str:
+    """The markdown table of the tabular results below ``paths``; with ``selection=
+    "across_seeds"`` (:func:`select_across_seeds`) a second table gives each cell's point."""
+    if selection not in SELECTIONS:
+        raise ConfigError(f"`selection` must be one of {list(SELECTIONS)}; got {selection!r}.")
+    results = load_results(paths)
+    untabular = sorted({r["env_id"] for r in results if r.get("setting") is None})
     if untabular:
         raise ConfigError(
             f"Table 2 reads the tabular protocol's results (`method_kwargs: {{protocol: "
             f"tabular}}`, one row per metadata setting); {untabular} have no setting."
         )
-    for row in rows:
-        env_id, setting = row["env_id"].split(" ")[:2]
-        cells[(env_id, setting)][row["method"]] = cell(row["mean"], row["sem"])
-        seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), row["n"])
+    cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    points: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    seeds: dict[tuple[str, str], int] = {}
+    if selection == "per_seed":
+        for row in summarize(results, metric):
+            env_id, setting = row["env_id"].split(" ")[:2]
+            cells[(env_id, setting)][row["method"]] = cell(row["mean"], row["sem"])
+            seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), row["n"])
+    else:
+        for (env_id, setting, method), pick in select_across_seeds(results, metric).items():
+            values, n = pick["values"], len(pick["values"])
+            mean = sum(values) / n
+            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+            cells[(env_id, setting)][method] = cell(mean, sd / math.sqrt(n))
+            points[(env_id, setting)][method] = _point(pick["params"])
+            seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), n)
     columns = sorted(cells, key=lambda c: (c[0], c[1] != "no_metadata"))
     header = ["method"]
     for env_id, setting in columns:
@@ -86,4 +150,11 @@ def format_table2(paths: Iterable[str | PathLike], metric: str = "test/raw_mse")
             if column in PAPER:
                 line.append(PAPER[column].get(method, ""))
         rows.append(line)
-    return "\n".join(markdown_table(header, rows)) + "\n"
+    table = "\n".join(markdown_table(header, rows)) + "\n"
+    if selection == "per_seed":
+        return table
+    point_header = ["grid point chosen across seeds"] + [
+        f"{env_id.split('-')[1]} {setting.replace('_', ' ')}" for env_id, setting in columns
+    ]
+    point_rows = [[m] + [points[c].get(m, "") for c in columns] for m in METHODS]
+    return table + "\n" + "\n".join(markdown_table(point_header, point_rows)) + "\n"

@@ -23,8 +23,9 @@ benchmark reports (``benchmarks/run_all.py`` writes them) as one table, and ever
 ``<!-- headroom: FILE [FILE ...] -->`` ... ``<!-- /headroom -->`` with one row per kept probe
 result: its seeds, CPU kernels, headroom, P(best without oracles beats random), rho,
 seconds per episode and whether the id qualifies, and every block
-``<!-- table2: DIR [DIR ...] -->`` ... ``<!-- /table2 -->`` with the tabular results kept in
-``docs/results/DIR`` in the hypernetwork paper's Table 2 layout, and every block
+``<!-- table2: DIR [DIR ...] [--selection across_seeds] -->`` ... ``<!-- /table2 -->`` with
+the tabular results kept in ``docs/results/DIR`` in the hypernetwork paper's Table 2 layout
+(grid points picked per run, or once across seeds), and every block
 ``<!-- pairs: NAME [--metric M] [--which best] X:Y [X:Y ...] -->`` ... ``<!-- /pairs -->``
 with the probability that a run of X beats one of Y, per env id of ``docs/results/NAME``,
 and every block ``<!-- refscores: ID [ID ...] -->`` ... ``<!-- /refscores -->`` with the
@@ -152,11 +153,15 @@ def headroom_for(files: str) -> str:
     return format_headroom_table([kept_probe(file) for file in files.split()])
 
 
-def table2_for(folders: str) -> str:
+def table2_for(args: str) -> str:
     """Kept tabular results in the hypernetwork paper's Table 2 layout."""
-    from harness.paper_tables import format_table2
+    from harness.paper_tables import SELECTIONS, format_table2
 
-    return format_table2([KEPT / folder for folder in folders.split()])
+    parser = argparse.ArgumentParser(prog="table2")
+    parser.add_argument("folders", nargs="+")
+    parser.add_argument("--selection", default="per_seed", choices=SELECTIONS)
+    opts = parser.parse_args(shlex.split(args))
+    return format_table2([KEPT / f for f in opts.folders], selection=opts.selection)
 
 
 def refscores_for(env_ids: str) -> str:

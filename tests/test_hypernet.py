@@ -289,6 +289,9 @@ def test_hypernet_with_metadata_beats_stl_naive_on_cubic(tmp_path):
     assert naive["final"]["test/raw_mse"] > 0.3
     assert hyper["final"]["test/raw_mse"] < 0.1
     assert (tmp_path / "LossWeighting-Cubic-v1/hypernet/metadata/seed0/result.json").is_file()
+    # Each fit keeps its test error for a selection across seeds; here the one fit is the pick.
+    (fit,) = hyper["fits"]
+    assert fit["recorded"]["test/raw_mse"] == hyper["final"]["test/raw_mse"]
 
 
 def test_tabular_protocol_keeps_each_grid_points_learning_rate():
@@ -338,3 +341,35 @@ def test_table2_cells_are_mean_and_standard_error_of_the_kept_runs():
     row = next(line for line in lines if line.startswith("| hypernet |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[header.index("Radon metadata (n=10)")] == expected
+
+
+def test_selection_across_seeds_on_hand_numbers(tmp_path):
+    """Per seed, seed 0 picks lr 1e-4 (val 0.1 < 0.2) and seed 1 lr 1e-3 (0.2 < 0.5); across
+    seeds lr 1e-3 wins (mean val 0.2 < 0.3), and its recorded test errors 1 and 3 give the
+    cell 2 +- 1 (sd sqrt(2), sem sqrt(2) / sqrt(2))."""
+    from harness.paper_tables import format_table2, select_across_seeds
+
+    def fit(lr, val, test):
+        return {"params": {"lr": lr}, "best_val": val, "recorded": {"test/raw_mse": test}}
+
+    runs = [
+        {"seed": 0, "fits": [fit(1e-3, 0.2, 1.0), fit(1e-4, 0.1, 9.0)], "final": {}},
+        {"seed": 1, "fits": [fit(1e-3, 0.2, 3.0), fit(1e-4, 0.5, 9.0)], "final": {}},
+    ]
+    for run in runs:
+        run.update(env_id="LossWeighting-Cubic-v1", setting="no_metadata", method="hard_sharing")
+        run["final"] = {"test/raw_mse": 9.0}  # the per-seed picks
+        path = tmp_path / f"seed{run['seed']}" / "result.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(run))
+    pick = select_across_seeds(runs)[("LossWeighting-Cubic-v1", "no_metadata", "hard_sharing")]
+    assert pick == {"params": {"lr": 1e-3}, "seeds": [0, 1], "values": [1.0, 3.0]}
+    table = format_table2([tmp_path], selection="across_seeds")
+    assert "| hard_sharing | 2.000 +- 1.000 | 0.040 +- 0.002 |" in table
+    assert "| hard_sharing | lr 1e-3 |" in table
+    assert "| hard_sharing | 9.000 +- 0.000 |" in format_table2([tmp_path])
+    del runs[1]["fits"][0]["recorded"]
+    with pytest.raises(ConfigError, match="Run it again"):
+        select_across_seeds(runs)
+    with pytest.raises(ConfigError, match="selection"):
+        format_table2([tmp_path], selection="pooled")

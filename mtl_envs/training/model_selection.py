@@ -81,6 +81,7 @@ def grid_search(
     grid: Sequence[dict[str, Any]],
     stopping: EarlyStopping,
     on_fit: Callable[[dict[str, Any], dict[str, Any]], None] | None = None,
+    record: Callable[[MultiTaskLearner], dict[str, float]] | None = None,
 ) -> tuple[MultiTaskLearner, dict[str, Any], list[dict[str, Any]]]:
     """Fit one learner per grid point with early stopping; keep the best on validation.
 
@@ -88,10 +89,13 @@ def grid_search(
         make_learner: builds a fresh learner from a grid point (e.g. ``{"lr": 1e-3}``).
         grid: the hyperparameter combinations, tried in order (ties keep the first).
         on_fit: called with (point, fit summary) after each fit, e.g. to advance a bar.
+        record: metrics of each fitted learner (at its best validation check) kept in its
+            summary as ``recorded``, e.g. its test error, so that a selection made later
+            across seeds can report the point it picks. The selection here never reads them.
 
     Returns:
         The best learner (at its best validation check), its grid point, and every fit's
-        summary (point, epochs, best_epoch, best_val).
+        summary (point, epochs, best_epoch, best_val and, with ``record``, recorded).
     """
     if not grid:
         raise ConfigError("`grid` must hold at least one hyperparameter combination.")
@@ -101,6 +105,8 @@ def grid_search(
         learner = make_learner(dict(point))
         summary = train_early_stopped(learner, stopping)
         fits.append({"params": dict(point), **{k: v for k, v in summary.items() if k != "curve"}})
+        if record is not None:
+            fits[-1]["recorded"] = record(learner)
         if on_fit is not None:
             on_fit(point, summary)
         if best is None or summary["best_val"] < best[0]:
