@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from os import PathLike
 from typing import Any
 
-from harness.compare import markdown_table, summarize
+from harness.compare import markdown_table, mean_std, summarize
 from harness.results import load_results
 from mtl_envs.errors import ConfigError
 
@@ -90,8 +90,23 @@ def select_across_seeds(
             for fit in run["fits"]:
                 fits[json.dumps(fit["params"], sort_keys=True)][run["seed"]] = fit
         seeds = sorted(run["seed"] for run in runs)
+        if len(set(seeds)) < len(seeds):
+            raise ConfigError(
+                f"{key[2]} on {key[0]} ({key[1]}) has two results of one seed ({seeds}); give "
+                "each run's folder once."
+            )
         complete = [point for point, by_seed in fits.items() if sorted(by_seed) == seeds]
+        if not complete:
+            raise ConfigError(
+                f"{key[2]} on {key[0]} ({key[1]}): no grid point was fitted by every seed "
+                f"{seeds}; its points: {sorted(fits)}. Select across runs of one grid."
+            )
         best = min(complete, key=lambda p: sum(f["best_val"] for f in fits[p].values()))
+        recorded = fits[best][seeds[0]]["recorded"]
+        if metric not in recorded:
+            raise ConfigError(
+                f"`metric` {metric!r} is not recorded per grid point; recorded: {sorted(recorded)}."
+            )
         values = [fits[best][seed]["recorded"][metric] for seed in seeds]
         chosen[key] = {"params": json.loads(best), "seeds": seeds, "values": values}
     return chosen
@@ -129,9 +144,8 @@ def format_table2(
             seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), row["n"])
     else:
         for (env_id, setting, method), pick in select_across_seeds(results, metric).items():
-            values, n = pick["values"], len(pick["values"])
-            mean = sum(values) / n
-            sd = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else 0.0
+            n = len(pick["values"])
+            mean, sd = mean_std(pick["values"])
             cells[(env_id, setting)][method] = cell(mean, sd / math.sqrt(n))
             points[(env_id, setting)][method] = _point(pick["params"])
             seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), n)

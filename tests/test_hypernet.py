@@ -121,9 +121,12 @@ def test_cross_stitch_units_on_hand_numbers():
         net.weights[1].copy_(torch.tensor([[[1.0], [0.0]], [[1.0], [0.0]]]))
     out = net(torch.ones(2, 1), torch.tensor([0, 1]))
     torch.testing.assert_close(out, torch.tensor([[1.1], [1.9]]))
-    # A task's loss reaches the other task's column through alpha (soft sharing).
+    # A task's loss reaches the other task's hidden layer through alpha (soft sharing), but
+    # not its output layer, the one per-task parameter.
     net(torch.ones(1, 1), torch.tensor([0])).sum().backward()
-    assert float(net.weights[0].grad[1].abs().sum()) > 0 and net.task_parameters() == []
+    assert float(net.weights[0].grad[1].abs().sum()) > 0
+    assert float(net.weights[1].grad[1].abs().sum()) == 0
+    assert net.task_parameters() == [net.weights[1]]
 
 
 def test_cross_stitch_rows_start_as_convex_combinations():
@@ -368,6 +371,13 @@ def test_selection_across_seeds_on_hand_numbers(tmp_path):
     assert "| hard_sharing | 2.000 +- 1.000 | 0.040 +- 0.002 |" in table
     assert "| hard_sharing | lr 1e-3 |" in table
     assert "| hard_sharing | 9.000 +- 0.000 |" in format_table2([tmp_path])
+    with pytest.raises(ConfigError, match=r"'test/mse' is not recorded.*test/raw_mse"):
+        select_across_seeds(runs, "test/mse")
+    with pytest.raises(ConfigError, match="two results of one seed"):
+        select_across_seeds([runs[0], runs[0]])
+    runs[1]["fits"] = [fit(10**-3.5, 0.2, 3.0)]
+    with pytest.raises(ConfigError, match="no grid point was fitted by every seed"):
+        select_across_seeds(runs)
     del runs[1]["fits"][0]["recorded"]
     with pytest.raises(ConfigError, match="Run it again"):
         select_across_seeds(runs)

@@ -456,7 +456,7 @@ def test_validation_reward_telescopes_to_the_final_validation_loss():
     assert float(stds.max() / stds.min()) == pytest.approx(100.0, rel=0.3)
 
 
-@pytest.mark.parametrize("model", ["hard_sharing", "hypernet", "per_task"])
+@pytest.mark.parametrize("model", ["hard_sharing", "hypernet", "per_task", "cross_stitch"])
 def test_aggregators_leave_the_task_parameters_of_task_networks_alone(model):
     """IGB Algorithm 3 on the task networks: the task-stacked parameters (hard sharing's
     heads, the hypernetwork's embeddings, every per-task network) take each task's own

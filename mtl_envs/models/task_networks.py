@@ -248,9 +248,13 @@ class CrossStitch(TaskNetwork):
     ``self_weight``: alpha's diagonal at initialisation; the rest of each row shares
     ``1 - self_weight`` equally, so every row starts as a convex combination, as the paper's
     two-task units start at (0.9, 0.1). Metadata (when used) is appended to the inputs, as
-    for the other baselines. No parameter is per task in the sense of
-    :meth:`TaskNetwork.task_parameters`: through alpha, every task's loss reaches every
-    column.
+    for the other baselines. Only the output layers are per task in the sense of
+    :meth:`TaskNetwork.task_parameters` (slice t is read by task t's samples alone); through
+    alpha, every task's loss reaches every column's hidden layers.
+
+    Every sample runs through all T columns, so a step costs T times a column's step; with
+    metadata, :meth:`forward_all` runs each sample once per task on top of that (B T inputs
+    through T columns), which is slow for T in the hundreds.
     """
 
     def __init__(
@@ -290,6 +294,9 @@ class CrossStitch(TaskNetwork):
         h = self._hidden(self._inputs(x, task))
         own = h[torch.arange(len(task), device=h.device), task]  # column t for task t
         return task_linear(own, self.weights[-1], task)
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return [self.weights[-1]]
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         if self.metadata is not None:  # the inputs depend on the task
