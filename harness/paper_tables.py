@@ -112,6 +112,20 @@ def select_across_seeds(
     return chosen
 
 
+def results_across_seeds(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runs as if each had trained the grid point chosen across seeds: copies whose
+    ``final`` is that point's recorded metrics and ``selected`` that point, for comparisons
+    (``harness.compare.format_pairs``) under this selection."""
+    results = list(results)
+    chosen = select_across_seeds(results)
+    out = []
+    for run in results:
+        params = chosen[(run["env_id"], run.get("setting"), run["method"])]["params"]
+        (fit,) = [f for f in run["fits"] if f["params"] == params]
+        out.append({**run, "final": dict(fit["recorded"]), "selected": params})
+    return out
+
+
 def _point(params: dict[str, Any]) -> str:
     """A grid point in a table cell: ``lr 1e-3.5, l_h 1``."""
     parts = [f"lr 1e{math.log10(params['lr']):.3g}"]

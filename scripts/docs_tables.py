@@ -26,8 +26,9 @@ seconds per episode and whether the id qualifies, and every block
 ``<!-- table2: DIR [DIR ...] [--selection across_seeds] -->`` ... ``<!-- /table2 -->`` with
 the tabular results kept in ``docs/results/DIR`` in the hypernetwork paper's Table 2 layout
 (grid points picked per run, or once across seeds), and every block
-``<!-- pairs: NAME [--metric M] [--which best] X:Y [X:Y ...] -->`` ... ``<!-- /pairs -->``
-with the probability that a run of X beats one of Y, per env id of ``docs/results/NAME``,
+``<!-- pairs: NAME [--metric M] [--which best] [--selection across_seeds] X:Y [X:Y ...] -->``
+... ``<!-- /pairs -->`` with the probability that a run of X beats one of Y, per env id of
+``docs/results/NAME``,
 and every block ``<!-- refscores: ID [ID ...] -->`` ... ``<!-- /refscores -->`` with the
 ids' random and best reference scores from ``mtl_envs/reference_scores.json``.
 ``--check`` fails when a block is out of date instead of writing it.
@@ -110,8 +111,14 @@ def pairs_for(args: str) -> str:
     parser.add_argument("pairs", nargs="+")
     parser.add_argument("--metric", default=None)
     parser.add_argument("--which", default="final", choices=("final", "best"))
+    parser.add_argument("--selection", default="per_seed", choices=("per_seed", "across_seeds"))
     opts = parser.parse_args(shlex.split(args))
-    return format_pairs(load_results([KEPT / opts.name]), opts.pairs, opts.metric, opts.which)
+    results = load_results([KEPT / opts.name])
+    if opts.selection == "across_seeds":  # tabular runs, one grid point across seeds
+        from harness.paper_tables import results_across_seeds
+
+        results = results_across_seeds(results)
+    return format_pairs(results, opts.pairs, opts.metric, opts.which)
 
 
 def kept_probe(file: str) -> dict[str, Any]:

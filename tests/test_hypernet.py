@@ -350,7 +350,7 @@ def test_selection_across_seeds_on_hand_numbers(tmp_path):
     """Per seed, seed 0 picks lr 1e-4 (val 0.1 < 0.2) and seed 1 lr 1e-3 (0.2 < 0.5); across
     seeds lr 1e-3 wins (mean val 0.2 < 0.3), and its recorded test errors 1 and 3 give the
     cell 2 +- 1 (sd sqrt(2), sem sqrt(2) / sqrt(2))."""
-    from harness.paper_tables import format_table2, select_across_seeds
+    from harness.paper_tables import format_table2, results_across_seeds, select_across_seeds
 
     def fit(lr, val, test):
         return {"params": {"lr": lr}, "best_val": val, "recorded": {"test/raw_mse": test}}
@@ -371,6 +371,10 @@ def test_selection_across_seeds_on_hand_numbers(tmp_path):
     assert "| hard_sharing | 2.000 +- 1.000 | 0.040 +- 0.002 |" in table
     assert "| hard_sharing | lr 1e-3 |" in table
     assert "| hard_sharing | 9.000 +- 0.000 |" in format_table2([tmp_path])
+    # Comparisons under that selection read each run at the chosen point.
+    moved = results_across_seeds(runs)
+    assert [r["final"] for r in moved] == [{"test/raw_mse": 1.0}, {"test/raw_mse": 3.0}]
+    assert all(r["selected"] == {"lr": 1e-3} for r in moved)
     with pytest.raises(ConfigError, match=r"'test/mse' is not recorded.*test/raw_mse"):
         select_across_seeds(runs, "test/mse")
     with pytest.raises(ConfigError, match="two results of one seed"):
