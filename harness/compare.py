@@ -169,8 +169,7 @@ def _scalar(value: Any) -> float:
     return float(np.ravel(value)[0])
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (n - 1; 0 for a single value)."""
+def _mean_std(values: list[float]) -> tuple[float, float]:
     mean = sum(values) / len(values)
     if len(values) < 2:
         return mean, 0.0
@@ -368,7 +367,7 @@ def summarize(
                 f"Unknown metric {metric!r} for {env_id}'s {method} results."
                 f"{suggest(metric, available)} Valid: {available}."
             )
-        mean, std = mean_std([float(r[which][metric]) for r in runs])
+        mean, std = _mean_std([float(r[which][metric]) for r in runs])
         row: dict[str, Any] = {
             "env_id": env_id,
             "method": method,
@@ -393,7 +392,7 @@ def summarize(
                 except ValueError:
                     break  # single-task results (AuxLabel): no per-task metrics
         if deltas:
-            row["delta_m"], row["delta_m_std"] = mean_std(deltas)
+            row["delta_m"], row["delta_m_std"] = _mean_std(deltas)
         ratios = [
             r["train_time_s"] / ew[r["seed"]]["train_time_s"]
             for r in runs
@@ -411,7 +410,8 @@ def summarize(
         )
         if 0 < len(tasks) <= 10:
             row["tasks"] = {
-                t: mean_std([float(r[which][f"test/{t}/{suffix}"]) for r in runs])[0] for t in tasks
+                t: _mean_std([float(r[which][f"test/{t}/{suffix}"]) for r in runs])[0]
+                for t in tasks
             }
         row["oracle"] = any(bool(r.get("oracle")) for r in runs)
         # A diverged run keeps its (NaN or poor) score in the row, and the row says so.

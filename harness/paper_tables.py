@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from os import PathLike
 from typing import Any
 
-from harness.compare import markdown_table, mean_std, summarize
+from harness.compare import markdown_table, summarize
 from harness.results import load_results
 from mtl_envs.errors import ConfigError
 
@@ -112,12 +112,14 @@ def select_across_seeds(
     return chosen
 
 
-def results_across_seeds(results: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The runs as if each had trained the grid point chosen across seeds: copies whose
-    ``final`` is that point's recorded metrics and ``selected`` that point, for comparisons
-    (``harness.compare.format_pairs``) under this selection."""
+def results_across_seeds(
+    results: Iterable[dict[str, Any]], metric: str = "test/raw_mse"
+) -> list[dict[str, Any]]:
+    """The runs as if each had trained the grid point chosen across seeds (``metric`` must be
+    recorded): copies whose ``final`` is that point's recorded metrics and ``selected`` that
+    point, for tables and comparisons (``harness.compare.format_pairs``) under this selection."""
     results = list(results)
-    chosen = select_across_seeds(results)
+    chosen = select_across_seeds(results, metric)
     out = []
     for run in results:
         params = chosen[(run["env_id"], run.get("setting"), run["method"])]["params"]
@@ -148,21 +150,14 @@ def format_table2(
             f"Table 2 reads the tabular protocol's results (`method_kwargs: {{protocol: "
             f"tabular}}`, one row per metadata setting); {untabular} have no setting."
         )
+    if selection == "across_seeds":
+        results = results_across_seeds(results, metric)
     cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    points: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
     seeds: dict[tuple[str, str], int] = {}
-    if selection == "per_seed":
-        for row in summarize(results, metric):
-            env_id, setting = row["env_id"].split(" ")[:2]
-            cells[(env_id, setting)][row["method"]] = cell(row["mean"], row["sem"])
-            seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), row["n"])
-    else:
-        for (env_id, setting, method), pick in select_across_seeds(results, metric).items():
-            n = len(pick["values"])
-            mean, sd = mean_std(pick["values"])
-            cells[(env_id, setting)][method] = cell(mean, sd / math.sqrt(n))
-            points[(env_id, setting)][method] = _point(pick["params"])
-            seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), n)
+    for row in summarize(results, metric):
+        env_id, setting = row["env_id"].split(" ")[:2]
+        cells[(env_id, setting)][row["method"]] = cell(row["mean"], row["sem"])
+        seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), row["n"])
     columns = sorted(cells, key=lambda c: (c[0], c[1] != "no_metadata"))
     header = ["method"]
     for env_id, setting in columns:
@@ -184,5 +179,6 @@ def format_table2(
     point_header = ["grid point chosen across seeds"] + [
         f"{env_id.split('-')[1]} {setting.replace('_', ' ')}" for env_id, setting in columns
     ]
-    point_rows = [[m] + [points[c].get(m, "") for c in columns] for m in METHODS]
+    points = {(r["env_id"], r["setting"], r["method"]): _point(r["selected"]) for r in results}
+    point_rows = [[m] + [points.get((*c, m), "") for c in columns] for m in METHODS]
     return table + "\n" + "\n".join(markdown_table(point_header, point_rows)) + "\n"
