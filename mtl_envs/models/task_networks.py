@@ -128,6 +128,13 @@ def _metadata_buffer(module: nn.Module, metadata: torch.Tensor | None, num_tasks
     return int(metadata.shape[1])
 
 
+def with_metadata(
+    x: torch.Tensor, metadata: torch.Tensor | None, task: torch.Tensor
+) -> torch.Tensor:
+    """The inputs with each sample's task metadata appended (unchanged without metadata)."""
+    return x if metadata is None else torch.cat([x, metadata[task]], dim=1)
+
+
 class STLNaive(TaskNetwork):
     """One network for all tasks that never sees which task a sample comes from."""
 
@@ -165,7 +172,7 @@ class STLTaskInfo(TaskNetwork):
         self.net = mlp([in_features + self.metadata.shape[1], *hidden, out_features])
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        return self.net(torch.cat([x, self.metadata[task]], dim=1))
+        return self.net(with_metadata(x, self.metadata, task))
 
 
 class PerTaskNetworks(TaskNetwork):
@@ -221,9 +228,7 @@ class HardSharing(TaskNetwork):
         self.heads = nn.Parameter(head)
 
     def _features(self, x: torch.Tensor, task: torch.Tensor | None) -> torch.Tensor:
-        if self.metadata is None:
-            return self.trunk(x)
-        return self.trunk(torch.cat([x, self.metadata[task]], dim=1))
+        return self.trunk(with_metadata(x, self.metadata, task))
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
         return task_linear(self._features(x, task), self.heads, task)
@@ -285,13 +290,8 @@ class CrossStitch(TaskNetwork):
             x = torch.einsum("ts,bsh->bth", alpha, torch.relu(all_tasks_linear(x, w)))
         return x
 
-    def _inputs(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        if self.metadata is None:
-            return x
-        return torch.cat([x, self.metadata[task]], dim=1)
-
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        h = self._hidden(self._inputs(x, task))
+        h = self._hidden(with_metadata(x, self.metadata, task))
         own = h[torch.arange(len(task), device=h.device), task]  # column t for task t
         return task_linear(own, self.weights[-1], task)
 
