@@ -284,6 +284,18 @@ class ScheduledSAC(SAC):
         buffer.pos, buffer.full = saved["pos"], saved["full"]
 
 
+class KeepDivergedRun(gym.Wrapper):
+    """SB3's DummyVecEnv resets an env in the step that truncates it, before the callbacks
+    run: after a diverged step, that reset continues the run (no fresh network and warm-up),
+    so that :class:`EpochCallback` records, and the result evaluates, the diverged network."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if info.get("diverged"):
+            self.env.unwrapped.continue_run()
+        return obs, reward, terminated, truncated, info
+
+
 class EpochCallback(BaseCallback):
     """Records each finished epoch of the run (evaluation, logging) from inside ``learn``.
 
@@ -316,10 +328,11 @@ class EpochCallback(BaseCallback):
     def _on_step(self) -> bool:
         info = self.locals["infos"][0]
         if info.get("diverged"):
-            # The env truncated a NaN/inf run: record the unfinished epoch as the last one (as
-            # run_epochs does), so `final` holds the diverged network's metrics and the last
-            # good epoch keeps its own, then stop.
-            epoch = self.env.learner.epoch
+            # The env truncated a NaN/inf run: record the epoch of the diverged step as the
+            # last one (as run_epochs does), so `final` holds the diverged network's metrics
+            # (KeepDivergedRun kept it through SB3's reset) and the last good epoch keeps its
+            # own, then stop.
+            epoch = int(info["epoch"])
             self.rewards.append(float(self.locals["rewards"][0]))
             self.recorder.record(epoch, {**self._epoch_metrics(), "train/loss": math.nan})
             self.recorder.mark_diverged(epoch + 1)
@@ -425,7 +438,9 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     # One epoch more than trained: SB3 auto-resets an env that terminates, which here would
     # start a new run (with its warm-up) before the final evaluation. The extra epoch is
     # never reached: EpochCallback stops learn() when config.epochs epochs are done.
-    env = gym.make(config.env_id, **{**config.env_kwargs, "epochs": config.epochs + 1})
+    env = KeepDivergedRun(
+        gym.make(config.env_id, **{**config.env_kwargs, "epochs": config.epochs + 1})
+    )
     lw = env.unwrapped
     if not isinstance(lw, LossWeightingEnv):
         raise ConfigError(f"`env_id` {config.env_id!r} is not a LossWeighting environment.")

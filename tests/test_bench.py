@@ -144,7 +144,7 @@ SMALL = {
     "affinity_cost": (["--epochs", "1", "--repeats", "1"], 4),
     "aux_label_overhead": (["--repeats", "1", "--min-seconds", "0"], 1),
     "ppo_cycle": (["--n-epochs", "1"], 1),
-    "loss_weighting_cost": (["--epochs", "3", "--repeats", "2"], 5),
+    "loss_weighting_cost": (["--epochs", "7", "--repeats", "2"], 5),
     "eval_share": (["--every", "1", "2"], 2),
 }
 

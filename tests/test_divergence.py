@@ -117,6 +117,49 @@ def test_igbv2_run_that_diverges_writes_a_diverged_result(tmp_path):
     assert saved["status"] == "diverged"
 
 
+def test_igbv2_records_the_epoch_its_run_diverged_in(tmp_path, monkeypatch):
+    # The run blows up in step 8, in (1-based) epoch 5: Cubic has 3 batches an epoch and 2
+    # warm-up epochs. SB3 resets the truncated env before the callback reads it; the result
+    # must still be the diverged run's, not the fresh one's that reset would start.
+    import math
+
+    import torch
+
+    from agents.sac_lossweighting import run
+    from mtl_envs.envs.loss_weighting import LossWeightingEnv
+
+    step, count = LossWeightingEnv.step, [0]
+
+    def blow_up_in_step_8(self, action):
+        count[0] += 1
+        obs, reward, terminated, truncated, info = step(self, action)
+        if count[0] != 8:
+            return obs, reward, terminated, truncated, info
+        with torch.no_grad():
+            for p in self.learner.net.parameters():
+                p.fill_(float("nan"))
+        self._current = self.learner.forward_pending()
+        return self._obs(), 0.0, False, True, {**info, "diverged": True}
+
+    monkeypatch.setattr(LossWeightingEnv, "step", blow_up_in_step_8)
+    config = RunConfig(
+        method="igbv2",
+        env_id="LossWeighting-Cubic-v1",
+        epochs=7,
+        output_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+        method_kwargs={"update_epoch": 3, "use_epoch": 3},
+        agent={"gradient_steps": 2, "train_freq": [6, "step"], "batch_size": 8},
+    )
+    result = run(config, 0)
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 5
+    assert [e["epoch"] for e in result["epochs"]] == [3, 4, 5]
+    assert math.isnan(result["epochs"][-1]["train/loss"])
+    assert math.isnan(result["final"]["test/mean_mse"])  # the diverged network's
+    assert result["best"]["epoch"] == 4
+
+
 def test_baseline_with_a_huge_learning_rate_finishes_as_diverged(tmp_path):
     from harness.registry import run_method
 

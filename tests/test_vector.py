@@ -163,6 +163,31 @@ def test_bad_actions_and_reset_masks_are_refused():
         vector.reset(options={"reset_mask": np.zeros(2, dtype=bool)})
 
 
+def test_a_step_before_the_first_reset_is_a_config_error():
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    with pytest.raises(ConfigError, match=r"step\(\) before reset\(\)"):
+        vector.step(np.zeros(vector.action_space.shape, dtype=np.float32))
+    # Nor can a first, partial reset leave a slot without a run.
+    with pytest.raises(ConfigError, match=r"never reset \(slots \[0\] are not\)"):
+        vector.reset(seed=0, options={"reset_mask": np.array([False, True])})
+
+
+def test_a_reset_info_is_not_rewritten_by_later_resets():
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    _, info = vector.reset(seed=0)
+    kept = info["base_losses"]
+    before = kept.copy()
+    vector.reset(seed=[None, 123], options={"reset_mask": np.array([False, True])})
+    for _ in range(6):  # both slots end their runs and autoreset
+        *_, infos = vector.step(np.zeros(vector.action_space.shape, dtype=np.float32))
+    assert infos["_base_losses"].all()
+    np.testing.assert_array_equal(kept, before)
+
+
 def _ours_and_sync(num_envs: int, mode: str):
     """The batched form and SyncVectorEnv over single envs, both with autoreset ``mode``."""
     from gymnasium.vector import AutoresetMode

@@ -481,6 +481,7 @@ class LossWeightingVectorEnv(VectorEnv):
         self._potential = np.zeros(num_envs)
         # Ended slots: reset by the next step (NEXT_STEP) or waiting for reset() (DISABLED).
         self._ended = np.zeros(num_envs, dtype=bool)
+        self._started = np.zeros(num_envs, dtype=bool)  # slots reset at least once
 
     @property
     def num_tasks(self) -> int:
@@ -533,6 +534,13 @@ class LossWeightingVectorEnv(VectorEnv):
         # Gymnasium's own generator takes one int; per-slot seeds seed only the slots.
         super().reset(seed=int(seed) if is_seed(seed) else None)
         mask = vector_infos.reset_mask(check_options(options, ("reset_mask",)), self.num_envs)
+        runless = ~(mask | self._started)
+        if runless.any():
+            raise ConfigError(
+                "`options['reset_mask']` must hold every slot that was never reset (slots "
+                f"{np.flatnonzero(runless).tolist()} are not): they have no run to leave where "
+                f"it is; got {options['reset_mask']!r}."
+            )
         if seeds is not None:
             for k in np.flatnonzero(mask):
                 if seeds[k] is not None:
@@ -540,17 +548,21 @@ class LossWeightingVectorEnv(VectorEnv):
         if mask.any():
             self._start([int(k) for k in np.flatnonzero(mask)])
         self._ended &= ~mask
+        self._started |= mask
         return self._obs(), vector_infos.masked(self._reset_info(), mask)
 
     def _reset_info(self) -> dict[str, np.ndarray]:
         """The single env's reset info, for every slot (read on the slots just reset)."""
         return {
             "epoch": np.array([run.epoch for run in self.learner.learners]),
-            "base_losses": self.base_losses.cpu().numpy(),
+            # A copy: on the CPU, .numpy() is a view of the tensor the next reset writes into.
+            "base_losses": self.base_losses.cpu().numpy().copy(),
             "diverged": ~torch.isfinite(self._current).all(-1).cpu().numpy(),
         }
 
     def step(self, actions):
+        if not self._started.all():
+            raise ConfigError("step() before reset(): call reset() to start an episode.")
         mode = self.metadata["autoreset_mode"]
         # NEXT_STEP: the slots that ended last step are reset by this one. Their actions are
         # not read, as SyncVectorEnv passes none to a slot it resets.
