@@ -145,6 +145,19 @@ def test_random_crop_flip_is_a_shifted_possibly_flipped_window():
     assert torch.equal(out, again)
 
 
+def test_svhn_is_cropped_but_never_mirrored(fake_data_root):
+    g = torch.Generator().manual_seed(0)
+    images = torch.arange(64 * 3 * 6 * 6, dtype=torch.float32).reshape(64, 3, 6, 6)
+    out = random_crop_flip(images, g, padding=2, flip=False)
+    padded = torch.nn.functional.pad(images, (2, 2, 2, 2))
+    for b in range(64):
+        windows = [padded[b, :, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
+        assert any(torch.equal(out[b], w) for w in windows)
+    svhn = load_dataset("svhn", data_root=fake_data_root)
+    cifar = load_dataset("cifar100", data_root=fake_data_root)
+    assert svhn.augment and not svhn.hflip and cifar.augment and cifar.hflip
+
+
 def test_multitask_datasets(fake_data_root):
     from mtl_envs.data.multitask import load_multitask_dataset
 

@@ -64,6 +64,7 @@ def load_dataset(
         augment=raw.augment,
         num_fine_classes=raw.num_fine_classes,
         class_names=raw.class_names or [],
+        hflip=raw.hflip,
     )
     return dataset.to(resolve_device(device))
 

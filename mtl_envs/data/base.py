@@ -51,6 +51,7 @@ class ImageDataset:
         num_classes: number of primary classes.
         mean, std: per-channel normalisation statistics in [0, 1] units.
         augment: whether training batches get random crop (4-pixel padding) + flip.
+        hflip: whether that augmentation mirrors images (not for house numbers, SVHN).
         num_fine_classes: size of the ``fine_labels`` space, 0 if there is none.
         class_names: primary class names.
     """
@@ -65,6 +66,7 @@ class ImageDataset:
     augment: bool
     num_fine_classes: int = 0
     class_names: list[str] = field(default_factory=list)
+    hflip: bool = True
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -41,6 +41,7 @@ class RawImageData:
     num_fine_classes: int = 0
     class_names: list[str] | None = None
     default_val_size: float | int = 0.1
+    hflip: bool = True
 
 
 class DatasetNotFoundError(PathNotFoundError):
@@ -367,6 +368,8 @@ def read_svhn(data_root: Path, download: bool = False) -> RawImageData:
         files.std,
         True,
         class_names=[str(d) for d in range(10)],
+        # A crop only: mirrored house numbers are not digits (the RL-AUX reference crops).
+        hflip=False,
     )
 
 
