@@ -1,6 +1,6 @@
 """A plain-loop agent on the vector AuxLabel env: no RL library, about forty lines of logic.
 
-    python -m agents.custom_agent [--env-id AuxLabel-Digits-v0] [--epochs 10] [--seed 0]
+    python -m agents.custom_agent [--env-id AuxLabel-Digits-v1] [--epochs 10] [--seed 0]
 
 The policy is a table of logits, one row per primary class, over the psi sub-classes
 (a per-class softmax, RL-AUX's masked softmax in tabular form). It learns with REINFORCE on
@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     ids = [i for i in FAMILIES["AuxLabel"].ids() if i.startswith("AuxLabel-")]
     parser.add_argument(
         "--env-id",
-        default="AuxLabel-Digits-v0",
+        default="AuxLabel-Digits-v1",
         choices=ids,
         metavar="ENV_ID",
         help=f"an AuxLabel id with one label per action (not the weighted ids): {', '.join(ids)}",

@@ -106,10 +106,10 @@ def main() -> None:
     args = parser.parse_args()
     report = BenchReport.from_args("aux_label_overhead", args)
     torch.manual_seed(0)
-    cases = [("AuxLabel-Digits-v0", {})]
+    cases = [("AuxLabel-Digits-v1", {})]
     if args.data_root is not None:
         cases.append(
-            ("AuxLabel-CIFAR100-v0", {"data_root": args.data_root, "backbone": "small_cnn"})
+            ("AuxLabel-CIFAR100-v1", {"data_root": args.data_root, "backbone": "small_cnn"})
         )
     else:
         print("(pass --data-root to include CIFAR-100)")

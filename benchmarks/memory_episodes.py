@@ -19,7 +19,7 @@ from harness.bench import BenchReport, add_out_argument, int_at_least, positive_
 
 ENVS = {
     "LossWeighting-Cubic-v1": {"warmup_epochs": 1, "epochs": 2},
-    "AuxLabel-Digits-v0": {"train_batch_size": 20, "eval_batch_size": 32, "max_batches": 2},
+    "AuxLabel-Digits-v1": {"train_batch_size": 20, "eval_batch_size": 32, "max_batches": 2},
     "TaskGrouping-Digits10-v1": {},
 }
 

@@ -71,14 +71,14 @@ def main() -> None:
     parser.add_argument(
         "--env-id",
         default=None,
-        help="AuxLabel id (default: AuxLabel-CIFAR100Small-v0 with --data-root, else Digits)",
+        help="AuxLabel id (default: AuxLabel-CIFAR100Small-v1 with --data-root, else Digits)",
     )
     parser.add_argument("--n-epochs", type=positive_int, nargs="+", default=[10, 1])
     add_out_argument(parser)
     args = parser.parse_args()
     report = BenchReport.from_args("ppo_cycle", args)
     env_id = args.env_id or (
-        "AuxLabel-CIFAR100Small-v0" if args.data_root else "AuxLabel-Digits-v0"
+        "AuxLabel-CIFAR100Small-v1" if args.data_root else "AuxLabel-Digits-v1"
     )
     env_kwargs = {"data_root": args.data_root} if args.data_root else {}
     print(f"{env_id}, torch {torch.__version__}, {torch.get_num_threads()} threads")

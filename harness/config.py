@@ -73,7 +73,7 @@ class RunConfig:
 
     method: str | list[str] = "ppo"
     """Method name(s): ``ppo`` or a baseline (``mtl-envs list`` shows them)."""
-    env_id: str = "AuxLabel-Digits-v0"
+    env_id: str = "AuxLabel-Digits-v1"
     """Registered environment id; baselines train the same learner the env would build."""
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     """Overrides of the env's constructor arguments (dataset, backbone, lr, ...)."""

@@ -5,9 +5,9 @@ Importing the package registers its environment ids and does nothing else::
     import gymnasium as gym
     import mtl_envs  # noqa: F401
 
-    env = gym.make("AuxLabel-Digits-v0")
+    env = gym.make("AuxLabel-Digits-v1")
 
-``gym.make("mtl_envs:AuxLabel-Digits-v0")`` imports the package for you.
+``gym.make("mtl_envs:AuxLabel-Digits-v1")`` imports the package for you.
 """
 
 from mtl_envs.registration import register_envs, registered_ids

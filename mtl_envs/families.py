@@ -55,10 +55,19 @@ class EnvFamily:
     probe_env_kwargs: Mapping[str, Any] = field(default_factory=dict)
     """Env kwargs a probe run adds: AuxLabel's ``restore="none"``, so that the epochs train
     one network on the policy's labels rather than restarting it."""
+    earlier_versions: Mapping[str, dict[str, Any]] = field(default_factory=dict)
+    """Earlier versions kept registered beside ``version`` so that results recorded on them
+    reproduce: version -> the kwargs that give back its dynamics (``gym.make`` warns that
+    such an id is out of date)."""
 
     def ids(self) -> list[str]:
+        """Every registered id of the family: the current version's, then earlier ones'."""
+        versions = [self.version, *self.earlier_versions]
         return [
-            f"{prefix}-{name}-{self.version}" for name in self.datasets for prefix in self.variants
+            f"{prefix}-{name}-{version}"
+            for version in versions
+            for name in self.datasets
+            for prefix in self.variants
         ]
 
     def headline(self, metrics: Mapping[str, Any]) -> str:
@@ -84,8 +93,12 @@ class EnvFamily:
 
     def kwargs(self, env_id: str) -> dict[str, Any]:
         """The registered kwargs of one of the family's ids."""
-        prefix, name, _ = env_id.split("-")
-        return {**self.datasets[name], **self.variants[prefix]}
+        prefix, name, version = env_id.split("-")
+        return {
+            **self.datasets[name],
+            **self.variants[prefix],
+            **self.earlier_versions.get(version, {}),
+        }
 
     def check(self, env_id: str, env_kwargs: Mapping[str, Any] | None = None) -> None:
         """Raise ``ConfigError`` if ``gym.make(env_id, **env_kwargs)`` would refuse its
@@ -116,7 +129,9 @@ FAMILIES: dict[str, EnvFamily] = {
         name="AuxLabel",
         entry_point="mtl_envs.envs.aux_label:AuxLabelEnv",
         vector_entry_point="mtl_envs.envs.aux_label:AuxLabelVectorEnv",
-        version="v0",
+        version="v1",
+        # v0's agent saw the stored image, not the augmented view its batch trained on.
+        earlier_versions={"v0": {"observed_image": "raw"}},
         datasets={
             # The paper's settings (appendix B-C): VGG16 main network.
             "CIFAR100": {"dataset": "cifar100", "backbone": "vgg16"},

@@ -5,8 +5,9 @@
 A run folder is one seed of ``mtl-envs run`` with ``method: ppo`` on an AuxLabel id: it holds
 ``agent.zip`` (the agent after its last cycle) and ``result.json`` (env id and kwargs). The
 agent's observation is an image and its primary label, nothing of the main network, so its
-deterministic action on every training image is what its train-main epochs apply. Per run
-this prints and writes:
+deterministic action on every training image is what its train-main epochs apply (on the
+stored image: on a v1 id the agent labels each epoch's augmented view of it, which differs
+from epoch to epoch). Per run this prints and writes:
 
 * ``label_classes_used``: auxiliary label classes chosen, of the action space's;
 * ``top_label_share``: the share of images given the most frequent label;
@@ -52,7 +53,7 @@ def agent_actions(run: Path, data_root: str | None, chunk: int = 500) -> dict[st
     for start in range(0, len(labels), chunk):
         indices = torch.arange(start, min(start + chunk, len(labels)), device=labels.device)
         obs = {
-            "image": learner.images_numpy(indices),
+            "image": learner.data.train.images[indices].cpu().numpy(),
             "primary_label": labels[indices].cpu().numpy().astype(np.int64),
         }
         action, _ = model.predict(obs, deterministic=True)

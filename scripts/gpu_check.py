@@ -14,7 +14,7 @@ keeps what it did.
    ``device="auto"`` against four single envs seeded seed + k on the same device (the largest
    relative differences of observations and rewards over 9 steps), and env steps per second
    of a single env and of K = 8 and 32 stacked runs;
-3. protocol: RL-AUX's protocol on AuxLabel-CIFAR100-v0 (VGG16 main network, B_T = 100):
+3. protocol: RL-AUX's protocol on AuxLabel-CIFAR100-v1 (VGG16 main network, B_T = 100):
    ``stl``, ``ppo`` (alternating cycles), ``human`` and ``maxl`` for up to
    ``--protocol-epochs`` epochs each: the seconds of every training epoch (cycle), of one
    validation + test evaluation, and PPO's cycle split into agent updates, rollout and
@@ -61,7 +61,7 @@ from mtl_envs.families import family_of
 from mtl_envs.io import atomic_write_json
 from mtl_envs.utils import resolve_data_root
 
-PROTOCOL_ID = "AuxLabel-CIFAR100-v0"
+PROTOCOL_ID = "AuxLabel-CIFAR100-v1"
 # Shares of the time left when a section starts (later sections' shares included).
 SECTIONS = {"batched_vector": 0.08, "protocol": 0.6, "precision": 0.17, "ids": 0.15}
 # Within the protocol: each method's share, and an epoch's (cycle's) cost against an stl

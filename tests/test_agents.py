@@ -18,7 +18,7 @@ from mtl_envs.errors import ConfigError
 
 def make_adapter(**kwargs):
     vec = gym.make_vec(
-        "AuxLabel-Digits-v0",
+        "AuxLabel-Digits-v1",
         num_envs=20,
         vectorization_mode="vector_entry_point",
         train_batch_size=20,
@@ -49,7 +49,7 @@ def test_adapter_rejects_next_step_autoreset():
 
 def test_action_metrics_on_hand_worked_weights():
     vec = gym.make_vec(
-        "AuxLabelWeighted-Digits-v0",
+        "AuxLabelWeighted-Digits-v1",
         num_envs=20,
         vectorization_mode="vector_entry_point",
         train_batch_size=20,
@@ -134,7 +134,7 @@ def test_the_ppo_update_sees_the_reward_only_across_batches():
 def test_ppo_smoke_run_writes_result(tmp_path):
     config = RunConfig(
         method="ppo",
-        env_id="AuxLabelWeighted-Digits-v0",
+        env_id="AuxLabelWeighted-Digits-v1",
         env_kwargs={"train_batch_size": 50, "train_subset": 300, "backbone": "mlp"},
         epochs=2,
         seeds=[0],
@@ -144,7 +144,7 @@ def test_ppo_smoke_run_writes_result(tmp_path):
         policy={"image_features": 32},  # the agent's backbone mirrors the main network's
     )
     result = run(config, seed=0)  # 2 cycles x 6 batches x 50 slots = 600 agent steps
-    path = tmp_path / "AuxLabelWeighted-Digits-v0" / "ppo" / "seed0"
+    path = tmp_path / "AuxLabelWeighted-Digits-v1" / "ppo" / "seed0"
     saved = json.loads((path / "result.json").read_text())
     assert saved["method"] == "ppo" and saved["seed"] == 0 and len(saved["epochs"]) == 2
     assert 0.0 <= saved["final"]["test/accuracy"] <= 1.0

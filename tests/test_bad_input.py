@@ -43,9 +43,9 @@ def nan_target() -> MultiTaskDataset:
 
 
 BAD_INPUT = [
-    (lambda: gym.make("AuxLabel-Digits-v0", hierarchy_factor=0), ValueError, "hierarchy_factor"),
-    (lambda: gym.make("AuxLabel-Digits-v0", backbone="small_cnm"), ConfigError, "small_cnn"),
-    (lambda: gym.make("AuxLabel-Digits-v0", lr_rate=0.1), ConfigError, "Unknown"),
+    (lambda: gym.make("AuxLabel-Digits-v1", hierarchy_factor=0), ValueError, "hierarchy_factor"),
+    (lambda: gym.make("AuxLabel-Digits-v1", backbone="small_cnm"), ConfigError, "small_cnn"),
+    (lambda: gym.make("AuxLabel-Digits-v1", lr_rate=0.1), ConfigError, "Unknown"),
     (lambda: gym.make("LossWeighting-Cubic-v1", aggregator="upgrd"), ValueError, "upgrad"),
     (lambda: gym.make("LossWeighting-Cubic-v1", model="hypernets"), ValueError, "hypernet"),
     (lambda: gym.make("LossWeighting-Cubic-v1", temperature="hot"), ConfigError, "temperature"),
@@ -113,8 +113,8 @@ BAD_INPUT = [
     # NaN and infinity pass a plain `value < 0` test; they are refused by name.
     (lambda: MultiTaskLearnerConfig(lr=float("nan")), ConfigError, r"`lr`.*finite.*nan"),
     (lambda: gym.make("LossWeighting-Cubic-v1", temperature=float("inf")), ConfigError, "temp"),
-    (lambda: gym.make("AuxLabel-Digits-v0", entropy_coef=float("nan")), ConfigError, "entropy"),
-    (lambda: gym.make("AuxLabel-Digits-v0", lr=float("nan")), ConfigError, "`lr`"),
+    (lambda: gym.make("AuxLabel-Digits-v1", entropy_coef=float("nan")), ConfigError, "entropy"),
+    (lambda: gym.make("AuxLabel-Digits-v1", lr=float("nan")), ConfigError, "`lr`"),
     (lambda: load_multitask_dataset("cubic", options={"noise": -1.0}), ConfigError, "`noise`"),
     # A mistyped id is a ConfigError with a suggestion, not gymnasium's traceback.
     (
@@ -215,16 +215,16 @@ BAD_INPUT = [
     (lambda: SweepConfig.from_file("no/such.yaml"), FileNotFoundError, "no/such.yaml"),
     (lambda: load_results(["no/such/folder"]), ConfigError, "no/such/folder"),
     # The weight map's exponent range: two finite numbers, low < high.
-    (lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range=5), ConfigError, "exponent"),
-    (lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range="ab"), ConfigError, "exponent"),
+    (lambda: gym.make("AuxLabel-Digits-v1", weight_exponent_range=5), ConfigError, "exponent"),
+    (lambda: gym.make("AuxLabel-Digits-v1", weight_exponent_range="ab"), ConfigError, "exponent"),
     (
-        lambda: gym.make("AuxLabel-Digits-v0", weight_exponent_range=[0, float("nan")]),
+        lambda: gym.make("AuxLabel-Digits-v1", weight_exponent_range=[0, float("nan")]),
         ConfigError,
         "finite",
     ),
     # A misspelt reset option must not quietly run the default mode.
     (
-        lambda: gym.make("AuxLabel-Digits-v0", **SMALL).reset(seed=0, options={"Mode": "x"}),
+        lambda: gym.make("AuxLabel-Digits-v1", **SMALL).reset(seed=0, options={"Mode": "x"}),
         ConfigError,
         r"Unknown reset option 'Mode'.*Did you mean 'mode'",
     ),
@@ -410,7 +410,7 @@ BAD_INPUT = [
         r"`model_kwargs.hidden` must be a list of positive ints, not empty .*got -1",
     ),
     (
-        lambda: gym.make("AuxLabel-Digits-v0", backbone_kwargs={"widths": [32, 0]}),
+        lambda: gym.make("AuxLabel-Digits-v1", backbone_kwargs={"widths": [32, 0]}),
         ConfigError,
         r"`backbone_kwargs.widths` must be a list of positive ints .*got \[32, 0\]",
     ),
@@ -426,13 +426,13 @@ BAD_INPUT = [
         r"`use_metadata` must be True or False",
     ),
     (
-        lambda: gym.make("AuxLabel-Digits-v0", amp="yes"),
+        lambda: gym.make("AuxLabel-Digits-v1", amp="yes"),
         ConfigError,
         r"`amp` must be True or False; got 'yes'",
     ),
     # The AuxLabel vector form has one slot per sample of a batch; the error names the way out.
     (
-        lambda: gym.make_vec("AuxLabel-Digits-v0", num_envs=4),
+        lambda: gym.make_vec("AuxLabel-Digits-v1", num_envs=4),
         ConfigError,
         r"num_envs=100 or train_batch_size=4, or vectorization_mode=\"sync\"",
     ),
@@ -448,7 +448,7 @@ def test_bad_arguments_raise_clear_errors(make, error, match):
 @pytest.mark.parametrize(
     "env_id, action",
     [
-        ("AuxLabel-Digits-v0", 7),
+        ("AuxLabel-Digits-v1", 7),
         ("LossWeighting-Cubic-v1", np.full(20, 2.0, dtype=np.float32)),
         ("LossWeighting-Cubic-v1", np.zeros(3, dtype=np.float32)),
         ("TaskGrouping-Digits10-v1", np.full(10, 2)),
@@ -472,7 +472,7 @@ def test_actions_are_checked_before_any_cast():
             grouping.step(bad)
     grouping.step(np.array([1.0, 0.0] * 5, dtype=np.float32))  # SB3's Bernoulli samples
     vector = gym.make_vec(
-        "AuxLabel-Digits-v0",
+        "AuxLabel-Digits-v1",
         num_envs=4,
         vectorization_mode="vector_entry_point",
         train_batch_size=4,

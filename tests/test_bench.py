@@ -167,7 +167,7 @@ def test_every_benchmark_keeps_its_rows(name, tmp_path, fake_data_root):
     if name == "eval_share":  # the CPU comparison's protocol, cut to the fake files' size
         config = tmp_path / "eval_share.yaml"
         config.write_text(
-            "env_id: AuxLabel-CIFAR100-v0\nenv_kwargs: {backbone: small_cnn}\n"
+            "env_id: AuxLabel-CIFAR100-v1\nenv_kwargs: {backbone: small_cnn}\n"
             "epochs: 2\neval_every: 2\n"
         )
         argv = [*argv, "--config", str(config), "--data-root", str(fake_data_root)]

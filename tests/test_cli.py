@@ -25,7 +25,7 @@ def write_config(tmp_path, **values):
 def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
-    assert "AuxLabel-CIFAR100-v0" in out and "digits" in out and "ppo" in out and "stl" in out
+    assert "AuxLabel-CIFAR100-v1" in out and "digits" in out and "ppo" in out and "stl" in out
 
 
 def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp_path, capsys):
@@ -54,7 +54,7 @@ def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp
     # The file's methods read its sections on its own family's ids only: its `ppo` is
     # RL-AUX's, whose `agent` settings grouping's PPO would not be given here.
     auxlabel = write_config(
-        tmp_path, method=["ppo"], env_id="AuxLabel-Digits-v0", agent={"n_epochs": 2}
+        tmp_path, method=["ppo"], env_id="AuxLabel-Digits-v1", agent={"n_epochs": 2}
     )
     assert main(["run", str(auxlabel), "env_id=TaskGrouping-Digits10-v1", "method=[random]"]) == 2
     assert "`agent` settings ['n_epochs'] are read by none" in capsys.readouterr().err
@@ -80,7 +80,7 @@ def test_run_prints_every_setting_of_a_search(tmp_path, capsys):
 def test_compare_gives_each_metric_its_table(tmp_path, capsys):
     """A sweep over an accuracy id and a regression id: one table (and plot) per headline
     metric unless --metric names one."""
-    for env_id, method in (("LossWeighting-Cubic-v1", "ew"), ("AuxLabel-Digits-v0", "stl")):
+    for env_id, method in (("LossWeighting-Cubic-v1", "ew"), ("AuxLabel-Digits-v1", "stl")):
         config = write_config(
             tmp_path,
             method=[method],
@@ -112,7 +112,7 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     config = write_config(
         tmp_path,
         method=["stl", "random"],
-        env_id="AuxLabel-Digits-v0",
+        env_id="AuxLabel-Digits-v1",
         env_kwargs={"train_subset": 400},
         seeds=[0],
         epochs=1,
@@ -131,7 +131,7 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     plot = tmp_path / "cmp.png"
     assert main(["compare", str(tmp_path / "out"), "--plot", str(plot)]) == 0
     table = capsys.readouterr().out
-    assert table.count("AuxLabel-Digits-v0") == 2 and plot.stat().st_size > 1000
+    assert table.count("AuxLabel-Digits-v1") == 2 and plot.stat().st_size > 1000
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:random"]) == 0
     pairs = capsys.readouterr().out.splitlines()[-1]
     # Two seeds each: no bootstrap interval, as the table gives none below three; seed by
@@ -149,7 +149,7 @@ def test_human_baseline_needs_fine_labels(tmp_path, capsys, data_env):
     digits = write_config(
         tmp_path,
         method="human",
-        env_id="AuxLabel-Digits-v0",
+        env_id="AuxLabel-Digits-v1",
         epochs=1,
         output_dir=str(tmp_path / "out"),
         progress=False,
@@ -159,7 +159,7 @@ def test_human_baseline_needs_fine_labels(tmp_path, capsys, data_env):
     cifar = write_config(
         tmp_path,
         method="human",
-        env_id="AuxLabel-CIFAR100-v0",
+        env_id="AuxLabel-CIFAR100-v1",
         epochs=1,
         env_kwargs={"backbone": "small_cnn", "train_batch_size": 50},
         output_dir=str(tmp_path / "out"),
@@ -288,7 +288,7 @@ def test_overrides_may_follow_data_root(tmp_path):
     config = write_config(
         tmp_path,
         method="stl",
-        env_id="AuxLabel-Digits-v0",
+        env_id="AuxLabel-Digits-v1",
         epochs=2,
         output_dir=str(tmp_path / "out"),
         progress=False,
@@ -532,7 +532,7 @@ def test_validation_every_k_epochs_and_test_on_the_best_and_final_networks(tmp_p
         return {"accuracy": -((w - 2) ** 2) if split == "val" else 10 * w}
 
     config = RunConfig(
-        env_id="AuxLabel-Digits-v0",
+        env_id="AuxLabel-Digits-v1",
         epochs=5,
         eval_every=2,
         output_dir=str(tmp_path),

@@ -14,7 +14,7 @@ SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
 
 
 def test_aux_label_env_truncates_a_diverged_run():
-    env = gym.make("AuxLabel-Digits-v0", lr=1e12, **SMALL)
+    env = gym.make("AuxLabel-Digits-v1", lr=1e12, **SMALL)
     env.reset(seed=0)
     env.action_space.seed(0)
     for _ in range(20 * 30):
@@ -27,7 +27,7 @@ def test_aux_label_env_truncates_a_diverged_run():
 
 
 def test_a_diverged_train_main_epoch_never_becomes_canonical():
-    env = gym.make("AuxLabel-Digits-v0", lr=1e12, **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", lr=1e12, **SMALL).unwrapped
     env.reset(seed=0)
     canonical = env.task.canonical
     env.reset(options={"mode": "train_main"})
@@ -43,7 +43,7 @@ def test_a_diverged_train_main_epoch_never_becomes_canonical():
 
 
 def test_a_train_main_episode_cut_by_max_batches_ends_its_epoch():
-    env = gym.make("AuxLabel-Digits-v0", max_batches=2, **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", max_batches=2, **SMALL).unwrapped
     env.reset(seed=0, options={"mode": "train_main"})
     lr = env.learner.lr
     for episode in range(1, 3):
@@ -77,7 +77,7 @@ def test_run_epochs_records_divergence_and_returns(tmp_path):
     )
     assert result["status"] == "diverged" and result["diverged_epoch"] == 2
     assert len(result["epochs"]) == 2  # stopped after the diverged epoch
-    saved = json.loads((tmp_path / "AuxLabel-Digits-v0/x/seed0/result.json").read_text())
+    saved = json.loads((tmp_path / "AuxLabel-Digits-v1/x/seed0/result.json").read_text())
     assert saved["status"] == "diverged"
 
 

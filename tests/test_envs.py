@@ -19,7 +19,13 @@ SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
 
 def test_ids_registered():
     for name in ("CIFAR100", "CIFAR10", "SVHN", "Digits", "CIFAR100Small"):
-        assert f"AuxLabel-{name}-v0" in ENV_IDS and f"AuxLabelWeighted-{name}-v0" in ENV_IDS
+        for version in ("v1", "v0"):  # v0 stays for the results recorded on it
+            assert f"AuxLabel-{name}-{version}" in ENV_IDS
+            assert f"AuxLabelWeighted-{name}-{version}" in ENV_IDS
+    with pytest.warns(DeprecationWarning, match="AuxLabel-Digits-v0 is out of date"):
+        old = gym.make("AuxLabel-Digits-v0")
+    assert old.unwrapped.task.observed_image == "raw"
+    assert gym.make("AuxLabel-Digits-v1").unwrapped.task.observed_image == "trained"
     for name in ("Digits10", "CIFAR100MTL", "Exam"):
         assert f"LossWeighting-{name}-v1" in ENV_IDS
     for name in ("Digits10", "CIFAR100MTL"):
@@ -83,7 +89,7 @@ def rollout(env, seed, steps, action_seed=0):
     return trajectory
 
 
-@pytest.mark.parametrize("env_id", ["AuxLabel-Digits-v0", "AuxLabelWeighted-Digits-v0"])
+@pytest.mark.parametrize("env_id", ["AuxLabel-Digits-v1", "AuxLabelWeighted-Digits-v1"])
 def test_same_seed_same_trajectory(env_id):
     env = gym.make(env_id, **SMALL)
     first = rollout(env, seed=7, steps=3 * 20)
@@ -97,7 +103,7 @@ def test_same_seed_same_trajectory(env_id):
 
 
 def test_reward_is_eq4_on_hand_numbers(monkeypatch):
-    env = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", **SMALL).unwrapped
     env.reset(seed=0)
     learner = env.learner
     monkeypatch.setattr(learner, "primary_loss", lambda idx: torch.tensor(1.5))
@@ -116,7 +122,7 @@ def test_reward_is_eq4_on_hand_numbers(monkeypatch):
 def test_reward_scores_b_r_clean_training_images_after_the_sgd_step(monkeypatch):
     """Eq. 3: the reward's loss is measured on B_R distinct training images, un-augmented and
     in eval mode, by the main network after the batch's SGD step (not before it)."""
-    env = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", **SMALL).unwrapped
     env.reset(seed=0)
     learner = env.learner
     before = [p.detach().clone() for p in learner.net.parameters()]
@@ -149,7 +155,7 @@ def test_reward_scores_b_r_clean_training_images_after_the_sgd_step(monkeypatch)
 
 
 def test_modes_and_canonical_model():
-    env = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", **SMALL).unwrapped
     env.reset(seed=0, options={"mode": "train_agent"})
     canonical = [p.clone() for p in env.learner.net.parameters()]
     for _ in range(40):
@@ -175,9 +181,9 @@ def test_modes_and_canonical_model():
 def test_single_and_vector_forms_start_train_main_from_the_canonical_model():
     """RL-AUX's cycle: an agent epoch on a copy, then the main epoch from the canonical
     network, in the per-sample env as in the vector form (whose autoreset restores)."""
-    single = gym.make("AuxLabel-Digits-v0", **SMALL).unwrapped
+    single = gym.make("AuxLabel-Digits-v1", **SMALL).unwrapped
     vector = gym.make_vec(
-        "AuxLabel-Digits-v0", num_envs=20, vectorization_mode="vector_entry_point", **SMALL
+        "AuxLabel-Digits-v1", num_envs=20, vectorization_mode="vector_entry_point", **SMALL
     )
     single.reset(seed=3, options={"mode": "train_main"})
     single.reset(seed=3)  # a seeded reset starts over in train_agent mode
@@ -199,7 +205,7 @@ def test_single_and_vector_forms_start_train_main_from_the_canonical_model():
 
 
 def test_restore_every_batch_and_max_batches():
-    env = gym.make("AuxLabel-Digits-v0", restore="batch", max_batches=2, **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", restore="batch", max_batches=2, **SMALL).unwrapped
     env.reset(seed=0)
     canonical = [p.clone() for p in env.learner.net.parameters()]
     for step in range(40):
@@ -211,9 +217,9 @@ def test_restore_every_batch_and_max_batches():
 
 
 def test_vector_env_matches_per_sample_env():
-    single = gym.make("AuxLabelWeighted-Digits-v0", **SMALL).unwrapped
+    single = gym.make("AuxLabelWeighted-Digits-v1", **SMALL).unwrapped
     vector = gym.make_vec(
-        "AuxLabelWeighted-Digits-v0", num_envs=20, vectorization_mode="vector_entry_point", **SMALL
+        "AuxLabelWeighted-Digits-v1", num_envs=20, vectorization_mode="vector_entry_point", **SMALL
     )
     single.reset(seed=11)
     obs, _ = vector.reset(seed=11)
@@ -233,7 +239,7 @@ def test_vector_env_matches_per_sample_env():
 
 def test_vector_env_autoresets_same_step():
     vector = gym.make_vec(
-        "AuxLabel-Digits-v0", num_envs=100, vectorization_mode="vector_entry_point"
+        "AuxLabel-Digits-v1", num_envs=100, vectorization_mode="vector_entry_point"
     )
     vector.reset(seed=0, options={"mode": "train_main"})
     for step in range(12):
@@ -254,18 +260,18 @@ def test_vector_env_autoresets_same_step():
 
 def test_bad_arguments_are_named():
     with pytest.raises(ConfigError, match="Did you mean 'hierarchy_factor'"):
-        gym.make("AuxLabel-Digits-v0", hierarchy_factr=3)
+        gym.make("AuxLabel-Digits-v1", hierarchy_factr=3)
     with pytest.raises(
         ValueError, match=r"`label_space` must be one of \['hierarchical', 'flat'\]"
     ):
-        gym.make("AuxLabel-Digits-v0", label_space="tree")
+        gym.make("AuxLabel-Digits-v1", label_space="tree")
     with pytest.raises(ValueError, match="restore"):
-        gym.make("AuxLabel-Digits-v0", restore="never")
+        gym.make("AuxLabel-Digits-v1", restore="never")
     with pytest.raises(ConfigError, match="Did you mean 'small_cnn'"):
-        gym.make("AuxLabel-Digits-v0", backbone="small-cnn")
+        gym.make("AuxLabel-Digits-v1", backbone="small-cnn")
     with pytest.raises(ValueError, match=r"`num_envs` \(8\) must equal `train_batch_size` \(100\)"):
-        gym.make_vec("AuxLabel-Digits-v0", num_envs=8, vectorization_mode="vector_entry_point")
-    env = gym.make("AuxLabel-Digits-v0").unwrapped
+        gym.make_vec("AuxLabel-Digits-v1", num_envs=8, vectorization_mode="vector_entry_point")
+    env = gym.make("AuxLabel-Digits-v1").unwrapped
     env.reset(seed=0)
     with pytest.raises(ValueError, match="outside the action space"):
         env.step(7)
@@ -274,7 +280,7 @@ def test_bad_arguments_are_named():
 
 
 def test_flat_label_space():
-    env = gym.make("AuxLabel-Digits-v0", label_space="flat", **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", label_space="flat", **SMALL).unwrapped
     assert env.action_space == gym.spaces.Discrete(50)
     env.reset(seed=0)
     for _ in range(20):
@@ -283,7 +289,7 @@ def test_flat_label_space():
 
 
 def test_auxlabel_validation_reward_telescopes_over_a_run():
-    env = gym.make("AuxLabel-Digits-v0", reward="val", restore="none", **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", reward="val", restore="none", **SMALL).unwrapped
     env.reset(seed=0)
     start = env.task.val_potential()
     total = 0.0
@@ -298,7 +304,7 @@ def test_auxlabel_validation_reward_telescopes_over_a_run():
     # Only the episodes' last steps are rewarded; the run returns its validation-loss drop.
     assert total == pytest.approx(env.task.val_potential() - start, rel=1e-5)
     with pytest.raises(ValueError, match="restore='batch'"):
-        gym.make("AuxLabel-Digits-v0", reward="val", restore="batch")
+        gym.make("AuxLabel-Digits-v1", reward="val", restore="batch")
 
 
 def _counting_evaluate(env, monkeypatch) -> list[str]:
@@ -312,7 +318,7 @@ def _counting_evaluate(env, monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize("restore", ["none", "epoch"])
 def test_auxlabel_validation_reward_evaluates_once_per_network_state(monkeypatch, restore):
-    env = gym.make("AuxLabel-Digits-v0", reward="val", restore=restore, **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", reward="val", restore=restore, **SMALL).unwrapped
     calls = _counting_evaluate(env, monkeypatch)
     env.reset(seed=0)
     start = env.task.val_potential()
@@ -339,7 +345,7 @@ def test_auxlabel_validation_reward_evaluates_once_per_network_state(monkeypatch
 @pytest.mark.parametrize(
     "env_id, kwargs",
     [
-        ("AuxLabel-Digits-v0", {"train_batch_size": 4, "max_batches": 1}),
+        ("AuxLabel-Digits-v1", {"train_batch_size": 4, "max_batches": 1}),
         ("LossWeighting-Cubic-v1", {"epochs": 2, "warmup_epochs": 1}),
     ],
 )
@@ -362,7 +368,7 @@ def test_a_step_after_the_episode_ended_asks_for_a_reset(env_id, kwargs):
 
 def test_the_auxlabel_vector_form_takes_one_seed_for_its_one_run():
     vec = gym.make_vec(
-        "AuxLabel-Digits-v0", 4, vectorization_mode="vector_entry_point", train_batch_size=4
+        "AuxLabel-Digits-v1", 4, vectorization_mode="vector_entry_point", train_batch_size=4
     )
     first, _ = vec.reset(seed=np.int64(3))
     again, _ = vec.reset(seed=3)
@@ -371,3 +377,81 @@ def test_the_auxlabel_vector_form_takes_one_seed_for_its_one_run():
         with pytest.raises(ConfigError, match="`seed` must be an int >= 0"):
             vec.reset(seed=bad)
     vec.close()
+
+
+def _labelled_batches(env_id: str, batches: int, spy_inputs: list) -> tuple[list, list]:
+    """Vector steps of an image-blind policy on the fake CIFAR-100 files (augmented, 9
+    batches an epoch): ``batches`` across the epoch's end (SAME_STEP autoreset), then, as
+    RL-AUX's alternating protocol does, a reset into ``train_main`` that drops the episode
+    the autoreset began, and 3 batches more. The observed images, the rewards and the final
+    parameters, with the inputs each SGD step trained on appended to ``spy_inputs``."""
+    vec = gym.make_vec(
+        env_id, 20, vectorization_mode="vector_entry_point", backbone="small_cnn", **SMALL
+    )
+    learner = vec.unwrapped.learner
+    train_batch = learner.train_batch
+
+    def spy(indices, targets, weights=None, inputs=None):
+        spy_inputs.append(learner.batch_inputs(indices) if inputs is None else inputs)
+        return train_batch(indices, targets, weights, inputs=spy_inputs[-1])
+
+    learner.train_batch = spy
+    obs, _ = vec.reset(seed=5)
+    images, rewards = [], []
+    for step in range(batches + 3):
+        if step == batches:
+            obs, _ = vec.reset(options={"mode": "train_main"})
+        images.append(obs["image"].copy())
+        obs, reward, *_ = vec.step(obs["primary_label"] % 5)
+        rewards.append(reward[0])
+    vec.close()
+    return images, rewards, [p.detach().clone() for p in learner.net.parameters()]
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_the_agent_sees_the_augmented_view_its_batch_trains_on(data_env):
+    """v1 observes what the SGD step trains on (RL-AUX section 4); v0 observed the stored
+    image. The view is drawn where the learner drew it, so an image-blind policy trains the
+    same network, with the same rewards, on both."""
+    batches = 12  # an epoch of 9 and 3 of the next
+    new_inputs, old_inputs = [], []
+    new_images, new_rewards, new_params = _labelled_batches(
+        "AuxLabel-CIFAR100-v1", batches, new_inputs
+    )
+    old_images, old_rewards, old_params = _labelled_batches(
+        "AuxLabel-CIFAR100-v0", batches, old_inputs
+    )
+    normalize = gym.make("AuxLabel-CIFAR100-v1", backbone="small_cnn").unwrapped.learner
+    for image, x in zip(new_images, new_inputs):
+        assert torch.equal(normalize.prepare_inputs(torch.as_tensor(image), train=False), x)
+    seen_as_trained = [
+        torch.equal(normalize.prepare_inputs(torch.as_tensor(image), train=False), x)
+        for image, x in zip(old_images, old_inputs)
+    ]
+    assert not any(seen_as_trained)  # crops of the stored images, not the images
+    assert all(torch.equal(a, b) for a, b in zip(new_inputs, old_inputs))
+    assert new_rewards == old_rewards and any(r != 0.0 for r in new_rewards)
+    assert all(torch.equal(a, b) for a, b in zip(new_params, old_params))
+    # The per-sample form draws the view where the vector form does.
+    single = {}
+    for env_id in ("AuxLabel-CIFAR100-v1", "AuxLabel-CIFAR100-v0"):
+        env = gym.make(env_id, backbone="small_cnn", **SMALL).unwrapped
+        obs, _ = env.reset(seed=5)
+        for step in range(20 * 13):  # 13 batches: across the epoch's end
+            if step == 20 * 11 + 7:  # a reset part-way through a batch drops its episode
+                obs, _ = env.reset()
+            obs, _, terminated, _, _ = env.step(int(obs["primary_label"]) % 5)
+            if terminated:
+                obs, _ = env.reset()
+        single[env_id] = [p.detach().clone() for p in env.learner.net.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(*single.values()))
+
+
+def test_the_baselines_train_the_same_learner_on_v0_and_v1():
+    """Baselines build their learner from the id's config and never the env, so a baseline
+    run on a v0 id is the run it would be on v1."""
+    family = mtl_envs.families.FAMILIES["AuxLabel"]
+    for env_id in family.ids():
+        if env_id.endswith("-v1"):
+            old = env_id[: -len("v1")] + "v0"
+            assert family.learner_config(old) == family.learner_config(env_id)

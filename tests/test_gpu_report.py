@@ -67,7 +67,7 @@ def _report() -> dict:
             },
             "amp=True channels_last=True": {"skipped": "out of budget"},
         },
-        "ids": {"AuxLabel-Digits-v0": "ok on cuda:0 (0.3 s)"},
+        "ids": {"AuxLabel-Digits-v1": "ok on cuda:0 (0.3 s)"},
     }
 
 
@@ -104,7 +104,7 @@ def test_report_tables_work_out_the_hours_and_keep_the_reasons():
         == "| amp=False channels_last=False | 3 | 4.50 | 25.34 |  |"
     )
     assert rows["amp=True channels_last=True"].endswith("| out of budget |")
-    assert rows["AuxLabel-Digits-v0"] == "| AuxLabel-Digits-v0 | ok on cuda:0 (0.3 s) |"
+    assert rows["AuxLabel-Digits-v1"] == "| AuxLabel-Digits-v1 | ok on cuda:0 (0.3 s) |"
 
 
 def test_hours_only_for_the_papers_training_set():
@@ -118,7 +118,7 @@ def test_a_section_stopped_part_way_keeps_its_rows_and_says_why():
     report = _report()
     report["errors"] = {"ids": "RuntimeError: CUDA error: out of memory"}
     text = format_gpu_report(report)
-    assert "| AuxLabel-Digits-v0 | ok on cuda:0 (0.3 s) |" in text
+    assert "| AuxLabel-Digits-v1 | ok on cuda:0 (0.3 s) |" in text
     assert text.rstrip().endswith("ids stopped early: RuntimeError: CUDA error: out of memory.")
 
 

@@ -19,7 +19,7 @@ def digits_run(tmp_path, epochs: int, **fields) -> RunConfig:
     """A short MAXL run on 300 digits, writing under ``tmp_path``."""
     return RunConfig(
         method=fields.pop("method", "maxl"),
-        env_id="AuxLabel-Digits-v0",
+        env_id="AuxLabel-Digits-v1",
         env_kwargs={"train_subset": 300},
         epochs=epochs,
         output_dir=str(tmp_path),
@@ -288,7 +288,7 @@ def test_a_run_from_before_the_alternation_was_recorded_is_not_resumed(tmp_path)
     config = digits_run(tmp_path, 1)
     result = run_method(config, "maxl", 0)
     assert result["alternation"] == "epoch"
-    path = tmp_path / "AuxLabel-Digits-v0" / "maxl" / "seed0" / "result.json"
+    path = tmp_path / "AuxLabel-Digits-v1" / "maxl" / "seed0" / "result.json"
     old = read_json(path)
     del old["alternation"]
     atomic_write_json(path, old)

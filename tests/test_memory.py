@@ -20,7 +20,7 @@ def rss_bytes() -> int:
     "env_id, kwargs",
     [
         ("LossWeighting-Cubic-v1", {"warmup_epochs": 1, "epochs": 2}),
-        ("AuxLabel-Digits-v0", {**SMALL, "max_batches": 2}),
+        ("AuxLabel-Digits-v1", {**SMALL, "max_batches": 2}),
     ],
 )
 def test_memory_stays_flat_over_50_episodes(env_id, kwargs):

@@ -41,7 +41,7 @@ def test_every_reference_policy_acts_inside_the_space(env_id, data_env):
     env.close()
 
 
-@pytest.mark.parametrize("env_id", ["AuxLabel-Digits-v0", "AuxLabelWeighted-CIFAR100-v0"])
+@pytest.mark.parametrize("env_id", ["AuxLabel-Digits-v1", "AuxLabelWeighted-CIFAR100-v1"])
 def test_auxlabel_policies_in_the_vector_form(env_id, data_env):
     envs = gym.make_vec(
         env_id, num_envs=20, vectorization_mode="vector_entry_point", train_batch_size=20
@@ -58,7 +58,7 @@ def test_auxlabel_policies_in_the_vector_form(env_id, data_env):
 
 def test_weighted_ids_random_is_uniform_over_the_whole_action_space(data_env):
     envs = gym.make_vec(
-        "AuxLabelWeighted-CIFAR100-v0",
+        "AuxLabelWeighted-CIFAR100-v1",
         num_envs=150,
         vectorization_mode="vector_entry_point",
         train_batch_size=150,
@@ -76,7 +76,7 @@ def test_weighted_ids_random_is_uniform_over_the_whole_action_space(data_env):
 
 
 def test_human_policy_gives_the_fine_class_rank(data_env):
-    env = gym.make("AuxLabel-CIFAR100-v0", train_batch_size=20).unwrapped
+    env = gym.make("AuxLabel-CIFAR100-v1", train_batch_size=20).unwrapped
     obs, _ = env.reset(seed=0)
     policy = make_policy("human", env)
     fine = env.learner.data.train.fine_labels
@@ -84,14 +84,14 @@ def test_human_policy_gives_the_fine_class_rank(data_env):
         index = int(env.sample_indices()[0])
         assert policy(obs) == int(fine[index]) % 5  # fine label = 5 * superclass + rank
         obs, *_ = env.step(policy(obs))
-    weighted = gym.make("AuxLabelWeighted-CIFAR100-v0", train_batch_size=20).unwrapped
+    weighted = gym.make("AuxLabelWeighted-CIFAR100-v1", train_batch_size=20).unwrapped
     obs, _ = weighted.reset(seed=0)
     action = make_policy("constant", weighted)(obs)
     assert action.tolist() == [0, 10]  # bin 10 of 21: weight 2^(10 * 0.5 - 5) = 1
 
 
 def test_image_hash_is_fixed_per_image():
-    env = gym.make("AuxLabel-Digits-v0").unwrapped
+    env = gym.make("AuxLabel-Digits-v1").unwrapped
     obs, _ = env.reset(seed=0)
     policy = make_policy("image_hash", env)
     first = policy(obs)

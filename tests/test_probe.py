@@ -181,7 +181,7 @@ def test_headroom_table_on_hand_worked_probes():
                 platform={"cpu_capability": "AVX2"},
                 paired=({0: 2.0, 1: 1.0}, {0: 1.0, 1: 1.0}),  # one win, one tie
             ),
-            probe("AuxLabel-Digits-v0", 2.5, 0.7, [280.0, 300.0], episodes=2),
+            probe("AuxLabel-Digits-v1", 2.5, 0.7, [280.0, 300.0], episodes=2),
         ]
     ).splitlines()
     # 20 s over 4 vectors is 5 s per episode; 300 s over 2 epochs is 150 s per episode.
@@ -191,7 +191,7 @@ def test_headroom_table_on_hand_worked_probes():
     )
     # A probe from before platforms were recorded says so.
     assert table[3] == (
-        "| AuxLabel | `AuxLabel-Digits-v0` | 2 | not recorded | 5.00 (2.50) | 0.75 | - | 0.70 "
+        "| AuxLabel | `AuxLabel-Digits-v1` | 2 | not recorded | 5.00 (2.50) | 0.75 | - | 0.70 "
         "| 140.0-150.0 | "
         "no: headroom < 3, rho < 0.8, episodes > 120 s |"
     )
@@ -384,7 +384,7 @@ def test_the_family_descriptor_sets_the_probe_protocol(monkeypatch):
     monkeypatch.setattr(probe_module.gym, "make", make)
     kwargs = {"train_batch_size": 100, "eval_batch_size": 256}
     summary = probe_module.probe(
-        "AuxLabel-Digits-v0", kwargs, ["random"], range(1), episodes=2, progress=False
+        "AuxLabel-Digits-v1", kwargs, ["random"], range(1), episodes=2, progress=False
     )
     assert summary["protocol"] == {"seeds": [0], "episodes": 2, "family": "AuxLabel"}
     assert made[-1] == {**kwargs, "restore": "none"}
@@ -477,15 +477,15 @@ def test_default_policies_that_cannot_run_are_left_out_and_named_ones_refused(mo
 
     monkeypatch.setattr(probe_module, "_probe_run", fake_run)
     with pytest.warns(UserWarning, match="Left out the human policy: The human policy needs"):
-        result = probe_module.probe("AuxLabel-Digits-v0", seeds=[0], episodes=1, progress=False)
+        result = probe_module.probe("AuxLabel-Digits-v1", seeds=[0], episodes=1, progress=False)
     assert ran == ["random", "constant", "image_hash"] == list(result["policies"])
     ran.clear()
     with pytest.raises(ConfigError, match="Policy 'human' cannot run on this env"):
         probe_module.probe(
-            "AuxLabel-Digits-v0", policies=["random", "human"], seeds=[0], progress=False
+            "AuxLabel-Digits-v1", policies=["random", "human"], seeds=[0], progress=False
         )
     with pytest.raises(ConfigError, match=r"Policy 'no_such.module:Cls': No module named"):
         probe_module.probe(
-            "AuxLabel-Digits-v0", policies=["no_such.module:Cls"], seeds=[0], progress=False
+            "AuxLabel-Digits-v1", policies=["no_such.module:Cls"], seeds=[0], progress=False
         )
     assert ran == []

@@ -13,7 +13,7 @@ from mtl_envs.errors import ConfigError
 
 IDS = {
     "LossWeighting-Cubic-v1": {"warmup_epochs": 1, "epochs": 3},
-    "AuxLabel-Digits-v0": {"train_batch_size": 20, "eval_batch_size": 32},
+    "AuxLabel-Digits-v1": {"train_batch_size": 20, "eval_batch_size": 32},
     "TaskGrouping-Digits10Scarce-v1": {},
 }
 
@@ -64,7 +64,7 @@ def test_loss_weighting_frame_reads_the_run():
 
 
 def test_aux_label_frame_counts_the_labels_of_the_batch():
-    env = gym.make("AuxLabel-Digits-v0", render_mode="ansi", **IDS["AuxLabel-Digits-v0"])
+    env = gym.make("AuxLabel-Digits-v1", render_mode="ansi", **IDS["AuxLabel-Digits-v1"])
     env.reset(seed=0)
     actions = [0, 0, 1, 4] * 6  # a whole batch of 20, then 4 of the next
     for a in actions:
@@ -121,7 +121,7 @@ def test_sb3_builds_the_envs_from_their_ids():
     assert model.learn(8).get_env().num_envs == 1
 
 
-@pytest.mark.parametrize("env_id", ["LossWeighting-Cubic-v1", "AuxLabel-Digits-v0"])
+@pytest.mark.parametrize("env_id", ["LossWeighting-Cubic-v1", "AuxLabel-Digits-v1"])
 def test_vector_forms_render_through_the_sync_form(env_id):
     kwargs = IDS[env_id]
     with pytest.raises(ConfigError, match="vectorization_mode='sync' renders"):

@@ -94,10 +94,10 @@ def crash_on_call(monkeypatch, owner, name, call=3):
 @pytest.mark.parametrize(
     "method, env_id, env_kwargs, learner",
     [
-        ("random", "AuxLabel-Digits-v0", SMALL, AuxLearner),
+        ("random", "AuxLabel-Digits-v1", SMALL, AuxLearner),
         # MAXL's label generator, its optimiser and scheduler learn along with the network.
-        ("maxl", "AuxLabel-Digits-v0", {**SMALL, "train_subset": 300}, AuxLearner),
-        ("wa_maxl", "AuxLabel-Digits-v0", {**SMALL, "train_subset": 300}, AuxLearner),
+        ("maxl", "AuxLabel-Digits-v1", {**SMALL, "train_subset": 300}, AuxLearner),
+        ("wa_maxl", "AuxLabel-Digits-v1", {**SMALL, "train_subset": 300}, AuxLearner),
         # Nash-MTL's aggregator keeps state from step to step.
         (
             "ew",
@@ -282,7 +282,7 @@ def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     def config(name, **extra):
         return RunConfig(
             method="ppo",
-            env_id="AuxLabel-Digits-v0",
+            env_id="AuxLabel-Digits-v1",
             env_kwargs={"train_batch_size": 100, "eval_batch_size": 32},
             epochs=3,
             output_dir=str(tmp_path / name),

@@ -86,7 +86,7 @@ def test_a_sweep_checks_its_runs_as_mtl_envs_run_does_before_any_starts(tmp_path
     short = "env_id: LossWeighting-Cubic-v1, epochs: 1, env_kwargs: {epochs: 1}"
     assert len(expand(sweep(f"{{{short}}}", "{method: [ew]}"))) == 1
     # Over two families, the base's methods of one read nothing of the other's runs.
-    two = "{env_id: [AuxLabel-Digits-v0, LossWeighting-Digits10-v1], method: [stl]}"
+    two = "{env_id: [AuxLabel-Digits-v1, LossWeighting-Digits10-v1], method: [stl]}"
     assert len(expand(sweep("{method: [ppo, stl], epochs: 3}", two))) == 2
 
 

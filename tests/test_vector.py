@@ -347,7 +347,7 @@ def test_disabled_autoreset_on_the_auxlabel_vector_form():
 
     envs = vector_wrappers.FlattenObservation(
         gym.make_vec(
-            "AuxLabel-Digits-v0",
+            "AuxLabel-Digits-v1",
             num_envs=100,
             vectorization_mode="vector_entry_point",
             autoreset_mode="Disabled",
@@ -377,8 +377,8 @@ def test_next_step_autoreset_on_the_auxlabel_vector_form():
     returns the next epoch's first batch (SAME_STEP's observation at the end) with reward 0
     and the reset info."""
     kwargs = {"num_envs": 100, "vectorization_mode": "vector_entry_point"}
-    same = gym.make_vec("AuxLabel-Digits-v0", **kwargs)
-    envs = gym.make_vec("AuxLabel-Digits-v0", autoreset_mode="NextStep", **kwargs)
+    same = gym.make_vec("AuxLabel-Digits-v1", **kwargs)
+    envs = gym.make_vec("AuxLabel-Digits-v1", autoreset_mode="NextStep", **kwargs)
     for env in (same, envs):
         env.reset(seed=0, options={"mode": "train_main"})
     actions = np.zeros(100, dtype=np.int64)

@@ -48,6 +48,7 @@ RESET_OPTIONS = ("mode",)
 LABEL_SPACES = ("hierarchical", "flat")
 RESTORE = ("epoch", "batch", "none")
 REWARDS = ("paper", "val")
+OBSERVED_IMAGES = ("trained", "raw")
 
 
 def split_env_kwargs(kwargs: dict[str, Any]) -> tuple[dict[str, Any], AuxLearnerConfig]:
@@ -67,11 +68,13 @@ class TaskSettings:
     reward: str = "paper"
     max_batches: int | None = None
     restore: str = "epoch"
+    observed_image: str = "trained"
 
     def __post_init__(self) -> None:
         check_field_types(self)
         check_choice("label_space", self.label_space, LABEL_SPACES)
         check_choice("restore", self.restore, RESTORE)
+        check_choice("observed_image", self.observed_image, OBSERVED_IMAGES)
         check_choice("reward", self.reward, REWARDS)
         if self.reward == "val" and self.restore == "batch":
             raise ConfigError(
@@ -124,6 +127,11 @@ class AuxLabelTask:
         self.canonical = self.learner.snapshot()
         self.last_indices = self.learner.current_indices
         self.ended = False
+        # The current batch's images as the agent sees them, drawn on first sight, and the
+        # last trained batch's (what the observation shows once an episode has ended).
+        self._view: torch.Tensor | None = None
+        self._view_state: torch.Tensor | None = None  # the generator's state after the view
+        self._last_view: torch.Tensor | None = None
 
     # ------------------------------------------------------------------ spaces
     @property
@@ -160,6 +168,7 @@ class AuxLabelTask:
         elif self.restore != "none":
             self.learner.restore(self.canonical)
         self.learner.begin_epoch()
+        self._view = None
         self.ended = False
         if self.reward == "val" and self.mode == "train_agent":
             self._potential = self.val_potential()
@@ -177,11 +186,37 @@ class AuxLabelTask:
         return self._potentials[version]
 
     def current_batch(self) -> tuple[np.ndarray, np.ndarray]:
-        """The current batch's raw images (B, C, H, W) and primary labels (B,) on the host;
-        once the episode has ended, the batch it ended on."""
-        indices = self.batch_indices()
-        labels = self.learner.data.train.labels[indices].cpu().numpy()
-        return self.learner.images_numpy(indices), labels
+        """The current batch's images (B, C, H, W) as :meth:`batch_view` shows them and its
+        primary labels (B,), on the host; once the episode has ended, the batch it ended on."""
+        labels = self.learner.data.train.labels[self.batch_indices()].cpu().numpy()
+        return self.batch_view().cpu().numpy(), labels
+
+    def batch_view(self) -> torch.Tensor:
+        """The current batch's uint8 images as the agent sees them, on the learner's device.
+
+        ``observed_image="trained"``: the view the batch's SGD step trains on (RL-AUX section
+        4 hands the agent an image of the batch the training loader drew), i.e. augmented
+        where the dataset augments. The draw is made here, on first sight, from a copy of
+        the learner's generator, and :meth:`apply` moves the learner's generator past it
+        when the batch trains: the draw takes the place in the stream of the learner's own,
+        and a view that is never trained on (an episode reset before its batch) draws
+        nothing. A policy that ignores the images therefore trains exactly the network it
+        trains under ``"raw"``, which shows the stored, un-augmented images. Once the
+        episode has ended: the batch it ended on.
+        """
+        if self.ended:
+            return self._last_view
+        if self._view is None:
+            learner = self.learner
+            images = learner.data.train.images[learner.current_indices]
+            if self.observed_image == "trained":
+                fork = torch.Generator(device=learner.device)
+                fork.set_state(learner.generator.get_state())
+                self._view = learner.train_view(images, fork)
+                self._view_state = fork.get_state()
+            else:
+                self._view = images
+        return self._view
 
     def batch_indices(self) -> torch.Tensor:
         """Training-set indices of :meth:`current_batch`."""
@@ -210,7 +245,13 @@ class AuxLabelTask:
         weights = None
         if bins is not None:
             weights = weight_from_bin(bins, self.weight_bins, self.weight_exponent_range)
-        losses = learner.train_batch(indices, targets, weights)
+        view = self.batch_view()
+        trained = self.observed_image == "trained"
+        if trained:  # the view's draw, made on a copy, now taken from the learner's stream
+            learner.generator.set_state(self._view_state)
+        inputs = learner.prepare_inputs(view, train=False) if trained else None
+        losses = learner.train_batch(indices, targets, weights, inputs=inputs)
+        self._last_view, self._view = view, None
         info: dict[str, Any] = {
             "epoch": learner.epoch,
             "batch": learner.position,
@@ -276,8 +317,14 @@ class AuxLabelEnv(TextRender, gym.Env):
     ## Observation Space
     | key             | space                        | meaning                          |
     |-----------------|------------------------------|----------------------------------|
-    | `image`         | `Box(0, 255, (C, H, W), uint8)` | the raw training image        |
+    | `image`         | `Box(0, 255, (C, H, W), uint8)` | the training image, as its    |
+    |                 |                              | SGD step will see it (below)     |
     | `primary_label` | `Discrete(C)`                | its primary class                |
+
+    On the augmented datasets (CIFAR: random crop and flip; SVHN: crop) the image is the
+    augmented view the batch's SGD step trains on, as RL-AUX's agent labels the images the
+    training loader hands out (section 4); ``observed_image="raw"`` shows the stored image
+    instead (v0). Either way the network trains on the same view.
 
     Images are 8x8 (Digits) or 32x32 (CIFAR, SVHN), below the 36x36 that SB3's default
     Nature-CNN needs: give SB3 ``agents.extractors.ImageLabelExtractor`` as its features
@@ -285,7 +332,9 @@ class AuxLabelEnv(TextRender, gym.Env):
 
     ## Rewards
     0, except on the step that completes a batch in ``train_agent`` mode:
-    ``-mean CE(primary)`` on B_R random training images after the SGD step
+    ``-mean CE(primary)`` on B_R random training images after the SGD step (un-augmented,
+    the network in eval mode: the paper does not say; the public code scores augmented
+    images in train mode, whose batch-norm statistics the reward's own batch would move)
     ``+ entropy_coef * H(batch-mean auxiliary target)`` (eq. 3-4; see
     :func:`~mtl_envs.training.label_entropy` for the sign). ``train_main`` mode computes no
     reward (0). Eq. 3-4 as printed weight H by 1 and average the policy's probabilities over
@@ -305,7 +354,10 @@ class AuxLabelEnv(TextRender, gym.Env):
     either mode: ``options={"mode": "train_agent"}`` trains a copy of it for the agent,
     ``"train_main"`` trains it on the agent's labels and makes the result canonical when the
     epoch ends. The mode persists across seedless resets. ``restore="none"`` never restores:
-    every epoch continues from the network the last one left.
+    every epoch continues from the network the last one left. The default follows section 4
+    (the main model reverts at the end of the agent's epoch); appendix B's protocol says the
+    env was reset "between batches", which is appendix A.2's ablation, ``restore="batch"``,
+    reported there to make no difference.
 
     ## Episode End
     Terminated after one epoch (``floor(N / B_T)`` batches; the shuffled remainder is left
@@ -351,6 +403,8 @@ class AuxLabelEnv(TextRender, gym.Env):
     |                         |                  | loss change (the `CIFAR100Small` ids)       |
     | `restore`               | `"epoch"`        | `"batch"`: restore canonical every batch;   |
     |                         |                  | `"none"`: never (one rewarded training run) |
+    | `observed_image`        | `"trained"`      | the augmented view the step trains on, or   |
+    |                         |                  | `"raw"`: the stored image (v0)              |
     | `device`                | `"auto"`         | CUDA when present                           |
     | `amp`                   | False            | bfloat16 autocast of the main network       |
     | `channels_last`         | False            | channels_last network and image batches     |
@@ -358,17 +412,25 @@ class AuxLabelEnv(TextRender, gym.Env):
     |                         |                  | (mode, epoch, labels so far, batch losses)  |
 
     ## Version History
-    * v0: initial release. Fixes since, with the default arguments' dynamics unchanged: a
-      diverged ``train_main`` episode no longer becomes canonical; a ``train_main`` episode
-      cut by ``max_batches`` ends its epoch; a seedless reset into ``train_main`` starts
-      from the canonical model, as the vector form's always did (it continued from the
-      network the last ``train_agent`` epoch left); a seeded reset without a mode starts in
-      ``train_agent`` mode (it kept the mode of earlier calls); a step before the first reset
-      or after the episode ended raises ``ConfigError`` (it indexed past the batch).
+    * v1: the observed image is the augmented view the batch's SGD step trains on
+      (``observed_image="trained"``); v0's agent saw the stored image while the network
+      trained on a crop of it, mirrored half the time, so its labels went to views it never
+      saw. The view is drawn where the learner drew it, so a policy that ignores the image
+      trains the same network on v0 and v1, to the last digit. SVHN's augmentation no
+      longer mirrors the digits, on both versions (nothing was recorded on SVHN).
+    * v0: kept registered (``observed_image="raw"``) so that results recorded on it reproduce;
+      ``gym.make`` warns that it is out of date. Initial release. Fixes since, with the default
+      arguments' dynamics unchanged: a diverged ``train_main`` episode no longer becomes
+      canonical; a ``train_main`` episode cut by ``max_batches`` ends its epoch; a seedless
+      reset into ``train_main`` starts from the canonical model, as the vector form's always did
+      (it continued from the network the last ``train_agent`` epoch left); a seeded reset
+      without a mode starts in ``train_agent`` mode (it kept the mode of earlier calls); a step
+      before the first reset or after the episode ended raises ``ConfigError`` (it indexed past
+      the batch).
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
-    >>> env = gym.make("AuxLabel-Digits-v0")
+    >>> env = gym.make("AuxLabel-Digits-v1")
     >>> obs, info = env.reset(seed=0)
     >>> obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
     """
@@ -495,7 +557,7 @@ class AuxLabelVectorEnv(VectorEnv):
 
     ## Example
     >>> import gymnasium as gym, mtl_envs
-    >>> envs = gym.make_vec("AuxLabel-Digits-v0", num_envs=100)
+    >>> envs = gym.make_vec("AuxLabel-Digits-v1", num_envs=100)
     >>> obs, info = envs.reset(seed=0)
     >>> obs, rewards, terminations, truncations, infos = envs.step(envs.action_space.sample())
     """

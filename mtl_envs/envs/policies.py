@@ -142,14 +142,20 @@ class ConstantLabel(_AuxLabelPolicy):
 
 
 class ImageHashLabels(_AuxLabelPolicy):
-    """A fixed sub-class per image from a checksum of its pixels: consistent across epochs,
-    unrelated to what the image shows."""
+    """A fixed sub-class per image from a checksum of its stored pixels: consistent across
+    epochs, unrelated to what the image shows. It hashes the stored image (looked up by the
+    sample's index), not the observed one, which on v1 is a fresh augmented view each epoch:
+    the same labels on v0 and v1."""
 
     name = "image_hash"
 
+    def __init__(self, env: Any, seed: int | None = None, weight_bin: int | None = None):
+        super().__init__(env, seed, weight_bin)
+        stored = self.env.learner.data.train.images.cpu().numpy()
+        self.hashes = np.array([zlib.crc32(np.ascontiguousarray(img).tobytes()) for img in stored])
+
     def labels(self, obs: dict[str, np.ndarray]) -> np.ndarray:
-        images = np.ascontiguousarray(obs["image"])
-        return np.array([zlib.crc32(img.tobytes()) % self.psi for img in images])
+        return self.hashes[self.env.sample_indices()] % self.psi
 
 
 # ------------------------------------------------------------------------ LossWeighting

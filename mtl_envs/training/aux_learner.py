@@ -14,7 +14,6 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -233,12 +232,22 @@ class AuxLearner:
     def prepare_inputs(
         self, images: torch.Tensor, train: bool, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """Normalised network inputs; ``train`` augments them (when the dataset does) with a
-        draw from ``generator``, by default the learner's own."""
-        if train and self.augment:
-            images = random_crop_flip(images, self.generator if generator is None else generator)
+        """Normalised network inputs; ``train`` augments them first (:meth:`train_view`)."""
+        if train:
+            images = self.train_view(images, generator)
         x = self.normalize(images)
         return x.contiguous(memory_format=torch.channels_last) if self.config.channels_last else x
+
+    def train_view(
+        self, images: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """``images`` as a training step sees them before normalisation: augmented where the
+        dataset augments (one draw from ``generator``, by default the learner's own), else
+        themselves."""
+        if not self.augment:
+            return images
+        generator = self.generator if generator is None else generator
+        return random_crop_flip(images, generator, flip=self.data.hflip)
 
     def autocast(self) -> torch.autocast:
         """The precision context of the main network's forward passes (``amp``)."""
@@ -409,7 +418,3 @@ class AuxLearner:
         restore_state(snapshot, net=self.net, optimizer=self.optimizer, scheduler=self.scheduler)
         self.epoch = snapshot["epoch"]
         self.version = snapshot.get("version") or uuid.uuid4().hex
-
-    def images_numpy(self, indices: torch.Tensor) -> np.ndarray:
-        """Raw uint8 training images ``indices`` on the host (one transfer per call)."""
-        return self.data.train.images[indices].cpu().numpy()
