@@ -422,12 +422,13 @@ def run_precision(
 
 
 def step_every_id(data_root: str | None, cuda: bool, budget: float) -> Iterator[tuple[str, str]]:
-    """Each registered id on ``device="auto"``, reset and stepped three times: its status as
-    it finishes. Ids whose construction trains networks (ETAP's fitted gains: an affinity
-    run and ten group runs on CIFAR-100) come last, only with ``ETAP_SECONDS`` to spare, and
-    never on the CPU."""
+    """Each registered id of its family's current version on ``device="auto"``, reset and
+    stepped three times: its status as it finishes. Ids whose construction trains networks
+    (ETAP's fitted gains: an affinity run and ten group runs on CIFAR-100) come last, only
+    with ``ETAP_SECONDS`` to spare, and never on the CPU."""
     clock = Budget(budget)
-    ids = sorted(mtl_envs.registered_ids(), key=lambda i: gym.spec(i).kwargs.get("gains") == "etap")
+    current = [i for i in mtl_envs.registered_ids() if i.endswith(f"-{family_of(i).version}")]
+    ids = sorted(current, key=lambda i: gym.spec(i).kwargs.get("gains") == "etap")
     for env_id in ids:
         kwargs: dict[str, Any] = {"data_root": data_root} if data_root else {}
         etap = gym.spec(env_id).kwargs.get("gains") == "etap"

@@ -96,21 +96,25 @@ def test_a_diverged_epoch_is_never_the_best_one(tmp_path):
     assert result["status"] == "diverged" and result["best"]["epoch"] == 1
 
 
-def test_igbv2_run_that_diverges_writes_a_diverged_result(tmp_path):
-    from agents.sac_lossweighting import run
-
-    config = RunConfig(
+def _igbv2_config(tmp_path, first_epoch: int, **fields) -> RunConfig:
+    """A small IGBv2 run on Cubic whose SAC learns and acts from ``first_epoch``."""
+    return RunConfig(
         method="igbv2",
         env_id="LossWeighting-Cubic-v1",
-        env_kwargs={"optimizer": "sgd", "lr": 1e4, "loss": "sum", "warmup_epochs": 1},
-        epochs=4,
         output_dir=str(tmp_path),
         tensorboard=False,
         progress=False,
-        method_kwargs={"update_epoch": 2, "use_epoch": 2},
+        method_kwargs={"update_epoch": first_epoch, "use_epoch": first_epoch},
         agent={"gradient_steps": 2, "train_freq": [6, "step"], "batch_size": 8},
+        **fields,
     )
-    result = run(config, 0)
+
+
+def test_igbv2_run_that_diverges_writes_a_diverged_result(tmp_path):
+    from agents.sac_lossweighting import run
+
+    env_kwargs = {"optimizer": "sgd", "lr": 1e4, "loss": "sum", "warmup_epochs": 1}
+    result = run(_igbv2_config(tmp_path, 2, env_kwargs=env_kwargs, epochs=4), 0)
     assert result["status"] == "diverged" and result["diverged_epoch"] == 2
     assert [e["epoch"] for e in result["epochs"]] == [2]  # the unfinished epoch is recorded
     saved = json.loads((tmp_path / "LossWeighting-Cubic-v1/igbv2/seed0/result.json").read_text())
@@ -142,17 +146,7 @@ def test_igbv2_records_the_epoch_its_run_diverged_in(tmp_path, monkeypatch):
         return self._obs(), 0.0, False, True, {**info, "diverged": True}
 
     monkeypatch.setattr(LossWeightingEnv, "step", blow_up_in_step_8)
-    config = RunConfig(
-        method="igbv2",
-        env_id="LossWeighting-Cubic-v1",
-        epochs=7,
-        output_dir=str(tmp_path),
-        tensorboard=False,
-        progress=False,
-        method_kwargs={"update_epoch": 3, "use_epoch": 3},
-        agent={"gradient_steps": 2, "train_freq": [6, "step"], "batch_size": 8},
-    )
-    result = run(config, 0)
+    result = run(_igbv2_config(tmp_path, 3, epochs=7), 0)
     assert result["status"] == "diverged" and result["diverged_epoch"] == 5
     assert [e["epoch"] for e in result["epochs"]] == [3, 4, 5]
     assert math.isnan(result["epochs"][-1]["train/loss"])

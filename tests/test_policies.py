@@ -9,6 +9,7 @@ from conftest import cheap_kwargs
 import mtl_envs
 from mtl_envs.envs.policies import REFERENCE_POLICIES, env_family, make_policy
 from mtl_envs.errors import ConfigError
+from mtl_envs.families import FAMILIES
 
 ENV_IDS = mtl_envs.registered_ids()
 
@@ -187,3 +188,36 @@ def test_env_family_of_an_instance_is_its_ids_family(env_id, data_env):
         vec.close()
     with pytest.raises(ConfigError, match="CartPoleEnv is not an mtl-envs environment"):
         env_family(gym.make("CartPole-v1"))
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+@pytest.mark.parametrize("name", FAMILIES["AuxLabel"].probe_policies)
+def test_auxlabel_reference_policies_make_the_same_runs_on_v0_and_v1(name, data_env):
+    """v1 changed only the image the agent observes, which no reference policy reads (the
+    image hash is of the stored image): each makes the same run on both versions, so the
+    reference scores probed on v0 score v1 (scripts/reference_scores.py)."""
+    from harness.probe import run_policy
+
+    kwargs = {"backbone": "small_cnn", "train_batch_size": 30, "eval_batch_size": 32}
+    old, new = (
+        run_policy(f"AuxLabelWeighted-CIFAR100-{v}", kwargs, name, seed=1, episodes=2)
+        for v in ("v0", "v1")
+    )
+    assert (old.episode_return, old.test, old.val) == (new.episode_return, new.test, new.val)
+
+
+def test_the_packaged_reference_scores_are_the_kept_probes():
+    """mtl_envs/reference_scores.json is what scripts/reference_scores.py makes of the probe
+    files kept in docs/results/probe, the v1 AuxLabel entries carried from v0 included."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    spec = importlib.util.spec_from_file_location("refs", root / "scripts/reference_scores.py")
+    refs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(refs)
+    packaged = json.loads((root / "mtl_envs/reference_scores.json").read_text())
+    assert packaged == refs.build_table(refs.KEPT_PROBES)
+    v1 = packaged["AuxLabel-CIFAR100Small-v1"]
+    assert v1["measured_on"] == "AuxLabel-CIFAR100Small-v0"
