@@ -290,6 +290,14 @@ def test_collect_affinities_averages_every_kth_step_eq6(monkeypatch):
     assert scores.steps == 24 and len(calls) == 12 and set(calls) == {0.1}
     np.testing.assert_allclose(scores.etap, np.full((10, 10), 6.5))
     np.testing.assert_allclose(scores.etap_no_momentum, np.full((10, 10), 6.5))
+    # Eq. 5's eta is each step's own rate: halved after every epoch, the 12 steps of the
+    # second epoch score at 0.05.
+    calls.clear()
+    decaying = small_digits10_learner(
+        lr=0.1, momentum=0.0, scheduler_step_epochs=1, scheduler_gamma=0.5
+    )
+    affinity.collect_affinities(decaying, epochs=2)
+    assert calls == pytest.approx([0.1] * 12 + [0.05] * 12)
 
 
 @pytest.mark.parametrize("loss", ["sum", "log"])

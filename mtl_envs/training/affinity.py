@@ -188,7 +188,6 @@ def collect_affinities(
     exact = gradients == "parameters"
     reuse = exact and learner.weighting is None and learner.aggregator is None
     split = HeadSplit(learner.net) if reuse else None
-    lr = learner.lr
     # No momentum term on representation gradients: the buffer lives in parameter space.
     beta = learner.config.momentum if learner.config.optimizer == "sgd" and exact else 0.0
     check_int("every", every)
@@ -215,6 +214,7 @@ def collect_affinities(
                     raise ConfigError("gradients='representation' needs a shared encoder.")
                 grads = per_task_gradients(losses, [features])
             if score:
+                lr = learner.lr  # eq. 5's eta: the step's own rate, after any decay
                 buffer = _momentum_buffer(learner, shared) if beta else None
                 present = batch.mask.any(0)
                 valid = present[:, None] & present[None, :]

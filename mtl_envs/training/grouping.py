@@ -232,6 +232,10 @@ def selection_quality(
     of its single-task group); under ``"fallback"`` that is free and a hurting group is not
     used either, under ``"etap"`` each such single-task network counts: ``networks`` is the
     number of networks the selection trains (the budget bounds it under ``"etap"``).
+
+    A task in several selected groups is scored by the one ``gains_of`` rates best, as eq. 2
+    writes it (``sum_t max_G y_{G->t}``): scored on test gains, that choice among the selected
+    groups is made on the test gains too, for every method alike.
     """
     check_choice("objective", objective, OBJECTIVES)
     best_gain = np.full(num_tasks, -np.inf)
