@@ -194,6 +194,22 @@ def _row_env(result: dict[str, Any]) -> str:
     return " ".join(str(x) for x in parts if x)
 
 
+def _time_reference(result: dict[str, Any]) -> tuple[Any, ...]:
+    """What the EW run that T divides by shares with ``result``: the seed, env id, setting,
+    epochs and env kwargs, except the gradient aggregator, which IGB counts as part of the
+    method (Table 1 gives MGDA's T and IGBv1 + MGDA's against plain EW)."""
+    config = result.get("config", {})
+    kwargs = portable_kwargs(config.get("env_kwargs", {}))
+    kwargs.pop("aggregator", None)
+    return (
+        result["seed"],
+        result["env_id"],
+        result.get("setting"),
+        config.get("epochs"),
+        json.dumps(kwargs, sort_keys=True, default=str),
+    )
+
+
 def pair_spec(spec: str) -> tuple[str, str | None]:
     """``"hypernet@metadata"`` -> ``("hypernet", "metadata")``: a method and, optionally, the
     setting or sweep variant its runs come from (``"ew"`` -> ``("ew", None)``)."""
@@ -341,7 +357,9 @@ def summarize(
 ) -> list[dict[str, Any]]:
     """Per (env_id, method): mean and std over seeds of ``metric``, wall time, and for
     multi-task results Δm against ``stl`` (IGB eq. 5) and T, the training time relative to
-    ``ew`` on the same seed; per-task means when there are at most 10 tasks.
+    plain ``ew`` on the same seed (no gradient aggregator: in a sweep's ``aggregator=...``
+    row, T prices the aggregator as well, as IGB's Table 1 does); per-task means when there
+    are at most 10 tasks.
 
     With 3 or more seeds a row also holds the interquartile mean with its 95% bootstrap
     interval (``iqm``, ``iqm_low``, ``iqm_high``), and, against ``baseline`` (default:
@@ -357,6 +375,11 @@ def summarize(
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[(_row_env(r), r["method"])].append(r)
+    plain_ew = {
+        _time_reference(r): r
+        for r in results
+        if r["method"] == "ew" and not r.get("config", {}).get("env_kwargs", {}).get("aggregator")
+    }
     rows = []
     for (env_id, method), runs in sorted(
         groups.items(), key=lambda item: (natural_key(item[0][0]), item[0][1])
@@ -380,7 +403,6 @@ def summarize(
             "wall_time_s": sum(float(r.get("wall_time_s", 0.0)) for r in runs) / len(runs),
         }
         stl = {r["seed"]: r for r in groups.get((env_id, "stl"), [])}
-        ew = {r["seed"]: r for r in groups.get((env_id, "ew"), [])}
         deltas = []
         for r in runs:
             if r["seed"] in stl:
@@ -393,10 +415,11 @@ def summarize(
                     break  # single-task results (AuxLabel): no per-task metrics
         if deltas:
             row["delta_m"], row["delta_m_std"] = _mean_std(deltas)
+        references = [(r, plain_ew.get(_time_reference(r))) for r in runs]
         ratios = [
-            r["train_time_s"] / ew[r["seed"]]["train_time_s"]
-            for r in runs
-            if r["seed"] in ew and r.get("train_time_s") and ew[r["seed"]].get("train_time_s")
+            r["train_time_s"] / ew["train_time_s"]
+            for r, ew in references
+            if ew is not None and r.get("train_time_s") and ew.get("train_time_s")
         ]
         if ratios and method != "stl":
             row["T"] = sum(ratios) / len(ratios)

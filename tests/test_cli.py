@@ -489,6 +489,26 @@ def test_training_time_ratio_t_on_hand_worked_times():
     assert "T" not in rows["stl"]  # one network per task: no T
 
 
+def test_t_of_an_aggregator_row_is_against_plain_ew():
+    from harness.compare import summarize
+
+    # IGB Table 1 prices MGDA and IGBv1 + MGDA against plain EW: in a sweep's aggregator row,
+    # EW + UPGrad at 30 s is T 3.0 and IGBv1 + UPGrad at 33 s is 3.3 against EW's 10 s, not
+    # 1.0 and 1.1 against EW + UPGrad.
+    def run(method, time, aggregator=None):
+        kwargs = {"aggregator": aggregator} if aggregator else {}
+        variant = {"variant": f"env_kwargs.aggregator={aggregator}"} if aggregator else {}
+        config = {"env_kwargs": kwargs, "epochs": 5}
+        return _fake_result(method, 0, 0.5, train_time_s=time, config=config, **variant)
+
+    results = [run("ew", 10.0), run("ew", 30.0, "upgrad"), run("igbv1", 33.0, "upgrad")]
+    rows = {(r["env_id"], r["method"]): r for r in summarize(results)}
+    row = "Toy-v0 env_kwargs.aggregator=upgrad"
+    assert rows[(row, "ew")]["T"] == pytest.approx(3.0)
+    assert rows[(row, "igbv1")]["T"] == pytest.approx(3.3)
+    assert rows[("Toy-v0", "ew")]["T"] == pytest.approx(1.0)
+
+
 def test_compare_plot_marks_oracles(tmp_path):
     from harness.compare import plot_summary, summarize
 

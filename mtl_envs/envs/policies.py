@@ -201,7 +201,9 @@ class RandomWeights(_WeightPolicy):
 
 
 class IGBv1Weights(_WeightPolicy):
-    """IGBv1 (IGB eq. 3): ``n * softmax(L / L_base)``."""
+    """IGBv1 (IGB eq. 3): ``n * softmax(L / L_base)``, from the first step after the env's
+    warm-up (random weights by default, as IGBv2's Algorithm 2; Algorithm 1's IGBv1 warms up
+    with equal weights: the env's ``warmup_weights="equal"``, or the ``igbv1`` baseline)."""
 
     name = "igbv1"
 
