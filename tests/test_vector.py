@@ -75,7 +75,9 @@ def test_a_list_of_seeds_seeds_each_slot():
     np.testing.assert_array_equal(swapped, by_int[::-1])
     by_numpy, _ = vector.reset(seed=np.int64(7))
     np.testing.assert_array_equal(by_numpy, by_int)
-    for bad in ([7], [7, -1], [7, "8"], [True, 8], True, -1, 7.0):
+    by_array, _ = vector.reset(seed=np.array([7, 8]))
+    np.testing.assert_array_equal(by_array, by_int)
+    for bad in ([7], [7, -1], [7, "8"], [True, 8], True, -1, 7.0, np.array([[7, 8]])):
         with pytest.raises(ConfigError, match="`seed` must be an int >= 0 or a list of 2"):
             vector.reset(seed=bad)
 

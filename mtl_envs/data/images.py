@@ -339,7 +339,11 @@ class SVHNFiles:
 
 
 def read_svhn(data_root: Path, download: bool = False) -> RawImageData:
-    """SVHN (cropped digits) from ``data_root/svhn/{train,test}_32x32.mat``; label 10 means 0."""
+    """SVHN (cropped digits) from ``data_root/svhn/{train,test}_32x32.mat``; label 10 means 0.
+
+    The 73,257 training images only: the 531,131 of ``extra_32x32.mat`` are not read (RL-AUX
+    speaks of about 600,000 images, all three files, without saying which it trained on).
+    """
     from scipy.io import loadmat
 
     files = SVHNFiles

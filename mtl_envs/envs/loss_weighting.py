@@ -521,7 +521,8 @@ class LossWeightingVectorEnv(VectorEnv):
         elif is_seed(seed):
             seeds = [int(seed) + k for k in range(self.num_envs)]
         elif (
-            isinstance(seed, (list, tuple))
+            isinstance(seed, (list, tuple, np.ndarray))
+            and np.ndim(seed) == 1
             and len(seed) == self.num_envs
             and all(s is None or is_seed(s) for s in seed)
         ):
