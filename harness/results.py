@@ -9,6 +9,7 @@ metadata), ``variant`` (a sweep's override set), ``epochs`` (per-epoch metrics),
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 from collections.abc import Iterable
@@ -20,16 +21,30 @@ from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.io import atomic_write_json, read_json
 
 
+def cpu_model() -> str:
+    """The processor's model name (Linux's ``/proc/cpuinfo``, else ``platform.processor()``),
+    or ``"unknown"``."""
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
 def platform_record(torch_threads: int | None = None) -> dict[str, Any]:
     """What a run's numbers depend on beyond its config and seed. Per-seed metrics repeat to
     the last digit only where these match: torch picks its CPU kernels by instruction set
-    (``cpu_capability``), and their float rounding differs, which is enough to move a whole
-    training run on the chaotic ids (``docs/headroom.md``, "Ten seeds, two CPU kernel sets")."""
+    (``cpu_capability``), and may round differently on another processor of the same set
+    (``cpu``; ``docs/auxlabel_results.md`` has seeds that ran the same code under the same
+    record otherwise and parted in the sixth digit of the first epoch's loss); that rounding
+    is enough to move a whole training run on the chaotic ids (``docs/headroom.md``, "Ten
+    seeds, two CPU kernel sets")."""
     import torch
 
     return {
         "python": platform.python_version(),
         "machine": platform.machine(),
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads() if torch_threads is None else torch_threads,

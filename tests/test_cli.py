@@ -126,7 +126,7 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     assert len(files) == 4
     first = json.loads(files[0].read_text())
     assert first["config"]["env_kwargs"] == {"train_subset": 400}
-    assert {"torch", "cpu_capability", "torch_threads"} <= set(first["platform"])
+    assert {"torch", "cpu", "cpu_capability", "torch_threads"} <= set(first["platform"])
     assert not list((tmp_path / "out").rglob("*.tmp"))
     plot = tmp_path / "cmp.png"
     assert main(["compare", str(tmp_path / "out"), "--plot", str(plot)]) == 0

@@ -128,7 +128,7 @@ def test_probe_command_writes_the_documented_fields(tmp_path, capsys, argv, poli
     assert summary["policies"].get("optimal", {"oracle": True})["oracle"] is True
     assert summary["policies"]["random"]["oracle"] is False
     # Per-seed numbers repeat only on the same kernels: the probe records which ran it.
-    assert {"torch", "cpu_capability", "torch_threads"} <= set(summary["platform"])
+    assert {"torch", "cpu", "cpu_capability", "torch_threads"} <= set(summary["platform"])
 
 
 def test_probe_in_worker_processes_matches_the_serial_probe():
