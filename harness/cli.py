@@ -33,7 +33,7 @@ from harness.compare import (
     summarize,
 )
 from harness.config import RunConfig, apply_overrides, positive_int
-from harness.registry import check_run, methods_for, resolve, same_family
+from harness.registry import ORACLES, check_run, methods_for, resolve, same_family
 from harness.results import default_metric, load_results, portable_kwargs
 from harness.workers import Terminated
 from mtl_envs.errors import ConfigError
@@ -64,9 +64,10 @@ def cmd_list(args: argparse.Namespace) -> None:
     print("backbones: " + ", ".join(BACKBONES))
     from mtl_envs.families import FAMILIES
 
-    print("methods:")
+    print("methods ([oracle]: reads test data):")
     for family in FAMILIES:
-        print(f"  {family}: " + ", ".join(methods_for(family)))
+        names = [m + (" [oracle]" if (family, m) in ORACLES else "") for m in methods_for(family)]
+        print(f"  {family}: " + ", ".join(names))
 
 
 def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:

@@ -54,6 +54,10 @@ METHODS: dict[tuple[str, str], str] = {
     ("TaskGrouping", "optimal"): "baselines.optimal:run",
 }
 
+# Methods that read test data whatever their settings: their results say `"oracle": true`, and
+# every list of methods labels them.
+ORACLES = {("TaskGrouping", "optimal")}
+
 
 # The `method_kwargs` keys each method reads (its runner checks their values). A run config's
 # `method_kwargs` are shared by all its methods (an IGBv2 schedule beside the baselines it is

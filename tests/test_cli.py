@@ -26,6 +26,7 @@ def test_list(capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "AuxLabel-CIFAR100-v1" in out and "digits" in out and "ppo" in out and "stl" in out
+    assert "optimal [oracle]" in out and "etap [oracle]" not in out
 
 
 def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp_path, capsys):

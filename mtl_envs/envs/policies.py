@@ -284,52 +284,73 @@ class OptimalGroups(_GroupPolicy):
 
     name = "optimal"
     oracle = True
-    split = "test"
+    _lookups = "a gain table, gains='table'"
 
     def __init__(self, env: Any, seed: int | None = None):
         super().__init__(env, seed)
-        from mtl_envs.envs.task_grouping import TableGains
+        from mtl_envs.envs.task_grouping import PredictedGains, TableGains
 
-        if not isinstance(self.env.truth, TableGains):
+        groups = 2**self.env.num_tasks - 1
+        if not isinstance(self._searched(), TableGains | PredictedGains):
             raise ConfigError(
-                f"The {self.name!r} policy searches every group's gains, so it needs a gain "
-                f"table (gains='table'); this env measures gains by training, and "
-                f"{2**self.env.num_tasks - 1} groups would each be trained."
+                f"The {self.name!r} policy searches every group's gains, so it needs gains "
+                f"it can look up ({self._lookups}); this env measures gains by training, and "
+                f"{groups} groups would each be trained."
             )
+        if groups > MAX_ENUMERATED_GROUPS:
+            raise ConfigError(
+                f"The {self.name!r} policy searches every group: {groups:,} for "
+                f"{self.env.num_tasks} tasks, more than {MAX_ENUMERATED_GROUPS:,}."
+            )
+
+    def _searched(self) -> Any:
+        """The gain source whose every group is searched."""
+        return self.env.truth
+
+    def gains(self, group: tuple[int, ...]) -> dict[int, float]:
+        return self.env.truth.gains(group, "test")
 
     def plan(self) -> list[tuple[int, ...]]:
         from mtl_envs.training.grouping import best_selection, gain_matrix, selection_candidates
 
         env = self.env
         candidates = selection_candidates(env.num_tasks, env.objective)
-        gains = {g: env.truth.gains(g, self.split or env.gain_split) for g in candidates}
+        gains = {g: self.gains(g) for g in candidates}
         matrix = gain_matrix(candidates, gains, env.num_tasks)
         chosen, _ = best_selection(candidates, matrix, env.budget, env.objective)
         return [candidates[c] for c in chosen]
 
 
 class RewardOptimalGroups(OptimalGroups):
-    """The exact optimum of the env's own rewards (the gains of its reward split, validation
-    by default): the optimal policy of the MDP, which reads no test data."""
+    """The exact optimum of the env's own rewards: the gains its rewards pay (the measured
+    gains of its reward split, validation by default, or ETAP's predictions of them with
+    ``gains="etap"``). The optimal policy of the MDP, which reads no test data unless the
+    env's rewards do."""
 
     name = "reward_optimal"
-    oracle = False
-    split = None
+    _lookups = "a gain table, gains='table', or ETAP's predictions, gains='etap'"
 
     def __init__(self, env: Any, seed: int | None = None):
         super().__init__(env, seed)
-        if self.env.gain_split == "test":
-            self.oracle = True  # its rewards are the test gains
+        self.oracle = self.env.gain_split == "test"  # then its rewards are the test gains
+
+    def _searched(self) -> Any:
+        return self.env.source
+
+    def gains(self, group: tuple[int, ...]) -> dict[int, float]:
+        return self.env.group_gains(group)
 
 
 class ETAPGroups(_GroupPolicy):
     """ETAP + exact selection, fitted on the gains of ``train_groups`` groups measured on
-    the env's reward split (validation by default)."""
+    the env's reward split (validation by default; an oracle when that split is the test
+    split)."""
 
     name = "etap"
 
     def __init__(self, env: Any, seed: int | None = None, train_groups: int = 10):
         super().__init__(env, seed)
+        self.oracle = self.env.gain_split == "test"
         groups = 2**self.env.num_tasks - 1
         if groups > MAX_ENUMERATED_GROUPS:
             raise ConfigError(

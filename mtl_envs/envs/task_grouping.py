@@ -135,10 +135,16 @@ class TaskGroupingEnv(TextRender, gym.Env):
     ## Observation Space
     | key           | space                        | meaning                                    |
     |---------------|------------------------------|--------------------------------------------|
-    | `affinity`    | `Box(-inf, inf, (n, n))`     | pairwise affinity from one all-task run    |
+    | `affinity`    | `Box(-inf, inf, (n, n))`     | pairwise affinity of all-task runs (below) |
     | `best_gain`   | `Box(-inf, inf, (n,))`       | each task's best gain so far (0: none yet) |
     | `covered`     | `MultiBinary(n)`             | tasks in some selected group               |
     | `budget_left` | `Discrete(budget + 1)`       | groups that may still be selected          |
+
+    ``affinity`` is ETAP's eq. 6 (or TAG's lookahead) score of task i on task j, collected
+    over the training batches of all-task runs: with a gain table, the mean over the table's
+    affinity runs (two seeds for the shipped tables, ``scripts/build_gain_table.py``), so
+    ``seeds`` does not change it; with ``gains="train"`` or ``"etap"`` without a table, one
+    run seeded by ``seeds[0]``.
 
     ## Rewards
     The increase of the total gain, so the episode return is the selection's total gain.
@@ -175,8 +181,8 @@ class TaskGroupingEnv(TextRender, gym.Env):
     | `affinity`          | `"etap"`     | observed affinity: `"etap"` or `"tag"`           |
     | `etap_train_groups` | 10           | trained groups ETAP is fitted on                 |
     | `seeds`             | (0,)         | training seeds averaged by `gains="train"`; the  |
-    |                     |              | first draws ETAP's groups and seeds the affinity |
-    |                     |              | run                                              |
+    |                     |              | first draws ETAP's groups and, without a table,  |
+    |                     |              | seeds the affinity run                           |
     | `protocol`          | {}           | `GroupProtocol` overrides for training           |
     | `cache_dir`         | None         | where trained groups are cached; None:           |
     |                     |              | `$MTL_ENVS_DATA/group_cache` (or the user cache) |
@@ -327,6 +333,8 @@ class TaskGroupingEnv(TextRender, gym.Env):
         return self._obs(), {"total_gain": 0.0}
 
     def step(self, action):
+        if self._over is None:
+            self._check_episode_running()  # a step before the first reset()
         action = np.asarray(action)  # 0/1 ints, bools or floats (SB3's Bernoulli samples)
         if action.shape != (self.num_tasks,) or not self.action_space.contains(action):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
