@@ -67,8 +67,13 @@ class SB3VecEnvAdapter(VecEnv):
         final_info = unbatch(infos.get("final_info", {}), self.num_envs)
         final_obs = infos.get("final_obs")
         for i in np.flatnonzero(dones):
+            # A statistics wrapper's summary of the ended episode (Gymnasium's vector
+            # RecordEpisodeStatistics) is where SB3 looks for it: in the step's info.
+            episode = info_list[i].pop("episode", None)
             self.reset_infos[i] = info_list[i]
             info_list[i] = final_info[i]
+            if episode is not None:
+                info_list[i]["episode"] = episode
             info_list[i]["TimeLimit.truncated"] = bool(truncated[i] and not terminated[i])
             if final_obs is not None:
                 info_list[i]["terminal_observation"] = final_obs[i]

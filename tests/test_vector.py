@@ -265,6 +265,47 @@ def test_sb3_adapter_hands_sb3_the_ended_steps_info():
     assert all("base_losses" in info and info["epoch"] == 2 for info in env.reset_infos)
 
 
+def test_sb3_adapter_passes_dict_infos_and_episode_statistics():
+    """Gymnasium lays out a dict-valued info as a vector info dict of its own: the adapter
+    hands each slot its own dict, and an episode summary from RecordEpisodeStatistics
+    reaches SB3 in the ended step's info, where SB3's logger reads ``ep_rew_mean``."""
+    from gymnasium.vector import AutoresetMode
+    from gymnasium.wrappers.vector import RecordEpisodeStatistics
+
+    from agents.sb3_vec_env import SB3VecEnvAdapter
+
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
+    )
+    env = SB3VecEnvAdapter(RecordEpisodeStatistics(vector))
+    env.reset()
+    returns = np.zeros(2)
+    for _ in range(6):
+        env.step_async(np.zeros((2, 20), dtype=np.float32))
+        _, rewards, dones, infos = env.step_wait()
+        returns += rewards
+    assert dones.all()
+    for k, info in enumerate(infos):
+        assert info["episode"]["l"] == 6 and info["terminal_observation"].shape == (20,)
+        assert info["episode"]["r"] == pytest.approx(returns[k], rel=1e-5)
+    assert all("episode" not in info for info in env.reset_infos)
+
+    grouping = gym.make_vec(
+        "TaskGrouping-Digits10-v1",
+        num_envs=2,
+        vectorization_mode="sync",
+        vector_kwargs={"autoreset_mode": AutoresetMode.SAME_STEP},
+    )
+    env = SB3VecEnvAdapter(grouping)
+    env.reset()
+    actions = np.zeros((2, 10), dtype=np.int8)
+    actions[0, :3], actions[1, 5:] = 1, 1
+    env.step_async(actions)
+    infos = env.step_wait()[3]
+    assert sorted(infos[0]["group_gains"]) == ["0", "1", "2"]
+    assert sorted(infos[1]["group_gains"]) == ["5", "6", "7", "8", "9"]
+
+
 def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
     """NEXT_STEP: an ended slot's next step restarts it without training it on the action;
     the other slots train on theirs. Staggered by partial resets, so restarts and training

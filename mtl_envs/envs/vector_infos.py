@@ -148,12 +148,15 @@ def _merge(
 
 def unbatch(infos: dict[str, Any], num_envs: int) -> list[dict[str, Any]]:
     """One plain dict per slot from a vector info dict: each key where its mask is set
-    (a key without a mask counts for every slot); ``final_*`` entries are left out."""
+    (a key without a mask counts for every slot); ``final_*`` entries are left out. A
+    dict-valued key (Gymnasium lays out a slot's dict info as a vector info dict of its own,
+    as ``RecordEpisodeStatistics`` does for ``episode``) becomes each slot's own dict."""
     out: list[dict[str, Any]] = [{} for _ in range(num_envs)]
     for key, values in infos.items():
-        if key.startswith("_") or key in ("final_obs", "final_info"):
+        if (isinstance(key, str) and key.startswith("_")) or key in ("final_obs", "final_info"):
             continue
         mask = infos.get(f"_{key}", np.ones(num_envs, dtype=bool))
+        per_slot = unbatch(values, num_envs) if isinstance(values, dict) else values
         for i in np.flatnonzero(mask):
-            out[i][key] = values[i]
+            out[i][key] = per_slot[i]
     return out
