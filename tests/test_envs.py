@@ -342,6 +342,22 @@ def test_auxlabel_validation_reward_evaluates_once_per_network_state(monkeypatch
     assert calls == ["val"]
 
 
+def test_a_step_before_the_first_reset_is_refused_in_every_form():
+    """The AuxLabel vector form trained a batch on the run its constructor built, which the
+    first reset() then rebuilt; TaskGrouping built without gym.make scored a group."""
+    from mtl_envs.envs.task_grouping import TaskGroupingEnv
+
+    vector = gym.make_vec(
+        "AuxLabel-Digits-v1", 4, vectorization_mode="vector_entry_point", train_batch_size=4
+    )
+    grouping = TaskGroupingEnv(dataset="digits10")
+    for env in (vector, grouping):
+        with pytest.raises(ConfigError, match=r"step\(\) before reset\(\)"):
+            env.step(env.action_space.sample())
+        env.reset(seed=0)
+        env.step(env.action_space.sample())
+
+
 @pytest.mark.parametrize(
     "env_id, kwargs",
     [

@@ -644,6 +644,8 @@ class AuxLabelVectorEnv(VectorEnv):
 
     def step(self, actions):
         n = self.num_envs
+        if self._needs_run:  # the run the constructor built is rebuilt by the first reset()
+            raise ConfigError("step() before reset(): call reset() to start an episode.")
         if self._ended and self.metadata["autoreset_mode"] == AutoresetMode.NEXT_STEP:
             # The epoch ended last step: this step starts the next one. Its actions are not
             # read, as SyncVectorEnv passes none to a slot it resets.
