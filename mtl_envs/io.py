@@ -23,9 +23,10 @@ from mtl_envs.errors import ConfigError
 
 
 def atomic_save(path: str | os.PathLike, save: Callable[[Path], Any]) -> Path:
-    """Call ``save(tmp)`` on a fresh, uniquely named temporary file beside ``path`` and rename
-    it into place; if ``save`` fails the temporary file is removed and ``path`` is untouched.
-    Two writers never share a temporary file."""
+    """Call ``save(tmp)`` on a fresh, uniquely named temporary file beside ``path``, flush it
+    to disk and rename it into place, then flush the folder (so the rename too outlives a
+    crash of the machine); if ``save`` fails the temporary file is removed and ``path`` is
+    untouched. Two writers never share a temporary file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -35,11 +36,22 @@ def atomic_save(path: str | os.PathLike, save: Callable[[Path], Any]) -> Path:
     os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; results are ordinary files
     try:
         save(Path(tmp))
+        _fsync(tmp)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    if os.name == "posix":  # a folder cannot be opened for fsync on Windows
+        _fsync(path.parent)
     return path
+
+
+def _fsync(path: str | os.PathLike) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
@@ -49,8 +61,6 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     def write(tmp: Path) -> None:
         with open(tmp, "w") as f:
             f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
 
     return atomic_save(path, write)
 

@@ -182,6 +182,31 @@ def test_a_failed_write_leaves_neither_a_file_nor_a_temporary(tmp_path):
     assert list(tmp_path.iterdir()) == [target]
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="reads /proc")
+def test_a_checkpoint_is_on_disk_before_its_name_is(tmp_path, monkeypatch):
+    """The data of the temporary file are synced before the rename and the folder after it,
+    so a machine crash leaves the old checkpoint or the new one, never an empty file."""
+    import os
+
+    events = []
+    fsync, replace = os.fsync, os.replace
+
+    def record_fsync(fd):
+        events.append(("fsync", Path(os.readlink(f"/proc/self/fd/{fd}")).name))
+        fsync(fd)
+
+    def record_replace(src, dst):
+        events.append(("replace", Path(dst).name))
+        replace(src, dst)
+
+    monkeypatch.setattr(os, "fsync", record_fsync)
+    monkeypatch.setattr(os, "replace", record_replace)
+    save_checkpoint(tmp_path / "checkpoint.pt", {"step": torch.tensor(3)})
+    kinds = [kind for kind, _ in events]
+    assert kinds == ["fsync", "replace", "fsync"], events
+    assert events[0][1].startswith(".checkpoint.pt.") and events[2][1] == tmp_path.name
+
+
 def test_a_truncated_checkpoint_is_a_one_line_error_naming_it(tmp_path):
     path = tmp_path / "checkpoint.pt"
     torch.save({"weights": torch.ones(100)}, path)
