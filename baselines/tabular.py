@@ -1,10 +1,12 @@
 """Tabular multi-task baselines under the Multi-Task Hypernetwork paper's protocol.
 
-``000_6f85eb44aaf9e6f8.txt``, section 4: Adam, random batches of 64, the learning rate picked
-from {1e-3, 10^-3.5, 1e-4, 10^-4.5} on validation, early stopping on validation, each model a
-stack of three ReLU layers of 32. Every method trains the LossWeighting env's
-:class:`MultiTaskLearner` with a task network (``model=...``), so the env could train the same
-network:
+``000_6f85eb44aaf9e6f8.txt``, section 4: random batches of 64, the learning rate picked from
+{1e-3, 10^-3.5, 1e-4, 10^-4.5} on validation, early stopping on validation, each model a stack
+of three ReLU layers of 32. The paper names no optimiser (section 3.1: "any gradient
+optimizer"); Adam without weight decay is taken from the authors' reference code
+(OGraffeuille/Multi-Task-Hypernetworks, ``optim.Adam`` with its defaults). Every method
+trains the LossWeighting env's :class:`MultiTaskLearner` with a task network (``model=...``),
+so the env could train the same network:
 
 * ``hypernet``: the Multi-Task Hypernetwork; the extractor depth l_h in {0, 1, 2} is tuned too;
 * ``hard_sharing``: shared trunk, one output layer per task;
@@ -164,8 +166,10 @@ def tabular_learner_config(
     seed: int,
 ) -> MultiTaskLearnerConfig:
     """The learner config of one grid point: the env's config (``base``) with the paper's
-    optimisation (section 4: Adam at the point's constant learning rate, no weight decay,
-    random batches of 64, the plain sum of task losses) and the point's extractor depth.
+    optimisation (section 4: the point's constant learning rate, random batches of 64; the
+    plain sum of task losses) and the point's extractor depth. Adam with no weight decay is
+    the authors' reference code (OGraffeuille/Multi-Task-Hypernetworks); the paper names no
+    optimiser (section 3.1: "any gradient optimizer").
     The env's StepLR halving is switched off (``scheduler_gamma`` 1): the paper's grid is of
     fixed rates, and a halving every 100 epochs would starve the smaller rates' long fits."""
     model_kwargs = dict(base.model_kwargs)

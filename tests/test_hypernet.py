@@ -150,6 +150,20 @@ def test_bad_model_arguments():
 
 
 # ---------------------------------------------------------------------- data
+def zscore(values: np.ndarray) -> np.ndarray:
+    """Columns z-scored the way the datasets z-score task metadata (population std)."""
+    return (values - values.mean(0)) / values.std(0)
+
+
+def all_samples(data):
+    """(inputs, targets of each sample's own task, task ids) over train, val and test."""
+    splits = (data.train, data.val, data.test)
+    inputs = torch.cat([s.inputs for s in splits]).double().numpy()
+    targets = torch.cat([s.targets for s in splits]).sum(1).double().numpy()
+    task = torch.cat([s.task_ids() for s in splits]).numpy()
+    return inputs, targets, task
+
+
 def test_cubic_shapes_splits_and_polynomial():
     data = load_multitask_dataset("cubic", device="cpu", options={"noise": 0.0})
     assert data.num_tasks == 20 and data.input_shape == (1,) and data.output_dim == 1
@@ -158,14 +172,24 @@ def test_cubic_shapes_splits_and_polynomial():
     for split, n in ((data.train, 7), (data.val, 3), (data.test, 3)):
         assert split.mask.sum(0).tolist() == [n] * 20
     # Noise-free targets are an exact cubic of the (affinely rescaled) input in every task.
-    x = torch.cat([data.train.inputs, data.val.inputs, data.test.inputs])[:, 0].numpy()
-    y = torch.cat([data.train.targets, data.val.targets, data.test.targets]).sum(1).numpy()
-    task = torch.cat([s.task_ids() for s in (data.train, data.val, data.test)]).numpy()
+    inputs, y, task = all_samples(data)
+    x = inputs[:, 0]
+    p = np.stack([np.polyfit(x[task == t], y[task == t], 3) for t in range(20)])  # p3..p0
     for t in range(20):
-        coef = np.polyfit(x[task == t], y[task == t], 3)
-        assert np.allclose(np.polyval(coef, x[task == t]), y[task == t], atol=1e-4)
+        assert np.allclose(np.polyval(p[t], x[task == t]), y[task == t], atol=1e-4)
     fit = torch.cat([data.train.targets, data.val.targets]).sum(1)
     assert abs(float(fit.mean())) < 1e-5 and abs(float(fit.std(unbiased=False)) - 1) < 1e-4
+    # The metadata (Table 1: a, b, c, d) is each task's own coefficients, z-scored across
+    # tasks. With x = m_x + s_x u and y_raw = m_y + s_y y, the cubic p fitted in (u, y) gives
+    # a = s_y p3 / s_x^3, b = s_y (p2 - 3 m_x p3 / s_x) / s_x^2, and c, d likewise linear in
+    # (p3, p2, p1) and (p3, ..., p0) (d plus m_y), with factors common to all tasks: z-scored
+    # a is z-scored p3, and column k is an exact affine function of p3, ..., p_{3-k}.
+    meta = data.task_metadata.double().numpy()
+    assert np.allclose(meta[:, 0], zscore(p[:, 0]), atol=1e-4)
+    for k in range(1, 4):
+        design = np.column_stack([np.ones(20), p[:, : k + 1]])
+        solution, *_ = np.linalg.lstsq(design, meta[:, k], rcond=None)
+        assert np.allclose(design @ solution, meta[:, k], atol=1e-4), data.metadata_names[k]
 
 
 def test_seed_draws_new_tasks_and_split():
@@ -173,7 +197,27 @@ def test_seed_draws_new_tasks_and_split():
     b = load_multitask_dataset("cubic", device="cpu", split_seed=1)
     again = load_multitask_dataset("cubic", device="cpu", split_seed=0)
     assert torch.equal(a.train.inputs, again.train.inputs)
+    assert torch.equal(a.task_metadata, again.task_metadata)
     assert not torch.equal(a.task_metadata, b.task_metadata)
+    task = np.repeat(np.arange(20), 13)
+    parts = [per_task_parts(task, 20, np.random.default_rng(seed)) for seed in (0, 1)]
+    assert not np.array_equal(*parts)
+
+    # The split moves with the seed on data that do not: radon's samples are the same for
+    # every seed, and a sample is known by its raw target (log radon).
+    def raw_targets(data):
+        mean, std = data.target_mean[0], data.target_std[0]
+        return [
+            np.round(np.sort(s.targets.sum(1).double().numpy() * std + mean), 4)
+            for s in (data.train, data.val, data.test)
+        ]
+
+    radon = [
+        raw_targets(load_multitask_dataset("radon", device="cpu", split_seed=s)) for s in (0, 1)
+    ]
+    assert np.array_equal(np.sort(np.concatenate(radon[0])), np.sort(np.concatenate(radon[1])))
+    assert len(radon[0][2]) == len(radon[1][2]) and not np.array_equal(radon[0][2], radon[1][2])
+    assert not np.array_equal(radon[0][0], radon[1][0])
 
 
 def test_end_effector_on_hand_numbers():
@@ -184,12 +228,35 @@ def test_end_effector_on_hand_numbers():
     assert np.allclose(end_effector(np.array([0.5, 2, 1]), np.array([0, np.pi, 0])), [-2.5, 0])
 
 
-def test_robot_arm_shapes():
+def test_robot_arm_shapes_metadata_and_angles():
     data = load_multitask_dataset("robot_arm", device="cpu")
     assert data.num_tasks == 20 and data.input_shape == (2,) and data.output_dim == 3
     assert (len(data.train), len(data.val), len(data.test)) == (300, 100, 100)
     assert data.train.targets.shape == (300, 20, 3) and len(data.target_std) == 3
     assert data.task_metadata.shape == (20, 3)
+    assert data.metadata_names == ["l1", "l2", "l3"]
+    ends, y, task = all_samples(data)  # z-scored end positions, z-scored angles
+    angles = y * np.array(data.target_std) + np.array(data.target_mean)
+    # The outputs are theta1, theta2 in (-pi, 0) and theta3 in (-pi/2, pi/2), in that order.
+    assert angles[:, :2].max() < 0 and angles[:, :2].min() > -np.pi
+    assert angles[:, 2].min() < -0.5 and np.abs(angles[:, 2]).max() < np.pi / 2
+    # Forward kinematics of the target angles reproduces the input end position: per task
+    # and coordinate, the z-scored end (end - m) / s is exactly an intercept -m / s plus
+    # end_effector of the angles with lengths l / s. The fitted lengths of every task, z-scored
+    # across tasks, are the metadata row of that task (s is common to all tasks).
+    meta = data.task_metadata.double().numpy()
+    absolute = np.cumsum(angles, axis=1)
+    for coordinate, trig in enumerate((np.cos, np.sin)):
+        lengths, intercepts = np.empty((20, 3)), np.empty(20)
+        for t in range(20):
+            design = np.column_stack([np.ones((task == t).sum()), trig(absolute[task == t])])
+            (intercepts[t], *lengths[t]), *_ = np.linalg.lstsq(
+                design, ends[task == t, coordinate], rcond=None
+            )
+            reached = end_effector(lengths[t], angles[task == t])[:, coordinate]
+            assert np.allclose(reached + intercepts[t], ends[task == t, coordinate], atol=1e-4)
+        assert np.allclose(intercepts, intercepts[0], atol=1e-4)
+        assert np.allclose(zscore(lengths), meta, atol=1e-4)
 
 
 @pytest.mark.parametrize(

@@ -7,7 +7,11 @@ across tasks. ``target_mean``/``target_std`` undo the target scaling, so errors 
 reported in the data's own units.
 
 * ``cubic``: y = a x^3 + b x^2 + c x + d + N(0, 0.1^2), x ~ U(-1, 1), coefficients
-  ~ U(-1, 1) per task are its metadata (hypernetwork paper, Table 1; its data generator).
+  ~ U(-1, 1) per task. The hypernetwork paper says only that each task is a cubic over
+  [-1, 1] "with random coefficients" (section 4) whose coefficients a, b, c, d are the task
+  metadata (Table 1); the U(-1, 1) range and the N(0, 0.1^2) label noise come from the
+  authors' reference generator (OGraffeuille/Multi-Task-Hypernetworks,
+  ``generate_synthetic_datasets.ipynb``: ``coef_range``, ``sigma``).
 * ``robot_arm``: inverse kinematics of 3-link planar arms; link lengths ~ U(0, 1) are the
   metadata, joint angles theta1, theta2 ~ U(-pi, 0), theta3 ~ U(-pi/2, pi/2); input the
   end-effector (x, y), outputs the 3 angles.
@@ -122,8 +126,14 @@ def read_cubic(
     noise: float = 0.1,
     scale_decades: float = 0.0,
 ) -> MultiTaskDataset:
-    """Random cubics; default 20 tasks of 13 points: 7 train + 3 val (the paper's N = 200
-    training instances) + 3 test.
+    """Random cubics; default 20 tasks of 13 points: 7 train + 3 val + 3 test (140/60/60).
+
+    The paper's Table 1 caption says "N represents total training instances" (Cubic
+    N = 200) and section 4 splits 60/20/20. Here N is read as training + validation points
+    (20 x 10), as the reference code's ``num_train_per_task`` ("training(+vali)") counts
+    them, with the test points on top. The caption is ambiguous: read literally it would
+    give 200 training points, 43% more than these 140 (this reading has 30% fewer). And
+    13 points split by :func:`per_task_parts` give 7/3/3, i.e. 54/23/23, not 60/20/20.
 
     ``scale_decades`` > 0 standardises each task's targets (noise included) and multiplies
     task t's by ``10^(scale_decades * (t / (T - 1) - 1/2))``: target scales spread evenly over
@@ -171,7 +181,13 @@ def read_robot_arm(
     samples_per_task: int = 25,
 ) -> MultiTaskDataset:
     """Inverse kinematics of random 3-link arms; default 20 tasks of 25 poses: 15 train +
-    5 val (the paper's N = 400 training instances) + 5 test."""
+    5 val + 5 test (300/100/100, an exact 60/20/20).
+
+    N = 400 in the paper's Table 1 ("total training instances") is read as training +
+    validation points (20 x 20), as the reference code's ``num_train_per_task`` counts them;
+    read literally the caption would give 400 training points, 33% more than these 300
+    (this reading has 25% fewer). The ranges of the lengths and angles are those of the
+    reference generator (``generate_synthetic_datasets.ipynb``); the paper gives none."""
     _check_size(num_tasks, samples_per_task)
     rng = np.random.default_rng(split_seed)
     lengths = rng.uniform(0.0, 1.0, size=(num_tasks, 3))
