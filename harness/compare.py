@@ -9,7 +9,6 @@ import json
 import math
 import os
 import re
-import warnings
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -22,15 +21,16 @@ from mtl_envs.families import higher_is_better
 from mtl_envs.io import atomic_save
 from mtl_envs.utils import suggest
 
-# Bootstrap resamples of the rliable intervals: 2,000 keeps a table under a second.
-BOOTSTRAP_REPS = 2000
+# Bootstrap resamples of the intervals: rliable's default for its interval estimates.
+BOOTSTRAP_REPS = 50_000
+CONFIDENCE = 0.95
 
 
 @contextlib.contextmanager
 def _numpy_seed(seed: int):
     """Seed NumPy's global generator for a block and put its state back afterwards:
     rliable's stratified bootstrap draws its resampling indices from ``np.random``
-    whatever ``random_state`` it is given, so only this makes intervals reproducible."""
+    whatever ``random_state`` it is given, so this is the stream its intervals come from."""
     state = np.random.get_state()
     np.random.seed(seed)
     try:
@@ -44,12 +44,15 @@ def iqm(scores: np.ndarray) -> float:
     ``trim_mean`` cutting 25% at each end, computed the same way (the same partition, so the
     same float result) without scipy's per-call argument handling, which dominates a
     bootstrap of a few runs. A NaN score gives NaN, as scipy's does."""
-    flat = np.ravel(np.asarray(scores, dtype=float))
-    if np.isnan(flat).any():
-        return float("nan")
-    cut = int(0.25 * flat.size)
-    kept = np.partition(flat, (cut, flat.size - cut - 1))[cut : flat.size - cut]
-    return float(np.mean(kept))
+    return float(_iqm_rows(np.ravel(np.asarray(scores, dtype=float))[None, :])[0])
+
+
+def _iqm_rows(rows: np.ndarray) -> np.ndarray:
+    """:func:`iqm` of each row of a 2-d array."""
+    size = rows.shape[1]
+    cut = int(0.25 * size)
+    kept = np.partition(rows, (cut, size - cut - 1), axis=1)[:, cut : size - cut]
+    return np.where(np.isnan(rows).any(axis=1), np.nan, kept.mean(axis=1))
 
 
 def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> float:
@@ -66,47 +69,70 @@ def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> fl
     return float(np.mean(per_task))
 
 
+def _resample_indices(sizes: list[int], reps: int, seed: int) -> list[np.ndarray]:
+    """The run indices of ``reps`` bootstrap resamples of inputs with ``sizes`` runs, one
+    ``(reps, n)`` array per input, drawn as rliable's stratified bootstrap draws them after
+    ``np.random.seed(seed)``: for each resample, each input's runs in turn with
+    ``np.random.choice(n, n)`` (``randint(0, n, n)``). Inputs of one size share the draws'
+    bound, so one ``randint`` call gives the same stream."""
+    with _numpy_seed(seed):
+        if len(set(sizes)) == 1:
+            drawn = np.random.randint(0, sizes[0], size=(reps, sizes[0] * len(sizes)))
+            return np.split(drawn, len(sizes), axis=1)
+        rows = [[np.random.randint(0, n, size=n) for n in sizes] for _ in range(reps)]
+    return [np.stack([row[i] for row in rows]) for i in range(len(sizes))]
+
+
+def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
+    """The 95% percentile interval of bootstrap estimates, as arch's ``conf_int`` computes
+    it for rliable (``method="percentile"``)."""
+    alpha = (1.0 - CONFIDENCE) / 2
+    low, high = np.percentile(values, [100 * alpha, 100 * (1.0 - alpha)])
+    return float(low), float(high)
+
+
 def interval_estimates(
     scores: dict[str, list[float]], reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> dict[str, tuple[float, float, float]]:
-    """Interquartile mean over runs with a 95% percentile-bootstrap interval (rliable,
-    Agarwal et al. 2021), per method: ``{method: (iqm, low, high)}``; one task, so the
-    stratified bootstrap resamples runs."""
-    from rliable import library as rly
+    """Interquartile mean over runs with a 95% percentile-bootstrap interval (Agarwal et al.
+    2021), per method: ``{method: (iqm, low, high)}``.
 
-    arrays = {m: np.asarray(v, dtype=float).reshape(-1, 1) for m, v in scores.items()}
-    with warnings.catch_warnings(), _numpy_seed(seed):
-        # arch (rliable's bootstrap) warns that RandomState seeding is deprecated.
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            arrays,
-            lambda x: np.array([iqm(x)]),
-            reps=reps,
-            random_state=np.random.RandomState(seed),
-        )
-    return {
-        m: (float(point[m][0]), float(interval[m][0, 0]), float(interval[m][1, 0])) for m in arrays
-    }
+    One task, so rliable's stratified bootstrap resamples runs. The numbers are those of
+    ``rliable.library.get_interval_estimates(..., reps=reps)`` called on the method alone
+    after ``np.random.seed(seed)`` (a test checks them against rliable), drawn at once instead
+    of one Python call per resample, which made 50,000 resamples too slow to render the
+    docs. Every method's resamples start from ``seed``, so its interval is a function of its
+    own scores: the same runs give the same interval in any table."""
+    out = {}
+    for method, values in scores.items():
+        runs = np.asarray(values, dtype=float).ravel()
+        (index,) = _resample_indices([runs.size], reps, seed)
+        out[method] = (iqm(runs), *_percentile_interval(_iqm_rows(runs[index])))
+    return out
 
 
 def improvement_probability(
     x: list[float], y: list[float], higher: bool = True, reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> tuple[float, float, float]:
     """P(X > Y) (Mann-Whitney; ties count half) of a run of X beating one of Y, with a 95%
-    bootstrap interval (rliable); ``higher=False`` compares ``-x`` with ``-y``."""
-    from rliable import library as rly
+    bootstrap interval; ``higher=False`` compares ``-x`` with ``-y``.
 
+    The numbers of rliable's ``get_interval_estimates`` with ``probability_of_improvement``
+    (X and Y resampled independently) after ``np.random.seed(seed)``, drawn at once as in
+    :func:`interval_estimates` (a test checks them against rliable)."""
     sign = 1.0 if higher else -1.0
-    pair = [sign * np.asarray(x, float).reshape(-1, 1), sign * np.asarray(y, float).reshape(-1, 1)]
-    with warnings.catch_warnings(), _numpy_seed(seed):
-        warnings.simplefilter("ignore", FutureWarning)
-        point, interval = rly.get_interval_estimates(
-            {"pair": pair},
-            probability_of_improvement,
-            reps=reps,
-            random_state=np.random.RandomState(seed),
-        )
-    return _scalar(point["pair"]), _scalar(interval["pair"][0]), _scalar(interval["pair"][1])
+    xs, ys = sign * np.asarray(x, dtype=float).ravel(), sign * np.asarray(y, dtype=float).ravel()
+    ix, iy = _resample_indices([xs.size, ys.size], reps, seed)
+    values = np.empty(reps)
+    for start in range(0, reps, 5_000):  # (chunk, n_x, n_y) comparisons at a time
+        rx, ry = xs[ix[start : start + 5_000]], ys[iy[start : start + 5_000]]
+        greater = (rx[:, :, None] > ry[:, None, :]).sum(axis=(1, 2))
+        ties = (rx[:, :, None] == ry[:, None, :]).sum(axis=(1, 2))
+        values[start : start + 5_000] = (greater + 0.5 * ties) / (xs.size * ys.size)
+    if np.isnan(xs).any() or np.isnan(ys).any():
+        values[:] = np.nan
+    point = probability_of_improvement(xs[:, None], ys[:, None])
+    return (point, *_percentile_interval(values))
 
 
 def same_seed_wins(
@@ -163,10 +189,6 @@ def same_seed_text(paired: dict[str, Any] | None) -> str:
         return f"0/0{note}"
     low, high = paired["ci"]
     return f"{paired['wins']}/{decided}{note} [{low:.2f}, {high:.2f}]"
-
-
-def _scalar(value: Any) -> float:
-    return float(np.ravel(value)[0])
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:

@@ -31,7 +31,9 @@ the tabular results kept in ``docs/results/DIR`` in the hypernetwork paper's Tab
 ``docs/results/NAME``,
 and every block ``<!-- refscores: ID [ID ...] -->`` ... ``<!-- /refscores -->`` with the
 ids' random and best reference scores from ``mtl_envs/reference_scores.json``.
-``--check`` fails when a block is out of date instead of writing it.
+``render`` also rewrites the statistics kept in each probe result under
+``docs/results/probe*/`` as its runs give them now. ``--check`` fails when a block or a
+kept probe is out of date instead of writing it.
 """
 
 from __future__ import annotations
@@ -210,6 +212,13 @@ def cmd_render(check: bool) -> int:
             stale.append(doc)
             if not check:
                 atomic_write_text(doc, new)
+    for path in sorted(KEPT.glob("probe*/*.json")):
+        kept = read_json(path)
+        fresh = kept_probe(str(path.relative_to(KEPT)))
+        if fresh != kept:  # its statistics, computed afresh from its runs, differ
+            stale.append(path)
+            if not check:
+                atomic_write_json(path, fresh)
     verb = "out of date" if check else "rewritten"
     for doc in stale:
         print(f"{verb}: {doc.relative_to(ROOT)}")

@@ -315,6 +315,54 @@ def _fake_result(method, seed, value, **extra):
     }
 
 
+@pytest.mark.parametrize("sizes", [(7, 7), (10, 6)])
+def test_intervals_are_rliables_to_the_last_bit(sizes):
+    """The vectorised bootstrap gives rliable's own numbers (same seed, same resamples, same
+    percentile rule), for the IQM and for P(X > Y) of samples of equal and unequal sizes,
+    ties included."""
+    import warnings
+
+    from rliable import library as rly
+
+    from harness.compare import (
+        _numpy_seed,
+        improvement_probability,
+        interval_estimates,
+        iqm,
+        probability_of_improvement,
+    )
+
+    rng = np.random.default_rng(sum(sizes))
+    x, y = (np.round(rng.normal(size=n), 1) for n in sizes)  # rounded: ties
+    reps = 500
+    with warnings.catch_warnings(), _numpy_seed(0):
+        warnings.simplefilter("ignore", FutureWarning)  # arch on RandomState seeding
+        point, interval = rly.get_interval_estimates(
+            {"x": x[:, None]}, lambda s: np.array([iqm(s)]), reps=reps
+        )
+    expected = (point["x"][0], *interval["x"][:, 0])
+    assert interval_estimates({"x": list(x)}, reps=reps)["x"] == expected
+    with warnings.catch_warnings(), _numpy_seed(0):
+        warnings.simplefilter("ignore", FutureWarning)
+        point, interval = rly.get_interval_estimates(
+            {"p": [x[:, None], y[:, None]]}, probability_of_improvement, reps=reps
+        )
+    expected = (float(point["p"]), *(float(np.ravel(v)[0]) for v in interval["p"]))
+    assert improvement_probability(list(x), list(y), reps=reps) == expected
+
+
+def test_a_methods_interval_is_a_function_of_its_own_runs():
+    """Each method's resamples start from the same seed, so a table's other rows (which once
+    shared one random stream with it) leave its interval alone."""
+    from harness.compare import interval_estimates
+
+    alone = interval_estimates({"ew": [0.14, 0.15, 0.19, 0.16, 0.18, 0.17]})["ew"]
+    beside = interval_estimates(
+        {"rlw": [0.3, 0.1, 0.2], "ew": [0.14, 0.15, 0.19, 0.16, 0.18, 0.17]}
+    )
+    assert beside["ew"] == alone
+
+
 def test_iqm_intervals_and_improvement_probability_on_known_orderings():
     from harness.compare import format_table, improvement_probability, interval_estimates, summarize
 
