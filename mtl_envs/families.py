@@ -84,7 +84,9 @@ class EnvFamily:
     def selection_metric(self, metrics: Mapping[str, Any]) -> tuple[str, int]:
         """The validation score that picks a run's best epoch and its direction (+1: higher
         is better): the first of the family's metrics that ``metrics`` holds on the
-        validation split."""
+        validation split. (IGB picks its epoch by validation Δm against STL, eq. 5, which a
+        run cannot compute without the STL runs of its seed; ``docs/results.md`` scores the
+        LossWeighting runs both at this epoch and at the last.)"""
         for name in self.metrics:
             key = "val/" + name.split("/", 1)[1]
             if key in metrics:

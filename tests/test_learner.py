@@ -143,3 +143,15 @@ def test_config_validation():
         AuxLearnerConfig(train_batch_size=0)
     with pytest.raises(ValueError, match="lr"):
         AuxLearnerConfig(lr=-1.0)
+
+
+def test_evaluation_leaves_the_network_in_the_mode_it_found(digits):
+    learner = make(digits)
+    idx = learner.sample_eval_indices()
+    for evaluate in (lambda: learner.evaluate("val"), lambda: learner.primary_loss(idx)):
+        learner.net.train()
+        evaluate()
+        assert learner.net.training
+        learner.net.eval()
+        evaluate()
+        assert not learner.net.training

@@ -491,3 +491,30 @@ def test_aggregators_leave_the_task_parameters_of_task_networks_alone(model):
     for is_task, p, m in zip(kinds, plain, mean):
         assert p.abs().max() > 1e-4  # every parameter moves: the comparison says something
         torch.testing.assert_close(m if is_task else m * n, p, rtol=1e-4, atol=1e-6)
+
+
+def test_a_task_without_validation_samples_is_left_out_of_the_validation_means():
+    """Exam's smallest school has two pupils: one trains, one tests, none validates. Its
+    validation loss used to count as 0 in every validation mean."""
+    env = gym.make("LossWeighting-Exam-v1", epochs=2, warmup_epochs=1).unwrapped
+    env.reset(seed=0)
+    learner = env.learner
+    sizes = {
+        split: learner.data.split(split).mask.sum(0).tolist() for split in ("train", "val", "test")
+    }
+    empty = [t for t, n in enumerate(sizes["val"]) if n == 0]
+    assert len(empty) == 1 and sizes["train"][empty[0]] == sizes["test"][empty[0]] == 1
+    name = learner.data.task_names[empty[0]]
+    val, test = learner.evaluate("val"), learner.evaluate("test")
+    assert f"{name}/mse" not in val and f"{name}/mse" in test
+    per_task = [v for k, v in val.items() if k.endswith("/mse")]
+    assert len(per_task) == 64 and val["mean_mse"] == pytest.approx(np.mean(per_task), rel=1e-6)
+    assert len([k for k in test if k.endswith("/mse")]) == 65
+
+
+def test_multitask_evaluation_leaves_the_network_in_train_mode():
+    env = gym.make("LossWeighting-Digits10-v1", epochs=2, warmup_epochs=1).unwrapped
+    env.reset(seed=0)
+    env.learner.net.train()
+    env.learner.evaluate("val")
+    assert env.learner.net.training

@@ -1,9 +1,11 @@
 """Tabular multi-task regression: many small tasks, each with task-level metadata.
 
 Every sample belongs to one task (a school, a county, a cubic, a robot arm). Each task is
-split 60/20/20 into train/val/test by ``split_seed`` (at least one val and one test sample
-per task); inputs and targets are z-scored with train+val statistics, and so is the metadata
-across tasks. ``target_mean``/``target_std`` undo the target scaling, so errors can be
+split 60/20/20 into train/val/test by ``split_seed`` (at least one test sample per task,
+and one val sample where the task has three or more: a task of two samples, as one Exam
+school is, has none in validation and is left out of the validation means); inputs and
+targets are z-scored with train+val statistics, and so is the metadata across tasks.
+``target_mean``/``target_std`` undo the target scaling, so errors can be
 reported in the data's own units.
 
 * ``cubic``: y = a x^3 + b x^2 + c x + d + N(0, 0.1^2), x ~ U(-1, 1), coefficients
@@ -35,7 +37,8 @@ from mtl_envs.utils import check_int, check_number
 
 
 def per_task_parts(task: np.ndarray, num_tasks: int, rng: np.random.Generator) -> np.ndarray:
-    """0 = train, 1 = val, 2 = test for every sample: a 60/20/20 split inside each task."""
+    """0 = train, 1 = val, 2 = test for every sample: a 60/20/20 split inside each task
+    (a task of two samples: one train, one test, none in val)."""
     part = np.empty(len(task), dtype=np.int64)
     for t in range(num_tasks):
         idx = rng.permutation(np.flatnonzero(task == t))

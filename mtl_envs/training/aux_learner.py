@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from mtl_envs.data import ImageDataset, Normalize, load_dataset, random_crop_flip
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import build_multi_head_net
-from mtl_envs.training.common import restore_state, seeded, snapshot_state
+from mtl_envs.training.common import eval_mode, restore_state, seeded, snapshot_state
 from mtl_envs.training.losses import focal_loss
 from mtl_envs.training.metrics import classification_metrics, confusion_matrix
 from mtl_envs.utils import check_choice, check_field_types, check_int, check_number, resolve_device
@@ -365,16 +365,14 @@ class AuxLearner:
     @torch.no_grad()  # its value enters the reward's arithmetic outside inference mode
     def primary_loss(self, indices: torch.Tensor) -> torch.Tensor:
         """Mean primary cross-entropy of the (un-augmented) training images ``indices``."""
-        self.net.eval()
         x = self.prepare_inputs(self.data.train.images[indices], train=False)
-        with self.autocast():
+        with eval_mode(self.net), self.autocast():
             (logits,) = self.net(x, heads=[0])
             return F.cross_entropy(logits.float(), self.data.train.labels[indices])
 
     @torch.inference_mode()
     def evaluate(self, split: str = "test", batch_size: int = 1000) -> dict[str, float]:
         """Primary-task loss, accuracy and macro precision/recall/F1 on a split."""
-        self.net.eval()
         data = self.data.split(split)
         confusion = torch.zeros(
             self.num_primary, self.num_primary, dtype=torch.long, device=self.device
@@ -383,7 +381,7 @@ class AuxLearner:
         for start in range(0, len(data), batch_size):
             x = self.prepare_inputs(data.images[start : start + batch_size], train=False)
             y = data.labels[start : start + batch_size]
-            with self.autocast():
+            with eval_mode(self.net), self.autocast():
                 (logits,) = self.net(x, heads=[0])
             logits = logits.float()
             loss_sum += F.cross_entropy(logits, y, reduction="sum")

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import torch
@@ -52,3 +53,16 @@ def restore_state(snapshot: dict[str, Any], **parts: Any) -> None:
     # snapshot stays untouched by later steps.
     for name, part in parts.items():
         part.load_state_dict(copy.deepcopy(snapshot[name]))
+
+
+@contextlib.contextmanager
+def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
+    """``net`` in eval mode (batch-norm running statistics, no dropout) for a block, then
+    back in the mode it was in, so code that forwards it after an evaluation sees the mode
+    it left."""
+    was_training = net.training
+    net.eval()
+    try:
+        yield net
+    finally:
+        net.train(was_training)

@@ -28,7 +28,7 @@ from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
 from mtl_envs.data.transforms import Normalize, random_crop_flip
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, MultiHeadNet, build_backbone, build_task_network
-from mtl_envs.training.common import OPTIMIZERS, make_optimizer, seeded
+from mtl_envs.training.common import OPTIMIZERS, eval_mode, make_optimizer, seeded
 from mtl_envs.training.metrics import task_target_variance
 from mtl_envs.training.weighting import (
     LOSS_MODES,
@@ -783,7 +783,12 @@ class MultiTaskLearner:
         """Per-task mean loss, accuracy (zeros for regression) and, for z-scored regression
         targets with a task network, squared-error sums in the data's units (else ``None``)."""
         check_choice("split", split, SPLITS)
-        self.net.eval()
+        with eval_mode(self.net):
+            return self._split_sums(split, batch_size)
+
+    def _split_sums(
+        self, split: str, batch_size: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         data = self.data.split(split)
         n = self.num_tasks
         correct = torch.zeros(n, device=self.device)
@@ -840,7 +845,11 @@ class MultiTaskLearner:
         (mean over samples, the hypernetwork paper's Table 2 metric).
         """
         losses, accuracy, raw = self._split_statistics(split)
-        names = [self.data.task_names[t] for t in self.tasks]
+        # A task with no labelled sample in the split (a school of two pupils has none in
+        # validation) has no metric there: it is left out of the means, not counted as 0.
+        held = self.data.split(split).mask[:, self.task_index].sum(0) > 0
+        names = [self.data.task_names[t] for t, h in zip(self.tasks, held.tolist()) if h]
+        losses, accuracy = losses[held], accuracy[held]
         metrics: dict[str, float] = {}
         if self.data.task_type == "classification":
             for name, acc, loss in zip(names, accuracy.tolist(), losses.tolist()):
@@ -853,9 +862,9 @@ class MultiTaskLearner:
             metrics["mean_mse"] = float(losses.mean())
             # Each task's MSE over its target variance (1 = predicting the task's mean): a
             # mean over tasks that no task's scale dominates.
-            metrics["mean_nmse"] = float((losses / self._target_var).mean())
+            metrics["mean_nmse"] = float((losses / self._target_var[held]).mean())
             if raw is not None:
-                metrics["mean_raw_mse"] = float(raw[:-1].mean())
+                metrics["mean_raw_mse"] = float(raw[:-1][held].mean())
                 metrics["raw_mse"] = float(raw[-1])
         metrics["loss"] = float(losses.mean())
         return metrics
