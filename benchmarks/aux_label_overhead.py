@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 
 import mtl_envs  # noqa: F401
-from harness.bench import BenchReport, add_out_argument, positive_int
+from harness.bench import BenchReport, add_out_argument, float_at_least, positive_int
 
 
 def time_env_episode(vec, rng: np.random.Generator) -> float:
@@ -97,7 +97,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=positive_int, default=3)
     parser.add_argument(
         "--min-seconds",
-        type=float,
+        type=float_at_least(0),
         default=20.0,
         help="short cases repeat until they have been timed this long in all",
     )

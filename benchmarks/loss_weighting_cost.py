@@ -19,8 +19,10 @@ here, so its T is extrapolated: the counts of the configured schedule (network s
 steps, SAC gradient steps of rounds that grow with the buffer) priced at the per-step costs
 measured above, each SAC step at the dearer of its in-run cost and the cost of a step at the
 full batch of 256 (timed apart on a full buffer). The row shows the sum's three terms: the
-measured ratio of IGBv2's env and network time to EW's (the term machine noise moves; IGBv1's
-T in the same run, whose loop is EW's, shows how far), SAC's share and the actions' share.
+loop, 1 plus the env's own cost per env step (IGBv2's env and network time less its network
+steps at EW's price, over its env steps; machine noise moves it, and IGBv1's T in the same
+run, whose loop is EW's, shows how far) times the configured run's env steps over its
+network steps, SAC's share and the actions' share.
 """
 
 from __future__ import annotations
@@ -175,14 +177,20 @@ def configured_run_t(
     ms_sac = max(sac_step_ms(n, agent["batch_size"], device), t["ms_per_update"])
     ms_network = 1e3 * t["ew"] / t["ew_network_steps"]
     ms_action = 1e3 * t["action_selection"] / max(1, t["actions"])
-    # IGBv2's env and network against EW's loop, as measured; SAC and actions on top.
-    loop = t["env_network"] / t["ew"]
-    ew_seconds = epochs * batches * ms_network / 1e3
+    # The env's own cost per step (observation, reward, bookkeeping), beyond the network step
+    # it makes: IGBv2's env and network time less its network steps at EW's price, over its
+    # env steps. The measured run has env steps in half its epochs, the configured run in
+    # nearly all, so the cost is carried per env step, not as the measured run's ratio.
+    env_ms = (1e3 * t["env_network"] - t["network_steps"] * ms_network) / max(1, t["actions"])
+    network_steps = epochs * batches
+    loop = 1.0 + steps * env_ms / (network_steps * ms_network)
+    ew_seconds = network_steps * ms_network / 1e3
     sac_seconds, action_seconds = sac_steps * ms_sac / 1e3, steps * ms_action / 1e3
     return {
         "epochs": epochs,
-        "network_steps": epochs * batches,
+        "network_steps": network_steps,
         "env_steps": steps,
+        "ms_env_per_step": env_ms,
         "sac_gradient_steps": sac_steps,
         "ms_per_update_priced": ms_sac,
         "ms_per_network_step": ms_network,
@@ -257,7 +265,8 @@ def main() -> None:
             if "CIFAR" in env_id:
                 full = configured_run_t(t, env_id, kwargs, paper, args.device)
                 text = (
-                    f"{full['t_igbv2']:.3f} = loop {full['loop_ratio']:.3f} + SAC "
+                    f"{full['t_igbv2']:.3f} = loop {full['loop_ratio']:.3f} (env "
+                    f"{full['ms_env_per_step']:.2f} ms per step) + SAC "
                     f"{full['sac_share']:.3f} ({full['sac_gradient_steps']:,} steps x "
                     f"{full['ms_per_update_priced']:.1f} ms) + actions "
                     f"{full['actions_share']:.3f}, against {full['network_steps']:,} network "

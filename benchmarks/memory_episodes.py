@@ -2,7 +2,8 @@
 
     python benchmarks/memory_episodes.py [--episodes 50] [--out FILE]
 
-For each env it plays a few warm-up episodes with random actions, reads the process's
+For each env, with short episodes (the kwargs in ``ENVS``, named in each row), it plays a few
+warm-up episodes with random actions, reads the process's
 resident set size (RSS, from /proc/self/statm), plays ``--episodes`` more and prints the
 growth ratio (target: below 1.10, i.e. flat).
 """
@@ -22,6 +23,11 @@ ENVS = {
     "AuxLabel-Digits-v1": {"train_batch_size": 20, "eval_batch_size": 32, "max_batches": 2},
     "TaskGrouping-Digits10-v1": {},
 }
+
+
+def settings(kwargs: dict) -> str:
+    """`` (a=1, b=2)``: the kwargs that cut an id's episodes short, for the row's label."""
+    return " (" + ", ".join(f"{k}={v}" for k, v in kwargs.items()) + ")" if kwargs else ""
 
 
 def rss_mib() -> float:
@@ -58,7 +64,7 @@ def main() -> None:
             f"episodes, ratio {after / before:.3f} (target < 1.10)"
         )
         report.add(
-            f"{env_id}: resident memory over {args.episodes} episodes",
+            f"{env_id}{settings(ENVS[env_id])}: resident memory over {args.episodes} episodes",
             f"{before:.0f} MiB -> {after:.0f} MiB, ratio {after / before:.3f}",
             "< 1.10",
             before_mib=before,

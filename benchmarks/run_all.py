@@ -3,7 +3,8 @@
     python benchmarks/run_all.py --data-root DIR [--only NAME ...] [--out-dir DIR]
 
 Each benchmark runs in its own process with its documented arguments and writes its rows to
-``OUT_DIR/<name>.json`` (default ``docs/results/benchmarks``); ``scripts/docs_tables.py
+``OUT_DIR/<name>.json`` (default ``docs/results/benchmarks``), replacing the kept report only
+when it succeeds; ``scripts/docs_tables.py
 render`` then rebuilds the benchmark tables of ``docs/results.md`` from those files. They run
 in turn, never side by side: their ratios are timings on a shared machine. About 40 minutes
 on 2 CPU cores.
@@ -49,20 +50,30 @@ def main() -> int:
             "--data-root (or MTL_ENVS_DATA) must name the folder with cifar-100-python: "
             f"{sorted(NEEDS_DATA & set(args.only))} measure CIFAR-100 runs"
         )
+    if NEEDS_DATA & set(args.only) and not (Path(args.data_root) / "cifar-100-python").is_dir():
+        parser.error(
+            f"--data-root: {args.data_root!r} holds no cifar-100-python folder, which "
+            f"{sorted(NEEDS_DATA & set(args.only))} read"
+        )
     failed = []
     for name in args.only:
+        # The rows go to a partial file, which replaces the kept report only when the whole
+        # benchmark succeeded: a failure part-way never leaves a report of some cases.
+        partial = args.out_dir / f".{name}.partial.json"
         command = [sys.executable, str(HERE / f"{name}.py"), *BENCHMARKS[name]]
         if name in NEEDS_DATA:
             command += ["--data-root", args.data_root]
-        command += ["--out", os.path.relpath(args.out_dir / f"{name}.json", ROOT)]
+        command += ["--out", os.path.relpath(partial, ROOT)]
         print(f"== {name}", flush=True)
         start = time.perf_counter()
         code = subprocess.call(command, cwd=ROOT)
         print(f"== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
-        if code:
+        if code == 0 and partial.is_file():
+            os.replace(partial, args.out_dir / f"{name}.json")
+        else:
             failed.append(name)
     if failed:
-        print(f"failed: {failed}")
+        print(f"failed (their kept reports are unchanged): {failed}")
     return 1 if failed else 0
 
 

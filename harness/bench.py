@@ -27,7 +27,11 @@ from typing import Any
 
 import torch
 
-from harness.config import int_at_least, positive_int  # noqa: F401  (the scripts' argparse types)
+from harness.config import (  # noqa: F401  (the scripts' argparse types)
+    float_at_least,
+    int_at_least,
+    positive_int,
+)
 from harness.results import platform_record
 from mtl_envs.io import atomic_write_json
 
@@ -118,7 +122,8 @@ def format_bench_table(reports: list[dict[str, Any]]) -> str:
                 f"{cell(row['target'])} |"
             )
         m = report["machine"]
-        where = f"{m['cpus']} CPUs, torch threads {m['torch_threads']}"
+        cpu = m.get("cpu") or "CPU model not recorded"
+        where = f"{cpu}, {m['cpus']} CPUs, torch threads {m['torch_threads']}"
         if m.get("cuda"):
             where += f", {m['cuda']}"
         runs.append(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -220,3 +221,22 @@ def int_at_least(minimum: int):
 
 
 positive_int = int_at_least(1)
+
+
+def float_at_least(minimum: float):
+    """An argparse ``type`` for finite floats >= ``minimum`` (``nan`` and ``inf`` are
+    refused, which ``float`` alone accepts)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected a number >= {minimum}; got {text!r}"
+            ) from None
+        if not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a finite number >= {minimum}; got {text!r}")
+        return value
+
+    parse.__name__ = f"number >= {minimum}"
+    return parse

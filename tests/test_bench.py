@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from harness.bench import BenchReport, command_line, format_bench_table, int_at_least
+from harness.bench import (
+    BenchReport,
+    command_line,
+    float_at_least,
+    format_bench_table,
+    int_at_least,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -64,7 +70,7 @@ def test_table_from_kept_reports():
             "command": "benchmarks/one.py",
             "date": "2026-12-02",
             "seconds": 12.4,
-            "machine": machine,
+            "machine": {**machine, "cpu": "AMD EPYC"},
             "rows": [
                 {"case": "a", "measured": "1.0", "target": "<= 2", "values": {}},
                 {"case": "b", "measured": "2.0", "target": "", "values": {}},
@@ -75,7 +81,7 @@ def test_table_from_kept_reports():
             "command": "benchmarks/two.py --x 1",
             "date": "2026-12-03",
             "seconds": 60,
-            "machine": {**machine, "cuda": "NVIDIA H200"},
+            "machine": {**machine, "cuda": "NVIDIA H200"},  # kept before the CPU was
             "rows": [{"case": "c", "measured": "3.0", "target": ">= 1", "values": {}}],
         },
     ]
@@ -87,8 +93,9 @@ def test_table_from_kept_reports():
         "|  | \\|G\\| = 5 | 2.0 |  |\n"
         "| `two.py` | c | 3.0 | >= 1 |\n"
         "\n"
-        "* `benchmarks/one.py`: 2026-12-02, 2 CPUs, torch threads 2, 12 s\n"
-        "* `benchmarks/two.py --x 1`: 2026-12-03, 2 CPUs, torch threads 2, NVIDIA H200, 60 s\n"
+        "* `benchmarks/one.py`: 2026-12-02, AMD EPYC, 2 CPUs, torch threads 2, 12 s\n"
+        "* `benchmarks/two.py --x 1`: 2026-12-03, CPU model not recorded, 2 CPUs, torch threads "
+        "2, NVIDIA H200, 60 s\n"
     )
 
 
@@ -122,6 +129,7 @@ def test_a_benchmark_writes_its_rows(tmp_path):
     [
         (["--only", "nope"], "--only: unknown benchmark(s) ['nope']; choose from"),
         (["--only", "ppo_cycle"], "--data-root (or MTL_ENVS_DATA)"),
+        (["--only", "ppo_cycle", "--data-root", "/nowhere"], "holds no cifar-100-python folder"),
     ],
 )
 def test_run_all_refuses_bad_arguments(argv, message):
@@ -200,6 +208,11 @@ def check_configured_run_t(full: dict, data_root: Path) -> None:
     assert full["ew_s"] == pytest.approx(full["network_steps"] * full["ms_per_network_step"] / 1e3)
     assert full["sac_share"] == pytest.approx(full["sac_s"] / full["ew_s"])
     assert full["actions_share"] == pytest.approx(full["actions_s"] / full["ew_s"])
+    # The env's cost is carried per env step: 48 of the configured 50 epochs have env steps.
+    env_share = full["env_steps"] * full["ms_env_per_step"]
+    assert full["loop_ratio"] == pytest.approx(
+        1 + env_share / (full["network_steps"] * full["ms_per_network_step"])
+    )
     expected = full["loop_ratio"] + full["sac_share"] + full["actions_share"]
     assert full["t_igbv2"] == pytest.approx(expected)
 
@@ -212,3 +225,31 @@ def test_count_arguments_refuse_values_that_measure_nothing():
     for argv in (["--rounds", "0"], ["--warmup", "-1"], ["--rounds", "two"]):
         with pytest.raises(SystemExit):
             parser.parse_args(argv)
+
+
+def test_run_all_replaces_a_kept_report_only_when_its_benchmark_succeeds(tmp_path):
+    """A benchmark that fails part-way leaves the kept report as it was (its finished rows
+    would otherwise stand in for the whole benchmark) and says so."""
+    kept = tmp_path / "ppo_cycle.json"
+    kept.write_text('{"kept": true}')
+    data = tmp_path / "data"
+    (data / "cifar-100-python").mkdir(parents=True)  # present, but no files: ppo_cycle fails
+    proc = subprocess.run(
+        [sys.executable, "benchmarks/run_all.py", "--only", "ppo_cycle", "--data-root", str(data)]
+        + ["--out-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 1 and "kept reports are unchanged" in proc.stdout
+    assert kept.read_text() == '{"kept": true}'
+
+
+def test_float_arguments_refuse_nan_and_values_below_the_minimum():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--min-seconds", type=float_at_least(0))
+    assert parser.parse_args(["--min-seconds", "0"]).min_seconds == 0.0
+    for text in ("nan", "inf", "-1", "soon"):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--min-seconds", text])
