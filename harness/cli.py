@@ -32,7 +32,7 @@ from harness.compare import (
     protocol_differences,
     summarize,
 )
-from harness.config import RunConfig, apply_overrides, positive_int
+from harness.config import RunConfig, apply_overrides, file_in_the_way, positive_int
 from harness.registry import ORACLES, check_run, methods_for, resolve, same_family
 from harness.results import default_metric, load_results, portable_kwargs
 from harness.workers import Terminated
@@ -174,6 +174,7 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
         known = args.env_id in reference_ids()
         episodes = reference_scores(args.env_id)["protocol"]["episodes"] if known else 10
     out = Path(args.out or f"results/probe/{args.env_id}.json")
+    _check_out(out, args.env_id)  # before the probe runs: its result must have somewhere to go
     # Each run is kept here as it ends: a probe stopped part way resumes from it.
     partial = out.with_name(out.name + ".partial")
     summary = probe(
@@ -192,6 +193,27 @@ def cmd_probe(args: argparse.Namespace) -> dict[str, Any]:
     print(format_probe(summary))
     print(f"written: {out}")
     return summary
+
+
+def _check_out(out: Path, env_id: str) -> None:
+    """``ConfigError`` unless the JSON file ``out`` (and its ``.partial`` checkpoint beside it)
+    can be written: neither is a folder, and no part of the path above them is a file."""
+    if out.is_dir():
+        raise ConfigError(
+            f"`--out` {str(out)!r} is a folder; give the JSON file to write, e.g. "
+            f"{str(out / f'{env_id}.json')!r}."
+        )
+    partial = out.with_name(out.name + ".partial")
+    if partial.is_dir():
+        raise ConfigError(
+            f"`--out` {str(out)!r}: the probe keeps its runs in {str(partial)!r}, which is a "
+            "folder; move it away or choose another --out."
+        )
+    blocker = file_in_the_way(out.parent)
+    if blocker is not None:
+        raise ConfigError(
+            f"`--out` {str(out)!r} lies under {str(blocker)!r}, which is a file, not a folder."
+        )
 
 
 def cmd_compare(args: argparse.Namespace) -> None:

@@ -126,8 +126,14 @@ class RunConfig:
         self.seeds = check_seeds("seeds", self.seeds)
         if not isinstance(self.output_dir, (str, os.PathLike)) or not str(self.output_dir):
             raise ConfigError(f"`output_dir` must be a folder path; got {self.output_dir!r}.")
-        if Path(self.output_dir).exists() and not Path(self.output_dir).is_dir():
+        blocker = file_in_the_way(self.output_dir)
+        if blocker == Path(self.output_dir):
             raise ConfigError(f"`output_dir` {str(self.output_dir)!r} is a file, not a folder.")
+        if blocker is not None:  # results would be written below a file: refused before training
+            raise ConfigError(
+                f"`output_dir` {str(self.output_dir)!r} lies under {str(blocker)!r}, which is a "
+                "file, not a folder."
+            )
         for name in ("env_kwargs", "method_kwargs", "agent", "policy"):
             value = getattr(self, name)
             if value is None:  # a YAML key with nothing (or only comments) under it
@@ -161,16 +167,41 @@ class RunConfig:
         if not path.is_file():
             raise PathNotFoundError(f"Config file {str(path)!r} does not exist.")
         with open(path) as f:
-            values = load_yaml(f) or {}
+            values = load_yaml(f)
+        empty = values is None or values == {}  # no text, or only comments
+        values = {} if values is None else values
         if not isinstance(values, dict):
             raise ConfigError(
                 f"Config {str(path)!r} must be a YAML mapping; got {type(values).__name__}."
             )
-        return cls.from_dict(apply_overrides(values, overrides))
+        values = apply_overrides(values, overrides)
+        if "env_id" not in values and "method" not in values:
+            # The defaults alone (ppo on AuxLabel-Digits-v1) are never what a file meant.
+            what = "is empty" if empty else "names neither `env_id` nor `method`"
+            raise ConfigError(
+                f"Config {str(path)!r} {what}: a config must name at least `env_id` or "
+                f"`method` (`mtl-envs list` shows both); it would otherwise train "
+                f"{cls.method} on {cls.env_id} without a word."
+            )
+        return cls.from_dict(values)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> RunConfig:
         return config_from_dict(cls, values)
+
+
+def file_in_the_way(path: str | os.PathLike) -> Path | None:
+    """The nearest existing part of ``path`` (itself, else its closest existing ancestor) if
+    it is not a folder: nothing can be written at or below ``path`` then. ``None`` where that
+    part is a folder (or nothing of the path exists)."""
+    path = Path(path)
+    for part in (path, *path.parents):
+        try:
+            if part.exists():
+                return None if part.is_dir() else part
+        except OSError:  # unreadable: the write will say so itself
+            return None
+    return None
 
 
 def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:

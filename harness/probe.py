@@ -30,10 +30,12 @@ validation metric.
 from __future__ import annotations
 
 import importlib
+import inspect
 import json
 import math
 import time
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -77,18 +79,46 @@ class ProbeRun:
     detail: str | None = None
 
 
+class _NotAPolicy(ConfigError):
+    """An import-path policy built something that is no policy (not: cannot run here)."""
+
+
+def policy_factory(name: str) -> Any:
+    """The class (or factory) an import-path policy ``package.module:Class`` names; a
+    ``ConfigError`` naming ``name`` unless it imports and is callable as ``Class(env, seed)``."""
+    module, attr = name.split(":", 1)
+    hint = "A custom policy is given as package.module:Class, built as Class(env, seed)."
+    try:
+        factory = getattr(importlib.import_module(module), attr)
+    except (ImportError, AttributeError, ValueError) as err:  # ValueError: an empty module
+        raise ConfigError(f"Policy {name!r}: {err}. {hint}") from None
+    if not callable(factory):
+        raise ConfigError(
+            f"Policy {name!r} is of type {type(factory).__name__}, not a class. {hint}"
+        )
+    try:
+        inspect.signature(factory).bind(None, 0)
+    except TypeError:
+        raise ConfigError(
+            f"Policy {name!r} cannot be called as {attr}(env, seed). {hint}"
+        ) from None
+    except ValueError:  # no signature to read: a builtin, not a policy written in Python
+        raise ConfigError(f"Policy {name!r} is a builtin, not a policy class. {hint}") from None
+    return factory
+
+
 def build_policy(name: str, env: Any, seed: int) -> ReferencePolicy:
     """A reference policy by name, or ``package.module:Class`` built as ``Class(env, seed)``."""
-    if ":" in name:
-        module, attr = name.split(":", 1)
-        try:
-            cls = getattr(importlib.import_module(module), attr)
-        except (ImportError, AttributeError) as err:
-            raise ConfigError(
-                f"Policy {name!r}: {err}. A custom policy is given as package.module:Class."
-            ) from None
-        return cls(env, seed)
-    return make_policy(name, env, seed)
+    if ":" not in name:
+        return make_policy(name, env, seed)
+    policy = policy_factory(name)(env, seed)
+    if not callable(policy) or not callable(getattr(policy, "reset", None)):
+        raise _NotAPolicy(
+            f"Policy {name!r} built an object of type {type(policy).__name__}, not a policy: "
+            "a policy is called on an observation for its action and has reset() (as "
+            "mtl_envs.envs.policies.ReferencePolicy)."
+        )
+    return policy
 
 
 def applicable_policies(env: Any, names: Sequence[str], defaults: bool) -> list[str]:
@@ -102,6 +132,8 @@ def applicable_policies(env: Any, names: Sequence[str], defaults: bool) -> list[
             continue
         try:
             build_policy(name, env, 0)
+        except _NotAPolicy:
+            raise
         except ValueError as err:  # ConfigError included
             if not defaults:
                 raise ConfigError(f"Policy {name!r} cannot run on this env: {err}") from None
@@ -301,21 +333,30 @@ def probe(
     check_int("jobs", jobs)
     check_int("episodes", episodes)
     seeds = check_seeds("seeds", seeds)
+    if policies is not None:
+        repeated = [name for name, count in Counter(policies).items() if count > 1]
+        if repeated:  # as check_seeds: one run counted twice in every mean and interval
+            raise ConfigError(
+                f"`policies` must name each policy once; {repeated[0]!r} is repeated in "
+                f"{list(policies)!r}."
+            )
 
     env_kwargs = dict(env_kwargs or {})
     family = family_of(env_id)  # an unregistered id is a ConfigError with a suggestion
-    env = gym.make(env_id, **env_kwargs)
-    metric = _headline(env, family)
     names = list(policies or family.probe_policies)
     valid = list(dict.fromkeys([*REFERENCE_POLICIES[family.name], *family.probe_policies]))
     for name in names:
-        if ":" not in name and name not in valid:
+        if ":" in name:
+            policy_factory(name)  # imports and takes (env, seed): before any run
+        elif name not in valid:
             from mtl_envs.utils import suggest
 
             raise ConfigError(
                 f"Unknown {family.name} policy {name!r}.{suggest(name, valid)} Valid: {valid}, "
                 "or package.module:Class."
             )
+    env = gym.make(env_id, **env_kwargs)
+    metric = _headline(env, family)
     try:
         probe_env = gym.make(env_id, **{**env_kwargs, **family.probe_env_kwargs})
         names = applicable_policies(probe_env.unwrapped, names, defaults=not policies)

@@ -10,6 +10,7 @@ metadata), ``variant`` (a sweep's override set), ``epochs`` (per-epoch metrics),
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import platform
 from collections.abc import Iterable
@@ -118,6 +119,23 @@ def write_result(
     return result
 
 
+NOT_A_RESULT = "compare reads result folders and the result.json files of runs"
+
+
+def _read_result(path: Path, given: bool) -> Any:
+    """The JSON of a result file. A corrupt ``result.json`` is a run's output, recomputed by
+    running it again; another file named on the command line is the user's own, and is not
+    for deleting."""
+    if not given:
+        return read_json(path)
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"{str(path)!r} is not a result file: it is not valid JSON ({err}); {NOT_A_RESULT}."
+        ) from None
+
+
 def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
     """Read result JSON files; a directory contributes every ``result.json`` below it.
 
@@ -130,13 +148,24 @@ def load_results(paths: Iterable[str | os.PathLike]) -> list[dict[str, Any]]:
         if p.is_dir():
             files += sorted(p.rglob("result.json"))
         elif p.is_file():
+            if p.name != "result.json" and p.suffix.lower() != ".json":
+                raise ConfigError(
+                    f"{str(p)!r} is not a result file: {NOT_A_RESULT} (a run writes "
+                    "output_dir/<env_id>/<method>/seed<k>/result.json); give those."
+                )
             files.append(p)
         else:
             raise PathNotFoundError(f"Result path {str(p)!r} does not exist.")
+    given = {p.resolve() for p in paths if p.is_file()}
     files = list(dict((f.resolve(), f) for f in files).values())
     results, seen = [], {}
     for f in files:
-        data = read_json(f)
+        data = _read_result(f, given=f.resolve() in given and f.name != "result.json")
+        if not isinstance(data, dict):
+            raise ConfigError(
+                f"{f} is not a result file: its JSON is {type(data).__name__} data, not a "
+                f"mapping; {NOT_A_RESULT}."
+            )
         for key in ("method", "env_id", "seed", "final"):
             if key not in data:
                 raise ConfigError(f"{f} is not a result file: missing key {key!r}.")

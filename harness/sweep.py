@@ -62,6 +62,13 @@ class SweepConfig:
     """``address`` (default ``auto``: an existing cluster), ``num_cpus``, ``num_gpus`` per run."""
 
     def __post_init__(self) -> None:
+        if self.base is None:  # `base:` with nothing under it: the default, no settings
+            self.base = {}
+        if not isinstance(self.base, (str, os.PathLike, dict)) or str(self.base) == "":
+            raise ConfigError(
+                "`base` must be the path of a run-config YAML file (relative to the sweep "
+                f"file) or an inline mapping of run-config keys; got {self.base!r}."
+            )
         if self.backend not in BACKENDS:
             raise ConfigError(
                 f"`backend` must be one of {list(BACKENDS)}; got {self.backend!r}."
@@ -83,6 +90,8 @@ class SweepConfig:
     @classmethod
     def from_file(cls, path: str | os.PathLike, overrides: Iterable[str] = ()) -> SweepConfig:
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"Sweep file {str(path)!r} is a directory; give a YAML file.")
         if not path.is_file():
             raise PathNotFoundError(f"Sweep file {str(path)!r} does not exist.")
         values = load_yaml(path.read_text()) or {}
@@ -101,9 +110,21 @@ class SweepConfig:
         if isinstance(self.base, dict):
             return json.loads(json.dumps(self.base))
         path = Path(self.base)
+        if path.is_dir():
+            raise ConfigError(
+                f"Sweep `base` config {str(path)!r} is a directory; give a run-config YAML file."
+            )
         if not path.is_file():
             raise PathNotFoundError(f"Sweep `base` config {str(path)!r} does not exist.")
-        return load_yaml(path.read_text()) or {}
+        values = load_yaml(path.read_text())
+        if values is None:  # an empty file: the grid names the rest
+            return {}
+        if not isinstance(values, dict):
+            raise ConfigError(
+                f"Sweep `base` config {str(path)!r} must be a YAML mapping of run-config keys "
+                f"(method, env_id, epochs, ...); got {type(values).__name__} data."
+            )
+        return values
 
 
 @dataclass(frozen=True)

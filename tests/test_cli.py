@@ -773,3 +773,67 @@ def test_compare_plots_png_only_and_table2_needs_settings(tmp_path, capsys):
     path.write_text(json.dumps({**_fake_result("hypernet", 0, 0.5), "final": {"test/raw_mse": 1}}))
     with pytest.raises(ConfigError, match="Table 2 reads the tabular protocol's results"):
         format_table2([tmp_path / "r"])
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_an_output_dir_below_a_file_is_refused_before_training(tmp_path, capsys, monkeypatch):
+    """`output_dir: base.yaml/sub` used to train an epoch, then die in save_checkpoint."""
+    import harness.cli as cli
+
+    monkeypatch.setattr(cli, "resolve", lambda *a: pytest.fail("a run started"))
+    a_file = tmp_path / "base.yaml"
+    a_file.write_text("method: ew\n")
+    for out in (a_file / "sub", a_file / "sub" / "deeper"):
+        config = write_config(tmp_path, method="ew", env_id="LossWeighting-Cubic-v1", epochs=2)
+        assert main(["run", str(config), f"output_dir={out}"]) == 2
+        assert f"`output_dir` '{out}' lies under '{a_file}', which is a file" in (
+            _one_line_error(capsys)
+        )
+    with pytest.raises(ConfigError, match="is a file, not a folder"):
+        RunConfig(output_dir=str(a_file))
+    assert RunConfig(output_dir=str(tmp_path / "new" / "folder")).output_dir  # may not exist yet
+
+
+def test_an_empty_config_file_is_refused(tmp_path, capsys, monkeypatch):
+    """An empty file used to train the defaults (PPO on AuxLabel-Digits-v1) without a word."""
+    import harness.cli as cli
+
+    monkeypatch.setattr(cli, "resolve", lambda *a: pytest.fail("a run started"))
+    path = tmp_path / "empty.yaml"
+    for text, what in (("", "is empty"), ("# nothing yet\n", "is empty"), ("{}\n", "is empty")):
+        path.write_text(text)
+        assert main(["run", str(path)]) == 2
+        line = _one_line_error(capsys)
+        assert f"Config '{path}' {what}: a config must name at least `env_id` or `method`" in line
+    path.write_text("epochs: 3\n")
+    assert main(["run", str(path)]) == 2
+    assert "names neither `env_id` nor `method`" in _one_line_error(capsys)
+    # Either one named, in the file or as an override, is a config.
+    assert RunConfig.from_file(path, ["env_id=LossWeighting-Cubic-v1"]).methods == ["ppo"]
+    path.write_text("method: ew\n")
+    assert RunConfig.from_file(path).env_id == "AuxLabel-Digits-v1"
+
+
+def test_compare_says_what_it_reads_and_never_to_delete_the_users_file(tmp_path, capsys):
+    """`compare base.yaml` used to call the config corrupt JSON and advise deleting it."""
+    config = write_config(tmp_path, method="ew", env_id="LossWeighting-Cubic-v1")
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"method": ')
+    for path in (config, notes):
+        assert main(["compare", str(path)]) == 2
+        line = _one_line_error(capsys)
+        assert f"'{path}' is not a result file" in line
+        assert "compare reads result folders and the result.json files of runs" in line
+        assert "delete" not in line
+    # A run's own result.json, truncated, is recomputed by running it again.
+    broken = tmp_path / "out" / "seed0" / "result.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"method": ')
+    for path in (broken, tmp_path / "out"):
+        assert main(["compare", str(path)]) == 2
+        assert "delete it to recompute it" in _one_line_error(capsys)

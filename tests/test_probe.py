@@ -489,3 +489,88 @@ def test_default_policies_that_cannot_run_are_left_out_and_named_ones_refused(mo
             "AuxLabel-Digits-v1", policies=["no_such.module:Cls"], seeds=[0], progress=False
         )
     assert ran == []
+
+
+CUBIC_TINY = ["LossWeighting-Cubic-v1", "epochs=2", "warmup_epochs=1", "--seeds", "1"]
+
+
+@pytest.fixture
+def probe_runs(monkeypatch):
+    """The (policy, seed) runs a probe starts, none of them trained."""
+    from harness import probe as probe_module
+
+    ran = []
+
+    def fake_run(*task):
+        ran.append((task[2], task[3]))
+        return _run(task[2], task[3], 1.0, 0.5)
+
+    monkeypatch.setattr(probe_module, "_probe_run", fake_run)
+    return ran
+
+
+def test_a_repeated_policy_is_refused_before_any_run(tmp_path, capsys, probe_runs):
+    """`--policies equal equal` would run equal twice and count one run twice (n=2)."""
+    from harness.probe import probe
+
+    with pytest.raises(ConfigError, match=r"`policies` must name each policy once; 'equal' is"):
+        probe(CUBIC_TINY[0], {"epochs": 2}, ["equal", "random", "equal"], seeds=[0])
+    out = tmp_path / "probe.json"
+    argv = ["probe", *CUBIC_TINY, "--out", str(out), "--policies", "equal", "equal"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "'equal' is repeated" in err[0]
+    assert probe_runs == [] and list(tmp_path.iterdir()) == []
+
+
+def test_out_is_checked_before_the_probe_runs(tmp_path, capsys, probe_runs):
+    """An --out that names a folder, or lies below a file, fails before any run (it used to
+    fail after the whole probe, with a traceback and a `.partial` file left behind)."""
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    a_file = tmp_path / "base.yaml"
+    a_file.write_text("method: ew\n")
+    for out, message in (
+        (folder, f"`--out` '{folder}' is a folder; give the JSON file to write, e.g. "),
+        (a_file / "sub" / "p.json", f"lies under '{a_file}', which is a file, not a folder"),
+    ):
+        assert main(["probe", *CUBIC_TINY, "--out", str(out), "--policies", "equal"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0]
+    assert probe_runs == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["base.yaml", "folder"]
+    assert list(folder.iterdir()) == []
+
+
+_NOT_POLICIES = """
+def returns_a_number(env, seed):
+    return 42
+
+def takes_nothing():
+    return None
+"""
+
+
+def test_an_import_path_policy_must_be_a_policy_class(tmp_path, monkeypatch, probe_runs):
+    """`--policies os:path` names a module: a one-line error naming the value, not
+    `TypeError: 'module' object is not callable`."""
+    from harness.probe import probe
+
+    (tmp_path / "not_policies.py").write_text(_NOT_POLICIES)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name, message in (
+        ("os:path", r"Policy 'os:path' is of type module, not a class"),
+        ("os.path:sep", r"Policy 'os.path:sep' is of type str, not a class"),
+        ("json:dumps", r"Policy 'json:dumps' cannot be called as dumps\(env, seed\)"),
+        ("not_policies:takes_nothing", r"cannot be called as takes_nothing\(env, seed\)"),
+        ("collections:OrderedDict", r"Policy 'collections:OrderedDict' is a builtin"),
+        (
+            "not_policies:returns_a_number",
+            r"Policy 'not_policies:returns_a_number' built an object of type int, not a policy",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            probe(
+                CUBIC_TINY[0], {"epochs": 2, "warmup_epochs": 1}, [name], seeds=[0], progress=False
+            )
+    assert probe_runs == []

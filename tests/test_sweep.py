@@ -174,3 +174,34 @@ def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(ImportError, match="pip install") as caught:
         run_sweep(SweepConfig.from_file(path), progress=False)
     assert isinstance(caught.value, ConfigError)  # the CLI says it in one line
+
+
+def test_a_base_that_is_not_a_run_config_is_one_clear_error(tmp_path, capsys):
+    """`base:` naming a YAML list, or `base: 5`, used to end in AttributeError / TypeError;
+    a folder given as the sweep file used to be called missing."""
+    from harness.cli import main
+
+    listed = tmp_path / "listed.yaml"
+    listed.write_text("- a\n- b\n")
+    path = tmp_path / "sweep.yaml"
+    out = f"output_dir: {tmp_path / 'out'}\n"
+    cases = (
+        (
+            "base: listed.yaml\n",
+            f"Sweep `base` config '{listed}' must be a YAML mapping of run-config keys "
+            "(method, env_id, epochs, ...); got list data.",
+        ),
+        ("base: 5\n", "`base` must be the path of a run-config YAML file"),
+        ("base: [1, 2]\n", "or an inline mapping of run-config keys; got [1, 2]."),
+        (f"base: {tmp_path}\n", f"Sweep `base` config '{tmp_path}' is a directory"),
+    )
+    for base, message in cases:
+        path.write_text(base + "grid: {method: [ew]}\n" + out)
+        with pytest.raises(ConfigError) as caught:
+            expand(SweepConfig.from_file(path))
+        assert message in str(caught.value)
+        assert main(["sweep", str(path)]) == 2
+        assert message in capsys.readouterr().err
+    with pytest.raises(ConfigError, match=f"Sweep file '{tmp_path}' is a directory; give a YAML"):
+        SweepConfig.from_file(tmp_path)
+    assert not (tmp_path / "out").exists()
