@@ -113,16 +113,36 @@ def check_bool(argument: str, value: Any, *, optional: bool = False) -> None:
 
 
 def check_field_types(instance: Any) -> None:
-    """:func:`check_bool` on every field of the dataclass ``instance`` annotated ``bool``
-    (or ``bool | None``, where None is allowed), and a mapping check on every field
-    annotated ``dict[...]`` (keyword arguments passed on to a dataset or a model)."""
+    """Check every field of the dataclass ``instance`` against its annotation, so a wrong
+    type is a ``ConfigError`` naming the field instead of an error deep inside a run (or a
+    bool silently read as a number): :func:`check_bool` on ``bool`` fields, ints (not bools)
+    for ``int``, finite real numbers (not bools) for ``float`` (``float | int`` too),
+    strings or paths for ``str``, and mappings for ``dict[...]`` (keyword arguments passed
+    on to a dataset or a model); ``... | None`` also allows None. Value ranges are the
+    config's own checks."""
     for item in dataclasses.fields(instance):
-        kind = str(item.type).replace(" ", "")
+        kind = str(item.type).replace(" ", "").replace("Optional[", "").rstrip("]")
         value = getattr(instance, item.name)
-        if kind in ("bool", "bool|None", "Optional[bool]"):
-            check_bool(item.name, value, optional=kind != "bool")
-        elif kind.startswith("dict[") and not isinstance(value, Mapping):
+        optional = kind.endswith("|None") or str(item.type).startswith("Optional[")
+        base = kind.removesuffix("|None")
+        if optional and value is None:
+            continue
+        if base == "bool":
+            check_bool(item.name, value, optional=optional)
+        elif base == "int" and not is_int(value):
+            raise ConfigError(f"`{item.name}` must be an int{_or_none(optional)}; got {value!r}.")
+        elif base in ("float", "float|int") and not is_finite_number(value):
+            raise ConfigError(
+                f"`{item.name}` must be a finite number{_or_none(optional)}; got {value!r}."
+            )
+        elif base == "str" and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"`{item.name}` must be a string{_or_none(optional)}; got {value!r}.")
+        elif base.startswith("dict[") and not isinstance(value, Mapping):
             raise ConfigError(f"`{item.name}` must be a mapping of keys to values; got {value!r}.")
+
+
+def _or_none(optional: bool) -> str:
+    return " or None" if optional else ""
 
 
 def check_widths(argument: str, value: Any, *, allow_empty: bool = True) -> list[int]:
@@ -155,6 +175,18 @@ def check_number(argument: str, value: Any, *, minimum: float = 0.0, strict: boo
         else:
             kind = f"a finite number {'>' if strict else '>='} {minimum:g}"
         raise ConfigError(f"`{argument}` must be {kind}; got {value!r}.")
+
+
+def float_array(argument: str, value: Any) -> np.ndarray:
+    """``value`` as a float32 array, or ``ConfigError`` naming ``argument`` when it holds
+    something that is not a number (a string, None); bools are not numbers here."""
+    try:
+        array = np.asarray(value)
+        if array.dtype.kind not in "iuf":
+            raise TypeError(array.dtype)
+        return array.astype(np.float32)
+    except (TypeError, ValueError):
+        raise ConfigError(f"`{argument}` must be numbers; got {value!r}.") from None
 
 
 def is_seed(value: Any) -> bool:

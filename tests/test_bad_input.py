@@ -430,6 +430,46 @@ BAD_INPUT = [
         ConfigError,
         r"`amp` must be True or False; got 'yes'",
     ),
+    # Wrong types are named, never read as something else (a bool as a number) or passed on
+    # to fail deep inside a library.
+    (lambda: gym.make("LossWeighting-Cubic-v1", data_root=5), ConfigError, "`data_root` must"),
+    (lambda: gym.make("AuxLabel-Digits-v1", data_root=5), ConfigError, "`data_root` must"),
+    (lambda: gym.make("LossWeighting-Cubic-v1", split_seed=-1), ConfigError, "`split_seed`"),
+    (lambda: gym.make("LossWeighting-Cubic-v1", split_seed=True), ConfigError, "`split_seed`"),
+    (lambda: gym.make("LossWeighting-Cubic-v1", split_seed=1.5), ConfigError, "`split_seed`"),
+    (lambda: gym.make("AuxLabel-Digits-v1", val_fraction=True), ConfigError, "`val_fraction`"),
+    (lambda: gym.make("AuxLabel-Digits-v1", train_subset=True), ConfigError, "`train_subset`"),
+    (lambda: gym.make("AuxLabel-Digits-v1", label_noise=False), ConfigError, "`label_noise`"),
+    # Options of the network a config does not build are refused, not ignored.
+    (lambda: gym.make("LossWeighting-Cubic-v1", backbone="resnet"), ConfigError, "small_cnn"),
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", backbone_kwargs={"x": 1}),
+        ConfigError,
+        "`model='hard_sharing'` does not use",
+    ),
+    (
+        lambda: gym.make("LossWeighting-Digits10-v1", model_kwargs={"bogus": 3}),
+        ConfigError,
+        "`model` is None",
+    ),
+    (
+        lambda: gym.make("TaskGrouping-Digits10-v1", protocol={"epoch": 3}),
+        ConfigError,
+        "Unknown GroupProtocol key 'epoch'",
+    ),
+    (lambda: gym.make("TaskGrouping-Digits10-v1", device="tpu"), ConfigError, "`device`"),
+    (lambda: gym.make("TaskGrouping-Digits10-v1", cache_dir=5), ConfigError, "`cache_dir`"),
+    # Past float32's range the weights would be NaN and the run would train on them.
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", temperature=1e308),
+        ConfigError,
+        r"`temperature` must be at most 4.69e\+37",
+    ),
+    (
+        lambda: gym.make_vec("AuxLabel-Digits-v1", num_envs="2"),
+        ConfigError,
+        "`num_envs` must be a positive int or None; got '2'",
+    ),
     # The AuxLabel vector form has one slot per sample of a batch; the error names the way out.
     (
         lambda: gym.make_vec("AuxLabel-Digits-v1", num_envs=4),
@@ -460,6 +500,36 @@ def test_actions_outside_the_space_are_rejected(env_id, action):
     env.reset(seed=0)
     with pytest.raises(ValueError, match="action space|inside"):
         env.step(action)
+
+
+@pytest.mark.parametrize(
+    "env_id", ["AuxLabel-Digits-v1", "LossWeighting-Cubic-v1", "TaskGrouping-Digits10-v1"]
+)
+def test_single_env_seeds_are_ints_as_in_the_vector_forms(env_id):
+    kwargs = SMALL if env_id.startswith("AuxLabel") else {}
+    env = gym.make(env_id, **kwargs).unwrapped
+    for bad in (-1, 1.5, True, "0"):
+        with pytest.raises(ConfigError, match="`seed` must be an int >= 0 or None"):
+            env.reset(seed=bad)
+    env.reset(seed=np.int64(3))  # a NumPy int is an int
+
+
+def test_actions_that_are_not_numbers_are_config_errors():
+    weighting = gym.make("LossWeighting-Cubic-v1").unwrapped
+    weighting.reset(seed=0)
+    for bad in ("abc", None, np.zeros(20, dtype=bool)):
+        with pytest.raises(ConfigError, match="`action` must be numbers"):
+            weighting.step(bad)
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point"
+    )
+    vector.reset(seed=0)
+    with pytest.raises(ConfigError, match="`actions` must be numbers"):
+        vector.step("abc")
+    labelling = gym.make("AuxLabel-Digits-v1", **SMALL).unwrapped
+    labelling.reset(seed=0)
+    with pytest.raises(ConfigError, match="outside the action space"):
+        labelling.step(True)  # not sub-class 1
 
 
 def test_actions_are_checked_before_any_cast():

@@ -364,7 +364,10 @@ class AuxLabelEnv(TextRender, gym.Env):
     out). Truncated after ``max_batches`` batches when set (in ``train_main`` mode the
     shortened epoch still ends: the schedule steps and the network becomes canonical), and
     at once when a loss turns NaN or infinite (``info["diverged"] = True``, reward 0; a
-    diverged network never becomes canonical).
+    diverged network never becomes canonical). A diverged episode is truncated, not
+    terminated: the rewards are minus a loss, so a termination, whose value is 0, would pay
+    an agent for ending an epoch by divergence; truncation leaves the agent to bootstrap
+    from where the run was cut, as for a budget.
 
     ## Info
     ``reset``: ``epoch`` and ``mode``. ``step``: ``epoch`` and ``batch`` (the epoch and the
@@ -474,7 +477,8 @@ class AuxLabelEnv(TextRender, gym.Env):
         return self.task.batch_indices()[j : j + 1].cpu().numpy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
-        super().reset(seed=seed)
+        check_int("seed", seed, minimum=0, optional=True)  # bools and negative seeds too
+        super().reset(seed=None if seed is None else int(seed))
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
         self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
@@ -485,8 +489,10 @@ class AuxLabelEnv(TextRender, gym.Env):
 
     def step(self, action):
         self._check_episode_running()
-        fractional = isinstance(action, np.ndarray) and action.dtype.kind not in "iu"
-        if fractional or not self.action_space.contains(action):
+        not_int = isinstance(action, (bool, np.bool_)) or (
+            isinstance(action, np.ndarray) and action.dtype.kind not in "iu"
+        )
+        if not_int or not self.action_space.contains(action):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         self._actions[self._position] = action
         self._position += 1
@@ -580,9 +586,10 @@ class AuxLabelVectorEnv(VectorEnv):
         self.metadata = {**type(self).metadata, "autoreset_mode": mode}
         self._ended = False  # the epoch ended: reset by the next step (NEXT_STEP) or reset()
         env_kwargs, config = split_env_kwargs(kwargs)
+        check_int("num_envs", num_envs, optional=True)
         if num_envs is not None and num_envs != config.train_batch_size:
             raise ConfigError(
-                f"`num_envs` ({num_envs}) must equal `train_batch_size` "
+                f"`num_envs` ({num_envs!r}) must equal `train_batch_size` "
                 f"({config.train_batch_size}): the vector form has one slot per sample of a "
                 f"batch. Pass num_envs={config.train_batch_size} or train_batch_size={num_envs}, "
                 f'or vectorization_mode="sync" for {num_envs} independent copies of the env.'

@@ -25,6 +25,7 @@ from mtl_envs.utils import (
     check_number,
     check_options,
     describe_array,
+    float_array,
     is_int,
     is_seed,
     seed_from,
@@ -82,6 +83,14 @@ class EpisodeSettings:
             self.max_steps,
         )
         check_number("temperature", temperature, strict=True)
+        # The largest logit, temperature x atanh's clamp, must stay a float32 number: past it
+        # the weights are NaN, and a run would train on them.
+        largest = float(np.finfo(np.float32).max) / float(np.arctanh(ATANH_LIMIT))
+        if temperature > largest:
+            raise ConfigError(
+                f"`temperature` must be at most {largest:.3g} (larger logits overflow float32 "
+                f"and the weights turn NaN); got {temperature!r}."
+            )
         check_int("warmup_epochs", warmup)
         if not is_int(epochs) or epochs <= warmup:
             raise ConfigError(
@@ -173,7 +182,9 @@ class LossWeightingEnv(TextRender, gym.Env):
 
     ## Episode End
     Terminated when the run reaches ``epochs``; truncated after ``max_steps`` steps or when a
-    loss becomes NaN or infinite (``info["diverged"] = True``).
+    loss becomes NaN or infinite (``info["diverged"] = True``, reward 0). Divergence is a
+    truncation as in AuxLabel: a termination would give the diverged state the value 0,
+    which an agent would prefer to the negative rewards late in a run.
 
     ## Info
     ``reset``: ``epoch`` (the learner's epoch after the warm-up), ``base_losses`` (L_base)
@@ -323,7 +334,8 @@ class LossWeightingEnv(TextRender, gym.Env):
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         check_options(options, ())
         resume, self._continue = self._continue and seed is None, False
-        super().reset(seed=seed)
+        check_int("seed", seed, minimum=0, optional=True)  # bools and negative seeds too
+        super().reset(seed=None if seed is None else int(seed))
         learner = self.learner
         if resume:
             self._current = learner.replay_pending()
@@ -352,7 +364,7 @@ class LossWeightingEnv(TextRender, gym.Env):
 
     def step(self, action):
         self._check_episode_running()
-        if not self.action_space.contains(np.asarray(action, dtype=np.float32)):
+        if not self.action_space.contains(float_array("action", action)):
             raise ConfigError(f"Action {action!r} is outside the action space {self.action_space}.")
         learner = self.learner
         weights = self.action_to_weights(action)
@@ -568,7 +580,7 @@ class LossWeightingVectorEnv(VectorEnv):
         # NEXT_STEP: the slots that ended last step are reset by this one. Their actions are
         # not read, as SyncVectorEnv passes none to a slot it resets.
         restart = self._ended & (mode == AutoresetMode.NEXT_STEP)
-        actions = np.asarray(actions, dtype=np.float32)
+        actions = float_array("actions", actions)
         if actions.shape == self.action_space.shape:
             actions = np.where(restart[:, None], np.float32(0.0), actions)
         if actions.shape != self.action_space.shape or not self.action_space.contains(actions):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import os
 from typing import Any
 
 import gymnasium as gym
@@ -31,6 +32,7 @@ from mtl_envs.utils import (
     check_seeds,
     config_from_dict,
     default_data_root,
+    resolve_device,
     suggest,
 )
 
@@ -114,6 +116,20 @@ def check_env_kwargs(kwargs: dict[str, Any]) -> None:
             check_int(name, kwargs[name], minimum=least)
     if "seeds" in kwargs:
         check_seeds("seeds", kwargs["seeds"])
+    if kwargs.get("protocol") is not None:
+        # Checked whether or not this env trains: a table mode ignores it, a typo too.
+        protocol = kwargs["protocol"]
+        if not isinstance(protocol, dict):
+            raise ConfigError(
+                f"`protocol` must be a mapping of GroupProtocol fields; got {protocol!r}."
+            )
+        config_from_dict(GroupProtocol, {"dataset": "digits10", **protocol})
+    for name in ("cache_dir", "data_root"):
+        value = kwargs.get(name)
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"`{name}` must be a folder path or None; got {value!r}.")
+    if "device" in kwargs:
+        resolve_device(kwargs["device"])
 
 
 class TaskGroupingEnv(TextRender, gym.Env):
@@ -234,6 +250,10 @@ class TaskGroupingEnv(TextRender, gym.Env):
                 "budget": budget,
                 "etap_train_groups": etap_train_groups,
                 "seeds": seeds,
+                "protocol": protocol,
+                "cache_dir": cache_dir,
+                "data_root": data_root,
+                "device": device,
                 **unknown,
             }
         )
@@ -327,7 +347,8 @@ class TaskGroupingEnv(TextRender, gym.Env):
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         check_options(options, ())
-        super().reset(seed=seed)
+        check_int("seed", seed, minimum=0, optional=True)  # bools and negative seeds too
+        super().reset(seed=None if seed is None else int(seed))
         self._reset_state()
         self._note_reset()
         return self._obs(), {"total_gain": 0.0}

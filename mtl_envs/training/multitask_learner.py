@@ -27,7 +27,13 @@ from mtl_envs.data.base import SPLITS
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
 from mtl_envs.data.transforms import Normalize, random_crop_flip
 from mtl_envs.errors import ConfigError
-from mtl_envs.models import TASK_NETWORKS, MultiHeadNet, build_backbone, build_task_network
+from mtl_envs.models import (
+    BACKBONES,
+    TASK_NETWORKS,
+    MultiHeadNet,
+    build_backbone,
+    build_task_network,
+)
 from mtl_envs.training.common import OPTIMIZERS, eval_mode, make_optimizer, seeded
 from mtl_envs.training.metrics import task_target_variance
 from mtl_envs.training.weighting import (
@@ -173,6 +179,7 @@ class MultiTaskLearnerConfig:
         check_field_types(self)
         for name in ("head_hidden", "scheduler_step_epochs", "batch_size"):
             check_int(name, getattr(self, name))
+        check_int("split_seed", self.split_seed, minimum=0)
         # The LossWeighting reward scales by lr_0 / lr_t (IGB eq. 4): both must stay above 0.
         for name in ("lr", "scheduler_gamma"):
             check_number(name, getattr(self, name), strict=True)
@@ -181,8 +188,22 @@ class MultiTaskLearnerConfig:
         check_choice("optimizer", self.optimizer, OPTIMIZERS)
         check_choice("loss", self.loss, LOSS_MODES)
         check_choice("batching", self.batching, BATCHING)
+        # Every name is checked, also one the chosen network does not read: a typo, or an
+        # option meant for the other kind of network, is an error, never silently ignored.
+        check_choice("backbone", self.backbone, BACKBONES)
         if self.model is not None:
             check_choice("model", self.model, TASK_NETWORKS)
+            if self.backbone_kwargs:
+                raise ConfigError(
+                    f"`backbone_kwargs` ({self.backbone_kwargs!r}) configure the shared image "
+                    f"encoder, which `model={self.model!r}` does not use; pass the task "
+                    "network's options as `model_kwargs`."
+                )
+        elif self.model_kwargs:
+            raise ConfigError(
+                f"`model_kwargs` ({self.model_kwargs!r}) configure a task network (`model`), "
+                "and `model` is None (a shared backbone with heads: `backbone_kwargs`)."
+            )
         if self.aggregator is not None and self.aggregator not in AGGREGATORS:
             raise ConfigError(
                 f"`aggregator` must be None or one of {list(AGGREGATORS)}; got "
