@@ -232,23 +232,27 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
     return values
 
 
+def _at_least(minimum: float, convert: type, kind: str):
+    """An argparse ``type``: ``convert(text)``, refused unless it is finite and >=
+    ``minimum`` (argparse names the type in its message)."""
+
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {kind} >= {minimum}; got {text!r}")
+        return value
+
+    parse.__name__ = f"{kind} >= {minimum}"
+    return parse
+
+
 def int_at_least(minimum: int):
     """An argparse ``type`` for ints >= ``minimum``: ``--rounds 0`` is refused by the parser
     instead of giving a NaN row or a vacuous ratio."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected an int >= {minimum}; got {text!r}"
-            ) from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected an int >= {minimum}; got {value}")
-        return value
-
-    parse.__name__ = f"int >= {minimum}"  # argparse names the type in its message
-    return parse
+    return _at_least(minimum, int, "an int")
 
 
 positive_int = int_at_least(1)
@@ -257,17 +261,4 @@ positive_int = int_at_least(1)
 def float_at_least(minimum: float):
     """An argparse ``type`` for finite floats >= ``minimum`` (``nan`` and ``inf`` are
     refused, which ``float`` alone accepts)."""
-
-    def parse(text: str) -> float:
-        try:
-            value = float(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(
-                f"expected a number >= {minimum}; got {text!r}"
-            ) from None
-        if not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected a finite number >= {minimum}; got {text!r}")
-        return value
-
-    parse.__name__ = f"number >= {minimum}"
-    return parse
+    return _at_least(minimum, float, "a finite number")
