@@ -21,6 +21,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))  # run as a script from anywhere: the package beside it
+
+from mtl_envs.io import atomic_write_json, read_json  # noqa: E402
 
 # name -> arguments beyond --out (and --data-root, for those that read CIFAR-100).
 BENCHMARKS: dict[str, list[str]] = {
@@ -34,6 +37,17 @@ BENCHMARKS: dict[str, list[str]] = {
     "memory_episodes": [],
 }
 NEEDS_DATA = {"aux_label_overhead", "loss_weighting_cost", "ppo_cycle", "eval_share"}
+
+
+def keep_report(partial: Path, final: Path) -> None:
+    """Move a finished benchmark's report from its partial file to ``final``, its recorded
+    command naming the file it is kept as."""
+    report = read_json(partial)
+    report["command"] = report["command"].replace(
+        os.path.relpath(partial, ROOT), os.path.relpath(final, ROOT)
+    )
+    atomic_write_json(final, report)
+    partial.unlink()
 
 
 def main() -> int:
@@ -69,7 +83,7 @@ def main() -> int:
         code = subprocess.call(command, cwd=ROOT)
         print(f"== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
         if code == 0 and partial.is_file():
-            os.replace(partial, args.out_dir / f"{name}.json")
+            keep_report(partial, args.out_dir / f"{name}.json")
         else:
             failed.append(name)
     if failed:
