@@ -33,7 +33,7 @@ from harness.compare import (
     summarize,
 )
 from harness.config import RunConfig, apply_overrides, file_in_the_way, positive_int
-from harness.registry import ORACLES, check_run, methods_for, resolve, same_family
+from harness.registry import ORACLES, check_run, file_methods, methods_for, resolve
 from harness.results import default_metric, load_results, portable_kwargs
 from harness.workers import Terminated
 from mtl_envs.errors import ConfigError
@@ -78,7 +78,7 @@ def cmd_run(args: argparse.Namespace) -> list[dict[str, Any]]:
     # Fail fast on a bad method name or a setting no method reads. The methods the file
     # names read its sections too: `method=[ew,dwa]` over a config written for IGBv2 and its
     # baselines runs those two without rewriting IGBv2's `agent` or `method_kwargs`.
-    check_run(config, siblings=_file_methods(args.config, config.env_id))
+    check_run(config, siblings=file_methods(args.config, config.env_id))
     runners = {m: resolve(config.env_id, m) for m in config.methods}
     results = []
     for method, runner in runners.items():
@@ -109,21 +109,17 @@ def _written(
     from harness.lifecycle import made_with
 
     base = Path(config.output_dir) / config.env_id / method
+    # <setting>/<variant>/seed<k>, either level optional (run_dir); another variant's runs
+    # lie in the same tree, so each result's own variant is compared too.
     files = [*base.glob(f"seed{seed}/result.json"), *base.glob(f"*/seed{seed}/result.json")]
+    files += base.glob(f"*/*/seed{seed}/result.json")
     files.sort(key=lambda path: natural_key(str(path)))
-    written = [r for r in map(read_json, files) if made_with(config, r.get("config"))]
+    written = [
+        r
+        for r in map(read_json, files)
+        if r.get("variant") == config.variant and made_with(config, r.get("config"))
+    ]
     return written or [returned]
-
-
-def _file_methods(path: str, env_id: str) -> list[str]:
-    """The methods a config file names before any override, if it names an id of
-    ``env_id``'s family (a method name such as ``ppo`` means another method in another
-    family); none if the file does not load without its overrides."""
-    try:
-        written = RunConfig.from_file(path)
-    except ConfigError:
-        return []
-    return written.methods if same_family(env_id, written.env_id) else []
 
 
 def _normalized(env_id: str, metric: str, value: float, result: dict[str, Any]) -> str:

@@ -68,6 +68,18 @@ def load_yaml(text: Any) -> Any:
         raise ConfigError(f"Malformed YAML{where}: {problem}.") from None
 
 
+def is_folder_label(label: Any) -> bool:
+    """Whether ``label`` can name a run's own folder level (``run_dir``): one path part,
+    not ``.`` or ``..`` (which would land in another run's folder) and not ``seed<k>`` (a
+    run's seed folder, which result searches take for a finished run)."""
+    return (
+        isinstance(label, str)
+        and label not in ("", ".", "..")
+        and not any(c in label for c in "/\\\0")
+        and re.fullmatch(r"seed\d+", label) is None
+    )
+
+
 @dataclass
 class RunConfig:
     """One experiment: an env id with its kwargs, one or more methods, seeds and epochs."""
@@ -107,11 +119,10 @@ class RunConfig:
             self.method = [self.method]
         if isinstance(self.variant, (int, float)) and not isinstance(self.variant, bool):
             self.variant = str(self.variant)  # `variant=3` from the command line: the label "3"
-        if self.variant is not None and (
-            not isinstance(self.variant, str) or not self.variant or "/" in self.variant
-        ):
+        if self.variant is not None and not is_folder_label(self.variant):
             raise ConfigError(
-                f"`variant` must be a non-empty label without '/' (it names a folder); got "
+                f"`variant` must be a non-empty label without '/' or '\\', other than '.', "
+                f"'..' and seed<k> (it names a folder beside the plain run's seed<k>); got "
                 f"{self.variant!r}."
             )
         if isinstance(self.seeds, int):

@@ -197,6 +197,17 @@ def check_agent_sections(config: RunConfig, methods: Sequence[str] | None = None
             )
 
 
+def file_methods(path: str, env_id: str) -> list[str]:
+    """The methods a config file names before any override, if it names an id of
+    ``env_id``'s family (a method name such as ``ppo`` means another method in another
+    family); none if the file does not load without its overrides."""
+    try:
+        written = RunConfig.from_file(path)
+    except ConfigError:
+        return []
+    return written.methods if same_family(env_id, written.env_id) else []
+
+
 def check_run(config: RunConfig, siblings: Sequence[str] = ()) -> None:
     """Fail before anything trains: every method of ``config`` exists on its env id, every
     ``method_kwargs`` key and ``agent``/``policy`` section is read by one of them, and each

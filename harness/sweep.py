@@ -2,7 +2,8 @@
 
 A sweep file names a base run config and the grid to expand::
 
-    base: configs/lossweighting_digits10_sac.yaml   # or an inline mapping
+    base: lossweighting_digits10_sac.yaml   # beside this file (else from the working
+                                            # directory), or an inline mapping
     grid:
       method: [ew, uw, igbv2]
       seeds: [0, 1, 2]
@@ -24,6 +25,7 @@ argument) is recorded in ``.sweep/<run>.failed.json`` with its traceback, and th
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -40,10 +42,19 @@ from harness.config import RunConfig, apply_overrides, load_yaml, set_dotted
 from harness.registry import check_run, same_family
 from mtl_envs.errors import ConfigError, MissingDependencyError, PathNotFoundError
 from mtl_envs.io import atomic_write_json, read_json
-from mtl_envs.utils import check_int, config_from_dict, suggest
+from mtl_envs.utils import check_field_types, check_int, check_number, config_from_dict, suggest
 
 BACKENDS = ("local", "ray")
 GRID_KEYS = ("method", "seeds", "env_id", "overrides")
+# Run-config keys the sweep sets for every run, with where to set them instead.
+SWEEP_SET = {
+    "method": "list methods in `grid.method`.",
+    "seeds": "list seeds in `grid.seeds`.",
+    "env_id": "list ids in `grid.env_id`.",
+    "output_dir": "set the sweep's own `output_dir`.",
+    "variant": "each override set's label is made from its keys and values.",
+    "progress": "a sweep's runs show no progress bars (the sweep reports each run).",
+}
 
 
 @dataclass
@@ -51,7 +62,8 @@ class SweepConfig:
     """A grid of runs and where and how to run them."""
 
     base: str | dict[str, Any] = field(default_factory=dict)
-    """A run-config YAML path (relative to the sweep file) or an inline run config."""
+    """A run-config YAML path (relative to the sweep file; failing that, to the working
+    directory) or an inline run config."""
     grid: dict[str, Any] = field(default_factory=dict)
     """``method``, ``seeds``, ``env_id`` lists and ``overrides`` (list of mappings)."""
     output_dir: str = "results/sweep"
@@ -62,8 +74,13 @@ class SweepConfig:
     """``address`` (default ``auto``: an existing cluster), ``num_cpus``, ``num_gpus`` per run."""
 
     def __post_init__(self) -> None:
-        if self.base is None:  # `base:` with nothing under it: the default, no settings
-            self.base = {}
+        # `base:`, `grid:` or `ray:` with nothing under it: the default, no settings.
+        for name in ("base", "grid", "ray"):
+            if getattr(self, name) is None:
+                setattr(self, name, {})
+        check_field_types(self)
+        if str(self.output_dir) == "":
+            raise ConfigError("`output_dir` must name a folder; got ''.")
         if not isinstance(self.base, (str, os.PathLike, dict)) or str(self.base) == "":
             raise ConfigError(
                 "`base` must be the path of a run-config YAML file (relative to the sweep "
@@ -86,6 +103,9 @@ class SweepConfig:
             raise ConfigError(
                 f"Unknown `ray` keys {sorted(unknown)}; valid: address, num_cpus, num_gpus."
             )
+        for name in ("num_cpus", "num_gpus"):  # Ray takes fractions of a device
+            if name in self.ray:
+                check_number(f"ray.{name}", self.ray[name], strict=name == "num_cpus")
 
     @classmethod
     def from_file(cls, path: str | os.PathLike, overrides: Iterable[str] = ()) -> SweepConfig:
@@ -99,9 +119,11 @@ class SweepConfig:
             raise ConfigError(f"Sweep file {str(path)!r} must be a YAML mapping.")
         values = apply_overrides(values, overrides)
         if isinstance(values.get("base"), str):
+            # Relative to the sweep file; failing that, to the working directory.
             base = Path(values["base"])
-            if not base.is_absolute() and not base.is_file():
-                base = path.parent / base
+            beside = path.parent / base
+            if not base.is_absolute() and (beside.is_file() or not base.is_file()):
+                base = beside
             values["base"] = str(base)
         return config_from_dict(cls, values)
 
@@ -168,6 +190,14 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
     base_env = base.get("env_id", RunConfig.env_id)
     if not all(isinstance(o, dict) for o in overrides):
         raise ConfigError("Grid `overrides` must be a list of mappings of dotted keys to values.")
+    for override in overrides:
+        for key in override:
+            top = str(key).split(".")[0]
+            if top in SWEEP_SET:
+                raise ConfigError(
+                    f"Grid `overrides` key {key!r} ({override!r}) is set by the sweep for "
+                    f"every run, so the override would be dropped: {SWEEP_SET[top]}"
+                )
     runs = []
     for seed, env_id, override, method in itertools.product(seeds, env_ids, overrides, methods):
         variant = _variant_name(override) if override else None
@@ -189,7 +219,11 @@ def expand(sweep: SweepConfig) -> list[RunSpec]:
         runs.append(RunSpec(key, values))
     keys = [r.key for r in runs]
     if len(set(keys)) != len(keys):
-        raise ConfigError("The grid repeats a run (duplicate methods, seeds or env ids).")
+        repeated = sorted({k for k in keys if keys.count(k) > 1})
+        raise ConfigError(
+            f"The grid repeats a run ({repeated[0]!r}): a method, seed or env id listed twice, "
+            "or two `overrides` sets with the same keys and values."
+        )
     return runs
 
 
@@ -242,28 +276,22 @@ def _record_crash(marker_dir: str, spec_key: str, err: BaseException) -> str:
 
 
 def _run_local(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):
-    from concurrent.futures import as_completed
-
-    from harness.workers import process_pool
+    from harness.workers import isolated_calls
 
     marker_dir = str(_marker_dir(sweep))
     if sweep.workers == 1:
         for spec in todo:
             report(spec.key, execute(spec.key, spec.config, marker_dir, sweep.threads_per_run))
         return
+    # Each run in a process of its own: a worker killed for memory fails its run alone.
     # SIGTERM or Ctrl-C stops the workers too: the runs they leave have no done marker,
     # and the next sweep runs them again.
-    with process_pool(sweep.workers) as pool:
-        futures = {
-            pool.submit(execute, s.key, s.config, marker_dir, sweep.threads_per_run): s.key
-            for s in todo
-        }
-        for future in as_completed(futures):
-            try:
-                status = future.result()
-            except Exception as err:  # the worker process died: BrokenProcessPool
-                status = _record_crash(marker_dir, futures[future], err)
-            report(futures[future], status)
+    calls = {s.key: (s.key, s.config, marker_dir, sweep.threads_per_run) for s in todo}
+    with contextlib.closing(isolated_calls(execute, calls, sweep.workers)) as finished:
+        for key, status in finished:
+            if isinstance(status, BaseException):  # the worker process died
+                status = _record_crash(marker_dir, key, status)
+            report(key, status)
 
 
 def _run_ray(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str], None]):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from harness.config import RunConfig
-from harness.registry import METHODS, check_run, is_agent, resolve
+from harness.registry import METHODS, check_run, file_methods, is_agent, resolve
 from harness.results import default_metric
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import family_of
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         config = RunConfig.from_file(argv[0], argv[1:])
-        check_run(config)
+        check_run(config, siblings=file_methods(argv[0], config.env_id))
     except ConfigError as err:  # bad input is one line, as `mtl-envs` prints it
         print(f"python -m harness.train: error: {err}", file=sys.stderr)
         return 2

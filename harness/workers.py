@@ -16,8 +16,8 @@ import os
 import signal
 import threading
 import time
-from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Hashable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any
 
 
@@ -97,18 +97,22 @@ def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
     threading.Thread(target=watch, name="parent-watchdog", daemon=True).start()
 
 
+def _spawned_pool(workers: int) -> ProcessPoolExecutor:
+    return ProcessPoolExecutor(
+        max_workers=workers,
+        mp_context=mp.get_context("spawn"),
+        initializer=_exit_with_parent,
+        initargs=(os.getpid(),),
+    )
+
+
 @contextlib.contextmanager
 def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
     """A pool of ``workers`` spawned processes (no forked torch state in them) whose workers
     are terminated if the block ends by an exception, SIGTERM included, and end by themselves
     if the parent dies outright; on a normal exit it waits for them as
     ``with ProcessPoolExecutor(...)`` does."""
-    pool = ProcessPoolExecutor(
-        max_workers=workers,
-        mp_context=mp.get_context("spawn"),
-        initializer=_exit_with_parent,
-        initargs=(os.getpid(),),
-    )
+    pool = _spawned_pool(workers)
     with sigterm_raises():
         try:
             yield pool
@@ -119,4 +123,39 @@ def process_pool(workers: int) -> Iterator[ProcessPoolExecutor]:
             raise
 
 
-__all__ = ["Terminated", "process_pool", "sigterm_raises", "terminate_workers"]
+def isolated_calls(
+    fn: Callable[..., Any], calls: Mapping[Hashable, tuple[Any, ...]], workers: int
+) -> Iterator[tuple[Hashable, Any]]:
+    """``fn(*args)`` for each ``key: args`` of ``calls``, each in a spawned process of its
+    own, at most ``workers`` at a time; yields ``(key, result)`` as they end, the result
+    being the exception where the call raised or its process died.
+
+    One shared pool fails every call it holds once any worker dies (a run killed for
+    memory, a crash in native code): ``BrokenProcessPool`` reaches the calls of the other
+    workers, running or queued. Here such a death fails only its own call. The processes
+    stop with the caller as :func:`process_pool`'s do (SIGTERM, Ctrl-C, an exception, or
+    the generator closed early).
+    """
+    queue = list(calls.items())
+    running: dict[Future, tuple[Hashable, ProcessPoolExecutor]] = {}
+    with sigterm_raises():
+        try:
+            while queue or running:
+                while queue and len(running) < workers:
+                    key, args = queue.pop(0)
+                    pool = _spawned_pool(1)
+                    running[pool.submit(fn, *args)] = (key, pool)
+                finished, _ = wait(running, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    key, pool = running.pop(future)
+                    pool.shutdown(wait=True)
+                    error = future.exception()
+                    yield key, future.result() if error is None else error
+        except BaseException:
+            with _signals_ignored():
+                for _, pool in running.values():
+                    terminate_workers(pool)
+            raise
+
+
+__all__ = ["Terminated", "isolated_calls", "process_pool", "sigterm_raises", "terminate_workers"]

@@ -687,8 +687,12 @@ def test_variants_have_their_own_run_folders():
     assert (
         run_dir(labelled, "ew", 0, "B=2").as_posix() == "out/LossWeighting-Cubic-v1/ew/B=2/3/seed0"
     )
-    with pytest.raises(ConfigError, match="`variant` must be a non-empty label without '/'"):
-        RunConfig(variant="a/b")
+    # Labels that would put the run in another run's folder: the plain run's (".") or
+    # another method's (".."), or inside the plain run's seed folder ("seed0").
+    for bad in ("a/b", "a\\b", ".", "..", "seed0", ""):
+        with pytest.raises(ConfigError, match="`variant` must be a non-empty label without '/'"):
+            RunConfig(variant=bad)
+    assert RunConfig(variant="seed").variant == "seed"
 
 
 def test_ctrl_c_is_one_line_with_how_to_go_on(monkeypatch, capsys):
@@ -837,3 +841,44 @@ def test_compare_says_what_it_reads_and_never_to_delete_the_users_file(tmp_path,
     for path in (broken, tmp_path / "out"):
         assert main(["compare", str(path)]) == 2
         assert "delete it to recompute it" in _one_line_error(capsys)
+
+
+def test_a_run_reports_only_its_own_variants_results(tmp_path):
+    from harness.cli import _written
+    from harness.results import make_result, run_dir
+    from mtl_envs.io import atomic_write_json
+
+    def config(variant):
+        return RunConfig(output_dir=str(tmp_path), env_id="LossWeighting-Cubic-v1", variant=variant)
+
+    for variant in (None, "a", "b"):
+        for setting in (None, "B=2"):
+            made = config(variant)
+            result = make_result(made, "ew", 0, final={"test/rmse": 1.0}, setting=setting)
+            atomic_write_json(run_dir(made, "ew", 0, setting) / "result.json", result)
+    for variant in (None, "a", "b"):
+        found = _written(config(variant), "ew", 0, {"returned": True})
+        assert sorted((r["variant"], str(r["setting"])) for r in found) == [
+            (variant, "B=2"),
+            (variant, "None"),
+        ]
+
+
+def test_python_m_harness_train_reads_the_files_own_methods_sections(tmp_path, monkeypatch, capsys):
+    """`mtl-envs run FILE method=ew` accepts IGBv2's `method_kwargs` of a file written for
+    IGBv2 and its baselines; the module entry point checks the same way."""
+    from harness import train
+
+    ran = []
+
+    def runner(config, seed):
+        ran.append((config.methods, seed))
+        return {"env_id": config.env_id, "final": {"test/mean_mse": 1.0}}
+
+    monkeypatch.setattr(train, "resolve", lambda env_id, method: runner)
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "env_id: LossWeighting-Cubic-v1\nmethod: [igbv2, ew]\nmethod_kwargs: {update_epoch: 4}\n"
+    )
+    assert train.main([str(path), "method=ew"]) == 0, capsys.readouterr().err
+    assert ran == [(["ew"], 0)]

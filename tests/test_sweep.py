@@ -205,3 +205,59 @@ def test_a_base_that_is_not_a_run_config_is_one_clear_error(tmp_path, capsys):
     with pytest.raises(ConfigError, match=f"Sweep file '{tmp_path}' is a directory; give a YAML"):
         SweepConfig.from_file(tmp_path)
     assert not (tmp_path / "out").exists()
+
+
+def test_overrides_of_keys_the_sweep_sets_are_refused(tmp_path):
+    """The sweep sets method, seeds, env id, output folder and label for every run: an
+    override of one of them was dropped while its label still named the run's folder."""
+    for override, hint in (
+        ({"seeds": [7]}, "grid.seeds"),
+        ({"method": "uw"}, "grid.method"),
+        ({"output_dir": str(tmp_path / "elsewhere")}, "sweep's own `output_dir`"),
+        ({"variant": "mine"}, "label is made from its keys"),
+        ({"env_id": "LossWeighting-Exam-v1"}, "grid.env_id"),
+    ):
+        path = sweep_file(tmp_path, grid={"method": ["ew"], "overrides": [override]})
+        with pytest.raises(ConfigError, match="is set by the sweep for every run") as caught:
+            expand(SweepConfig.from_file(path))
+        assert repr(next(iter(override))) in str(caught.value) and hint in str(caught.value)
+
+
+def test_a_repeated_override_set_is_named(tmp_path):
+    path = sweep_file(tmp_path, grid={"method": ["ew"], "overrides": [{"epochs": 3}] * 2})
+    with pytest.raises(ConfigError, match="epochs=3.*two `overrides` sets with the same keys"):
+        expand(SweepConfig.from_file(path))
+
+
+def test_malformed_sweep_fields_are_one_clear_error(tmp_path):
+    """Empty `grid:`/`ray:` are no settings, as an empty `base:` is; wrong types used to end
+    in TypeError or AttributeError, and an empty output folder meant the working directory."""
+    path = tmp_path / "sweep.yaml"
+    path.write_text("base: {env_id: LossWeighting-Cubic-v1, method: ew}\ngrid:\nray:\n")
+    assert SweepConfig.from_file(path).grid == {}
+    for text, message in (
+        ("grid: [method]\n", "`grid` must be a mapping"),
+        ("output_dir: 5\n", "`output_dir` must be a string; got 5."),
+        ("output_dir: ''\n", "`output_dir` must name a folder"),
+        ("ray: {num_cpus: -1}\n", "`ray.num_cpus` must be a positive finite number; got -1."),
+        ("ray: {num_gpus: -0.5}\n", "`ray.num_gpus` must be a non-negative finite number"),
+        ("workers: two\n", "`workers` must be an int"),
+    ):
+        path.write_text("base: {env_id: LossWeighting-Cubic-v1}\n" + text)
+        with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
+            SweepConfig.from_file(path)
+    path.write_text("ray: {num_gpus: 0.5, num_cpus: 1}\n")
+    assert SweepConfig.from_file(path).ray == {"num_gpus": 0.5, "num_cpus": 1}
+
+
+def test_a_relative_base_is_read_beside_the_sweep_file_first(tmp_path, monkeypatch):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "base.yaml").write_text("method: uw\n")  # a decoy in the working directory
+    (tmp_path / "sub" / "base.yaml").write_text("method: ew\n")
+    (tmp_path / "sub" / "sweep.yaml").write_text("base: base.yaml\n")
+    (tmp_path / "only_here.yaml").write_text("method: rlw\n")
+    (tmp_path / "sub" / "other.yaml").write_text("base: only_here.yaml\n")
+    monkeypatch.chdir(tmp_path)
+    assert SweepConfig.from_file("sub/sweep.yaml").base_values()["method"] == "ew"
+    # Not beside it: the working directory's, as a path typed from the project's root.
+    assert SweepConfig.from_file("sub/other.yaml").base_values()["method"] == "rlw"

@@ -13,3 +13,11 @@ def mark_then_sleep(folder: str, seconds: float) -> None:
     the worker is inside its call."""
     (Path(folder) / str(os.getpid())).write_text("")
     time.sleep(seconds)
+
+
+def exit_if_negative(value: int) -> int:
+    """``value``, or the process ends at once (as a worker killed for memory does) when it
+    is negative."""
+    if value < 0:
+        os._exit(1)
+    return value
