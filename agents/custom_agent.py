@@ -19,6 +19,7 @@ import gymnasium as gym
 import numpy as np
 
 import mtl_envs  # noqa: F401
+from harness.config import float_at_least, int_at_least, positive_int
 from mtl_envs.families import FAMILIES
 
 
@@ -29,18 +30,27 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description="REINFORCE on the AuxLabel vector env")
-    ids = [i for i in FAMILIES["AuxLabel"].ids() if i.startswith("AuxLabel-")]
+    # Ids with one label per action (not the weighted ones) and RL-AUX's per-batch reward:
+    # on a validation-reward id only an epoch's last step is rewarded, which this per-batch
+    # REINFORCE would credit to that batch's labels alone.
+    ids = [
+        i
+        for i in FAMILIES["AuxLabel"].ids()
+        if i.startswith("AuxLabel-") and gym.spec(i).kwargs.get("reward", "paper") == "paper"
+    ]
     parser.add_argument(
         "--env-id",
         default="AuxLabel-Digits-v1",
         choices=ids,
         metavar="ENV_ID",
-        help=f"an AuxLabel id with one label per action (not the weighted ids): {', '.join(ids)}",
+        help=f"an AuxLabel id with one label per action and a per-batch reward: {', '.join(ids)}",
     )
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--lr", type=float, default=0.5, help="policy step size")
-    parser.add_argument("--batch-size", type=int, default=100, help="B_T = number of slots")
+    parser.add_argument("--epochs", type=positive_int, default=10)
+    parser.add_argument("--seed", type=int_at_least(0), default=0)
+    parser.add_argument("--lr", type=float_at_least(0), default=0.5, help="policy step size")
+    parser.add_argument(
+        "--batch-size", type=positive_int, default=100, help="B_T = number of slots"
+    )
     args = parser.parse_args(argv)
 
     envs = gym.make_vec(

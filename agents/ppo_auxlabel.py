@@ -7,7 +7,9 @@ The protocol alternates, for ``epochs`` cycles:
 1. one *train-agent* epoch: the canonical main network is restored, PPO labels every batch,
    the main network trains on the labels and PPO learns from the rewards;
 2. one *train-main* epoch: the deterministic policy labels every batch and the main network
-   trains on them, then becomes the new canonical model; val and test are evaluated.
+   trains on them, then becomes the new canonical model; validation is evaluated (every
+   ``eval_every`` cycles), and test once on the final and once on the best-validation
+   network.
 
 PPO runs on the natively vectorised env through :class:`~agents.sb3_vec_env.SB3VecEnvAdapter`,
 one slot per sample of a batch, so the policy's forward passes are batched. Every slot of a

@@ -392,7 +392,7 @@ def check_config(config: RunConfig) -> None:
         raise ConfigError(
             f"`agent.train_freq` must be [n, 'step'] or [n, 'episode']; got {freq!r}."
         )
-    check_agent_values(own)
+    check_agent_values(own, learned_entropy=True)
     settings = config.env_settings()
     if settings.get("max_steps") is not None:
         raise ConfigError(

@@ -11,16 +11,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_int, check_number, is_finite_number, is_int
+from mtl_envs.utils import check_bool, check_int, check_number, is_finite_number, is_int
 
 POSITIVE_INTS = ("batch_size", "n_steps", "n_epochs", "buffer_size", "target_update_interval")
 UNIT_INTERVAL = ("gamma", "gae_lambda", "tau")  # in [0, 1]
 POSITIVE_NUMBERS = ("learning_rate", "clip_range", "max_grad_norm")
 NON_NEGATIVE_NUMBERS = ("vf_coef",)
+BOOLS = ("normalize_advantage", "use_sde", "use_sde_at_warmup", "optimize_memory_usage")
 
 
-def check_agent_values(agent: Mapping[str, Any]) -> None:
-    """Raise ``ConfigError`` naming ``agent.<key>`` for a value SB3 would misuse."""
+def check_agent_values(agent: Mapping[str, Any], *, learned_entropy: bool = False) -> None:
+    """Raise ``ConfigError`` naming ``agent.<key>`` for a value SB3 would misuse.
+
+    ``learned_entropy``: the algorithm can learn its entropy coefficient (SAC's ``"auto"``);
+    PPO's must be a number, or it fails mid-training."""
+    for key in BOOLS:
+        if key in agent:
+            check_bool(f"agent.{key}", agent[key])  # "false" would read as True
     for key in POSITIVE_INTS:
         if key in agent:
             check_int(f"agent.{key}", agent[key])
@@ -44,10 +51,10 @@ def check_agent_values(agent: Mapping[str, Any]) -> None:
     if "ent_coef" in agent:
         coef = agent["ent_coef"]
         learned = isinstance(coef, str) and (coef == "auto" or coef.startswith("auto_"))
-        if not learned and not (is_finite_number(coef) and coef >= 0):
+        if not (learned and learned_entropy) and not (is_finite_number(coef) and coef >= 0):
+            kinds = ", or 'auto' / 'auto_<initial>'" if learned_entropy else ""
             raise ConfigError(
-                f"`agent.ent_coef` must be a non-negative number, or 'auto' / 'auto_<initial>' "
-                f"(SAC); got {coef!r}."
+                f"`agent.ent_coef` must be a non-negative number{kinds}; got {coef!r}."
             )
     if "train_freq" in agent:
         freq = agent["train_freq"]

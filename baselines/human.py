@@ -9,13 +9,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch.nn.functional as F
-
 from baselines.auxiliary import run_aux_baseline
 from harness.config import RunConfig
 from harness.lifecycle import stateless
 from mtl_envs.errors import ConfigError
-from mtl_envs.training import AuxLearner, Labeller
+from mtl_envs.training import AuxLearner, Labeller, auxiliary_targets
 
 
 def human_labeller(learner: AuxLearner, seed: int) -> Labeller:
@@ -31,10 +29,15 @@ def human_labeller(learner: AuxLearner, seed: int) -> Labeller:
             f"primary classes must equal the {data.num_fine_classes} fine classes of the human "
             "auxiliary task."
         )
-    fine = data.train.fine_labels
+    psi = learner.config.hierarchy_factor
+    rank, primary = data.train.fine_labels % psi, data.train.labels
 
     def label(indices, inputs):
-        return F.one_hot(fine[indices], learner.num_aux).float(), None
+        # The fine class's rank inside the block of the label the main task trains on: the
+        # fine class itself, unless `label_noise` moved that label to another superclass
+        # (the auxiliary target then stays in the hierarchy, as the env's human policy's).
+        targets = auxiliary_targets(rank[indices], primary[indices], psi, learner.num_primary)
+        return targets, None
 
     return stateless(label)
 

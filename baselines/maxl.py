@@ -38,6 +38,7 @@ the reference).
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import numpy as np
@@ -46,12 +47,12 @@ from torch.func import functional_call
 
 from baselines.auxiliary import run_aux_baseline
 from harness.config import RunConfig
-from harness.registry import method_options
+from harness.registry import MAXL_OPTIONS, method_options
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import MultiHeadNet, build_backbone
 from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight_from_bin
 from mtl_envs.training.common import seeded
-from mtl_envs.utils import check_choice
+from mtl_envs.utils import check_bool, check_choice, check_exponent_range, check_number
 
 ALTERNATIONS = ("epoch", "batch")  # the first is the default
 
@@ -187,7 +188,15 @@ class MAXLLabeller:
         exponent_range: tuple[float, float] = (-5.0, 5.0),
         alternation: str = ALTERNATIONS[0],
     ):
-        check_choice("method_kwargs.alternation", alternation, ALTERNATIONS)
+        options = dict(
+            first_order=first_order,
+            lr=lr,
+            weight_decay=weight_decay,
+            entropy_coef=entropy_coef,
+            exponent_range=exponent_range,
+            alternation=alternation,
+        )
+        check_options(options)
         self.learner = learner
         self.generator = seeded(seed + 1, lambda: LabelGenerator(learner, weight_aware))
         self.generator.to(learner.device)
@@ -200,7 +209,7 @@ class MAXLLabeller:
         )
         self.first_order = first_order
         self.entropy_coef = entropy_coef
-        self.exponent_range = tuple(exponent_range)
+        self.exponent_range = tuple(float(v) for v in exponent_range)
         self.alternation = alternation
         # The generator pass's order and augmentation: a stream apart from the learner's.
         self.rng = torch.Generator(device=learner.device)
@@ -269,11 +278,50 @@ class MAXLLabeller:
         self.scheduler.step()
 
 
+def check_options(options: dict[str, Any]) -> None:
+    """Fail before anything trains on a MAXL option of the wrong type or range (the checks of
+    :class:`MAXLLabeller`, whose defaults fill what ``options`` leaves out)."""
+    defaults = inspect.signature(MAXLLabeller).parameters
+    values = {k: defaults[k].default for k in MAXL_OPTIONS} | dict(options)
+    check_choice("method_kwargs.alternation", values["alternation"], ALTERNATIONS)
+    check_bool("method_kwargs.first_order", values["first_order"])
+    check_number("method_kwargs.lr", values["lr"], strict=True)
+    check_number("method_kwargs.weight_decay", values["weight_decay"])
+    check_number("method_kwargs.entropy_coef", values["entropy_coef"])
+    check_exponent_range("method_kwargs.exponent_range", values["exponent_range"])
+
+
+def maxl_options(config: RunConfig, weight_aware: bool) -> dict[str, Any]:
+    """The labeller's options of the run's ``maxl`` (or ``wa_maxl``), checked."""
+    options = method_options(config, "wa_maxl" if weight_aware else "maxl")
+    if weight_aware:
+        # WA-MAXL's weights are "scaled the same as in Equation 8" (RL-AUX section 5): the
+        # env's range, unless the method's own is given; two different ranges are refused.
+        env_range = config.env_kwargs.get("weight_exponent_range")
+        own = options.get("exponent_range")
+        if env_range is not None and own is not None and list(own) != list(env_range):
+            raise ConfigError(
+                f"`method_kwargs.exponent_range` {own!r} differs from "
+                f"`env_kwargs.weight_exponent_range` {env_range!r}: WA-MAXL scales its weights "
+                "as the env's eq. 8 does; give one of them."
+            )
+        if own is None and env_range is not None:
+            options = {**options, "exponent_range": env_range}
+    check_options(options)
+    return options
+
+
+def check_config(config: RunConfig) -> None:
+    """Fail before any method of the run trains on a bad MAXL or WA-MAXL option."""
+    for method, weight_aware in (("maxl", False), ("wa_maxl", True)):
+        if method in config.methods:
+            maxl_options(config, weight_aware)
+
+
 def run_maxl(config: RunConfig, seed: int, *, weight_aware: bool) -> dict[str, Any]:
     method = "wa_maxl" if weight_aware else "maxl"
-    options = method_options(config, method)
+    options = maxl_options(config, weight_aware)
     alternation = options.get("alternation", ALTERNATIONS[0])
-    check_choice("method_kwargs.alternation", alternation, ALTERNATIONS)
     labellers: list[MAXLLabeller] = []
 
     def make(learner: AuxLearner, s: int) -> MAXLLabeller:

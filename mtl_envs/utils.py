@@ -177,6 +177,18 @@ def check_number(argument: str, value: Any, *, minimum: float = 0.0, strict: boo
         raise ConfigError(f"`{argument}` must be {kind}; got {value!r}.")
 
 
+def check_exponent_range(argument: str, value: Any) -> tuple[float, float]:
+    """``value`` as ``(low, high)`` floats, or ``ConfigError`` naming ``argument`` unless it
+    is a pair of finite numbers with low < high (RL-AUX eq. 8's exponents: reversed, the
+    weight bins would map the other way round)."""
+    pair = tuple(value) if isinstance(value, (tuple, list)) else ()
+    if len(pair) != 2 or not all(is_finite_number(v) for v in pair) or pair[0] >= pair[1]:
+        raise ConfigError(
+            f"`{argument}` must be (low, high), finite numbers with low < high; got {value!r}."
+        )
+    return float(pair[0]), float(pair[1])
+
+
 def float_array(argument: str, value: Any) -> np.ndarray:
     """``value`` as a float32 array, or ``ConfigError`` naming ``argument`` when it holds
     something that is not a number (a string, None); bools are not numbers here."""

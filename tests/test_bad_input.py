@@ -682,3 +682,53 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert "Did you mean 'LossWeighting-Cubic-v1'" in capsys.readouterr().err
     assert cli_main(["probe", "LossWeighting-Cubik-v1", "--seeds", "1"]) == 2
     assert "Did you mean 'LossWeighting-Cubic-v1'" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "method, options, match",
+    [
+        ("maxl", {"first_order": "false"}, "`method_kwargs.first_order` must be True or False"),
+        ("maxl", {"lr": -1.0}, "`method_kwargs.lr` must be a positive finite number"),
+        ("maxl", {"weight_decay": float("nan")}, "`method_kwargs.weight_decay`"),
+        ("maxl", {"entropy_coef": "abc"}, "`method_kwargs.entropy_coef`"),
+        # Reversed, eq. 8's bins would map the other way round.
+        ("wa_maxl", {"exponent_range": [5, -5]}, "`method_kwargs.exponent_range` must be"),
+        ("wa_maxl", {"exponent_range": [1, 2, 3]}, "`method_kwargs.exponent_range` must be"),
+        ("maxl", {"alternation": "step"}, "`method_kwargs.alternation`"),
+    ],
+)
+def test_maxl_options_are_checked_before_any_method_trains(method, options, match):
+    from harness.registry import check_run
+
+    config = RunConfig(method=["stl", method], env_id="AuxLabel-Digits-v1", method_kwargs=options)
+    with pytest.raises(ConfigError, match=match):
+        check_run(config)
+
+
+def test_wa_maxl_scales_its_weights_as_the_envs_eq8():
+    from baselines.maxl import maxl_options
+
+    env = {"weight_exponent_range": [-3, 5]}
+    config = RunConfig(method="wa_maxl", env_id="AuxLabel-Digits-v1", env_kwargs=env)
+    assert maxl_options(config, weight_aware=True)["exponent_range"] == [-3, 5]
+    assert "exponent_range" not in maxl_options(config, weight_aware=False)
+    config.method_kwargs = {"exponent_range": [-5, 5]}
+    with pytest.raises(ConfigError, match="differs from `env_kwargs.weight_exponent_range`"):
+        maxl_options(config, weight_aware=True)
+
+
+def test_ppo_refuses_a_learned_entropy_coefficient_and_quoted_bools():
+    """SB3's PPO takes no 'auto' entropy coefficient (SAC does): it failed mid-training. A
+    quoted "false" read as True."""
+    from agents.ppo_auxlabel import check_config
+    from agents.sac_lossweighting import check_config as check_sac
+
+    for agent, match in (
+        ({"ent_coef": "auto"}, "`agent.ent_coef` must be a non-negative number; got 'auto'"),
+        ({"normalize_advantage": "false"}, "`agent.normalize_advantage` must be True or False"),
+    ):
+        config = RunConfig(method="ppo", env_id="AuxLabel-Digits-v1", agent=agent)
+        with pytest.raises(ConfigError, match=match):
+            check_config(config)
+    sac = RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", agent={"ent_coef": "auto_0.1"})
+    check_sac(sac)  # SAC learns it

@@ -289,7 +289,8 @@ def test_flat_label_space():
 
 
 def test_auxlabel_validation_reward_telescopes_over_a_run():
-    env = gym.make("AuxLabel-Digits-v1", reward="val", restore="none", **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", reward="val", restore="none", train_batch_size=20)
+    env = env.unwrapped
     env.reset(seed=0)
     start = env.task.val_potential()
     total = 0.0
@@ -307,6 +308,18 @@ def test_auxlabel_validation_reward_telescopes_over_a_run():
         gym.make("AuxLabel-Digits-v1", reward="val", restore="batch")
 
 
+def test_auxlabel_validation_reward_refuses_the_per_batch_rewards_settings():
+    """reward='val' reads neither eq. 4's entropy weight nor its B_R: a changed value would
+    change nothing, so it is refused rather than ignored."""
+    for name, value in (("entropy_coef", 0.0), ("eval_batch_size", 32)):
+        with pytest.raises(ValueError, match=f"`{name}` \\({value}\\) sets RL-AUX eq. 4"):
+            gym.make("AuxLabel-Digits-v1", reward="val", **{name: value})
+    with pytest.raises(ValueError, match="`entropy_coef`"):
+        gym.make("AuxLabel-CIFAR100Small-v1", entropy_coef=1.0)
+    # The defaults are what an id that never set them carries.
+    gym.make("AuxLabel-Digits-v1", reward="val", entropy_coef=0.2, eval_batch_size=256).close()
+
+
 def _counting_evaluate(env, monkeypatch) -> list[str]:
     calls: list[str] = []
     evaluate = env.learner.evaluate
@@ -318,7 +331,8 @@ def _counting_evaluate(env, monkeypatch) -> list[str]:
 
 @pytest.mark.parametrize("restore", ["none", "epoch"])
 def test_auxlabel_validation_reward_evaluates_once_per_network_state(monkeypatch, restore):
-    env = gym.make("AuxLabel-Digits-v1", reward="val", restore=restore, **SMALL).unwrapped
+    env = gym.make("AuxLabel-Digits-v1", reward="val", restore=restore, train_batch_size=20)
+    env = env.unwrapped
     calls = _counting_evaluate(env, monkeypatch)
     env.reset(seed=0)
     start = env.task.val_potential()

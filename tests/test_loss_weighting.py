@@ -129,6 +129,23 @@ def test_dwa_weights_by_hand():
     torch.testing.assert_close(w, torch.tensor([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2)]))
 
 
+def test_dwa_default_temperature_is_two():
+    # IGB section 4.1 / DWA: T = 2. r = (0.5, 1) -> 2 * softmax((0.25, 0.5)).
+    w = DWA().weights(torch.ones(2), FakeLearner([(1.0, 1.0), (0.5, 1.0)]))
+    e1, e2 = math.exp(0.25), math.exp(0.5)
+    torch.testing.assert_close(w, torch.tensor([2 * e1 / (e1 + e2), 2 * e2 / (e1 + e2)]))
+
+
+def test_si_and_igbv1_train_on_log_losses_ew_on_plain_ones():
+    """SI is eq. 2 with equal weights and IGBv1 is eq. 3 on eq. 2's objective; EW sums the
+    plain losses."""
+    from baselines.ew import EW
+    from baselines.si import SI
+
+    assert (SI.loss_mode, IGBv1.loss_mode, EW.loss_mode) == ("log", "log", "sum")
+    assert torch.equal(SI().weights(torch.tensor([3.0, 0.5]), None), torch.ones(2))
+
+
 def test_dwa_si_weights_the_log_losses_by_plain_loss_ratios():
     # IGB Table 4's DWA + SI: DWA's weights (ratios of plain epoch losses), objective eq. 2.
     history = FakeLearner([(1.0, 1.0), (0.5, 1.0)])
@@ -207,6 +224,12 @@ def test_igbv1_weights_eq3():
     w = rule.weights(torch.tensor([2.0, 1.0]), FakeLearner(base=(1.0, 1.0)))
     e = math.e
     torch.testing.assert_close(w, torch.tensor([2 * e / (e + 1), 2 / (e + 1)]))
+    # L / L_base with a base that is not 1: (1/2, 1/0.5) = (0.5, 2) -> 2 softmax((0.5, 2)),
+    # (0.36485, 1.63515); neither L nor L * L_base gives these.
+    w = rule.weights(torch.tensor([1.0, 1.0]), FakeLearner(base=(2.0, 0.5)))
+    a, b = math.exp(0.5), math.exp(2.0)
+    torch.testing.assert_close(w, torch.tensor([2 * a / (a + b), 2 * b / (a + b)]))
+    assert w.tolist() == pytest.approx([0.36485, 1.63515], abs=1e-5)
 
 
 def test_rlw_weights_positive_sum_to_n_and_seeded():

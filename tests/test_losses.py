@@ -51,6 +51,12 @@ def test_focal_loss_by_hand():
     # p = (0.5, 0.5), target class 0, gamma 2: -(1 - 0.5)^2 * ln 0.5 = 0.25 ln 2.
     loss = focal_loss(torch.zeros(1, 2), torch.tensor([[1.0, 0.0]]), gamma=2.0)
     torch.testing.assert_close(loss, torch.tensor([0.25 * math.log(2)]))
+    # The factor is (1 - p)^gamma, not p^gamma (equal at p = 0.5): logits (2, 0), target 0,
+    # gamma 2: p_0 = e^2 / (e^2 + 1) -> -(1 - p_0)^2 ln p_0 = 0.00180 (p_0^2 would give 0.0981).
+    p0 = math.exp(2) / (math.exp(2) + 1)
+    loss = focal_loss(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]), gamma=2.0)
+    torch.testing.assert_close(loss, torch.tensor([-((1 - p0) ** 2) * math.log(p0)]))
+    assert float(loss) == pytest.approx(0.00180, abs=1e-5)
     # gamma = 0 is plain cross-entropy: p = (e^2, 1)/(e^2 + 1) -> -ln p_0 = ln(1 + e^-2).
     ce = focal_loss(torch.tensor([[2.0, 0.0]]), torch.tensor([[1.0, 0.0]]), gamma=0.0)
     torch.testing.assert_close(ce, torch.tensor([math.log(1 + math.exp(-2))]))

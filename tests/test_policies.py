@@ -258,3 +258,30 @@ def test_the_packaged_reference_scores_are_the_kept_probes():
     assert packaged == refs.build_table(refs.KEPT_PROBES)
     v1 = packaged["AuxLabel-CIFAR100Small-v1"]
     assert v1["measured_on"] == "AuxLabel-CIFAR100Small-v0"
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.3])
+def test_human_baseline_targets_stay_in_the_trained_labels_block(data_env, noise):
+    """The human baseline's auxiliary class is the fine class's rank inside the block of the
+    primary label the network trains on: the fine class itself without label noise; with
+    it, a flipped sample's target moves with its label, as the env's human policy's does
+    (an absolute fine label would leave the block and tell the clean superclass)."""
+    import torch
+
+    from baselines.human import human_labeller
+    from mtl_envs.training import AuxLearner, AuxLearnerConfig
+
+    cfg = AuxLearnerConfig(dataset="cifar100", data_root=str(data_env), label_noise=noise)
+    learner = AuxLearner(cfg, seed=0)
+    train = learner.data.train
+    indices = torch.arange(len(train.labels))
+    targets, weights = human_labeller(learner, 0)(indices, None)
+    classes = targets.argmax(1)
+    assert weights is None and bool((targets.sum(1) == 1).all())
+    assert torch.equal(classes // 5, train.labels) and torch.equal(
+        classes % 5, train.fine_labels % 5
+    )
+    flipped = train.labels != train.fine_labels // 5
+    assert bool(flipped.any()) == (noise > 0)
+    if noise == 0:
+        assert torch.equal(classes, train.fine_labels)

@@ -33,12 +33,12 @@ from mtl_envs.training import (
 )
 from mtl_envs.utils import (
     check_choice,
+    check_exponent_range,
     check_field_types,
     check_int,
     check_number,
     check_options,
     describe_array,
-    is_finite_number,
     seed_from,
     split_kwargs,
 )
@@ -82,13 +82,7 @@ class TaskSettings:
                 "`restore='batch'` resets after every batch; use restore='epoch' or 'none'."
             )
         check_int("weight_bins", self.weight_bins, minimum=2)
-        given = self.weight_exponent_range
-        lo_hi = tuple(given) if isinstance(given, (tuple, list)) else ()
-        if len(lo_hi) != 2 or not all(is_finite_number(v) for v in lo_hi) or lo_hi[0] >= lo_hi[1]:
-            raise ConfigError(
-                f"`weight_exponent_range` must be (low, high), finite numbers with low < high; "
-                f"got {given!r}."
-            )
+        check_exponent_range("weight_exponent_range", self.weight_exponent_range)
         check_number("entropy_coef", self.entropy_coef)
         check_int("max_batches", self.max_batches, optional=True)
 
@@ -99,8 +93,27 @@ ENV_ARGUMENTS = tuple(item.name for item in fields(TaskSettings))
 def check_env_kwargs(kwargs: dict[str, Any]) -> None:
     """Check AuxLabel constructor kwargs (the env's own and the learner's) without building
     anything."""
-    own, _ = split_env_kwargs(kwargs)
-    TaskSettings(**own)
+    own, config = split_env_kwargs(kwargs)
+    check_reward_inputs(TaskSettings(**own), config)
+
+
+def check_reward_inputs(settings: TaskSettings, config: AuxLearnerConfig) -> None:
+    """Refuse settings of RL-AUX eq. 4's reward (its entropy weight, B_R) on an env whose
+    reward is the validation loss's change, which reads neither: a changed value would
+    change nothing. Only a value other than the default can be told apart."""
+    if settings.reward != "val":
+        return
+    unread = {
+        "entropy_coef": (settings.entropy_coef, TaskSettings.entropy_coef),
+        "eval_batch_size": (config.eval_batch_size, AuxLearnerConfig.eval_batch_size),
+    }
+    for name, (value, default) in unread.items():
+        if value != default:
+            raise ConfigError(
+                f"`{name}` ({value!r}) sets RL-AUX eq. 4's per-batch reward, and this env's "
+                "reward is 'val' (the validation loss's change), which does not read it; "
+                f"leave it at {default!r} or set reward='paper'."
+            )
 
 
 class AuxLabelTask:
@@ -113,6 +126,7 @@ class AuxLabelTask:
 
     def __init__(self, config: AuxLearnerConfig, **env_kwargs: Any):
         settings = TaskSettings(**env_kwargs)  # the env's own arguments (see the table)
+        check_reward_inputs(settings, config)
         for item in fields(settings):
             setattr(self, item.name, getattr(settings, item.name))
         lo, hi = settings.weight_exponent_range
