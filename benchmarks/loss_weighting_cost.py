@@ -1,7 +1,7 @@
 """Training-time ratio T (IGB section 4.1) of IGBv2 (SAC) and IGBv1 against EW, one run.
 
     python benchmarks/loss_weighting_cost.py [--data-root DIR] [--epochs 30] [--repeats 5]
-        [--out FILE]
+        [--interleave-rounds 8] [--interleave-steps 50] [--out FILE]
 
 For Digits10 (30 epochs, the configured run with IGB's SAC schedule) and, with
 ``--data-root``, CIFAR100MTL with ``small_cnn`` (4 epochs of 450 batches; SAC learns and acts
@@ -14,17 +14,23 @@ of network updates: the milliseconds of one SAC update against one network step.
 run lasts seconds, so that case is repeated (``--repeats``) and reports the median T of the
 repeats with the interquartile range of IGBv2's, and the time split of the median repeat.
 
+Runs timed one after the other also differ by the machine's drift, several percent over
+minutes here. So for each id it also prices IGBv2's env step against EW's network step in
+one process, in alternating rounds on one network (``--interleave-rounds`` of
+``--interleave-steps``): an env step trains the pending batch and forwards the next, as EW's
+step does, plus the env's own work, with SAC acting and running its update rounds between
+steps (untimed); the median of the rounds' ratios is the env step's price.
+
 A configured CIFAR100MTL run (50 epochs, SAC from epoch 4) takes about 30 minutes per method
 here, so its T is extrapolated: the counts of the configured schedule (network steps, env
 steps, SAC gradient steps of rounds that grow with the buffer) priced at the per-step costs
 measured above, each SAC step at the dearer of its in-run cost and the cost of a step at the
 full batch of 256 (timed apart on a full buffer). The row shows the sum's three terms: the
-loop, 1 plus the env's own cost per env step (its steps timed inside IGBv2's run, less the
-learner's network work inside them) times the configured run's env steps over its network
-steps at EW's price, SAC's share and the actions' share. The same cost estimated as IGBv2's
-env and network time less its network steps at EW's price, a difference of two runs'
-timings, is printed beside it: machine noise lands there (IGBv1's T in the same run, whose
-loop is EW's, shows how far).
+loop (EW's network steps, the env steps at their interleaved price), SAC's share and the
+actions' share. Beside the loop, two other estimates of the env's cost: its own work timed
+inside IGBv2's run (its steps less the learner's network work inside them), and IGBv2's env
+and network time less its network steps at EW's price, a difference of two runs' timings
+where the drift lands (IGBv1's T in the same run, whose loop is EW's, shows how far).
 """
 
 from __future__ import annotations
@@ -165,8 +171,83 @@ def sac_step_ms(n_tasks: int, batch_size: int, device: str, rounds: int = 3) -> 
     return 1e3 * float(np.median(seconds)) / 50
 
 
+def interleaved_step_ratio(
+    env_id: str, env_kwargs: dict, steps: int, rounds: int, device: str
+) -> dict[str, Any]:
+    """IGBv2's env step against EW's network step, timed in alternating rounds of one
+    process on one network: each env step trains a batch and forwards the next as EW's step
+    does, plus the env's own work, with SAC choosing its action and running its update
+    rounds (on a full buffer of random transitions) between the steps, as in IGBv2's run.
+
+    Two runs timed minutes apart differ by the machine's drift as well as by the methods
+    (EW alone varies by several percent between runs here); alternating short rounds puts
+    the drift on both sides. Returns the median and quartiles of the rounds' ratios."""
+    from stable_baselines3.common.logger import Logger
+
+    # One warm-up epoch (the least the env allows) and no end within the rounds.
+    env = gym.make(env_id, **env_kwargs, warmup_epochs=1, epochs=1_000).unwrapped
+    learner = env.learner
+    skip = ("round_scaling",)
+    kwargs = {k: v for k, v in sac_defaults(None).items() if k not in skip}
+    kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    agent = SAC("MlpPolicy", env, seed=0, device=device, **kwargs)
+    agent.set_logger(Logger(folder=None, output_formats=[]))
+    buffer, rng = agent.replay_buffer, np.random.default_rng(0)
+    for name in ("observations", "next_observations", "rewards"):
+        array = getattr(buffer, name)
+        array[:] = rng.random(array.shape, dtype=np.float32)
+    buffer.actions[:] = rng.uniform(-0.99, 0.99, buffer.actions.shape)
+    buffer.full = True
+    every, gradient_steps = kwargs["train_freq"][0], kwargs["gradient_steps"]
+    obs, _ = env.reset(seed=0)
+
+    def ew_round() -> float:
+        learner.apply_pending(None)  # the env's pending batch, then EW's own steps
+        start = time.perf_counter()
+        for _ in range(steps):
+            if learner.epoch_done:
+                learner.end_epoch()
+                learner.begin_epoch()
+            learner.apply(*learner.task_losses(learner.next_indices()), None)
+        seconds = time.perf_counter() - start
+        if learner.epoch_done:
+            learner.end_epoch()
+            learner.begin_epoch()
+        learner.forward_pending()
+        return seconds
+
+    def env_round(obs: np.ndarray) -> tuple[float, np.ndarray]:
+        seconds = 0.0
+        for k in range(steps):
+            action, _ = agent.predict(obs)
+            start = time.perf_counter()
+            obs, *_ = env.step(action)
+            seconds += time.perf_counter() - start
+            if (k + 1) % every == 0:
+                agent.train(gradient_steps, kwargs["batch_size"])
+        return seconds, obs
+
+    ew_round()  # untimed: first-call costs
+    ew_ms, env_ms = [], []
+    for _ in range(rounds):
+        ew_ms.append(1e3 * ew_round() / steps)
+        seconds, obs = env_round(obs)
+        env_ms.append(1e3 * seconds / steps)
+    env.close()
+    ratios = [b / a for a, b in zip(ew_ms, env_ms)]
+    low, median, high = np.percentile(ratios, [25, 50, 75])
+    return {
+        "ratio": float(median),
+        "ratio_iqr": [float(low), float(high)],
+        "ratios": ratios,
+        # Each round's milliseconds per step: how far the machine drifts between rounds.
+        "ms_ew_rounds": ew_ms,
+        "ms_env_rounds": env_ms,
+    }
+
+
 def configured_run_t(
-    t: dict[str, Any], env_id: str, env_kwargs: dict, schedule: dict, device: str
+    t: dict[str, Any], env_id: str, env_kwargs: dict, schedule: dict, device: str, ratio: float
 ) -> dict[str, Any]:
     """IGBv2's T over the id's configured epochs and ``schedule``, from the per-step costs of
     a measured run ``t`` (see the module docstring); the counts and prices it uses."""
@@ -196,9 +277,11 @@ def configured_run_t(
     # nearly all, so the cost is carried per env step, not as the measured run's ratio.
     env_ms = (1e3 * t["env_network"] - t["network_steps"] * ms_network) / max(1, t["actions"])
     network_steps = epochs * batches
-    # The loop carries the env's own work as timed inside the run; the difference of the two
-    # runs' timings (env_ms) is kept beside it, as the noise it holds shows.
-    loop = 1.0 + steps * t["ms_env_timed"] / (network_steps * ms_network)
+    # The loop: EW's network steps, the env steps' excess over them as the interleaved
+    # rounds measured it (``ratio``). Beside it, the env's own work as timed inside the run
+    # and the difference of the two runs' timings (env_ms), which holds the machine's drift.
+    loop = 1.0 + steps * (ratio - 1.0) / network_steps
+    loop_env_timed = 1.0 + steps * t["ms_env_timed"] / (network_steps * ms_network)
     ew_seconds = network_steps * ms_network / 1e3
     sac_seconds, action_seconds = sac_steps * ms_sac / 1e3, steps * ms_action / 1e3
     return {
@@ -215,6 +298,9 @@ def configured_run_t(
         "sac_s": sac_seconds,
         "actions_s": action_seconds,
         "loop_ratio": loop,
+        "interleaved_ratio": ratio,
+        "loop_env_timed": loop_env_timed,
+        "t_igbv2_env_timed": loop_env_timed + (sac_seconds + action_seconds) / ew_seconds,
         "sac_share": sac_seconds / ew_seconds,
         "actions_share": action_seconds / ew_seconds,
         "t_igbv2": loop + (sac_seconds + action_seconds) / ew_seconds,
@@ -233,6 +319,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--repeats", type=positive_int, default=5, help="Digits10 repeats (CIFAR100MTL runs once)"
+    )
+    parser.add_argument(
+        "--interleave-rounds",
+        type=positive_int,
+        default=8,
+        help="alternating rounds of EW's and IGBv2's steps (the env step's price)",
+    )
+    parser.add_argument(
+        "--interleave-steps",
+        type=positive_int,
+        default=50,
+        help="steps per round (50: one SAC update round inside each env round)",
     )
     add_out_argument(parser)
     args = parser.parse_args()
@@ -278,12 +376,31 @@ def main() -> None:
                 **t,
             )
             report.add(f"IGBv2's time split on {name}", split)
+            step = interleaved_step_ratio(
+                env_id, kwargs, args.interleave_steps, args.interleave_rounds, args.device
+            )
+            low, high = step["ratio_iqr"]
+            ew_ms = step["ms_ew_rounds"]
+            step_text = (
+                f"{step['ratio']:.3f} (IQR [{low:.3f}, {high:.3f}], {args.interleave_rounds} "
+                f"rounds of {args.interleave_steps} steps; EW's step {min(ew_ms):.1f}-"
+                f"{max(ew_ms):.1f} ms across the rounds)"
+            )
+            print(f"{name}: IGBv2's env step / EW's network step, interleaved: {step_text}")
+            report.add(
+                f"IGBv2's env step / EW's network step on {name}, interleaved in one process",
+                step_text,
+                "report",
+                **step,
+            )
             if "CIFAR" in env_id:
-                full = configured_run_t(t, env_id, kwargs, paper, args.device)
+                full = configured_run_t(t, env_id, kwargs, paper, args.device, step["ratio"])
                 text = (
-                    f"{full['t_igbv2']:.3f} = loop {full['loop_ratio']:.3f} (env "
-                    f"{full['ms_env_per_step']:.2f} ms per step, timed in the run; "
-                    f"{full['ms_env_by_difference']:.2f} by the runs' difference) + SAC "
+                    f"{full['t_igbv2']:.3f} = loop {full['loop_ratio']:.3f} (env steps "
+                    f"{full['interleaved_ratio']:.3f} x EW's network step, interleaved; with "
+                    f"the env's work timed in the run, {full['ms_env_per_step']:.2f} ms per "
+                    f"step, loop {full['loop_env_timed']:.3f}; "
+                    f"{full['ms_env_by_difference']:.2f} ms by the runs' difference) + SAC "
                     f"{full['sac_share']:.3f} ({full['sac_gradient_steps']:,} steps x "
                     f"{full['ms_per_update_priced']:.1f} ms) + actions "
                     f"{full['actions_share']:.3f}, against {full['network_steps']:,} network "

@@ -152,7 +152,10 @@ SMALL = {
     "affinity_cost": (["--epochs", "1", "--repeats", "1"], 4),
     "aux_label_overhead": (["--repeats", "1", "--min-seconds", "0"], 1),
     "ppo_cycle": (["--n-epochs", "1"], 1),
-    "loss_weighting_cost": (["--epochs", "7", "--repeats", "2"], 5),
+    "loss_weighting_cost": (
+        ["--epochs", "7", "--repeats", "2", "--interleave-rounds", "2", "--interleave-steps", "5"],
+        7,
+    ),
     "eval_share": (["--every", "1", "2"], 2),
 }
 
@@ -208,13 +211,17 @@ def check_configured_run_t(full: dict, data_root: Path) -> None:
     assert full["ew_s"] == pytest.approx(full["network_steps"] * full["ms_per_network_step"] / 1e3)
     assert full["sac_share"] == pytest.approx(full["sac_s"] / full["ew_s"])
     assert full["actions_share"] == pytest.approx(full["actions_s"] / full["ew_s"])
-    # The env's cost is carried per env step: 48 of the configured 50 epochs have env steps.
+    # The env steps' excess over a network step is carried per env step: 48 of the
+    # configured 50 epochs have env steps.
+    excess = full["env_steps"] * (full["interleaved_ratio"] - 1)
+    assert full["loop_ratio"] == pytest.approx(1 + excess / full["network_steps"])
     env_share = full["env_steps"] * full["ms_env_per_step"]
-    assert full["loop_ratio"] == pytest.approx(
+    assert full["loop_env_timed"] == pytest.approx(
         1 + env_share / (full["network_steps"] * full["ms_per_network_step"])
     )
-    expected = full["loop_ratio"] + full["sac_share"] + full["actions_share"]
-    assert full["t_igbv2"] == pytest.approx(expected)
+    shares = full["sac_share"] + full["actions_share"]
+    assert full["t_igbv2"] == pytest.approx(full["loop_ratio"] + shares)
+    assert full["t_igbv2_env_timed"] == pytest.approx(full["loop_env_timed"] + shares)
 
 
 def test_count_arguments_refuse_values_that_measure_nothing():
