@@ -1,4 +1,4 @@
-"""Sweeps: a grid of runs (methods x seeds x env ids x overrides) on a process pool or Ray.
+"""Sweeps: a grid of runs (methods x seeds x env ids x overrides) in worker processes or on Ray.
 
 A sweep file names a base run config and the grid to expand::
 
@@ -12,7 +12,7 @@ A sweep file names a base run config and the grid to expand::
         - {env_kwargs.lr: 1.0e-3}
         - {env_kwargs.lr: 3.0e-4}
     output_dir: results/sweep     # every run writes below it; `mtl-envs compare` reads it
-    backend: local                # local (process pool, default) | ray
+    backend: local                # local (a process per run, default) | ray
     workers: 2                    # local: parallel processes
     threads_per_run: 1            # torch threads in each run
     ray: {address: auto, num_cpus: 1, num_gpus: 0}
@@ -234,7 +234,7 @@ def _marker_dir(sweep: SweepConfig) -> Path:
 def execute(spec_key: str, config_values: dict[str, Any], marker_dir: str, threads: int) -> str:
     """Run one spec in the current process; returns ``"done"`` or ``"failed"``.
 
-    Module-level so that process pools and Ray can ship it.
+    Module-level so that worker processes and Ray can ship it.
     """
     import torch
 
