@@ -46,6 +46,8 @@ def _step_both(vector, singles, actions):
             "warmup_weights": "equal",
             "observation": "normalized_losses",
         },
+        # Task networks with parameters of their own kind (cross-stitch units).
+        {"model": "cross_stitch"},
     ],
 )
 def test_slot_k_is_the_single_env_seeded_seed_plus_k(kwargs):

@@ -286,7 +286,10 @@ class CrossStitch(TaskNetwork):
 
     def _hidden(self, x: torch.Tensor) -> torch.Tensor:
         """Every column's last hidden activations after its cross-stitch unit, (B, T, h)."""
-        for w, alpha in zip(self.weights[:-1], self.alphas):
+        # zip stops at the last alpha: the output layer has no unit. No slice of the list:
+        # under torch.func.functional_call a sliced ParameterList wraps the swapped-in
+        # tensors in new leaf Parameters, which cuts their gradient.
+        for w, alpha in zip(self.weights, self.alphas):
             x = torch.einsum("ts,bsh->bth", alpha, torch.relu(all_tasks_linear(x, w)))
         return x
 
