@@ -147,14 +147,15 @@ class _Spaces(gym.Env):
         self.action_space = gym.spaces.Box(-1.0, 1.0, (n,), dtype=np.float32)
 
 
-def sac_step_ms(n_tasks: int, batch_size: int, device: str, rounds: int = 3) -> float:
-    """Milliseconds of one gradient step of IGBv2's SAC (its default networks) on a full
-    replay buffer of random transitions, the median of ``rounds`` rounds of 50 steps."""
+def sac_on_full_buffer(env: gym.Env, device: str) -> SAC:
+    """IGBv2's SAC (its default networks and settings, without the round scaling) for
+    ``env``'s spaces, its replay buffer filled with random transitions: update rounds then
+    cost what they cost on a full buffer."""
     from stable_baselines3.common.logger import Logger
 
-    skip = ("train_freq", "gradient_steps", "batch_size", "round_scaling")
-    kwargs = {k: v for k, v in sac_defaults(None).items() if k not in skip}
-    model = SAC("MlpPolicy", _Spaces(n_tasks), seed=0, device=device, **kwargs)
+    kwargs = {k: v for k, v in sac_defaults(None).items() if k != "round_scaling"}
+    kwargs["train_freq"] = tuple(kwargs["train_freq"])
+    model = SAC("MlpPolicy", env, seed=0, device=device, **kwargs)
     model.set_logger(Logger(folder=None, output_formats=[]))
     buffer, rng = model.replay_buffer, np.random.default_rng(0)
     for name in ("observations", "next_observations", "rewards"):
@@ -162,6 +163,13 @@ def sac_step_ms(n_tasks: int, batch_size: int, device: str, rounds: int = 3) -> 
         array[:] = rng.random(array.shape, dtype=np.float32)
     buffer.actions[:] = rng.uniform(-0.99, 0.99, buffer.actions.shape)
     buffer.full = True
+    return model
+
+
+def sac_step_ms(n_tasks: int, batch_size: int, device: str, rounds: int = 3) -> float:
+    """Milliseconds of one gradient step of IGBv2's SAC (its default networks) on a full
+    replay buffer of random transitions, the median of ``rounds`` rounds of 50 steps."""
+    model = sac_on_full_buffer(_Spaces(n_tasks), device)
     model.train(50, batch_size)  # untimed: first-call costs
     seconds = []
     for _ in range(rounds):
@@ -182,23 +190,11 @@ def interleaved_step_ratio(
     Two runs timed minutes apart differ by the machine's drift as well as by the methods
     (EW alone varies by several percent between runs here); alternating short rounds puts
     the drift on both sides. Returns the median and quartiles of the rounds' ratios."""
-    from stable_baselines3.common.logger import Logger
-
     # One warm-up epoch (the least the env allows) and no end within the rounds.
     env = gym.make(env_id, **env_kwargs, warmup_epochs=1, epochs=1_000).unwrapped
     learner = env.learner
-    skip = ("round_scaling",)
-    kwargs = {k: v for k, v in sac_defaults(None).items() if k not in skip}
-    kwargs["train_freq"] = tuple(kwargs["train_freq"])
-    agent = SAC("MlpPolicy", env, seed=0, device=device, **kwargs)
-    agent.set_logger(Logger(folder=None, output_formats=[]))
-    buffer, rng = agent.replay_buffer, np.random.default_rng(0)
-    for name in ("observations", "next_observations", "rewards"):
-        array = getattr(buffer, name)
-        array[:] = rng.random(array.shape, dtype=np.float32)
-    buffer.actions[:] = rng.uniform(-0.99, 0.99, buffer.actions.shape)
-    buffer.full = True
-    every, gradient_steps = kwargs["train_freq"][0], kwargs["gradient_steps"]
+    agent = sac_on_full_buffer(env, device)
+    every, gradient_steps = agent.train_freq.frequency, agent.gradient_steps
     obs, _ = env.reset(seed=0)
 
     def ew_round() -> float:
@@ -224,7 +220,7 @@ def interleaved_step_ratio(
             obs, *_ = env.step(action)
             seconds += time.perf_counter() - start
             if (k + 1) % every == 0:
-                agent.train(gradient_steps, kwargs["batch_size"])
+                agent.train(gradient_steps, agent.batch_size)
         return seconds, obs
 
     ew_round()  # untimed: first-call costs
