@@ -243,20 +243,26 @@ def apply_overrides(values: dict[str, Any], overrides: Iterable[str]) -> dict[st
     return values
 
 
-def _at_least(minimum: float, convert: type, kind: str):
+def _at_least(minimum: float, convert: type, kind: str, strict: bool = False):
     """An argparse ``type``: ``convert(text)``, refused unless it is finite and >=
-    ``minimum`` (argparse names the type in its message)."""
+    ``minimum`` (> with ``strict``; argparse names the type in its message)."""
+    relation = ">" if strict else ">="
 
     def parse(text: str):
         try:
             value = convert(text)
         except ValueError:
             value = None
-        if value is None or not math.isfinite(value) or value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {kind} >= {minimum}; got {text!r}")
+        if (
+            value is None
+            or not math.isfinite(value)
+            or value < minimum
+            or (strict and value == minimum)
+        ):
+            raise argparse.ArgumentTypeError(f"expected {kind} {relation} {minimum}; got {text!r}")
         return value
 
-    parse.__name__ = f"{kind} >= {minimum}"
+    parse.__name__ = f"{kind} {relation} {minimum}"
     return parse
 
 
@@ -267,6 +273,12 @@ def int_at_least(minimum: int):
 
 
 positive_int = int_at_least(1)
+
+
+def float_above(minimum: float):
+    """An argparse ``type`` for finite floats > ``minimum`` (a learning rate or a time
+    budget of 0 would run and measure nothing)."""
+    return _at_least(minimum, float, "a finite number", strict=True)
 
 
 def float_at_least(minimum: float):

@@ -25,6 +25,7 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from harness.config import positive_int
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.training.affinity import collect_affinities
@@ -55,14 +56,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", default="digits10")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    parser.add_argument("--epochs", type=int, default=GroupProtocol.epochs)
+    parser.add_argument("--epochs", type=positive_int, default=GroupProtocol.epochs)
     parser.add_argument(
         "--dataset-kwargs", type=json.loads, default={}, help="JSON options of the dataset"
     )
     parser.add_argument("--name", default=None, help="table name (default: the dataset's)")
     parser.add_argument("--cache", default=str(default_data_root() / "group_cache"))
     parser.add_argument("--out", default=None)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 = one core)")
+    parser.add_argument(
+        "--threads", type=positive_int, default=1, help="torch threads (1 = one core)"
+    )
     parser.add_argument(
         "--affinities-of",
         default=None,

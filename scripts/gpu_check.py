@@ -51,6 +51,7 @@ from stable_baselines3 import PPO
 
 import mtl_envs
 from harness.bench import positive_int
+from harness.config import float_above
 from harness.gpu_report import format_gpu_report
 from harness.recording import EpochRecorder
 from harness.registry import run_quietly
@@ -478,7 +479,7 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=positive_int, default=3, help="epochs of each precision run"
     )
-    parser.add_argument("--budget-s", type=float, default=420.0, help="seconds for it all")
+    parser.add_argument("--budget-s", type=float_above(0), default=420.0, help="seconds for it all")
     parser.add_argument(
         "--backbone", default=None, help="main network (default: vgg16 on a GPU, small_cnn on CPU)"
     )

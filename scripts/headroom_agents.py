@@ -39,7 +39,7 @@ import numpy as np
 import torch
 
 import mtl_envs
-from harness.config import RunConfig, positive_int
+from harness.config import RunConfig, float_above, positive_int
 from harness.results import make_result, run_dir
 from mtl_envs.io import atomic_save, atomic_write_json, read_json
 from mtl_envs.utils import check_seeds
@@ -161,8 +161,11 @@ def run_ppo(seed: int, lr: float, steps: int) -> dict[str, Any]:
 
 def tune(train, grid, metric: str, higher: bool, **kwargs) -> float:
     """The learning rate of ``grid`` with the best validation ``metric`` on the tuning seed."""
-    scores = {lr: train(TUNING_SEED, lr, **kwargs)["final"][metric] for lr in grid}
-    print(f"  tuning ({metric}): " + ", ".join(f"lr {k:g}: {v:.4f}" for k, v in scores.items()))
+    scores = {}
+    for lr in grid:
+        print(f"  tuning on seed {TUNING_SEED}: lr {lr:g} ...", flush=True)
+        scores[lr] = train(TUNING_SEED, lr, **kwargs)["final"][metric]
+        print(f"  tuning ({metric}): lr {lr:g}: {scores[lr]:.4f}", flush=True)
     return (max if higher else min)(scores, key=scores.get)
 
 
@@ -257,7 +260,7 @@ def main() -> None:
         "--only", choices=("sac", "ppo"), nargs="+", default=["sac", "ppo"], help="agents to run"
     )
     parser.add_argument(
-        "--lr", type=float, help="learning rate to use instead of tuning it on seed 100"
+        "--lr", type=float_above(0), help="learning rate to use instead of tuning it on seed 100"
     )
     parser.add_argument("--out", type=Path, default=Path("docs/results/headroom_agents"))
     parser.add_argument(
@@ -268,6 +271,11 @@ def main() -> None:
         args.seeds = check_seeds("--seeds", args.seeds)  # distinct seeds >= 0
     except ValueError as error:
         parser.error(str(error))
+    if args.lr is None and TUNING_SEED in args.seeds and not args.plot_only:
+        parser.error(
+            f"--seeds: {TUNING_SEED} is the seed the learning rate is tuned on; report other "
+            "seeds, or give --lr"
+        )
     if args.score_at:
         try:  # before any training
             check_score_at(args.score_at, args.episodes)
@@ -276,6 +284,8 @@ def main() -> None:
                 str(error).replace("`score_at`", "--score-at").replace("`episodes`", "--episodes")
             )
     if args.plot_only:
+        if not kept_curves(args.out):
+            parser.error(f"--out {args.out}: no kept results (seed*/result.json) to plot")
         print(f"plot: {plot_curves(args.out)}")
         return
     torch.set_num_threads(1)

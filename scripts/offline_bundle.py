@@ -33,7 +33,9 @@ import sys
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
+from harness.config import positive_int
 from mtl_envs.data.images import subset_cifar100
+from mtl_envs.errors import ConfigError
 
 # What the envs, the agents and gpu_check import beyond a PyTorch image's scientific stack
 # (numpy, scipy, scikit-learn, pandas, matplotlib, tensorboard, tqdm, pyyaml, cloudpickle).
@@ -64,8 +66,10 @@ def main() -> None:
         help="folder with cifar-100-python/ (default: $MTL_ENVS_DATA); omit with --no-data",
     )
     parser.add_argument("--out", default=".bundle", help="bundle folder (default .bundle)")
-    parser.add_argument("--train", type=int, default=10_000, help="training images to keep")
-    parser.add_argument("--test", type=int, default=2_000, help="test images to keep")
+    parser.add_argument(
+        "--train", type=positive_int, default=10_000, help="training images to keep"
+    )
+    parser.add_argument("--test", type=positive_int, default=2_000, help="test images to keep")
     parser.add_argument("--packages", nargs="+", default=list(PACKAGES))
     parser.add_argument(
         "--python-version",
@@ -77,12 +81,15 @@ def main() -> None:
     out = Path(args.out)
     if not args.no_data and not args.data_root:
         parser.error("--data-root (or $MTL_ENVS_DATA) is required unless --no-data is given")
+    if not args.no_data:  # first: a bad size fails before the kept wheels are touched
+        try:
+            folder = subset_cifar100(args.data_root, out / "data", args.train, args.test)
+        except ConfigError as error:
+            parser.error(str(error).replace("`train`", "--train").replace("`test`", "--test"))
+        print(f"CIFAR-100 subset ({args.train} train, {args.test} test images): {folder}")
     # A wheel left from another version would make pip refuse the whole install.
     shutil.rmtree(out / "wheels", ignore_errors=True)
     download_wheels(args.packages, args.python_version, out / "wheels")
-    if not args.no_data:
-        folder = subset_cifar100(args.data_root, out / "data", args.train, args.test)
-        print(f"CIFAR-100 subset ({args.train} train, {args.test} test images): {folder}")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     print(f"bundle: {out} ({size:.0f} MB)")
 
