@@ -561,7 +561,7 @@ def format_probe(summary: dict[str, Any]) -> str:
             f"{same_seed_text(wins)}"
             for name, wins in head["same_seed_vs"].items()
         )
-        best = f"{head['best']} [oracle]" if head["best_is_oracle"] else head["best"]
+        best = best_label(head)
         lines.append(f"{best}{label} against the others on the same seed: {against}")
     if "spearman_rho" in summary:
         lines.append(f"Spearman rho(return, test {metric}): {summary['spearman_rho']:.3f}")
@@ -593,6 +593,11 @@ def probability_text(head: dict[str, Any]) -> str:
     return f"{head['p_improvement']:.2f}" + (" [{:.2f}, {:.2f}]".format(*ci) if ci else "")
 
 
+def best_label(headroom: dict[str, Any]) -> str:
+    """The best policy's name, marked ``[oracle]`` where it reads test data."""
+    return f"{headroom['best']} [oracle]" if headroom.get("best_is_oracle") else headroom["best"]
+
+
 def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     """One markdown row per kept probe: its seeds, the CPU kernels it ran on (torch's
     ``cpu_capability``; per-seed numbers repeat only on the same ones), headroom (without
@@ -600,7 +605,7 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     seconds per episode and whether the id qualifies by :data:`QUALIFY`, judged on the
     headroom without oracles."""
     lines = [
-        "| family | id | seeds | CPU kernels | headroom (without oracles) "
+        "| family | id | seeds | CPU kernels | headroom, best policy (without oracles) "
         "| P(best without oracles beats random) [95% CI] "
         "| same seed: it beats random [exact 95% CI] | rho | s per episode | qualifies |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -622,7 +627,8 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
         paired = same_seed_text(fair["same_seed"]) if "same_seed" in fair else "-"
         lines.append(
             f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {len(s['protocol']['seeds'])} "
-            f"| {kernels} | {s['headroom']['value']:.2f} ({fair['value']:.2f}) "
+            f"| {kernels} | {s['headroom']['value']:.2f} {best_label(s['headroom'])} "
+            f"({fair['value']:.2f}) "
             f"| {probability_text(fair)} | {paired} "
             f"| {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
         )

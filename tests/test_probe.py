@@ -156,9 +156,12 @@ def test_headroom_table_on_hand_worked_probes():
         runs = [{"policy": "random", "seconds": s} for s in seconds]
         if best_fixed is not None:  # one run of 4 constant weight vectors
             runs.append({"policy": "best_fixed", "seconds": best_fixed})
+        # The best policy overall; an oracle on the second id, which the row says.
+        oracle = env_id.startswith("AuxLabel")
+        best = {"best": "human" if oracle else "best_fixed", "best_is_oracle": oracle}
         return {
             "env_id": env_id,
-            "headroom": {"value": 5.0},
+            "headroom": {"value": 5.0, **best},
             "headroom_fair": {
                 "value": fair,
                 "p_improvement": 0.75,
@@ -186,12 +189,13 @@ def test_headroom_table_on_hand_worked_probes():
     ).splitlines()
     # 20 s over 4 vectors is 5 s per episode; 300 s over 2 epochs is 150 s per episode.
     assert table[2] == (
-        "| LossWeighting | `LossWeighting-Cubic-v1` | 2 | AVX2 | 5.00 (4.00) | 0.75 "
+        "| LossWeighting | `LossWeighting-Cubic-v1` | 2 | AVX2 | 5.00 best_fixed (4.00) | 0.75 "
         "| 1/1 (1 tied) [0.03, 1.00] | 0.90 | 2.0-5.0 | yes |"
     )
     # A probe from before platforms were recorded says so.
     assert table[3] == (
-        "| AuxLabel | `AuxLabel-Digits-v1` | 2 | not recorded | 5.00 (2.50) | 0.75 | - | 0.70 "
+        "| AuxLabel | `AuxLabel-Digits-v1` | 2 | not recorded | 5.00 human [oracle] (2.50) | 0.75 "
+        "| - | 0.70 "
         "| 140.0-150.0 | "
         "no: headroom < 3, rho < 0.8, episodes > 120 s |"
     )
