@@ -283,6 +283,18 @@ def test_aggregator_option_reaches_the_learner(tmp_path):
     )
     result = run_method(config, "ew", 0)
     assert result["config"]["env_kwargs"]["aggregator"] == "upgrad"
+    # The learner the run builds aggregates with UPGrad, and that changes what it trains.
+    from torchjd.aggregation import UPGrad
+
+    from baselines.loss_weighting import build_learner
+
+    assert isinstance(build_learner(config, 0).aggregator, UPGrad)
+    plain = run_method(
+        RunConfig(**{**config.to_dict(), "env_kwargs": {}, "output_dir": str(tmp_path / "p")}),
+        "ew",
+        0,
+    )
+    assert result["final"] != plain["final"]
 
 
 def test_overrides_may_follow_data_root(tmp_path):
@@ -558,14 +570,27 @@ def test_t_of_an_aggregator_row_is_against_plain_ew():
     assert rows[("Toy-v0", "ew")]["T"] == pytest.approx(1.0)
 
 
-def test_compare_plot_marks_oracles(tmp_path):
+def test_compare_plot_marks_oracles(tmp_path, monkeypatch):
     from harness.compare import plot_summary, summarize
 
     results = [_fake_result("random", s, 0.5 + 0.01 * s) for s in range(3)]
     results += [_fake_result("optimal", s, 0.9, oracle=True) for s in range(3)]
+    import matplotlib.pyplot as plt
+
+    closed = []
+    close = plt.close
+    monkeypatch.setattr(plt, "close", lambda fig=None: closed.append(fig) or close(fig))
     path = plot_summary(summarize(results), tmp_path / "plot.png")
     assert path.is_file() and path.stat().st_size > 1000
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and list(tmp_path.iterdir()) == [path]
+    # The oracle's bar is hatched grey, the other plain.
+    (ax,) = closed[0].axes
+    names = [tick.get_text() for tick in ax.get_xticklabels()]
+    hatches = dict(zip(names, (bar.get_hatch() for bar in ax.patches)))
+    assert {name: hatch for name, hatch in hatches.items()} == {
+        next(n for n in names if n.startswith("optimal")): "//",
+        "random": None,
+    }
 
 
 def test_cli_prints_bad_input_in_one_line_and_bugs_with_their_traceback(tmp_path, monkeypatch):

@@ -87,6 +87,9 @@ def test_cifar10_and_svhn_read(fake_data_root):
     svhn = load_dataset("svhn", fake_data_root, device="cpu")
     assert svhn.image_shape == (3, 32, 32) and len(svhn.test) == 50
     assert int(svhn.test.labels.min()) == 0 and int(svhn.test.labels.max()) == 9  # 10 -> 0
+    # The fake test file's labels are 1..10 in turn (the .mat files' 10 is the digit 0), and
+    # the test split keeps the file's order: 1..9 then 0 (a "label - 1" reading gives 0..9).
+    assert svhn.test.labels[:10].tolist() == [1, 2, 3, 4, 5, 6, 7, 8, 9, 0]
 
 
 def test_missing_dataset_names_path_and_fix(tmp_path):
@@ -140,9 +143,22 @@ def test_random_crop_flip_is_a_shifted_possibly_flipped_window():
         windows = [padded[b, :, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
         windows += [w.flip(-1) for w in windows]
         assert any(torch.equal(out[b], w) for w in windows)
-    # Same generator state -> same augmentation.
+    # Same generator state -> same augmentation; another state, another one.
     again = random_crop_flip(images, torch.Generator().manual_seed(0), padding=2)
     assert torch.equal(out, again)
+    # Over a batch of 64, some images are mirrored (a flipped window that no plain window
+    # equals) and some are moved: the identity is one of the 50 windows, never all of them.
+    many = torch.rand(64, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    out = random_crop_flip(many, torch.Generator().manual_seed(2), padding=2)
+    padded = torch.nn.functional.pad(many, (2, 2, 2, 2))
+    mirrored = moved = 0
+    for b in range(64):
+        plain = [padded[b, :, dy : dy + 6, dx : dx + 6] for dy in range(5) for dx in range(5)]
+        mirrored += not any(torch.equal(out[b], w) for w in plain)
+        moved += not torch.equal(out[b], many[b])
+    assert 10 < mirrored < 54 and moved > 32
+    other = random_crop_flip(many, torch.Generator().manual_seed(3), padding=2)
+    assert not torch.equal(out, other)
 
 
 def test_svhn_is_cropped_but_never_mirrored(fake_data_root):

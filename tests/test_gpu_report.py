@@ -20,6 +20,8 @@ from harness.gpu_report import format_gpu_report, steady_seconds
 def test_steady_epoch_is_the_median_after_the_first():
     assert steady_seconds([30.0, 18.0, 22.0, 20.0]) == 20.0  # the 30 s start-up epoch left out
     assert steady_seconds([30.0, 18.0]) == 18.0
+    # The median, not the mean (17.0 here), so that one slow epoch does not move it.
+    assert steady_seconds([40.0, 30.0, 10.0, 11.0, 30.0, 10.0]) == 11.0
     assert steady_seconds([12.5]) == 12.5  # one epoch: all there is
 
 

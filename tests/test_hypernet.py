@@ -121,6 +121,14 @@ def test_cross_stitch_units_on_hand_numbers():
         net.weights[1].copy_(torch.tensor([[[1.0], [0.0]], [[1.0], [0.0]]]))
     out = net(torch.ones(2, 1), torch.tensor([0, 1]))
     torch.testing.assert_close(out, torch.tensor([[1.1], [1.9]]))
+    # An asymmetric alpha tells alpha[t, s] from alpha[s, t]: rows (0.9, 0.1) and (0.3, 0.7)
+    # give column 0 0.9 + 0.2 = 1.1 and column 1 0.3 + 1.4 = 1.7 (transposed: 1.5, 1.5).
+    with torch.no_grad():
+        net.alphas[0].copy_(torch.tensor([[0.9, 0.1], [0.3, 0.7]]))
+    out = net(torch.ones(2, 1), torch.tensor([0, 1]))
+    torch.testing.assert_close(out, torch.tensor([[1.1], [1.7]]))
+    with torch.no_grad():
+        net.alphas[0].copy_(torch.tensor([[0.9, 0.1], [0.1, 0.9]]))
     # A task's loss reaches the other task's hidden layer through alpha (soft sharing), but
     # not its output layer, the one per-task parameter.
     net(torch.ones(1, 1), torch.tensor([0])).sum().backward()

@@ -98,7 +98,31 @@ def test_random_weight_action_gives_rlw_weights():
 
 
 def test_warmup_weights_follow_algorithm_2():
-    # The env's warm-up draws RLW weights from the learner's generator; "equal" differs.
+    # The env's warm-up draws RLW weights, n * softmax(z) with z ~ N(0, I) (Algorithm 2,
+    # line 11), from the learner's generator: each draw is the one that generator's state
+    # gives just before it.
+    from mtl_envs.envs.loss_weighting import LossWeightingEnv
+    from mtl_envs.training.weighting import random_weights
+
+    env = gym.make("LossWeighting-Digits10-v1", **FAST).unwrapped
+    drawn, own = [], LossWeightingEnv._random_weights
+
+    def recording(self, losses):
+        state = self.learner.generator.get_state()
+        weights = own(self, losses)
+        drawn.append((state, weights))
+        return weights
+
+    env._random_weights = recording.__get__(env)
+    env.reset(seed=0)
+    assert len(drawn) == env.warmup_epochs * env.learner.num_batches
+    for state, weights in drawn[:3]:
+        again = torch.Generator()
+        again.set_state(state)
+        z = torch.randn(10, generator=torch.Generator().set_state(state))
+        torch.testing.assert_close(weights, random_weights(10, again))
+        torch.testing.assert_close(weights, 10 * torch.softmax(z, 0))
+    assert not torch.equal(drawn[0][1], drawn[1][1])
     nets = {}
     for warmup in ("random", "equal"):
         env = gym.make("LossWeighting-Digits10-v1", warmup_weights=warmup, **FAST).unwrapped
@@ -323,16 +347,18 @@ def test_max_steps_truncates_and_divergence_is_reported():
 def test_same_seed_same_trajectory():
     env = gym.make("LossWeighting-Exam-v1", **FAST)
     runs = []
-    for _ in range(2):
-        obs, _ = env.reset(seed=5)
+    for seed in (5, 5, 6):
+        obs, _ = env.reset(seed=seed)
         env.action_space.seed(0)
         traj = [obs]
         for _ in range(4):
             obs, reward, *_ = env.step(env.action_space.sample())
             traj += [obs, reward]
         runs.append(traj)
-    for a, b in zip(*runs):
+    for a, b in zip(runs[0], runs[1]):
         assert np.array_equal(a, b)
+    # Another seed, another run (network, data order, warm-up weights).
+    assert not np.array_equal(runs[0][0], runs[2][0])
 
 
 def test_saved_run_continues_mid_epoch():

@@ -39,6 +39,10 @@ def test_auxiliary_targets_hierarchical_and_flat():
     y = torch.tensor([1, 0])
     hier = auxiliary_targets(torch.tensor([1, 0]), y, hierarchy_factor=2, num_primary=2)
     assert hier.tolist() == [[0, 0, 0, 1], [1, 0, 0, 0]]  # 2*1+1 = 3, 2*0+0 = 0
+    # psi != num_primary and labels != classes: class psi * y + a = (1, 4), where swapping
+    # a and y gives (2, 2) and num_primary * a + y gives (3, 2).
+    hier = auxiliary_targets(torch.tensor([1, 0]), torch.tensor([0, 2]), 2, num_primary=3)
+    assert hier.argmax(1).tolist() == [1, 4] and hier.shape == (2, 6)
     # Flat: label 0 is outside block {2, 3} of class 1 -> uniform over the block;
     # label 1 is inside block {0, 1} of class 0 -> one-hot.
     flat = auxiliary_targets(torch.tensor([0, 1]), y, 2, 2, label_space="flat")

@@ -205,6 +205,8 @@ def test_normalized_score_on_hand_worked_numbers(monkeypatch):
     # Lower-is-better metrics map the same way: random 0, best 1.
     table["Toy-v0"]["policies"]["human"]["mean"] = 0.20
     assert scores.normalized_score("Toy-v0", 0.30) == pytest.approx(0.5)
+    # Off the midpoint the direction shows: 0.25 is three quarters of the way to the best.
+    assert scores.normalized_score("Toy-v0", 0.25) == pytest.approx(0.75)
 
 
 @pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)

@@ -127,11 +127,19 @@ def test_checkers_and_bad_input(table_path):
 
 
 def test_etap_gain_source_fits_on_table_groups(table_path):
-    env = make(table_path, gains="etap", etap_train_groups=6)
+    env = make(table_path, gains="etap", etap_train_groups=6, objective="fallback")
     assert len(env.source.train_groups) == 6
     env.reset(seed=0)
     _, reward, *_ = env.step(np.array([1, 1, 0, 0]))
-    assert np.isfinite(reward)
+    # The reward is the first group's total gain under the predictor, each task's gain
+    # floored at 0 (a task that loses falls back to training alone), not the table's.
+    predicted = env.source.model.predict((0, 1))
+    assert set(predicted) == {0, 1}
+    assert reward == pytest.approx(sum(max(g, 0.0) for g in predicted.values()))
+    table = make(table_path, objective="fallback")
+    table.reset(seed=0)
+    _, from_table, *_ = table.step(np.array([1, 1, 0, 0]))
+    assert reward != pytest.approx(from_table)
 
 
 @pytest.mark.parametrize("method", ["etap", "tag", "random", "optimal"])
