@@ -79,6 +79,13 @@ class LabelGenerator(torch.nn.Module):
         return targets, w
 
 
+def sample_weights(w: torch.Tensor, exponent_range: tuple[float, float]) -> torch.Tensor:
+    """WA-MAXL's sample weights from the generator's sigmoid outputs ``w`` in [0, 1], scaled
+    as RL-AUX eq. 8 scales the agent's bins (section 5): ``2^(lo + (hi - lo) w)``, which is
+    ``2^(10 w - 5)`` with the paper's range; ``w`` is read as bin ``20 w`` of 21."""
+    return weight_from_bin(w * 20.0, 21, exponent_range)
+
+
 def virtual_sgd_step(
     optimizer: torch.optim.Optimizer,
     params: dict[str, torch.Tensor],
@@ -120,7 +127,7 @@ def generator_loss(
     # Copies: virtual forwards in train mode must not move the real BN statistics.
     buffers = {n: b.clone() for n, b in net.named_buffers()}
     targets, w = generator(x, y)
-    weights = None if w is None else weight_from_bin(w * 20.0, 21, exponent_range)
+    weights = None if w is None else sample_weights(w, exponent_range)
     mean = targets.mean(0)
     neg_entropy = (mean * torch.log(mean.clamp_min(1e-12))).sum()
 
@@ -267,7 +274,7 @@ class MAXLLabeller:
         self.generator.train()
         with torch.no_grad():
             targets, w = self.generator(inputs, y)
-        weights = None if w is None else weight_from_bin(w * 20.0, 21, self.exponent_range)
+        weights = None if w is None else sample_weights(w, self.exponent_range)
         return targets, weights
 
     def after_batches(self) -> None:

@@ -217,6 +217,18 @@ def test_etap_rows_and_final_prediction_eq11_eq12_by_hand():
         {1: stage1[0] + stage2[0], 2: stage1[1] + stage2[1]}
     )
 
+    # Eq. 10's residual is y - y_aff, so the correction moves stage 1 towards the gains: on
+    # the training rows the squared error falls (a correction fitted to y_aff - y would
+    # move it away and raise the error).
+    def squared_error(predict):
+        return sum((predict(g)[t] - gains[g][t]) ** 2 for g in groups for t in g)
+
+    def stage1_only(group):
+        z, _, keys = model._rows([group])
+        return {t: v for (_, t), v in zip(keys, model.mapping.predict(z))}
+
+    assert squared_error(model.predict) < 0.5 * squared_error(stage1_only)
+
 
 def test_etap_cross_validation_keeps_each_group_in_one_fold():
     groups = [(0, 1), (0, 2, 3), (1, 2), (1, 3), (0, 1, 2, 3), (2, 3)]
@@ -244,6 +256,21 @@ def test_group_trainer_caches_and_computes_gains(tmp_path):
     with pytest.raises(ValueError, match="group"):
         trainer.task_losses((0, 10), seed=0)
     assert GroupProtocol(epochs=2).key() != protocol.key()
+
+
+def test_gains_over_seeds_are_the_mean_of_each_seeds_eq1(monkeypatch):
+    """ETAP eq. 1 per seed, then the mean: seed 0 STL 1.0, group 0.5 (gain 0.5); seed 1 STL
+    2.0, group 1.5 (gain 0.25): 0.375, where the gain of the seed-mean losses would be
+    (1.5 - 1.0) / 1.5 = 0.333."""
+    trainer = GroupTrainer(GroupProtocol(epochs=1), cache_dir=None, device="cpu")
+    losses = {((0,), 0): 1.0, ((0, 1), 0): 0.5, ((0,), 1): 2.0, ((0, 1), 1): 1.5}
+    losses |= {((1,), 0): 1.0, ((1,), 1): 1.0}
+
+    def task_losses(group, seed, split="test"):
+        return {t: losses[(tuple(group), seed)] for t in group}
+
+    monkeypatch.setattr(trainer, "task_losses", task_losses)
+    assert trainer.gains((0, 1), seeds=[0, 1])[0] == pytest.approx(0.375)
 
 
 def test_branch_and_bound_scales_to_all_groups_of_ten_tasks():

@@ -60,6 +60,26 @@ def test_compressed_generator_on_hand_numbers():
     expected = torch.tensor([[[-5.0 + 0.1], [-3.0 + 0.2]]])
     assert torch.allclose(gen(h), expected)
     assert torch.allclose(gen.tensor()[1, 0, 0], torch.tensor(3.0 * -1.0 * 2.0))
+    # An asymmetric latent pairs h_i with its own i: h = (1, 2) gives j=0: 1*(1*0.5*2) +
+    # 2*(3*-1*2) = -11 and j=1: 1*(2*0.5*1) + 2*(4*-1*1) = -7 (h reversed: -4 and -2).
+    h = torch.tensor([[1.0, 2.0]])
+    assert torch.allclose(gen(h), torch.tensor([[[-11.0 + 0.1], [-7.0 + 0.2]]]))
+    # Two outputs: W_ijk = A_ij B_ik C_jk summed over i with h_i, entry by entry.
+    gen = WeightGenerator(2, 1, 2)
+    a, b = torch.tensor([[1.0, 2.0], [3.0, 4.0]]), torch.tensor([[0.5, 2.0], [-1.0, 1.0]])
+    c, bias = torch.tensor([[2.0, -1.0], [1.0, 3.0]]), torch.zeros(2, 2)
+    with torch.no_grad():
+        for mine, value in zip((gen.a, gen.b, gen.c, gen.bias), (a, b, c, bias)):
+            mine.copy_(value)
+    expected = torch.tensor(
+        [
+            [sum(h[0, i] * a[i, j] * b[i, k] * c[j, k] for i in range(2)) for k in range(2)]
+            for j in range(2)
+        ]
+    )
+    # j=0, k=1: 1*(1*2*-1) + 2*(3*1*-1) = -8; j=1, k=0: 1*(2*0.5*1) + 2*(4*-1*1) = -7.
+    assert expected[0, 1] == -8.0 and expected[1, 0] == -7.0
+    assert torch.allclose(gen(h)[0], expected)
 
 
 def test_embeddings_start_identical_with_unit_variance():
@@ -462,3 +482,44 @@ def test_selection_across_seeds_on_hand_numbers(tmp_path):
         select_across_seeds(runs)
     with pytest.raises(ConfigError, match="selection"):
         format_table2([tmp_path], selection="pooled")
+
+
+def test_raw_mse_is_the_mean_over_samples_in_the_datas_units():
+    """Table 2's metric (MSE in the data's units, over the test samples): the z-scored errors
+    times target_std^2, averaged over samples. With target_std 2, task 0's one test sample off
+    by 1 (z) and task 1's three exact ones: raw_mse = 4 * 1 / 4 = 1.0, where the mean over
+    tasks (mean_raw_mse) is (4 + 0) / 2 = 2.0 and the z-units' MSE 0.25."""
+    from mtl_envs.data.base import MultiTaskDataset, MultiTaskSplit
+    from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+
+    def split(tasks, targets):
+        mask = torch.nn.functional.one_hot(torch.tensor(tasks), 2).bool()
+        y = torch.zeros(len(tasks), 2)
+        y[torch.arange(len(tasks)), torch.tensor(tasks)] = torch.tensor(targets)
+        return MultiTaskSplit(torch.zeros(len(tasks), 1), y, mask)
+
+    train = split([0, 0, 1, 1], [1.0, -1.0, 1.0, -1.0])
+    data = MultiTaskDataset(
+        name="toy",
+        train=train,
+        val=train,
+        test=split([0, 1, 1, 1], [1.0, 0.0, 0.0, 0.0]),
+        task_type="regression",
+        num_classes=1,
+        task_names=["a", "b"],
+        shared_inputs=False,
+        target_mean=(0.0,),
+        target_std=(2.0,),
+    )
+    config = MultiTaskLearnerConfig(model="per_task", device="cpu", batch_size=4)
+    learner = MultiTaskLearner(config, seed=0, dataset=data)
+
+    class Zero(torch.nn.Module):
+        def forward(self, x, task):
+            return torch.zeros(len(x), 1)
+
+    learner.net = Zero()
+    metrics = learner.evaluate("test")
+    assert metrics["raw_mse"] == pytest.approx(1.0)
+    assert metrics["mean_raw_mse"] == pytest.approx(2.0)
+    assert metrics["mean_mse"] == pytest.approx(0.5)  # z units, mean over tasks: (1 + 0) / 2

@@ -1,5 +1,7 @@
 """MAXL: the meta-gradient through the virtual step, the label mask, a smoke run."""
 
+import math
+
 import pytest
 import torch
 
@@ -316,3 +318,27 @@ def test_alternation_must_be_known():
         ValueError, match=r"method_kwargs.alternation.*\['epoch', 'batch'\].*'step'"
     ):
         MAXLLabeller(epoch_learner(), seed=0, alternation="step")
+
+
+def test_wa_maxl_weights_follow_eq8_from_the_sigmoid_output(tiny):
+    """WA-MAXL scales its weights as RL-AUX eq. 8 does: 2^(lo + (hi - lo) w) for the
+    generator's sigmoid output w; a weight head whose logit is 0 gives w = 0.5, weight 1,
+    and logit ln 3 gives w = 0.75, weight 2^2.5 = 5.657 (read as bins without the x20:
+    2^-5 and thereabouts). With the later code's range (-3, 5), w = 0.5 gives 2^1."""
+    from baselines.maxl import MAXLLabeller, sample_weights
+
+    torch.testing.assert_close(
+        sample_weights(torch.tensor([0.0, 0.5, 0.75, 1.0]), (-5.0, 5.0)),
+        torch.tensor([2.0**-5, 1.0, 2.0**2.5, 2.0**5]),
+    )
+    assert float(sample_weights(torch.tensor(0.5), (-3.0, 5.0))) == pytest.approx(2.0)
+    learner = AuxLearner(tiny[0].config, seed=0, dataset=tiny[0].data)
+    labeller = MAXLLabeller(learner, seed=0, weight_aware=True)
+    head = labeller.generator.net.heads[1][-1]  # the weight head's output layer
+    idx = torch.arange(8)
+    for bias, expected in ((0.0, 1.0), (math.log(3.0), 2.0**2.5)):
+        with torch.no_grad():
+            head.weight.zero_()
+            head.bias.fill_(bias)
+        _, weights = labeller(idx, learner.batch_inputs(idx))
+        torch.testing.assert_close(weights, torch.full((8,), expected))

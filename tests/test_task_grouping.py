@@ -305,3 +305,28 @@ def test_the_problem_is_fixed_at_construction_and_reset_seeds_change_nothing():
     assert first.unwrapped.source.train_groups != other.unwrapped.source.train_groups
     assert same_values(episode(first, 0), episode(first, 123))
     assert not same_values(episode(first, 0), episode(other, 0))
+
+
+def test_tag_selects_by_eq7_scores_of_its_own_lookahead_affinities(table_path, tmp_path):
+    """TAG's objective is ETAP eq. 7 on TAG's affinities: z_G->t = the mean over the other
+    members j of z[j, t]. With z[2, 3] = z[3, 2] = 0.3 and z[0, 1] = z[1, 0] = 0.1 (the rest
+    0), group scores are {2, 3} 0.6, {0, 2, 3} 0.3, {0, 1} 0.2: one group picks {2, 3},
+    though the table's gains would pick {0, 1} and ETAP's (identity) affinities nothing."""
+    from harness.registry import run_method
+
+    table = json.loads(table_path.read_text())
+    tag = np.zeros((4, 4))
+    tag[2, 3] = tag[3, 2] = 0.3
+    tag[0, 1] = tag[1, 0] = 0.1
+    table["affinity"]["tag"] = tag.tolist()
+    path = tmp_path / "tag_gains.json"
+    path.write_text(json.dumps(table))
+    config = RunConfig(
+        method="tag",
+        env_id="TaskGrouping-Digits10-v1",
+        env_kwargs={"table": str(path), "objective": "fallback"},
+        output_dir=str(tmp_path / "out"),
+        method_kwargs={"budgets": [1]},
+    )
+    result = run_method(config, "tag", 0)
+    assert result["groups"] == [[2, 3]]
