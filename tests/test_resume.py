@@ -34,7 +34,7 @@ def resume_config(tmp_path, name, **extra) -> RunConfig:
     )
 
 
-def test_killed_run_resumes_to_the_same_result(tmp_path, run_killed):
+def test_killed_run_resumes_to_the_same_result(tmp_path, run_killed, monkeypatch):
     from harness.registry import run_method
 
     reference = run_method(resume_config(tmp_path, "reference"), "dwa", 0)
@@ -46,8 +46,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path, run_killed):
     checkpoint = tmp_path / "killed/LossWeighting-Cubic-v1/dwa/seed0/checkpoint.pt"
     assert checkpoint.is_file() and not (checkpoint.parent / "result.json").is_file()
     assert load_checkpoint(checkpoint)["epoch"] == 2
+    trained = count_calls(monkeypatch, MultiTaskLearner, "train_epoch")
     resumed = run_method(resume_config(tmp_path, "killed", resume=True), "dwa", 0)
     assert len(resumed["epochs"]) == len(reference["epochs"]) == 6
+    assert len(trained) == 6 - 2  # from the checkpoint, not afresh
     assert resumed["final"] == reference["final"]
     assert not checkpoint.is_file()  # a finished run leaves no checkpoint
     again = run_method(resume_config(tmp_path, "killed", resume=True), "dwa", 0)
@@ -70,6 +72,18 @@ def test_corrupt_result_and_checkpoint_files_are_named(tmp_path):
         load_results([tmp_path])
     with pytest.raises(ValueError, match="result.json.*truncated or corrupt"):
         run_method(config, "dwa", 0)  # resume finds a finished run it cannot read
+
+
+def count_calls(monkeypatch, owner, name) -> list[int]:
+    """A list that gets one entry per call of ``owner.name`` from now on."""
+    calls, original = [], getattr(owner, name)
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, name, counted)
+    return calls
 
 
 @contextlib.contextmanager
@@ -128,8 +142,12 @@ def test_interrupted_run_resumes_to_the_same_result(
     reference = run_method(config("reference"), method, 0)
     with crash_on_call(monkeypatch, learner, "train_epoch"):
         run_method(config("crashed"), method, 0)
+    trained = count_calls(monkeypatch, learner, "train_epoch")
     resumed = run_method(config("crashed", resume=True), method, 0)
     assert resumed["final"] == reference["final"] and len(resumed["epochs"]) == 4
+    # It went on from the checkpoint of epoch 2 (the crash came in epoch 3), not afresh: a
+    # deterministic run started over would end with the same numbers.
+    assert trained == [1, 1]
     # Bit for bit: every epoch's training losses and metrics, not only the last.
     drop = ("train/epoch_seconds", "train/seconds")
     assert [{k: v for k, v in e.items() if k not in drop} for e in resumed["epochs"]] == [
@@ -296,8 +314,10 @@ def test_interrupted_ppo_run_resumes_to_the_same_result(tmp_path, monkeypatch):
     reference = run(config("reference"), 0)
     with crash_on_call(monkeypatch, PPO, "learn"):
         run(config("crashed"), 0)
+    learned = count_calls(monkeypatch, PPO, "learn")
     resumed = run(config("crashed", resume=True), 0)
     assert len(resumed["epochs"]) == 3
+    assert learned == [1]  # only the cycle the crash cut short, after the kept two
     assert resumed["final"] == reference["final"] and resumed["best"] == reference["best"]
 
 
