@@ -257,14 +257,26 @@ def test_sb3_adapter_hands_sb3_the_ended_steps_info():
         "LossWeighting-Cubic-v1", num_envs=2, vectorization_mode="vector_entry_point", **CUBIC
     )
     env = SB3VecEnvAdapter(vector)
+    env.seed(3)
     env.reset()
+    singles = [gym.make("LossWeighting-Cubic-v1", **CUBIC) for _ in range(2)]
+    for k, single in enumerate(singles):
+        single.reset(seed=3 + k)
     for _ in range(6):
         env.step_async(np.zeros((2, 20), dtype=np.float32))
-        _, _, dones, infos = env.step_wait()
+        obs, _, dones, infos = env.step_wait()
+        ends = [single.step(np.zeros(20, dtype=np.float32)) for single in singles]
     assert dones.all()
     assert all("losses" in info and "terminal_observation" in info for info in infos)
     assert all(info["batch"] == 2 and info["epoch"] == 3 for info in infos)  # the last batch
     assert all("base_losses" in info and info["epoch"] == 2 for info in env.reset_infos)
+    for k, (single, end, info) in enumerate(zip(singles, ends, infos)):
+        # The episode terminated (its last epoch ended): SB3 must not bootstrap past it.
+        assert end[2] and info["TimeLimit.truncated"] is False
+        # The ended step's observation is the terminal one; the returned one starts anew.
+        np.testing.assert_allclose(info["terminal_observation"], end[0], rtol=1e-5)
+        np.testing.assert_allclose(obs[k], single.reset()[0], rtol=1e-5)
+        assert not np.allclose(obs[k], end[0])
 
 
 def test_sb3_adapter_passes_dict_infos_and_episode_statistics():
