@@ -5,6 +5,7 @@ from pathlib import Path
 
 import gymnasium as gym
 import numpy as np
+import pytest
 
 from harness.config import RunConfig
 from harness.lifecycle import run_epochs
@@ -52,6 +53,19 @@ def test_a_train_main_episode_cut_by_max_batches_ends_its_epoch():
         assert truncated and not terminated and env.learner.epoch == episode
         env.reset()
     assert env.learner.lr == lr  # StepLR(50): the schedule counted 2 epochs, no decay yet
+    assert env.learner.scheduler.last_epoch == 2  # it did count them
+    # With a period of one epoch each cut epoch halves the rate.
+    fast = gym.make("AuxLabel-Digits-v1", max_batches=2, scheduler_step_epochs=1, **SMALL)
+    fast = fast.unwrapped
+    fast.reset(seed=0, options={"mode": "train_main"})
+    lr = fast.learner.lr
+    for _ in range(2):
+        done = False
+        while not done:
+            *_, terminated, truncated, _ = fast.step(fast.action_space.sample())
+            done = terminated or truncated
+        fast.reset()
+    assert fast.learner.lr == pytest.approx(lr * 0.25)
 
 
 def test_loss_weighting_env_truncates_a_diverged_run():
@@ -61,7 +75,9 @@ def test_loss_weighting_env_truncates_a_diverged_run():
         obs, reward, terminated, truncated, info = env.step(env.action_space.sample())
         if truncated:
             break
-    assert truncated and info["diverged"] and np.isfinite(reward)
+    # A truncation paying 0 (a termination would pay an agent for diverging, and a
+    # negative reward would be an invented one).
+    assert truncated and not terminated and info["diverged"] and reward == 0.0
     assert np.all(np.isfinite(obs))
 
 
