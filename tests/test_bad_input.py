@@ -45,11 +45,27 @@ def nan_target() -> MultiTaskDataset:
 BAD_INPUT = [
     (lambda: gym.make("AuxLabel-Digits-v1", hierarchy_factor=0), ValueError, "hierarchy_factor"),
     (lambda: gym.make("AuxLabel-Digits-v1", backbone="small_cnm"), ConfigError, "small_cnn"),
-    (lambda: gym.make("AuxLabel-Digits-v1", lr_rate=0.1), ConfigError, "Unknown"),
-    (lambda: gym.make("LossWeighting-Cubic-v1", aggregator="upgrd"), ValueError, "upgrad"),
-    (lambda: gym.make("LossWeighting-Cubic-v1", model="hypernets"), ValueError, "hypernet"),
+    (
+        lambda: gym.make("AuxLabel-Digits-v1", lr_rate=0.1),
+        ConfigError,
+        "Unknown AuxLabel argument 'lr_rate'",
+    ),
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", aggregator="upgrd"),
+        ValueError,
+        "`aggregator` must be None or one of .*Did you mean 'upgrad'",
+    ),
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", model="hypernets"),
+        ValueError,
+        r"`model` must be one of \['hypernet'.*got 'hypernets'",
+    ),
     (lambda: gym.make("LossWeighting-Cubic-v1", temperature="hot"), ConfigError, "temperature"),
-    (lambda: MultiTaskLearnerConfig(batching="random"), ValueError, "uniform"),
+    (
+        lambda: MultiTaskLearnerConfig(batching="random"),
+        ValueError,
+        r"`batching` must be one of \['balanced', 'uniform'\]; got 'random'",
+    ),
     (lambda: MultiTaskLearnerConfig(batch_size=0), ValueError, "batch_size"),
     (lambda: RunConfig.from_dict({"epoch": 3}), ConfigError, "epochs"),
     (lambda: RunConfig(epochs=0), ValueError, "epochs"),
@@ -95,7 +111,11 @@ BAD_INPUT = [
         ValueError,
         "'val' split",
     ),
-    (lambda: dataclasses.replace(cubic(), task_type="regresion"), ValueError, "regression"),
+    (
+        lambda: dataclasses.replace(cubic(), task_type="regresion"),
+        ValueError,
+        "`task_type` must be one of .*'regression'.*got 'regresion'",
+    ),
     (nan_target, ValueError, "NaN"),
     (
         lambda: dataclasses.replace(cubic(), task_type="classification", num_classes=2),
@@ -441,7 +461,11 @@ BAD_INPUT = [
     (lambda: gym.make("AuxLabel-Digits-v1", train_subset=True), ConfigError, "`train_subset`"),
     (lambda: gym.make("AuxLabel-Digits-v1", label_noise=False), ConfigError, "`label_noise`"),
     # Options of the network a config does not build are refused, not ignored.
-    (lambda: gym.make("LossWeighting-Cubic-v1", backbone="resnet"), ConfigError, "small_cnn"),
+    (
+        lambda: gym.make("LossWeighting-Cubic-v1", backbone="resnet"),
+        ConfigError,
+        r"`backbone` must be one of \['vgg16', 'small_cnn', 'mlp'\]; got 'resnet'",
+    ),
     (
         lambda: gym.make("LossWeighting-Cubic-v1", backbone_kwargs={"x": 1}),
         ConfigError,

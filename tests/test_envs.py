@@ -259,7 +259,10 @@ def test_vector_env_autoresets_same_step():
 
 
 def test_bad_arguments_are_named():
-    with pytest.raises(ConfigError, match="Did you mean 'hierarchy_factor'"):
+    with pytest.raises(
+        ConfigError,
+        match="Unknown AuxLabel argument 'hierarchy_factr'. Did you mean 'hierarchy_factor'",
+    ):
         gym.make("AuxLabel-Digits-v1", hierarchy_factr=3)
     with pytest.raises(
         ValueError, match=r"`label_space` must be one of \['hierarchical', 'flat'\]"
