@@ -264,6 +264,11 @@ def test_vector_env_autoresets_same_step():
     assert infos["epoch"].tolist() == [1] * 100 and infos["_mode"].all()
     assert infos["final_info"]["batch"][0] == 11 and infos["final_info"]["_diverged"].all()
     assert vector.unwrapped.learner.epoch == 1 and vector.unwrapped.learner.position == 0
+    # The returned observation is the new epoch's first batch, not the ended one's.
+    final = np.stack([o["image"] for o in infos["final_obs"]])
+    assert not np.array_equal(obs["image"], final)
+    labels = vector.unwrapped.learner.data.train.labels.cpu().numpy()
+    np.testing.assert_array_equal(obs["primary_label"], labels[vector.unwrapped.sample_indices()])
 
 
 def test_bad_arguments_are_named():
