@@ -129,6 +129,9 @@ def test_probe_command_writes_the_documented_fields(tmp_path, capsys, argv, poli
     assert summary["policies"]["random"]["oracle"] is False
     # Per-seed numbers repeat only on the same kernels: the probe records which ran it.
     assert {"torch", "cpu", "cpu_capability", "torch_threads"} <= set(summary["platform"])
+    if "equal" in policies:  # each seed its own run: a fixed policy scores differently
+        tests = {r["seed"]: r["test"] for r in summary["runs"] if r["policy"] == "equal"}
+        assert tests[0] != tests[1]
 
 
 def test_probe_in_worker_processes_matches_the_serial_probe():
