@@ -296,12 +296,23 @@ def test_bad_arguments_are_named():
 
 
 def test_flat_label_space():
+    """Flat labels: label 49 is class 9's last sub-class; for a sample of another class it
+    lies outside the sample's block, whose uniform distribution becomes its target. The
+    batch's mean target then puts n_9 / 20 on class 49 and n_c / 100 on each of class c's
+    five, and eq. 3's entropy is that distribution's."""
     env = gym.make("AuxLabel-Digits-v1", label_space="flat", **SMALL).unwrapped
     assert env.action_space == gym.spaces.Discrete(50)
-    env.reset(seed=0)
-    for _ in range(20):
-        _, reward, *_ = env.step(49)
+    obs, _ = env.reset(seed=0)
+    labels = []
+    for _ in range(20):  # one batch of 20
+        labels.append(int(obs["primary_label"]))
+        obs, reward, _, _, info = env.step(49)
     assert np.isfinite(reward)
+    counts = np.bincount(labels, minlength=10)
+    assert 0 < counts[9] < 20  # both kinds of sample in the batch
+    mass = [counts[9] / 20] + [n / 100 for n in counts[:9] for _ in range(5) if n]
+    expected = -sum(m * np.log(m) for m in mass)
+    assert info["label_entropy"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_auxlabel_validation_reward_telescopes_over_a_run():
