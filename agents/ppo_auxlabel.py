@@ -26,6 +26,7 @@ each batch's last image, so there a rollout shorter than a batch still carries t
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import gymnasium as gym
@@ -251,7 +252,13 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         for _ in range(env.learner.num_batches):
             actions, _ = model.predict(obs, deterministic=True)
             chosen.append(np.asarray(actions).reshape(venv.num_envs, -1))
-            obs, _, _, _ = venv.step(actions)
+            obs, _, _, infos = venv.step(actions)
+            if any(info.get("diverged") for info in infos):
+                # The main network diverged: the env truncated the epoch and went back to
+                # the canonical network, which would go on without a word. A non-finite
+                # metric makes run_epochs record the epoch as the diverged one and stop.
+                metrics["train/loss"] = math.nan
+                break
         metrics.update(action_metrics(env, np.concatenate(chosen)))
         metrics["train/lr"] = env.learner.lr
         atomic_save(out / "agent.zip", model.save)

@@ -133,7 +133,13 @@ class EpochRecorder:
         if not any(k.startswith("test/") for k in last):
             last.update(self._evaluate("test"))
             self.tb.scalars({k: v for k, v in last.items() if k.startswith("test/")}, last["epoch"])
-        if not self.best:
+        if not self.best and self.diverged:
+            # No finite epoch was validated before the run diverged: there is no
+            # best-validation network, so its test metrics are NaN (a diverged run's score
+            # in the comparisons), never the diverged network's.
+            tests = {k: math.nan for k in last if k.startswith("test/")}
+            self.best = {"epoch": last["epoch"], **tests}
+        elif not self.best:
             self.best = dict(last)
         elif self.best["epoch"] == last["epoch"]:
             self.best.update({k: v for k, v in last.items() if k.startswith("test/")})

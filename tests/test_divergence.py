@@ -184,3 +184,57 @@ def test_baseline_with_a_huge_learning_rate_finishes_as_diverged(tmp_path):
     )
     result = run_method(config, "ew", 0)
     assert result["status"] == "diverged"
+
+
+@pytest.mark.parametrize("eval_every", [1, 3])
+def test_a_run_diverged_before_any_validation_has_no_best_network(tmp_path, eval_every):
+    """With no finite epoch validated before the divergence (the first epoch diverges, or
+    the finite ones fell between evaluations), there is no best-validation network: `best`
+    holds NaN test metrics, never the diverged network's."""
+    config = RunConfig(
+        method="x",
+        epochs=10,
+        eval_every=eval_every,
+        output_dir=str(tmp_path),
+        tensorboard=False,
+        progress=False,
+    )
+    losses = iter([float("nan")] if eval_every == 1 else [1.0, float("nan")])
+    result = run_epochs(
+        config=config,
+        method="x",
+        seed=0,
+        train_epoch=lambda e: {"train/loss": next(losses)},
+        evaluate=lambda split: {"accuracy": 0.1},
+    )
+    assert result["status"] == "diverged" and result["final"]["test/accuracy"] == 0.1
+    assert result["best"]["epoch"] == result["diverged_epoch"]
+    assert np.isnan(result["best"]["test/accuracy"])
+
+
+def test_ppo_run_whose_main_network_diverges_is_recorded_so(tmp_path):
+    """The vector env truncates a diverged train-main epoch and goes back to the canonical
+    network; the runner must record the run as diverged, not go on from a network that
+    never moves (with reward='val' no NaN reaches the agent's own statistics)."""
+    from agents.ppo_auxlabel import run
+
+    config = RunConfig(
+        method="ppo",
+        env_id="AuxLabel-Digits-v1",
+        env_kwargs={
+            "train_batch_size": 50,
+            "train_subset": 300,
+            "backbone": "mlp",
+            "lr": 1e12,
+            "reward": "val",
+        },
+        epochs=2,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+        agent={"n_epochs": 2, "batch_size": 50},
+        policy={"image_features": 32},
+    )
+    result = run(config, 0)
+    assert result["status"] == "diverged" and result["diverged_epoch"] == 1
+    assert len(result["epochs"]) == 1
