@@ -907,3 +907,18 @@ def test_python_m_harness_train_reads_the_files_own_methods_sections(tmp_path, m
     )
     assert train.main([str(path), "method=ew"]) == 0, capsys.readouterr().err
     assert ran == [(["ew"], 0)]
+
+
+def test_compare_spreads_are_the_sample_std_and_its_standard_error(tmp_path, capsys):
+    """Two seeds at 0.4 and 0.6: the sample standard deviation (n - 1) is 0.1414 (the
+    population's would be 0.1), its standard error 0.1; `--spread sem` prints the latter."""
+    from harness.compare import summarize
+    from mtl_envs.io import atomic_write_json as write
+
+    (row,) = summarize([_fake_result("ew", 0, 0.4), _fake_result("ew", 1, 0.6)])
+    assert row["std"] == pytest.approx(0.1414, abs=1e-4) and row["sem"] == pytest.approx(0.1)
+    for seed, value in ((0, 0.4), (1, 0.6)):
+        write(tmp_path / f"ew/seed{seed}/result.json", _fake_result("ew", seed, value))
+    main(["compare", str(tmp_path), "--spread", "sem"])
+    printed = capsys.readouterr().out
+    assert "(mean +- sem)" in printed and "+- 10.00" in printed

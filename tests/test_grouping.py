@@ -271,6 +271,27 @@ def test_gains_over_seeds_are_the_mean_of_each_seeds_eq1(monkeypatch):
 
     monkeypatch.setattr(trainer, "task_losses", task_losses)
     assert trainer.gains((0, 1), seeds=[0, 1])[0] == pytest.approx(0.375)
+    # On the validation split both the group's and the STL losses are validation ones:
+    # STL 4.0, group 3.0 -> 0.25 (against the test STL loss 1.0 it would be -2.0).
+    val = {((0,), 0): 4.0, ((0, 1), 0): 3.0, ((1,), 0): 1.0}
+    monkeypatch.setattr(
+        trainer,
+        "task_losses",
+        lambda group, seed, split="test": {
+            t: (val if split == "val" else losses)[(tuple(group), seed)] for t in group
+        },
+    )
+    assert trainer.gains((0, 1), seeds=[0], split="val")[0] == pytest.approx(0.25)
+
+
+def test_protocol_keys_tell_dataset_options_apart():
+    """A protocol's cache key holds its dataset options (the scarce table's labels per task
+    must not share the full-label cache) and stays what it was for protocols without any."""
+    plain = GroupProtocol()
+    scarce = GroupProtocol(dataset_kwargs={"labels_per_task": 30})
+    assert scarce.key() != plain.key()
+    assert GroupProtocol(dataset_kwargs={"labels_per_task": 31}).key() != scarce.key()
+    assert plain.key() == GroupProtocol(dataset_kwargs={}).key()
 
 
 def test_branch_and_bound_scales_to_all_groups_of_ten_tasks():

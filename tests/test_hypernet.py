@@ -358,6 +358,12 @@ def test_early_stopping_rule_and_best_checkpoint():
     summary = train_early_stopped(learner, EarlyStopping())
     assert summary["epochs"] == 35 and summary["best_epoch"] == 15
     assert summary["best_val"] == 0.5 and float(learner.net.weight.detach()) == 15.0
+    # The comparison is with the check exactly `patience` epochs earlier, and "no lower"
+    # includes equal: at 35, 0.5 equals epoch 15's (stop), where epoch 10's 0.95 (25 back)
+    # or a strict comparison would go on.
+    learner = ScriptedLearner([1.0, 0.95, 0.5, 0.6, 0.55, 0.7, 0.5, 0.1])
+    summary = train_early_stopped(learner, EarlyStopping())
+    assert summary["epochs"] == 35 and summary["best_epoch"] == 15
     diverged = ScriptedLearner([1.0, float("nan"), 0.1])
     assert train_early_stopped(diverged, EarlyStopping())["epochs"] == 10
     with pytest.raises(ValueError, match="multiple of `val_every`"):
