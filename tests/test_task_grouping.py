@@ -330,3 +330,30 @@ def test_tag_selects_by_eq7_scores_of_its_own_lookahead_affinities(table_path, t
     )
     result = run_method(config, "tag", 0)
     assert result["groups"] == [[2, 3]]
+
+
+def test_etap_fits_on_the_learning_split_not_the_test_gains(table_path, tmp_path):
+    """ETAP learns from the validation gains (gain_split 'val'; it is no oracle): on a table
+    whose validation gains favour {2, 3} and whose test gains favour {0, 1}, one group with
+    every multi-task group trained is the validation optimum."""
+    from harness.registry import run_method
+
+    table = json.loads(table_path.read_text())
+    for key, gains in table["val_gains"].items():
+        if len(gains) > 1:
+            for t in gains:
+                gains[t] = 0.5 if key == group_name((2, 3)) else -0.2
+    table["val_losses"] = {
+        k: {t: [1.0 - v] * 2 for t, v in g.items()} for k, g in table["val_gains"].items()
+    }
+    path = tmp_path / "split_gains.json"
+    path.write_text(json.dumps(table))
+    config = RunConfig(
+        method="etap",
+        env_id="TaskGrouping-Digits10-v1",
+        env_kwargs={"table": str(path), "objective": "fallback"},
+        output_dir=str(tmp_path / "out"),
+        method_kwargs={"budgets": [1], "etap_train_groups": 11},
+    )
+    result = run_method(config, "etap", 0)
+    assert result["groups"] == [[2, 3]] and result["oracle"] is False

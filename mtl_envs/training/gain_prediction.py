@@ -133,10 +133,13 @@ class ETAPPredictor:
 
 
 def prediction_quality(predicted: Sequence[float], truth: Sequence[float]) -> dict[str, float]:
-    """Pearson correlation and R^2 of predicted against true gains (ETAP Tables 3 and 5)."""
+    """Pearson correlation and R^2 of predicted against true gains (ETAP Tables 3 and 5);
+    NaN for both with fewer than two gains (every group was trained: none is held out)."""
     from scipy.stats import pearsonr
     from sklearn.metrics import r2_score
 
+    if len(predicted) < 2:
+        return {"pearson": math.nan, "r2": math.nan}
     return {
         "pearson": float(pearsonr(predicted, truth)[0]),
         "r2": float(r2_score(truth, predicted)),
