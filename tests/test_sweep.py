@@ -261,3 +261,17 @@ def test_a_relative_base_is_read_beside_the_sweep_file_first(tmp_path, monkeypat
     assert SweepConfig.from_file("sub/sweep.yaml").base_values()["method"] == "ew"
     # Not beside it: the working directory's, as a path typed from the project's root.
     assert SweepConfig.from_file("sub/other.yaml").base_values()["method"] == "rlw"
+
+
+def test_long_override_labels_stay_short_and_distinct():
+    """An override set's label names a folder: past 60 characters it is cut and keeps a
+    hash of the whole set, so two long sets that share their first 48 characters differ."""
+    from harness.sweep import _variant_name
+
+    short = _variant_name({"env_kwargs.lr": 0.01})
+    assert short == "env_kwargs.lr=0.01"
+    common = {"env_kwargs.backbone_kwargs.hidden": [64, 64], "env_kwargs.head_hidden": 32}
+    a = _variant_name({**common, "env_kwargs.lr": 0.01})
+    b = _variant_name({**common, "env_kwargs.lr": 0.02})
+    assert len(a) == len(b) == 48 + 1 + 8 and a[:48] == b[:48] and a != b
+    assert all(c.isalnum() or c in "=.,-_" for c in a)  # no path separators or spaces
