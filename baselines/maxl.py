@@ -195,15 +195,7 @@ class MAXLLabeller:
         exponent_range: tuple[float, float] = (-5.0, 5.0),
         alternation: str = ALTERNATIONS[0],
     ):
-        options = dict(
-            first_order=first_order,
-            lr=lr,
-            weight_decay=weight_decay,
-            entropy_coef=entropy_coef,
-            exponent_range=exponent_range,
-            alternation=alternation,
-        )
-        check_options(options)
+        check_options({name: value for name, value in locals().items() if name in MAXL_OPTIONS})
         self.learner = learner
         self.generator = seeded(seed + 1, lambda: LabelGenerator(learner, weight_aware))
         self.generator.to(learner.device)

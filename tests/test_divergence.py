@@ -81,16 +81,24 @@ def test_loss_weighting_env_truncates_a_diverged_run():
     assert np.all(np.isfinite(obs))
 
 
-def test_run_epochs_records_divergence_and_returns(tmp_path):
-    config = RunConfig(method="x", output_dir=str(tmp_path), tensorboard=False, progress=False)
-    values = iter([1.0, float("nan"), 0.5])
-    result = run_epochs(
+def scripted_run(tmp_path, losses, evaluate, **fields) -> dict:
+    """run_epochs of method "x" whose epochs report ``losses`` in turn, evaluated by
+    ``evaluate(split)``."""
+    config = RunConfig(
+        method="x", output_dir=str(tmp_path), tensorboard=False, progress=False, **fields
+    )
+    values = iter(losses)
+    return run_epochs(
         config=config,
         method="x",
         seed=0,
         train_epoch=lambda e: {"train/loss": next(values)},
-        evaluate=lambda split: {"accuracy": 0.5},
+        evaluate=evaluate,
     )
+
+
+def test_run_epochs_records_divergence_and_returns(tmp_path):
+    result = scripted_run(tmp_path, [1.0, float("nan"), 0.5], lambda split: {"accuracy": 0.5})
     assert result["status"] == "diverged" and result["diverged_epoch"] == 2
     assert len(result["epochs"]) == 2  # stopped after the diverged epoch
     saved = json.loads((tmp_path / "AuxLabel-Digits-v1/x/seed0/result.json").read_text())
@@ -100,14 +108,11 @@ def test_run_epochs_records_divergence_and_returns(tmp_path):
 def test_a_diverged_epoch_is_never_the_best_one(tmp_path):
     # A NaN network's validation accuracy can look good (every sample one class); the epoch
     # still must not be selected, and `best` keeps the last finite epoch.
-    config = RunConfig(method="x", output_dir=str(tmp_path), tensorboard=False, progress=False)
-    losses, accuracies = iter([1.0, float("nan")]), iter([0.4, 0.9, 0.9, 0.9])
-    result = run_epochs(
-        config=config,
-        method="x",
-        seed=0,
-        train_epoch=lambda e: {"train/loss": next(losses)},
-        evaluate=lambda split: {"accuracy": next(accuracies) if split == "val" else 0.1},
+    accuracies = iter([0.4, 0.9, 0.9, 0.9])
+    result = scripted_run(
+        tmp_path,
+        [1.0, float("nan")],
+        lambda split: {"accuracy": next(accuracies) if split == "val" else 0.1},
     )
     assert result["status"] == "diverged" and result["best"]["epoch"] == 1
 
@@ -191,21 +196,9 @@ def test_a_run_diverged_before_any_validation_has_no_best_network(tmp_path, eval
     """With no finite epoch validated before the divergence (the first epoch diverges, or
     the finite ones fell between evaluations), there is no best-validation network: `best`
     holds NaN test metrics, never the diverged network's."""
-    config = RunConfig(
-        method="x",
-        epochs=10,
-        eval_every=eval_every,
-        output_dir=str(tmp_path),
-        tensorboard=False,
-        progress=False,
-    )
-    losses = iter([float("nan")] if eval_every == 1 else [1.0, float("nan")])
-    result = run_epochs(
-        config=config,
-        method="x",
-        seed=0,
-        train_epoch=lambda e: {"train/loss": next(losses)},
-        evaluate=lambda split: {"accuracy": 0.1},
+    losses = [float("nan")] if eval_every == 1 else [1.0, float("nan")]
+    result = scripted_run(
+        tmp_path, losses, lambda split: {"accuracy": 0.1}, epochs=10, eval_every=eval_every
     )
     assert result["status"] == "diverged" and result["final"]["test/accuracy"] == 0.1
     assert result["best"]["epoch"] == result["diverged_epoch"]

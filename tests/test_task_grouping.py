@@ -312,31 +312,37 @@ def test_tag_selects_by_eq7_scores_of_its_own_lookahead_affinities(table_path, t
     members j of z[j, t]. With z[2, 3] = z[3, 2] = 0.3 and z[0, 1] = z[1, 0] = 0.1 (the rest
     0), group scores are {2, 3} 0.6, {0, 2, 3} 0.3, {0, 1} 0.2: one group picks {2, 3},
     though the table's gains would pick {0, 1} and ETAP's (identity) affinities nothing."""
-    from harness.registry import run_method
 
     table = json.loads(table_path.read_text())
     tag = np.zeros((4, 4))
     tag[2, 3] = tag[3, 2] = 0.3
     tag[0, 1] = tag[1, 0] = 0.1
     table["affinity"]["tag"] = tag.tolist()
-    path = tmp_path / "tag_gains.json"
+    result = select_one_group("tag", table, tmp_path)
+    assert result["groups"] == [[2, 3]]
+
+
+def select_one_group(method: str, table: dict, tmp_path, **options) -> dict:
+    """``method``'s result at budget 1 on ``table`` (written beside the run), objective
+    "fallback"."""
+    from harness.registry import run_method
+
+    path = tmp_path / f"{method}_gains.json"
     path.write_text(json.dumps(table))
     config = RunConfig(
-        method="tag",
+        method=method,
         env_id="TaskGrouping-Digits10-v1",
         env_kwargs={"table": str(path), "objective": "fallback"},
         output_dir=str(tmp_path / "out"),
-        method_kwargs={"budgets": [1]},
+        method_kwargs={"budgets": [1], **options},
     )
-    result = run_method(config, "tag", 0)
-    assert result["groups"] == [[2, 3]]
+    return run_method(config, method, 0)
 
 
 def test_etap_fits_on_the_learning_split_not_the_test_gains(table_path, tmp_path):
     """ETAP learns from the validation gains (gain_split 'val'; it is no oracle): on a table
     whose validation gains favour {2, 3} and whose test gains favour {0, 1}, one group with
     every multi-task group trained is the validation optimum."""
-    from harness.registry import run_method
 
     table = json.loads(table_path.read_text())
     for key, gains in table["val_gains"].items():
@@ -346,14 +352,5 @@ def test_etap_fits_on_the_learning_split_not_the_test_gains(table_path, tmp_path
     table["val_losses"] = {
         k: {t: [1.0 - v] * 2 for t, v in g.items()} for k, g in table["val_gains"].items()
     }
-    path = tmp_path / "split_gains.json"
-    path.write_text(json.dumps(table))
-    config = RunConfig(
-        method="etap",
-        env_id="TaskGrouping-Digits10-v1",
-        env_kwargs={"table": str(path), "objective": "fallback"},
-        output_dir=str(tmp_path / "out"),
-        method_kwargs={"budgets": [1], "etap_train_groups": 11},
-    )
-    result = run_method(config, "etap", 0)
+    result = select_one_group("etap", table, tmp_path, etap_train_groups=11)
     assert result["groups"] == [[2, 3]] and result["oracle"] is False
