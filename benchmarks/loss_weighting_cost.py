@@ -198,19 +198,14 @@ def interleaved_step_ratio(
     obs, _ = env.reset(seed=0)
 
     def ew_round() -> float:
-        learner.apply_pending(None)  # the env's pending batch, then EW's own steps
+        # EW's step through the learner's own API: the pending batch trained with equal
+        # weights, the next one forwarded (an env step's network work, without the env and
+        # the agent around it).
         start = time.perf_counter()
         for _ in range(steps):
-            if learner.epoch_done:
-                learner.end_epoch()
-                learner.begin_epoch()
-            learner.apply(*learner.task_losses(learner.next_indices()), None)
-        seconds = time.perf_counter() - start
-        if learner.epoch_done:
-            learner.end_epoch()
-            learner.begin_epoch()
-        learner.forward_pending()
-        return seconds
+            learner.apply_pending(None)
+            learner.forward_pending()
+        return time.perf_counter() - start
 
     def env_round(obs: np.ndarray) -> tuple[float, np.ndarray]:
         seconds = 0.0
