@@ -376,7 +376,19 @@ def test_update_from_per_task_gradients_is_the_plain_update(loss):
     torch.testing.assert_close(torch.stack(split_losses), torch.stack(losses))
     torch.testing.assert_close(encoder, full[:, : encoder.shape[1]], rtol=1e-5, atol=1e-7)
     c = reused.objective_coefficients(torch.stack(losses))
-    torch.testing.assert_close(split.gradient(encoder, c), c @ full, rtol=1e-5, atol=1e-7)
+    gradient = torch.cat([g.reshape(-1) for g in split.gradients(c)])
+    torch.testing.assert_close(gradient, c @ full, rtol=1e-5, atol=1e-7)
+    # Scoring with the representation's gradients: each task's gradient of the encoder's
+    # output, and the same update from one combined vector-Jacobian product.
+    losses, features = reused.batch_losses(batch)
+    representation = per_task_gradients(losses, [features])
+    split = HeadSplit(reused.net, per_task_encoder=False)
+    _, deltas = split(reused, batch)
+    torch.testing.assert_close(deltas, representation, rtol=1e-5, atol=1e-7)
+    gradient = torch.cat([g.reshape(-1) for g in split.gradients(c)])
+    torch.testing.assert_close(gradient, c @ full, rtol=1e-5, atol=1e-7)
+    with pytest.raises(RuntimeError, match="call the split first"):
+        split.gradients(c)  # one update per split batch
     for a, b in zip(plain.net.parameters(), reused.net.parameters()):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(plain._epoch_loss_sum, reused._epoch_loss_sum)

@@ -51,7 +51,7 @@ def per_task_gradients(
 class HeadSplit:
     """Per-task gradients of a multi-head network, split at the shared representation.
 
-    Every head reads its own detached copy of the encoder's output, so one backward pass of
+    Every head reads its own detached view of the encoder's output, so one backward pass of
     the summed losses gives each head's gradient (its task's alone) and each task's gradient
     of the representation (``delta_i``); task i's encoder gradient is then the encoder's
     vector-Jacobian product with ``delta_i``, all n of them in one batched pass through the
@@ -61,48 +61,73 @@ class HeadSplit:
 
     Args:
         net: a network with a ``backbone`` and one head per task.
+        per_task_encoder: compute the per-task encoder gradients (the exact scores' input);
+            ``False`` scores with the ``delta_i`` themselves (``gradients="representation"``)
+            and the update's encoder gradient is one plain vector-Jacobian product.
     """
 
-    def __init__(self, net: torch.nn.Module):
+    def __init__(self, net: torch.nn.Module, per_task_encoder: bool = True):
         self.net = net
+        self.per_task_encoder = per_task_encoder
         self.encoder = [p for p in net.backbone.parameters() if p.requires_grad]
         per_head = [[p for p in head.parameters() if p.requires_grad] for head in net.heads]
         self.heads = [p for head in per_head for p in head]
         self.params = self.encoder + self.heads
         """Every trainable parameter: the encoder's, then each head's in task order."""
-        # Task of each entry of the heads' concatenated gradients.
-        head_sizes = [sum(p.numel() for p in head) for head in per_head]
-        device = self.params[0].device
-        self._owner = torch.repeat_interleave(
-            torch.arange(len(head_sizes), device=device), torch.tensor(head_sizes, device=device)
-        )
-        self._head_grads: torch.Tensor | None = None
+        self._owner = [task for task, head in enumerate(per_head) for _ in head]
+        """Task of each head parameter."""
+        self._last: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
 
     def __call__(
         self, learner: MultiTaskLearner, batch: TrainingBatch
     ) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """The task losses of ``batch`` (with the heads' graph only) and the (n, S) per-task
-        gradients of the encoder's parameters; the heads' are kept for :meth:`gradient`."""
+        """The task losses of ``batch`` and the (n, S) per-task gradients the scores use: of
+        the encoder's parameters, or of the representation (``per_task_encoder=False``)."""
         net = self.net
         net.train()
         features = net.backbone(batch.inputs)
         n = len(net.heads)
-        copies = features.detach().expand(n, *features.shape).clone().requires_grad_(True)
+        # One leaf per head (views of the same values): each head's input gradient arrives
+        # on its own, where slices of one (n, ...) leaf would each fill a zero tensor of it.
+        copies = [features.detach().requires_grad_(True) for _ in range(n)]
         losses = learner.masked_losses([head(x) for head, x in zip(net.heads, copies)], batch)
-        deltas, *head_grads = torch.autograd.grad(
-            torch.stack(losses).sum(), [copies, *self.heads], materialize_grads=True
+        grads = torch.autograd.grad(
+            torch.stack(losses).sum(), [*copies, *self.heads], materialize_grads=True
         )
-        encoder_grads = torch.autograd.grad(
-            features, self.encoder, deltas, is_grads_batched=True, materialize_grads=True
-        )
-        self._head_grads = torch.cat([g.reshape(-1) for g in head_grads])
-        return losses, torch.cat([g.reshape(n, -1) for g in encoder_grads], 1)
+        deltas = torch.stack(grads[:n])
+        if self.per_task_encoder:
+            encoder_grads = torch.autograd.grad(
+                features, self.encoder, deltas, is_grads_batched=True, materialize_grads=True
+            )
+            scored = torch.cat([g.reshape(n, -1) for g in encoder_grads], 1)
+        else:
+            scored = deltas.reshape(n, -1)
+        self._last = (features, scored, list(grads[n:]))
+        return losses, scored
 
-    def gradient(self, encoder_grads: torch.Tensor, coefficients: torch.Tensor) -> torch.Tensor:
-        """The objective's gradient w.r.t. :attr:`params`, ``sum_i c_i g_i``, from the last
-        call's per-task encoder gradients and head gradients (each head's task only)."""
-        heads = coefficients[self._owner] * self._head_grads
-        return torch.cat([coefficients @ encoder_grads, heads])
+    def gradients(self, coefficients: torch.Tensor) -> list[torch.Tensor]:
+        """The objective's gradient ``sum_i c_i g_i`` w.r.t. each of :attr:`params` for the
+        last call's batch, from its per-task gradients (each head's its task's only).
+
+        Per parameter, not one flat vector: the heads' gradients arrive per parameter, and
+        on the grouping protocols' small networks concatenating them and splitting the sum
+        again is a visible share of a step."""
+        if self._last is None:
+            raise RuntimeError("HeadSplit.gradients needs a batch: call the split first.")
+        features, scored, head_grads = self._last
+        self._last = None  # the graph and the gradients serve one update
+        if self.per_task_encoder:
+            flat = coefficients @ scored
+            sizes = [p.numel() for p in self.encoder]
+            encoder = [g.view_as(p) for g, p in zip(flat.split(sizes), self.encoder)]
+        else:  # the encoder's VJP with the combined representation gradient
+            combined = (coefficients @ scored).view_as(features)
+            encoder = list(
+                torch.autograd.grad(features, self.encoder, combined, materialize_grads=True)
+            )
+        per_task = coefficients.unbind()
+        heads = torch._foreach_mul(head_grads, [per_task[k] for k in self._owner])
+        return encoder + list(heads)
 
 
 def step_affinity(
@@ -121,8 +146,7 @@ def step_affinity(
         momentum: beta; 0 gives the momentum-free score.
         buffer: (P,) PyTorch SGD momentum buffer before this step (b = -v / eta).
     """
-    gram = grads @ grads.T  # gram[j, i] = g_j . g_i
-    scores = gram.clone()
+    scores = grads @ grads.T  # [j, i] = g_j . g_i
     if momentum and buffer is not None:
         scores = scores + momentum * (grads @ buffer)[:, None]  # row j: g_j . b
     return (lr * scores / losses[:, None]).T  # transpose: [i, j] = score from i to j
@@ -170,10 +194,10 @@ def collect_affinities(
 
     ``gradients="representation"`` scores with the per-task gradients of the shared
     representation (the encoder's output for the batch) instead of the shared parameters,
-    as MGDA-UB approximates them: a backward pass through the heads only. It has no momentum
+    as MGDA-UB approximates them: no pass through the encoder per task. It has no momentum
     term (the momentum buffer lives in parameter space): ``etap`` is then the momentum-free
     score. ``benchmarks/affinity_cost.py`` measures its cost and its agreement with the
-    exact scores; on the Digits10 protocol it agrees poorly (Pearson 0.13 over the
+    exact scores; on the Digits10 protocol it agrees poorly (Pearson 0.10 over the
     off-diagonal pairs), so the exact scores stay the default.
     """
     from mtl_envs.utils import check_choice
@@ -183,11 +207,11 @@ def collect_affinities(
         raise ConfigError("TAG's lookahead needs parameter gradients: gradients='parameters'.")
     n = learner.num_tasks
     shared = [p for p in learner.net.backbone.parameters() if p.requires_grad]
-    # Where the update is the plain equal-weight one, the per-task gradients of every
-    # parameter (the heads' too) give both the scores and the update, saving a backward pass.
+    # Where the update is the plain equal-weight one, the per-task gradients (the heads'
+    # too) give both the scores and the update, saving a backward pass.
     exact = gradients == "parameters"
-    reuse = exact and learner.weighting is None and learner.aggregator is None
-    split = HeadSplit(learner.net) if reuse else None
+    reuse = learner.weighting is None and learner.aggregator is None
+    split = HeadSplit(learner.net, per_task_encoder=exact) if reuse else None
     # No momentum term on representation gradients: the buffer lives in parameter space.
     beta = learner.config.momentum if learner.config.optimizer == "sgd" and exact else 0.0
     check_int("every", every)
@@ -209,7 +233,7 @@ def collect_affinities(
             detached = torch.stack(losses).detach()
             if score and exact and not reuse:
                 grads = per_task_gradients(losses, shared)
-            elif score and not exact:
+            elif score and not reuse:
                 if features is None:
                     raise ConfigError("gradients='representation' needs a shared encoder.")
                 grads = per_task_gradients(losses, [features])
@@ -234,7 +258,7 @@ def collect_affinities(
                 sums["tag"] += torch.where(valid, step, 0.0)
             if score and reuse:
                 coefficients = learner.objective_coefficients(detached)
-                learner.apply_gradient(detached, split.gradient(grads, coefficients), split.params)
+                learner.apply_gradients(detached, split.gradients(coefficients), split.params)
             else:
                 learner.apply(losses, features, None)
             steps += 1

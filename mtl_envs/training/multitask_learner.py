@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -771,11 +771,21 @@ class MultiTaskLearner:
     ) -> None:
         """An optimiser step with the objective's ``gradient`` w.r.t. ``params`` already
         computed (flattened in their order); counts the batch of detached task ``losses``."""
+        parts = torch.split(gradient, [p.numel() for p in params])
+        self.apply_gradients(losses, [g.view_as(p) for p, g in zip(params, parts)], params)
+
+    def apply_gradients(
+        self,
+        losses: torch.Tensor,
+        gradients: Sequence[torch.Tensor],
+        params: list[torch.Tensor],
+    ) -> None:
+        """:meth:`apply_gradient` with the gradient given per parameter (each shaped like its
+        parameter and held by nothing else: they become the parameters' ``.grad``)."""
         start = time.perf_counter()
         self.optimizer.zero_grad(set_to_none=True)
-        # Views of one fresh vector: nothing else holds it, so no copies are needed.
-        for p, g in zip(params, torch.split(gradient, [p.numel() for p in params])):
-            p.grad = g.view_as(p)
+        for p, g in zip(params, gradients, strict=True):
+            p.grad = g
         self.optimizer.step()
         self.record_batch(losses.detach(), time.perf_counter() - start)
 
