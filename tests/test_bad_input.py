@@ -25,6 +25,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SMALL = {"train_batch_size": 20, "eval_batch_size": 32}
 
 
+def _affinities(gradients="parameters", **config):
+    from mtl_envs.training.affinity import collect_affinities
+    from mtl_envs.training.multitask_learner import MultiTaskLearner
+
+    learner = MultiTaskLearner(MultiTaskLearnerConfig(dataset="cubic", **config), seed=0)
+    return collect_affinities(learner, epochs=1, gradients=gradients)
+
+
 @functools.cache
 def cubic() -> MultiTaskDataset:
     return load_multitask_dataset("cubic", device="cpu")
@@ -494,6 +502,13 @@ BAD_INPUT = [
         ConfigError,
         "`num_envs` must be a positive int or None; got '2'",
     ),
+    # Affinities score the shared encoder's per-task gradients: task networks have none.
+    (
+        lambda: _affinities(model="cross_stitch"),
+        ConfigError,
+        "collect_affinities needs a shared encoder.*got model='cross_stitch'",
+    ),
+    (lambda: _affinities("features"), ConfigError, "`gradients` must be one of"),
     # The AuxLabel vector form has one slot per sample of a batch; the error names the way out.
     (
         lambda: gym.make_vec("AuxLabel-Digits-v1", num_envs=4),

@@ -205,6 +205,11 @@ def collect_affinities(
     check_choice("gradients", gradients, GRADIENTS)
     if gradients == "representation" and tag:
         raise ConfigError("TAG's lookahead needs parameter gradients: gradients='parameters'.")
+    if learner.config.model is not None:
+        raise ConfigError(
+            f"collect_affinities needs a shared encoder with one head per task (model=None); "
+            f"got model={learner.config.model!r}, which has no shared parameters to score."
+        )
     n = learner.num_tasks
     shared = [p for p in learner.net.backbone.parameters() if p.requires_grad]
     # Where the update is the plain equal-weight one, the per-task gradients (the heads'
@@ -234,8 +239,6 @@ def collect_affinities(
             if score and exact and not reuse:
                 grads = per_task_gradients(losses, shared)
             elif score and not reuse:
-                if features is None:
-                    raise ConfigError("gradients='representation' needs a shared encoder.")
                 grads = per_task_gradients(losses, [features])
             if score:
                 lr = learner.lr  # eq. 5's eta: the step's own rate, after any decay
