@@ -83,9 +83,11 @@ def test_meta_gradient_matches_finite_differences(tiny, weight_aware):
             assert grad[i].item() == pytest.approx(numeric, rel=1e-4, abs=1e-8)
 
 
-def test_first_order_approximates_the_second_order_gradient(tiny):
+@pytest.mark.parametrize("weight_aware", [False, True])
+def test_first_order_approximates_the_second_order_gradient(tiny, weight_aware):
+    # Weight-aware, the weight head learns through the finite difference's weighted losses.
     learner, x, y = tiny
-    gen = LabelGenerator(learner, weight_aware=False).double()
+    gen = LabelGenerator(learner, weight_aware=weight_aware).double()
     params = list(gen.parameters())
 
     def grad(first_order: bool) -> torch.Tensor:
@@ -126,6 +128,28 @@ def test_virtual_step_is_the_optimisers_own_update():
             torch.testing.assert_close(virtual[name], p.detach())
 
 
+def test_virtual_step_takes_each_parameters_own_group_and_refuses_other_sgd_rules():
+    # w = 2 in a group at lr 0.1, b = 4 in one at lr 1 and weight decay 0.5, gradients 1:
+    # w' = 2 - 0.1 * 1 = 1.9, b' = 4 - 1 * (1 + 0.5 * 4) = 1.
+    from baselines.maxl import virtual_sgd_step
+    from mtl_envs.errors import ConfigError
+
+    net = torch.nn.Linear(1, 1)
+    with torch.no_grad():
+        net.weight.fill_(2.0)
+        net.bias.fill_(4.0)
+    groups = [{"params": [net.weight]}, {"params": [net.bias], "lr": 1.0, "weight_decay": 0.5}]
+    params = dict(net.named_parameters())
+    grads = (torch.ones(1, 1), torch.ones(1))
+    virtual = virtual_sgd_step(torch.optim.SGD(groups, lr=0.1), params, grads)
+    assert virtual["weight"].item() == pytest.approx(1.9)
+    assert virtual["bias"].item() == pytest.approx(1.0)
+    for rule in ({"nesterov": True}, {"dampening": 0.1}):
+        opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, **rule)
+        with pytest.raises(ConfigError, match="without Nesterov or dampening"):
+            virtual_sgd_step(opt, params, grads)
+
+
 def test_focal_primary_loss_option():
     # logits (2, 0), label 0: p = e^2 / (e^2 + 1); focal = -(1 - p)^2 log p (gamma 2).
     import math
@@ -160,22 +184,28 @@ def test_maxl_labels_the_inputs_the_main_network_trains_on(tiny, alternation):
     assert any(not torch.equal(a, b) for a, b in zip(after, before)) == (alternation == "batch")
 
 
-@pytest.mark.parametrize("primary_loss", ["cross_entropy", "focal"])
-def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss):
+@pytest.mark.parametrize(
+    ("primary_loss", "weight_aware"),
+    [("cross_entropy", False), ("focal", False), ("cross_entropy", True)],
+)
+def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss, weight_aware):
     """MAXL's meta objective worked out by hand: theta' = theta - lr * grad of the training
     loss (first SGD step, no weight decay), the primary loss the main network trains on at
     theta' (focal: -sum onehot (1 - p)^2 log p, gamma 2), plus 0.2 times sum m log m of the
-    batch-mean generated distribution m (0 log 0 = 0)."""
+    batch-mean generated distribution m (0 log 0 = 0). Weight-aware, the training loss weighs
+    each sample's auxiliary loss by 2^(lo + (hi - lo) w), here 2^(8 w - 3) for the range
+    (-3, 5), from the generator's sigmoid output w."""
     from torch.func import functional_call
 
     learner, x, y = tiny_learner(momentum=0.0, primary_loss=primary_loss)
-    gen = LabelGenerator(learner, weight_aware=False).double()
-    got = generator_loss(learner, gen, x, y, entropy_coef=0.2, exponent_range=(-5, 5))
+    gen = LabelGenerator(learner, weight_aware=weight_aware).double()
+    got = generator_loss(learner, gen, x, y, entropy_coef=0.2, exponent_range=(-3, 5))
 
     with torch.no_grad():
-        targets, _ = gen(x, y)
+        targets, w = gen(x, y)
+    weights = None if w is None else 2.0 ** (8.0 * w - 3.0)
     params = dict(learner.net.named_parameters())
-    train_loss = learner.objective(learner.net(x), y, targets)["loss"]
+    train_loss = learner.objective(learner.net(x), y, targets, weights)["loss"]
     grads = torch.autograd.grad(train_loss, list(params.values()), allow_unused=True)
     stepped = {n: p if g is None else p - 0.5 * g for (n, p), g in zip(params.items(), grads)}
     logits = functional_call(learner.net, stepped, (x,))[0]
@@ -185,7 +215,7 @@ def test_meta_loss_is_the_primary_loss_after_one_plain_sgd_step(primary_loss):
     m = targets.mean(0)
     expected = primary + 0.2 * torch.xlogy(m, m).sum()  # 0 log 0 = 0: classes absent here
     assert got.item() == pytest.approx(expected.item(), rel=1e-10)
-    first_order = generator_loss(learner, gen, x, y, 0.2, (-5, 5), first_order=True)
+    first_order = generator_loss(learner, gen, x, y, 0.2, (-3, 5), first_order=True)
     assert first_order.item() == pytest.approx(expected.item(), rel=1e-10)
 
 
@@ -342,3 +372,74 @@ def test_wa_maxl_weights_follow_eq8_from_the_sigmoid_output(tiny):
             head.bias.fill_(bias)
         _, weights = labeller(idx, learner.batch_inputs(idx))
         torch.testing.assert_close(weights, torch.full((8,), expected))
+    # The labeller's own range: w = 0.5 under (-3, 5) is 2^(-3 + 8 * 0.5) = 2.
+    labeller = MAXLLabeller(learner, seed=0, weight_aware=True, exponent_range=(-3.0, 5.0))
+    head = labeller.generator.net.heads[1][-1]
+    with torch.no_grad():
+        head.weight.zero_()
+        head.bias.zero_()
+    _, weights = labeller(idx, learner.batch_inputs(idx))
+    torch.testing.assert_close(weights, torch.full((8,), 2.0))
+
+
+def test_each_meta_step_is_one_sgd_step_of_the_generator_on_the_training_mode_network():
+    """The generator's SGD at the reference's defaults (lr 1e-3, weight decay 5e-4):
+    phi' = phi - 1e-3 (g + 5e-4 phi) for the meta-gradient g of this batch alone (nothing
+    carried over from the step before), the main network in training mode (batch-norm on
+    the batch's statistics, also after an evaluation left it in eval mode) and its running
+    statistics untouched; the generator's rate follows the main schedule (halved each epoch)."""
+    from baselines.maxl import MAXLLabeller
+
+    cfg = AuxLearnerConfig(
+        dataset="digits",
+        backbone="small_cnn",
+        backbone_kwargs={"widths": [3]},
+        head_hidden=4,
+        device="cpu",
+        train_subset=100,
+        scheduler_step_epochs=1,
+        scheduler_gamma=0.5,
+    )
+    learner = AuxLearner(cfg, seed=0)
+    learner.net.double()
+    labeller = MAXLLabeller(learner, seed=0)
+    labeller.generator.double()
+    idx = torch.arange(16)
+    x, y = learner.batch_inputs(idx).double(), learner.data.train.labels[idx]
+    main = {k: v.clone() for k, v in learner.net.state_dict().items()}
+    params = list(labeller.generator.parameters())
+    for _ in range(2):
+        before = [p.detach().clone() for p in params]
+        learner.net.train()
+        g = torch.autograd.grad(
+            generator_loss(learner, labeller.generator, x, y, 0.2, (-5, 5)), params
+        )
+        learner.net.eval()
+        labeller.meta_step(x, y)
+        for p, p0, gp in zip(params, before, g):
+            torch.testing.assert_close(
+                p0 - p.detach(), 1e-3 * (gp + 5e-4 * p0), rtol=1e-6, atol=1e-12
+            )
+    for k, v in learner.net.state_dict().items():
+        assert torch.equal(v, main[k]), k
+    assert labeller.optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)
+    labeller.end_epoch()
+    assert labeller.optimizer.param_groups[0]["lr"] == pytest.approx(5e-4)
+
+
+def test_the_generator_and_its_pass_order_follow_the_seed():
+    # Seed s: the generator starts from seed s + 1 (not the main network's own start, s)
+    # and the generator pass draws from a stream of its own seeded by s.
+    from baselines.maxl import MAXLLabeller
+
+    learner = epoch_learner()
+    a, b, c = (MAXLLabeller(learner, seed=s) for s in (0, 0, 1))
+
+    def first_layer(module):  # the backbone's first Linear: (6, 64) in both networks
+        return next(module.parameters()).detach()
+
+    assert torch.equal(first_layer(a.generator), first_layer(b.generator))
+    assert not torch.equal(first_layer(a.generator), first_layer(c.generator))
+    assert not torch.equal(first_layer(a.generator), first_layer(learner.net))
+    orders = [torch.randperm(200, generator=labeller.rng) for labeller in (a, b, c)]
+    assert torch.equal(orders[0], orders[1]) and not torch.equal(orders[0], orders[2])

@@ -76,6 +76,26 @@ def test_weighted_ids_random_is_uniform_over_the_whole_action_space(data_env):
     envs.close()
 
 
+def test_auxlabel_policies_follow_their_seed_and_refuse_a_bin_outside_the_space():
+    envs = gym.make_vec(
+        "AuxLabelWeighted-Digits-v1",
+        num_envs=60,
+        vectorization_mode="vector_entry_point",
+        train_batch_size=60,
+    )
+    obs, _ = envs.reset(seed=0)
+    a, b, c = (make_policy("random", envs, seed=s)(obs) for s in (0, 0, 1))
+    assert np.array_equal(a, b) and not np.array_equal(a, c)
+    # 60 uniform draws over psi = 5 sub-classes: each is missed with probability 0.8^60.
+    assert set(a[:, 0].tolist()) == set(range(5))
+    # Bins 0 to 20 of 21 are in the space, -1 and 21 are not.
+    assert set(make_policy("constant", envs, weight_bin=20)(obs)[:, 1].tolist()) == {20}
+    for bad in (-1, 21):
+        with pytest.raises(ConfigError, match=r"`weight_bin` must be in \[0, 21\)"):
+            make_policy("constant", envs, weight_bin=bad)
+    envs.close()
+
+
 def test_human_policy_gives_the_fine_class_rank(data_env):
     env = gym.make("AuxLabel-CIFAR100-v1", train_batch_size=20).unwrapped
     obs, _ = env.reset(seed=0)
@@ -118,6 +138,70 @@ def test_loss_weighting_policies_by_hand():
     assert weights["drop_one"][0] == pytest.approx(10 * np.exp(-7) / (np.exp(-7) + 9), rel=1e-2)
     with pytest.raises(ConfigError, match="Valid LossWeighting reference policys"):
         make_policy("igbv3", env)
+
+
+def test_loss_weighting_policies_on_normalized_losses_and_their_options():
+    env = gym.make(
+        "LossWeighting-Digits10-v1", warmup_epochs=1, epochs=3, observation="normalized_losses"
+    ).unwrapped
+    obs, _ = env.reset(seed=0)
+    base = env.base_losses.numpy().astype(np.float64)  # 0.40 to 0.54: not all equal
+
+    def weights(name, **kwargs):
+        return env.action_to_weights(make_policy(name, env, seed=0, **kwargs)(obs)).numpy()
+
+    # The observation is already L / L_base: IGB eq. 3 gives n softmax(obs).
+    np.testing.assert_allclose(weights("igbv1"), 10 * np.exp(obs) / np.exp(obs).sum(), rtol=1e-4)
+    # fixed: proportional to L_base^-s, summing to n (s = 2: the inverse squared; s = 0: 1).
+    inverse_squared = 10 * base**-2 / (base**-2).sum()
+    np.testing.assert_allclose(weights("fixed", scale=2.0), inverse_squared, rtol=1e-4)
+    np.testing.assert_allclose(weights("fixed", scale=0.0), np.ones(10), rtol=1e-5)
+    # drop_one task 3: 10 e^-7 / (e^-7 + 9) there (1%: see above), 10 / (e^-7 + 9) elsewhere.
+    dropped = weights("drop_one", task=3)
+    assert dropped[3] == pytest.approx(10 * np.exp(-7) / (np.exp(-7) + 9), rel=1e-2)
+    np.testing.assert_allclose(np.delete(dropped, 3), 10 / (np.exp(-7) + 9), rtol=1e-4)
+    for task in (-1, 10):
+        with pytest.raises(ConfigError, match=r"`task` must be in \[0, 10\)"):
+            make_policy("drop_one", env, task=task)
+    # RLW: n softmax(z) for z the seed's first ten standard normals.
+    z = np.random.default_rng(0).standard_normal(10)
+    np.testing.assert_allclose(weights("random"), 10 * np.exp(z) / np.exp(z).sum(), rtol=1e-4)
+    vec = gym.make_vec(
+        "LossWeighting-Digits10-v1",
+        num_envs=2,
+        vectorization_mode="vector_entry_point",
+        warmup_epochs=1,
+        epochs=3,
+    )
+    with pytest.raises(ConfigError, match="acts in the single LossWeighting env"):
+        make_policy("equal", vec)(np.ones((2, 10), dtype=np.float32))
+    vec.close()
+
+
+def test_group_plans_are_sent_in_their_order_then_the_stop():
+    env = gym.make("TaskGrouping-Digits10-v1", budget=3).unwrapped
+    singletons, all_in_one = make_policy("singletons", env), make_policy("all_in_one", env)
+    singletons.reset()
+    all_in_one.reset()
+    for task in range(3):  # task 0 alone first, then 1, then 2
+        assert singletons(None).tolist() == np.eye(10, dtype=int)[task].tolist()
+    assert all_in_one(None).tolist() == [1] * 10 and all_in_one(None).tolist() == [0] * 10
+
+
+def test_etap_policy_fits_on_the_reward_split_with_its_seed(monkeypatch):
+    import mtl_envs.training.gain_prediction as gain_prediction
+
+    calls = []
+
+    def etap_selection(affinity, candidates, measure, budget, objective, seed, train_groups):
+        calls.append((measure((0, 1)), budget, seed, train_groups))
+        return [(0,)], [], {}
+
+    monkeypatch.setattr(gain_prediction, "etap_selection", etap_selection)
+    for split in ("val", "test"):
+        env = gym.make("TaskGrouping-Digits10-v1", budget=3, gain_split=split).unwrapped
+        make_policy("etap", env, seed=4, train_groups=6).reset()
+        assert calls[-1] == (env.truth.gains((0, 1), split), 3, 4, 6), split
 
 
 def test_grouping_policies_plan_their_groups():
