@@ -334,7 +334,8 @@ def _finished(marker: Path, config: dict[str, Any]) -> bool:
         done = read_json(marker)
     except ConfigError:
         return False  # an unreadable marker: run it again
-    return done.get("config") == json.loads(json.dumps(config))
+    # A marker that is not a mapping was not written by a run: run it again, too.
+    return isinstance(done, dict) and done.get("config") == json.loads(json.dumps(config))
 
 
 def run_sweep(sweep: SweepConfig, progress: bool = True) -> dict[str, list[str]]:

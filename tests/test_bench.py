@@ -1,8 +1,10 @@
 """Benchmark reports: rows kept as JSON after every case, and the docs table built from them."""
 
 import argparse
+import datetime
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -20,16 +22,23 @@ from harness.bench import (
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_report_is_written_after_every_row(tmp_path):
+def test_report_is_written_after_every_row(tmp_path, monkeypatch):
     out = tmp_path / "sub" / "bench.json"
+    argv = ["/x/benchmarks/demo.py", "--data-root", "/data/somewhere", "--out", str(out)]
+    monkeypatch.setattr(sys, "argv", argv)
     args = argparse.Namespace(repeats=3, data_root="/data/somewhere", out=str(out))
     report = BenchReport.from_args("demo", args)
     report.add("case a", "1.05 (2.1 s / 2.0 s)", "<= 1.15", ratio=1.05)
     first = json.loads(out.read_text())
     assert [row["case"] for row in first["rows"]] == ["case a"]
-    report.add("case b", "3 steps/s", rate=3.0)
+    with open(out) as reader:  # opened before the next row: it reads the report it opened
+        report.add("case b", "3 steps/s", rate=3.0)
+        assert json.load(reader) == first
     kept = json.loads(out.read_text())
     assert kept["benchmark"] == "demo"
+    assert kept["command"] == f"benchmarks/demo.py --data-root DIR --out {out}"
+    assert kept["date"] == datetime.date.today().isoformat()
+    assert 0 <= kept["seconds"] < 60
     # The data folder is a machine's path, not an option of the measurement.
     assert kept["args"] == {"repeats": 3}
     assert kept["rows"][0] == {
@@ -39,7 +48,8 @@ def test_report_is_written_after_every_row(tmp_path):
         "values": {"ratio": 1.05},
     }
     assert kept["rows"][1]["target"] == ""
-    assert {"python", "torch", "torch_threads", "cpus"} <= set(kept["machine"])
+    assert {"python", "torch", "torch_threads", "cpus", "cuda"} <= set(kept["machine"])
+    assert kept["machine"]["cpus"] == os.cpu_count()
     assert not list(out.parent.glob(".*.tmp"))  # nothing half-written left beside it
 
 
@@ -50,8 +60,9 @@ def test_report_without_file_keeps_rows_in_memory():
 
 
 def test_row_needs_case_and_measured_text():
-    with pytest.raises(ValueError, match="case and a measured text"):
-        BenchReport("demo").add("", "1.0")
+    for case, measured in (("", "1.0"), ("case", "")):
+        with pytest.raises(ValueError, match="case and a measured text"):
+            BenchReport("demo").add(case, measured)
 
 
 def test_command_line_hides_the_data_folder():
@@ -86,12 +97,13 @@ def test_table_from_kept_reports():
         },
     ]
     reports[0]["rows"][1]["case"] = "|G| = 5"  # a pipe would end the markdown cell
+    reports[1]["rows"][0].update(measured="3.0 (|G| = 2)", target=">= |G|")
     assert format_bench_table(reports) == (
         "| benchmark | case | measured | target |\n"
         "|---|---|---|---|\n"
         "| `one.py` | a | 1.0 | <= 2 |\n"
         "|  | \\|G\\| = 5 | 2.0 |  |\n"
-        "| `two.py` | c | 3.0 | >= 1 |\n"
+        "| `two.py` | c | 3.0 (\\|G\\| = 2) | >= \\|G\\| |\n"
         "\n"
         "* `benchmarks/one.py`: 2026-12-02, AMD EPYC, 2 CPUs, torch threads 2, 12 s\n"
         "* `benchmarks/two.py --x 1`: 2026-12-03, CPU model not recorded, 2 CPUs, torch threads "

@@ -47,6 +47,20 @@ def test_expand_grid_with_variants(tmp_path):
     assert [r.config["seeds"] for r in runs] == [[0], [0], [1], [1]]
     lrs = sorted(str(r.config["env_kwargs"].get("lr")) for r in runs)
     assert lrs == ["0.01", "0.01", "None", "None"]
+    assert all(r.config["progress"] is False for r in runs)  # the sweep reports each run
+
+
+def test_a_grid_takes_what_it_leaves_out_from_the_base(tmp_path, monkeypatch):
+    """Seeds (and methods, env ids) the grid does not list are the base config's; the
+    output folder is made absolute, so Ray workers elsewhere write to the same place."""
+    monkeypatch.chdir(tmp_path)
+    base = {"env_id": "LossWeighting-Cubic-v1", "seeds": [3, 4], "method": "rlw", "epochs": 5}
+    runs = expand(SweepConfig(base=base, output_dir="out"))
+    assert [(r.config["method"], r.config["seeds"]) for r in runs] == [("rlw", [3]), ("rlw", [4])]
+    assert {r.config["output_dir"] for r in runs} == {str(tmp_path.resolve() / "out")}
+    for key in ("method", "seeds", "env_id", "overrides"):
+        with pytest.raises(ConfigError, match=f"Grid `{key}` must not be empty"):
+            expand(SweepConfig(base=base, grid={key: []}, output_dir="out"))
 
 
 def test_small_floats_stay_numbers_in_files_overrides_and_grids(tmp_path):
@@ -92,10 +106,20 @@ def test_a_sweep_checks_its_runs_as_mtl_envs_run_does_before_any_starts(tmp_path
 
 def test_a_run_whose_config_changed_runs_again(tmp_path):
     path = sweep_file(tmp_path, grid={"method": ["ew"], "seeds": [0]})
+    markers, key = tmp_path / "sweep" / ".sweep", "LossWeighting-Cubic-v1__ew__seed0"
+    markers.mkdir(parents=True)
+    (markers / f"{key}.failed.json").write_text("{}")  # an earlier try that failed
     first = run_sweep(SweepConfig.from_file(path, ["base.epochs=2"]), progress=False)
-    assert len(first["done"]) == 1
+    assert first["done"] == [key] and not (markers / f"{key}.failed.json").exists()
     same = run_sweep(SweepConfig.from_file(path, ["base.epochs=2"]), progress=False)
     assert len(same["skipped"]) == 1 and not same["done"]
+    assert json.loads((markers / "sweep.json").read_text())["runs"] == [key]  # skipped too
+    (markers / f"{key}.done.json").write_text('{"run": "')  # cut short: not a finished run
+    again = run_sweep(SweepConfig.from_file(path, ["base.epochs=2"]), progress=False)
+    assert again["done"] == [key] and not again["skipped"]
+    (markers / f"{key}.done.json").write_text("[]")  # valid JSON, but no run wrote it
+    again = run_sweep(SweepConfig.from_file(path, ["base.epochs=2"]), progress=False)
+    assert again["done"] == [key] and not again["skipped"]
     changed = run_sweep(SweepConfig.from_file(path, ["base.epochs=3"]), progress=False)
     assert len(changed["done"]) == 1 and not changed["skipped"]
     result = json.loads(next((tmp_path / "sweep").rglob("result.json")).read_text())
@@ -137,35 +161,79 @@ def test_failing_run_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert "cannot use task metadata" in record["error"]
 
 
-def test_ray_backend_ships_runs_to_ray(tmp_path, monkeypatch):
-    calls = {}
+def fake_ray(monkeypatch, initialized=False, run=True, dies=()) -> dict:
+    """A stand-in for the ``ray`` module that runs each remote call at once (or, with
+    ``run=False``, only records its arguments), and whose ``get`` raises for runs in
+    ``dies`` as it does for a Ray worker that died. Returns what it was called with."""
+    calls = {"runs": []}
 
     class Ref:
-        def __init__(self, value):
-            self.value = value
+        def __init__(self, fn, args):
+            self.key = args[0]
+            self.value = fn(*args) if run else "done"
+            calls["runs"].append(args)
 
     def remote(**resources):
         calls["resources"] = resources
+        return lambda fn: types.SimpleNamespace(remote=lambda *args: Ref(fn, args))
 
-        def wrap(fn):
-            return types.SimpleNamespace(remote=lambda *args: Ref(fn(*args)))
-
-        return wrap
+    def get(ref):
+        if ref.key in dies:
+            raise RuntimeError("worker died")
+        return ref.value
 
     fake = types.SimpleNamespace(
-        is_initialized=lambda: False,
+        is_initialized=lambda: initialized,
         init=lambda address: calls.setdefault("address", address),
         remote=remote,
         wait=lambda refs, num_returns: (refs[:num_returns], refs[num_returns:]),
-        get=lambda ref: ref.value,
+        get=get,
     )
     monkeypatch.setitem(sys.modules, "ray", fake)
-    path = sweep_file(tmp_path, backend="ray", ray={"address": "ray://head:10001", "num_cpus": 2})
+    return calls
+
+
+def test_ray_backend_ships_runs_to_ray(tmp_path, monkeypatch):
+    calls = fake_ray(monkeypatch)
+    ray = {"address": "ray://head:10001", "num_cpus": 2, "num_gpus": 0.5}
+    path = sweep_file(tmp_path, backend="ray", ray=ray)
     outcome = run_sweep(SweepConfig.from_file(path, ["grid.seeds=[0]"]), progress=False)
     assert sorted(outcome["done"]) == sorted(
         ["LossWeighting-Cubic-v1__ew__seed0", "LossWeighting-Cubic-v1__rlw__seed0"]
     )
-    assert calls == {"resources": {"num_cpus": 2, "num_gpus": 0}, "address": "ray://head:10001"}
+    assert calls["resources"] == {"num_cpus": 2, "num_gpus": 0.5}
+    assert calls["address"] == "ray://head:10001"
+
+
+def test_ray_settings_left_out_take_their_defaults(tmp_path, monkeypatch):
+    """No `ray:` keys: an existing cluster (`address: auto`), as many CPUs per run as the
+    run's torch threads and no GPU; markers in the sweep's folder as an absolute path (a
+    worker's working directory is not the sweep's); a Ray that is already up is used as it
+    is; a run whose Ray worker died is recorded as failed, and the others go on."""
+    monkeypatch.chdir(tmp_path)
+    grid = {"method": ["ew", "rlw"], "seeds": [0]}
+    path = sweep_file(tmp_path, backend="ray", threads_per_run=3, grid=grid, output_dir="out")
+    sweep = SweepConfig.from_file(path)
+    assert sweep.ray == {}
+    died = "LossWeighting-Cubic-v1__rlw__seed0"
+    calls = fake_ray(monkeypatch, run=False, dies=[died])
+    outcome = run_sweep(sweep, progress=False)
+    assert outcome == {
+        "done": ["LossWeighting-Cubic-v1__ew__seed0"],
+        "skipped": [],
+        "failed": [died],
+    }
+    assert calls["address"] == "auto"
+    assert calls["resources"] == {"num_cpus": 3, "num_gpus": 0}
+    markers = tmp_path.resolve() / "out" / ".sweep"
+    assert [args[2:] for args in calls["runs"]] == [(str(markers), 3)] * 2
+    record = json.loads((markers / f"{died}.failed.json").read_text())
+    assert record["error"] == "RuntimeError: worker died"
+    # An address of its own and a Ray already started: no second `ray.init`.
+    calls = fake_ray(monkeypatch, initialized=True, run=False)
+    path = sweep_file(tmp_path, backend="ray", ray={"address": "ray://head:10001"}, grid=grid)
+    run_sweep(SweepConfig.from_file(path), progress=False)
+    assert "address" not in calls and calls["resources"] == {"num_cpus": 1, "num_gpus": 0}
 
 
 def test_ray_backend_without_ray_says_how_to_install(tmp_path, monkeypatch):
@@ -242,12 +310,15 @@ def test_malformed_sweep_fields_are_one_clear_error(tmp_path):
         ("ray: {num_cpus: -1}\n", "`ray.num_cpus` must be a positive finite number; got -1."),
         ("ray: {num_gpus: -0.5}\n", "`ray.num_gpus` must be a non-negative finite number"),
         ("workers: two\n", "`workers` must be an int"),
+        ("threads_per_run: 0\n", "`threads_per_run` must be a positive int; got 0."),
+        ("ray: {num_cpus: 0}\n", "`ray.num_cpus` must be a positive finite number; got 0."),
+        ("ray: {num_cpu: 1}\n", "Unknown `ray` keys ['num_cpu']; valid: address, num_cpus"),
     ):
         path.write_text("base: {env_id: LossWeighting-Cubic-v1}\n" + text)
         with pytest.raises(ConfigError, match=message.replace(".", r"\.").replace("[", r"\[")):
             SweepConfig.from_file(path)
-    path.write_text("ray: {num_gpus: 0.5, num_cpus: 1}\n")
-    assert SweepConfig.from_file(path).ray == {"num_gpus": 0.5, "num_cpus": 1}
+    path.write_text("ray: {num_gpus: 0, num_cpus: 0.5}\n")  # Ray takes fractions of a device
+    assert SweepConfig.from_file(path).ray == {"num_gpus": 0, "num_cpus": 0.5}
 
 
 def test_a_relative_base_is_read_beside_the_sweep_file_first(tmp_path, monkeypatch):
