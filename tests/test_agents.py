@@ -29,6 +29,9 @@ def make_adapter(**kwargs):
 
 def test_adapter_speaks_sb3():
     venv = make_adapter(max_batches=2)
+    resets = []  # what each reset of the adapter hands the vector env
+    reset = venv.env.reset
+    venv.env.reset = lambda **kwargs: resets.append(kwargs) or reset(**kwargs)
     venv.seed(3)
     obs = venv.reset()
     assert obs["image"].shape == (20, 1, 8, 8) and obs["primary_label"].shape == (20,)
@@ -39,6 +42,15 @@ def test_adapter_speaks_sb3():
     assert infos[0]["TimeLimit.truncated"] is True  # max_batches is a budget: truncation
     assert infos[0]["terminal_observation"]["image"].shape == (1, 8, 8)
     assert venv.get_attr("num_envs") == [20] * 20
+    # SB3 semantics: a seed and options apply to the next reset only.
+    venv.set_options({"mode": "train_main"})
+    venv.reset()
+    venv.reset()
+    assert resets == [
+        {"seed": 3, "options": None},
+        {"seed": None, "options": {"mode": "train_main"}},
+        {"seed": None, "options": None},
+    ]
 
 
 def test_adapter_rejects_next_step_autoreset():
@@ -67,6 +79,10 @@ def test_default_rollout_is_the_largest_divisor_up_to_ten():
     assert [default_n_steps(b) for b in (12, 50, 450, 13, 1)] == [6, 10, 10, 1, 1]
     assert rollout_settings({}, 12)["n_steps"] == 6
     assert rollout_settings({"n_steps": 3}, 12)["n_steps"] == 3
+    assert rollout_settings({"n_steps": 12}, 12)["n_steps"] == 12  # a whole epoch
+    agent = {"n_epochs": 2}
+    assert rollout_settings(agent, 12) == {"n_epochs": 2, "n_steps": 6}
+    assert agent == {"n_epochs": 2}  # the caller's settings (a run config's) stay as given
 
 
 def test_rollouts_that_lose_the_reward_or_spill_over_are_refused():
@@ -77,6 +93,57 @@ def test_rollouts_that_lose_the_reward_or_spill_over_are_refused():
     assert rollout_settings({"n_steps": 1, "normalize_advantage": False}, 12)["n_steps"] == 1
     with pytest.raises(ConfigError, match=r"\(5\) must divide the 12 .* \[1, 2, 3, 4, 6, 12\]"):
         rollout_settings({"n_steps": 5}, 12)
+
+
+class Built(Exception):
+    """Raised by a patched ``_setup_model``: the algorithm's settings are set, nothing built."""
+
+
+def settings_given_to(algorithm, monkeypatch, run, config, seed):
+    """The SB3 algorithm object that ``run(config, seed)`` constructs, stopped before it
+    builds its networks (its constructor has stored every setting by then)."""
+    built = []
+
+    def stop(self):
+        built.append(self)
+        raise Built
+
+    monkeypatch.setattr(algorithm, "_setup_model", stop)
+    with pytest.raises(Built):
+        run(config, seed=seed)
+    (model,) = built
+    return model
+
+
+def test_ppo_run_hands_its_settings_to_sb3(tmp_path, monkeypatch):
+    from stable_baselines3 import PPO
+
+    from agents.extractors import ImageLabelExtractor
+
+    config = RunConfig(
+        method="ppo",
+        env_id="AuxLabelWeighted-Digits-v1",
+        env_kwargs={"train_batch_size": 50, "train_subset": 300, "backbone": "mlp"},
+        output_dir=str(tmp_path),
+        progress=False,
+        agent={"n_epochs": 2, "batch_size": 50, "gamma": 0.9, "device": "cpu"},
+        policy={"image_features": 32},
+    )
+    model = settings_given_to(PPO, monkeypatch, run, config, seed=7)
+    assert model.seed == 7 and str(model.device) == "cpu"
+    # The config's values over the defaults of RL-AUX appendix B (lr 3e-4, entropy 0.01);
+    # n_steps: 300 images in batches of 50 are 6 batches, all of them one rollout.
+    assert (model.n_epochs, model.batch_size, model.gamma, model.n_steps) == (2, 50, 0.9, 6)
+    assert (model.learning_rate, model.ent_coef) == (3e-4, 0.01)
+    assert model.policy_kwargs == {
+        "features_extractor_class": ImageLabelExtractor,
+        "features_extractor_kwargs": {
+            "backbone": "mlp",
+            "backbone_kwargs": {},
+            "image_features": 32,
+        },
+        "net_arch": [],
+    }
 
 
 def policy_after_one_update(n_steps: int, offsets: list[float]) -> np.ndarray:
@@ -155,6 +222,18 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
     assert any((path / "tb").iterdir())
     assert result["final"] == saved["final"]
+    # The agent's settings as resolved: the defaults under the config's, n_steps = the 6
+    # batches of 50 of an epoch on 300 images.
+    assert saved["agent"] == {
+        "learning_rate": 3e-4,
+        "ent_coef": 0.01,
+        "n_epochs": 2,
+        "batch_size": 50,
+        "gamma": 0.99,
+        "n_steps": 6,
+    }
+    assert [e["epoch"] for e in saved["epochs"]] == [1, 2]
+    assert {"agent/label_classes_used", "agent/share_weight_above_1"} <= set(saved["epochs"][0])
     # The saved agent's deterministic actions on every training image.
     out = tmp_path / "actions.json"
     script = Path(__file__).resolve().parents[1] / "scripts" / "auxlabel_agent_actions.py"
@@ -167,13 +246,37 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert actions["random_policy_mean_weight"] == pytest.approx(5.199, abs=1e-3)
 
 
-def test_custom_agent_runs(capsys):
+def test_custom_agent_runs(capsys, monkeypatch):
     from agents.custom_agent import main
 
-    metrics = main(["--epochs", "1", "--batch-size", "100"])
+    made, calls = [], []
+    make_vec = gym.make_vec
+
+    def recording(*args, **kwargs):
+        envs = make_vec(*args, **kwargs)
+        made.append(kwargs)
+        reset, evaluate = envs.reset, envs.unwrapped.evaluate
+        envs.reset = lambda **kw: calls.append(("reset", kw)) or reset(**kw)
+        envs.unwrapped.evaluate = lambda split: calls.append(("evaluate", split)) or evaluate(split)
+        return envs
+
+    monkeypatch.setattr(gym, "make_vec", recording)
+    metrics = main(["--epochs", "1", "--batch-size", "100", "--seed", "3"])
     assert 0.0 <= metrics["accuracy"] <= 1.0
     out = capsys.readouterr().out
     assert "epoch 1: val accuracy" in out and "final network: test accuracy" in out
+    assert out.count("val accuracy") == 1  # one epoch, one line
+    (kwargs,) = made
+    assert kwargs["num_envs"] == kwargs["train_batch_size"] == 100
+    # The seeded reset, one train-agent and one train-main epoch, validation after it and
+    # the test split once at the end.
+    assert calls == [
+        ("reset", {"seed": 3}),
+        ("reset", {"options": {"mode": "train_agent"}}),
+        ("reset", {"options": {"mode": "train_main"}}),
+        ("evaluate", "val"),
+        ("evaluate", "test"),
+    ]
 
 
 def test_igbv2_schedule_steps():
@@ -182,6 +285,10 @@ def test_igbv2_schedule_steps():
     # Env steps start in epoch 3 (after 2 warm-up epochs): SAC learns from epoch 4, i.e.
     # after 1 epoch of steps, and acts from epoch 6, after 3 epochs of steps.
     assert schedule_steps(4, 6, warmup_epochs=2, batches=12) == (12, 36)
+    # One warm-up epoch of 10 batches: epoch 4 starts after 2 epochs of steps, 6 after 4.
+    assert schedule_steps(4, 6, warmup_epochs=1, batches=10) == (20, 40)
+    # Epochs at or before the first env step: from the start, never a negative count.
+    assert schedule_steps(1, 3, warmup_epochs=2, batches=12) == (0, 0)
 
 
 def test_igbv2_learning_rate_follows_the_aggregator():
@@ -196,6 +303,38 @@ def test_igbv2_learning_rate_follows_the_aggregator():
     # The rest of section 4.1: discount 0.99, a round of updates every 50 batches.
     defaults = sac_defaults(None)
     assert defaults["gamma"] == 0.99 and tuple(defaults["train_freq"]) == (50, "step")
+
+
+@pytest.mark.parametrize(
+    ("aggregator", "agent", "learning_rate"),
+    [(None, {}, 3e-4), ("pcgrad", {}, 1e-4), ("pcgrad", {"learning_rate": 5e-4}, 5e-4)],
+)
+def test_igbv2_run_hands_its_settings_to_sb3(
+    tmp_path, monkeypatch, aggregator, agent, learning_rate
+):
+    """The run's env aggregator picks SAC's learning rate (IGB section 4.1) unless the config
+    sets one; the seed, the schedule and the other settings reach SAC too."""
+    from agents.sac_lossweighting import ScheduledSAC
+    from agents.sac_lossweighting import run as run_igbv2
+
+    config = RunConfig(
+        method="igbv2",
+        env_id="LossWeighting-CubicScales-v1",
+        env_kwargs={} if aggregator is None else {"aggregator": aggregator},
+        epochs=6,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+        agent={**agent, "batch_size": 8, "device": "cpu"},
+    )
+    model = settings_given_to(ScheduledSAC, monkeypatch, run_igbv2, config, seed=7)
+    assert model.learning_rate == learning_rate and model.seed == 7
+    assert (model.batch_size, model.buffer_size, model.gamma) == (8, 10_000, 0.99)
+    assert (model.gradient_steps, model.round_scaling) == (50, "buffer")
+    assert model.policy_kwargs["net_arch"] == [128, 128]  # SB3 adds use_sde to the rest
+    # CubicScales: 12 batches an epoch after 2 warm-up epochs; SAC updates from epoch 4 (after
+    # 12 env steps: SB3 starts once more than 11 are stored) and acts from epoch 6 (after 36).
+    assert (model.learning_starts, model.random_steps) == (11, 36)
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")

@@ -3,6 +3,7 @@ need."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -119,26 +120,37 @@ def carve_val_and_subset(
 
     ``val_size`` is a fraction in [0, 1) or a number of images.
     """
-    valid_fraction = isinstance(val_size, float) and 0.0 <= val_size < 1.0
-    valid_count = isinstance(val_size, int) and 0 <= val_size < len(train)
-    if not (valid_fraction or valid_count):
-        raise ConfigError(
-            f"`val_fraction` must be a fraction in [0, 1) or an image count below {len(train)}; "
-            f"got {val_size!r}."
-        )
     labels = train.labels.numpy()
-    if val_size > 0:
+    n, classes = len(labels), len(np.unique(labels))
+    # A stratified split keeps at least one image of every class on each side of it (the
+    # count of a fraction is rounded up, as scikit-learn does).
+    if isinstance(val_size, float) and 0.0 <= val_size < 1.0:
+        count = math.ceil(val_size * n)
+    elif isinstance(val_size, int) and not isinstance(val_size, bool):
+        count = val_size
+    else:
+        count = -1
+    if count != 0 and not classes <= count <= n - classes:
+        raise ConfigError(
+            f"`val_fraction` must be 0 or leave one image of each of the {classes} classes on "
+            f"both sides of the split: a fraction in [0, 1) or an image count in [{classes}, "
+            f"{n - classes}] ({n} training images); got {val_size!r}."
+        )
+    if count > 0:
         kept, taken = stratified_split(labels, val_size, seed)
         train, val = train.subset(kept), train.subset(taken)
     else:
         val = train.subset(np.arange(0))
     if train_subset is not None:
-        if not isinstance(train_subset, int) or not 0 < train_subset <= len(train):
+        n = len(train)
+        valid = isinstance(train_subset, int) and not isinstance(train_subset, bool)
+        if not valid or not (train_subset == n or classes <= train_subset <= n - classes):
             raise ConfigError(
-                f"`train_subset` must be an int in [1, {len(train)}] (the training split size); "
+                f"`train_subset` must be an image count in [{classes}, {n - classes}] (one image "
+                f"of each class kept and left out) or {n} (the whole training split); "
                 f"got {train_subset!r}."
             )
-        if train_subset < len(train):
+        if train_subset < n:
             _, taken = stratified_split(train.labels.numpy(), train_subset, seed)
             train = train.subset(taken)
     return train, val
