@@ -46,6 +46,7 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.families import require_family
 from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
+from mtl_envs.utils import is_finite_number, is_int
 
 TABULAR_METHODS = {
     # method: (task network, settings it can use)
@@ -99,13 +100,25 @@ def _settings(method: str, options: dict[str, Any]) -> list[str]:
 
 def _grid(method: str, options: dict[str, Any]) -> list[dict[str, Any]]:
     lrs = options.get("learning_rates", PAPER_LEARNING_RATES)
-    if not lrs or not all(isinstance(v, (int, float)) and v > 0 for v in lrs):
-        raise ConfigError(f"`method_kwargs.learning_rates` must be positive numbers; got {lrs!r}.")
+    if not _nonempty_list(lrs) or not all(is_finite_number(v) and v > 0 for v in lrs):
+        raise ConfigError(
+            f"`method_kwargs.learning_rates` must be a list of positive finite numbers; "
+            f"got {lrs!r}."
+        )
     if method != "hypernet":
         return [{"lr": float(lr)} for lr in lrs]
     depths = options.get("extractor_layers", (0, 1, 2))
+    if not _nonempty_list(depths) or not all(is_int(d) and d >= 0 for d in depths):
+        raise ConfigError(
+            f"`method_kwargs.extractor_layers` must be a list of ints >= 0 (hidden layers of "
+            f"the hypernetwork's feature extractor); got {depths!r}."
+        )
     pairs = itertools.product(lrs, depths)
     return [{"lr": float(lr), "extractor_layers": int(d)} for lr, d in pairs]
+
+
+def _nonempty_list(value: Any) -> bool:
+    return isinstance(value, (list, tuple)) and len(value) > 0
 
 
 @contextlib.contextmanager

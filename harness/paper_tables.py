@@ -150,6 +150,13 @@ def format_table2(
             f"Table 2 reads the tabular protocol's results (`method_kwargs: {{protocol: "
             f"tabular}}`, one row per metadata setting); {untabular} have no setting."
         )
+    variants = sorted({str(r.get("variant")) for r in results})
+    if len(variants) > 1:
+        raise ConfigError(
+            f"Table 2 has one cell per method and setting, and these results come from "
+            f"{len(variants)} sweep variants ({', '.join(variants)}), whose runs would share "
+            f"cells: give the folder of one variant."
+        )
     if selection == "across_seeds":
         results = results_across_seeds(results, metric)
     cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)

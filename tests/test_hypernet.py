@@ -175,6 +175,15 @@ def test_bad_model_arguments():
         MultiTaskHypernet(3, 1, 1, metadata=torch.zeros(4, 2))
     with pytest.raises(ConfigError, match="hypernet"):
         build_task_network("hypernetz", 3, 1, 1)
+    # A width of 0 divided by zero and a negative one failed in torch, naming neither; a
+    # quoted "no" built the compressed generator.
+    for bad in (0, -4, 32.0, True):
+        with pytest.raises(ConfigError, match=f"`extractor_width` must be .*got {bad!r}"):
+            MultiTaskHypernet(3, 1, 1, extractor_layers=1, extractor_width=bad)
+    with pytest.raises(ConfigError, match="`compress` must be True or False; got 'no'"):
+        MultiTaskHypernet(3, 1, 1, compress="no")
+    with pytest.raises(ConfigError, match="`split_seed` must be an int >= 0; got -1"):
+        load_multitask_dataset("cubic", device="cpu", split_seed=-1)
 
 
 # ---------------------------------------------------------------------- data
@@ -420,8 +429,14 @@ def test_tabular_protocol_bad_arguments(tmp_path):
         quick("stl_naive", tmp_path, max_epoch=3)
     with pytest.raises(ValueError, match="cannot use task metadata"):
         quick("stl_naive", tmp_path, metadata=True)
-    with pytest.raises(ValueError, match="learning_rates"):
-        quick("stl_naive", tmp_path, learning_rates=[-1.0])
+    # Each grid option is a non-empty list: a bare number, a bool rate (1.0) or a fractional
+    # depth (truncated to 1) is refused, naming the option.
+    for bad in ([-1.0], 1e-3, [], [True], [float("nan")]):
+        with pytest.raises(ConfigError, match="`method_kwargs.learning_rates` must be a list"):
+            quick("stl_naive", tmp_path, learning_rates=bad)
+    for bad in (2, ["x"], [1.7], [True], [-1]):
+        with pytest.raises(ConfigError, match="`method_kwargs.extractor_layers` must be a list"):
+            quick("hypernet", tmp_path, extractor_layers=bad)
     config = RunConfig(method="hypernet", env_id="LossWeighting-Digits10-v1")
     with pytest.raises(ValueError, match="tabular regression"):
         run_tabular(config, 0, "hypernet")
@@ -445,6 +460,24 @@ def test_table2_cells_are_mean_and_standard_error_of_the_kept_runs():
     row = next(line for line in lines if line.startswith("| hypernet |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[header.index("Radon metadata (n=10)")] == expected
+
+
+def test_table2_refuses_results_of_several_variants(tmp_path):
+    # Two sweep variants of one method and setting would fill one cell, the second's
+    # numbers hiding the first's.
+    from harness.paper_tables import format_table2
+
+    kept = ROOT / "docs" / "results" / "hypernet_schools"
+    source = sorted(kept.glob("LossWeighting-Radon-v1/hypernet/metadata/seed*/result.json"))[0]
+    for variant in ("max_epochs=10", "max_epochs=1000"):
+        result = json.loads(source.read_text())
+        result["variant"] = variant
+        folder = tmp_path / variant
+        folder.mkdir()
+        (folder / "result.json").write_text(json.dumps(result))
+    assert "Radon metadata (n=1)" in format_table2([tmp_path / "max_epochs=10"])
+    with pytest.raises(ConfigError, match="2 sweep variants.*give the folder of one variant"):
+        format_table2([tmp_path])
 
 
 def test_selection_across_seeds_on_hand_numbers(tmp_path):

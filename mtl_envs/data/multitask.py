@@ -138,6 +138,7 @@ def load_multitask_dataset(
     ``options`` go to the dataset's reader (e.g. ``num_tasks`` and ``samples_per_task`` of
     ``cubic``); ``split_seed`` picks the split (and the draw of the synthetic datasets).
     """
+    check_int("split_seed", split_seed, minimum=0)
     reader = lookup(MULTITASK_DATASETS, name, kind="multi-task dataset")
     options = dict(options or {})
     fixed = ("data_root", "download", "split_seed")

@@ -36,7 +36,7 @@ from mtl_envs.models.task_networks import (
     mlp,
     task_linear,
 )
-from mtl_envs.utils import check_int, check_number, check_widths
+from mtl_envs.utils import check_bool, check_int, check_number, check_widths
 
 
 class WeightGenerator(nn.Module):
@@ -115,6 +115,8 @@ class MultiTaskHypernet(TaskNetwork):
             ("extractor_layers", extractor_layers),
         ):
             check_int(name, value, minimum=0)
+        check_int("extractor_width", extractor_width)
+        check_bool("compress", compress)
         check_number("embedding_variance", embedding_variance, strict=True)
         d_m = _metadata_buffer(self, metadata, num_tasks)
         if embedding_dim == 0 and d_m == 0:
