@@ -28,7 +28,12 @@ from harness.recording import TensorBoardLog
 from harness.results import run_dir, write_result
 from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.families import require_family
-from mtl_envs.training.group_trainer import group_name, load_gain_table, table_gains
+from mtl_envs.training.group_trainer import (
+    group_name,
+    load_gain_table,
+    table_affinity,
+    table_gains,
+)
 from mtl_envs.training.grouping import (
     Group,
     best_selection,
@@ -59,7 +64,7 @@ class GroupingProblem:
         return selection_candidates(self.num_tasks, self.objective)
 
     def affinity(self, kind: str = "etap") -> np.ndarray:
-        return np.asarray(self.table["affinity"][kind], dtype=float)
+        return table_affinity(self.table, kind)
 
     def gains(self, split: str | None = None) -> dict[Group, dict[int, float]]:
         """Per-group, per-task gains on ``split`` (default: the learning split)."""

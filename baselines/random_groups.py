@@ -1,4 +1,5 @@
-"""Random grouping: ``budget`` distinct groups drawn uniformly from the candidates (under
+"""Random grouping: ``budget`` distinct groups drawn uniformly from the candidates (all of
+them when the budget is larger; under
 ETAP's objective the last one takes in every task left uncovered, as in the env)."""
 
 from __future__ import annotations
@@ -16,7 +17,9 @@ from mtl_envs.training.grouping import complete_cover
 def select(problem: GroupingProblem, budget: int, seed: int) -> tuple[list, dict[str, Any]]:
     candidates = problem.candidates
     rng = np.random.default_rng(seed)
-    groups = [candidates[i] for i in rng.choice(len(candidates), budget, replace=False)]
+    # A budget above the number of candidates draws them all, as the other methods may.
+    draws = rng.choice(len(candidates), min(budget, len(candidates)), replace=False)
+    groups = [candidates[i] for i in draws]
     if problem.objective == "etap":
         groups = complete_cover(groups, problem.num_tasks)
     return groups, {}

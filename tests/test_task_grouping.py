@@ -124,6 +124,29 @@ def test_checkers_and_bad_input(table_path):
     # ETAP's cross-validation keeps each training group's rows together: two groups or more.
     with pytest.raises(ConfigError, match=r"`etap_train_groups` must be an int >= 2; got 1"):
         make(table_path, gains="etap", etap_train_groups=1)
+    # A table without TAG's affinities (a hand-made one) names what it holds.
+    table = json.loads(table_path.read_text())
+    del table["affinity"]["tag"]
+    no_tag = table_path.with_name("no_tag_gains.json")
+    no_tag.write_text(json.dumps(table))
+    with pytest.raises(ConfigError, match=r"`affinity` 'tag': gain table .* holds .*\['etap'\]"):
+        make(no_tag, affinity="tag")
+
+
+def test_random_groups_take_every_candidate_when_the_budget_exceeds_them(table_path, tmp_path):
+    # Four tasks give 15 candidate groups under ETAP's objective (the default; single tasks
+    # too): a budget of 20 draws them all (numpy refused a sample larger than the population).
+    from harness.registry import run_method
+
+    config = RunConfig(
+        method="random",
+        env_id="TaskGrouping-Digits10-v1",
+        env_kwargs={"table": str(table_path)},
+        output_dir=str(tmp_path),
+        method_kwargs={"budgets": [20]},
+    )
+    result = run_method(config, "random", 0)
+    assert len({tuple(g) for g in result["groups"]}) == len(result["groups"]) == 15
 
 
 def test_etap_gain_source_fits_on_table_groups(table_path):

@@ -21,6 +21,7 @@ from mtl_envs.training.group_trainer import (
     group_name,
     load_gain_table,
     shipped_tables,
+    table_affinity,
     table_gains,
     table_losses,
 )
@@ -276,7 +277,7 @@ class TaskGroupingEnv(TextRender, gym.Env):
                     ) from None
         if table_data is not None:
             truth = TableGains(table_data)
-            scores = np.asarray(table_data["affinity"][affinity], dtype=np.float64)
+            scores = table_affinity(table_data, affinity)
         else:
             from mtl_envs.training.affinity import collect_affinities
             from mtl_envs.training.multitask_learner import MultiTaskLearner

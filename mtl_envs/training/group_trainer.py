@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from mtl_envs.data.multitask import MultiTaskDataset, load_multitask_dataset
 from mtl_envs.errors import ConfigError, PathNotFoundError
 from mtl_envs.io import atomic_write_json, read_json
@@ -204,6 +206,18 @@ def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
             raise ConfigError(f"{path} is not a gain table: missing key {key!r}.")
     table.setdefault("path", str(path))
     return table
+
+
+def table_affinity(table: dict[str, Any], kind: str) -> np.ndarray:
+    """The gain table's (n, n) pairwise affinity scores of ``kind`` ("etap" or "tag")."""
+    scores = table["affinity"]
+    if not isinstance(scores, dict) or kind not in scores:
+        held = sorted(scores) if isinstance(scores, dict) else []
+        raise ConfigError(
+            f"`affinity` {kind!r}: gain table {table.get('path', table.get('dataset'))!r} "
+            f"holds the affinities {held}; rebuild it with scripts/build_gain_table.py."
+        )
+    return np.asarray(scores[kind], dtype=np.float64)
 
 
 def _table_part(table: dict[str, Any], split: str, what: str) -> dict[str, Any]:
