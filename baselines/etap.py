@@ -10,6 +10,7 @@ from baselines.grouping import GroupingProblem, run_selection
 from baselines.grouping import check_config as check_config  # the registry's pre-run check
 from harness.config import RunConfig
 from harness.registry import method_options
+from mtl_envs.errors import ConfigError
 from mtl_envs.training.gain_prediction import etap_selection, prediction_quality
 from mtl_envs.utils import check_int
 
@@ -21,6 +22,12 @@ def select(
     train_groups: int = 10,
     affinity: str = "etap",
 ) -> tuple[list, dict[str, Any]]:
+    multi = sum(len(g) > 1 for g in problem.candidates)
+    if train_groups > multi:
+        raise ConfigError(
+            f"`method_kwargs.etap_train_groups` must be in [2, {multi}] (the groups of two or "
+            f"more of {problem.num_tasks} tasks); got {train_groups!r}."
+        )
     measured = problem.gains()
     groups, chosen, predicted = etap_selection(
         problem.affinity(affinity),

@@ -133,6 +133,23 @@ def test_checkers_and_bad_input(table_path):
         make(no_tag, affinity="tag")
 
 
+def test_etap_train_groups_above_the_tables_groups_name_the_option(table_path, tmp_path):
+    # Four tasks have 11 groups of two or more to train ETAP's predictor on.
+    from harness.registry import run_method
+
+    config = RunConfig(
+        method="etap",
+        env_id="TaskGrouping-Digits10-v1",
+        env_kwargs={"table": str(table_path)},
+        output_dir=str(tmp_path),
+        method_kwargs={"budgets": [2], "etap_train_groups": 12},
+    )
+    with pytest.raises(
+        ConfigError, match=r"`method_kwargs.etap_train_groups` must be in \[2, 11\]"
+    ):
+        run_method(config, "etap", 0)
+
+
 def test_random_groups_take_every_candidate_when_the_budget_exceeds_them(table_path, tmp_path):
     # Four tasks give 15 candidate groups under ETAP's objective (the default; single tasks
     # too): a budget of 20 draws them all (numpy refused a sample larger than the population).
