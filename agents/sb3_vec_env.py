@@ -3,7 +3,8 @@
 SB3 has its own ``VecEnv`` API (``reset()`` returns observations only, ``step`` returns a
 ``dones`` array and a list of info dicts, final observations go in
 ``info["terminal_observation"]``), so a Gymnasium 1.x vector env needs this small adapter.
-It requires ``SAME_STEP`` autoreset, which is SB3's own convention.
+It requires ``SAME_STEP`` autoreset, which is SB3's own convention. Attributes and methods
+are the native vector env's own, or each slot's under ``SyncVectorEnv`` and ``AsyncVectorEnv``.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector import AsyncVectorEnv, AutoresetMode, SyncVectorEnv, VectorEnv
 from stable_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvStepReturn
 
 from mtl_envs.envs.vector_infos import unbatch
@@ -85,19 +86,50 @@ class SB3VecEnvAdapter(VecEnv):
     # The slots of a native vector env are not separate objects: attributes are the one
     # vector env's, the same for every slot. A method with an `index` argument answers per
     # slot (LossWeighting's `evaluate(split, index)`, whose slots are independent runs), so
-    # it is called once per requested slot; any other method once for all of them.
+    # it is called once per requested slot; any other method once for all of them. Gymnasium's
+    # SyncVectorEnv and AsyncVectorEnv hold one env per slot, and answer per slot.
+    def _per_slot_envs(self) -> SyncVectorEnv | AsyncVectorEnv | None:
+        base = self.env.unwrapped
+        return base if isinstance(base, (SyncVectorEnv, AsyncVectorEnv)) else None
+
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
+        slots = self._get_indices(indices)
+        envs = self._per_slot_envs()
+        if envs is not None:
+            values = envs.get_attr(attr_name)
+            return [values[i] for i in slots]
         value = getattr(self.env.unwrapped, attr_name)
-        return [value for _ in self._get_indices(indices)]
+        return [value for _ in slots]
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
-        setattr(self.env.unwrapped, attr_name, value)
+        envs = self._per_slot_envs()
+        if envs is None:
+            setattr(self.env.unwrapped, attr_name, value)
+            return
+        values = list(envs.get_attr(attr_name))
+        for i in self._get_indices(indices):
+            values[i] = value
+        envs.set_attr(attr_name, values)
 
     def env_method(
         self, method_name: str, *method_args, indices: VecEnvIndices = None, **method_kwargs
     ) -> list[Any]:
-        method = getattr(self.env.unwrapped, method_name)
         slots = list(self._get_indices(indices))
+        envs = self._per_slot_envs()
+        if isinstance(envs, SyncVectorEnv):
+            return [
+                envs.envs[i].get_wrapper_attr(method_name)(*method_args, **method_kwargs)
+                for i in slots
+            ]
+        if isinstance(envs, AsyncVectorEnv):
+            if sorted(slots) != list(range(self.num_envs)):
+                raise ConfigError(
+                    f"env_method({method_name!r}) on slots {slots}: AsyncVectorEnv calls a "
+                    f"method on every slot; use SyncVectorEnv or the native vector form."
+                )
+            results = envs.call(method_name, *method_args, **method_kwargs)
+            return [results[i] for i in slots]
+        method = getattr(self.env.unwrapped, method_name)
         try:
             given = inspect.signature(method).bind_partial(*method_args, **method_kwargs)
             per_slot = "index" in inspect.signature(method).parameters

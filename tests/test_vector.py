@@ -318,6 +318,14 @@ def test_sb3_adapter_passes_dict_infos_and_episode_statistics():
     infos = env.step_wait()[3]
     assert sorted(infos[0]["group_gains"]) == ["0", "1", "2"]
     assert sorted(infos[1]["group_gains"]) == ["5", "6", "7", "8", "9"]
+    # Attributes and methods of a SyncVectorEnv's slots are each slot's own env's.
+    assert env.get_attr("budget") == [3, 3]
+    env.set_attr("budget", 5, indices=[1])
+    assert grouping.get_attr("budget") == (3, 5) and env.get_attr("budget", indices=1) == [5]
+    # Slot 0 grouped tasks 0-2 (one network, seven tasks alone: 8), slot 1 tasks 5-9 (6).
+    evaluations = env.env_method("evaluate", "test")
+    assert [e["networks"] for e in evaluations] == [8, 6]
+    assert env.env_method("evaluate", "test", indices=[1]) == evaluations[1:]
 
 
 def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
