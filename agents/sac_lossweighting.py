@@ -485,11 +485,6 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         models=lambda: [lw.learner.net],  # SB3's seeded reset builds a new network
     )
     state = TrainingState(env=lw, agent=model)
-    if payload is not None:
-        restore_run(payload, state, recorder)
-        # SB3's first reset continues the loaded run: no seed from construction, no warm-up.
-        lw.continue_run()
-        model.get_env()._reset_seeds()
 
     def save() -> None:
         save_run(checkpoint, len(recorder.history), state, recorder, resolved)
@@ -498,6 +493,12 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
         recorder, lw, epochs, save if config.checkpoint_every else None, config.checkpoint_every
     )
     try:
+        if payload is not None:
+            restore_run(payload, state, recorder)
+            # SB3's first reset continues the loaded run: no seed from construction, no
+            # warm-up.
+            lw.continue_run()
+            model.get_env()._reset_seeds()
         # The total is an upper bound; the callback ends learn() after `epochs` epochs.
         model.learn(
             (epochs + 1) * batches - model.num_timesteps,

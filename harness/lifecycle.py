@@ -18,7 +18,7 @@ import torch
 
 from harness.config import RunConfig
 from harness.recording import EpochRecorder
-from harness.results import run_dir
+from harness.results import portable_kwargs, run_dir
 from mtl_envs.errors import ConfigError
 from mtl_envs.io import load_checkpoint, read_json, rng_state, save_checkpoint, set_rng_state
 
@@ -84,10 +84,22 @@ def _comparable(config: RunConfig) -> dict[str, Any]:
     return {k: v for k, v in _stored(config.to_dict()).items() if k not in RUN_CONTROL_KEYS}
 
 
+def _portable(config: dict[str, Any]) -> dict[str, Any]:
+    """A stored config without its machine's data path (``env_kwargs.data_root``), which says
+    nothing about the run: results moved to another machine still resume and are reused."""
+    kwargs = config.get("env_kwargs")
+    if not isinstance(kwargs, dict):
+        return config
+    return {**config, "env_kwargs": portable_kwargs(kwargs)}
+
+
 def made_with(config: RunConfig, stored: dict[str, Any] | None) -> bool:
-    """Whether a result file's stored config is ``config`` (run-control keys aside)."""
-    current = _comparable(config)
-    return stored is not None and all(stored.get(k) == v for k, v in current.items())
+    """Whether a result file's stored config is ``config`` (run-control keys and the data
+    path aside)."""
+    if stored is None:
+        return False
+    current, stored = _portable(_comparable(config)), _portable(stored)
+    return all(stored.get(k) == v for k, v in current.items())
 
 
 def check_same_config(
@@ -102,7 +114,7 @@ def check_same_config(
     agent's hyperparameters, its policy network), which the config alone does not show."""
     if stored is None:
         raise ConfigError(f"{path} records no config; delete it to start the run over.")
-    current = _comparable(config)
+    current, stored = _portable(_comparable(config)), _portable(stored)
     differ = [(k, stored.get(k), current[k]) for k in current if stored.get(k) != current[k]]
     if settings and stored_settings is not None:  # a checkpoint from before they were kept
         resolved = _stored(settings)
@@ -228,9 +240,9 @@ def run_epochs(
         warnings.warn(f"{method} keeps no checkpoint; resume=true starts it over.", stacklevel=2)
     first = payload["epoch"] if payload else 0
     recorder = EpochRecorder(config, method, seed, evaluate, first_epoch=first, models=models)
-    if payload is not None:
-        restore_run(payload, state, recorder)
     try:
+        if payload is not None:
+            restore_run(payload, state, recorder)
         for epoch in range(first, config.epochs):
             recorder.record(epoch, train_epoch(epoch))
             if recorder.diverged:

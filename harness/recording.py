@@ -25,7 +25,7 @@ class TensorBoardLog:
         if log_dir is not None:
             from torch.utils.tensorboard import SummaryWriter
 
-            # purge_step drops events a resumed run is about to write again.
+            # purge_step drops the folder's events from that step on (TensorBoard hides them).
             self.writer = SummaryWriter(str(log_dir), purge_step=purge_step)
 
     def scalars(self, values: dict[str, float], step: int) -> None:
@@ -71,7 +71,9 @@ class EpochRecorder:
         # list taken before it would hold one that never trains.
         self._models = models if callable(models) else (lambda fixed=list(models or []): fixed)
         self.out = run_dir(config, method, seed)
-        purge = first_epoch + 1 if first_epoch else None
+        # A resumed run drops the events past its checkpoint, a fresh one every earlier
+        # run's in the folder (TensorBoard would overlay them under the run's one name).
+        purge = first_epoch + 1 if first_epoch else 0
         self.tb = TensorBoardLog(self.out / "tb" if config.tensorboard else None, purge)
         self.history: list[dict[str, float]] = []
         self.best: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from typing import Any
 from harness.config import RunConfig
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import family_of
-from mtl_envs.utils import is_int, suggest
+from mtl_envs.utils import is_finite_number, is_int, suggest
 
 Runner = Callable[[RunConfig, int], dict[str, Any]]
 
@@ -239,6 +239,14 @@ def check_run(config: RunConfig, siblings: Sequence[str] = ()) -> None:
         raise ConfigError(
             f"`env_kwargs.epochs` ({epochs!r}) differs from `epochs` ({config.epochs}); every "
             "run trains `epochs` epochs: set that one."
+        )
+    # Every run picks its best epoch on the validation split: an empty one would fail at the
+    # first evaluation, after training.
+    val_fraction = config.env_kwargs.get("val_fraction")
+    if family.name == "AuxLabel" and is_finite_number(val_fraction) and val_fraction == 0:
+        raise ConfigError(
+            f"`env_kwargs.val_fraction` must be above 0 for a run: its best epoch is picked on "
+            f"the validation split (a fraction in (0, 1) or an image count); got {val_fraction!r}."
         )
     for method in config.methods:
         # An agent's module checks its own options (SB3 keyword names, episode budgets).

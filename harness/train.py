@@ -37,12 +37,16 @@ def main(argv: list[str] | None = None) -> int:
     agents = [
         m for m in config.methods if (family, m) in METHODS and is_agent(family, m)
     ] or config.methods
-    for name in agents:
-        runner = resolve(config.env_id, name)
-        for seed in config.seeds:
-            result = runner(config, seed)
-            metric = default_metric([result])
-            print(f"{name} seed {seed}: {metric} {result['final'][metric]:.4f}")
+    try:
+        for name in agents:
+            runner = resolve(config.env_id, name)
+            for seed in config.seeds:
+                result = runner(config, seed)
+                metric = default_metric([result])
+                print(f"{name} seed {seed}: {metric} {result['final'][metric]:.4f}")
+    except ConfigError as err:  # found by a run (a resume over another config): one line too
+        print(f"python -m harness.train: error: {err}", file=sys.stderr)
+        return 2
     return 0
 
 

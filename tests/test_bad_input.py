@@ -645,6 +645,14 @@ def test_run_checks_fail_before_anything_trains(tmp_path):
     alone = SweepConfig(base=shared, grid={"method": ["ew"]}, output_dir=str(tmp_path))
     with pytest.raises(ConfigError, match="'update_epoch': none of the methods"):
         expand(alone)
+    # A run picks its best epoch on validation: an empty split is refused before training.
+    for empty in (0, 0.0):
+        config = RunConfig(
+            method="stl", env_id="AuxLabel-Digits-v1", env_kwargs={"val_fraction": empty}
+        )
+        with pytest.raises(ConfigError, match=r"`env_kwargs.val_fraction` must be above 0.*got 0"):
+            check_run(config)
+    check_run(RunConfig(method="stl", env_id="AuxLabel-Digits-v1", env_kwargs={"val_fraction": 50}))
 
 
 def test_shared_method_kwargs_reach_only_the_methods_that_read_them():
@@ -707,6 +715,16 @@ def test_cli_reports_bad_config(tmp_path, capsys):
     assert train_main([str(tmp_path / "missing.yaml")]) == 2
     assert "harness.train: error: Config file" in capsys.readouterr().err
     assert train_main([]) == 2 and "usage:" in capsys.readouterr().err
+    # So is bad input a run finds (a resume over a run of another config).
+    ew = tmp_path / "ew.yaml"
+    ew.write_text(
+        f"method: ew\nenv_id: LossWeighting-Cubic-v1\nepochs: 1\noutput_dir: {tmp_path / 'o'}\n"
+        "progress: false\ntensorboard: false\nenv_kwargs: {device: cpu}\n"
+    )
+    assert train_main([str(ew)]) == 0
+    capsys.readouterr()
+    assert train_main([str(ew), "resume=true", "env_kwargs.lr=0.1"]) == 2
+    assert "harness.train: error: resume=true found" in capsys.readouterr().err
     # A config that leaves `method` to its default on another family's id says so.
     lw = tmp_path / "lw.yaml"
     lw.write_text("env_id: LossWeighting-Cubic-v1\n")

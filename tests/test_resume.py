@@ -173,6 +173,11 @@ def test_resume_refuses_a_run_of_another_config(tmp_path, monkeypatch):
     other_lr = dataclasses.replace(config, resume=True, env_kwargs={"device": "cpu", "lr": 0.1})
     with pytest.raises(ValueError, match=r"result.json from another config \(`env_kwargs`"):
         run_method(other_lr, "ew", 0)
+    # Another machine's data path is no other config: the finished run is reused.
+    moved = dataclasses.replace(
+        config, resume=True, env_kwargs={"device": "cpu", "data_root": str(tmp_path / "b")}
+    )
+    assert run_method(moved, "ew", 0) == first
     with crash_on_call(monkeypatch, MultiTaskLearner, "train_epoch"):
         run_method(config, "ew", 1)  # leaves a checkpoint after epoch 2
     with pytest.raises(ValueError, match=r"checkpoint.pt from another config \(`epochs` 4 there"):
@@ -190,6 +195,58 @@ class _Counter:
 
     def load_state_dict(self, state):
         self.value = state["value"]
+
+
+def test_a_rerun_replaces_the_earlier_runs_tensorboard_curves(tmp_path):
+    # Two fresh runs into one folder: TensorBoard shows the second's curve only (it purges
+    # the first's events), as result.json holds only the second.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from harness.registry import run_method
+
+    config = RunConfig(
+        method="ew",
+        env_id="LossWeighting-Cubic-v1",
+        env_kwargs={"device": "cpu", "lr": 0.01},
+        epochs=2,
+        output_dir=str(tmp_path),
+        progress=False,
+    )
+    run_method(config, "ew", 0)
+    second = run_method(
+        dataclasses.replace(config, env_kwargs={"device": "cpu", "lr": 0.5}), "ew", 0
+    )
+    events = EventAccumulator(str(tmp_path / "LossWeighting-Cubic-v1" / "ew" / "seed0" / "tb"))
+    events.Reload()
+    curve = [(e.step, e.value) for e in events.Scalars("val/mean_mse")]
+    expected = [(k + 1, epoch["val/mean_mse"]) for k, epoch in enumerate(second["epochs"])]
+    assert [s for s, _ in curve] == [1, 2]
+    np.testing.assert_allclose([v for _, v in curve], [v for _, v in expected], rtol=1e-6)
+
+
+def test_a_failed_restore_closes_the_runs_tensorboard_writer(tmp_path, monkeypatch):
+    import harness.lifecycle
+    from harness.recording import EpochRecorder
+    from harness.registry import run_method
+
+    config = RunConfig(
+        method="ew",
+        env_id="LossWeighting-Cubic-v1",
+        env_kwargs={"device": "cpu"},
+        epochs=4,
+        output_dir=str(tmp_path),
+        progress=False,
+    )
+    with crash_on_call(monkeypatch, MultiTaskLearner, "train_epoch"):
+        run_method(config, "ew", 0)  # leaves a checkpoint after epoch 2
+    closed, close = [], EpochRecorder.close
+    monkeypatch.setattr(EpochRecorder, "close", lambda self: closed.append(close(self)))
+    monkeypatch.setattr(
+        harness.lifecycle, "restore_run", lambda *a: (_ for _ in ()).throw(RuntimeError("shape"))
+    )
+    with pytest.raises(RuntimeError, match="shape"):
+        run_method(dataclasses.replace(config, resume=True), "ew", 0)
+    assert len(closed) == 1
 
 
 def test_resume_refuses_a_run_whose_resolved_settings_changed(tmp_path):
