@@ -126,6 +126,19 @@ def test_etap_objective_by_hand():
     assert value == pytest.approx(0.6) and chosen == [3, 4, 5]
 
 
+def best_cover_by_brute_force(candidates, m, budget):
+    """ETAP's objective's best value over every selection of at most ``budget`` candidates
+    that covers all tasks."""
+    n = m.shape[1]
+    feasible = [
+        combo
+        for size in range(1, budget + 1)
+        for combo in itertools.combinations(range(len(candidates)), size)
+        if set().union(*(candidates[c] for c in combo)) == set(range(n))
+    ]
+    return max(selection_value(m, combo, "etap", candidates) for combo in feasible)
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_cover_search_equals_brute_force(seed):
     rng = np.random.default_rng(seed)
@@ -136,13 +149,7 @@ def test_cover_search_equals_brute_force(seed):
     }
     m = gain_matrix(candidates, gains, n)
     for budget in (1, 2, 3, 4):
-        feasible = [
-            combo
-            for size in range(1, budget + 1)
-            for combo in itertools.combinations(range(len(candidates)), size)
-            if set().union(*(candidates[c] for c in combo)) == set(range(n))
-        ]
-        exact = max(selection_value(m, combo, "etap", candidates) for combo in feasible)
+        exact = best_cover_by_brute_force(candidates, m, budget)
         chosen, value = cover_search(candidates, m, budget)
         assert value == pytest.approx(exact) and len(chosen) <= budget
 
@@ -159,13 +166,7 @@ def test_cover_search_is_exact_at_any_scale_of_the_gains(loc, scale):
         gains = {g: {t: float(rng.normal(loc, scale)) for t in g} for g in candidates}
         m = gain_matrix(candidates, gains, n)
         for budget in (1, 2):
-            feasible = [
-                combo
-                for size in range(1, budget + 1)
-                for combo in itertools.combinations(range(len(candidates)), size)
-                if set().union(*(candidates[c] for c in combo)) == set(range(n))
-            ]
-            exact = max(selection_value(m, combo, "etap", candidates) for combo in feasible)
+            exact = best_cover_by_brute_force(candidates, m, budget)
             _, value = cover_search(candidates, m, budget)
             assert value == pytest.approx(exact, rel=1e-9, abs=0), (seed, budget)
 

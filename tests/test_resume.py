@@ -204,19 +204,18 @@ def test_a_rerun_replaces_the_earlier_runs_tensorboard_curves(tmp_path):
 
     from harness.registry import run_method
 
-    config = RunConfig(
+    config = dataclasses.replace(
+        resume_config(tmp_path, "tb"),
         method="ew",
-        env_id="LossWeighting-Cubic-v1",
         env_kwargs={"device": "cpu", "lr": 0.01},
         epochs=2,
-        output_dir=str(tmp_path),
-        progress=False,
+        tensorboard=True,
     )
     run_method(config, "ew", 0)
     second = run_method(
         dataclasses.replace(config, env_kwargs={"device": "cpu", "lr": 0.5}), "ew", 0
     )
-    events = EventAccumulator(str(tmp_path / "LossWeighting-Cubic-v1" / "ew" / "seed0" / "tb"))
+    events = EventAccumulator(str(tmp_path / "tb/LossWeighting-Cubic-v1/ew/seed0/tb"))
     events.Reload()
     curve = [(e.step, e.value) for e in events.Scalars("val/mean_mse")]
     expected = [(k + 1, epoch["val/mean_mse"]) for k, epoch in enumerate(second["epochs"])]
@@ -229,13 +228,8 @@ def test_a_failed_restore_closes_the_runs_tensorboard_writer(tmp_path, monkeypat
     from harness.recording import EpochRecorder
     from harness.registry import run_method
 
-    config = RunConfig(
-        method="ew",
-        env_id="LossWeighting-Cubic-v1",
-        env_kwargs={"device": "cpu"},
-        epochs=4,
-        output_dir=str(tmp_path),
-        progress=False,
+    config = dataclasses.replace(
+        resume_config(tmp_path, "restore"), method="ew", epochs=4, tensorboard=True
     )
     with crash_on_call(monkeypatch, MultiTaskLearner, "train_epoch"):
         run_method(config, "ew", 0)  # leaves a checkpoint after epoch 2
