@@ -496,10 +496,10 @@ def protocol_differences(results: list[dict[str, Any]]) -> list[str]:
 
 def on_reference_protocol(result: dict[str, Any]) -> bool:
     """Whether a run trained under the protocol its id's reference scores were measured
-    with (env kwargs, and run length: the registered epochs where an episode is the run, the
-    probe's episodes where an episode is an epoch), so that its normalised score means what
-    the scale says. Runs without a kept config, or without an epoch history (whole episodes
-    of the registered length), are taken as matching."""
+    with (env kwargs, a grouping run's budget, and run length: the registered epochs where
+    an episode is the run, the probe's episodes where an episode is an epoch), so that its
+    normalised score means what the scale says. Runs without a kept config, or without an
+    epoch history (whole episodes of the registered length), are taken as matching."""
     from gymnasium import error, spec
 
     from mtl_envs.families import family_of
@@ -514,8 +514,14 @@ def on_reference_protocol(result: dict[str, Any]) -> bool:
         return False
     try:
         family, registered = family_of(env_id), spec(env_id).kwargs.get("epochs")
+        budget = {**spec(env_id).kwargs, **protocol.get("env_kwargs", {})}.get("budget")
     except (ConfigError, error.Error):
         return True
+    # A grouping method writes one result per budget (setting "B=k"); the references were
+    # measured at the id's own budget.
+    setting = str(result.get("setting") or "")
+    if budget is not None and setting.startswith("B=") and setting != f"B={budget}":
+        return False
     if family.episode_is_run:
         # Runs scored from whole episodes (an agent trained over several) keep no epoch
         # history: the config's `epochs` did not set their length, the env's did.
@@ -527,14 +533,17 @@ def on_reference_protocol(result: dict[str, Any]) -> bool:
 
 def _add_normalized(row: dict[str, Any]) -> None:
     """The IQM and its interval on the env id's reference scale (random 0, best 1), where
-    the package has reference scores for this id and metric and the runs trained under
-    their protocol (:func:`on_reference_protocol`)."""
+    the package has reference scores for this id and metric, the runs trained under their
+    protocol (:func:`on_reference_protocol`) and the row scores the final network, as the
+    references do."""
     from mtl_envs.scores import normalized_score, reference_ids, reference_scores
 
     env_id = row["env_id"].split(" ")[0]
     if env_id not in reference_ids() or reference_scores(env_id)["metric"] != row["metric"]:
         return
     if not row.get("reference_protocol", True):
+        return
+    if row.get("which", "final") != "final":  # the references score the final network
         return
     iqm, low, high = (normalized_score(env_id, row[k]) for k in ("iqm", "iqm_low", "iqm_high"))
     row["normalized"] = [iqm, min(low, high), max(low, high)]  # lower-is-better flips them

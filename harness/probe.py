@@ -611,12 +611,18 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for s in summaries:
-        fair = s.get("headroom_fair") or s["headroom"]
+        # Judged without oracles: with no such policy the id does not qualify, whatever an
+        # oracle's headroom.
+        fair = s.get("headroom_fair")
         low, high = episode_seconds(s)
         misses = [
             reason
             for reason, failed in (
-                (f"headroom < {QUALIFY['headroom']:g}", fair["value"] < QUALIFY["headroom"]),
+                ("no policy without oracles", fair is None),
+                (
+                    f"headroom < {QUALIFY['headroom']:g}",
+                    fair is not None and fair["value"] < QUALIFY["headroom"],
+                ),
                 (f"rho < {QUALIFY['rho']:g}", s["spearman_rho"] < QUALIFY["rho"]),
                 (f"episodes > {QUALIFY['episode_s']:g} s", high > QUALIFY["episode_s"]),
             )
@@ -624,12 +630,13 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
         ]
         verdict = "no: " + ", ".join(misses) if misses else "yes"
         kernels = s.get("platform", {}).get("cpu_capability", "not recorded")
-        paired = same_seed_text(fair["same_seed"]) if "same_seed" in fair else "-"
+        paired = same_seed_text(fair["same_seed"]) if fair and "same_seed" in fair else "-"
+        fair_value = f"({fair['value']:.2f})" if fair else "(-)"
         lines.append(
             f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {len(s['protocol']['seeds'])} "
             f"| {kernels} | {s['headroom']['value']:.2f} {best_label(s['headroom'])} "
-            f"({fair['value']:.2f}) "
-            f"| {probability_text(fair)} | {paired} "
+            f"{fair_value} "
+            f"| {probability_text(fair) if fair else '-'} | {paired} "
             f"| {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

@@ -786,6 +786,21 @@ def test_normalized_scores_only_for_runs_of_the_reference_protocol():
     full = summarize([run(s, 100) for s in range(3)], "test/mean_nmse")
     short = summarize([run(s, 8) for s in range(3)], "test/mean_nmse")
     assert "normalized" in full[0] and "normalized" not in short[0]
+    # The references score the final network: a best-epoch row has no normalised score.
+    best = [{**run(s, 100), "best": {"test/mean_nmse": 0.2}} for s in range(3)]
+    assert "normalized" not in summarize(best, "test/mean_nmse", which="best")[0]
+    # A grouping method's result per budget matches the references only at the id's budget
+    # (TaskGrouping-Digits10Scarce-v1 registers 3).
+    grouping = {
+        "method": "random",
+        "env_id": "TaskGrouping-Digits10Scarce-v1",
+        "seed": 0,
+        "final": {"test/total_gain": 1.0},
+        "config": {"epochs": 1, "env_kwargs": {}},
+    }
+    assert on_reference_protocol({**grouping, "setting": "B=3"})
+    assert not on_reference_protocol({**grouping, "setting": "B=2"})
+    assert not on_reference_protocol({**grouping, "setting": "B=4"})
 
 
 def test_compare_plots_png_only_and_table2_needs_settings(tmp_path, capsys):

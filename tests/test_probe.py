@@ -202,6 +202,13 @@ def test_headroom_table_on_hand_worked_probes():
         "| 140.0-150.0 | "
         "no: headroom < 3, rho < 0.8, episodes > 120 s |"
     )
+    # With no policy but oracles beside random, the id is judged on none of their headroom.
+    only_oracles = probe("AuxLabel-Digits-v1", 9.0, 0.9, [2.0, 3.0])
+    del only_oracles["headroom_fair"]
+    assert format_headroom_table([only_oracles]).splitlines()[2] == (
+        "| AuxLabel | `AuxLabel-Digits-v1` | 2 | not recorded | 5.00 human [oracle] (-) | - | - "
+        "| 0.90 | 2.0-3.0 | no: no policy without oracles |"
+    )
 
 
 CUBIC_PROBE = ["LossWeighting-Cubic-v1", "epochs=3", "--seeds", "2", "--policies", "random"]
