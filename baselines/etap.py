@@ -10,7 +10,6 @@ from baselines.grouping import GroupingProblem, run_selection
 from baselines.grouping import check_config as check_config  # the registry's pre-run check
 from harness.config import RunConfig
 from harness.registry import method_options
-from mtl_envs.errors import ConfigError
 from mtl_envs.training.gain_prediction import etap_selection, prediction_quality
 from mtl_envs.utils import check_int
 
@@ -22,12 +21,6 @@ def select(
     train_groups: int = 10,
     affinity: str = "etap",
 ) -> tuple[list, dict[str, Any]]:
-    multi = sum(len(g) > 1 for g in problem.candidates)
-    if train_groups > multi:
-        raise ConfigError(
-            f"`method_kwargs.etap_train_groups` must be in [2, {multi}] (the groups of two or "
-            f"more of {problem.num_tasks} tasks); got {train_groups!r}."
-        )
     measured = problem.gains()
     groups, chosen, predicted = etap_selection(
         problem.affinity(affinity),
@@ -37,6 +30,7 @@ def select(
         problem.objective,
         seed,
         train_groups,
+        argument="method_kwargs.etap_train_groups",
     )
     # How well the predictions match the test gains of the groups ETAP did not train.
     truth = problem.gains("test")

@@ -74,6 +74,7 @@ class HeadSplit:
         self.heads = [p for head in per_head for p in head]
         self.params = self.encoder + self.heads
         """Every trainable parameter: the encoder's, then each head's in task order."""
+        self._encoder_sizes = [p.numel() for p in self.encoder]
         self._owner = [task for task, head in enumerate(per_head) for _ in head]
         """Task of each head parameter."""
         self._last: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
@@ -118,8 +119,8 @@ class HeadSplit:
         self._last = None  # the graph and the gradients serve one update
         if self.per_task_encoder:
             flat = coefficients @ scored
-            sizes = [p.numel() for p in self.encoder]
-            encoder = [g.view_as(p) for g, p in zip(flat.split(sizes), self.encoder)]
+            parts = flat.split(self._encoder_sizes)
+            encoder = [g.view_as(p) for g, p in zip(parts, self.encoder)]
         else:  # the encoder's VJP with the combined representation gradient
             combined = (coefficients @ scored).view_as(features)
             encoder = list(

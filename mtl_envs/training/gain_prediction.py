@@ -154,19 +154,25 @@ def etap_selection(
     objective: str,
     seed: int,
     train_groups: int = 10,
+    argument: str = "train_groups",
 ) -> tuple[list[Group], list[Group], dict[Group, dict[int, float]]]:
     """ETAP end to end (section 3.2, selection 3.2.3): draw ``train_groups`` groups of two or
     more tasks, ``measure`` their gains (train them), fit :class:`ETAPPredictor`, predict
     every candidate and select the best groups under ``budget`` on the predictions.
 
-    Returns the selected groups, the training groups and the predictions.
+    ``argument`` names ``train_groups`` in the error a count out of range raises (the
+    caller's own option name). Returns the selected groups, the training groups and the
+    predictions.
     """
     from mtl_envs.training.grouping import best_selection, gain_matrix
 
     multi = [g for g in candidates if len(g) > 1]
     if not 2 <= train_groups <= len(multi):
         # Cross-validation keeps each group's rows together: it needs two groups.
-        raise ConfigError(f"`train_groups` must be in [2, {len(multi)}]; got {train_groups!r}.")
+        raise ConfigError(
+            f"`{argument}` must be in [2, {len(multi)}] (the groups of two or more tasks); "
+            f"got {train_groups!r}."
+        )
     rng = np.random.default_rng(seed)
     chosen = [multi[i] for i in rng.choice(len(multi), train_groups, replace=False)]
     model = ETAPPredictor(affinity, seed=seed).fit(chosen, {g: measure(g) for g in chosen})
