@@ -207,14 +207,31 @@ def run_best_fixed(
 
 
 def _interval(values: Sequence[float]) -> tuple[float, float, float, float]:
-    """Mean, std (ddof 1) and the 95% t-interval of the mean."""
+    """Mean, std (ddof 1) and the 95% t-interval of the mean; one value has no spread, so
+    its std and interval are NaN rather than a zero width that would claim certainty."""
     from scipy import stats
 
     x = np.asarray(values, dtype=float)
     mean = float(x.mean())
-    std = float(x.std(ddof=1)) if len(x) > 1 else 0.0
-    half = float(stats.t.ppf(0.975, len(x) - 1) * std / math.sqrt(len(x))) if len(x) > 1 else 0.0
+    if len(x) < 2:
+        return mean, math.nan, math.nan, math.nan
+    std = float(x.std(ddof=1))
+    half = float(stats.t.ppf(0.975, len(x) - 1) * std / math.sqrt(len(x)))
     return mean, std, mean - half, mean + half
+
+
+def _headroom_value(gap: float, pooled: float) -> float:
+    """The gap in pooled standard deviations: 0 for a tie without spread, +-inf for a gap
+    without spread, NaN where either is undefined (one seed, a diverged run)."""
+    if math.isnan(gap) or math.isnan(pooled):
+        return math.nan
+    if pooled > 0:
+        return gap / pooled
+    return 0.0 if gap == 0 else math.copysign(math.inf, gap)
+
+
+def _nan_last(x: float) -> float:
+    return -math.inf if math.isnan(x) else x
 
 
 def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random") -> dict:
@@ -266,7 +283,9 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
     for key, pool in (("headroom", others), ("headroom_fair", fair)):
         if random not in policies or not pool:
             continue
-        best = max(pool, key=lambda k: sign * pool[k]["mean"])
+        # A policy whose mean is NaN (a diverged run) is never the best one: max() would keep
+        # it whenever it came first, since nothing compares greater than NaN.
+        best = max(pool, key=lambda k: _nan_last(sign * pool[k]["mean"]))
         pooled = math.sqrt((policies[best]["std"] ** 2 + policies[random]["std"] ** 2) / 2)
         gap = sign * (policies[best]["mean"] - policies[random]["mean"])
         p, low, high = improvement_probability(tests[best], tests[random], higher)
@@ -276,7 +295,7 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
             "best_is_oracle": policies[best]["oracle"],
             "gap": gap,
             "pooled_std": pooled,
-            "value": gap / pooled if pooled > 0 else (math.inf if gap > 0 else -math.inf),
+            "value": _headroom_value(gap, pooled),
             "p_improvement": p,
             "p_improvement_ci": [low, high],
             "same_seed": same_seed_wins(*by_seed, higher),
@@ -613,17 +632,21 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
     for s in summaries:
         # Judged without oracles: with no such policy the id does not qualify, whatever an
         # oracle's headroom.
-        fair = s.get("headroom_fair")
+        # Undefined numbers (NaN: one seed, a diverged run; a missing rho: every return or
+        # score equal) fail their test: `not x >= bar` where `x < bar` would pass NaN.
+        head, fair = s.get("headroom"), s.get("headroom_fair")
+        rho = s.get("spearman_rho", math.nan)
         low, high = episode_seconds(s)
         misses = [
             reason
             for reason, failed in (
-                ("no policy without oracles", fair is None),
+                ("no random policy", head is None),
+                ("no policy without oracles", head is not None and fair is None),
                 (
                     f"headroom < {QUALIFY['headroom']:g}",
-                    fair is not None and fair["value"] < QUALIFY["headroom"],
+                    fair is not None and not fair["value"] >= QUALIFY["headroom"],
                 ),
-                (f"rho < {QUALIFY['rho']:g}", s["spearman_rho"] < QUALIFY["rho"]),
+                (f"rho < {QUALIFY['rho']:g}", not rho >= QUALIFY["rho"]),
                 (f"episodes > {QUALIFY['episode_s']:g} s", high > QUALIFY["episode_s"]),
             )
             if failed
@@ -632,11 +655,11 @@ def format_headroom_table(summaries: Sequence[dict[str, Any]]) -> str:
         kernels = s.get("platform", {}).get("cpu_capability", "not recorded")
         paired = same_seed_text(fair["same_seed"]) if fair and "same_seed" in fair else "-"
         fair_value = f"({fair['value']:.2f})" if fair else "(-)"
+        head_text = f"{head['value']:.2f} {best_label(head)}" if head else "-"
         lines.append(
             f"| {family_of(s['env_id']).name} | `{s['env_id']}` | {len(s['protocol']['seeds'])} "
-            f"| {kernels} | {s['headroom']['value']:.2f} {best_label(s['headroom'])} "
-            f"{fair_value} "
+            f"| {kernels} | {head_text} {fair_value} "
             f"| {probability_text(fair) if fair else '-'} | {paired} "
-            f"| {s['spearman_rho']:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
+            f"| {rho:.2f} | {low:.1f}-{high:.1f} | {verdict} |"
         )
     return "\n".join(lines) + "\n"

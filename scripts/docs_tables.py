@@ -39,6 +39,7 @@ kept probe is out of date instead of writing it.
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import shlex
 import sys
@@ -123,12 +124,12 @@ def pairs_for(args: str) -> str:
     return format_pairs(results, opts.pairs, opts.metric, opts.which)
 
 
-def kept_probe(file: str) -> dict[str, Any]:
+def kept_probe(file: str, kept: Path = KEPT) -> dict[str, Any]:
     """A kept probe result (``mtl-envs probe ... --out``), its statistics computed afresh
     from its runs."""
     from harness.probe import ProbeRun, summarize_probe
 
-    probe = read_json(KEPT / file.strip())
+    probe = read_json(kept / file.strip())
     runs = [ProbeRun(**run) for run in probe["runs"]]
     probe.update(summarize_probe(runs, probe["metric"]))
     return probe
@@ -194,6 +195,23 @@ def refscores_for(env_ids: str) -> str:
     return "\n".join(rows) + "\n"
 
 
+def same_json(a: Any, b: Any) -> bool:
+    """Equal as JSON text: NaN statistics (a tie on every seed) equal NaN, where ``==``
+    between two NaN floats is false."""
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def stale_probes(kept: Path) -> list[tuple[Path, dict[str, Any]]]:
+    """The kept probes under ``kept`` whose statistics, computed afresh from their runs,
+    differ from the kept ones, each with its fresh form."""
+    stale = []
+    for path in sorted(kept.glob("probe*/*.json")):
+        fresh = kept_probe(str(path.relative_to(kept)), kept)
+        if not same_json(fresh, read_json(path)):
+            stale.append((path, fresh))
+    return stale
+
+
 def cmd_render(check: bool) -> int:
     stale = []
     for doc in sorted(DOCS.glob("*.md")):
@@ -212,13 +230,10 @@ def cmd_render(check: bool) -> int:
             stale.append(doc)
             if not check:
                 atomic_write_text(doc, new)
-    for path in sorted(KEPT.glob("probe*/*.json")):
-        kept = read_json(path)
-        fresh = kept_probe(str(path.relative_to(KEPT)))
-        if fresh != kept:  # its statistics, computed afresh from its runs, differ
-            stale.append(path)
-            if not check:
-                atomic_write_json(path, fresh)
+    for path, fresh in stale_probes(KEPT):
+        stale.append(path)
+        if not check:
+            atomic_write_json(path, fresh)
     verb = "out of date" if check else "rewritten"
     for doc in stale:
         print(f"{verb}: {doc.relative_to(ROOT)}")

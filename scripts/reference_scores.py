@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.io import atomic_write_json, read_json
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,7 +32,12 @@ SAME_REFERENCE_RUNS = {
 }
 
 
-def entry(probe: dict) -> dict:
+def entry(probe: dict, path: Path) -> dict:
+    if "headroom" not in probe:
+        raise ConfigError(
+            f"probe {path} has no random policy: reference scores put random at 0, so its "
+            f"probe must run the policy 'random' (it ran {sorted(probe['policies'])})"
+        )
     policies = {
         name: {k: p[k] for k in ("mean", "std", "n", "oracle")}
         for name, p in probe["policies"].items()
@@ -51,9 +57,10 @@ def build_table(probes: list[Path]) -> dict[str, dict]:
     table = {}
     for path in probes:
         probe = read_json(path)
-        table[probe["env_id"]] = entry(probe)
+        table[probe["env_id"]] = entry(probe, path)
+    # A probe measured on the id itself wins over the runs it shares with its earlier version.
     for env_id, measured_on in SAME_REFERENCE_RUNS.items():
-        if measured_on in table:
+        if measured_on in table and env_id not in table:
             table[env_id] = {**table[measured_on], "measured_on": measured_on}
     return table
 

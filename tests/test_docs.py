@@ -35,17 +35,47 @@ def test_intervals_quoted_in_prose_are_copies_of_rendered_ones():
     assert [q for q in quoted if q[1] not in rendered] == []
 
 
+def _docs_tables():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_tables", ROOT / "scripts/docs_tables.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_kept_probe_summaries_are_what_their_runs_give():
     import json
 
     from harness.probe import ProbeRun, summarize_probe
 
+    same_json = _docs_tables().same_json
     files = sorted((ROOT / "docs" / "results").glob("probe*/*.json"))
     assert files
     for path in files:
         probe = json.loads(path.read_text())
         summary = summarize_probe([ProbeRun(**run) for run in probe["runs"]], probe["metric"])
-        assert {key: probe.get(key) for key in summary} == summary, path.name
+        assert same_json({key: probe.get(key) for key in summary}, summary), path.name
+
+
+def test_a_kept_probe_with_undefined_statistics_is_current(tmp_path):
+    """Two policies that tie on every seed give NaN statistics (the same-seed interval, a
+    one-seed std): the kept file, written from them, is what its runs give, not stale."""
+    import json
+
+    from harness.probe import ProbeRun, summarize_probe
+    from mtl_envs.io import atomic_write_json
+
+    tables = _docs_tables()
+    runs = [ProbeRun(p, 0, 1.0, 0.5, 0.5, 1.0) for p in ("random", "equal")]
+    probe = {"metric": "mean_nmse", "runs": [vars(r) for r in runs]}
+    probe.update(summarize_probe(runs, "mean_nmse"))
+    assert "NaN" in json.dumps(probe)
+    atomic_write_json(tmp_path / "probe" / "tie.json", probe)
+    assert tables.stale_probes(tmp_path) == []
+    probe["runs"][0]["test"] = 0.6  # a run changed under its kept statistics
+    atomic_write_json(tmp_path / "probe" / "tie.json", probe)
+    assert [p.name for p, _ in tables.stale_probes(tmp_path)] == ["tie.json"]
 
 
 def test_readme_python_examples_run(tmp_path, monkeypatch):

@@ -329,7 +329,7 @@ def test_auxlabel_reference_policies_make_the_same_runs_on_v0_and_v1(name, data_
     assert (old.episode_return, old.test, old.val) == (new.episode_return, new.test, new.val)
 
 
-def test_the_packaged_reference_scores_are_the_kept_probes():
+def test_the_packaged_reference_scores_are_the_kept_probes(tmp_path):
     """mtl_envs/reference_scores.json is what scripts/reference_scores.py makes of the probe
     files kept in docs/results/probe, the v1 AuxLabel entries carried from v0 included."""
     import importlib.util
@@ -344,6 +344,22 @@ def test_the_packaged_reference_scores_are_the_kept_probes():
     assert packaged == refs.build_table(refs.KEPT_PROBES)
     v1 = packaged["AuxLabel-CIFAR100Small-v1"]
     assert v1["measured_on"] == "AuxLabel-CIFAR100Small-v0"
+
+    # A probe measured on v1 itself is kept, not replaced by v0's; a probe without random
+    # (no 0 of the scale) is refused by name.
+    kept = json.loads((root / "docs/results/probe/AuxLabel-CIFAR100Small-v0.json").read_text())
+    own = {**kept, "env_id": "AuxLabel-CIFAR100Small-v1"}
+    own["policies"] = {**kept["policies"], "human": {**kept["policies"]["human"], "mean": 0.5}}
+    paths = [tmp_path / "v0.json", tmp_path / "v1.json"]
+    for path, probe in zip(paths, (kept, own)):
+        path.write_text(json.dumps(probe))
+    table = refs.build_table(paths)
+    assert "measured_on" not in table["AuxLabel-CIFAR100Small-v1"]
+    assert table["AuxLabel-CIFAR100Small-v1"]["policies"]["human"]["mean"] == 0.5
+    del own["headroom"]
+    paths[1].write_text(json.dumps(own))
+    with pytest.raises(ConfigError, match=r"v1.json has no random policy"):
+        refs.build_table(paths)
 
 
 @pytest.mark.parametrize("noise", [0.0, 0.3])

@@ -60,6 +60,26 @@ def test_headroom_and_rho_on_hand_worked_runs():
     assert summarize_probe(runs, "mean_nmse")["spearman_rho"] == pytest.approx(1 - 12 / 210)
 
 
+def test_undefined_headroom_is_nan_and_a_diverged_policy_is_never_the_best():
+    # A diverged run (NaN test error) makes its policy's mean NaN: whatever the order of the
+    # policies, the best one is the one with a number, (0.30 - 0.20) / sqrt(0.0002 / 2) = 10.
+    runs = [_run("random", s, 1.0, t) for s, t in ((0, 0.30), (1, 0.30))]
+    good = [_run("good", 0, 3.0, 0.19), _run("good", 1, 4.0, 0.21)]
+    bad = [_run("bad", 0, 5.0, math.nan), _run("bad", 1, 6.0, 0.10)]
+    for order in (runs + bad + good, runs + good + bad):
+        head = summarize_probe(order, "mean_nmse")["headroom"]
+        assert head["best"] == "good"
+        assert head["value"] == pytest.approx(0.10 / math.sqrt(0.0001))
+    # A tie without spread is no headroom, not -inf.
+    tie = runs + [_run("equal", s, 2.0, 0.30) for s in (0, 1)]
+    assert summarize_probe(tie, "mean_nmse")["headroom"]["value"] == 0.0
+    # One seed has no spread: NaN std, interval and headroom rather than a certain zero width.
+    one = summarize_probe([_run("random", 0, 1.0, 0.30), _run("good", 0, 2.0, 0.29)], "mean_nmse")
+    assert math.isnan(one["policies"]["good"]["std"])
+    assert all(math.isnan(x) for x in one["policies"]["good"]["ci95"])
+    assert math.isnan(one["headroom"]["value"])
+
+
 def test_probability_of_improvement_on_hand_worked_runs():
     # Lower is better. igbv1 [0.10, 0.25, 0.30] against random [0.25, 0.40, 3.00]: 0.10 beats
     # all three, 0.25 ties 0.25 (one half) and beats two, 0.30 beats two: 7.5 of 9 pairs.
@@ -208,6 +228,23 @@ def test_headroom_table_on_hand_worked_probes():
     assert format_headroom_table([only_oracles]).splitlines()[2] == (
         "| AuxLabel | `AuxLabel-Digits-v1` | 2 | not recorded | 5.00 human [oracle] (-) | - | - "
         "| 0.90 | 2.0-3.0 | no: no policy without oracles |"
+    )
+
+    # Undefined numbers fail their test: NaN headroom (one seed), NaN rho (a diverged run) and
+    # no rho at all (every return equal); a probe without random has no headroom to judge.
+    undefined = probe("LossWeighting-Cubic-v1", math.nan, math.nan, [2.0, 3.0])
+    assert (
+        format_headroom_table([undefined])
+        .splitlines()[2]
+        .endswith(
+            "| 5.00 best_fixed (nan) | 0.75 | - | nan | 2.0-3.0 | no: headroom < 3, rho < 0.8 |"
+        )
+    )
+    del undefined["spearman_rho"], undefined["headroom"], undefined["headroom_fair"]
+    assert (
+        format_headroom_table([undefined])
+        .splitlines()[2]
+        .endswith("| - (-) | - | - | nan | 2.0-3.0 | no: no random policy, rho < 0.8 |")
     )
 
 
