@@ -19,7 +19,6 @@ from epoch to epoch). Per run this prints and writes:
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 from typing import Any
 
@@ -29,18 +28,19 @@ import torch
 from stable_baselines3 import PPO
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from mtl_envs.io import atomic_write_json
+from mtl_envs.io import atomic_write_json, read_json
 from mtl_envs.training.losses import weight_from_bin
 
 
 def agent_actions(run: Path, data_root: str | None, chunk: int = 500) -> dict[str, Any]:
     """The deterministic actions of the agent saved in ``run`` on every training image."""
-    if not (run / "agent.zip").is_file():
-        raise SystemExit(
-            f"{run} holds no agent.zip: give the run folder of an AuxLabel `ppo` run "
-            "(output_dir/ENV_ID/ppo/seedK)."
-        )
-    result = json.loads((run / "result.json").read_text())
+    for name in ("agent.zip", "result.json"):  # a finished run leaves both
+        if not (run / name).is_file():
+            raise SystemExit(
+                f"{run} holds no {name}: give the run folder of a finished AuxLabel `ppo` "
+                "run (output_dir/ENV_ID/ppo/seedK)."
+            )
+    result = read_json(run / "result.json")
     kwargs = dict(result["config"]["env_kwargs"])
     if data_root is not None:
         kwargs["data_root"] = data_root

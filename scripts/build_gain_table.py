@@ -76,6 +76,19 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     if args.affinities_of is not None:
         path = Path(args.affinities_of)
+        # The table's own protocol, seeds and file rule: a build option would be ignored.
+        ignored = [
+            "--" + key.replace("_", "-")
+            for key in ("dataset", "seeds", "epochs", "dataset_kwargs", "name", "cache", "out")
+            if getattr(args, key) != parser.get_default(key)
+        ]
+        if ignored:
+            parser.error(
+                f"--affinities-of rewrites {path} in place under its own protocol and seeds; "
+                f"it takes none of {', '.join(ignored)}"
+            )
+        if not path.is_file():
+            parser.error(f"--affinities-of {path}: no such table file")
         table = read_json(path)
         protocol = GroupProtocol(**table["protocol"])
         if protocol.key() != table["protocol_key"]:

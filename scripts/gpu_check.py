@@ -60,6 +60,7 @@ from mtl_envs.data import DatasetNotFoundError
 from mtl_envs.data.images import read_cifar100, tile_cifar100
 from mtl_envs.families import family_of
 from mtl_envs.io import atomic_write_json
+from mtl_envs.models import BACKBONES
 from mtl_envs.utils import resolve_data_root
 
 PROTOCOL_ID = "AuxLabel-CIFAR100-v1"
@@ -481,7 +482,10 @@ def main() -> None:
     )
     parser.add_argument("--budget-s", type=float_above(0), default=420.0, help="seconds for it all")
     parser.add_argument(
-        "--backbone", default=None, help="main network (default: vgg16 on a GPU, small_cnn on CPU)"
+        "--backbone",
+        default=None,
+        choices=list(BACKBONES),
+        help="main network (default: vgg16 on a GPU, small_cnn on CPU)",
     )
     parser.add_argument("--out", default=None, help="write the report as JSON here")
     parser.add_argument(

@@ -193,12 +193,13 @@ def write(
     return result
 
 
-def kept_curves(out: Path) -> dict[str, tuple[str, list[list[float]]]]:
-    """Learning curves of every result kept below ``out``: panel title -> (y label, one
-    curve per seed). A result's ``curve`` holds its episode returns; the AuxLabel PPO runs'
-    per-epoch ``agent/reward`` is the mean reward per batch of each train-agent episode.
-    Where one training was scored at several run counts (settings ``runs=<count>``), its
-    longest curve stands for it."""
+def kept_curves(out: Path) -> dict[str, tuple[str, dict[int, list[float]]]]:
+    """Learning curves of every result kept below ``out``: panel title -> (y label, curve by
+    seed). A result's ``curve`` holds its episode returns; the AuxLabel PPO runs' per-epoch
+    ``agent/reward`` is the mean reward per batch of each train-agent episode. A result with
+    neither (a baseline's run beside the agents) has no curve and is left out. Where one
+    training was scored at several run counts (settings ``runs=<count>``), its longest curve
+    stands for it."""
     found: dict[tuple[str, int], tuple[str, list[float]]] = {}
     for path in sorted(out.glob("**/seed*/result.json")):
         result = read_json(path)
@@ -206,14 +207,16 @@ def kept_curves(out: Path) -> dict[str, tuple[str, list[list[float]]]]:
             label, curve = "episode return", result["curve"]
         else:
             label = "mean reward per batch of an episode"
-            curve = [epoch["agent/reward"] for epoch in result.get("epochs", [])]
+            curve = [e["agent/reward"] for e in result.get("epochs", []) if "agent/reward" in e]
+        if not curve:
+            continue
         title = f"{result['method'].upper()} on {result['env_id']}"
         key = (title, result["seed"])
         if key not in found or len(curve) > len(found[key][1]):
             found[key] = (label, curve)
-    panels: dict[str, tuple[str, list[list[float]]]] = {}
-    for (title, _), (label, curve) in sorted(found.items()):
-        panels.setdefault(title, (label, []))[1].append(curve)
+    panels: dict[str, tuple[str, dict[int, list[float]]]] = {}
+    for (title, seed), (label, curve) in sorted(found.items()):
+        panels.setdefault(title, (label, {}))[1][seed] = curve
     return panels
 
 
@@ -226,11 +229,11 @@ def plot_curves(out: Path) -> Path:
     panels = kept_curves(out)
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
     for ax, (title, (label, runs)) in zip(axes[0], panels.items()):
-        for k, curve in enumerate(runs):
+        for seed, curve in runs.items():
             y = np.asarray(curve, dtype=float)
             window = max(1, len(y) // 50)  # PPO's thousands of short episodes: a moving mean
             smooth = np.convolve(y, np.ones(window) / window, mode="valid")
-            ax.plot(np.arange(len(smooth)) + window, smooth, alpha=0.8, label=f"seed {k}")
+            ax.plot(np.arange(len(smooth)) + window, smooth, alpha=0.8, label=f"seed {seed}")
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("episode")
         ax.set_ylabel(label + (f" (mean of {window})" if window > 1 else ""))

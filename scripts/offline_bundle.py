@@ -44,18 +44,35 @@ PACKAGES = ("gymnasium", "farama-notifications", "stable-baselines3", "torchjd")
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
 
 
-def download_wheels(packages: list[str], python_version: str, out: Path) -> None:
-    """``pip download`` each package, at the version installed here, as a binary wheel."""
-    pins = []
+def pins(packages: list[str]) -> list[str]:
+    """``name==version`` of each package at the version installed here."""
+    missing = []
+    found = []
     for name in packages:
         try:
-            pins.append(f"{name}=={version(name)}")
+            found.append(f"{name}=={version(name)}")
         except PackageNotFoundError:
-            sys.exit(f"--packages: {name!r} is not installed here, so it has no version to pin.")
+            missing.append(name)
+    if missing:
+        raise ConfigError(
+            f"--packages: {', '.join(map(repr, missing))} not installed here, so without a "
+            "version to pin; name packages installed in this environment"
+        )
+    return found
+
+
+def download_wheels(pinned: list[str], python_version: str, out: Path) -> None:
+    """``pip download`` each pinned package as a binary wheel into ``out``, replacing what it
+    held only once every wheel is there (a failed download leaves the kept wheels)."""
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     command = [sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"]
     command += ["--only-binary=:all:", "--python-version", python_version, "--implementation"]
-    command += ["cp", *(f"--platform={p}" for p in PLATFORMS), "--dest", str(out), *pins]
+    command += ["cp", *(f"--platform={p}" for p in PLATFORMS), "--dest", str(partial), *pinned]
     subprocess.run(command, check=True)
+    # A wheel left from another version would make pip refuse the whole install.
+    shutil.rmtree(out, ignore_errors=True)
+    partial.rename(out)
 
 
 def main() -> None:
@@ -81,15 +98,17 @@ def main() -> None:
     out = Path(args.out)
     if not args.no_data and not args.data_root:
         parser.error("--data-root (or $MTL_ENVS_DATA) is required unless --no-data is given")
-    if not args.no_data:  # first: a bad size fails before the kept wheels are touched
+    try:  # first: bad input fails before anything kept is touched
+        pinned = pins(args.packages)
+    except ConfigError as error:
+        parser.error(str(error))
+    if not args.no_data:
         try:
             folder = subset_cifar100(args.data_root, out / "data", args.train, args.test)
         except ConfigError as error:
             parser.error(str(error).replace("`train`", "--train").replace("`test`", "--test"))
         print(f"CIFAR-100 subset ({args.train} train, {args.test} test images): {folder}")
-    # A wheel left from another version would make pip refuse the whole install.
-    shutil.rmtree(out / "wheels", ignore_errors=True)
-    download_wheels(args.packages, args.python_version, out / "wheels")
+    download_wheels(pinned, args.python_version, out / "wheels")
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     print(f"bundle: {out} ({size:.0f} MB)")
 

@@ -34,7 +34,17 @@ def test_float_above_refuses_the_bound_and_what_is_not_finite():
         # The tuning seed cannot be a reported one.
         (["scripts/headroom_agents.py", "--seeds", "0", "100"], "--seeds: 100 is the seed"),
         (["scripts/gpu_check.py", "--budget-s", "-1"], "argument --budget-s"),
+        (["scripts/gpu_check.py", "--backbone", "vgg"], "argument --backbone: invalid choice"),
         (["scripts/build_gain_table.py", "--threads", "0"], "argument --threads"),
+        # A rewrite of a kept table's affinities takes its protocol and file from the table.
+        (
+            ["scripts/build_gain_table.py", "--affinities-of", "t.json", "--out", "u.json"],
+            "it takes none of --out",
+        ),
+        (
+            ["scripts/build_gain_table.py", "--affinities-of", "no-such.json"],
+            "--affinities-of no-such.json: no such table file",
+        ),
     ],
 )
 def test_scripts_refuse_values_that_would_run_nothing(argv, message):
@@ -69,3 +79,53 @@ def test_a_bad_bundle_size_fails_before_the_kept_wheels_are_touched(tmp_path, fa
     )
     assert done.returncode == 2 and "--train must be an image count" in done.stderr
     assert (wheels / "kept.whl").exists()
+    # A package that is not installed (no version to pin) fails before them too.
+    done = subprocess.run(
+        [sys.executable, "scripts/offline_bundle.py", "--no-data"]
+        + ["--out", str(tmp_path / "bundle"), "--packages", "gymnasium", "no-such-package"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "--packages: 'no-such-package' not installed" in done.stderr
+    assert (wheels / "kept.whl").exists()
+
+
+def _script(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_headroom_curves_keep_their_seeds_and_leave_out_runs_without_one(tmp_path):
+    from mtl_envs.io import atomic_write_json
+
+    def keep(folder, **result):
+        atomic_write_json(tmp_path / folder / "result.json", result)
+
+    sac = {"method": "sac", "env_id": "LossWeighting-CubicScales-v1"}
+    keep("sac/seed7", **sac, seed=7, curve=[1.0, 2.0])
+    keep("sac/seed5", **sac, seed=5, curve=[3.0])
+    keep("sac/runs=45/seed5", **sac, seed=5, curve=[3.0, 4.0, 5.0])  # the longest stands
+    ppo = {"method": "ppo", "env_id": "AuxLabel-CIFAR100Small-v0", "seed": 0}
+    keep("ppo/seed0", **ppo, epochs=[{"agent/reward": -1.0}, {"val/loss": 2.0}])
+    keep("stl/seed0", **{**ppo, "method": "stl"}, epochs=[{"val/loss": 2.0}])  # no curve
+    panels = _script("headroom_agents").kept_curves(tmp_path)
+    sac_curves = {5: [3.0, 4.0, 5.0], 7: [1.0, 2.0]}
+    assert panels == {
+        "SAC on LossWeighting-CubicScales-v1": ("episode return", sac_curves),
+        "PPO on AuxLabel-CIFAR100Small-v0": ("mean reward per batch of an episode", {0: [-1.0]}),
+    }
+
+
+def test_agent_actions_name_the_file_an_unfinished_run_lacks(tmp_path):
+    actions = _script("auxlabel_agent_actions").agent_actions
+    with pytest.raises(SystemExit, match="holds no agent.zip"):
+        actions(tmp_path, None)
+    (tmp_path / "agent.zip").write_bytes(b"")  # a run stopped before its result
+    with pytest.raises(SystemExit, match="holds no result.json"):
+        actions(tmp_path, None)
