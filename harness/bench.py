@@ -23,6 +23,7 @@ import platform
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -34,6 +35,8 @@ from harness.config import (  # noqa: F401  (the scripts' argparse types)
 )
 from harness.results import platform_record
 from mtl_envs.io import atomic_write_json
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def add_out_argument(parser: argparse.ArgumentParser) -> None:
@@ -65,6 +68,15 @@ def machine() -> dict[str, Any]:
     }
 
 
+def _portable(value: Any) -> Any:
+    """A path inside the project as its path from the project's root (a config the
+    benchmark read); other values as they are."""
+    if isinstance(value, os.PathLike):
+        path = Path(value).resolve()
+        return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(value)
+    return value
+
+
 @dataclass
 class BenchReport:
     """The rows one benchmark run measured, with the command and machine that produced them."""
@@ -77,7 +89,7 @@ class BenchReport:
 
     @classmethod
     def from_args(cls, benchmark: str, args: argparse.Namespace) -> BenchReport:
-        options = {k: v for k, v in vars(args).items() if k not in ("out", "data_root")}
+        options = {k: _portable(v) for k, v in vars(args).items() if k not in ("out", "data_root")}
         return cls(benchmark, options, getattr(args, "out", None))
 
     def add(self, case: str, measured: str, target: str = "", **values: Any) -> None:

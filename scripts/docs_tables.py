@@ -76,8 +76,10 @@ def compact(result: dict[str, Any]) -> dict[str, Any]:
         {k: v for k, v in epoch.items() if k in EPOCH_KEYS or k in headline}
         for epoch in result.get("epochs", [])
     ]
-    config = dict(keep.get("config", {}))
-    if "env_kwargs" in config:  # a machine's data path says nothing about the result
+    # Where a machine read its data and wrote the run says nothing about the result (the kept
+    # copy's own folder names it).
+    config = {k: v for k, v in keep.get("config", {}).items() if k != "output_dir"}
+    if "env_kwargs" in config:
         config["env_kwargs"] = portable_kwargs(config["env_kwargs"])
     keep["config"] = config
     return keep

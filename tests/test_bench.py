@@ -26,7 +26,10 @@ def test_report_is_written_after_every_row(tmp_path, monkeypatch):
     out = tmp_path / "sub" / "bench.json"
     argv = ["/x/benchmarks/demo.py", "--data-root", "/data/somewhere", "--out", str(out)]
     monkeypatch.setattr(sys, "argv", argv)
-    args = argparse.Namespace(repeats=3, data_root="/data/somewhere", out=str(out))
+    config = ROOT / "configs" / "quickstart.yaml"
+    args = argparse.Namespace(
+        repeats=3, config=config, other=Path("/elsewhere/x.yaml"), data_root="/d", out=str(out)
+    )
     report = BenchReport.from_args("demo", args)
     report.add("case a", "1.05 (2.1 s / 2.0 s)", "<= 1.15", ratio=1.05)
     first = json.loads(out.read_text())
@@ -39,8 +42,13 @@ def test_report_is_written_after_every_row(tmp_path, monkeypatch):
     assert kept["command"] == f"benchmarks/demo.py --data-root DIR --out {out}"
     assert kept["date"] == datetime.date.today().isoformat()
     assert 0 <= kept["seconds"] < 60
-    # The data folder is a machine's path, not an option of the measurement.
-    assert kept["args"] == {"repeats": 3}
+    # The data folder is a machine's path, not an option of the measurement; a file of the
+    # project is named by its path in the project.
+    assert kept["args"] == {
+        "repeats": 3,
+        "config": "configs/quickstart.yaml",
+        "other": "/elsewhere/x.yaml",
+    }
     assert kept["rows"][0] == {
         "case": "case a",
         "measured": "1.05 (2.1 s / 2.0 s)",

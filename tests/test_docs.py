@@ -107,3 +107,19 @@ def test_kept_auxlabel_agent_runs_select_their_last_epoch():
         best, final = result["best"], result["final"]
         assert best["epoch"] == len(result["epochs"]), path
         assert {k: v for k, v in best.items() if k.startswith("test/")} == final, path
+
+
+def test_kept_results_hold_no_machine_paths():
+    """``keep`` drops where a run read its data and wrote its files; no kept file names a
+    folder of the machine it ran on."""
+    result = {
+        "method": "ew",
+        "env_id": "LossWeighting-Cubic-v1",
+        "config": {"output_dir": "/home/a/results", "env_kwargs": {"data_root": "/d", "lr": 0.1}},
+        "final": {"test/mean_nmse": 0.5},
+    }
+    assert _docs_tables().compact(result)["config"] == {"env_kwargs": {"lr": 0.1}}
+    files = sorted((ROOT / "docs" / "results").rglob("*.json"))
+    assert len(files) > 100
+    absolute = re.compile(r'"output_dir"|"/[A-Za-z]')  # the key, or a string that is a path
+    assert [p.relative_to(ROOT) for p in files if absolute.search(p.read_text())] == []
