@@ -63,6 +63,23 @@ def test_loss_weighting_frame_reads_the_run():
     assert frames[0].splitlines()[3] == "weights       -"  # no step yet
 
 
+def test_a_line_of_task_values_names_the_tasks_that_are_not_finite():
+    from mtl_envs.envs.rendering import spread
+
+    assert spread("x", [1.0, np.inf, 2.0, np.nan]) == (
+        "x             min 1 (task 0)  median 1.5  max 2 (task 2)  not finite in tasks 1, 3"
+    )
+    assert spread("x", [np.nan]) == "x             not finite in task 0"
+    assert spread("x", [3.0, 1.0]) == "x             min 1 (task 1)  median 2  max 3 (task 0)"
+
+
+@pytest.mark.parametrize("env_id", list(IDS))
+def test_a_frame_before_the_first_reset_says_so(env_id):
+    # Gymnasium's order check refuses it on the made env; the env itself has no run to read.
+    env = gym.make(env_id, render_mode="ansi", **IDS[env_id]).unwrapped
+    assert env.render() == f"{env_id}\nnot reset: call reset() to start a run\n"
+
+
 def test_aux_label_frame_counts_the_labels_of_the_batch():
     env = gym.make("AuxLabel-Digits-v1", render_mode="ansi", **IDS["AuxLabel-Digits-v1"])
     env.reset(seed=0)

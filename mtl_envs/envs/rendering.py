@@ -32,19 +32,23 @@ def check_render_mode(render_mode: str | None) -> str | None:
 
 
 def spread(label: str, values: Sequence[float] | np.ndarray | None) -> str:
-    """One line: the smallest, median and largest of per-task ``values``, with the tasks of
-    the extremes (``-`` before there are any values)."""
+    """One line: the smallest, median and largest of the finite per-task ``values``, with the
+    tasks of the extremes, then the tasks whose value is not finite (a diverging task; ``-``
+    before there are any values)."""
     if values is None or len(values) == 0:
         return f"{label:<14}-"
     v = np.asarray(values, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(v))
+    not_finite = f"not finite in task{'s' if len(bad) > 1 else ''} {', '.join(map(str, bad))}"
+    if len(bad) == len(v):
+        return f"{label:<14}{not_finite}"
     finite = np.where(np.isfinite(v), v, np.nan)
-    if np.isnan(finite).all():
-        return f"{label:<14}not finite"
     lo, hi = int(np.nanargmin(finite)), int(np.nanargmax(finite))
-    return (
+    line = (
         f"{label:<14}min {v[lo]:.4g} (task {lo})  median {np.nanmedian(finite):.4g}  "
         f"max {v[hi]:.4g} (task {hi})"
     )
+    return line + (f"  {not_finite}" if len(bad) else "")
 
 
 class TextRender:
@@ -95,7 +99,10 @@ class TextRender:
             )
             return None
         spec = getattr(self, "spec", None)
-        lines = [spec.id if spec is not None else type(self).__name__, *self.render_lines()]
+        name = spec.id if spec is not None else type(self).__name__
+        if self._over is None:  # no run to read yet
+            return f"{name}\nnot reset: call reset() to start a run\n"
+        lines = [name, *self.render_lines()]
         last = self._last_step
         if last is not None:
             ended = f" ({', '.join(last['ended'])})" if last["ended"] else ""
