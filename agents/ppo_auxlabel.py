@@ -49,7 +49,8 @@ from mtl_envs.io import atomic_save, save_torch
 from mtl_envs.training.losses import weight_from_bin
 from mtl_envs.utils import check_kwargs, resolve_device
 
-# RL-AUX appendix B: lr 3e-4, entropy coefficient 0.01; SB3's 10 epochs, minibatch 100.
+# RL-AUX appendix B: lr 3e-4, entropy coefficient 0.01; SB3's 10 epochs; minibatches of
+# 100 (SB3's default is 64) are this project's choice: one batch of slots each.
 # n_steps (batches per rollout) defaults to default_n_steps() of the epoch's batches.
 PPO_DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-4,
@@ -195,6 +196,12 @@ def check_config(config: RunConfig) -> None:
         fixed=("observation_space",),
     )
     settings = config.env_settings()
+    if settings.get("restore", "epoch") == "none":
+        raise ConfigError(
+            "`env_kwargs.restore` 'none' lets the train-agent epoch train the canonical main "
+            "network, which the alternating protocol restores before it (two main epochs "
+            "per cycle); use 'epoch' (default) or 'batch'."
+        )
     if settings.get("max_batches") is not None:
         raise ConfigError(
             f"`env_kwargs.max_batches` ({settings['max_batches']}) cuts the epochs the "
@@ -239,6 +246,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     steps_per_epoch = env.learner.num_batches * venv.num_envs
 
     def train_epoch(epoch: int) -> dict[str, float]:
+        lr = env.learner.lr  # the cycle's rate: the train-main epoch's end steps the schedule
         # 1) train-agent epoch from the canonical model; clearing _last_obs makes SB3 reset
         # the env (with the options below) at the start of learn(), as SB3's set_env does.
         venv.set_options({"mode": "train_agent"})
@@ -260,7 +268,7 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
                 metrics["train/loss"] = math.nan
                 break
         metrics.update(action_metrics(env, np.concatenate(chosen)))
-        metrics["train/lr"] = env.learner.lr
+        metrics["train/lr"] = lr
         atomic_save(out / "agent.zip", model.save)
         save_torch(out / "main_net.pt", env.task.canonical)
         return metrics

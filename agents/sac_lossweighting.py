@@ -317,12 +317,18 @@ class EpochCallback(BaseCallback):
         self.save, self.every = save, every
         self.rewards: list[float] = []
         self.weight_std: list[float] = []
+        # The rate of the step just taken: the step that closes an epoch also steps the
+        # schedule, so the learner's own rate is the next epoch's by then.
+        self.lr = math.nan
+
+    def _on_training_start(self) -> None:
+        self.lr = self.env.learner.lr
 
     def _epoch_metrics(self) -> dict[str, float]:
         return {
             "agent/reward": float(np.mean(self.rewards)) if self.rewards else math.nan,
             "agent/weight_std": float(np.mean(self.weight_std)) if self.weight_std else math.nan,
-            "train/lr": self.env.learner.lr,
+            "train/lr": self.lr,
         }
 
     def _on_step(self) -> bool:
@@ -348,6 +354,7 @@ class EpochCallback(BaseCallback):
             done = len(self.recorder.history)
             if self.save is not None and done < self.epochs and done % self.every == 0:
                 self.model.request_checkpoint(self.save)
+        self.lr = self.env.learner.lr
         return len(self.recorder.history) < self.epochs and not self.recorder.diverged
 
 

@@ -31,7 +31,7 @@ them as the main pass set them (the reference's meta pass moves them, though it 
 them: it never switches to eval mode). The virtual step is the main optimiser's actual SGD
 update, weight decay and momentum buffer included (:func:`virtual_sgd_step`); the reference's
 virtual step is plain gradient descent, which is the same rule only at momentum 0 and weight
-decay 0 (the paper's setting; the CPU config uses momentum 0.9). The meta objective is the
+decay 0 (the defaults here; the CPU config uses momentum 0.9). The meta objective is the
 learner's own primary loss (cross-entropy by default, focal with ``primary_loss: focal`` as in
 the reference).
 """

@@ -202,7 +202,13 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     config = RunConfig(
         method="ppo",
         env_id="AuxLabelWeighted-Digits-v1",
-        env_kwargs={"train_batch_size": 50, "train_subset": 300, "backbone": "mlp"},
+        env_kwargs={
+            "train_batch_size": 50,
+            "train_subset": 300,
+            "backbone": "mlp",
+            "lr": 0.04,
+            "scheduler_step_epochs": 1,  # halves the rate after each main epoch
+        },
         epochs=2,
         seeds=[0],
         output_dir=str(tmp_path),
@@ -217,6 +223,8 @@ def test_ppo_smoke_run_writes_result(tmp_path):
     assert 0.0 <= saved["final"]["test/accuracy"] <= 1.0
     assert "agent/reward" in saved["epochs"][0] and saved["epochs"][0]["agent/reward"] < 0
     assert 1 / 32 <= saved["epochs"][0]["agent/mean_weight"] <= 32
+    # Each cycle records the rate its epochs trained at (the schedule steps after them).
+    assert [e["train/lr"] for e in saved["epochs"]] == [0.04, 0.02]
     assert saved["config"]["env_kwargs"]["train_subset"] == 300
     assert saved["policy"] == {"backbone": "mlp", "backbone_kwargs": {}, "image_features": 32}
     assert (path / "agent.zip").is_file() and (path / "main_net.pt").is_file()
@@ -345,7 +353,7 @@ def test_igbv2_smoke_run(tmp_path):
     config = RunConfig(
         method="igbv2",
         env_id="LossWeighting-Digits10-v1",
-        env_kwargs={"warmup_epochs": 1},
+        env_kwargs={"warmup_epochs": 1, "lr": 0.002, "scheduler_step_epochs": 1},
         epochs=3,
         seeds=[0],
         output_dir=str(tmp_path),
@@ -369,6 +377,8 @@ def test_igbv2_smoke_run(tmp_path):
     assert config.agent["policy_kwargs"] == {"net_arch": [16]}
     assert result["agent"]["policy_kwargs"] == {"net_arch": [16]}
     assert [e["epoch"] for e in result["epochs"]] == [2, 3]
+    # The rate each epoch trained at: halved after every epoch, the warm-up's included.
+    assert [e["train/lr"] for e in result["epochs"]] == [0.001, 0.0005]
     assert 0.5 < result["final"]["test/mean_accuracy"] <= 1.0
     assert result["train_time_s"] > 0 and result["schedule"] == {"update_epoch": 2, "use_epoch": 3}
 

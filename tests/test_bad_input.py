@@ -285,6 +285,11 @@ BAD_INPUT = [
         "max_batches",
     ),
     (
+        lambda: check_run(RunConfig(method="ppo", env_kwargs={"restore": "none"})),
+        ConfigError,
+        r"`env_kwargs.restore` 'none'.*use 'epoch' \(default\) or 'batch'",
+    ),
+    (
         lambda: check_run(
             RunConfig(method="igbv2", env_id="LossWeighting-Cubic-v1", agent={"train_freq": 10})
         ),

@@ -67,6 +67,44 @@ def test_a_train_main_episode_cut_by_max_batches_ends_its_epoch():
         fast.reset()
     assert fast.learner.lr == pytest.approx(lr * 0.25)
 
+    # Under restore="none" the agent's episodes carry the network on too: each cut epoch
+    # ends, in either mode.
+    carried = gym.make(
+        "AuxLabel-Digits-v1", max_batches=2, scheduler_step_epochs=1, restore="none", **SMALL
+    ).unwrapped
+    carried.reset(seed=0)
+    lr = carried.learner.lr
+    for episode in range(1, 3):
+        for _ in range(2 * 20):
+            *_, truncated, _ = carried.step(carried.action_space.sample())
+        assert truncated and carried.task.mode == "train_agent" and carried.learner.epoch == episode
+        carried.reset()
+    assert carried.learner.lr == pytest.approx(lr * 0.25)
+
+
+def test_a_train_main_epoch_whose_last_update_is_not_finite_never_becomes_canonical():
+    """The loss of a step is computed before its update: the epoch's last update can leave
+    a non-finite network that no loss has shown. The epoch's end checks the network."""
+    import torch
+
+    env = gym.make("AuxLabel-Digits-v1", max_batches=2, **SMALL).unwrapped
+    env.reset(seed=0)
+    canonical = env.task.canonical
+    env.reset(options={"mode": "train_main"})
+    train_batch = env.learner.train_batch
+
+    def poisoned(*args, **kwargs):
+        losses = train_batch(*args, **kwargs)
+        if env.learner.position == 1:  # the last batch of the cut epoch
+            with torch.no_grad():
+                next(env.learner.net.parameters()).view(-1)[0] = torch.inf
+        return losses
+
+    env.learner.train_batch = poisoned
+    for _ in range(2 * 20):
+        _, reward, terminated, truncated, info = env.step(env.action_space.sample())
+    assert truncated and not terminated and info["diverged"] and reward == 0.0
+    assert env.task.canonical is canonical and env.learner.epoch == 0
 
 def test_loss_weighting_env_truncates_a_diverged_run():
     env = gym.make("LossWeighting-Cubic-v1", optimizer="sgd", lr=1e12, loss="sum", epochs=5)

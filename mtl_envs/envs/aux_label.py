@@ -31,6 +31,7 @@ from mtl_envs.training import (
     label_entropy,
     weight_from_bin,
 )
+from mtl_envs.training.common import all_finite
 from mtl_envs.utils import (
     check_choice,
     check_exponent_range,
@@ -298,12 +299,18 @@ class AuxLabelTask:
             reward, terminated, truncated = 0.0, False, True
             info["diverged"] = True
         episode_end = (terminated or truncated) and not info.get("diverged")
+        if episode_end and self.mode == "train_main" and not all_finite(learner.net):
+            # The epoch's last update made the network non-finite, which no loss computed
+            # before it could show: it must not become canonical.
+            reward, terminated, truncated, episode_end = 0.0, False, True, False
+            info["diverged"] = True
         if self.reward == "val" and self.mode == "train_agent" and episode_end:
             end = self.val_potential()
             reward, self._potential = end - self._potential, end
-        # A train_main episode cut by `max_batches` still ends its (shortened) epoch, so the
-        # schedule steps; a diverged one never becomes canonical.
-        if terminated or (episode_end and self.mode == "train_main"):
+        # An episode cut by `max_batches` still ends its (shortened) epoch where its network
+        # goes on (train_main, or any mode under restore="none"), so the schedule steps; a
+        # diverged one never becomes canonical.
+        if terminated or (episode_end and (self.mode == "train_main" or self.restore == "none")):
             learner.end_epoch()
         if episode_end and self.mode == "train_main":
             self.canonical = learner.snapshot()
@@ -407,7 +414,7 @@ class AuxLabelEnv(TextRender, gym.Env):
     | `train_batch_size`      | 100              | B_T, samples per SGD step                   |
     | `eval_batch_size`       | 256              | B_R, images in the reward's eval batch      |
     | `lr`, `momentum`, ...   | per id           | SGD + StepLR: `AuxLearnerConfig` (paper:    |
-    |                         |                  | lr 0.01, momentum 0, StepLR(50, 0.5))       |
+    |                         |                  | lr 0.01, StepLR(50, 0.5); momentum 0 here)  |
     | `label_space`           | `"hierarchical"` | `Discrete(psi)`, or `"flat"` `Discrete(K)`  |
     | `sample_weights`        | per id           | add a weight bin per sample (eq. 7-8):      |
     |                         |                  | True on the `AuxLabelWeighted-*` ids        |

@@ -33,7 +33,9 @@ PRIMARY_LOSSES = ("cross_entropy", "focal")
 
 @dataclass
 class AuxLearnerConfig:
-    """Everything that defines the main network's training run. Defaults: RL-AUX appendix B."""
+    """Everything that defines the main network's training run. Defaults: RL-AUX appendix B
+    where it gives one (each field says where its default comes from); appendix B names only
+    "SGD with a learning rate scheduler", so momentum and weight decay are 0."""
 
     dataset: str = "digits"
     """Registered image dataset (``mtl_envs.data.DATASETS``)."""
@@ -66,7 +68,9 @@ class AuxLearnerConfig:
     lr: float = 0.01
     """SGD learning rate of the main network (appendix B)."""
     momentum: float = 0.0
+    """SGD momentum: 0 (plain SGD, as the MAXL reference code's step; the paper names none)."""
     weight_decay: float = 0.0
+    """SGD weight decay: 0 (the paper names none)."""
     scheduler_step_epochs: int = 50
     """StepLR period in epochs (appendix B)."""
     scheduler_gamma: float = 0.5

@@ -55,6 +55,13 @@ def restore_state(snapshot: dict[str, Any], **parts: Any) -> None:
         part.load_state_dict(copy.deepcopy(snapshot[name]))
 
 
+def all_finite(net: nn.Module) -> bool:
+    """Whether every parameter and floating-point buffer (batch-norm statistics) of ``net``
+    is finite, checked with one device synchronisation."""
+    tensors = [t for t in (*net.parameters(), *net.buffers()) if t.is_floating_point()]
+    return bool(torch.stack([torch.isfinite(t).all() for t in tensors]).all())
+
+
 @contextlib.contextmanager
 def eval_mode(net: nn.Module) -> Iterator[nn.Module]:
     """``net`` in eval mode (batch-norm running statistics, no dropout) for a block, then
