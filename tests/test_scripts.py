@@ -15,6 +15,12 @@ from harness.config import float_above
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def run_script(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+
+
 def test_float_above_refuses_the_bound_and_what_is_not_finite():
     parser = argparse.ArgumentParser()
     parser.add_argument("--lr", type=float_above(0))
@@ -48,20 +54,12 @@ def test_float_above_refuses_the_bound_and_what_is_not_finite():
     ],
 )
 def test_scripts_refuse_values_that_would_run_nothing(argv, message):
-    done = subprocess.run(
-        [sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
+    done = run_script(*argv)
     assert done.returncode == 2 and message in done.stderr
 
 
 def test_headroom_plot_without_kept_results_names_the_folder(tmp_path):
-    done = subprocess.run(
-        [sys.executable, "scripts/headroom_agents.py", "--plot-only", "--out", str(tmp_path)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_script("scripts/headroom_agents.py", "--plot-only", "--out", str(tmp_path))
     assert done.returncode == 2 and f"--out {tmp_path}: no kept results" in done.stderr
 
 
@@ -69,25 +67,12 @@ def test_a_bad_bundle_size_fails_before_the_kept_wheels_are_touched(tmp_path, fa
     wheels = tmp_path / "bundle" / "wheels"
     wheels.mkdir(parents=True)
     (wheels / "kept.whl").write_text("")
-    done = subprocess.run(
-        [sys.executable, "scripts/offline_bundle.py", "--data-root", str(fake_data_root)]
-        + ["--out", str(tmp_path / "bundle"), "--train", "5"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    bundle = ["scripts/offline_bundle.py", "--out", str(tmp_path / "bundle")]
+    done = run_script(*bundle, "--data-root", str(fake_data_root), "--train", "5")
     assert done.returncode == 2 and "--train must be an image count" in done.stderr
     assert (wheels / "kept.whl").exists()
     # A package that is not installed (no version to pin) fails before them too.
-    done = subprocess.run(
-        [sys.executable, "scripts/offline_bundle.py", "--no-data"]
-        + ["--out", str(tmp_path / "bundle"), "--packages", "gymnasium", "no-such-package"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    done = run_script(*bundle, "--no-data", "--packages", "gymnasium", "no-such-package")
     assert done.returncode == 2 and "--packages: 'no-such-package' not installed" in done.stderr
     assert (wheels / "kept.whl").exists()
 
