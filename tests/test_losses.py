@@ -7,6 +7,7 @@ import pytest
 import torch
 from sklearn.metrics import precision_recall_fscore_support
 
+from mtl_envs.errors import ConfigError
 from mtl_envs.training import (
     auxiliary_targets,
     classification_metrics,
@@ -17,6 +18,8 @@ from mtl_envs.training import (
     masked_softmax,
     weight_from_bin,
 )
+from mtl_envs.training.losses import max_label_entropy
+from mtl_envs.training.metrics import delta_m, task_target_variance
 
 
 def test_hierarchy_mask_eq6():
@@ -133,3 +136,37 @@ def test_task_target_variance_pools_tasks_without_spread():
     mask = torch.zeros(9, 2, dtype=torch.bool)
     mask[:2, 0] = mask[2:, 1] = True
     assert task_target_variance(constant, mask).tolist() == pytest.approx([1.0, 512 / 729])
+
+
+def test_max_label_entropy_is_log_k_the_entropy_of_a_uniform_labelling():
+    assert max_label_entropy(50) == pytest.approx(math.log(50))
+    # Every one of 6 classes used once: the batch mean is uniform, entropy log 6, the bound.
+    assert float(label_entropy(torch.eye(6))) == pytest.approx(max_label_entropy(6), rel=1e-6)
+
+
+def test_focal_loss_default_gamma_is_maxls_two():
+    logits, target = torch.tensor([[2.0, 0.0, -1.0]]), torch.tensor([[1.0, 0.0, 0.0]])
+    p0 = math.exp(2) / (math.exp(2) + 1 + math.exp(-1))
+    assert float(focal_loss(logits, target)) == pytest.approx(-((1 - p0) ** 2) * math.log(p0))
+
+
+def test_delta_m_skips_the_metrics_the_method_does_not_report():
+    # A task left out of the method's metrics (no samples in its split) is no term, not a KeyError.
+    reference = {"test/a/accuracy": 0.8, "test/b/mse": 2.0}
+    assert delta_m({"test/a/accuracy": 0.88}, reference) == pytest.approx(-10.0)
+
+
+def test_delta_m_without_common_per_task_metrics_is_a_config_error():
+    # harness.compare catches this ValueError for single-task (AuxLabel) results.
+    with pytest.raises(ConfigError, match="No per-task metrics"):
+        delta_m({"test/mean_accuracy": 0.9}, {"test/mean_accuracy": 0.8})
+    with pytest.raises(ValueError):
+        delta_m({"test/a/accuracy": 0.9}, {"test/b/accuracy": 0.8})
+
+
+def test_task_target_variance_is_floored_when_every_target_is_equal():
+    # Every target of every task the same: no variance anywhere; the floor keeps nMSE finite.
+    targets = torch.full((4, 2, 1), 3.0)
+    var = task_target_variance(targets, torch.ones(4, 2, dtype=torch.bool))
+    assert var.tolist() == pytest.approx([1e-12, 1e-12], rel=1e-6)
+    assert bool((var > 0).all())
