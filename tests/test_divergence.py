@@ -106,6 +106,7 @@ def test_a_train_main_epoch_whose_last_update_is_not_finite_never_becomes_canoni
     assert truncated and not terminated and info["diverged"] and reward == 0.0
     assert env.task.canonical is canonical and env.learner.epoch == 0
 
+
 def test_loss_weighting_env_truncates_a_diverged_run():
     env = gym.make("LossWeighting-Cubic-v1", optimizer="sgd", lr=1e12, loss="sum", epochs=5)
     env.reset(seed=0)
