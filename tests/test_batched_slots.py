@@ -290,3 +290,49 @@ def test_a_partial_reset_uses_only_the_seeds_of_the_slots_it_restarts():
     obs, _ = a.reset(seed=[None, 3])
     expected, _ = _vec(**CUBIC).reset(seed=[2, 3])
     np.testing.assert_array_equal(obs[1], expected[1])
+
+
+def test_val_rewards_match_single_envs_across_epoch_ends_and_an_autoreset():
+    """reward="val" on Cubic (3 batches per epoch, so epochs end within the test): each epoch
+    end pays the change of the potential since the last one, and a fresh run counts from 0.
+    (The existing val test runs CubicScales, 12 batches per epoch: in its 9 steps no epoch
+    ends and every val reward is 0 in both forms.)"""
+    kwargs = {**CUBIC, "reward": "val"}
+    vector = _vec(**kwargs)
+    singles = [gym.make("LossWeighting-Cubic-v1", **kwargs) for _ in range(2)]
+    vector.reset(seed=1)
+    for k, env in enumerate(singles):
+        env.reset(seed=1 + k)
+    rng = np.random.default_rng(0)
+    paid = 0
+    for _ in range(9):  # epoch ends at steps 3, 6 (run ends, autoreset) and 9
+        actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
+        _, v_rew, *_ = vector.step(actions)
+        outs = [env.step(a) for env, a in zip(singles, actions)]
+        for env, out in zip(singles, outs):
+            if out[2] or out[3]:
+                env.reset()
+        np.testing.assert_allclose(v_rew, [o[1] for o in outs], rtol=1e-3, atol=1e-5)
+        paid += int(np.any(v_rew != 0))
+    assert paid == 3
+
+
+def test_next_step_restart_pays_zero_on_an_augmented_dataset():
+    """NEXT_STEP: the step that restarts an ended slot pays 0 (SyncVectorEnv's convention). On
+    Digits10 with augmentation the restarting slot's stale losses and its re-forwarded batch
+    differ (a new augmentation draw), so the reward must be zeroed, not merely come out 0."""
+    vector = _vec(
+        "LossWeighting-Digits10-v1",
+        epochs=2,
+        warmup_epochs=1,
+        augment=True,
+        max_steps=1,
+        autoreset_mode="NextStep",
+    )
+    vector.reset(seed=0)
+    actions = np.zeros(vector.action_space.shape, dtype=np.float32)
+    *_, truncated, _ = vector.step(actions)
+    assert truncated.all()
+    _, reward, terminated, truncated, info = vector.step(actions)  # both slots restart
+    assert reward.tolist() == [0.0, 0.0] and not (terminated.any() or truncated.any())
+    assert info["_base_losses"].all()
