@@ -88,6 +88,49 @@ def same_values(a, b) -> bool:
     return np.array_equal(np.asarray(a), np.asarray(b))
 
 
+def assert_same_vector_infos(ours: dict, theirs: dict) -> None:
+    """Same keys and masks as Gymnasium's own vector env; equal values on the masked slots."""
+    assert sorted(ours) == sorted(theirs)
+    for key, values in theirs.items():
+        if key == "final_info":
+            assert_same_vector_infos(ours[key], values)
+        elif key.startswith("_"):
+            np.testing.assert_array_equal(ours[key], values, err_msg=key)
+        else:
+            for k in np.flatnonzero(theirs.get(f"_{key}", np.ones(len(values), bool))):
+                np.testing.assert_allclose(
+                    np.asarray(ours[key][k], dtype=float),
+                    np.asarray(values[k], dtype=float),
+                    rtol=1e-4,
+                    err_msg=key,
+                )
+
+
+class Counter:
+    """A toy run state: one number that every epoch adds one to."""
+
+    def __init__(self):
+        self.value = 0
+
+    def state_dict(self):
+        return {"value": self.value}
+
+    def load_state_dict(self, state):
+        self.value = state["value"]
+
+
+def fake_result(method: str, seed: int, value: float, **extra) -> dict:
+    """A result file's fields that comparisons read, with a test accuracy of ``value``."""
+    return {
+        "method": method,
+        "env_id": "Toy-v0",
+        "seed": seed,
+        "final": {"test/accuracy": value},
+        "wall_time_s": 1.0,
+        **extra,
+    }
+
+
 def cheap_kwargs(env_id: str) -> dict:
     """Overrides that make a registered id cheap to step on the tests' fake data."""
     family, name = env_id.split("-")[:2]

@@ -8,6 +8,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from conftest import assert_same_vector_infos
 
 import mtl_envs  # noqa: F401
 from mtl_envs.envs import vector_infos
@@ -82,31 +83,11 @@ def test_same_step_infos_match_sync_vector_env_through_staggered_ends():
         _, _, term, _, info = ours.step(actions)
         _, _, s_term, _, expected = theirs.step(actions)
         np.testing.assert_array_equal(term, s_term)
-        _assert_same_layout(info, expected)
+        assert_same_vector_infos(info, expected)
         if step == 5:
             assert term.tolist() == [True, False]
             assert info["_final_info"].tolist() == [True, False]
             assert info["final_info"]["_losses"].tolist() == [True, False]
-
-
-def _assert_same_layout(ours: dict, theirs: dict) -> None:
-    assert sorted(ours) == sorted(theirs)
-    for key, values in theirs.items():
-        if key == "final_info":
-            _assert_same_layout(ours[key], values)
-        elif key.startswith("_"):
-            np.testing.assert_array_equal(ours[key], values, err_msg=key)
-        elif key == "final_obs":
-            for k in np.flatnonzero(theirs["_final_obs"]):
-                np.testing.assert_allclose(ours[key][k], values[k], rtol=1e-4)
-        else:
-            for k in np.flatnonzero(theirs.get(f"_{key}", np.ones(len(values), bool))):
-                np.testing.assert_allclose(
-                    np.asarray(ours[key][k], dtype=float),
-                    np.asarray(values[k], dtype=float),
-                    rtol=1e-4,
-                    err_msg=key,
-                )
 
 
 def test_unbatch_gives_each_slot_only_its_masked_keys():
@@ -206,15 +187,20 @@ def test_a_partial_reset_leaves_the_other_slots_augmentation_and_batchnorm_alone
     assert torch.equal(learner.learners[0].generator.get_state(), rng)
 
 
+def _vector_and_singles(seed: int, **kwargs):
+    """Two Cubic slots and the two single envs they must match, reset with seeds seed + k."""
+    vector = _vec(**kwargs)
+    singles = [gym.make("LossWeighting-Cubic-v1", **kwargs) for _ in range(2)]
+    vector.reset(seed=seed)
+    for k, env in enumerate(singles):
+        env.reset(seed=seed + k)
+    return vector, singles
+
+
 def test_slots_match_single_envs_under_a_step_lr_schedule_and_weight_decay():
     """lr halves every epoch: the stacked update must use each run's scheduled rate and the
     reward its alpha = lr_0 / lr_t; L2 weight decay strong enough to show its sign."""
-    kwargs = {**CUBIC, "scheduler_step_epochs": 1, "weight_decay": 0.05}
-    vector = _vec(**kwargs)
-    singles = [gym.make("LossWeighting-Cubic-v1", **kwargs) for _ in range(2)]
-    vector.reset(seed=3)
-    for k, env in enumerate(singles):
-        env.reset(seed=3 + k)
+    vector, singles = _vector_and_singles(3, **CUBIC, scheduler_step_epochs=1, weight_decay=0.05)
     rng = np.random.default_rng(0)
     for _ in range(5):
         actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
@@ -297,12 +283,7 @@ def test_val_rewards_match_single_envs_across_epoch_ends_and_an_autoreset():
     end pays the change of the potential since the last one, and a fresh run counts from 0.
     (The existing val test runs CubicScales, 12 batches per epoch: in its 9 steps no epoch
     ends and every val reward is 0 in both forms.)"""
-    kwargs = {**CUBIC, "reward": "val"}
-    vector = _vec(**kwargs)
-    singles = [gym.make("LossWeighting-Cubic-v1", **kwargs) for _ in range(2)]
-    vector.reset(seed=1)
-    for k, env in enumerate(singles):
-        env.reset(seed=1 + k)
+    vector, singles = _vector_and_singles(1, **CUBIC, reward="val")
     rng = np.random.default_rng(0)
     paid = 0
     for _ in range(9):  # epoch ends at steps 3, 6 (run ends, autoreset) and 9

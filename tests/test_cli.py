@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from conftest import fake_result
 
 from harness.cli import main
 from harness.config import RunConfig, apply_overrides
@@ -316,17 +317,6 @@ def test_overrides_may_follow_data_root(tmp_path):
         main(["run", str(config), "--data-root", str(data), "--bogus"])
 
 
-def _fake_result(method, seed, value, **extra):
-    return {
-        "method": method,
-        "env_id": "Toy-v0",
-        "seed": seed,
-        "final": {"test/accuracy": value},
-        "wall_time_s": 1.0,
-        **extra,
-    }
-
-
 @pytest.mark.parametrize("sizes", [(7, 7), (10, 6)])
 def test_intervals_are_rliables_to_the_last_bit(sizes):
     """The vectorised bootstrap gives rliable's own numbers (same seed, same resamples, same
@@ -385,9 +375,9 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
     assert improvement_probability([5, 6, 7], [1, 2, 3])[0] == pytest.approx(1.0)
     assert improvement_probability([5, 6, 7], [1, 2, 3], higher=False)[0] == pytest.approx(0.0)
     assert improvement_probability([1, 2, 3], [1, 2, 3])[0] == pytest.approx(0.5)
-    results = [_fake_result("random", s, 0.50 + 0.01 * s) for s in range(5)]
-    results += [_fake_result("good", s, 0.80 + 0.01 * s) for s in range(5)]
-    results += [_fake_result("optimal", s, 0.95, oracle=True) for s in range(5)]
+    results = [fake_result("random", s, 0.50 + 0.01 * s) for s in range(5)]
+    results += [fake_result("good", s, 0.80 + 0.01 * s) for s in range(5)]
+    results += [fake_result("optimal", s, 0.95, oracle=True) for s in range(5)]
     rows = {r["method"]: r for r in summarize(results)}
     assert rows["good"]["iqm_low"] > rows["random"]["iqm_high"]  # intervals apart
     assert rows["good"]["p_improve"] == pytest.approx(1.0) and rows["good"]["baseline"] == "random"
@@ -395,13 +385,13 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
     table = format_table(list(rows.values()))
     assert "optimal [oracle]" in table and "IQM [95% CI]" in table and "P(> random)" in table
     # Fewer than 3 seeds: mean +- std only.
-    two = summarize([_fake_result("a", s, 0.5) for s in range(2)])
+    two = summarize([fake_result("a", s, 0.5) for s in range(2)])
     assert "iqm" not in two[0] and "IQM" not in format_table(two)
     # Env ids whose baselines differ: each cell names its own reference.
-    mixed = [{**_fake_result("random", s, 0.5), "env_id": "A-v0"} for s in range(3)]
-    mixed += [{**_fake_result("good", s, 0.8), "env_id": "A-v0"} for s in range(3)]
-    mixed += [{**_fake_result("stl", s, 0.5), "env_id": "B-v0"} for s in range(3)]
-    mixed += [{**_fake_result("good", s, 0.9), "env_id": "B-v0"} for s in range(3)]
+    mixed = [{**fake_result("random", s, 0.5), "env_id": "A-v0"} for s in range(3)]
+    mixed += [{**fake_result("good", s, 0.8), "env_id": "A-v0"} for s in range(3)]
+    mixed += [{**fake_result("stl", s, 0.5), "env_id": "B-v0"} for s in range(3)]
+    mixed += [{**fake_result("good", s, 0.9), "env_id": "B-v0"} for s in range(3)]
     mixed[0]["status"] = "diverged"  # a diverged run stays in its row, which says so
     table = format_table(summarize(mixed))
     assert "P(> reference)" in table and "vs random" in table and "vs stl" in table
@@ -417,7 +407,7 @@ def test_pairs_name_the_comparisons_of_a_claim():
     # Losses (lower is better): a = [1, 2, 3], b = [2, 4, 6]. Pairs where a is lower:
     # 1 < 2, 4, 6; 2 < 4, 6; 3 < 4, 6; and 2 = 2 counts half: (3 + 2 + 2 + 0.5) / 9 = 0.83.
     def loss(method, seed, value, **extra):
-        return {**_fake_result(method, seed, 0.0, **extra), "final": {"test/loss": value}}
+        return {**fake_result(method, seed, 0.0, **extra), "final": {"test/loss": value}}
 
     results = [loss("a", s, v) for s, v in enumerate([1.0, 2.0, 3.0])]
     results += [loss("b", s, v) for s, v in enumerate([2.0, 4.0, 6.0])]
@@ -450,7 +440,7 @@ def test_pairs_across_settings_compare_one_method_with_and_without_metadata():
 
     def loss(method, seed, value, setting):
         return {
-            **_fake_result(method, seed, 0.0, setting=setting),
+            **fake_result(method, seed, 0.0, setting=setting),
             "final": {"test/loss": value},
         }
 
@@ -540,7 +530,7 @@ def test_training_time_ratio_t_on_hand_worked_times():
     # igbv1: 12 / 10 and 30 / 20 -> (1.2 + 1.5) / 2 = 1.35; seed 2 has no EW run to pair with.
     times = {"ew": {0: 10.0, 1: 20.0}, "igbv1": {0: 12.0, 1: 30.0, 2: 99.0}, "stl": {0: 50.0}}
     results = [
-        _fake_result(method, seed, 0.5, train_time_s=t)
+        fake_result(method, seed, 0.5, train_time_s=t)
         for method, by_seed in times.items()
         for seed, t in by_seed.items()
     ]
@@ -560,7 +550,7 @@ def test_t_of_an_aggregator_row_is_against_plain_ew():
         kwargs = {"aggregator": aggregator} if aggregator else {}
         variant = {"variant": f"env_kwargs.aggregator={aggregator}"} if aggregator else {}
         config = {"env_kwargs": kwargs, "epochs": 5}
-        return _fake_result(method, 0, 0.5, train_time_s=time, config=config, **variant)
+        return fake_result(method, 0, 0.5, train_time_s=time, config=config, **variant)
 
     results = [run("ew", 10.0), run("ew", 30.0, "upgrad"), run("igbv1", 33.0, "upgrad")]
     rows = {(r["env_id"], r["method"]): r for r in summarize(results)}
@@ -573,8 +563,8 @@ def test_t_of_an_aggregator_row_is_against_plain_ew():
 def test_compare_plot_marks_oracles(tmp_path, monkeypatch):
     from harness.compare import plot_summary, summarize
 
-    results = [_fake_result("random", s, 0.5 + 0.01 * s) for s in range(3)]
-    results += [_fake_result("optimal", s, 0.9, oracle=True) for s in range(3)]
+    results = [fake_result("random", s, 0.5 + 0.01 * s) for s in range(3)]
+    results += [fake_result("optimal", s, 0.9, oracle=True) for s in range(3)]
     import matplotlib.pyplot as plt
 
     closed = []
@@ -685,7 +675,7 @@ def test_a_run_read_twice_is_counted_once_and_two_files_of_one_run_are_refused(t
     def write(folder, method, seed, **extra):
         path = tmp_path / folder / method / f"seed{seed}" / "result.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(_fake_result(method, seed, 0.5, **extra)))
+        path.write_text(json.dumps(fake_result(method, seed, 0.5, **extra)))
         return path
 
     for seed in range(3):
@@ -737,7 +727,7 @@ def test_the_table_says_when_it_reads_the_best_validation_epoch():
     from harness.compare import format_table, summarize
 
     results = [
-        {**_fake_result("a", s, 0.5), "best": {"test/accuracy": 0.6, "epoch": 2}} for s in range(3)
+        {**fake_result("a", s, 0.5), "best": {"test/accuracy": 0.6, "epoch": 2}} for s in range(3)
     ]
     best = format_table(summarize(results, "test/accuracy", which="best"))
     final = format_table(summarize(results, "test/accuracy"))
@@ -751,7 +741,7 @@ def test_compare_warns_when_its_runs_trained_under_different_protocols():
 
     def run(method, seed, epochs, **kwargs):
         config = {"epochs": epochs, "env_kwargs": {"data_root": "/x", **kwargs}}
-        return {**_fake_result(method, seed, 0.5), "config": config}
+        return {**fake_result(method, seed, 0.5), "config": config}
 
     same = [run("ew", 0, 3), run("stl", 0, 3, data_root="/elsewhere")]  # data folder aside
     assert protocol_differences(same) == []
@@ -814,7 +804,7 @@ def test_compare_plots_png_only_and_table2_needs_settings(tmp_path, capsys):
 
     path = tmp_path / "r" / "result.json"
     path.parent.mkdir()
-    path.write_text(json.dumps({**_fake_result("hypernet", 0, 0.5), "final": {"test/raw_mse": 1}}))
+    path.write_text(json.dumps({**fake_result("hypernet", 0, 0.5), "final": {"test/raw_mse": 1}}))
     with pytest.raises(ConfigError, match="Table 2 reads the tabular protocol's results"):
         format_table2([tmp_path / "r"])
 
@@ -930,10 +920,10 @@ def test_compare_spreads_are_the_sample_std_and_its_standard_error(tmp_path, cap
     from harness.compare import summarize
     from mtl_envs.io import atomic_write_json as write
 
-    (row,) = summarize([_fake_result("ew", 0, 0.4), _fake_result("ew", 1, 0.6)])
+    (row,) = summarize([fake_result("ew", 0, 0.4), fake_result("ew", 1, 0.6)])
     assert row["std"] == pytest.approx(0.1414, abs=1e-4) and row["sem"] == pytest.approx(0.1)
     for seed, value in ((0, 0.4), (1, 0.6)):
-        write(tmp_path / f"ew/seed{seed}/result.json", _fake_result("ew", seed, value))
+        write(tmp_path / f"ew/seed{seed}/result.json", fake_result("ew", seed, value))
     main(["compare", str(tmp_path), "--spread", "sem"])
     printed = capsys.readouterr().out
     assert "(mean +- sem)" in printed and "+- 10.00" in printed

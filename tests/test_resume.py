@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import Counter
 
 from harness.config import RunConfig
 from harness.results import load_results
@@ -184,19 +185,6 @@ def test_resume_refuses_a_run_of_another_config(tmp_path, monkeypatch):
         run_method(dataclasses.replace(config, resume=True, epochs=6), "ew", 1)
 
 
-class _Counter:
-    """A toy run state: one number that every epoch adds one to."""
-
-    def __init__(self):
-        self.value = 0
-
-    def state_dict(self):
-        return {"value": self.value}
-
-    def load_state_dict(self, state):
-        self.value = state["value"]
-
-
 def test_a_rerun_replaces_the_earlier_runs_tensorboard_curves(tmp_path):
     # Two fresh runs into one folder: TensorBoard shows the second's curve only (it purges
     # the first's events), as result.json holds only the second.
@@ -253,7 +241,7 @@ def test_resume_refuses_a_run_whose_resolved_settings_changed(tmp_path):
     )
 
     def run(settings, crash_at=None, **changes):
-        counter = _Counter()
+        counter = Counter()
 
         def train_epoch(epoch):
             if epoch == crash_at:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import alive
+from conftest import Counter, alive, fake_result
 
 from harness.config import RunConfig
 from mtl_envs.errors import ConfigError
@@ -105,17 +105,6 @@ def test_isolated_calls_run_at_most_workers_at_a_time():
 
 
 # ---------------------------------------------------------------- lifecycle.py / recording.py
-class _Counter:
-    """A toy run state: one number that every epoch adds one to."""
-
-    def __init__(self):
-        self.value = 0
-
-    def state_dict(self):
-        return {"value": self.value}
-
-    def load_state_dict(self, state):
-        self.value = state["value"]
 
 
 def _toy_config(tmp_path, **changes) -> RunConfig:
@@ -135,7 +124,7 @@ def _toy_run(config, *, crash_at=None, state="counter", extra=None, val=None, tr
     epoch, after the checkpoints of the epochs before it."""
     from harness.lifecycle import run_epochs
 
-    counter = _Counter()
+    counter = Counter()
 
     def train_epoch(epoch):
         if epoch == crash_at:
@@ -170,8 +159,8 @@ def test_a_run_part_without_state_dict_is_refused():
         pass
 
     with pytest.raises(TypeError, match=r"Run part 'labeller' \(Labeller\) has no state_dict"):
-        TrainingState(learner=_Counter(), labeller=Labeller())
-    kept = TrainingState(learner=_Counter(), labeller=stateless(Labeller()), agent=None)
+        TrainingState(learner=Counter(), labeller=Labeller())
+    kept = TrainingState(learner=Counter(), labeller=stateless(Labeller()), agent=None)
     assert list(kept.parts) == ["learner"]
 
 
@@ -293,15 +282,6 @@ def test_the_first_divergence_is_the_one_recorded(tmp_path):
 
 
 # ---------------------------------------------------------------- results.py
-def _fake_result(method, seed, value, **extra):
-    return {
-        "method": method,
-        "env_id": "Toy-v0",
-        "seed": seed,
-        "final": {"test/accuracy": value},
-        "wall_time_s": 1.0,
-        **extra,
-    }
 
 
 def test_a_result_without_its_own_times_and_best_takes_them_from_the_run(tmp_path):
@@ -328,7 +308,7 @@ def test_one_seed_at_two_settings_is_two_runs(tmp_path):
     for setting in ("B=2", "B=3"):
         path = tmp_path / "etap" / setting / "seed0" / "result.json"
         path.parent.mkdir(parents=True)
-        path.write_text(json.dumps(_fake_result("etap", 0, 0.5, setting=setting)))
+        path.write_text(json.dumps(fake_result("etap", 0, 0.5, setting=setting)))
     assert sorted(r["setting"] for r in load_results([tmp_path])) == ["B=2", "B=3"]
 
 
@@ -407,7 +387,7 @@ def test_compare_which_best_reads_the_best_epoch(tmp_path, capsys):
     from mtl_envs.io import atomic_write_json
 
     for seed in (0, 1):
-        result = _fake_result("ew", seed, 0.5, best={"test/accuracy": 0.9, "epoch": 1})
+        result = fake_result("ew", seed, 0.5, best={"test/accuracy": 0.9, "epoch": 1})
         atomic_write_json(tmp_path / f"ew/seed{seed}/result.json", result)
     assert main(["compare", str(tmp_path), "--which", "best"]) == 0
     out = capsys.readouterr().out

@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+from conftest import assert_same_vector_infos
 
 import mtl_envs  # noqa: F401
 from mtl_envs.errors import ConfigError
@@ -214,36 +215,18 @@ def _ours_and_sync(num_envs: int, mode: str):
     return ours, theirs
 
 
-def _assert_same_layout(ours: dict, theirs: dict) -> None:
-    """Same keys and masks as Gymnasium's own vector env; equal values on the masked slots."""
-    assert sorted(ours) == sorted(theirs)
-    for key, values in theirs.items():
-        if key == "final_info":
-            _assert_same_layout(ours[key], values)
-        elif key.startswith("_"):
-            np.testing.assert_array_equal(ours[key], values, err_msg=key)
-        else:
-            for k in np.flatnonzero(theirs.get(f"_{key}", np.ones(len(values), bool))):
-                np.testing.assert_allclose(
-                    np.asarray(ours[key][k], dtype=float),
-                    np.asarray(values[k], dtype=float),
-                    rtol=1e-4,
-                    err_msg=key,
-                )
-
-
 def test_infos_follow_gymnasiums_same_step_layout():
     """Key by key and mask by mask, the infos SyncVectorEnv gives over the single envs with
     SAME_STEP autoreset: reset info at the top level of an ended slot, its step's info in
     final_info, its last observation in final_obs."""
     ours, theirs = _ours_and_sync(2, "SameStep")
-    _assert_same_layout(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
+    assert_same_vector_infos(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
     actions = np.zeros(ours.action_space.shape, dtype=np.float32)
     for step in range(7):  # the 6th step ends both runs
         _, _, terminated, _, info = ours.step(actions)
         _, _, _, _, expected = theirs.step(actions)
         assert terminated.all() == (step == 5)
-        _assert_same_layout(info, expected)
+        assert_same_vector_infos(info, expected)
     assert "final_info" not in info and info["_losses"].all()
     # A partial reset reports the reset slots only.
     _, info = ours.reset(options={"reset_mask": np.array([False, True])})
@@ -333,7 +316,7 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
     the other slots train on theirs. Staggered by partial resets, so restarts and training
     steps share a step; observations, rewards, ends and infos as SyncVectorEnv's."""
     ours, theirs = _ours_and_sync(3, "NextStep")
-    _assert_same_layout(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
+    assert_same_vector_infos(ours.reset(seed=5)[1], theirs.reset(seed=5)[1])
     rng = np.random.default_rng(0)
     ends = [[]]
     for step in range(14):
@@ -342,7 +325,7 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
             v_obs, info = ours.reset(options={"reset_mask": mask})
             s_obs, expected = theirs.reset(options={"reset_mask": mask})
             np.testing.assert_allclose(v_obs, s_obs, rtol=1e-5)
-            _assert_same_layout(info, expected)
+            assert_same_vector_infos(info, expected)
         actions = rng.uniform(-0.9, 0.9, ours.action_space.shape).astype(np.float32)
         actions[ends[-1]] = np.nan  # a restarting slot's action is not read
         v_obs, v_rew, v_term, v_trunc, info = ours.step(actions)
@@ -351,7 +334,7 @@ def test_next_step_autoreset_matches_sync_vector_env_through_staggered_ends():
         np.testing.assert_allclose(v_rew, s_rew, rtol=1e-3, atol=1e-5)
         np.testing.assert_array_equal(v_term, s_term)
         np.testing.assert_array_equal(v_trunc, s_trunc)
-        _assert_same_layout(info, expected)
+        assert_same_vector_infos(info, expected)
         ends.append(np.flatnonzero(v_term).tolist())
     assert ends[6:10] == [[0], [], [1], [2]]  # and each restarted on the step after
     assert "final_obs" not in info
