@@ -703,8 +703,18 @@ def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
             has_iqm = any("iqm" in r for r in sub)
             label = rows[0]["metric"] + (" (IQM, 95% CI)" if has_iqm else " (mean +- std)")
             # One scale for every panel, so bars of different env ids compare by eye.
-            lo = min(min(r.get("iqm_low", r["mean"] - r["std"]), r["mean"]) for r in rows)
-            hi = max(max(r.get("iqm_high", r["mean"] + r["std"]), r["mean"]) for r in rows)
+            # A diverged run makes its row's numbers NaN: the scale comes from the others.
+            ends = [
+                v
+                for r in rows
+                for v in (
+                    r.get("iqm_low", r["mean"] - r["std"]),
+                    r["mean"],
+                    r.get("iqm_high", r["mean"] + r["std"]),
+                )
+                if math.isfinite(v)
+            ] or [0.0, 1.0]
+            lo, hi = min(ends), max(ends)
             pad = max(0.01, 0.15 * (hi - lo))
             ax.set_ylim(lo - pad if lo < 0 else max(0.0, lo - pad), hi + pad)
         oracle = [bool(r.get("oracle")) for r in with_dm]

@@ -1,6 +1,7 @@
 """The mtl-envs command: list, run (baselines), compare, and its error messages."""
 
 import json
+import math
 import re
 import warnings
 from pathlib import Path
@@ -927,3 +928,19 @@ def test_compare_spreads_are_the_sample_std_and_its_standard_error(tmp_path, cap
     main(["compare", str(tmp_path), "--spread", "sem"])
     printed = capsys.readouterr().out
     assert "(mean +- sem)" in printed and "+- 10.00" in printed
+
+
+@pytest.mark.parametrize("diverged_first", [True, False])
+def test_compare_plot_scales_past_a_diverged_row(tmp_path, diverged_first):
+    """A diverged run makes its row's mean NaN; the plot's scale comes from the other rows
+    whichever row comes first."""
+    from harness.compare import plot_summary, summarize
+
+    results = [fake_result("dwa", 0, math.nan, status="diverged")]
+    results += [fake_result("dwa", s, 0.7) for s in (1, 2)]
+    results += [fake_result("ew", s, 0.7 + 0.01 * s) for s in range(3)]
+    rows = summarize(results)
+    assert math.isnan(next(r["mean"] for r in rows if r["method"] == "dwa"))
+    rows.sort(key=lambda r: (r["method"] != "dwa") == diverged_first)
+    path = plot_summary(rows, tmp_path / "plot.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
