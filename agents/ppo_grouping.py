@@ -23,7 +23,7 @@ from agents.settings import check_agent_values
 from baselines.grouping import GroupingProblem, env_settings, run_selection
 from baselines.grouping import check_config as check_table
 from harness.config import RunConfig
-from harness.results import run_dir
+from harness.results import portable_kwargs, run_dir
 from mtl_envs.utils import check_int, check_kwargs, resolve_device
 
 # Short episodes: small rollouts, a few epochs per update.
@@ -53,7 +53,8 @@ def run(config: RunConfig, seed: int) -> dict[str, Any]:
     kwargs = {**PPO_DEFAULTS, **config.agent}
     steps = kwargs.pop("total_timesteps")
     device = kwargs.pop("device", str(resolve_device("auto")))
-    settings = {k: v for k, v in env_settings(config).items() if k != "budget"}
+    # Compared on resume: the data path is the machine's, not the run's.
+    settings = {k: v for k, v in portable_kwargs(env_settings(config)).items() if k != "budget"}
     resolved = {"agent": {**kwargs, "total_timesteps": steps}, "env": settings}
 
     def select(problem: GroupingProblem, budget: int, s: int) -> tuple[list, dict[str, Any]]:

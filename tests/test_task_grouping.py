@@ -1,5 +1,6 @@
 """The TaskGrouping env and the grouping methods on a hand-made gain table."""
 
+import dataclasses
 import json
 
 import gymnasium as gym
@@ -287,6 +288,12 @@ def test_ppo_on_the_grouping_env(table_path, tmp_path):
     assert list((tmp_path / config.env_id / "ppo" / "B=2" / "seed0" / "tb_agent").glob("events*"))
     assert list((tmp_path / config.env_id / "ppo" / "seed0" / "tb").glob("events*"))
     assert result["final"]["test/total_gain"] <= result["final"]["test/optimal_gain"] + 1e-9
+    # The result keeps no machine's data path, so the finished run resumes from another one.
+    assert "data_root" not in result["env"]
+    elsewhere = dataclasses.replace(
+        config, env_kwargs={**config.env_kwargs, "data_root": str(tmp_path / "b")}, resume=True
+    )
+    assert run(elsewhere, 0)["final"] == result["final"]
 
 
 def test_same_seed_same_trajectory(table_path):
