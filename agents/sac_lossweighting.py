@@ -409,6 +409,13 @@ def check_config(config: RunConfig) -> None:
     schedule = {**SCHEDULE_DEFAULTS, **method_options(config, "igbv2")}
     for name, value in schedule.items():
         check_int(f"method_kwargs.{name}", value)
+    if schedule["use_epoch"] < schedule["update_epoch"]:
+        raise ConfigError(
+            f"`method_kwargs.use_epoch` ({schedule['use_epoch']}) comes before "
+            f"`method_kwargs.update_epoch` ({schedule['update_epoch']}): SAC would set the "
+            "weights before its first update (Algorithm 2 trains it from update_epoch and "
+            "uses it from use_epoch). Give use_epoch >= update_epoch."
+        )
     warmup = settings.get("warmup_epochs", EpisodeSettings.warmup_epochs)
     if is_int(warmup) and config.epochs <= warmup:
         raise ConfigError(

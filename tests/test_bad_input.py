@@ -354,6 +354,17 @@ BAD_INPUT = [
         ConfigError,
         r"`method_kwargs.use_epoch` \(6\) is past the run's last epoch \(5\): SAC would never act",
     ),
+    (
+        lambda: check_run(
+            RunConfig(
+                method="igbv2",
+                env_id="LossWeighting-Cubic-v1",
+                method_kwargs={"update_epoch": 6, "use_epoch": 4},
+            )
+        ),
+        ConfigError,
+        r"`method_kwargs.use_epoch` \(4\) comes before `method_kwargs.update_epoch` \(6\)",
+    ),
     # The env's own arguments, for methods that build the learner but not the env.
     (
         lambda: check_run(
