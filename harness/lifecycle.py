@@ -102,6 +102,11 @@ def made_with(config: RunConfig, stored: dict[str, Any] | None) -> bool:
     return all(stored.get(k) == v for k, v in current.items())
 
 
+def same_run(a: RunConfig, b: RunConfig) -> bool:
+    """Whether two configs make the same run (run-control keys and the data path aside)."""
+    return made_with(b, _comparable(a))
+
+
 def check_same_config(
     config: RunConfig,
     stored: dict[str, Any] | None,

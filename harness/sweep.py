@@ -19,7 +19,8 @@ A sweep file names a base run config and the grid to expand::
 
 Each run is one method and one seed. A run that finishes leaves a marker under
 ``output_dir/.sweep/``; restarting the sweep skips marked runs, so an interrupted sweep
-finishes with every result exactly once. A run that raises (a diverged network, a bad
+finishes with every result exactly once. A marked run whose config has changed since (the
+data path and the sweep folder's place aside) loses its marker and result, then runs again. A run that raises (a diverged network, a bad
 argument) is recorded in ``.sweep/<run>.failed.json`` with its traceback, and the others go on.
 """
 
@@ -325,31 +326,76 @@ def _run_ray(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str
             report(key, status)
 
 
-def _finished(marker: Path, config: dict[str, Any]) -> bool:
-    """Whether ``marker`` says the run is done with this very config: a run whose config
-    changed since (the base config edited, say) runs again rather than being mixed in."""
+def _done_config(marker: Path) -> dict[str, Any] | None:
+    """The config a done marker records, or None where there is no finished run's marker
+    (none, a cut-short file, or JSON no run wrote): run it (again)."""
     if not marker.is_file():
-        return False
+        return None
     try:
         done = read_json(marker)
     except ConfigError:
-        return False  # an unreadable marker: run it again
-    # A marker that is not a mapping was not written by a run: run it again, too.
-    return isinstance(done, dict) and done.get("config") == json.loads(json.dumps(config))
+        return None
+    config = done.get("config") if isinstance(done, dict) else None
+    return config if isinstance(config, dict) else None
+
+
+def _same_run(stored: dict[str, Any], config: dict[str, Any]) -> bool:
+    """Whether a done marker's config makes the same run as ``config``: run-control keys
+    aside, ``output_dir`` among them, and the data path (``env_kwargs.data_root``), as a
+    resumed run compares them; a sweep folder moved or run against another copy of the data
+    keeps its finished runs."""
+    from harness.lifecycle import same_run
+
+    try:
+        return same_run(RunConfig.from_dict(stored), RunConfig.from_dict(config))
+    except ConfigError:  # a marker of an older schema: run it again
+        return False
+
+
+def _forget(spec: RunSpec, marker: Path) -> list[Path]:
+    """Delete the done marker and the result files of a run whose config changed, before
+    it runs again: a re-run that fails then leaves no result of the old config for
+    ``compare`` to read as the sweep's. Returns the deleted results."""
+    values = spec.config
+    seed, variant = values["seeds"][0], values.get("variant")
+    base = Path(values["output_dir"]) / values["env_id"] / str(values["method"])
+    stale = []
+    for path in base.glob(f"**/seed{seed}/result.json"):  # every setting (budget) of the run
+        try:
+            result = read_json(path)
+        except ConfigError:
+            continue  # unreadable: compare names it, and no run's resume trusts it
+        if isinstance(result, dict) and (result.get("seed"), result.get("variant")) == (
+            seed,
+            variant,
+        ):
+            stale.append(path)
+    marker.unlink(missing_ok=True)
+    for path in stale:
+        path.unlink()
+    return stale
 
 
 def run_sweep(sweep: SweepConfig, progress: bool = True) -> dict[str, list[str]]:
     """Run every unfinished run of the grid; returns the keys ``done``, ``skipped``, ``failed``.
 
-    A run is skipped when its done marker holds the same config; one whose config changed
-    runs again, and overwrites its result."""
+    A run is skipped when its done marker holds the same config (see :func:`_same_run`); one
+    whose config changed loses its marker and result files, then runs again."""
     from tqdm.auto import tqdm
 
     runs = expand(sweep)
     markers = _marker_dir(sweep)
     markers.mkdir(parents=True, exist_ok=True)
-    skipped = [r.key for r in runs if _finished(markers / f"{r.key}.done.json", r.config)]
-    todo = [r for r in runs if r.key not in set(skipped)]
+    skipped, todo = [], []
+    for run in runs:
+        marker = markers / f"{run.key}.done.json"
+        stored = _done_config(marker)
+        if stored is not None and _same_run(stored, run.config):
+            skipped.append(run.key)
+            continue
+        if stored is not None:
+            _forget(run, marker)
+        todo.append(run)
     atomic_write_json(
         markers / "sweep.json",
         {"config": dataclasses.asdict(sweep), "runs": [r.key for r in runs]},

@@ -346,3 +346,73 @@ def test_long_override_labels_stay_short_and_distinct():
     b = _variant_name({**common, "env_kwargs.lr": 0.02})
     assert len(a) == len(b) == 48 + 1 + 8 and a[:48] == b[:48] and a != b
     assert all(c.isalnum() or c in "=.,-_" for c in a)  # no path separators or spaces
+
+
+def fake_runs(monkeypatch, fail: bool = False) -> None:
+    """Runs that write a result at once (or raise, like a run out of memory)."""
+    import harness.registry
+    from harness.results import write_result
+
+    def runner(config, seed):
+        if fail:
+            raise RuntimeError("out of memory")
+        return write_result(config, config.methods[0], seed, {"test/mean_nmse": 0.5})
+
+    monkeypatch.setattr(harness.registry, "resolve", lambda env_id, method: runner)
+
+
+def small_sweep(out: Path, **env_kwargs) -> SweepConfig:
+    return SweepConfig(
+        base={"env_id": "LossWeighting-CubicScales-v1", "epochs": 3, "env_kwargs": env_kwargs},
+        grid={"method": ["ew", "uw"], "seeds": [0, 1]},
+        output_dir=str(out),
+        workers=1,
+    )
+
+
+def test_a_moved_sweep_or_another_data_root_keeps_its_finished_runs(tmp_path, monkeypatch):
+    fake_runs(monkeypatch)
+    first = run_sweep(small_sweep(tmp_path / "sweep", data_root="/data/a"), progress=False)
+    assert len(first["done"]) == 4
+    (tmp_path / "sweep").rename(tmp_path / "moved")
+    again = run_sweep(small_sweep(tmp_path / "moved", data_root="/mnt/b"), progress=False)
+    assert len(again["skipped"]) == 4 and not again["done"]
+    # What the runs compute still decides: another learning rate runs them again.
+    changed = run_sweep(small_sweep(tmp_path / "moved", lr=3e-4), progress=False)
+    assert len(changed["done"]) == 4 and not changed["skipped"]
+
+
+def test_a_changed_run_that_fails_leaves_no_result_of_the_old_config(tmp_path, monkeypatch):
+    from harness.results import load_results
+
+    fake_runs(monkeypatch)
+    run_sweep(small_sweep(tmp_path / "sweep", lr=1e-3), progress=False)
+    other = small_sweep(tmp_path / "other", lr=1e-3)  # a sweep beside it, in its own folder
+    run_sweep(other, progress=False)
+    fake_runs(monkeypatch, fail=True)
+    outcome = run_sweep(small_sweep(tmp_path / "sweep", lr=3e-4), progress=False)
+    assert len(outcome["failed"]) == 4
+    assert not list((tmp_path / "sweep").rglob("result.json"))
+    assert not list((tmp_path / "sweep" / ".sweep").glob("*.done.json"))
+    assert len(load_results([tmp_path / "other"])) == 4  # untouched
+    # Unchanged runs keep theirs: the same config again is skipped, not forgotten.
+    assert len(run_sweep(other, progress=False)["skipped"]) == 4
+
+
+def test_a_changed_run_keeps_the_results_of_its_other_variants(tmp_path, monkeypatch):
+    fake_runs(monkeypatch)
+
+    def sweep(epochs: int, *lrs: float) -> SweepConfig:
+        return SweepConfig(
+            base={"env_id": "LossWeighting-CubicScales-v1", "epochs": epochs},
+            grid={"method": ["ew"], "seeds": [0], "overrides": [{"env_kwargs.lr": x} for x in lrs]},
+            output_dir=str(tmp_path / "sweep"),
+            workers=1,
+        )
+
+    run_sweep(sweep(3, 1e-3, 3e-4), progress=False)
+    fake_runs(monkeypatch, fail=True)
+    # The 3e-4 variant left the grid; the 1e-3 one changed (more epochs) and fails.
+    assert len(run_sweep(sweep(4, 1e-3), progress=False)["failed"]) == 1
+    (left,) = (tmp_path / "sweep").rglob("result.json")
+    assert json.loads(left.read_text())["config"]["env_kwargs"]["lr"] == 3e-4
