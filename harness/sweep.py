@@ -20,8 +20,9 @@ A sweep file names a base run config and the grid to expand::
 Each run is one method and one seed. A run that finishes leaves a marker under
 ``output_dir/.sweep/``; restarting the sweep skips marked runs, so an interrupted sweep
 finishes with every result exactly once. A marked run whose config has changed since (the
-data path and the sweep folder's place aside) loses its marker and result, then runs again. A run that raises (a diverged network, a bad
-argument) is recorded in ``.sweep/<run>.failed.json`` with its traceback, and the others go on.
+data path and the sweep folder's place aside) loses its marker and result, then runs again.
+A run that raises (a diverged network, a bad argument) is recorded in
+``.sweep/<run>.failed.json`` with its traceback, and the others go on.
 """
 
 from __future__ import annotations
