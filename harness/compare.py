@@ -10,6 +10,7 @@ import math
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,12 @@ from mtl_envs.utils import suggest
 # Bootstrap resamples of the intervals: rliable's default for its interval estimates.
 BOOTSTRAP_REPS = 50_000
 CONFIDENCE = 0.95
+# The fewest runs a side for a bootstrap interval (an IQM's, a probability of improvement's).
+# A percentile bootstrap of a few runs covers less than it says: its "95%" interval holds the
+# true IQM of a normal population in 76% of samples of 3 runs, 90% of 5 and 93% of 10
+# (scripts/bootstrap_coverage.py, 1,000 samples each). Below this, tables give the mean +-
+# std (and seed-paired wins, whose exact interval holds at any n), not an interval.
+MIN_INTERVAL_SEEDS = 5
 
 
 @contextlib.contextmanager
@@ -192,9 +199,10 @@ def same_seed_text(paired: dict[str, Any] | None) -> str:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample std; one value has no std (NaN, which tables print as ``n/a``)."""
     mean = sum(values) / len(values)
     if len(values) < 2:
-        return mean, 0.0
+        return mean, math.nan
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (len(values) - 1))
 
 
@@ -321,7 +329,8 @@ def format_pairs(
     """The comparisons a claim names, ``"X:Y"`` each (or ``"X@A:Y@B"``, :func:`check_pairs`):
     per env id that holds both methods,
     the probability that a run of X beats a run of Y (higher or lower ``metric`` as it
-    reads) with its 95% bootstrap interval from 3 or more seeds each, and X's wins over Y
+    reads) with its 95% bootstrap interval from :data:`MIN_INTERVAL_SEEDS` or more seeds
+    each, and X's wins over Y
     seed by seed on their common seeds with the exact interval (:func:`same_seed_wins`), as
     a markdown table. The seeds column counts diverged runs, which keep their scores."""
     metric = metric or default_metric(results, which)
@@ -342,8 +351,8 @@ def format_pairs(
             if env not in groups[pair]:
                 continue
             a, b = groups[pair][env]
-            if min(len(a), len(b)) < 3:
-                cell = "- (3+ seeds each)"
+            if min(len(a), len(b)) < MIN_INTERVAL_SEEDS:
+                cell = f"- ({MIN_INTERVAL_SEEDS}+ seeds each)"
             else:
                 scores = [[float(r[which][metric]) for r in group] for group in (a, b)]
                 p, low, high = improvement_probability(*scores, higher)
@@ -383,7 +392,8 @@ def summarize(
     row, T prices the aggregator as well, as IGB's Table 1 does); per-task means when there
     are at most 10 tasks.
 
-    With 3 or more seeds a row also holds the interquartile mean with its 95% bootstrap
+    With :data:`MIN_INTERVAL_SEEDS` or more seeds a row also holds the interquartile mean
+    with its 95% bootstrap
     interval (``iqm``, ``iqm_low``, ``iqm_high``), and, against ``baseline`` (default:
     ``random`` if present, else ``stl``), the probability that a run of the method beats a
     run of the baseline (``p_improve`` with ``p_low``, ``p_high``). ``oracle`` marks methods
@@ -437,6 +447,7 @@ def summarize(
                     break  # single-task results (AuxLabel): no per-task metrics
         if deltas:
             row["delta_m"], row["delta_m_std"] = _mean_std(deltas)
+            row["delta_m_n"] = len(deltas)  # the seeds with an STL run of their own
         references = [(r, plain_ew.get(_time_reference(r))) for r in runs]
         ratios = [
             r["train_time_s"] / ew["train_time_s"]
@@ -445,6 +456,7 @@ def summarize(
         ]
         if ratios and method != "stl":
             row["T"] = sum(ratios) / len(ratios)
+            row["T_n"] = len(ratios)  # the seeds with a plain EW run of their own
         suffix = metric.rsplit("_", 1)[-1] if metric.split("/")[-1].startswith("mean_") else None
         tasks = sorted(
             {
@@ -561,13 +573,16 @@ def check_baseline(results: list[dict[str, Any]], baseline: str | None) -> None:
 
 
 def _add_intervals(rows: list[dict[str, Any]], baseline: str | None) -> None:
-    """IQM intervals per row and P(improvement) over the env's baseline row (3+ seeds)."""
+    """IQM intervals per row and P(improvement) over the env's baseline row, for rows of
+    :data:`MIN_INTERVAL_SEEDS` or more seeds."""
     check_baseline(rows, baseline)
     by_env: dict[str, dict[str, dict[str, Any]]] = defaultdict(dict)
     for row in rows:
         by_env[row["env_id"]][row["method"]] = row
     for methods in by_env.values():
-        enough = {m: r["values"] for m, r in methods.items() if len(r["values"]) >= 3}
+        enough = {
+            m: r["values"] for m, r in methods.items() if len(r["values"]) >= MIN_INTERVAL_SEEDS
+        }
         if not enough:
             continue
         for m, (iqm, low, high) in interval_estimates(enough).items():
@@ -635,13 +650,22 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
     def fmt(v: float) -> str:
         return f"{100 * v:.2f}" if percent else f"{v:.4f}"
 
+    def spread_text(v: float, digits: Callable[[float], str] = fmt) -> str:
+        return "n/a" if math.isnan(v) else digits(v)  # one seed: no spread
+
+    def of_seeds(r: dict[str, Any], key: str) -> str:
+        """ " (2 of 5 seeds)" where a figure comes from fewer seeds than the row has."""
+        k = r.get(f"{key}_n", r["n"])
+        return f" ({k} of {r['n']} seeds)" if k != r["n"] else ""
+
+    short = f"- ({MIN_INTERVAL_SEEDS}+ seeds)"
     body = []
     for r in rows:
-        cells = [r["env_id"], method_label(r), f"{fmt(r['mean'])} +- {fmt(r[spread])}"]
+        cells = [r["env_id"], method_label(r), f"{fmt(r['mean'])} +- {spread_text(r[spread])}"]
         if "IQM [95% CI]" in header:
             has = "iqm" in r
             cells.append(
-                f"{fmt(r['iqm'])} [{fmt(r['iqm_low'])}, {fmt(r['iqm_high'])}]" if has else ""
+                f"{fmt(r['iqm'])} [{fmt(r['iqm_low'])}, {fmt(r['iqm_high'])}]" if has else short
             )
         if "normalized IQM [95% CI]" in header:
             n = r.get("normalized")
@@ -649,16 +673,22 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
         if any(h.startswith("P(> ") for h in header):
             has = "p_improve" in r
             against = f" vs {r['baseline']}" if has and len(references) > 1 else ""
+            too_few = r["n"] < MIN_INTERVAL_SEEDS and r["method"] not in references
             cells.append(
                 f"{r['p_improve']:.2f} [{r['p_low']:.2f}, {r['p_high']:.2f}]{against}"
                 if has
-                else ""
+                else (short if too_few else "")
             )
         cells += [fmt(r["tasks"][t]) if t in r.get("tasks", {}) else "" for t in task_names]
         if "Δm % (lower better)" in header:
-            cells.append(f"{r['delta_m']:+.2f} +- {r['delta_m_std']:.2f}" if "delta_m" in r else "")
+            cells.append(
+                f"{r['delta_m']:+.2f} +- {spread_text(r['delta_m_std'], lambda v: f'{v:.2f}')}"
+                f"{of_seeds(r, 'delta_m')}"
+                if "delta_m" in r
+                else ""
+            )
         if "T" in header:
-            cells.append(f"{r['T']:.2f}" if "T" in r else "")
+            cells.append(f"{r['T']:.2f}{of_seeds(r, 'T')}" if "T" in r else "")
         diverged = f" ({r['diverged']} diverged)" if r.get("diverged") else ""
         cells += [f"{r['n']}{diverged}", f"{r['wall_time_s']:.1f}"]
         body.append(cells)
@@ -670,9 +700,9 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
 def plot_summary(rows: list[dict[str, Any]], path: str | os.PathLike) -> Path:
     """Bar chart per env id, saved as PNG: Δm (%, lower is better) with its std over seeds
     where multi-task results have it (the STL reference itself is left out), otherwise the
-    headline metric per method: its IQM with the 95% bootstrap interval where there are 3 or
-    more seeds, else mean +- std. Oracle methods (which read test data) are hatched grey and
-    labelled."""
+    headline metric per method: its IQM with the 95% bootstrap interval where there are
+    :data:`MIN_INTERVAL_SEEDS` or more seeds, else mean +- std. Oracle methods (which read
+    test data) are hatched grey and labelled."""
     import matplotlib
 
     matplotlib.use("Agg")

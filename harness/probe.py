@@ -46,6 +46,7 @@ import numpy as np
 
 import mtl_envs  # noqa: F401  (registers the ids)
 from harness.compare import (
+    MIN_INTERVAL_SEEDS,
     improvement_probability,
     interval_estimates,
     same_seed_text,
@@ -234,6 +235,12 @@ def _nan_last(x: float) -> float:
     return -math.inf if math.isnan(x) else x
 
 
+def _iqm_entry(estimate: tuple[float, float, float], n: int) -> list[float | None]:
+    """``[iqm, low, high]``, the interval ``None`` below :data:`MIN_INTERVAL_SEEDS` runs."""
+    value, low, high = estimate
+    return [value, low, high] if n >= MIN_INTERVAL_SEEDS else [value, None, None]
+
+
 def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random") -> dict:
     """Per-policy statistics, the headroom over ``random`` and Spearman's rho.
 
@@ -243,11 +250,13 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
     over their pooled std), ``p_improvement`` is the probability that a run of the best
     policy beats a run of random, ties counting one half, and ``p_improvement_ci`` its 95%
     bootstrap interval (:func:`harness.compare.improvement_probability`, as ``rliable``
-    counts it). It is a rank statistic, so one run far out in random's tail moves it by at
-    most 1 / n, where it can halve the headroom. Runs of one seed share the env's seed (on
-    LossWeighting and AuxLabel ids the network's initialisation and the data order; a
-    TaskGrouping episode holds no randomness, only the random policy's draws vary), so
-    ``same_seed`` compares the best policy with random seed by seed
+    counts it). Both intervals are None below :data:`~harness.compare.MIN_INTERVAL_SEEDS`
+    runs (a side), where a bootstrap covers far less than 95%; the t-interval and the exact
+    seed-paired one hold at any n. P is a rank statistic, so one run far out in random's
+    tail moves it by at most 1 / n, where it can halve the headroom. Runs of one seed share
+    the env's seed (on LossWeighting and AuxLabel ids the network's initialisation and the
+    data order; a TaskGrouping episode holds no randomness, only the random policy's draws
+    vary), so ``same_seed`` compares the best policy with random seed by seed
     (:func:`harness.compare.same_seed_wins`), ``same_seed_vs`` with each other policy. The
     best policy is the one with the best mean on these same runs, so with several policies
     both comparisons lean in its favour.
@@ -271,7 +280,7 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
             "std": std,
             "ci95": [low, high],
             "n": len(mine),
-            "iqm": list(estimates[name]),
+            "iqm": _iqm_entry(estimates[name], len(mine)),
             "return_mean": ret_mean,
             "return_std": ret_std,
             "seconds_mean": float(np.mean([r.seconds for r in mine])),
@@ -297,7 +306,12 @@ def summarize_probe(runs: Sequence[ProbeRun], metric: str, random: str = "random
             "pooled_std": pooled,
             "value": _headroom_value(gap, pooled),
             "p_improvement": p,
-            "p_improvement_ci": [low, high],
+            # None below MIN_INTERVAL_SEEDS runs a side: a bootstrap of so few undercovers.
+            "p_improvement_ci": (
+                [low, high]
+                if min(map(len, (tests[best], tests[random]))) >= MIN_INTERVAL_SEEDS
+                else None
+            ),
             "same_seed": same_seed_wins(*by_seed, higher),
             # The best policy against each other one, seed by seed: whether it leads every
             # policy or only the meaningless ones.
@@ -550,7 +564,10 @@ def format_probe(summary: dict[str, Any]) -> str:
     ]
     for name, p in summary["policies"].items():
         ci = f"[{p['ci95'][0]:.4f}, {p['ci95'][1]:.4f}]"
-        iqm = "{:.4f} [{:.4f}, {:.4f}]".format(*p["iqm"])
+        value, low, high = p["iqm"]
+        iqm = f"{value:.4f} " + (
+            f"[{low:.4f}, {high:.4f}]" if low is not None else f"[{MIN_INTERVAL_SEEDS}+ seeds]"
+        )
         lines.append(
             f"{labels[name]:<{width}}{p['mean']:>10.4f}{p['std']:>10.4f}{ci:>22}{iqm:>30}"
             f"{p['return_mean']:>12.3f}{p['seconds_mean']:>8.1f}"
@@ -606,10 +623,14 @@ def episode_seconds(summary: dict[str, Any]) -> tuple[float, float]:
 
 
 def probability_text(head: dict[str, Any]) -> str:
-    """``P [low, high]`` of a headroom entry; the bare P for a probe kept before the interval
-    was recorded."""
-    ci = head.get("p_improvement_ci")
-    return f"{head['p_improvement']:.2f}" + (" [{:.2f}, {:.2f}]".format(*ci) if ci else "")
+    """``P [low, high]`` of a headroom entry; ``P [5+ seeds]`` where either side has fewer
+    runs than an interval needs, and the bare P for a probe kept before the interval was
+    recorded."""
+    p = f"{head['p_improvement']:.2f}"
+    if "p_improvement_ci" not in head:
+        return p
+    ci = head["p_improvement_ci"]
+    return p + (" [{:.2f}, {:.2f}]".format(*ci) if ci else f" [{MIN_INTERVAL_SEEDS}+ seeds]")
 
 
 def best_label(headroom: dict[str, Any]) -> str:

@@ -137,10 +137,10 @@ def test_run_baselines_and_compare(tmp_path, capsys):
     assert table.count("AuxLabel-Digits-v1") == 2 and plot.stat().st_size > 1000
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:random"]) == 0
     pairs = capsys.readouterr().out.splitlines()[-1]
-    # Two seeds each: no bootstrap interval, as the table gives none below three; seed by
+    # Two seeds each: no bootstrap interval, as the table gives none below five; seed by
     # seed, the count.
     cells = pairs.split(" | ")
-    assert cells[1:3] == ["stl vs random", "- (3+ seeds each)"] and cells[4] == "2 / 2 |"
+    assert cells[1:3] == ["stl vs random", "- (5+ seeds each)"] and cells[4] == "2 / 2 |"
     assert re.fullmatch(r"\d/\d( \(\d tied\))? \[[\d.]+, [\d.]+\]|0/0 \(2 tied\)", cells[3])
     # A misspelt method is named (with the closest one) before any table is printed.
     assert main(["compare", str(tmp_path / "out"), "--pairs", "stl:randm"]) == 2
@@ -385,18 +385,22 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
     assert rows["optimal"]["oracle"] and not rows["good"]["oracle"]
     table = format_table(list(rows.values()))
     assert "optimal [oracle]" in table and "IQM [95% CI]" in table and "P(> random)" in table
-    # Fewer than 3 seeds: mean +- std only.
-    two = summarize([fake_result("a", s, 0.5) for s in range(2)])
-    assert "iqm" not in two[0] and "IQM" not in format_table(two)
+    # Fewer than 5 seeds: mean +- std only, in a table of such rows...
+    four = summarize([fake_result("a", s, 0.5 + 0.01 * s) for s in range(4)])
+    assert "iqm" not in four[0] and "IQM" not in format_table(four)
+    # ... and beside rows of 5, a cell that says why there is no interval.
+    table = format_table(summarize(results + [fake_result("few", s, 0.7) for s in range(4)]))
+    (few,) = [line for line in table.splitlines() if line.startswith("Toy-v0  few ")]
+    assert few.count("- (5+ seeds)") == 2  # neither the IQM's interval nor P(> random)
     # Env ids whose baselines differ: each cell names its own reference.
-    mixed = [{**fake_result("random", s, 0.5), "env_id": "A-v0"} for s in range(3)]
-    mixed += [{**fake_result("good", s, 0.8), "env_id": "A-v0"} for s in range(3)]
-    mixed += [{**fake_result("stl", s, 0.5), "env_id": "B-v0"} for s in range(3)]
-    mixed += [{**fake_result("good", s, 0.9), "env_id": "B-v0"} for s in range(3)]
+    mixed = [{**fake_result("random", s, 0.5), "env_id": "A-v0"} for s in range(5)]
+    mixed += [{**fake_result("good", s, 0.8), "env_id": "A-v0"} for s in range(5)]
+    mixed += [{**fake_result("stl", s, 0.5), "env_id": "B-v0"} for s in range(5)]
+    mixed += [{**fake_result("good", s, 0.9), "env_id": "B-v0"} for s in range(5)]
     mixed[0]["status"] = "diverged"  # a diverged run stays in its row, which says so
     table = format_table(summarize(mixed))
     assert "P(> reference)" in table and "vs random" in table and "vs stl" in table
-    assert "3 (1 diverged)" in table
+    assert "5 (1 diverged)" in table
     # A misspelt baseline is an error, not a table whose P column silently disappears.
     with pytest.raises(ConfigError, match=r"`baseline` 'randm'.*Did you mean 'random'"):
         summarize(results, baseline="randm")
@@ -944,3 +948,31 @@ def test_compare_plot_scales_past_a_diverged_row(tmp_path, diverged_first):
     rows.sort(key=lambda r: (r["method"] != "dwa") == diverged_first)
     path = plot_summary(rows, tmp_path / "plot.png")
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_figure_from_fewer_seeds_than_its_row_says_so():
+    """One seed has no spread (n/a, not +- 0); Δm and T from the seeds with an STL and an
+    EW run of their own name how many those are."""
+    from harness.compare import format_table, summarize
+
+    def run(method, seed, nmse, seconds):
+        return {
+            "method": method,
+            "env_id": "Toy-v0",
+            "seed": seed,
+            "final": {"test/mean_mse": nmse, "test/a/mse": nmse, "test/b/mse": nmse},
+            "train_time_s": seconds,
+            "wall_time_s": seconds,
+        }
+
+    results = [run("uw", s, 1.0 + s, 2.0) for s in range(5)]
+    results += [run("stl", s, 2.0, 1.0) for s in (0, 1)]  # Δm: 100 * (1 - 2) / 2, 0
+    results += [run("ew", 0, 3.0, 1.0)]
+    rows = {r["method"]: r for r in summarize(results)}
+    assert rows["uw"]["delta_m"] == pytest.approx(-25.0) and rows["uw"]["delta_m_n"] == 2
+    assert rows["uw"]["T"] == pytest.approx(2.0) and rows["uw"]["T_n"] == 1
+    table = format_table(list(rows.values()))
+    (uw,) = [line for line in table.splitlines() if line.startswith("Toy-v0  uw ")]
+    assert "-25.00 +- 35.36 (2 of 5 seeds)" in uw and "2.00 (1 of 5 seeds)" in uw
+    (ew,) = [line for line in table.splitlines() if line.startswith("Toy-v0  ew ")]
+    assert "3.0000 +- n/a" in ew and "1.00" in ew and "of" not in ew.split("+- n/a")[1]

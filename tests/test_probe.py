@@ -11,7 +11,7 @@ import pytest
 from conftest import alive
 
 from harness.cli import main
-from harness.probe import ProbeRun, format_headroom_table, summarize_probe
+from harness.probe import ProbeRun, format_headroom_table, format_probe, summarize_probe
 from mtl_envs.errors import ConfigError
 
 
@@ -96,22 +96,32 @@ def test_probability_of_improvement_on_hand_worked_runs():
 
 
 def test_iqm_and_bootstrap_intervals_on_hand_worked_runs():
-    # IQM of four runs drops one at each end: [0.1, 0.2, 0.3, 10.0] -> (0.2 + 0.3) / 2.
+    # IQM of five runs drops int(5 / 4) = 1 at each end: [0.1, 0.2, 0.3, 0.4, 10] -> 0.3.
     runs = [
-        *(_run("random", k, 0.0, v) for k, v in enumerate([0.30, 10.0, 0.10, 0.20])),
-        *(_run("igbv1", k, 0.0, v) for k, v in enumerate([0.05, 0.15, 0.25, 0.35])),
+        *(_run("random", k, 0.0, v) for k, v in enumerate([0.30, 10.0, 0.10, 0.40, 0.20])),
+        *(_run("igbv1", k, 0.0, v) for k, v in enumerate([0.05, 0.15, 0.25, 0.35, 0.45])),
     ]
     summary = summarize_probe(runs, "mean_nmse")
     value, low, high = summary["policies"]["random"]["iqm"]
-    assert value == pytest.approx(0.25)
+    assert value == pytest.approx(0.3)
     assert 0.10 <= low <= value <= high <= 10.0
-    # igbv1 against random: 0.05 beats 4, 0.15 beats 3, 0.25 beats 2, 0.35 beats 1 of 4.
+    # igbv1 against random (lower wins): 0.05 beats 5, 0.15 beats 4, 0.25 beats 3, 0.35
+    # beats 2, 0.45 beats 1 of 5: 15 of 25 pairs.
     head = summary["headroom"]
-    assert head["p_improvement"] == pytest.approx(10 / 16)
-    assert 0.0 <= head["p_improvement_ci"][0] < 10 / 16 < head["p_improvement_ci"][1] <= 1.0
+    assert head["p_improvement"] == pytest.approx(15 / 25)
+    assert 0.0 <= head["p_improvement_ci"][0] < 15 / 25 < head["p_improvement_ci"][1] <= 1.0
     # Runs that do not overlap: no resample reorders them, so the interval is [1, 1].
-    apart = [*runs[:4], *(_run("igbv1", k, 0.0, 0.01 * k) for k in range(4))]
+    apart = [*runs[:5], *(_run("igbv1", k, 0.0, 0.01 * k) for k in range(5))]
     assert summarize_probe(apart, "mean_nmse")["headroom"]["p_improvement_ci"] == [1.0, 1.0]
+    # Four runs: the IQM drops one at each end, [0.1, 0.2, 0.3, 10] -> 0.25, and neither
+    # bootstrap interval is given (a bootstrap of so few covers far less than 95%).
+    four = [r for r in runs if r.seed != 3]
+    few = summarize_probe(four, "mean_nmse")
+    assert few["policies"]["random"]["iqm"] == [pytest.approx(0.25), None, None]
+    assert few["headroom"]["p_improvement_ci"] is None
+    assert few["headroom"]["p_improvement"] == pytest.approx(10 / 16)
+    text = format_probe({**few, "env_id": "Toy-v0", "protocol": {"seeds": [0, 1, 2, 4]}})
+    assert "0.2500 [5+ seeds]" in text and "P(igbv1 beats random) 0.62 [5+ seeds]" in text
     # The same seeds give the same intervals (rliable's bootstrap is seeded).
     assert summarize_probe(runs, "mean_nmse") == summary
 

@@ -114,3 +114,12 @@ def test_agent_actions_name_the_file_an_unfinished_run_lacks(tmp_path):
     (tmp_path / "agent.zip").write_bytes(b"")  # a run stopped before its result
     with pytest.raises(SystemExit, match="holds no result.json"):
         actions(tmp_path, None)
+
+
+def test_bootstrap_coverage_counts_intervals_that_hold_the_true_iqm():
+    from scripts.bootstrap_coverage import coverage
+
+    held, trials = coverage(5, trials=40, reps=200)
+    assert trials == 40 and 25 <= held <= 40  # about 90% of 40; never above all
+    done = run_script("scripts/bootstrap_coverage.py", "--seeds", "1")
+    assert done.returncode == 2 and "--seeds must each be 2 or more" in done.stderr
