@@ -400,6 +400,12 @@ def check_config(config: RunConfig) -> None:
             f"`agent.train_freq` must be [n, 'step'] or [n, 'episode']; got {freq!r}."
         )
     check_agent_values(own, learned_entropy=True)
+    if freq[1] == "episode":
+        raise ConfigError(
+            f"`agent.train_freq` {list(freq)!r} counts episodes, and IGBv2's episode is the "
+            "whole training run: SAC would never update before the run ends. Give it in "
+            "steps (batches), e.g. [50, 'step']."
+        )
     settings = config.env_settings()
     if settings.get("max_steps") is not None:
         raise ConfigError(

@@ -365,6 +365,17 @@ BAD_INPUT = [
         ConfigError,
         r"`method_kwargs.use_epoch` \(4\) comes before `method_kwargs.update_epoch` \(6\)",
     ),
+    (
+        lambda: check_run(
+            RunConfig(
+                method="igbv2",
+                env_id="LossWeighting-Cubic-v1",
+                agent={"train_freq": [1, "episode"]},
+            )
+        ),
+        ConfigError,
+        r"`agent.train_freq` \[1, 'episode'\] counts episodes, and IGBv2's episode is the whole",
+    ),
     # The env's own arguments, for methods that build the learner but not the env.
     (
         lambda: check_run(
