@@ -54,9 +54,11 @@ def cmd_list(args: argparse.Namespace) -> None:
             low = ref["policies"][ref["random"]]["mean"]
             best = ref["policies"][ref["best"]]
             oracle = " [oracle]" if best["oracle"] else ""
+            errors = mtl_envs.scale_errors(env_id)
             line += (
                 f"  {ref['metric']}: random {low:.4f} -> {ref['best']}{oracle} "
-                f"{best['mean']:.4f} ({best['n']} seeds)"
+                f"{best['mean']:.4f} ({best['n']} seeds; the ends' standard errors "
+                "{:.2f} and {:.2f} normalised)".format(*errors)
             )
         print(line)
     print("datasets:  " + ", ".join(DATASETS))

@@ -11,7 +11,7 @@ Importing the package registers its environment ids and does nothing else::
 """
 
 from mtl_envs.registration import register_envs, registered_ids
-from mtl_envs.scores import normalized_score, reference_ids, reference_scores
+from mtl_envs.scores import normalized_score, reference_ids, reference_scores, scale_errors
 
 __version__ = "0.1.0"
 
@@ -23,4 +23,5 @@ __all__ = [
     "reference_ids",
     "reference_scores",
     "registered_ids",
+    "scale_errors",
 ]

@@ -8,6 +8,7 @@ The scores are package data (``mtl_envs/reference_scores.json``), written by
 from __future__ import annotations
 
 import json
+import math
 from functools import lru_cache
 from importlib import resources
 from typing import Any
@@ -46,3 +47,18 @@ def normalized_score(env_id: str, value: float) -> float:
     low = scores["policies"][scores["random"]]["mean"]
     high = scores["policies"][scores["best"]]["mean"]
     return (float(value) - low) / (high - low)
+
+
+def scale_errors(env_id: str) -> tuple[float, float]:
+    """The standard errors of the normalised scale's two ends, in normalised units:
+    ``(std_random / sqrt(n_random), std_best / sqrt(n_best)) / |best - random|``.
+
+    The ends are means over a few seeds, so they carry noise of their own that a normalised
+    score's bootstrap interval (over the method's seeds) does not hold: on an id where the
+    reference policies lie close together, a normalised score moves by about this much with
+    the references alone."""
+    scores = reference_scores(env_id)
+    ends = [scores["policies"][scores[k]] for k in ("random", "best")]
+    width = abs(ends[1]["mean"] - ends[0]["mean"])
+    low, high = (end["std"] / math.sqrt(end["n"]) / width for end in ends)
+    return low, high

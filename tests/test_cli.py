@@ -29,6 +29,11 @@ def test_list(capsys):
     out = capsys.readouterr().out
     assert "AuxLabel-CIFAR100-v1" in out and "digits" in out and "ppo" in out and "stl" in out
     assert "optimal [oracle]" in out and "etap [oracle]" not in out
+    # The scale's ends, each a mean over seeds, with their standard errors on that scale.
+    (cubic,) = [line for line in out.splitlines() if "LossWeighting-CubicScales-v1" in line]
+    assert re.search(
+        r"\(5 seeds; the ends' standard errors 0\.\d\d and 0\.\d\d normalised\)", cubic
+    )
 
 
 def test_a_subset_of_the_files_methods_runs_and_resumes_without_rewriting_it(tmp_path, capsys):

@@ -284,6 +284,11 @@ def test_normalized_score_on_hand_worked_numbers(monkeypatch):
     assert scores.normalized_score("Toy-v0", 0.40) == pytest.approx(0.0)
     assert scores.normalized_score("Toy-v0", 0.60) == pytest.approx(1.0)
     assert scores.normalized_score("Toy-v0", 0.55) == pytest.approx(0.75)  # 0.15 / 0.20
+    # The ends' standard errors on that scale: 0.01 / sqrt(5) / 0.20 = 0.02236 each; 0.03
+    # over 4 seeds: 0.015 / 0.20 = 0.075.
+    assert scores.scale_errors("Toy-v0") == pytest.approx((0.0223607, 0.0223607))
+    table["Toy-v0"]["policies"]["human"].update(std=0.03, n=4)
+    assert scores.scale_errors("Toy-v0") == pytest.approx((0.0223607, 0.075))
     with pytest.raises(ConfigError, match="Toy-v0"):
         scores.reference_scores("Toy-v1")
     # Lower-is-better metrics map the same way: random 0, best 1.
