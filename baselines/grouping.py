@@ -13,10 +13,10 @@ same budget (exact, on the test gains) and the gap to it. The objective is the e
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -115,9 +115,9 @@ def grouping_problem(config: RunConfig) -> GroupingProblem:
     from mtl_envs.utils import check_choice
 
     settings = env_settings(config)
-    defaults = TaskGroupingEnv.__init__.__kwdefaults__ or {}
-    objective = settings.get("objective", defaults.get("objective", "etap"))
-    split = settings.get("gain_split", defaults.get("gain_split", "val"))
+    defaults = inspect.signature(TaskGroupingEnv).parameters
+    objective = settings.get("objective", defaults["objective"].default)
+    split = settings.get("gain_split", defaults["gain_split"].default)
     check_choice("objective", objective, ("etap", "fallback"))
     check_choice("gain_split", split, ("val", "test"))
     return GroupingProblem(_gain_table(config, settings), objective, split)
@@ -156,10 +156,29 @@ def check_config(config: RunConfig) -> None:
     _gain_table(config, env_settings(config))
 
 
-@lru_cache(maxsize=64)
-def _optimum(path: str, objective: str, budget: int) -> tuple[Group, ...]:
-    problem = GroupingProblem(load_gain_table(path), objective, "test")
-    return tuple(problem.solve(problem.matrix("test"), budget))
+# Exact searches are deterministic given the table, so the seeds of a run share one. Keyed
+# by the table's content (its digest), not its path: a table rewritten in place is new.
+_SEARCHES: dict[tuple[str, str, str, int], list[Group]] = {}
+
+
+def memoised_search(
+    problem: GroupingProblem, kind: str, budget: int, search: Callable[[], list[Group]]
+) -> list[Group]:
+    """``search()``, computed once per table content, objective, ``kind`` and budget."""
+    digest = problem.table.get("digest")
+    if digest is None:  # a table built in memory, not loaded: nothing to key it by
+        return search()
+    key = (digest, problem.objective, kind, budget)
+    if key not in _SEARCHES:
+        _SEARCHES[key] = search()
+    return _SEARCHES[key]
+
+
+def _optimum(problem: GroupingProblem, budget: int) -> list[Group]:
+    """The exact optimum on the test gains (what every method is scored against)."""
+    return memoised_search(
+        problem, "optimum", budget, lambda: problem.solve(problem.matrix("test"), budget)
+    )
 
 
 def run_selection(
@@ -209,7 +228,7 @@ def _run_budget(
     start = time.perf_counter()
     groups, extra = select(problem, budget, seed)
     seconds = time.perf_counter() - start
-    optimum = _optimum(problem.table["path"], problem.objective, budget)
+    optimum = _optimum(problem, budget)
     quality = evaluate_selection(problem.table, groups, problem.objective, "test")
     if problem.objective == "etap" and quality["networks"] > budget:
         raise RuntimeError(

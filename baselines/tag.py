@@ -5,24 +5,23 @@ from __future__ import annotations
 
 from typing import Any
 
-from baselines.grouping import GroupingProblem, run_selection
+from baselines.grouping import GroupingProblem, memoised_search, run_selection
 from baselines.grouping import check_config as check_config  # the registry's pre-run check
 from harness.config import RunConfig
 from mtl_envs.training.affinity import group_affinity
 from mtl_envs.training.grouping import gain_matrix
 
-_SELECTIONS: dict[tuple[str, str, int], list] = {}
-
 
 def select(problem: GroupingProblem, budget: int, seed: int) -> tuple[list, dict[str, Any]]:
     """TAG's selection is deterministic given the table, so seeds share one search."""
-    key = (problem.table["path"], problem.objective, budget)
-    if key not in _SELECTIONS:
+
+    def search() -> list:
         affinity = problem.affinity("tag")
         scores = {g: group_affinity(affinity, g) for g in problem.candidates}
         matrix = gain_matrix(problem.candidates, scores, problem.num_tasks)
-        _SELECTIONS[key] = problem.solve(matrix, budget)
-    return _SELECTIONS[key], {}
+        return problem.solve(matrix, budget)
+
+    return memoised_search(problem, "tag", budget, search), {}
 
 
 def run(config: RunConfig, seed: int) -> dict[str, Any]:

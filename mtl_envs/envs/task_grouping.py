@@ -129,6 +129,10 @@ def check_env_kwargs(kwargs: dict[str, Any]) -> None:
         value = kwargs.get(name)
         if value is not None and not isinstance(value, (str, os.PathLike)):
             raise ConfigError(f"`{name}` must be a folder path or None; got {value!r}.")
+    for name, what in (("table", "a gain table's path or shipped name"), ("dataset", "a name")):
+        value = kwargs.get(name)
+        if value is not None and not isinstance(value, (str, os.PathLike)):
+            raise ConfigError(f"`{name}` must be {what}; got {value!r}.")
     if "device" in kwargs:
         resolve_device(kwargs["device"])
 
@@ -244,6 +248,8 @@ class TaskGroupingEnv(TextRender, gym.Env):
         self.render_mode = check_render_mode(render_mode)
         check_env_kwargs(
             {
+                "dataset": dataset,
+                "table": table,
                 "gains": gains,
                 "affinity": affinity,
                 "objective": objective,

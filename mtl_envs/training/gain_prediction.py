@@ -121,6 +121,9 @@ class ETAPPredictor:
     def predict(self, group: Sequence[int]) -> dict[int, float]:
         """Predicted gain of every task of ``group`` (0 for a single task: it is its own STL)."""
         group = tuple(sorted(group))
+        tasks = range(self.n)
+        if not group or len(set(group)) != len(group) or not all(t in tasks for t in group):
+            raise ConfigError(f"`group` must be distinct task ids in [0, {self.n}); got {group!r}.")
         if len(group) == 1:
             return {group[0]: 0.0}
         if self.mapping is None:

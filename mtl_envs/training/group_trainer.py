@@ -29,6 +29,7 @@ from mtl_envs.utils import (
     check_field_types,
     check_int,
     check_number,
+    check_seeds,
     resolve_device,
 )
 
@@ -168,6 +169,7 @@ class GroupTrainer:
         self, group: Sequence[int], seeds: Sequence[int] = (0,), split: str = "test"
     ) -> dict[int, float]:
         """ETAP eq. 1 for every task of ``group`` on ``split``, averaged over ``seeds``."""
+        seeds = check_seeds("seeds", seeds)
         totals: dict[int, float] = {}
         for seed in seeds:
             losses = self.task_losses(group, seed, split)
@@ -205,6 +207,8 @@ def load_gain_table(name_or_path: str | os.PathLike) -> dict[str, Any]:
         if key not in table:
             raise ConfigError(f"{path} is not a gain table: missing key {key!r}.")
     table.setdefault("path", str(path))
+    # What memoised searches over the table key on: its content, wherever it lies.
+    table.setdefault("digest", hashlib.sha256(path.read_bytes()).hexdigest())
     return table
 
 
