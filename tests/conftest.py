@@ -141,6 +141,22 @@ def cheap_kwargs(env_id: str) -> dict:
 
 
 @pytest.fixture(scope="session")
+def digits():
+    """scikit-learn's Digits as an image dataset on the CPU, loaded once."""
+    from mtl_envs.data import load_dataset
+
+    return load_dataset("digits", device="cpu")
+
+
+def aux_learner(digits, seed: int = 0, **kwargs):
+    """An AuxLearner with the small CNN on ``digits`` (config overrides in ``kwargs``)."""
+    from mtl_envs.training import AuxLearner, AuxLearnerConfig
+
+    cfg = AuxLearnerConfig(dataset="digits", backbone="small_cnn", device="cpu", **kwargs)
+    return AuxLearner(cfg, seed=seed, dataset=digits)
+
+
+@pytest.fixture(scope="session")
 def fake_data_root(tmp_path_factory) -> Path:
     """A data root holding small CIFAR-10, CIFAR-100 and SVHN files."""
     root = tmp_path_factory.mktemp("data")

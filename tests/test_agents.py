@@ -504,3 +504,25 @@ def test_igbv2_writes_sacs_training_scalars_to_tensorboard(tmp_path):
     run_events = EventAccumulator(str(tb))
     run_events.Reload()
     assert "test/mean_nmse" in run_events.Tags()["scalars"]
+
+
+def test_ppo_policy_defaults_are_appendix_c2s(tmp_path, monkeypatch):
+    """Appendix C.2: 256 image features from a backbone mirroring the main network's."""
+    from stable_baselines3 import PPO
+
+    from agents.ppo_auxlabel import run
+
+    config = RunConfig(
+        method="ppo",
+        env_id="AuxLabel-Digits-v1",
+        env_kwargs={"train_batch_size": 50, "train_subset": 300, "backbone": "mlp"},
+        output_dir=str(tmp_path),
+        progress=False,
+        agent={"device": "cpu"},
+    )
+    model = settings_given_to(PPO, monkeypatch, run, config, seed=0)
+    assert model.policy_kwargs["features_extractor_kwargs"] == {
+        "backbone": "mlp",
+        "backbone_kwargs": {},
+        "image_features": 256,
+    }

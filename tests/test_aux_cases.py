@@ -8,22 +8,12 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import aux_learner as make
 
 import mtl_envs  # noqa: F401  (registers the ids)
-from mtl_envs.data import load_dataset
 from mtl_envs.training import AuxLearner, AuxLearnerConfig
 
 TINY = {"train_batch_size": 4, "eval_batch_size": 8}
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", device="cpu")
-
-
-def make(digits, seed=0, **kwargs):
-    cfg = AuxLearnerConfig(dataset="digits", backbone="small_cnn", device="cpu", **kwargs)
-    return AuxLearner(cfg, seed=seed, dataset=digits)
 
 
 def small(seed=0, **kwargs):
@@ -341,31 +331,6 @@ def test_maxl_labels_with_the_generator_in_training_mode(digits):
         in_eval, _ = labeller.generator(x, y)
     torch.testing.assert_close(targets, expected)
     assert not torch.allclose(targets, in_eval)
-
-
-# ---------------------------------------------------------------- PPO settings
-def test_ppo_policy_defaults_are_appendix_c2s(tmp_path, monkeypatch):
-    """Appendix C.2: 256 image features from a backbone mirroring the main network's."""
-    from stable_baselines3 import PPO
-    from test_agents import settings_given_to
-
-    from agents.ppo_auxlabel import run
-    from harness.config import RunConfig
-
-    config = RunConfig(
-        method="ppo",
-        env_id="AuxLabel-Digits-v1",
-        env_kwargs={"train_batch_size": 50, "train_subset": 300, "backbone": "mlp"},
-        output_dir=str(tmp_path),
-        progress=False,
-        agent={"device": "cpu"},
-    )
-    model = settings_given_to(PPO, monkeypatch, run, config, seed=0)
-    assert model.policy_kwargs["features_extractor_kwargs"] == {
-        "backbone": "mlp",
-        "backbone_kwargs": {},
-        "image_features": 256,
-    }
 
 
 # ---------------------------------------------------------------- checkpoints

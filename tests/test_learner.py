@@ -4,19 +4,9 @@ import math
 
 import pytest
 import torch
+from conftest import aux_learner as make
 
-from mtl_envs.data import load_dataset
-from mtl_envs.training import AuxLearner, AuxLearnerConfig, auxiliary_targets
-
-
-@pytest.fixture(scope="module")
-def digits():
-    return load_dataset("digits", device="cpu")
-
-
-def make(digits, seed=0, **kwargs):
-    cfg = AuxLearnerConfig(dataset="digits", backbone="small_cnn", device="cpu", **kwargs)
-    return AuxLearner(cfg, seed=seed, dataset=digits)
+from mtl_envs.training import AuxLearnerConfig, auxiliary_targets
 
 
 def random_targets(learner, idx, seed=0):
