@@ -411,7 +411,10 @@ def test_iqm_intervals_and_improvement_probability_on_known_orderings():
         summarize(results, baseline="randm")
 
 
-def test_pairs_name_the_comparisons_of_a_claim():
+def test_pairs_name_the_comparisons_of_a_claim(monkeypatch):
+    # Three or four seeds a side, as worked by hand: intervals from 3 on (their own test
+    # checks the 5-seed floor).
+    monkeypatch.setattr("harness.compare.MIN_INTERVAL_SEEDS", 3)
     from harness.compare import format_pairs
 
     # Losses (lower is better): a = [1, 2, 3], b = [2, 4, 6]. Pairs where a is lower:
@@ -443,9 +446,12 @@ def test_pairs_name_the_comparisons_of_a_claim():
     assert "| - (seed 0 twice) |" in twice
 
 
-def test_pairs_across_settings_compare_one_method_with_and_without_metadata():
+def test_pairs_across_settings_compare_one_method_with_and_without_metadata(monkeypatch):
     """``"X@A:Y@B"`` pairs the runs of setting A with those of setting B on each env id (the
     hypernetwork with against without metadata), where ``"X:Y"`` stays within a setting."""
+    # Three or four seeds a side, as worked by hand: intervals from 3 on (their own test
+    # checks the 5-seed floor).
+    monkeypatch.setattr("harness.compare.MIN_INTERVAL_SEEDS", 3)
     from harness.compare import format_pairs
 
     def loss(method, seed, value, setting):
@@ -764,7 +770,10 @@ def test_compare_warns_when_its_runs_trained_under_different_protocols():
     assert protocol_differences([*same, {**run("ew", 1, 6), "variant": "long"}]) == []
 
 
-def test_normalized_scores_only_for_runs_of_the_reference_protocol():
+def test_normalized_scores_only_for_runs_of_the_reference_protocol(monkeypatch):
+    # Three or four seeds a side, as worked by hand: intervals from 3 on (their own test
+    # checks the 5-seed floor).
+    monkeypatch.setattr("harness.compare.MIN_INTERVAL_SEEDS", 3)
     from harness.compare import on_reference_protocol, summarize
 
     def run(seed, epochs, value=0.3, **kwargs):
