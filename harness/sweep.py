@@ -353,10 +353,10 @@ def _same_run(stored: dict[str, Any], config: dict[str, Any]) -> bool:
         return False
 
 
-def _forget(spec: RunSpec, marker: Path) -> list[Path]:
+def _forget(spec: RunSpec, marker: Path) -> None:
     """Delete the done marker and the result files of a run whose config changed, before
     it runs again: a re-run that fails then leaves no result of the old config for
-    ``compare`` to read as the sweep's. Returns the deleted results."""
+    ``compare`` to read as the sweep's."""
     values = spec.config
     seed, variant = values["seeds"][0], values.get("variant")
     base = Path(values["output_dir"]) / values["env_id"] / str(values["method"])
@@ -374,7 +374,6 @@ def _forget(spec: RunSpec, marker: Path) -> list[Path]:
     marker.unlink(missing_ok=True)
     for path in stale:
         path.unlink()
-    return stale
 
 
 def run_sweep(sweep: SweepConfig, progress: bool = True) -> dict[str, list[str]]:
