@@ -41,7 +41,6 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-import numpy as np
 import torch
 from torch.func import functional_call
 
@@ -52,9 +51,17 @@ from mtl_envs.errors import ConfigError
 from mtl_envs.models import MultiHeadNet, build_backbone
 from mtl_envs.training import AuxLearner, hierarchy_mask, masked_softmax, weight_from_bin
 from mtl_envs.training.common import seeded
-from mtl_envs.utils import check_bool, check_choice, check_exponent_range, check_number
+from mtl_envs.utils import (
+    check_bool,
+    check_choice,
+    check_exponent_range,
+    check_number,
+    sub_seed,
+)
 
 ALTERNATIONS = ("epoch", "batch")  # the first is the default
+# The generator's own streams (``sub_seed``), apart from the main network's and other runs':
+ORDER_STREAM, INIT_STREAM = 1, 2  # its pass's data order and augmentation; its initial weights
 
 
 class LabelGenerator(torch.nn.Module):
@@ -197,7 +204,9 @@ class MAXLLabeller:
     ):
         check_options({name: value for name, value in locals().items() if name in MAXL_OPTIONS})
         self.learner = learner
-        self.generator = seeded(seed + 1, lambda: LabelGenerator(learner, weight_aware))
+        self.generator = seeded(
+            sub_seed(seed, INIT_STREAM), lambda: LabelGenerator(learner, weight_aware)
+        )
         self.generator.to(learner.device)
         self.optimizer = torch.optim.SGD(
             self.generator.parameters(), lr=lr, weight_decay=weight_decay
@@ -212,7 +221,7 @@ class MAXLLabeller:
         self.alternation = alternation
         # The generator pass's order and augmentation: a stream apart from the learner's.
         self.rng = torch.Generator(device=learner.device)
-        self.rng.manual_seed(int(np.random.SeedSequence([seed, 1]).generate_state(1)[0]))
+        self.rng.manual_seed(sub_seed(seed, ORDER_STREAM))
 
     def state_dict(self) -> dict[str, Any]:
         return {

@@ -16,12 +16,13 @@ from baselines.auxiliary import run_aux_baseline
 from harness.config import RunConfig
 from harness.lifecycle import stateless
 from mtl_envs.training import AuxLearner, Labeller
+from mtl_envs.utils import sub_seed
 
 
 def random_labeller(learner: AuxLearner, seed: int) -> Labeller:
     psi = learner.config.hierarchy_factor
     generator = torch.Generator(device=learner.device)
-    generator.manual_seed(seed + 1)
+    generator.manual_seed(sub_seed(seed, 1))  # a stream apart from every run's main one
     labels = learner.data.train.labels
     sub = torch.randint(0, psi, labels.shape, device=learner.device, generator=generator)
     aux = psi * labels + sub

@@ -89,6 +89,20 @@ def is_int(value: Any) -> bool:
     return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
 
 
+def holds_bool(value: Any) -> bool:
+    """Whether ``value`` is a bool or holds one at any depth of lists, tuples and arrays:
+    ``np.asarray([True, 3])`` would turn the bool into the label 1 without a trace."""
+    if isinstance(value, (bool, np.bool_)):
+        return True
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind == "b" or (
+            value.dtype == object and any(holds_bool(v) for v in value.flat)
+        )
+    if isinstance(value, (list, tuple)):
+        return any(holds_bool(v) for v in value)
+    return False
+
+
 def check_int(argument: str, value: Any, *, minimum: int = 1, optional: bool = False) -> None:
     """Raise ``ConfigError`` naming ``argument`` unless ``value`` is an int >= ``minimum``
     (or ``None`` when ``optional``); bools are not ints here."""
@@ -282,6 +296,13 @@ def resolve_data_root(data_root: str | os.PathLike | None) -> Path:
 def seed_from(rng: Any) -> int:
     """Draw a 63-bit seed for a torch generator from a numpy ``Generator``."""
     return int(rng.integers(0, 2**63 - 1))
+
+
+def sub_seed(seed: int, stream: int) -> int:
+    """A seed for the run's ``stream``-th random stream apart from its main one, from
+    ``SeedSequence([seed, stream])``: unlike ``seed + stream``, it never equals another run's
+    seed, so no stream of run ``s`` replays one of run ``s + 1``."""
+    return int(np.random.SeedSequence([int(seed), int(stream)]).generate_state(1)[0])
 
 
 def split_kwargs(

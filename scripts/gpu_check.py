@@ -61,6 +61,7 @@ from mtl_envs.data.images import read_cifar100, tile_cifar100
 from mtl_envs.families import family_of
 from mtl_envs.io import atomic_write_json
 from mtl_envs.models import BACKBONES
+from mtl_envs.training import AuxLearnerConfig
 from mtl_envs.utils import resolve_data_root
 
 PROTOCOL_ID = "AuxLabel-CIFAR100-v1"
@@ -517,6 +518,8 @@ def main() -> None:
     }
     if args.data_root:
         env_kwargs["data_root"] = args.data_root
+    if args.subset is not None and args.subset < AuxLearnerConfig.eval_batch_size:
+        env_kwargs["eval_batch_size"] = args.subset  # PPO's reward: B_R distinct images
     scratch = tempfile.TemporaryDirectory()
 
     def protocol(share: float, results: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from conftest import aux_learner as make
 
 import mtl_envs  # noqa: F401  (registers the ids)
+from mtl_envs.errors import ConfigError
 from mtl_envs.training import AuxLearner, AuxLearnerConfig
 
 TINY = {"train_batch_size": 4, "eval_batch_size": 8}
@@ -206,6 +207,29 @@ def test_maxl_generator_pass_leaves_the_main_stream_alone():
     assert torch.equal(learner.generator.get_state(), state)
 
 
+def test_maxl_streams_replay_no_other_runs_stream(digits):
+    """The generator of run s once started from seed s + 1: its backbone was run s + 1's
+    main backbone to the last digit. Its initial weights and its pass's order now come from
+    streams of their own (``sub_seed``), and the seed still sets them."""
+    from baselines.maxl import MAXLLabeller
+
+    def backbone(module):
+        return torch.cat([p.flatten() for p in module.backbone.parameters()])
+
+    def generator(seed):
+        return backbone(MAXLLabeller(make(digits, seed=seed), seed=seed).generator.net)
+
+    mains = [backbone(make(digits, seed=s).net) for s in range(3)]
+    g0 = generator(0)
+    assert all(not torch.equal(g0, m) for m in mains)
+    assert torch.equal(g0, generator(0)) and not torch.equal(g0, generator(1))
+    # The pass's order: not the main data order of any of these seeds.
+    learner = make(digits, seed=0)
+    orders = {tuple(make(digits, seed=s).shuffled_order()[:20].tolist()) for s in range(3)}
+    rng = MAXLLabeller(learner, seed=0).rng
+    assert tuple(learner.shuffled_order(rng)[:20].tolist()) not in orders
+
+
 # ---------------------------------------------------------------- baselines
 def test_random_labels_follow_the_seed_and_stay_in_each_block(digits):
     from baselines.random_labels import random_labeller
@@ -221,6 +245,9 @@ def test_random_labels_follow_the_seed_and_stay_in_each_block(digits):
 
     a, b, c = classes(0), classes(0), classes(1)
     assert torch.equal(a, b) and not torch.equal(a, c)
+    # Not drawn from run 1's main stream (it once used seed + 1, run 1's data-order seed).
+    replay = torch.randint(0, 5, labels.shape, generator=torch.Generator().manual_seed(1))
+    assert not torch.equal(a % 5, replay)
     assert torch.equal(a // 5, labels)  # sub-class psi * y + s: inside y's block
     # 1,200 uniform draws of 5 sub-classes use all 5 (each missed with prob. 0.8^1200).
     assert set((a % 5).tolist()) == set(range(5))
@@ -419,3 +446,58 @@ def test_each_ppo_cycle_is_an_agent_epoch_then_a_main_epoch(tmp_path, monkeypatc
     run(config, seed=0)
     cycle = ["train_agent"] * 6 + ["train_main"] * 6  # 300 images in batches of 50
     assert modes == cycle * 2
+
+
+# ---------------------------------------------------------------- input the env must refuse
+def test_a_reward_batch_larger_than_the_training_split_is_refused():
+    """B_R = 64 distinct images of a 40-image split once shrank silently to 40; the same
+    case for B_T was already refused. The 'val' reward reads no B_R, so its default stands."""
+    with pytest.raises(ConfigError, match=r"`eval_batch_size` \(64\) exceeds .*40 images"):
+        gym.make("AuxLabel-Digits-v1", train_subset=40, train_batch_size=20, eval_batch_size=64)
+    gym.make("AuxLabel-Digits-v1", train_subset=40, train_batch_size=20, eval_batch_size=40)
+    gym.make("AuxLabel-Digits-v1", train_subset=40, train_batch_size=20, reward="val")
+    with pytest.raises(ConfigError, match=r"`eval_batch_size` \(256\)"):
+        small(train_subset=40, train_batch_size=20).sample_eval_indices()
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"weight_bins": 7}, {"weight_exponent_range": (-1, 1)}], ids=["bins", "range"]
+)
+def test_weight_settings_on_an_unweighted_id_are_refused(kwargs):
+    """An unweighted id's actions are labels alone: a weight setting there would change
+    nothing. The defaults, in any spelling, stay valid."""
+    (name,) = kwargs
+    with pytest.raises(ConfigError, match=rf"`{name}` .*AuxLabelWeighted id"):
+        gym.make("AuxLabel-Digits-v1", **TINY, **kwargs)
+    gym.make("AuxLabel-Digits-v1", weight_bins=21, weight_exponent_range=[-5, 5], **TINY)
+    gym.make("AuxLabelWeighted-Digits-v1", **TINY, **kwargs)
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_a_reset_mode_of_none_is_refused_not_read_as_no_mode(vector):
+    """``options={"mode": None}`` once kept the previous mode without a word."""
+    env = (
+        gym.make_vec("AuxLabel-Digits-v1", num_envs=4, **TINY)
+        if vector
+        else gym.make("AuxLabel-Digits-v1", **TINY).unwrapped
+    )
+    env.reset(seed=0, options={"mode": "train_main"})
+    with pytest.raises(ConfigError, match=r"`options\['mode'\]` must be one of .*got None"):
+        env.reset(options={"mode": None})
+    _, info = env.reset()  # no options: the mode stays
+    assert np.all(info["mode"] == "train_main")
+
+
+def test_bools_inside_an_action_are_refused():
+    """``np.asarray([True, 3])`` is ``[1, 3]``: a bool once passed as label 1."""
+    weighted = gym.make("AuxLabelWeighted-Digits-v1", **TINY).unwrapped
+    weighted.reset(seed=0)
+    for bad in ([True, 3], (1, np.True_), np.array([True, 3], dtype=object)):
+        with pytest.raises(ConfigError, match="outside the action space"):
+            weighted.step(bad)
+    weighted.step([1, 3])
+    vector = gym.make_vec("AuxLabel-Digits-v1", num_envs=4, **TINY)
+    vector.reset(seed=0)
+    with pytest.raises(ConfigError, match=r"got bools in \[1, True, 0, 2\]"):
+        vector.step([1, True, 0, 2])
+    vector.step([1, 1, 0, 2])

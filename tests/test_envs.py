@@ -478,7 +478,7 @@ def test_the_agent_sees_the_augmented_view_its_batch_trains_on(data_env):
     old_images, old_rewards, old_params = _labelled_batches(
         "AuxLabel-CIFAR100-v0", batches, old_inputs
     )
-    normalize = gym.make("AuxLabel-CIFAR100-v1", backbone="small_cnn").unwrapped.learner
+    normalize = gym.make("AuxLabel-CIFAR100-v1", backbone="small_cnn", **SMALL).unwrapped.learner
     for image, x in zip(new_images, new_inputs):
         assert torch.equal(normalize.prepare_inputs(torch.as_tensor(image), train=False), x)
     seen_as_trained = [

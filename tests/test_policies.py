@@ -13,6 +13,8 @@ from mtl_envs.families import FAMILIES
 
 ENV_IDS = mtl_envs.registered_ids()
 
+SMALL = {"train_batch_size": 20, "eval_batch_size": 32}  # the fake CIFAR files: 180 images
+
 
 @pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.mark.parametrize("env_id", ENV_IDS, ids=ENV_IDS)
@@ -44,9 +46,7 @@ def test_every_reference_policy_acts_inside_the_space(env_id, data_env):
 
 @pytest.mark.parametrize("env_id", ["AuxLabel-Digits-v1", "AuxLabelWeighted-CIFAR100-v1"])
 def test_auxlabel_policies_in_the_vector_form(env_id, data_env):
-    envs = gym.make_vec(
-        env_id, num_envs=20, vectorization_mode="vector_entry_point", train_batch_size=20
-    )
+    envs = gym.make_vec(env_id, num_envs=20, vectorization_mode="vector_entry_point", **SMALL)
     obs, _ = envs.reset(seed=0)
     for name in REFERENCE_POLICIES["AuxLabel"]:
         if name == "human" and "Digits" in env_id:
@@ -63,6 +63,7 @@ def test_weighted_ids_random_is_uniform_over_the_whole_action_space(data_env):
         num_envs=150,
         vectorization_mode="vector_entry_point",
         train_batch_size=150,
+        eval_batch_size=150,
     )
     obs, _ = envs.reset(seed=0)
     bins = envs.unwrapped.task.weight_bins
@@ -97,7 +98,7 @@ def test_auxlabel_policies_follow_their_seed_and_refuse_a_bin_outside_the_space(
 
 
 def test_human_policy_gives_the_fine_class_rank(data_env):
-    env = gym.make("AuxLabel-CIFAR100-v1", train_batch_size=20).unwrapped
+    env = gym.make("AuxLabel-CIFAR100-v1", **SMALL).unwrapped
     obs, _ = env.reset(seed=0)
     policy = make_policy("human", env)
     fine = env.learner.data.train.fine_labels
@@ -105,7 +106,7 @@ def test_human_policy_gives_the_fine_class_rank(data_env):
         index = int(env.sample_indices()[0])
         assert policy(obs) == int(fine[index]) % 5  # fine label = 5 * superclass + rank
         obs, *_ = env.step(policy(obs))
-    weighted = gym.make("AuxLabelWeighted-CIFAR100-v1", train_batch_size=20).unwrapped
+    weighted = gym.make("AuxLabelWeighted-CIFAR100-v1", **SMALL).unwrapped
     obs, _ = weighted.reset(seed=0)
     action = make_policy("constant", weighted)(obs)
     assert action.tolist() == [0, 10]  # bin 10 of 21: weight 2^(10 * 0.5 - 5) = 1

@@ -40,6 +40,7 @@ from mtl_envs.utils import (
     check_number,
     check_options,
     describe_array,
+    holds_bool,
     seed_from,
     split_kwargs,
 )
@@ -84,6 +85,13 @@ class TaskSettings:
             )
         check_int("weight_bins", self.weight_bins, minimum=2)
         check_exponent_range("weight_exponent_range", self.weight_exponent_range)
+        if not self.sample_weights:
+            check_unread(
+                self,
+                ("weight_bins", "weight_exponent_range"),
+                "sets the weight bins of RL-AUX eq. 8, and this env's actions are labels alone, "
+                "which read no weight; use an AuxLabelWeighted id",
+            )
         check_number("entropy_coef", self.entropy_coef)
         check_int("max_batches", self.max_batches, optional=True)
 
@@ -104,17 +112,33 @@ def check_reward_inputs(settings: TaskSettings, config: AuxLearnerConfig) -> Non
     change nothing. Only a value other than the default can be told apart."""
     if settings.reward != "val":
         return
-    unread = {
-        "entropy_coef": (settings.entropy_coef, TaskSettings.entropy_coef),
-        "eval_batch_size": (config.eval_batch_size, AuxLearnerConfig.eval_batch_size),
-    }
-    for name, (value, default) in unread.items():
-        if value != default:
-            raise ConfigError(
-                f"`{name}` ({value!r}) sets RL-AUX eq. 4's per-batch reward, and this env's "
-                "reward is 'val' (the validation loss's change), which does not read it; "
-                f"leave it at {default!r} or set reward='paper'."
-            )
+    reason = (
+        "sets RL-AUX eq. 4's per-batch reward, and this env's reward is 'val' (the "
+        "validation loss's change), which does not read it; set reward='paper'"
+    )
+    check_unread(settings, ("entropy_coef",), reason)
+    check_unread(config, ("eval_batch_size",), reason)
+
+
+def check_unread(settings: Any, names: tuple[str, ...], reason: str) -> None:
+    """Refuse a field of the dataclass ``settings`` that the env's other settings leave unread
+    (a changed value would change nothing); only a value other than the default can be told
+    apart from one left alone. ``reason`` says what the field sets and why it goes unread."""
+    defaults = {item.name: item.default for item in fields(settings)}
+    for name in names:
+        value, default = getattr(settings, name), defaults[name]
+        same = list(value) == list(default) if isinstance(default, tuple) else value == default
+        if not same:
+            raise ConfigError(f"`{name}` ({value!r}) {reason}, or leave it at {default!r}.")
+
+
+def reset_mode(options: dict[str, Any]) -> str | None:
+    """``options["mode"]`` where the reset gives one (checked: ``None`` is no mode), else
+    ``None``, which keeps the current mode or, on a seeded reset, starts in train_agent."""
+    if "mode" not in options:
+        return None
+    check_choice("options['mode']", options["mode"], MODES)
+    return options["mode"]
 
 
 class AuxLabelTask:
@@ -137,6 +161,8 @@ class AuxLabelTask:
         self._potentials: dict[str, float] = {}
         self.restore_every_batch = self.restore == "batch"
         self.learner = AuxLearner(config)
+        if self.reward == "paper":  # eq. 4 reads B_R training images ('val' reads none)
+            self.learner.check_eval_batch_size()
         self.psi = config.hierarchy_factor
         self.mode = "train_agent"
         self.canonical = self.learner.snapshot()
@@ -173,7 +199,7 @@ class AuxLabelTask:
         canonical model in either mode (unless ``restore="none"``), so a train_main epoch
         never continues from a network the agent's epoch trained."""
         if mode is not None:
-            check_choice("options['mode']", mode, MODES)
+            check_choice("mode", mode, MODES)
             self.mode = mode
         elif seed is not None:
             self.mode = MODES[0]  # a fresh run is the same whatever the calls before it
@@ -413,13 +439,14 @@ class AuxLabelEnv(TextRender, gym.Env):
     |                         |                  | networks train on 45,000 images, not 50,000 |
     | `train_batch_size`      | 100              | B_T, samples per SGD step                   |
     | `eval_batch_size`       | 256              | B_R, images in the reward's eval batch      |
+    |                         |                  | (at most the training split's size)         |
     | `lr`, `momentum`, ...   | per id           | SGD + StepLR: `AuxLearnerConfig` (paper:    |
     |                         |                  | lr 0.01, StepLR(50, 0.5); momentum 0 here)  |
     | `label_space`           | `"hierarchical"` | `Discrete(psi)`, or `"flat"` `Discrete(K)`  |
     | `sample_weights`        | per id           | add a weight bin per sample (eq. 7-8):      |
     |                         |                  | True on the `AuxLabelWeighted-*` ids        |
-    | `weight_bins`           | 21               | weight bins {0, .05, ..., 1}                |
-    | `weight_exponent_range` | (-5, 5)          | w -> 2^(lo + (hi - lo) w)                   |
+    | `weight_bins`           | 21               | weight bins {0, .05, ..., 1} (weighted ids) |
+    | `weight_exponent_range` | (-5, 5)          | w -> 2^(lo + (hi - lo) w) (weighted ids)    |
     | `entropy_coef`          | 0.2              | weight of the label-entropy reward bonus    |
     |                         |                  | (public RL-AUX code; eq. 4 as printed: 1)   |
     | `max_batches`           | None             | truncate episodes after this many batches   |
@@ -441,7 +468,11 @@ class AuxLabelEnv(TextRender, gym.Env):
       trained on a crop of it, mirrored half the time, so its labels went to views it never
       saw. The view is drawn where the learner drew it, so a policy that ignores the image
       trains the same network on v0 and v1, to the last digit. SVHN's augmentation no
-      longer mirrors the digits, on both versions (nothing was recorded on SVHN).
+      longer mirrors the digits, on both versions (nothing was recorded on SVHN). Refused
+      since, on both versions, where they were silently changed or ignored: an
+      ``eval_batch_size`` above the training split's size (B_R shrank to the split), weight
+      settings on an unweighted id, ``options={"mode": None}`` (kept the mode) and a bool
+      inside an action (read as 1).
     * v0: kept registered (``observed_image="raw"``) so that results recorded on it reproduce;
       ``gym.make`` warns that it is out of date. Initial release. Fixes since, with the default
       arguments' dynamics unchanged: a diverged ``train_main`` episode no longer becomes
@@ -502,7 +533,7 @@ class AuxLabelEnv(TextRender, gym.Env):
         super().reset(seed=None if seed is None else int(seed))
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
-        self.task.start_episode(run_seed, check_options(options, RESET_OPTIONS).get("mode"))
+        self.task.start_episode(run_seed, reset_mode(check_options(options, RESET_OPTIONS)))
         self._load_batch()
         self._batch_info = {}
         self._note_reset()
@@ -510,7 +541,7 @@ class AuxLabelEnv(TextRender, gym.Env):
 
     def step(self, action):
         self._check_episode_running()
-        not_int = isinstance(action, (bool, np.bool_)) or (
+        not_int = holds_bool(action) or (
             isinstance(action, np.ndarray) and action.dtype.kind not in "iu"
         )
         if not_int or not self.action_space.contains(action):
@@ -661,7 +692,7 @@ class AuxLabelVectorEnv(VectorEnv):
         super().reset(seed=None if seed is None else int(seed))
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
-        self.task.start_episode(run_seed, options.get("mode"))
+        self.task.start_episode(run_seed, reset_mode(options))
         self._ended = False
         return self._obs(), vector_infos.masked(self._reset_info(), np.ones(self.num_envs, bool))
 
@@ -702,6 +733,11 @@ class AuxLabelVectorEnv(VectorEnv):
         return self._obs(), rewards, terminations, truncations, infos
 
     def _check_actions(self, actions: Any) -> np.ndarray:
+        if holds_bool(actions):  # np.asarray would read True in a list of labels as label 1
+            raise ConfigError(
+                f"Actions must be ints, one action of {self.single_action_space} per slot; "
+                f"got bools in {actions!r}."
+            )
         actions = np.asarray(actions)
         if actions.dtype.kind == "f" and np.array_equal(actions, np.round(actions)):
             actions = actions.astype(np.int64)  # whole numbers sent as floats; 2.7 stays out

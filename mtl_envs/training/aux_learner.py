@@ -117,7 +117,10 @@ class AuxLearner:
     Args:
         config: the run's settings.
         seed: seeds network initialisation, data order, augmentation and evaluation batches.
-        dataset: an already loaded dataset to share (avoids reloading on every seeded reset).
+        dataset: an already loaded dataset to share (avoids reloading on every seeded reset);
+            it stands for the one the config's data fields (``dataset``, ``data_root``,
+            ``val_fraction``, ``train_subset``, ``label_noise``) would load, which are then
+            not read.
     """
 
     def __init__(
@@ -362,9 +365,20 @@ class AuxLearner:
     # ------------------------------------------------------------------ evaluation
     def sample_eval_indices(self) -> torch.Tensor:
         """B_R distinct random training indices: the reward's evaluation batch."""
-        n = len(self.data.train)
-        perm = torch.randperm(n, device=self.device, generator=self.generator)
-        return perm[: min(self.config.eval_batch_size, n)]
+        self.check_eval_batch_size()
+        perm = torch.randperm(len(self.data.train), device=self.device, generator=self.generator)
+        return perm[: self.config.eval_batch_size]
+
+    def check_eval_batch_size(self) -> None:
+        """Refuse a B_R larger than the training split, which cannot hold that many distinct
+        images (the reward's batch would silently shrink to the split)."""
+        n, size = len(self.data.train), self.config.eval_batch_size
+        if size > n:
+            raise ConfigError(
+                f"`eval_batch_size` ({size}) exceeds the training split ({n} images): the "
+                f"reward's batch (B_R) holds distinct training images; pass "
+                f"eval_batch_size <= {n}."
+            )
 
     @torch.no_grad()  # its value enters the reward's arithmetic outside inference mode
     def primary_loss(self, indices: torch.Tensor) -> torch.Tensor:

@@ -238,7 +238,9 @@ class MultiTaskLearner:
     Args:
         config: the run's settings.
         seed: seeds initialisation, data order and augmentation.
-        dataset: an already loaded dataset to share across runs.
+        dataset: an already loaded dataset to share across runs; it stands for the one the
+            config's data fields (``dataset``, ``data_root``, ``dataset_kwargs``,
+            ``split_seed``...) would load, which are then not read.
         weighting: a loss-weighting rule used when :meth:`train_batch` gets no weights; its
             parameters (UW) join the optimiser.
         tasks: train only these task indices (single-task learning uses one); default all.
