@@ -387,8 +387,9 @@ def summarize(
     baseline: str | None = None,
 ) -> list[dict[str, Any]]:
     """Per (env_id, method): mean and std over seeds of ``metric``, wall time, and for
-    multi-task results Δm against ``stl`` (IGB eq. 5) and T, the training time relative to
-    plain ``ew`` on the same seed (no gradient aggregator: in a sweep's ``aggregator=...``
+    multi-task results Δm against ``stl`` on the same seed (IGB eq. 5; its row's STL run, else
+    the one with the same env kwargs but for the aggregator) and T, the training time relative
+    to plain ``ew`` on the same seed (no gradient aggregator: in a sweep's ``aggregator=...``
     row, T prices the aggregator as well, as IGB's Table 1 does); per-task means when there
     are at most 10 tasks.
 
@@ -412,6 +413,10 @@ def summarize(
         for r in results
         if r["method"] == "ew" and not r.get("config", {}).get("env_kwargs", {}).get("aggregator")
     }
+    # STL trains one task per network, so no aggregator changes it: a row of a sweep's
+    # aggregator (or method-option) variant takes Δm against the STL run of the same seed and
+    # env kwargs in another row when its own row has none.
+    any_stl = {_time_reference(r): r for r in results if r["method"] == "stl"}
     rows = []
     for (env_id, method), runs in sorted(
         groups.items(), key=lambda item: (natural_key(item[0][0]), item[0][1])
@@ -437,11 +442,10 @@ def summarize(
         stl = {r["seed"]: r for r in groups.get((env_id, "stl"), [])}
         deltas = []
         for r in runs:
-            if r["seed"] in stl:
+            reference = stl.get(r["seed"]) or any_stl.get(_time_reference(r))
+            if reference is not None:
                 try:
-                    test_only = {
-                        k: v for k, v in stl[r["seed"]][which].items() if k.startswith("test/")
-                    }
+                    test_only = {k: v for k, v in reference[which].items() if k.startswith("test/")}
                     deltas.append(delta_m(r[which], test_only))
                 except ValueError:
                     break  # single-task results (AuxLabel): no per-task metrics

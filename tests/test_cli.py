@@ -576,6 +576,32 @@ def test_t_of_an_aggregator_row_is_against_plain_ew():
     assert rows[("Toy-v0", "ew")]["T"] == pytest.approx(1.0)
 
 
+def test_delta_m_of_an_aggregator_row_is_against_the_stl_of_its_seed():
+    """STL trains one network per task, which no aggregator changes: a sweep's aggregator row
+    takes Δm against the base row's STL run of the same seed and env kwargs (it once got
+    none, while its T fell back to plain EW). A variant that changes anything else the env
+    reads gets no Δm from it."""
+    from harness.compare import summarize
+
+    def run(method, a, b, **kwargs):
+        name = ",".join(f"env_kwargs.{k}={v}" for k, v in kwargs.items())
+        final = {"test/a/accuracy": a, "test/b/accuracy": b, "test/mean_accuracy": (a + b) / 2}
+        config = {"env_kwargs": kwargs, "epochs": 5}
+        result = fake_result(method, 0, 0.5, config=config, **({"variant": name} if name else {}))
+        return {**result, "final": final}
+
+    results = [
+        run("stl", 0.8, 0.5),
+        run("ew", 0.88, 0.4, aggregator="upgrad"),
+        run("ew", 0.88, 0.4, lr=0.1),
+    ]
+    rows = {(r["env_id"], r["method"]): r for r in summarize(results)}
+    # IGB eq. 5: 100/2 * (-(0.88 - 0.8) / 0.8 - (0.4 - 0.5) / 0.5) = 100/2 * (-0.1 + 0.2) = 5.
+    upgrad = rows[("Toy-v0 env_kwargs.aggregator=upgrad", "ew")]
+    assert upgrad["delta_m"] == pytest.approx(5.0) and upgrad["delta_m_n"] == 1
+    assert "delta_m" not in rows[("Toy-v0 env_kwargs.lr=0.1", "ew")]
+
+
 def test_compare_plot_marks_oracles(tmp_path, monkeypatch):
     from harness.compare import plot_summary, summarize
 
