@@ -623,7 +623,8 @@ def format_value(metric: str, value: float) -> str:
 
 def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
     """A plain-text table: env, method, mean +- spread (standard deviation over seeds, or
-    ``"sem"``, the standard error), per-task means, Δm, T, seeds, wall time."""
+    ``"sem"``, the standard error), per-task means, Δm, T, seeds (``"5 (all equal)"`` where
+    every seed gave the same value), wall time."""
     if spread not in SPREADS:
         raise ConfigError(f"`spread` must be one of {list(SPREADS)}; got {spread!r}.")
     if not rows:
@@ -694,7 +695,11 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
         if "T" in header:
             cells.append(f"{r['T']:.2f}{of_seeds(r, 'T')}" if "T" in r else "")
         diverged = f" ({r['diverged']} diverged)" if r.get("diverged") else ""
-        cells += [f"{r['n']}{diverged}", f"{r['wall_time_s']:.1f}"]
+        # A method the seed does not change (TAG's and the exact optimum's selections from a
+        # fixed table) gives one value n times: its zero-width interval measures nothing.
+        values = r.get("values", [])
+        same = len(values) > 1 and len(set(values)) == 1 and not math.isnan(values[0])
+        cells += [f"{r['n']}{' (all equal)' if same else ''}{diverged}", f"{r['wall_time_s']:.1f}"]
         body.append(cells)
     widths = [max(len(str(x)) for x in col) for col in zip(header, *body)]
     line = lambda cells: "  ".join(str(c).ljust(w) for c, w in zip(cells, widths))  # noqa: E731

@@ -1016,3 +1016,17 @@ def test_a_figure_from_fewer_seeds_than_its_row_says_so():
     assert "-25.00 +- 35.36 (2 of 5 seeds)" in uw and "2.00 (1 of 5 seeds)" in uw
     (ew,) = [line for line in table.splitlines() if line.startswith("Toy-v0  ew ")]
     assert "3.0000 +- n/a" in ew and "1.00" in ew and "of" not in ew.split("+- n/a")[1]
+
+
+def test_a_row_every_seed_of_which_gave_one_value_says_so():
+    """TAG's selection from a fixed gain table is the same whatever the seed: five equal
+    values, whose zero-width interval measures nothing, and the seeds cell says so."""
+    from harness.compare import format_table, summarize
+
+    results = [fake_result("tag", s, 0.7) for s in range(5)]
+    results += [fake_result("random", s, 0.5 + 0.01 * s) for s in range(5)]
+    table = format_table(summarize(results))
+    (tag,) = [line for line in table.splitlines() if " tag " in line]
+    (random,) = [line for line in table.splitlines() if " random " in line]
+    assert "70.00 [70.00, 70.00]" in tag and "5 (all equal)" in tag
+    assert "all equal" not in random
