@@ -733,7 +733,8 @@ class AuxLabelVectorEnv(VectorEnv):
         return self._obs(), rewards, terminations, truncations, infos
 
     def _check_actions(self, actions: Any) -> np.ndarray:
-        if holds_bool(actions):  # np.asarray would read True in a list of labels as label 1
+        # np.asarray would read True in a list of labels as label 1 (an array's dtype shows it)
+        if not isinstance(actions, np.ndarray) and holds_bool(actions):
             raise ConfigError(
                 f"Actions must be ints, one action of {self.single_action_space} per slot; "
                 f"got bools in {actions!r}."
