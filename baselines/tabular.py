@@ -12,6 +12,8 @@ so the env could train the same network:
 * ``hard_sharing``: shared trunk, one output layer per task;
 * ``cross_stitch``: one network per task, hidden layers mixed across tasks by cross-stitch units
   (Misra et al., 2016), one of the paper's soft-sharing baselines;
+* ``sluice``: sluice networks (Ruder et al., 2019): cross-stitch units over two subspaces per
+  layer, a learned mixture of each column's layers, orthogonal subspaces; another of them;
 * ``stl_naive``: one network, no task information;
 * ``stl_task_info``: one network given the task (the paper's "STL": metadata appended to the
   inputs, or a one-hot task code without metadata);
@@ -53,6 +55,7 @@ TABULAR_METHODS = {
     "hypernet": ("hypernet", ("no_metadata", "metadata")),
     "hard_sharing": ("hard_sharing", ("no_metadata", "metadata")),
     "cross_stitch": ("cross_stitch", ("no_metadata", "metadata")),
+    "sluice": ("sluice", ("no_metadata", "metadata")),
     "stl_naive": ("stl_naive", ("no_metadata",)),
     "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
     "stl": ("per_task", ("no_metadata",)),
@@ -262,6 +265,10 @@ def run_hard_sharing(config: RunConfig, seed: int) -> dict[str, Any]:
 
 def run_cross_stitch(config: RunConfig, seed: int) -> dict[str, Any]:
     return run_tabular(config, seed, "cross_stitch")
+
+
+def run_sluice(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "sluice")
 
 
 def run_stl_naive(config: RunConfig, seed: int) -> dict[str, Any]:

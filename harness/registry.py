@@ -44,6 +44,7 @@ METHODS: dict[tuple[str, str], str] = {
     ("LossWeighting", "hypernet"): "baselines.tabular:run_hypernet",
     ("LossWeighting", "hard_sharing"): "baselines.tabular:run_hard_sharing",
     ("LossWeighting", "cross_stitch"): "baselines.tabular:run_cross_stitch",
+    ("LossWeighting", "sluice"): "baselines.tabular:run_sluice",
     ("LossWeighting", "stl_naive"): "baselines.tabular:run_stl_naive",
     ("LossWeighting", "stl_task_info"): "baselines.tabular:run_stl_task_info",
     # Task grouping (ETAP): the agent, predictors + exact selection, references.
@@ -89,6 +90,7 @@ METHOD_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("LossWeighting", "hypernet"): TABULAR_OPTIONS,
     ("LossWeighting", "hard_sharing"): TABULAR_OPTIONS,
     ("LossWeighting", "cross_stitch"): TABULAR_OPTIONS,
+    ("LossWeighting", "sluice"): TABULAR_OPTIONS,
     ("LossWeighting", "stl_naive"): TABULAR_OPTIONS,
     ("LossWeighting", "stl_task_info"): TABULAR_OPTIONS,
     ("TaskGrouping", "ppo"): ("budgets",),

@@ -17,7 +17,7 @@ from mtl_envs.data.tabular import end_effector, per_task_parts
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, build_task_network, hypernet_parameter_count
 from mtl_envs.models.hypernet import MultiTaskHypernet, WeightGenerator
-from mtl_envs.models.task_networks import CrossStitch, task_linear
+from mtl_envs.models.task_networks import CrossStitch, Sluice, task_linear
 from mtl_envs.training.model_selection import EarlyStopping, train_early_stopped
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
@@ -166,6 +166,119 @@ def test_cross_stitch_rows_start_as_convex_combinations():
     assert float(a[0, 1]) == pytest.approx(0.1)
     with pytest.raises(ConfigError, match="self_weight"):
         CrossStitch(5, 2, 1, self_weight=1.5)
+
+
+def _identity_outputs(net, tasks: int, width: int, scale: float = 10.0) -> None:
+    """Output layers that read a column's hidden units as ``u0 + scale * u1`` (no bias)."""
+    out = torch.zeros(tasks, width + 1, 1)
+    out[:, 0, 0], out[:, 1, 0] = 1.0, scale
+    net.weights[-1].copy_(out)
+
+
+def test_sluice_is_cross_stitch_with_one_subspace_the_last_layer_and_no_penalty():
+    torch.manual_seed(0)
+    stitch = CrossStitch(4, 3, 2)
+    torch.manual_seed(0)
+    sluice = Sluice(4, 3, 2, subspaces=1, orthogonality=0.0)
+    with torch.no_grad():
+        sluice.betas.zero_()
+        sluice.betas[:, -1] = 1.0
+    x, task = torch.randn(5, 3), torch.tensor([0, 1, 2, 3, 1])
+    torch.testing.assert_close(sluice(x, task), stitch(x, task))
+    torch.testing.assert_close(sluice.forward_all(x), stitch.forward_all(x))
+    assert sluice.penalty() is None
+
+
+def test_sluice_units_mix_subspaces_across_tasks_on_hand_numbers():
+    """Two tasks, two units per hidden layer, one per subspace: at x = 1 task 0's column has
+    units (1, 2), task 1's (3, 4). Blocks are ordered (task, subspace): 0 = (0, 0),
+    1 = (0, 1), 2 = (1, 0), 3 = (1, 1). An alpha that swaps the tasks' second subspaces
+    makes column 0 (1, 4) and column 1 (3, 2); outputs u0 + 10 u1 read 41 and 23. At
+    initialisation every row is 0.9 on the diagonal and 0.1 / 3 elsewhere."""
+    net = Sluice(2, 1, 1, hidden=(2,), orthogonality=0.0)
+    alpha = net.alphas[0].detach()
+    assert torch.allclose(alpha.diagonal(), torch.full((4,), 0.9))
+    assert float(alpha[0, 3]) == pytest.approx(0.1 / 3) and torch.allclose(
+        alpha.sum(1), torch.ones(4)
+    )
+    with torch.no_grad():
+        net.weights[0].copy_(torch.tensor([[[1.0, 2.0], [0.0, 0.0]], [[3.0, 4.0], [0.0, 0.0]]]))
+        _identity_outputs(net, 2, 2)
+        net.alphas[0].copy_(torch.eye(4)[[0, 3, 2, 1]])
+    out = net(torch.ones(2, 1), torch.tensor([0, 1]))
+    torch.testing.assert_close(out, torch.tensor([[41.0], [23.0]]))
+
+
+def test_sluice_output_layer_reads_a_beta_mixture_of_the_columns_layers():
+    """One task, one subspace, two hidden layers of one unit with identity units: the layers
+    give h1 = 2 and h2 = 5 at x = 1; betas (0.25, 0.75) give 0.5 + 3.75 = 4.25."""
+    net = Sluice(1, 1, 1, hidden=(1, 1), subspaces=1, orthogonality=0.0)
+    assert torch.equal(net.betas.detach(), torch.tensor([[0.5, 0.5]]))  # 1 / L at the start
+    with torch.no_grad():
+        net.weights[0].copy_(torch.tensor([[[2.0], [0.0]]]))
+        net.weights[1].copy_(torch.tensor([[[2.5], [0.0]]]))
+        net.weights[2].copy_(torch.tensor([[[1.0], [0.0]]]))
+        net.betas.copy_(torch.tensor([[0.25, 0.75]]))
+    torch.testing.assert_close(net(torch.ones(1, 1), torch.tensor([0])), torch.tensor([[4.25]]))
+    assert net.task_parameters() == [net.weights[-1], net.betas]
+
+
+def test_sluice_penalty_on_hand_numbers():
+    """The layer reading hidden layer 1 has weights A = [[1, 2], [3, 4]] (rows: the units
+    below; columns: subspace 1's unit, subspace 2's): A_1^T A_2 = 1 * 2 + 3 * 4 = 14, so the
+    penalty is 0.5 * 14^2 = 98. The input layer, whose product would be 5 * 6 = 30, is not
+    constrained, nor is the output layer."""
+    net = Sluice(1, 1, 1, hidden=(2, 2), orthogonality=0.5)
+    with torch.no_grad():
+        net.weights[0].copy_(torch.tensor([[[5.0, 6.0], [0.0, 0.0]]]))
+        net.weights[1].copy_(torch.tensor([[[1.0, 2.0], [3.0, 4.0], [7.0, 7.0]]]))  # bias last
+    assert float(net.penalty().detach()) == pytest.approx(98.0)
+
+
+def test_the_learner_trains_on_the_networks_penalty_too():
+    """One SGD step with the orthogonality term differs from one without it by exactly
+    -lr times the term's gradient at the starting parameters."""
+
+    def step(orthogonality):
+        cfg = MultiTaskLearnerConfig(
+            dataset="cubic",
+            model="sluice",
+            model_kwargs={"orthogonality": orthogonality},
+            device="cpu",
+            optimizer="sgd",
+            momentum=0.0,
+            lr=0.05,
+            batch_size=60,
+        )
+        learner = MultiTaskLearner(cfg, seed=0)
+        before = [p.detach().clone() for p in learner.net.parameters()]
+        learner.begin_epoch()
+        learner.train_batch(learner.batch_indices(0))
+        return learner, [p.detach() - b for p, b in zip(learner.net.parameters(), before)]
+
+    _, plain = step(0.0)
+    learner, constrained = step(2.0)
+    fresh = MultiTaskLearner(learner.config, seed=0).net
+    grads = torch.autograd.grad(fresh.penalty(), list(fresh.parameters()), allow_unused=True)
+    for p, c, g in zip(plain, constrained, grads):
+        expected = torch.zeros_like(p) if g is None else -0.05 * g
+        torch.testing.assert_close(c - p, expected, rtol=1e-4, atol=1e-6)
+    assert any(g is not None and float(g.abs().sum()) > 0 for g in grads)
+
+
+def test_sluice_bad_arguments():
+    with pytest.raises(ConfigError, match=r"`model_kwargs.subspaces` \(3\) must divide"):
+        Sluice(2, 1, 1, subspaces=3)
+    with pytest.raises(ConfigError, match="equal widths"):
+        Sluice(2, 1, 1, hidden=(32, 16))
+    with pytest.raises(ConfigError, match="`model_kwargs.orthogonality` must be a finite"):
+        Sluice(2, 1, 1, orthogonality=-1.0)
+    with pytest.raises(ConfigError, match="constrains two subspaces"):
+        Sluice(2, 1, 1, hidden=(32,), subspaces=4)
+    with pytest.raises(ConfigError, match="batched vector form does not train"):
+        gym.make_vec(
+            "LossWeighting-Cubic-v1", 2, vectorization_mode="vector_entry_point", model="sluice"
+        )
 
 
 def test_bad_model_arguments():

@@ -12,6 +12,7 @@ from mtl_envs.models.task_networks import (
     CrossStitch,
     HardSharing,
     PerTaskNetworks,
+    Sluice,
     STLNaive,
     STLTaskInfo,
     TaskNetwork,
@@ -32,6 +33,7 @@ TASK_NETWORKS: dict[str, Callable[..., TaskNetwork]] = {
     "stl_task_info": STLTaskInfo,
     "per_task": PerTaskNetworks,
     "cross_stitch": CrossStitch,
+    "sluice": Sluice,
 }
 """Networks for samples that each belong to one task; ``forward(x, task)``."""
 

@@ -14,7 +14,9 @@ The baselines of the Multi-Task Hypernetwork paper (``000_6f85eb44aaf9e6f8.txt``
 * :class:`HardSharing`: a shared trunk with a linear output layer per task, metadata (when
   used) appended to the inputs "naively" as section 3 describes;
 * :class:`CrossStitch`: one network per task whose hidden activations are mixed across tasks
-  by learned cross-stitch units (Misra et al., 2016), one of the paper's soft-sharing rows.
+  by learned cross-stitch units (Misra et al., 2016), one of the paper's soft-sharing rows;
+* :class:`Sluice`: sluice networks (Ruder et al., 2019), cross-stitch over subspaces with
+  layer-stitch units and orthogonal subspaces, another of them.
 
 All use the paper's target architecture: three fully connected ReLU layers of 32.
 """
@@ -106,6 +108,11 @@ class TaskNetwork(nn.Module):
         other tasks' slices. IGB Algorithm 3 gives these each task's own gradient and
         aggregates only the rest, the shared parameters. None by default."""
         return []
+
+    def penalty(self) -> torch.Tensor | None:
+        """A term of the network's own that joins every training loss (a regulariser on its
+        parameters, not a task's loss), or ``None``: none by default."""
+        return None
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Every task's prediction for every sample, (B, T, out)."""
@@ -307,6 +314,104 @@ class CrossStitch(TaskNetwork):
         return all_tasks_linear(self._hidden(x), self.weights[-1])
 
 
+class Sluice(CrossStitch):
+    """Sluice networks (Ruder et al., 2019, "Latent multi-task architecture learning"), the
+    generalisation of :class:`CrossStitch` that Table 2 of the hypernetwork paper lists
+    beside it. One column per task, as in cross-stitch, with three additions:
+
+    * **Subspaces.** Each hidden layer's ``h`` units are split into ``subspaces`` blocks of
+      ``h / subspaces``, and the unit after each hidden layer mixes blocks, not whole layers:
+      a learned ``(T S) x (T S)`` matrix alpha replaces block s of column t by
+      ``sum_(u, r) alpha[(t, s), (u, r)] h_(u, r)``. Initialised as cross-stitch's:
+      ``self_weight`` on the diagonal, the rest of each row sharing ``1 - self_weight``.
+    * **Layer stitching.** Task t's output layer reads ``sum_k beta[t, k] h_(t, k)``, a
+      learned mixture of its column's hidden layers after their units (all hidden layers
+      must be equally wide); beta starts at ``1 / L`` for L hidden layers, the reference
+      code's default ("balanced").
+    * **Orthogonal subspaces.** :meth:`penalty` adds
+      ``orthogonality * sum_(t, k) ||W_(t,k,1)^T W_(t,k,2)||_F^2`` to the training loss for
+      two subspaces, where ``W_(t,k,s)`` (h x h/2) holds the weights with which subspace
+      s's units of layer k in column t read the layer below: zero when every unit of one
+      subspace reads it along directions orthogonal to every unit of the other's. Only the
+      layers that read a hidden layer are constrained, as the reference code constrains its
+      LSTMs' hidden-state matrices and not their input matrices (on a one-feature input,
+      as Cubic's, the constraint could only be met by silencing one subspace). The
+      hypernetwork paper gives no value for the weight; 0.01 is this package's default and
+      the tabular protocol does not tune it.
+
+    With one subspace, betas fixed to the last layer and no penalty it is :class:`CrossStitch`
+    (tested). Metadata, when used, is appended to the inputs, as for the other baselines.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+        self_weight: float = 0.9,
+        subspaces: int = 2,
+        orthogonality: float = 0.01,
+    ):
+        super().__init__(num_tasks, in_features, out_features, hidden, metadata, self_weight)
+        hidden = list(hidden)
+        check_int("model_kwargs.subspaces", subspaces)
+        if any(width % subspaces for width in hidden):
+            raise ConfigError(
+                f"`model_kwargs.subspaces` ({subspaces}) must divide every hidden width; got "
+                f"hidden {hidden}."
+            )
+        if len(set(hidden)) != 1:
+            raise ConfigError(
+                f"`model_kwargs.hidden` must hold equal widths for the layer-stitch mixture of "
+                f"a column's hidden layers; got {hidden}."
+            )
+        if not (isinstance(orthogonality, (int, float)) and 0.0 <= orthogonality < math.inf):
+            raise ConfigError(
+                f"`model_kwargs.orthogonality` must be a finite number >= 0; got {orthogonality!r}."
+            )
+        if orthogonality and subspaces != 2:
+            raise ConfigError(
+                "`model_kwargs.orthogonality` constrains two subspaces; set subspaces=2 or "
+                f"orthogonality=0 (got subspaces={subspaces})."
+            )
+        self.subspaces = subspaces
+        self.orthogonality = float(orthogonality)
+        blocks = num_tasks * subspaces
+        off = (1.0 - self_weight) / (blocks - 1) if blocks > 1 else 0.0
+        alpha = torch.full((blocks, blocks), off)
+        alpha.fill_diagonal_(self_weight if blocks > 1 else 1.0)
+        self.alphas = nn.ParameterList(nn.Parameter(alpha.clone()) for _ in hidden)
+        self.betas = nn.Parameter(torch.full((num_tasks, len(hidden)), 1.0 / len(hidden)))
+
+    def _hidden(self, x: torch.Tensor) -> torch.Tensor:
+        """Every column's layer-stitched hidden activations, (B, T, h)."""
+        t, s = self.num_tasks, self.subspaces
+        layers = []
+        for w, alpha in zip(self.weights, self.alphas):  # the output layer has no unit
+            h = torch.relu(all_tasks_linear(x, w))  # (B, T, h)
+            b, _, width = h.shape
+            blocks = h.reshape(b, t * s, width // s)  # block (task t, subspace r) = t * s + r
+            x = torch.einsum("ij,bjh->bih", alpha, blocks).reshape(b, t, width)
+            layers.append(x)
+        return torch.einsum("tk,kbth->bth", self.betas, torch.stack(layers))
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return [self.weights[-1], self.betas]  # beta[t] mixes column t for task t alone
+
+    def penalty(self) -> torch.Tensor | None:
+        """The orthogonality term of the training loss (``None`` without the constraint)."""
+        if not self.orthogonality:
+            return None
+        total = self.weights[0].new_zeros(())
+        # The layers that read a hidden layer (not the inputs); a weight's last row is the bias.
+        for w in list(self.weights)[1:-1]:
+            first, second = w[:, :-1].chunk(2, dim=2)  # (T, d_in, h/2) each
+            total = total + torch.linalg.matrix_norm(first.transpose(1, 2) @ second).square().sum()
+        return self.orthogonality * total
+
+
 __all__ = [
     "CrossStitch",
     "DEFAULT_HIDDEN",
@@ -314,6 +419,7 @@ __all__ = [
     "PerTaskNetworks",
     "STLNaive",
     "STLTaskInfo",
+    "Sluice",
     "TaskNetwork",
     "all_tasks_linear",
     "mlp",

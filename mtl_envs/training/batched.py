@@ -31,6 +31,7 @@ from mtl_envs.training.multitask_learner import (
     MultiTaskLearner,
     MultiTaskLearnerConfig,
     TrainingBatch,
+    network_penalty,
 )
 from mtl_envs.training.weighting import weighted_objective_terms
 from mtl_envs.utils import check_int
@@ -87,6 +88,11 @@ class BatchedMultiTaskLearner:
                 "form; use vectorization_mode='sync' or aggregator=None."
             )
         first = MultiTaskLearner(config)
+        if network_penalty(first.net) is not None:
+            raise ConfigError(
+                f"`model={config.model!r}` adds a loss term of its own (its model_kwargs), which "
+                "the batched vector form does not train; use vectorization_mode='sync'."
+            )
         self.learners = [first] + [
             MultiTaskLearner(config, dataset=first.data) for _ in range(num_runs - 1)
         ]

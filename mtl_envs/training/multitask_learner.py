@@ -143,8 +143,8 @@ class MultiTaskLearnerConfig:
     """Seed of the dataset's train/val/test split (and of synthetic data)."""
     model: str | None = None
     """``None``: shared ``backbone`` + one head per task. Otherwise a task network for feature
-    inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``stl_naive``, ``stl_task_info``,
-    ``per_task``."""
+    inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``sluice``, ``stl_naive``,
+    ``stl_task_info``, ``per_task``."""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor options of the task network (``hidden``, ``extractor_layers``, ...)."""
     use_metadata: bool = True
@@ -222,6 +222,13 @@ class TrainingBatch:
     targets: torch.Tensor
     mask: torch.Tensor
     count: torch.Tensor
+
+
+def network_penalty(net: torch.nn.Module) -> torch.Tensor | None:
+    """The network's own loss term (:meth:`TaskNetwork.penalty`), or ``None`` (a shared
+    encoder with heads has none)."""
+    penalty = getattr(net, "penalty", None)
+    return None if penalty is None else penalty()
 
 
 def _batches_to(
@@ -746,6 +753,9 @@ class MultiTaskLearner:
             extra = rule.objective(detached, weights)
             if extra is not None:
                 extra.backward()
+        penalty = network_penalty(self.net)
+        if penalty is not None:  # the network's own regulariser (sluice's orthogonality)
+            penalty.backward()
         self.optimizer.step()
         return detached
 
