@@ -192,7 +192,8 @@ def format_table2(
             line.append(cells[column].get(method, ""))
             if column in PAPER:
                 line.append(PAPER[column].get(method, ""))
-        rows.append(line)
+        if any(line[1:]):  # a method neither run nor in the paper's columns has no row
+            rows.append(line)
     table = "\n".join(markdown_table(header, rows)) + "\n"
     if selection == "per_seed":
         return table
@@ -201,4 +202,5 @@ def format_table2(
     ]
     points = {(r["env_id"], r["setting"], r["method"]): _point(r["selected"]) for r in results}
     point_rows = [[m] + [points.get((*c, m), "") for c in columns] for m in METHODS]
+    point_rows = [row for row in point_rows if any(row[1:])]
     return table + "\n" + "\n".join(markdown_table(point_header, point_rows)) + "\n"
