@@ -501,3 +501,20 @@ def test_bools_inside_an_action_are_refused():
     with pytest.raises(ConfigError, match=r"got bools in \[1, True, 0, 2\]"):
         vector.step([1, True, 0, 2])
     vector.step([1, 1, 0, 2])
+
+
+@pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
+def test_a_refused_reset_changes_nothing(vector):
+    """A reset refused for its mode once still used up the fresh run that a first reset
+    (or one after continue_run) owes: the next reset continued the constructor's network."""
+    env = (
+        gym.make_vec("AuxLabel-Digits-v1", num_envs=4, **TINY)
+        if vector
+        else gym.make("AuxLabel-Digits-v1", **TINY).unwrapped
+    )
+    built = [p.detach().clone() for p in env.learner.net.parameters()]
+    with pytest.raises(ConfigError, match="options\\['mode'\\]"):
+        env.reset(options={"mode": "train"})
+    env.reset()  # the first reset without a seed starts a fresh run from the env's generator
+    fresh = list(env.learner.net.parameters())
+    assert any(not torch.equal(a, b) for a, b in zip(built, fresh))

@@ -529,11 +529,13 @@ class AuxLabelEnv(TextRender, gym.Env):
         return self.task.batch_indices()[j : j + 1].cpu().numpy()
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        # Checked before any state changes: a refused reset leaves the run as it was.
         check_int("seed", seed, minimum=0, optional=True)  # bools and negative seeds too
+        mode = reset_mode(check_options(options, RESET_OPTIONS))
         super().reset(seed=None if seed is None else int(seed))
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
-        self.task.start_episode(run_seed, reset_mode(check_options(options, RESET_OPTIONS)))
+        self.task.start_episode(run_seed, mode)
         self._load_batch()
         self._batch_info = {}
         self._note_reset()
@@ -689,10 +691,11 @@ class AuxLabelVectorEnv(VectorEnv):
                 f"of one run, which one seed starts; got a sequence of {len(seed)} seeds."
             )
         check_int("seed", seed, minimum=0, optional=True)
+        mode = reset_mode(options)  # checked before any state changes, as the seed is
         super().reset(seed=None if seed is None else int(seed))
         run_seed = seed_from(self.np_random) if (seed is not None or self._needs_run) else None
         self._needs_run = False
-        self.task.start_episode(run_seed, reset_mode(options))
+        self.task.start_episode(run_seed, mode)
         self._ended = False
         return self._obs(), vector_infos.masked(self._reset_info(), np.ones(self.num_envs, bool))
 

@@ -332,9 +332,10 @@ class LossWeightingEnv(TextRender, gym.Env):
         self._continue = True
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        # Checked before any state changes: a refused reset leaves a continue_run() pending.
         check_options(options, ())
-        resume, self._continue = self._continue and seed is None, False
         check_int("seed", seed, minimum=0, optional=True)  # bools and negative seeds too
+        resume, self._continue = self._continue and seed is None, False
         super().reset(seed=None if seed is None else int(seed))
         learner = self.learner
         if resume:
