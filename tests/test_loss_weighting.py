@@ -379,7 +379,7 @@ def test_saved_run_continues_mid_epoch():
     other.unwrapped.continue_run()
     for bad in ({"seed": -1}, {"options": {"mode": "x"}}):  # refused: the run stays pending
         with pytest.raises(ConfigError):
-            other.reset(**bad)
+            other.unwrapped.reset(**bad)
     obs, _ = other.reset()
     assert np.array_equal(obs, saved_obs)  # the saved batch's losses, computed again
     again = [other.step(action)[:2] for action in actions[2:]]
