@@ -661,4 +661,8 @@ class LossWeightingVectorEnv(VectorEnv):
         """Per-task metrics of slot ``index``'s current network on ``split``. Under
         ``SAME_STEP`` autoreset a slot that ended has already started its next run; read a
         finished run with ``autoreset_mode="Disabled"`` or ``"NextStep"``, before its reset."""
+        if not is_int(index) or not 0 <= index < self.num_envs:  # -1 is no slot here
+            raise ConfigError(
+                f"`index` must be a slot, an int in [0, {self.num_envs}); got {index!r}."
+            )
         return self.learner.evaluate(index, split)

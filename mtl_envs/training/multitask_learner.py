@@ -15,7 +15,7 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -204,6 +204,24 @@ class MultiTaskLearnerConfig:
                 f"`model_kwargs` ({self.model_kwargs!r}) configure a task network (`model`), "
                 "and `model` is None (a shared backbone with heads: `backbone_kwargs`)."
             )
+        if self.scheduler_gamma > 1.0:  # IGB eq. 4's lr_0 / lr_t assumes the rate never grows
+            raise ConfigError(
+                f"`scheduler_gamma` must be in (0, 1] (1 keeps the rate fixed); got "
+                f"{self.scheduler_gamma!r}."
+            )
+        # Settings the chosen optimiser or network does not read, refused unless left alone.
+        defaults = {item.name: item.default for item in fields(self)}
+        if self.optimizer != "sgd" and self.momentum != defaults["momentum"]:
+            raise ConfigError(
+                f"`momentum` ({self.momentum!r}) is SGD's, and `optimizer` is "
+                f"{self.optimizer!r}; set optimizer='sgd' or leave momentum alone."
+            )
+        if self.model is not None and self.head_hidden != defaults["head_hidden"]:
+            raise ConfigError(
+                f"`head_hidden` ({self.head_hidden!r}) sizes the heads on a shared backbone, "
+                f"which `model={self.model!r}` does not have; pass its widths in "
+                "`model_kwargs` (e.g. `hidden`)."
+            )
         if self.aggregator is not None and self.aggregator not in AGGREGATORS:
             raise ConfigError(
                 f"`aggregator` must be None or one of {list(AGGREGATORS)}; got "
@@ -286,6 +304,11 @@ class MultiTaskLearner:
             Normalize(self.data.mean, self.data.std, self.device) if self.data.is_image else None
         )
         self.task_index = torch.tensor(self.tasks, device=self.device)
+        if config.batch_size > len(self.data.train):  # balanced batches would repeat samples
+            raise ConfigError(
+                f"`batch_size` ({config.batch_size}) exceeds the training split "
+                f"({len(self.data.train)} samples)."
+            )
         self._one_task = config.model is not None and self.data.one_task_per_sample
         if config.batching == "uniform" or self.data.shared_inputs:
             self._per_task = None
