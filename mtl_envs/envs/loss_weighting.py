@@ -225,6 +225,10 @@ class LossWeightingEnv(TextRender, gym.Env):
       forward). With an ``aggregator`` on the task-network ids (``model=...``), the
       task-stacked parameters (heads, embeddings) take their own tasks' gradients and only
       the shared ones are aggregated, as Algorithm 3 (the aggregator rescaled the heads too).
+      Refused since, where they were ignored or misread: ``momentum`` under Adam,
+      ``head_hidden`` under a task network, ``scheduler_gamma`` above 1 (a growing rate), a
+      ``batch_size`` above the training split's size; a reset refused for its seed no longer
+      drops a pending ``continue_run()``. ``model="sluice"`` is new.
     * v0: initial release (``n * softmax(a)`` on the box, equal warm-up weights).
 
     ## Example
