@@ -473,7 +473,7 @@ class AuxLabelEnv(TextRender, gym.Env):
       ``eval_batch_size`` above the training split's size (B_R shrank to the split), weight
       settings on an unweighted id, ``options={"mode": None}`` (kept the mode) and a bool
       inside an action (read as 1); a reset refused for its mode no longer spends the fresh
-      run that a first reset (or one after ``continue_run()``) owes.
+      run that a first reset owes.
     * v0: kept registered (``observed_image="raw"``) so that results recorded on it reproduce;
       ``gym.make`` warns that it is out of date. Initial release. Fixes since, with the default
       arguments' dynamics unchanged: a diverged ``train_main`` episode no longer becomes
