@@ -506,7 +506,7 @@ def test_bools_inside_an_action_are_refused():
 @pytest.mark.parametrize("vector", [False, True], ids=["single", "vector"])
 def test_a_refused_reset_changes_nothing(vector):
     """A reset refused for its mode once still used up the fresh run that a first reset
-    (or one after continue_run) owes: the next reset continued the constructor's network."""
+    owes: the next reset continued the constructor's network."""
     env = (
         gym.make_vec("AuxLabel-Digits-v1", num_envs=4, **TINY)
         if vector
