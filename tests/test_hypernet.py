@@ -272,7 +272,9 @@ def test_sluice_bad_arguments():
         Sluice(2, 1, 1, subspaces=3)
     with pytest.raises(ConfigError, match="equal widths"):
         Sluice(2, 1, 1, hidden=(32, 16))
-    with pytest.raises(ConfigError, match="`model_kwargs.orthogonality` must be a finite"):
+    with pytest.raises(
+        ConfigError, match="`model_kwargs.orthogonality` must be a non-negative finite"
+    ):
         Sluice(2, 1, 1, orthogonality=-1.0)
     with pytest.raises(ConfigError, match="constrains two subspaces"):
         Sluice(2, 1, 1, hidden=(32,), subspaces=4)

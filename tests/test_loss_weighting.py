@@ -514,7 +514,8 @@ def test_aggregators_leave_the_task_parameters_of_task_networks_alone(model):
     heads, the hypernetwork's embeddings, every per-task network) take each task's own
     gradient; only the shared ones (the trunk, the hypernetwork) go through the aggregator.
     torchjd's Mean averages the task gradients, so the shared step is 1/n of the plain one
-    and the task parameters' step is the plain one."""
+    and the task parameters' step is the plain one. The tasks' weights differ, so each
+    task's term keeps its own weight through the aggregator."""
 
     def one_step(aggregator):
         cfg = MultiTaskLearnerConfig(
@@ -533,7 +534,8 @@ def test_aggregators_leave_the_task_parameters_of_task_networks_alone(model):
         params = [p for p in learner.net.parameters() if p.requires_grad]
         before = [p.detach().clone() for p in params]
         learner.begin_epoch()
-        learner.train_batch(learner.batch_indices(0))
+        weights = torch.linspace(0.2, 1.8, learner.num_tasks)
+        learner.train_batch(learner.batch_indices(0), weights)
         steps = [p.detach() - b for p, b in zip(params, before)]
         return [id(p) in own for p in params], steps, learner.num_tasks
 

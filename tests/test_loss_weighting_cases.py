@@ -9,7 +9,6 @@ from dataclasses import replace
 import gymnasium as gym
 import numpy as np
 import pytest
-import torch
 
 import mtl_envs  # noqa: F401  (registers the ids)
 from mtl_envs.errors import ConfigError
@@ -80,37 +79,6 @@ def test_the_si_baselines_train_on_the_log_objective(module, monkeypatch):
     baseline.run(None, 0)
     baseline.run_si(None, 0)
     assert rules[module].loss_mode == "sum" and rules[f"{module}_si"].loss_mode == "log"
-
-
-def test_an_aggregated_update_keeps_each_tasks_own_weight():
-    """With unequal weights w_t, head t moves by lr w_t grad L_t with or without an
-    aggregator (its slice only sees task t), and torchjd's Mean of the ten weighted task
-    gradients moves the shared encoder a tenth of the plain weighted step."""
-    weights = torch.linspace(0.2, 1.8, 10)
-
-    def one_step(aggregator):
-        cfg = MultiTaskLearnerConfig(
-            dataset="digits10",
-            device="cpu",
-            optimizer="sgd",
-            momentum=0.0,
-            lr=0.1,
-            aggregator=aggregator,
-        )
-        learner = MultiTaskLearner(cfg, seed=0)
-        before = [p.detach().clone() for p in learner.net.parameters()]
-        learner.begin_epoch()
-        learner.train_batch(learner.batch_indices(0), weights)
-        shared = len(list(learner.net.backbone.parameters()))
-        moved = [p.detach() - b for p, b in zip(learner.net.parameters(), before)]
-        return moved[:shared], moved[shared:]
-
-    plain_shared, plain_heads = one_step(None)
-    mean_shared, mean_heads = one_step("mean")
-    for plain, mean in zip(plain_heads, mean_heads):
-        torch.testing.assert_close(mean, plain)
-    for plain, mean in zip(plain_shared, mean_shared):
-        torch.testing.assert_close(10 * mean, plain, rtol=1e-4, atol=1e-6)
 
 
 # ---------------------------------------------------------------- IGBv2's SAC

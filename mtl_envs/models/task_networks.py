@@ -30,7 +30,7 @@ import torch
 from torch import nn
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_int, check_widths
+from mtl_envs.utils import check_int, check_number, check_widths
 
 DEFAULT_HIDDEN = (32, 32, 32)
 
@@ -249,6 +249,15 @@ class HardSharing(TaskNetwork):
         return all_tasks_linear(self.trunk(x), self.heads)
 
 
+def convex_rows(size: int, self_weight: float) -> torch.Tensor:
+    """A ``size x size`` mixing matrix whose rows are convex combinations: ``self_weight`` on
+    the diagonal, the rest of each row shared equally (the identity when ``size`` is 1)."""
+    off = (1.0 - self_weight) / (size - 1) if size > 1 else 0.0
+    alpha = torch.full((size, size), off)
+    alpha.fill_diagonal_(self_weight if size > 1 else 1.0)
+    return alpha
+
+
 class CrossStitch(TaskNetwork):
     """Cross-stitch networks (Misra et al., 2016, eq. 1) for T tasks: one column (a ReLU
     network of ``hidden`` widths) per task, and after each hidden layer a cross-stitch unit
@@ -284,9 +293,7 @@ class CrossStitch(TaskNetwork):
             raise ConfigError(f"`model_kwargs.self_weight` must be in [0, 1]; got {self_weight!r}.")
         d_m = _metadata_buffer(self, metadata, num_tasks)
         self.weights = stacked_layers(num_tasks, [in_features + d_m, *hidden, out_features])
-        off = (1.0 - self_weight) / (num_tasks - 1) if num_tasks > 1 else 0.0
-        alpha = torch.full((num_tasks, num_tasks), off)
-        alpha.fill_diagonal_(self_weight if num_tasks > 1 else 1.0)
+        alpha = convex_rows(num_tasks, self_weight)
         self.alphas = nn.ParameterList(
             nn.Parameter(alpha.clone()) for _ in range(len(self.weights) - 1)
         )
@@ -367,10 +374,7 @@ class Sluice(CrossStitch):
                 f"`model_kwargs.hidden` must hold equal widths for the layer-stitch mixture of "
                 f"a column's hidden layers; got {hidden}."
             )
-        if not (isinstance(orthogonality, (int, float)) and 0.0 <= orthogonality < math.inf):
-            raise ConfigError(
-                f"`model_kwargs.orthogonality` must be a finite number >= 0; got {orthogonality!r}."
-            )
+        check_number("model_kwargs.orthogonality", orthogonality)
         if orthogonality and subspaces != 2:
             raise ConfigError(
                 "`model_kwargs.orthogonality` constrains two subspaces; set subspaces=2 or "
@@ -378,10 +382,7 @@ class Sluice(CrossStitch):
             )
         self.subspaces = subspaces
         self.orthogonality = float(orthogonality)
-        blocks = num_tasks * subspaces
-        off = (1.0 - self_weight) / (blocks - 1) if blocks > 1 else 0.0
-        alpha = torch.full((blocks, blocks), off)
-        alpha.fill_diagonal_(self_weight if blocks > 1 else 1.0)
+        alpha = convex_rows(num_tasks * subspaces, self_weight)
         self.alphas = nn.ParameterList(nn.Parameter(alpha.clone()) for _ in hidden)
         self.betas = nn.Parameter(torch.full((num_tasks, len(hidden)), 1.0 / len(hidden)))
 
