@@ -112,7 +112,9 @@ def test_resumed_learner_has_the_same_schedule_and_base_losses():
 
 def test_regression_losses_average_a_tasks_outputs():
     data = toy_data(([0, 1], [[0.0, 0.0], [0.0, 0.0]]), outputs=2)
-    learner = MultiTaskLearner(MultiTaskLearnerConfig(model="per_task", device="cpu"), 0, data)
+    learner = MultiTaskLearner(
+        MultiTaskLearnerConfig(model="per_task", batch_size=2, device="cpu"), 0, data
+    )
     targets = torch.tensor([[[1.0, 3.0]], [[2.0, 0.0]]])  # (B=2, n=1, d=2)
     (losses,) = learner.per_sample_losses([torch.zeros(2, 2)], targets)
     assert losses.tolist() == pytest.approx([(1 + 9) / 2, (4 + 0) / 2])
