@@ -377,13 +377,15 @@ def test_a_section_that_fails_part_way_keeps_what_it_wrote(monkeypatch, tmp_path
 @pytest.fixture(scope="module")
 def two_batch_data_root(tmp_path_factory) -> Path:
     """Fake data with 300 CIFAR-100 training images: a 200-image subset gives two batches of
-    100, the fewest in which RL-AUX's PPO rollouts can compare batch rewards."""
+    100, the fewest in which RL-AUX's PPO rollouts can compare batch rewards. Every dataset
+    holds 300 training images, so that each id's training split (270 after validation) has
+    room for the reward's default batch of 256 distinct images."""
     from conftest import write_fake_cifar10, write_fake_cifar100, write_fake_svhn
 
     root = tmp_path_factory.mktemp("data_two_batches")
     write_fake_cifar100(root, per_fine=3)
-    write_fake_cifar10(root)
-    write_fake_svhn(root)
+    write_fake_cifar10(root, per_batch=60)
+    write_fake_svhn(root, n_train=300)
     return root
 
 
