@@ -31,6 +31,7 @@ from harness.compare import (
     plot_summary,
     protocol_differences,
     summarize,
+    timing_differences,
 )
 from harness.config import RunConfig, apply_overrides, file_in_the_way, positive_int
 from harness.registry import ORACLES, check_run, file_methods, methods_for, resolve
@@ -220,7 +221,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
             f"`--plot` names the PNG file to write: end it in .png; got {args.plot!r}."
         )
     results = load_results(args.results)
-    for line in protocol_differences(results):
+    for line in [*protocol_differences(results), *timing_differences(results)]:
         print(f"warning: {line}", file=sys.stderr)
     pairs = list(args.pairs or ())
     check_pairs(results, pairs)

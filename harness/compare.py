@@ -240,6 +240,15 @@ def _time_reference(result: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _plain_ew(results: list[dict[str, Any]]) -> dict[tuple[Any, ...], dict[str, Any]]:
+    """The plain EW runs (no gradient aggregator) by :func:`_time_reference`: T's divisors."""
+    return {
+        _time_reference(r): r
+        for r in results
+        if r["method"] == "ew" and not r.get("config", {}).get("env_kwargs", {}).get("aggregator")
+    }
+
+
 def pair_spec(spec: str) -> tuple[str, str | None]:
     """``"hypernet@metadata"`` -> ``("hypernet", "metadata")``: a method and, optionally, the
     setting or sweep variant its runs come from (``"ew"`` -> ``("ew", None)``)."""
@@ -408,11 +417,7 @@ def summarize(
     groups: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results:
         groups[(_row_env(r), r["method"])].append(r)
-    plain_ew = {
-        _time_reference(r): r
-        for r in results
-        if r["method"] == "ew" and not r.get("config", {}).get("env_kwargs", {}).get("aggregator")
-    }
+    plain_ew = _plain_ew(results)
     # STL trains one task per network, so no aggregator changes it: a row of a sweep's
     # aggregator (or method-option) variant takes Δm against the STL run of the same seed and
     # env kwargs in another row when its own row has none.
@@ -482,6 +487,62 @@ def summarize(
         rows.append(row)
     _add_intervals(rows, baseline)
     return rows
+
+
+TIMING_FIELDS = ("cpu", "torch_threads")
+
+
+def _timing_conditions(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run's time depends on beyond its work: the processor, torch's threads and
+    how many runs shared the machine (``"not recorded"`` for results from before it was)."""
+    platform = result.get("platform", {})
+    return {
+        **{k: platform.get(k, "not recorded") for k in TIMING_FIELDS},
+        "concurrent_runs": result.get("concurrent_runs", "not recorded"),
+    }
+
+
+def timing_differences(results: list[dict[str, Any]]) -> list[str]:
+    """One line per table row whose T (a mean of per-seed time ratios to plain EW) holds a
+    ratio of two runs timed under different conditions (processor, torch threads, runs
+    sharing the machine), or of runs that shared the machine with others (a sweep's
+    workers, a Ray cluster): another run's load then sits in the ratio."""
+    plain_ew = _plain_ew(results)
+    unlike: dict[str, dict[str, set[str]]] = defaultdict(lambda: defaultdict(set))
+    shared: dict[str, set[str]] = defaultdict(set)
+    for r in results:
+        ew = plain_ew.get(_time_reference(r))
+        if (
+            ew is None
+            or ew is r  # EW's own T is 1 by definition
+            or r["method"] == "stl"
+            or not (r.get("train_time_s") and ew.get("train_time_s"))
+        ):
+            continue
+        row = f"{_row_env(r)} {r['method']}"
+        mine, theirs = _timing_conditions(r), _timing_conditions(ew)
+        for key in mine:
+            if mine[key] != theirs[key]:
+                unlike[row][key].add(f"{mine[key]} against {theirs[key]}")
+        for conditions in (mine, theirs):
+            if conditions["concurrent_runs"] not in (1, "not recorded"):
+                shared[row].add(str(conditions["concurrent_runs"]))
+    lines = []
+    for row in sorted(set(unlike) | set(shared)):
+        if row in unlike:
+            parts = "; ".join(
+                f"{key} {', '.join(sorted(pairs))}" for key, pairs in sorted(unlike[row].items())
+            )
+            lines.append(
+                f"{row}: T divides times measured under other conditions than EW's ({parts})."
+            )
+        if row in shared:
+            lines.append(
+                f"{row}: T divides times of runs that shared the machine (concurrent runs "
+                f"{', '.join(sorted(shared[row]))}; None: not known): their neighbours' load "
+                "is in it."
+            )
+    return lines
 
 
 def protocol_differences(results: list[dict[str, Any]]) -> list[str]:

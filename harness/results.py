@@ -4,7 +4,8 @@ A result is a JSON object with at least ``method``, ``env_id``, ``seed``, ``fina
 metrics of the last epoch or the selection) and ``best`` (metrics of the epoch with the best
 validation score), plus ``setting`` (a search's setting: a budget, with or without
 metadata), ``variant`` (a sweep's override set), ``epochs`` (per-epoch metrics), times,
-``status``, the config and the platform; runners add their own fields.
+``status``, the config, the platform and ``concurrent_runs`` (how many runs shared the machine
+when it ran); runners add their own fields.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import contextlib
 import json
 import os
 import platform
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,23 @@ def platform_record(torch_threads: int | None = None) -> dict[str, Any]:
         "cpu_capability": torch.backends.cpu.get_cpu_capability(),
         "torch_threads": torch.get_num_threads() if torch_threads is None else torch_threads,
     }
+
+
+_concurrent_runs: int | None = 1
+
+
+@contextlib.contextmanager
+def concurrent_runs(count: int | None) -> Iterator[None]:
+    """Results made in this block record that their run shared the machine with up to
+    ``count - 1`` others (a sweep's workers; ``None``: not known, as on a Ray cluster).
+    Metrics do not depend on it; times do, so a ratio of two runs' times (IGB's T) means
+    what it says only when both ran alone, or alike."""
+    global _concurrent_runs
+    before, _concurrent_runs = _concurrent_runs, count
+    try:
+        yield
+    finally:
+        _concurrent_runs = before
 
 
 def portable_kwargs(env_kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +115,7 @@ def make_result(
         "diverged_epoch": diverged_epoch,
         "config": config.to_dict(),
         "platform": platform_record(),
+        "concurrent_runs": _concurrent_runs,
         **(extra or {}),
     }
 

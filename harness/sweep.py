@@ -233,14 +233,23 @@ def _marker_dir(sweep: SweepConfig) -> Path:
     return Path(sweep.output_dir) / ".sweep"
 
 
-def execute(spec_key: str, config_values: dict[str, Any], marker_dir: str, threads: int) -> str:
-    """Run one spec in the current process; returns ``"done"`` or ``"failed"``.
+def execute(
+    spec_key: str,
+    config_values: dict[str, Any],
+    marker_dir: str,
+    threads: int,
+    sharing: int | None = 1,
+) -> str:
+    """Run one spec in the current process; returns ``"done"`` or ``"failed"``. ``sharing``:
+    how many runs share the machine at a time (the local workers; ``None`` on Ray, where the
+    cluster decides), which the run's result records.
 
     Module-level so that worker processes and Ray can ship it.
     """
     import torch
 
     from harness.registry import resolve
+    from harness.results import concurrent_runs
 
     torch.set_num_threads(threads)
     markers = Path(marker_dir)
@@ -248,7 +257,8 @@ def execute(spec_key: str, config_values: dict[str, Any], marker_dir: str, threa
     try:
         config = RunConfig.from_dict(config_values)
         runner = resolve(config.env_id, config.methods[0])
-        runner(config, config.seeds[0])
+        with concurrent_runs(sharing):
+            runner(config, config.seeds[0])
     except Exception as err:  # one failing run must not stop the sweep
         atomic_write_json(
             markers / f"{spec_key}.failed.json",
@@ -288,7 +298,8 @@ def _run_local(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, s
     # Each run in a process of its own: a worker killed for memory fails its run alone.
     # SIGTERM or Ctrl-C stops the workers too: the runs they leave have no done marker,
     # and the next sweep runs them again.
-    calls = {s.key: (s.key, s.config, marker_dir, sweep.threads_per_run) for s in todo}
+    sharing = min(sweep.workers, len(todo))
+    calls = {s.key: (s.key, s.config, marker_dir, sweep.threads_per_run, sharing) for s in todo}
     with contextlib.closing(isolated_calls(execute, calls, sweep.workers)) as finished:
         for key, status in finished:
             if isinstance(status, BaseException):  # the worker process died
@@ -314,7 +325,7 @@ def _run_ray(sweep: SweepConfig, todo: list[RunSpec], report: Callable[[str, str
     )(execute)
     marker_dir = str(Path(_marker_dir(sweep)).resolve())
     pending = {
-        remote.remote(s.key, s.config, marker_dir, sweep.threads_per_run): s.key for s in todo
+        remote.remote(s.key, s.config, marker_dir, sweep.threads_per_run, None): s.key for s in todo
     }
     while pending:
         finished, _ = ray.wait(list(pending), num_returns=1)

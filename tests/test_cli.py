@@ -218,10 +218,22 @@ def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
     assert main(["run", str(config)]) == 0
     capsys.readouterr()
     assert main(["compare", str(tmp_path / "out")]) == 0
-    table = capsys.readouterr().out
+    table, warnings = capsys.readouterr()
     assert "Δm" in table and "is_9" in table and table.count("LossWeighting-Digits10-v1") == 4
     ew_row = next(line for line in table.splitlines() if " ew " in line)
     assert "1.00" in ew_row  # T of EW against itself
+    assert "warning" not in warnings  # every run ran alone, in one process
+    # An EW run that had shared the machine: the rows whose T divides by it say so.
+    ew_file = next((tmp_path / "out").rglob("ew/seed0/result.json"))
+    ew_file.write_text(json.dumps({**json.loads(ew_file.read_text()), "concurrent_runs": 2}))
+    assert main(["compare", str(tmp_path / "out")]) == 0
+    warned = capsys.readouterr().err.splitlines()
+    assert [line.split(":")[1].strip() for line in warned] == [
+        "LossWeighting-Digits10-v1 igbv1",
+        "LossWeighting-Digits10-v1 igbv1",
+        "LossWeighting-Digits10-v1 uw",
+        "LossWeighting-Digits10-v1 uw",
+    ]  # each: other conditions than EW's (1 against 2), and a shared machine
     # A second stl run with the same config is read from its result, not trained again.
     stl_file = next((tmp_path / "out").rglob("stl/seed0/result.json"))
     mtime = stl_file.stat().st_mtime_ns
@@ -794,6 +806,42 @@ def test_compare_warns_when_its_runs_trained_under_different_protocols():
     ]
     # Another variant is another row: its protocol may differ.
     assert protocol_differences([*same, {**run("ew", 1, 6), "variant": "long"}]) == []
+
+
+def test_compare_warns_when_T_divides_times_taken_under_other_conditions():
+    from harness.compare import summarize, timing_differences
+
+    def run(method, seed, seconds, threads=2, sharing=1):
+        return {
+            **fake_result(method, seed, 0.5),
+            "config": {"epochs": 3, "env_kwargs": {}},
+            "train_time_s": seconds,
+            "platform": {"cpu": "AMD EPYC", "torch_threads": threads},
+            "concurrent_runs": sharing,
+        }
+
+    alike = [run("ew", 0, 10.0), run("igbv2", 0, 15.0), run("ew", 1, 10.0), run("rlw", 1, 12.0)]
+    assert timing_differences(alike) == []
+    assert summarize(alike, "test/accuracy")[1]["T"] == 1.5  # igbv2's 15 s over EW's 10 s
+    unlike = [*alike, run("ew", 2, 10.0), run("igbv2", 2, 30.0, threads=1)]
+    assert timing_differences(unlike) == [
+        "Toy-v0 igbv2: T divides times measured under other conditions than EW's "
+        "(torch_threads 1 against 2)."
+    ]
+    # Runs that shared the machine (EW's own row says nothing: its T is 1 by definition).
+    shared = [run("ew", 0, 10.0, sharing=2), run("rlw", 0, 12.0, sharing=2)]
+    assert timing_differences(shared) == [
+        "Toy-v0 rlw: T divides times of runs that shared the machine (concurrent runs 2; "
+        "None: not known): their neighbours' load is in it."
+    ]
+    # Results from before the field was recorded are not flagged against each other...
+    legacy = [{k: v for k, v in r.items() if k != "concurrent_runs"} for r in alike]
+    assert timing_differences(legacy) == []
+    # ...but are against a run that recorded it.
+    assert timing_differences([legacy[0], alike[1]]) == [
+        "Toy-v0 igbv2: T divides times measured under other conditions than EW's "
+        "(concurrent_runs 1 against not recorded)."
+    ]
 
 
 def test_normalized_scores_only_for_runs_of_the_reference_protocol(monkeypatch):

@@ -306,6 +306,20 @@ def test_a_result_without_its_own_times_and_best_takes_them_from_the_run(tmp_pat
     assert on_disk["train_time_s"] == 7.0 and on_disk["setting"] == "B=2"
 
 
+def test_a_result_records_how_many_runs_shared_the_machine(tmp_path):
+    from harness.results import concurrent_runs, make_result
+
+    config = RunConfig(output_dir=str(tmp_path), env_id="LossWeighting-Cubic-v1")
+    final = {"test/mean_mse": 1.0}
+    assert make_result(config, "ew", 0, final=final)["concurrent_runs"] == 1  # alone
+    with concurrent_runs(3):
+        assert make_result(config, "ew", 0, final=final)["concurrent_runs"] == 3
+        with concurrent_runs(None):  # a Ray cluster: not known
+            assert make_result(config, "ew", 0, final=final)["concurrent_runs"] is None
+        assert make_result(config, "ew", 0, final=final)["concurrent_runs"] == 3
+    assert make_result(config, "ew", 0, final=final)["concurrent_runs"] == 1
+
+
 def test_one_seed_at_two_settings_is_two_runs(tmp_path):
     from harness.results import load_results
 

@@ -142,6 +142,10 @@ def test_interrupted_sweep_finishes_without_duplicates(tmp_path, run_killed):
         (json.loads(p.read_text())["method"], json.loads(p.read_text())["seed"]) for p in results
     ]
     assert sorted(keys) == [("ew", 0), ("ew", 1), ("rlw", 0), ("rlw", 1)]
+    # Each result says how many runs shared the machine: the run of the one-worker sweep ran
+    # alone, the rest two at a time.
+    sharing = sorted(json.loads(p.read_text())["concurrent_runs"] for p in results)
+    assert sharing == [1] * finished_before + [2] * (4 - finished_before)
     assert not list((tmp_path / "sweep").rglob("*.tmp*"))  # no half-written files
     again = run_sweep(SweepConfig.from_file(path), progress=False)
     assert len(again["skipped"]) == 4 and not again["done"]
@@ -203,6 +207,9 @@ def test_ray_backend_ships_runs_to_ray(tmp_path, monkeypatch):
     )
     assert calls["resources"] == {"num_cpus": 2, "num_gpus": 0.5}
     assert calls["address"] == "ray://head:10001"
+    # The cluster, not the sweep, decides how many runs share a machine: not known.
+    results = [json.loads(p.read_text()) for p in (tmp_path / "sweep").rglob("result.json")]
+    assert len(results) == 2 and all(r["concurrent_runs"] is None for r in results)
 
 
 def test_ray_settings_left_out_take_their_defaults(tmp_path, monkeypatch):
@@ -226,7 +233,8 @@ def test_ray_settings_left_out_take_their_defaults(tmp_path, monkeypatch):
     assert calls["address"] == "auto"
     assert calls["resources"] == {"num_cpus": 3, "num_gpus": 0}
     markers = tmp_path.resolve() / "out" / ".sweep"
-    assert [args[2:] for args in calls["runs"]] == [(str(markers), 3)] * 2
+    # The markers' folder, the threads, and no count of the runs sharing a machine.
+    assert [args[2:] for args in calls["runs"]] == [(str(markers), 3, None)] * 2
     record = json.loads((markers / f"{died}.failed.json").read_text())
     assert record["error"] == "RuntimeError: worker died"
     # An address of its own and a Ray already started: no second `ray.init`.
