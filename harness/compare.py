@@ -118,6 +118,30 @@ def interval_estimates(
     return out
 
 
+def normalized_interval(
+    values: list[float],
+    random_values: list[float],
+    best_values: list[float],
+    reps: int = BOOTSTRAP_REPS,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """95% percentile-bootstrap interval of the normalised IQM
+    ``(IQM(values) - mean(random)) / (mean(best) - mean(random))`` with the scale's two ends
+    resampled beside the method's runs: each resample draws the method's runs, the random
+    reference policy's and the best one's, independently and with replacement, as a
+    stratified bootstrap draws several inputs. The interval of :func:`interval_estimates`
+    mapped onto the scale holds the method's seeds only; this one holds the ends' seeds too,
+    which matters where the reference policies lie close together (the ends are means of a
+    few seeds each)."""
+    runs, low, high = (
+        np.asarray(v, dtype=float).ravel() for v in (values, random_values, best_values)
+    )
+    rng = np.random.default_rng(seed)
+    draws = [rng.integers(0, a.size, size=(reps, a.size)) for a in (runs, low, high)]
+    ends = [a[index].mean(axis=1) for a, index in zip((low, high), draws[1:])]
+    return _percentile_interval((_iqm_rows(runs[draws[0]]) - ends[0]) / (ends[1] - ends[0]))
+
+
 def improvement_probability(
     x: list[float], y: list[float], higher: bool = True, reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> tuple[float, float, float]:
@@ -624,6 +648,10 @@ def _add_normalized(row: dict[str, Any]) -> None:
         return
     iqm, low, high = (normalized_score(env_id, row[k]) for k in ("iqm", "iqm_low", "iqm_high"))
     row["normalized"] = [iqm, min(low, high), max(low, high)]  # lower-is-better flips them
+    scores = reference_scores(env_id)
+    ends = [scores["policies"][scores[end]].get("values") for end in ("random", "best")]
+    if all(ends):  # reference scores kept with their runs' values
+        row["normalized_ends"] = list(normalized_interval(row["values"], *ends))
 
 
 def check_baseline(results: list[dict[str, Any]], baseline: str | None) -> None:
@@ -700,6 +728,8 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
         header.append("IQM [95% CI]")
     if any("normalized" in r for r in rows):
         header.append("normalized IQM [95% CI]")
+    if any("normalized_ends" in r for r in rows):
+        header.append("95% CI, ends resampled")
     references = sorted({r["baseline"] for r in rows if "p_improve" in r})
     if references:
         # One reference names the column; several (env ids whose baselines differ) name
@@ -736,6 +766,9 @@ def format_table(rows: list[dict[str, Any]], spread: str = "std") -> str:
         if "normalized IQM [95% CI]" in header:
             n = r.get("normalized")
             cells.append(f"{n[0]:.2f} [{n[1]:.2f}, {n[2]:.2f}]" if n else "")
+        if "95% CI, ends resampled" in header:
+            e = r.get("normalized_ends")
+            cells.append(f"[{e[0]:.2f}, {e[1]:.2f}]" if e else "")
         if any(h.startswith("P(> ") for h in header):
             has = "p_improve" in r
             against = f" vs {r['baseline']}" if has and len(references) > 1 else ""

@@ -30,7 +30,8 @@ def reference_ids() -> list[str]:
 
 def reference_scores(env_id: str) -> dict[str, Any]:
     """Each reference policy's test metric on ``env_id``: ``{"metric", "higher_is_better",
-    "protocol", "random", "best", "policies": {name: {"mean", "std", "n", "oracle"}}}``."""
+    "protocol", "random", "best", "policies": {name: {"mean", "std", "n", "oracle",
+    "values"}}}``, ``values`` being the per-seed scores in seed order."""
     table = _table()
     if env_id not in table:
         raise ConfigError(
@@ -56,7 +57,8 @@ def scale_errors(env_id: str) -> tuple[float, float]:
     The ends are means over a few seeds, so they carry noise of their own that a normalised
     score's bootstrap interval (over the method's seeds) does not hold: on an id where the
     reference policies lie close together, a normalised score moves by about this much with
-    the references alone."""
+    the references alone. ``mtl-envs compare`` resamples the ends' seeds beside a method's
+    (the column "95% CI, ends resampled")."""
     scores = reference_scores(env_id)
     ends = [scores["policies"][scores[k]] for k in ("random", "best")]
     width = abs(ends[1]["mean"] - ends[0]["mean"])

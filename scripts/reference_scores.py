@@ -3,9 +3,10 @@
     python scripts/reference_scores.py [docs/results/probe/*.json]
 
 Every probe file (``mtl-envs probe ENV_ID --out docs/results/probe/ENV_ID.json``) becomes one
-entry of ``mtl_envs/reference_scores.json``: each policy's mean, std and number of seeds of
-the test metric, the probe's protocol, the random policy and the best reference policy (the
-two ends of ``mtl_envs.normalized_score``).
+entry of ``mtl_envs/reference_scores.json``: each policy's mean, std, number of seeds and
+per-seed values (in seed order) of the test metric, the probe's protocol, the random policy
+and the best reference policy (the two ends of ``mtl_envs.normalized_score``; their values let
+``mtl-envs compare`` resample the ends with a method's runs).
 
 A probe of an earlier version also scores the current version of the same id where the
 reference policies make the same runs on both (:data:`SAME_REFERENCE_RUNS`); the entry says
@@ -38,8 +39,12 @@ def entry(probe: dict, path: Path) -> dict:
             f"probe {path} has no random policy: reference scores put random at 0, so its "
             f"probe must run the policy 'random' (it ran {sorted(probe['policies'])})"
         )
+    runs = sorted(probe["runs"], key=lambda run: run["seed"])
     policies = {
-        name: {k: p[k] for k in ("mean", "std", "n", "oracle")}
+        name: {
+            **{k: p[k] for k in ("mean", "std", "n", "oracle")},
+            "values": [run["test"] for run in runs if run["policy"] == name],
+        }
         for name, p in probe["policies"].items()
     }
     return {

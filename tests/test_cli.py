@@ -886,6 +886,56 @@ def test_normalized_scores_only_for_runs_of_the_reference_protocol(monkeypatch):
     assert not on_reference_protocol({**grouping, "setting": "B=4"})
 
 
+def test_the_normalised_interval_with_the_scale_ends_resampled_by_hand():
+    from harness.compare import normalized_interval
+
+    # Ends without spread leave only the method's runs: five equal runs, no width at all.
+    assert normalized_interval([0.5] * 5, [0.0] * 5, [1.0] * 5, reps=2_000) == (0.5, 0.5)
+    # A random end of two seeds, 0 and 0.2: a resample's mean is 0, 0.1 or 0.2 with chances
+    # 1/4, 1/2, 1/4, so (0.5 - m) / (1 - m) is 0.5, 0.444 or 0.375, and the 2.5th and
+    # 97.5th percentiles are the two outer values.
+    assert normalized_interval([0.5] * 5, [0.0, 0.2], [1.0] * 3, reps=20_000) == pytest.approx(
+        (0.375, 0.5)
+    )
+    # Lower is better (best below random): the same map, so the same numbers.
+    low, high = normalized_interval([0.5] * 5, [1.0, 0.8], [0.0] * 3, reps=20_000)
+    assert (low, high) == pytest.approx((0.375, 0.5))
+
+
+def test_rows_resample_the_scale_ends_where_the_references_keep_their_values(monkeypatch):
+    monkeypatch.setattr("harness.compare.MIN_INTERVAL_SEEDS", 3)
+    from harness.compare import format_table, summarize
+    from mtl_envs import scores
+
+    table = {
+        "Toy-v0": {
+            "metric": "test/accuracy",
+            "higher_is_better": True,
+            "protocol": {},
+            "random": "random",
+            "best": "human",
+            "policies": {
+                "random": {"mean": 0.1, "std": 0.1414, "n": 2, "oracle": False},
+                "human": {"mean": 1.0, "std": 0.0, "n": 3, "oracle": False},
+            },
+        }
+    }
+    monkeypatch.setattr(scores, "_table", lambda: table)
+    runs = [
+        {**fake_result("ew", s, 0.5), "config": {"epochs": 3, "env_kwargs": {}}} for s in range(5)
+    ]
+    row = summarize(runs, "test/accuracy")[0]
+    assert row["normalized"] == pytest.approx([0.4444444] * 3)  # (0.5 - 0.1) / 0.9, no width
+    assert "normalized_ends" not in row  # reference scores kept without their values
+    table["Toy-v0"]["policies"]["random"]["values"] = [0.0, 0.2]
+    table["Toy-v0"]["policies"]["human"]["values"] = [1.0] * 3
+    row = summarize(runs, "test/accuracy")[0]
+    assert row["normalized_ends"] == pytest.approx([0.375, 0.5])  # worked above
+    text = format_table([row])
+    # (0.5 - 0.2) / 0.8 is 0.37499999999999994 in floating point.
+    assert "95% CI, ends resampled" in text and "[0.37, 0.50]" in text
+
+
 def test_compare_plots_png_only_and_table2_needs_settings(tmp_path, capsys):
     import json
 
