@@ -32,14 +32,20 @@ def _cached(config: RunConfig, seed: int) -> dict[str, Any] | None:
     result = read_json(path)
     same = {k: result["config"].get(k) for k in ("env_id", "env_kwargs", "epochs")}
     wanted = {k: config.to_dict()[k] for k in ("env_id", "env_kwargs", "epochs")}
-    # Results written before STL used the plain task loss, or before it reported every
-    # headline metric of the multi-task networks (``metrics_version``), are not reused.
-    current = result.get("objective") == STL_OBJECTIVE and result.get("metrics_version") == 2
+    # Results written before STL used the plain task loss, before it reported every headline
+    # metric of the multi-task networks, or before its means left out the tasks a split does
+    # not hold and its nMSE scaled a task as the multi-task network does
+    # (``metrics_version``), are not reused.
+    current = (
+        result.get("objective") == STL_OBJECTIVE
+        and result.get("metrics_version") == STL_METRICS_VERSION
+    )
     return result if same == wanted and current else None
 
 
 # A single-task network minimises its own loss L_t: no log objective, no gradient aggregator.
 STL_OBJECTIVE = {"loss": "sum", "aggregator": None}
+STL_METRICS_VERSION = 3
 
 
 def single_task_learners(config: RunConfig, seed: int) -> list[MultiTaskLearner]:
@@ -59,16 +65,20 @@ def merge_single_task_metrics(
 
     Each network reports its task's metrics (``<task>/...``) and its one-task means; the
     means over tasks (``mean_*``, ``loss``) are means of those, and ``raw_mse``, a mean over
-    samples, weighs each task by its ``sizes`` (samples in the split).
+    samples, weighs each task by its ``sizes`` (samples in the split). A task with no sample
+    in the split (an Exam school with no pupil in validation) has no metrics there, and its
+    network's means are NaN: it is left out of the means, as the multi-task network's
+    evaluation leaves it out.
     """
+    held = [(m, n) for m, n in zip(per_task, sizes) if n > 0]
     merged: dict[str, float] = {}
-    for metrics in per_task:
+    for metrics, _ in held:
         merged.update({k: v for k, v in metrics.items() if "/" in k})
     for key in per_task[0]:
         if key.startswith("mean_") or key == "loss":
-            merged[key] = sum(m[key] for m in per_task) / len(per_task)
+            merged[key] = sum(m[key] for m, _ in held) / len(held)
     if "raw_mse" in per_task[0]:
-        merged["raw_mse"] = sum(m["raw_mse"] * n for m, n in zip(per_task, sizes)) / sum(sizes)
+        merged["raw_mse"] = sum(m["raw_mse"] * n for m, n in held) / sum(n for _, n in held)
     return merged
 
 
@@ -95,7 +105,7 @@ def run_single_task_networks(config: RunConfig, seed: int) -> dict[str, Any]:
         seed=seed,
         train_epoch=train_epoch,
         evaluate=evaluate,
-        extra={"objective": STL_OBJECTIVE, "metrics_version": 2},
+        extra={"objective": STL_OBJECTIVE, "metrics_version": STL_METRICS_VERSION},
         state=state,
         models=[learner.net for learner in learners],
     )

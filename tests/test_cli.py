@@ -250,6 +250,28 @@ def test_loss_weighting_baselines_compare_with_delta_m_and_t(tmp_path, capsys):
     assert stl_file.stat().st_mtime_ns == mtime
 
 
+def test_single_task_networks_on_exam_leave_out_the_school_validation_lacks(tmp_path):
+    """One Exam school has no pupil in validation (another a single one in training). Its
+    network's validation means were NaN and made the merged ones NaN, which stopped every
+    STL run on Exam as diverged after its first epoch; its test nMSE was divided by the
+    variance floor. Both now follow the multi-task network's evaluation."""
+    from baselines.stl import run_single_task_networks
+
+    config = RunConfig(
+        method="stl",
+        env_id="LossWeighting-Exam-v1",
+        epochs=1,
+        output_dir=str(tmp_path),
+        progress=False,
+        tensorboard=False,
+    )
+    result = run_single_task_networks(config, 0)
+    assert result["status"] == "completed" and result["diverged_epoch"] is None
+    first = result["epochs"][0]
+    assert all(math.isfinite(first[f"val/{k}"]) for k in ("mean_mse", "mean_nmse", "loss"))
+    assert 0.5 < result["final"]["test/mean_nmse"] < 2.0  # an untrained-ish z-scored fit
+
+
 def test_single_task_networks_report_every_headline_metric_on_regression(tmp_path):
     from baselines.stl import merge_single_task_metrics
     from harness.compare import summarize
@@ -258,12 +280,16 @@ def test_single_task_networks_report_every_headline_metric_on_regression(tmp_pat
 
     # Means over tasks average the networks; raw_mse, a mean over samples, weighs the tasks
     # by their samples: (1.0 * 3 + 4.0 * 1) / 4 = 1.75.
+    # A task with no sample in the split (c) has no metrics there and NaN means: it is left
+    # out, as the multi-task network's evaluation leaves it out.
+    nan = float("nan")
     merged = merge_single_task_metrics(
         [
             {"a/mse": 2.0, "mean_mse": 2.0, "mean_nmse": 0.5, "raw_mse": 1.0, "loss": 2.0},
+            {"mean_mse": nan, "mean_nmse": nan, "raw_mse": nan, "loss": nan},
             {"b/mse": 6.0, "mean_mse": 6.0, "mean_nmse": 1.5, "raw_mse": 4.0, "loss": 6.0},
         ],
-        [3, 1],
+        [3, 0, 1],
     )
     assert merged == {
         "a/mse": 2.0,

@@ -143,6 +143,22 @@ def test_mean_nmse_divides_each_tasks_mse_by_its_own_target_variance():
     assert learner.evaluate("test")["mean_nmse"] == pytest.approx(0.625)
 
 
+def test_a_learner_of_some_tasks_scales_a_task_as_the_all_task_learner_does():
+    # Task 1 has one training sample, no spread of its own: it takes the variance of all
+    # training targets pooled, (1, -1, 2): mean 2/3, variance (1 + 25 + 16) / 27 = 14/9. The
+    # zero predictor's MSE on its test target 1 is 1, so its nMSE is 9/14, for the learner
+    # of task 1 alone (one network per task) as for the learner of both; pooling over the
+    # learner's own tasks alone would divide by the floor, 1e-12.
+    data = toy_data(([0, 0, 1], [1.0, -1.0, 2.0]), ([0, 1], [1.0, 1.0]))
+    config = MultiTaskLearnerConfig(model="per_task", batch_size=2, device="cpu")
+    both = MultiTaskLearner(config, 0, data)
+    both.net = Constant(2, [0.0])
+    assert both.evaluate("test")["mean_nmse"] == pytest.approx((1.0 + 9 / 14) / 2)
+    alone = MultiTaskLearner(config, 0, data, tasks=[1])
+    alone.net = Constant(1, [0.0])
+    assert alone.evaluate("test")["mean_nmse"] == pytest.approx(9 / 14)
+
+
 def test_accuracy_counts_only_each_tasks_labelled_samples():
     # A classifier always predicting class 0: task 0's two test labels are 1 (accuracy 0),
     # task 1's one label is 0 (accuracy 1). The unlabelled entries hold the placeholder 0.

@@ -348,10 +348,14 @@ class MultiTaskLearner:
 
     def _task_target_variance(self) -> torch.Tensor:
         """Per-task variance of the training targets (in the learner's units), the scale of
-        the normalised MSE (:func:`~mtl_envs.training.metrics.task_target_variance`)."""
+        the normalised MSE (:func:`~mtl_envs.training.metrics.task_target_variance`),
+        computed over all the dataset's tasks and then taken for the learner's: a task too
+        small to have a spread of its own takes all tasks' pooled variance, so a learner of
+        some tasks (one network per task, a group) scales each task's error as the all-task
+        learner does."""
         split = self.data.train
-        targets = split.targets[:, self.task_index].reshape(len(split), self.num_tasks, -1)
-        return task_target_variance(targets, split.mask[:, self.task_index])
+        targets = split.targets.reshape(len(split), self.data.num_tasks, -1)
+        return task_target_variance(targets, split.mask)[self.task_index]
 
     # ------------------------------------------------------------------ run state
     def reset_run(self, seed: int) -> None:
