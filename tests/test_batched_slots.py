@@ -317,3 +317,66 @@ def test_next_step_restart_pays_zero_on_an_augmented_dataset():
     _, reward, terminated, truncated, info = vector.step(actions)  # both slots restart
     assert reward.tolist() == [0.0, 0.0] and not (terminated.any() or truncated.any())
     assert info["_base_losses"].all()
+
+
+def test_each_slot_evaluates_with_its_own_batchnorm_statistics_and_a_restart_renews_them():
+    """BatchNorm's running statistics show only in evaluation (training normalises by the
+    batch). Restarting slot 0 alone leaves slot 1's evaluation as it was, and the restarted
+    slot evaluates as the slot of a fresh vector env reset with the same seed: its
+    statistics start afresh, not copied from a neighbour or kept from its last run."""
+    vector = _vec("LossWeighting-Digits10-v1", epochs=2, warmup_epochs=1)
+    vector.reset(seed=0)
+    actions = np.zeros(vector.action_space.shape, dtype=np.float32)
+    for _ in range(3):
+        vector.step(actions)
+    before = vector.unwrapped.evaluate("test", 1)
+    vector.reset(seed=[5, None], options={"reset_mask": np.array([True, False])})
+    assert vector.unwrapped.evaluate("test", 1) == before
+    fresh = _vec("LossWeighting-Digits10-v1", epochs=2, warmup_epochs=1)
+    fresh.reset(seed=[5, 6])
+    restarted, expected = vector.unwrapped.evaluate("test", 0), fresh.unwrapped.evaluate("test", 0)
+    assert restarted.keys() == expected.keys()
+    for key, value in expected.items():
+        assert restarted[key] == pytest.approx(value, rel=1e-4, abs=1e-6), key
+
+
+def test_a_partial_reset_without_autoreset_leaves_an_ended_slot_ended():
+    """Autoreset disabled: slot 0 has ended, and restarting slot 1 alone must not revive it
+    (a step would train it past its end); restarting it is the caller's to do."""
+    vector = _vec(**CUBIC, autoreset_mode="Disabled")
+    vector.reset(seed=0)
+    actions = np.zeros((2, 20), dtype=np.float32)
+    vector.step(actions)
+    vector.reset(options={"reset_mask": np.array([False, True])})  # slot 1 ends a step later
+    for _ in range(5):
+        _, _, terminated, _, _ = vector.step(actions)
+    assert terminated.tolist() == [True, False]
+    vector.reset(options={"reset_mask": np.array([False, True])})
+    with pytest.raises(ConfigError, match=r"Slots \[0\] have ended"):
+        vector.step(actions)
+
+
+def test_the_base_losses_are_the_second_warmup_epochs_whatever_the_warmup_length():
+    """IGB Algorithm 2 fixes L_base from the second warm-up epoch; with three warm-up epochs
+    the vector form's L_base is still the second's, as the single env's."""
+    kwargs = {"epochs": 5, "warmup_epochs": 3}
+    _, info = _vec(**kwargs).reset(seed=4)
+    expected = [
+        gym.make("LossWeighting-Cubic-v1", **kwargs).reset(seed=4 + k)[1]["base_losses"]
+        for k in range(2)
+    ]
+    np.testing.assert_allclose(info["base_losses"], np.stack(expected), rtol=1e-5)
+
+
+def test_a_next_step_restart_reports_neither_end_when_max_steps_cut_the_run():
+    """NEXT_STEP: max_steps cuts both runs one batch before their end; the following step
+    restarts them and reports neither terminated nor truncated (it trains nothing, so the
+    run's last batch cannot end it after the cut)."""
+    vector = _vec(**CUBIC, max_steps=5, autoreset_mode="NextStep")
+    vector.reset(seed=0)
+    actions = np.zeros((2, 20), dtype=np.float32)
+    for _ in range(5):
+        _, _, terminated, truncated, _ = vector.step(actions)
+    assert truncated.all() and not terminated.any()
+    _, reward, terminated, truncated, _ = vector.step(actions)
+    assert not terminated.any() and not truncated.any() and reward.tolist() == [0.0, 0.0]

@@ -272,6 +272,59 @@ def test_single_task_networks_on_exam_leave_out_the_school_validation_lacks(tmp_
     assert 0.5 < result["final"]["test/mean_nmse"] < 2.0  # an untrained-ish z-scored fit
 
 
+def test_a_kept_stl_result_is_reused_only_for_the_same_seed_config_and_format(tmp_path):
+    """STL is Δm's reference and is read back rather than trained again, but only where the
+    kept run is the one asked for: same seed, epochs and env kwargs, and written by the
+    current metrics."""
+    from baselines.stl import run_single_task_networks
+
+    def config(out, **kwargs):
+        fields = {"method": "stl", "env_id": "LossWeighting-Cubic-v1", "epochs": 1}
+        fields.update(output_dir=str(out), progress=False, tensorboard=False, **kwargs)
+        return RunConfig(**fields)
+
+    first = run_single_task_networks(config(tmp_path), 0)
+    assert run_single_task_networks(config(tmp_path), 0) == first  # reused
+    other_seed = run_single_task_networks(config(tmp_path), 1)
+    assert other_seed["seed"] == 1 and other_seed["final"] != first["final"]
+    longer = run_single_task_networks(config(tmp_path / "e", epochs=2), 0)
+    assert len(longer["epochs"]) == 2
+    assert len(run_single_task_networks(config(tmp_path / "e"), 0)["epochs"]) == 1
+    slower = run_single_task_networks(config(tmp_path / "k", env_kwargs={"lr": 0.01}), 0)
+    assert slower["config"]["env_kwargs"]["lr"] == 0.01 and slower["final"] != first["final"]
+    # A result of an earlier metrics format is trained again, not read.
+    path = tmp_path / "LossWeighting-Cubic-v1/stl/seed0/result.json"
+    stale = {**json.loads(path.read_text()), "metrics_version": 1}
+    stale["final"] = {**stale["final"], "test/mean_nmse": -1.0}
+    path.write_text(json.dumps(stale))
+    assert run_single_task_networks(config(tmp_path), 0)["final"] == first["final"]
+
+
+def test_single_task_raw_mse_weighs_each_task_by_the_evaluated_splits_samples(monkeypatch):
+    """raw_mse is a mean over the split's samples: each task's network weighs by its samples
+    in the split evaluated, not in another (Radon's counties hold 60% of their houses in
+    training, 20% in validation and in test)."""
+    import baselines.stl as stl
+
+    seen = []
+    merge = stl.merge_single_task_metrics
+    monkeypatch.setattr(
+        stl, "merge_single_task_metrics", lambda m, sizes: seen.append(sizes) or merge(m, sizes)
+    )
+    config = RunConfig(method="stl", env_id="LossWeighting-Radon-v1", epochs=1)
+    config.progress, config.tensorboard = False, False
+    learners = stl.single_task_learners(config, 0)
+    monkeypatch.setattr(stl, "single_task_learners", lambda *args: learners)
+    monkeypatch.setattr(stl, "_cached", lambda *args: None)
+    monkeypatch.setattr(
+        stl, "run_epochs", lambda **kw: [kw["evaluate"](s) for s in ("val", "test")]
+    )
+    stl.run_single_task_networks(config, 0)
+    expected = [[learner.split_size(s) for learner in learners] for s in ("val", "test")]
+    assert seen == expected
+    assert expected[1] != [learner.split_size("train") for learner in learners]
+
+
 def test_single_task_networks_report_every_headline_metric_on_regression(tmp_path):
     from baselines.stl import merge_single_task_metrics
     from harness.compare import summarize
