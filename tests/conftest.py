@@ -131,6 +131,29 @@ def fake_result(method: str, seed: int, value: float, **extra) -> dict:
     }
 
 
+def toy_reference_scores(monkeypatch, random: dict, best: dict) -> dict:
+    """Reference scores for "Toy-v0" (test accuracy, higher is better) with a ``random``
+    and a best (``human``) policy given as ``{"mean", "std", "n"[, "values"]}``, in place of
+    the packaged ones; returns the table, which a test may change as it goes."""
+    import mtl_envs.scores as scores
+
+    table = {
+        "Toy-v0": {
+            "metric": "test/accuracy",
+            "higher_is_better": True,
+            "protocol": {},
+            "random": "random",
+            "best": "human",
+            "policies": {
+                "random": {**random, "oracle": False},
+                "human": {**best, "oracle": False},
+            },
+        }
+    }
+    monkeypatch.setattr(scores, "_table", lambda: table)
+    return table
+
+
 def cheap_kwargs(env_id: str) -> dict:
     """Overrides that make a registered id cheap to step on the tests' fake data."""
     family, name = env_id.split("-")[:2]

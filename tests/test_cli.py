@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import fake_result
+from conftest import fake_result, toy_reference_scores
 
 from harness.cli import main
 from harness.config import RunConfig, apply_overrides
@@ -984,22 +984,12 @@ def test_the_normalised_interval_with_the_scale_ends_resampled_by_hand():
 def test_rows_resample_the_scale_ends_where_the_references_keep_their_values(monkeypatch):
     monkeypatch.setattr("harness.compare.MIN_INTERVAL_SEEDS", 3)
     from harness.compare import format_table, summarize
-    from mtl_envs import scores
 
-    table = {
-        "Toy-v0": {
-            "metric": "test/accuracy",
-            "higher_is_better": True,
-            "protocol": {},
-            "random": "random",
-            "best": "human",
-            "policies": {
-                "random": {"mean": 0.1, "std": 0.1414, "n": 2, "oracle": False},
-                "human": {"mean": 1.0, "std": 0.0, "n": 3, "oracle": False},
-            },
-        }
-    }
-    monkeypatch.setattr(scores, "_table", lambda: table)
+    table = toy_reference_scores(
+        monkeypatch,
+        random={"mean": 0.1, "std": 0.1414, "n": 2},
+        best={"mean": 1.0, "std": 0.0, "n": 3},
+    )
     runs = [
         {**fake_result("ew", s, 0.5), "config": {"epochs": 3, "env_kwargs": {}}} for s in range(5)
     ]

@@ -4,7 +4,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import cheap_kwargs
+from conftest import cheap_kwargs, toy_reference_scores
 
 import mtl_envs
 from mtl_envs.envs.policies import REFERENCE_POLICIES, env_family, make_policy
@@ -268,20 +268,11 @@ def test_grouping_policies_that_read_test_gains_are_oracles():
 def test_normalized_score_on_hand_worked_numbers(monkeypatch):
     import mtl_envs.scores as scores
 
-    table = {
-        "Toy-v0": {
-            "metric": "test/accuracy",
-            "higher_is_better": True,
-            "protocol": {},
-            "random": "random",
-            "best": "human",
-            "policies": {
-                "random": {"mean": 0.40, "std": 0.01, "n": 5, "oracle": False},
-                "human": {"mean": 0.60, "std": 0.01, "n": 5, "oracle": False},
-            },
-        }
-    }
-    monkeypatch.setattr(scores, "_table", lambda: table)
+    table = toy_reference_scores(
+        monkeypatch,
+        random={"mean": 0.40, "std": 0.01, "n": 5},
+        best={"mean": 0.60, "std": 0.01, "n": 5},
+    )
     assert scores.normalized_score("Toy-v0", 0.40) == pytest.approx(0.0)
     assert scores.normalized_score("Toy-v0", 0.60) == pytest.approx(1.0)
     assert scores.normalized_score("Toy-v0", 0.55) == pytest.approx(0.75)  # 0.15 / 0.20
