@@ -74,9 +74,11 @@ def test_running_workers_are_stopped_by_sigterm_not_left_for_the_kill_fallback(t
         raise RuntimeError("parent failed")
     # Terminated at once (SIGTERM), not after a 10 s wait each and SIGKILL. The executor's
     # own thread may reap a worker beside terminate_workers: its status can land a moment
-    # after the block ends.
-    for process in processes:
-        process.join(timeout=5)
+    # after the block ends, and a join that loses that race to the other thread's waitpid
+    # returns with the exit code still unknown, so wait for the code itself.
+    deadline = time.monotonic() + 10
+    while any(p.exitcode is None for p in processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
     assert [p.exitcode for p in processes] == [-signal.SIGTERM] * 2
 
 
