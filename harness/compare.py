@@ -5,6 +5,7 @@ multi-task results) and plots."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import math
 import os
@@ -76,18 +77,79 @@ def probability_of_improvement(scores_x: np.ndarray, scores_y: np.ndarray) -> fl
     return float(np.mean(per_task))
 
 
-def _resample_indices(sizes: list[int], reps: int, seed: int) -> list[np.ndarray]:
+@functools.lru_cache(maxsize=8)
+def _resample_indices(sizes: tuple[int, ...], reps: int, seed: int) -> list[np.ndarray]:
     """The run indices of ``reps`` bootstrap resamples of inputs with ``sizes`` runs, one
     ``(reps, n)`` array per input, drawn as rliable's stratified bootstrap draws them after
     ``np.random.seed(seed)``: for each resample, each input's runs in turn with
     ``np.random.choice(n, n)`` (``randint(0, n, n)``). Inputs of one size share the draws'
-    bound, so one ``randint`` call gives the same stream."""
+    bound, so one ``randint`` call gives the same stream; inputs of several sizes are
+    replayed from the generator's raw stream by :func:`_replay_bounded_draws`.
+
+    A table's rows share sizes, reps and seed, so the draws are kept for the next call (read
+    only: callers index with them)."""
     with _numpy_seed(seed):
         if len(set(sizes)) == 1:
             drawn = np.random.randint(0, sizes[0], size=(reps, sizes[0] * len(sizes)))
-            return np.split(drawn, len(sizes), axis=1)
-        rows = [[np.random.randint(0, n, size=n) for n in sizes] for _ in range(reps)]
-    return [np.stack([row[i] for row in rows]) for i in range(len(sizes))]
+            indices = np.split(drawn, len(sizes), axis=1)
+        else:
+            indices = _replay_bounded_draws(list(sizes), reps)
+    for index in indices:
+        index.flags.writeable = False
+    return indices
+
+
+def _replay_bounded_draws(
+    sizes: list[int], reps: int, pool_size: int | None = None
+) -> list[np.ndarray]:
+    """What ``[[np.random.randint(0, n, size=n) for n in sizes] for _ in range(reps)]``
+    draws, stacked per input, without a Python call per draw (which took seconds at
+    rliable's 50,000 resamples).
+
+    NumPy's legacy ``randint(0, n)`` draws ``u & mask`` from 32-bit outputs ``u`` of the
+    Mersenne Twister, ``mask`` the smallest all-ones number >= ``n - 1``, and rejects values
+    above ``n - 1``; ``n = 1`` consumes nothing. So a block of ``n`` draws starting at
+    output ``p`` is the next ``n`` accepted outputs of ``n``'s bound, and where it ends is a
+    function of ``p`` computed for every ``p`` at once. Composing those functions over the
+    inputs gives one resample's step; only the resamples' start positions are walked one at
+    a time. ``pool_size`` (outputs drawn at first) defaults to what the draws are expected to
+    use and a margin; the pool doubles while the draws need more. A test checks the result
+    against the per-call draws."""
+    drawn = [n for n in sizes if n > 1]
+    if pool_size is None:  # (mask + 1) / n outputs per draw are expected
+        expected = reps * sum((1 << (n - 1).bit_length()) for n in drawn)
+        pool_size = expected + expected // 50 + 64
+    pool = np.random.randint(0, 2**32, size=pool_size, dtype=np.uint32)
+    while True:
+        end = pool.size
+        # Per size: accepted outputs before output p (an index into ``values``) and the
+        # output after n draws starting at p (``end`` where the pool runs out).
+        first, after, values = {}, {}, {}
+        for n in set(drawn):
+            masked = pool & np.uint32((1 << (n - 1).bit_length()) - 1)
+            accepted = masked <= n - 1
+            first[n] = np.concatenate([[0], np.cumsum(accepted)])
+            where = np.concatenate([np.flatnonzero(accepted), np.full(n, end)])
+            after[n] = np.minimum(where[first[n] + n - 1] + 1, end)
+            values[n] = masked[accepted].astype(np.int64)
+        step = np.arange(end + 1)
+        for n in drawn:
+            step = after[n][step]
+        walk, position, starts = step.tolist(), 0, []
+        for _ in range(reps):
+            starts.append(position)
+            position = walk[position]
+        if position < end:  # the last resample's draws lie inside the pool
+            break
+        pool = np.concatenate([pool, np.random.randint(0, 2**32, size=end, dtype=np.uint32)])
+    out, position = [], np.asarray(starts)
+    for n in sizes:
+        if n == 1:
+            out.append(np.zeros((reps, 1), dtype=np.int64))
+            continue
+        out.append(values[n][first[n][position][:, None] + np.arange(n)])
+        position = after[n][position]
+    return out
 
 
 def _percentile_interval(values: np.ndarray) -> tuple[float, float]:
@@ -113,7 +175,7 @@ def interval_estimates(
     out = {}
     for method, values in scores.items():
         runs = np.asarray(values, dtype=float).ravel()
-        (index,) = _resample_indices([runs.size], reps, seed)
+        (index,) = _resample_indices((runs.size,), reps, seed)
         out[method] = (iqm(runs), *_percentile_interval(_iqm_rows(runs[index])))
     return out
 
@@ -142,6 +204,19 @@ def normalized_interval(
     return _percentile_interval((_iqm_rows(runs[draws[0]]) - ends[0]) / (ends[1] - ends[0]))
 
 
+@functools.lru_cache(maxsize=8)
+def _resample_counts(sizes: tuple[int, ...], reps: int, seed: int) -> list[np.ndarray]:
+    """How often each run is drawn in each resample of :func:`_resample_indices`: one
+    ``(reps, n)`` float array per input (read only, kept for the next call)."""
+    counts = []
+    for index, n in zip(_resample_indices(sizes, reps, seed), sizes):
+        rows = np.arange(reps)[:, None] * n
+        drawn = np.bincount((index + rows).ravel(), minlength=reps * n).reshape(reps, n) * 1.0
+        drawn.flags.writeable = False
+        counts.append(drawn)
+    return counts
+
+
 def improvement_probability(
     x: list[float], y: list[float], higher: bool = True, reps: int = BOOTSTRAP_REPS, seed: int = 0
 ) -> tuple[float, float, float]:
@@ -153,13 +228,12 @@ def improvement_probability(
     :func:`interval_estimates` (a test checks them against rliable)."""
     sign = 1.0 if higher else -1.0
     xs, ys = sign * np.asarray(x, dtype=float).ravel(), sign * np.asarray(y, dtype=float).ravel()
-    ix, iy = _resample_indices([xs.size, ys.size], reps, seed)
-    values = np.empty(reps)
-    for start in range(0, reps, 5_000):  # (chunk, n_x, n_y) comparisons at a time
-        rx, ry = xs[ix[start : start + 5_000]], ys[iy[start : start + 5_000]]
-        greater = (rx[:, :, None] > ry[:, None, :]).sum(axis=(1, 2))
-        ties = (rx[:, :, None] == ry[:, None, :]).sum(axis=(1, 2))
-        values[start : start + 5_000] = (greater + 0.5 * ties) / (xs.size * ys.size)
+    # A resample's count of pairs won (ties half) is c_x' W c_y: W[i, j] scores run i of X
+    # against run j of Y, c_x and c_y count how often the resample drew each run. The counts
+    # are half-integers, exact in floating point, so this equals counting pair by pair.
+    wins = (xs[:, None] > ys[None, :]) + 0.5 * (xs[:, None] == ys[None, :])
+    drawn_x, drawn_y = _resample_counts((xs.size, ys.size), reps, seed)
+    values = ((drawn_x @ wins) * drawn_y).sum(axis=1) / (xs.size * ys.size)
     if np.isnan(xs).any() or np.isnan(ys).any():
         values[:] = np.nan
     point = probability_of_improvement(xs[:, None], ys[:, None])

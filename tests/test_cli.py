@@ -414,6 +414,23 @@ def test_overrides_may_follow_data_root(tmp_path):
         main(["run", str(config), "--data-root", str(data), "--bogus"])
 
 
+@pytest.mark.parametrize("sizes", [(5, 7), (10, 3), (1, 4), (2, 9, 5), (16, 17), (3, 1, 3)])
+@pytest.mark.parametrize("pool_size", [None, 1])
+def test_resamples_of_unequal_sizes_are_numpys_draws_one_call_at_a_time(sizes, pool_size):
+    """The replayed bootstrap draws are those of rliable's loop, one ``randint(0, n, n)`` per
+    input and resample (sizes of one run draw nothing; a pool of one output must grow)."""
+    from harness.compare import _numpy_seed, _replay_bounded_draws
+
+    for seed, reps in [(0, 1), (1, 9), (2, 400)]:
+        with _numpy_seed(seed):
+            rows = [[np.random.randint(0, n, size=n) for n in sizes] for _ in range(reps)]
+        with _numpy_seed(seed):
+            replayed = _replay_bounded_draws(list(sizes), reps, pool_size)
+        for i, drawn in enumerate(replayed):
+            expected = np.stack([row[i] for row in rows])
+            assert drawn.dtype == expected.dtype and np.array_equal(drawn, expected)
+
+
 @pytest.mark.parametrize("sizes", [(7, 7), (10, 6)])
 def test_intervals_are_rliables_to_the_last_bit(sizes):
     """The vectorised bootstrap gives rliable's own numbers (same seed, same resamples, same
