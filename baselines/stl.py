@@ -49,7 +49,9 @@ STL_METRICS_VERSION = 3
 
 
 def single_task_learners(config: RunConfig, seed: int) -> list[MultiTaskLearner]:
-    """One learner per task of ``config.env_id``, each on the plain task loss."""
+    """One learner per task of ``config.env_id``, each on the plain task loss. Each is built
+    from the run's ``seed``, so every task's network starts from the encoder the multi-task
+    network of that seed starts from, with its data-order generator."""
     first = build_learner(config, seed, tasks=[0], **STL_OBJECTIVE)
     rest = [
         build_learner(config, seed, tasks=[t], dataset=first.data, **STL_OBJECTIVE)

@@ -487,6 +487,25 @@ def test_stl_networks_minimise_the_plain_task_loss():
         torch.testing.assert_close(p.detach(), expected)
 
 
+def test_stl_networks_start_from_the_multi_task_networks_encoder():
+    """Every task's network is built from the run's seed (not one seed per task): it starts
+    from the encoder the multi-task network of that seed starts from, with its data-order
+    generator, so Δm compares what training did rather than two initialisations."""
+    from baselines.loss_weighting import build_learner
+    from baselines.stl import single_task_learners
+    from harness.config import RunConfig
+
+    config = RunConfig(method="stl", env_id="LossWeighting-Digits10-v1")
+    initial = build_learner(config, 5)
+    encoder = initial.net.backbone.state_dict()
+    for learner in single_task_learners(config, seed=5):
+        for name, value in learner.net.backbone.state_dict().items():
+            torch.testing.assert_close(value, encoder[name], rtol=0, atol=0)
+        assert torch.equal(learner.generator.get_state(), initial.generator.get_state())
+    other = single_task_learners(config, seed=6)[0].net.backbone.state_dict()
+    assert not all(torch.equal(other[name], value) for name, value in encoder.items())
+
+
 def test_validation_reward_telescopes_to_the_final_validation_loss():
     env = gym.make("LossWeighting-CubicScales-v1", warmup_epochs=1, epochs=4).unwrapped
     env.reset(seed=0)
