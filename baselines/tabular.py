@@ -14,6 +14,10 @@ so the env could train the same network:
   (Misra et al., 2016), one of the paper's soft-sharing baselines;
 * ``sluice``: sluice networks (Ruder et al., 2019): cross-stitch units over two subspaces per
   layer, a learned mixture of each column's layers, orthogonal subspaces; another of them;
+* ``dmtrl``: one network per task with every layer's weights factorised across tasks (Yang and
+  Hospedales, 2017), a third; the factorisation (Tucker or tensor train) and its rank
+  {2, 4, 8, 16} are tuned with the learning rate, as the authors' reference code tunes them
+  (32 fits per seed and setting);
 * ``stl_naive``: one network, no task information;
 * ``stl_task_info``: one network given the task (the paper's "STL": metadata appended to the
   inputs, or a one-hot task code without metadata);
@@ -22,7 +26,8 @@ so the env could train the same network:
 Each method runs in the settings it has: with metadata (``setting: metadata``; metadata is
 appended to the inputs for the baselines, fed to the hypernetwork beside the embeddings) and
 without (``setting: no_metadata``). ``method_kwargs``: ``metadata`` (true, false or both,
-default both), ``learning_rates``, ``extractor_layers``, ``batch_size``, ``max_epochs``,
+default both), ``learning_rates``, ``extractor_layers``, ``factorisations``, ``ranks``,
+``batch_size``, ``max_epochs``,
 ``val_every``, ``patience``, ``num_threads`` (torch threads, default 1: these networks are too
 small to gain from more). The split (and the synthetic data) is drawn from the seed.
 """
@@ -46,6 +51,7 @@ from harness.results import run_dir, write_result
 from mtl_envs.data.multitask import load_multitask_dataset
 from mtl_envs.errors import ConfigError
 from mtl_envs.families import require_family
+from mtl_envs.models.task_networks import FACTORISATIONS
 from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStopping, grid_search
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 from mtl_envs.utils import is_finite_number, is_int
@@ -56,6 +62,7 @@ TABULAR_METHODS = {
     "hard_sharing": ("hard_sharing", ("no_metadata", "metadata")),
     "cross_stitch": ("cross_stitch", ("no_metadata", "metadata")),
     "sluice": ("sluice", ("no_metadata", "metadata")),
+    "dmtrl": ("dmtrl", ("no_metadata", "metadata")),
     "stl_naive": ("stl_naive", ("no_metadata",)),
     "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
     "stl": ("per_task", ("no_metadata",)),
@@ -108,16 +115,31 @@ def _grid(method: str, options: dict[str, Any]) -> list[dict[str, Any]]:
             f"`method_kwargs.learning_rates` must be a list of positive finite numbers; "
             f"got {lrs!r}."
         )
-    if method != "hypernet":
-        return [{"lr": float(lr)} for lr in lrs]
-    depths = options.get("extractor_layers", (0, 1, 2))
-    if not _nonempty_list(depths) or not all(is_int(d) and d >= 0 for d in depths):
-        raise ConfigError(
-            f"`method_kwargs.extractor_layers` must be a list of ints >= 0 (hidden layers of "
-            f"the hypernetwork's feature extractor); got {depths!r}."
-        )
-    pairs = itertools.product(lrs, depths)
-    return [{"lr": float(lr), "extractor_layers": int(d)} for lr, d in pairs]
+    if method == "hypernet":
+        depths = options.get("extractor_layers", (0, 1, 2))
+        if not _nonempty_list(depths) or not all(is_int(d) and d >= 0 for d in depths):
+            raise ConfigError(
+                f"`method_kwargs.extractor_layers` must be a list of ints >= 0 (hidden layers "
+                f"of the hypernetwork's feature extractor); got {depths!r}."
+            )
+        pairs = itertools.product(lrs, depths)
+        return [{"lr": float(lr), "extractor_layers": int(d)} for lr, d in pairs]
+    if method == "dmtrl":
+        kinds = options.get("factorisations", FACTORISATIONS)
+        if not _nonempty_list(kinds) or not all(k in FACTORISATIONS for k in kinds):
+            raise ConfigError(
+                f"`method_kwargs.factorisations` must be a list of {list(FACTORISATIONS)}; "
+                f"got {kinds!r}."
+            )
+        ranks = options.get("ranks", (2, 4, 8, 16))
+        if not _nonempty_list(ranks) or not all(is_int(r) and r >= 1 for r in ranks):
+            raise ConfigError(
+                f"`method_kwargs.ranks` must be a list of positive ints (DMTRL's factor "
+                f"ranks); got {ranks!r}."
+            )
+        triples = itertools.product(lrs, kinds, ranks)
+        return [{"lr": float(lr), "factorisation": k, "rank": int(r)} for lr, k, r in triples]
+    return [{"lr": float(lr)} for lr in lrs]
 
 
 def _nonempty_list(value: Any) -> bool:
@@ -185,12 +207,12 @@ def tabular_learner_config(
     optimisation (section 4: the point's constant learning rate, random batches of 64; the
     plain sum of task losses) and the point's extractor depth. Adam with no weight decay is
     the authors' reference code (OGraffeuille/Multi-Task-Hypernetworks); the paper names no
-    optimiser (section 3.1: "any gradient optimizer").
+    optimiser (section 3.1: "any gradient optimizer"). The point's other keys (the
+    extractor depth, DMTRL's factorisation and rank) are the network's options.
     The env's StepLR halving is switched off (``scheduler_gamma`` 1): the paper's grid is of
     fixed rates, and a halving every 100 epochs would starve the smaller rates' long fits."""
     model_kwargs = dict(base.model_kwargs)
-    if "extractor_layers" in point:
-        model_kwargs["extractor_layers"] = point["extractor_layers"]
+    model_kwargs.update({k: v for k, v in point.items() if k != "lr"})
     return base.__class__(
         **{
             **base.to_dict(),
@@ -225,7 +247,9 @@ def _run_setting(config, seed, method, model, setting, base, data, options, stop
     bar = tqdm(total=len(grid), desc=f"{method} {setting} seed {seed}", disable=not config.progress)
 
     def on_fit(point: dict[str, Any], summary: dict[str, Any]) -> None:
-        tag = "_".join(f"{k}={v:.3g}" for k, v in point.items())
+        tag = "_".join(
+            f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in point.items()
+        )
         for epoch, value in summary["curve"]:
             tb.scalars({f"val_mse/{tag}": value}, epoch)
         bar.update(1)
@@ -269,6 +293,10 @@ def run_cross_stitch(config: RunConfig, seed: int) -> dict[str, Any]:
 
 def run_sluice(config: RunConfig, seed: int) -> dict[str, Any]:
     return run_tabular(config, seed, "sluice")
+
+
+def run_dmtrl(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "dmtrl")
 
 
 def run_stl_naive(config: RunConfig, seed: int) -> dict[str, Any]:

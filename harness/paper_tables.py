@@ -36,6 +36,7 @@ PAPER = {
         "hard_sharing": "0.040 +- 0.002",
         "cross_stitch": "0.057 +- 0.005",
         "sluice": "0.064 +- 0.007",
+        "dmtrl": "0.038 +- 0.001",
         "hypernet": "0.122 +- 0.008",
     },
     ("LossWeighting-Cubic-v1", "metadata"): {
@@ -43,6 +44,7 @@ PAPER = {
         "hard_sharing": "0.034 +- 0.001",
         "cross_stitch": "0.032 +- 0.001",
         "sluice": "0.038 +- 0.003",
+        "dmtrl": "0.034 +- 0.001",
         "hypernet": "0.023 +- 0.000",
     },
     ("LossWeighting-RobotArm-v1", "no_metadata"): {
@@ -51,6 +53,7 @@ PAPER = {
         "hard_sharing": "0.596 +- 0.004",
         "cross_stitch": "0.624 +- 0.001",
         "sluice": "0.540 +- 0.003",
+        "dmtrl": "0.625 +- 0.001",
         "hypernet": "0.485 +- 0.002",
     },
     ("LossWeighting-RobotArm-v1", "metadata"): {
@@ -58,6 +61,7 @@ PAPER = {
         "hard_sharing": "0.598 +- 0.004",
         "cross_stitch": "0.624 +- 0.001",
         "sluice": "0.546 +- 0.005",
+        "dmtrl": "0.630 +- 0.001",
         "hypernet": "0.467 +- 0.001",
     },
 }
@@ -68,6 +72,7 @@ METHODS = (
     "hard_sharing",
     "cross_stitch",
     "sluice",
+    "dmtrl",
     "hypernet",
 )
 
@@ -146,6 +151,8 @@ def _point(params: dict[str, Any]) -> str:
     parts = [f"lr 1e{math.log10(params['lr']):.3g}"]
     if "extractor_layers" in params:
         parts.append(f"l_h {params['extractor_layers']}")
+    if "factorisation" in params:
+        parts.append(f"{params['factorisation']} rank {params['rank']}")
     return ", ".join(parts)
 
 

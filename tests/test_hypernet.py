@@ -17,7 +17,14 @@ from mtl_envs.data.tabular import end_effector, per_task_parts
 from mtl_envs.errors import ConfigError
 from mtl_envs.models import TASK_NETWORKS, build_task_network, hypernet_parameter_count
 from mtl_envs.models.hypernet import MultiTaskHypernet, WeightGenerator
-from mtl_envs.models.task_networks import CrossStitch, Sluice, task_linear
+from mtl_envs.models.task_networks import (
+    DMTRL,
+    CrossStitch,
+    Sluice,
+    task_linear,
+    tensor_train_cores,
+    tucker_factors,
+)
 from mtl_envs.training.model_selection import EarlyStopping, train_early_stopped
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
@@ -282,6 +289,122 @@ def test_sluice_bad_arguments():
         gym.make_vec(
             "LossWeighting-Cubic-v1", 2, vectorization_mode="vector_entry_point", model="sluice"
         )
+
+
+def test_dmtrl_weights_are_the_factors_products_on_hand_numbers():
+    """One layer, two inputs, one output, two tasks, rank 1. Tucker: W[t, i, o] =
+    S U_in[i] U_out[o] U_task[t] with S = 2, U_in = (1, -1), U_out = 3, U_task = (1, 0.5):
+    task 0 reads (6, -6) and task 1 (3, -3); at x = (1, 2) with biases 0.1 and 0.2 they give
+    6 - 12 + 0.1 = -5.9 and 3 - 6 + 0.2 = -2.8. The tensor train A = (1, -1), B = 3,
+    C = (1, 0.5) is the same product without S: -2.9 and -1.3."""
+    x, task = torch.tensor([[1.0, 2.0], [1.0, 2.0]]), torch.tensor([0, 1])
+    tucker = DMTRL(2, 2, 1, hidden=(), factorisation="tucker", rank=1)
+    train = DMTRL(2, 2, 1, hidden=(), factorisation="tt", rank=1)
+    with torch.no_grad():
+        for net in (tucker, train):
+            net.biases[0].copy_(torch.tensor([[0.1], [0.2]]))
+        core, u_in, u_out, u_task = tucker.factors[0]
+        core.copy_(torch.full((1, 1, 1), 2.0))
+        u_in.copy_(torch.tensor([[1.0], [-1.0]]))
+        u_out.copy_(torch.tensor([[3.0]]))
+        u_task.copy_(torch.tensor([[1.0], [0.5]]))
+        first, middle, last = train.factors[0]
+        first.copy_(torch.tensor([[1.0], [-1.0]]))
+        middle.copy_(torch.full((1, 1, 1), 3.0))
+        last.copy_(torch.tensor([[1.0], [0.5]]))
+    torch.testing.assert_close(tucker(x, task), torch.tensor([[-5.9], [-2.8]]))
+    torch.testing.assert_close(train(x, task), torch.tensor([[-2.9], [-1.3]]))
+    torch.testing.assert_close(tucker.forward_all(x)[:, :, 0], torch.tensor([[-5.9, -2.8]] * 2))
+
+
+@pytest.mark.parametrize("factorisation", ["tucker", "tt"])
+def test_dmtrl_starts_from_one_linear_draw_copied_to_every_task(factorisation):
+    """Every task's layer starts from the same default ``nn.Linear`` draw (the weights, then
+    the bias, layer by layer from the seed); a rank that truncates nothing keeps it exactly,
+    rank 2 keeps its best rank-2 approximation (Eckart-Young: the truncated SVD)."""
+    widths = [1, 32, 32, 32, 1]
+    torch.manual_seed(4)
+    drawn = []
+    for d_in, d_out in zip(widths[:-1], widths[1:]):
+        bound = 1.0 / math.sqrt(d_in)
+        drawn.append(torch.empty(d_in, d_out).uniform_(-bound, bound))
+        torch.empty(d_out).uniform_(-bound, bound)  # the bias
+    for rank in (32, 2):
+        torch.manual_seed(4)
+        net = DMTRL(20, 1, 1, factorisation=factorisation, rank=rank)
+        for weights, first in zip(net.layer_weights(), drawn):
+            expected = first
+            if rank < min(first.shape):
+                u, s, vh = torch.linalg.svd(first.double())
+                expected = ((u[:, :rank] * s[:rank]) @ vh[:rank]).float()
+            for t in range(20):
+                torch.testing.assert_close(weights[t, :-1], expected, atol=1e-5, rtol=1e-5)
+            assert torch.equal(weights[:, -1], weights[:1, -1].expand(20, -1))
+
+
+def test_tensor_decompositions_give_a_tensor_back_at_full_rank():
+    tensor = torch.randn(4, 5, 3, dtype=torch.float64)
+    core, *factors = tucker_factors(tensor, (4, 5, 3))
+    assert core.shape == (4, 5, 3) and [f.shape for f in factors] == [(4, 4), (5, 5), (3, 3)]
+    back = torch.einsum("abc,ia,ob,tc->iot", core, *factors)
+    torch.testing.assert_close(back, tensor)
+    first, middle, last = tensor_train_cores(tensor, (4, 3))
+    assert (first.shape, middle.shape, last.shape) == ((4, 4), (4, 5, 3), (3, 3))
+    torch.testing.assert_close(torch.einsum("ia,aob,tb->iot", first, middle, last), tensor)
+
+
+@pytest.mark.parametrize("factorisation", ["tucker", "tt"])
+def test_dmtrl_task_parameters_are_read_by_their_task_alone(factorisation):
+    """Slice t of the task-mode factors and of the biases gets gradient from task t's samples
+    only; the other factors are shared by all tasks."""
+    torch.manual_seed(0)
+    net = DMTRL(5, 3, 2, hidden=(4, 4), factorisation=factorisation, rank=3)
+    own = net.task_parameters()
+    assert len(own) == 6 and all(p.shape[0] == 5 for p in own)
+    loss = net(torch.randn(6, 3), torch.full((6,), 2)).square().sum()
+    grads = torch.autograd.grad(loss, own)
+    for g in grads:
+        assert float(g[2].abs().sum()) > 0
+        assert float(g[[0, 1, 3, 4]].abs().sum()) == 0
+    shared = {id(p) for p in own}
+    assert any(id(p) not in shared for p in net.parameters())
+
+
+def test_dmtrl_bad_arguments():
+    with pytest.raises(
+        ConfigError, match=r"`model_kwargs.factorisation` must be one of \['tucker'"
+    ):
+        DMTRL(2, 1, 1, factorisation="cp")
+    for bad in (0, 2.0, True):
+        with pytest.raises(ConfigError, match=f"`model_kwargs.rank` must be .*got {bad!r}"):
+            DMTRL(2, 1, 1, rank=bad)
+
+
+def test_dmtrl_grid_is_the_reference_codes(tmp_path):
+    """Learning rate x factorisation x rank {2, 4, 8, 16}: 32 points by default; a point's
+    factorisation and rank reach the network."""
+    from baselines.tabular import _grid
+    from mtl_envs.families import require_family
+
+    grid = _grid("dmtrl", {})
+    assert len(grid) == 32 and grid[0] == {"lr": 1e-3, "factorisation": "tucker", "rank": 2}
+    assert {p["rank"] for p in grid} == {2, 4, 8, 16}
+    base = require_family("LossWeighting-Cubic-v1", "LossWeighting").learner_config(
+        "LossWeighting-Cubic-v1", {}
+    )
+    config = tabular_learner_config(base, "dmtrl", "no_metadata", grid[5], {}, seed=0)
+    assert config.model_kwargs == {"factorisation": "tt", "rank": 4}
+    net = MultiTaskLearner(config, seed=0).net
+    assert isinstance(net, DMTRL) and net.factorisation == "tt"
+    for bad in (["cp"], "tucker", []):
+        with pytest.raises(ConfigError, match="`method_kwargs.factorisations` must be a list"):
+            quick("dmtrl", tmp_path, factorisations=bad)
+    for bad in ([0], 4, [2.5]):
+        with pytest.raises(ConfigError, match="`method_kwargs.ranks` must be a list"):
+            quick("dmtrl", tmp_path, ranks=bad)
+    result = quick("dmtrl", tmp_path, factorisations=["tucker"], ranks=[16], max_epochs=30)
+    assert result["selected"] == {"lr": 1e-3, "factorisation": "tucker", "rank": 16}
+    assert result["model"] == "dmtrl" and result["final"]["test/raw_mse"] < 0.5
 
 
 def test_bad_model_arguments():

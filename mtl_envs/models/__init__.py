@@ -9,6 +9,7 @@ from mtl_envs.models.backbones import MLP, VGG16, Backbone, SmallCNN
 from mtl_envs.models.heads import MultiHeadNet, two_layer_head
 from mtl_envs.models.hypernet import MultiTaskHypernet, hypernet_parameter_count
 from mtl_envs.models.task_networks import (
+    DMTRL,
     CrossStitch,
     HardSharing,
     PerTaskNetworks,
@@ -34,6 +35,7 @@ TASK_NETWORKS: dict[str, Callable[..., TaskNetwork]] = {
     "per_task": PerTaskNetworks,
     "cross_stitch": CrossStitch,
     "sluice": Sluice,
+    "dmtrl": DMTRL,
 }
 """Networks for samples that each belong to one task; ``forward(x, task)``."""
 

@@ -16,7 +16,9 @@ The baselines of the Multi-Task Hypernetwork paper (``000_6f85eb44aaf9e6f8.txt``
 * :class:`CrossStitch`: one network per task whose hidden activations are mixed across tasks
   by learned cross-stitch units (Misra et al., 2016), one of the paper's soft-sharing rows;
 * :class:`Sluice`: sluice networks (Ruder et al., 2019), cross-stitch over subspaces with
-  layer-stitch units and orthogonal subspaces, another of them.
+  layer-stitch units and orthogonal subspaces, another of them;
+* :class:`DMTRL`: deep multi-task representation learning (Yang and Hospedales, 2017), one
+  network per task whose layers' weights are factorised across tasks, a third.
 
 All use the paper's target architecture: three fully connected ReLU layers of 32.
 """
@@ -30,7 +32,7 @@ import torch
 from torch import nn
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_int, check_number, check_widths
+from mtl_envs.utils import check_choice, check_int, check_number, check_widths
 
 DEFAULT_HIDDEN = (32, 32, 32)
 
@@ -413,9 +415,142 @@ class Sluice(CrossStitch):
         return self.orthogonality * total
 
 
+FACTORISATIONS = ("tucker", "tt")
+
+
+def _leading_vectors(matrix: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``rank`` left singular vectors of ``matrix`` and the rest of the truncated
+    SVD, ``diag(s) V^T`` (rank x columns): their product is the best rank-``rank`` fit."""
+    u, s, vh = torch.linalg.svd(matrix.double(), full_matrices=False)
+    return u[:, :rank], s[:rank, None] * vh[:rank]
+
+
+def tucker_factors(tensor: torch.Tensor, ranks: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """Truncated higher-order SVD of a 3-way ``tensor`` (De Lathauwer et al., 2000): factor
+    ``U_m`` holds the leading ``ranks[m]`` left singular vectors of the mode-m unfolding and
+    the core is ``tensor x_1 U_1^T x_2 U_2^T x_3 U_3^T``. Returns ``(core, U_1, U_2, U_3)``;
+    ``core x_1 U_1 x_2 U_2 x_3 U_3`` gives ``tensor`` back when no rank truncates."""
+    factors = []
+    for mode, rank in enumerate(ranks):
+        unfolded = tensor.movedim(mode, 0).reshape(tensor.shape[mode], -1)
+        factors.append(_leading_vectors(unfolded, rank)[0])
+    core = torch.einsum("iot,ia,ob,tc->abc", tensor.double(), *factors)
+    return (core, *factors)
+
+
+def tensor_train_cores(tensor: torch.Tensor, ranks: Sequence[int]) -> tuple[torch.Tensor, ...]:
+    """TT-SVD of a 3-way ``tensor`` (Oseledets, 2011, Algorithm 1) with ranks ``(r_1, r_2)``:
+    cores ``A`` (n_1, r_1), ``B`` (r_1, n_2, r_2) and ``C`` (n_3, r_2), the last stored
+    with its mode first, with ``tensor[i, j, k] ~ A[i] B[:, j] C[k]``, exact when no rank
+    truncates."""
+    n1, n2, n3 = tensor.shape
+    first, rest = _leading_vectors(tensor.reshape(n1, n2 * n3), ranks[0])
+    middle, last = _leading_vectors(rest.reshape(ranks[0] * n2, n3), ranks[1])
+    return first, middle.reshape(ranks[0], n2, ranks[1]), last.T
+
+
+class DMTRL(TaskNetwork):
+    """Deep multi-task representation learning (Yang and Hospedales, 2017, "Deep multi-task
+    representation learning: a tensor factorisation approach"), as the hypernetwork paper's
+    Table 2 runs it: one network per task, and each layer's weights of all T tasks, a
+    ``(d_in, d_out, T)`` tensor W, learned in factorised form, so the tasks share the
+    factors' subspaces and the task mode says how each task combines them:
+
+    * ``tucker``: ``W = S x_1 U_in x_2 U_out x_3 U_task`` (their eq. 6), a core S of
+      ``(k_in, k_out, k_task)`` and a factor per mode;
+    * ``tt``: the tensor train ``W[i, o, t] = A[i] B[:, o] C[t]`` (their eq. 7), cores
+      ``A`` (d_in, k_1), ``B`` (k_1, d_out, k_2) and ``C`` (T, k_2).
+
+    ``rank`` caps every rank at ``min(rank, d_in, d_out)``, as the authors' reference code
+    (OGraffeuille/Multi-Task-Hypernetworks) sets it; biases are per task and not factorised.
+    The networks start as that code starts them, which is not DMTRL's own two-stage recipe
+    (factorising separately trained single-task networks): every task's layer starts from
+    the same default ``nn.Linear`` draw, and the stack of T copies is factorised by truncated
+    SVDs (HOSVD, TT-SVD). Those start as T identical networks of rank-``rank`` weights.
+    Metadata, when used, is appended to the inputs, as for the other baselines.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+        factorisation: str = "tucker",
+        rank: int = 8,
+    ):
+        super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden)
+        check_choice("model_kwargs.factorisation", factorisation, FACTORISATIONS)
+        check_int("model_kwargs.rank", rank)
+        self.factorisation = factorisation
+        d_m = _metadata_buffer(self, metadata, num_tasks)
+        widths = [in_features + d_m, *hidden, out_features]
+        self.factors = nn.ModuleList()
+        self.biases = nn.ParameterList()
+        for d_in, d_out in zip(widths[:-1], widths[1:]):
+            bound = 1.0 / math.sqrt(d_in)  # nn.Linear's default draw, copied to every task
+            weight = torch.empty(d_in, d_out).uniform_(-bound, bound)
+            bias = torch.empty(d_out).uniform_(-bound, bound)
+            k = min(rank, d_in, d_out)
+            stack = weight[:, :, None].expand(d_in, d_out, num_tasks)
+            if factorisation == "tucker":
+                parts = tucker_factors(stack, (k, k, min(k, num_tasks)))
+            else:
+                parts = tensor_train_cores(stack, (k, min(k, num_tasks)))
+            self.factors.append(nn.ParameterList(nn.Parameter(p.float()) for p in parts))
+            self.biases.append(nn.Parameter(bias.expand(num_tasks, d_out).clone()))
+
+    def layer_weights(self) -> list[torch.Tensor]:
+        """Every layer's weights of every task, ``(T, d_in + 1, d_out)`` with the bias last,
+        as :func:`task_linear` reads them."""
+        # Contracted one mode at a time, the task mode first (a four-way einsum costs more
+        # here, in autograd's bookkeeping, than the small products themselves).
+        out = []
+        for parts, bias in zip(self.factors, self.biases):
+            if self.factorisation == "tucker":
+                core, u_in, u_out, u_task = parts  # W[t, i, o] = S[a, b, c] U_in[i, a] ...
+                a, b, c = core.shape
+                weight = (core.reshape(a * b, c) @ u_task.T).reshape(a, b, -1)  # (a, b, t)
+                weight = torch.tensordot(u_in, weight, dims=([1], [0]))  # (i, b, t)
+                weight = torch.tensordot(weight, u_out, dims=([1], [1]))  # (i, t, o)
+            else:
+                first, middle, last = parts  # W[t, i, o] = A[i, a] B[a, o, b] C[t, b]
+                weight = torch.tensordot(first, middle @ last.T, dims=([1], [0]))  # (i, o, t)
+                weight = weight.transpose(1, 2)  # (i, t, o)
+            out.append(torch.cat([weight.transpose(0, 1), bias[:, None, :]], dim=1))
+        return out
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        # Row t of the task-mode factor (U_task, or the train's last core) and bias t reach
+        # task t's weights alone; the other factors are shared.
+        return [*(parts[-1] for parts in self.factors), *self.biases]
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        x = with_metadata(x, self.metadata, task)
+        weights = self.layer_weights()
+        for i, w in enumerate(weights):
+            x = task_linear(x, w, task)
+            if i < len(weights) - 1:
+                x = torch.relu(x)
+        return x
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        if self.metadata is not None:  # the inputs depend on the task
+            return super().forward_all(x)
+        weights = self.layer_weights()
+        for i, w in enumerate(weights):
+            x = all_tasks_linear(x, w)
+            if i < len(weights) - 1:
+                x = torch.relu(x)
+        return x
+
+
 __all__ = [
     "CrossStitch",
     "DEFAULT_HIDDEN",
+    "DMTRL",
     "HardSharing",
     "PerTaskNetworks",
     "STLNaive",

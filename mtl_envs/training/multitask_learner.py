@@ -143,7 +143,7 @@ class MultiTaskLearnerConfig:
     """Seed of the dataset's train/val/test split (and of synthetic data)."""
     model: str | None = None
     """``None``: shared ``backbone`` + one head per task. Otherwise a task network for feature
-    inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``sluice``, ``stl_naive``,
+    inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``sluice``, ``dmtrl``, ``stl_naive``,
     ``stl_task_info``, ``per_task``."""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor options of the task network (``hidden``, ``extractor_layers``, ...)."""
