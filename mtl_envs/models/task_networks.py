@@ -451,18 +451,20 @@ def tensor_train_cores(tensor: torch.Tensor, ranks: Sequence[int]) -> tuple[torc
 
 class DMTRL(TaskNetwork):
     """Deep multi-task representation learning (Yang and Hospedales, 2017, "Deep multi-task
-    representation learning: a tensor factorisation approach"), as the hypernetwork paper's
-    Table 2 runs it: one network per task, and each layer's weights of all T tasks, a
+    representation learning: a tensor factorisation approach"), as the reference code of the
+    hypernetwork paper's Table 2 runs it: one network per task, and each layer's weights of
+    all T tasks, a
     ``(d_in, d_out, T)`` tensor W, learned in factorised form, so the tasks share the
     factors' subspaces and the task mode says how each task combines them:
 
-    * ``tucker``: ``W = S x_1 U_in x_2 U_out x_3 U_task`` (their eq. 6), a core S of
+    * ``tucker``: ``W = S x_1 U_in x_2 U_out x_3 U_task``, a core S of
       ``(k_in, k_out, k_task)`` and a factor per mode;
-    * ``tt``: the tensor train ``W[i, o, t] = A[i] B[:, o] C[t]`` (their eq. 7), cores
+    * ``tt``: the tensor train ``W[i, o, t] = A[i] B[:, o] C[t]``, cores
       ``A`` (d_in, k_1), ``B`` (k_1, d_out, k_2) and ``C`` (T, k_2).
 
-    ``rank`` caps every rank at ``min(rank, d_in, d_out)``, as the authors' reference code
-    (OGraffeuille/Multi-Task-Hypernetworks) sets it; biases are per task and not factorised.
+    ``rank`` caps every rank at ``min(rank, d_in, d_out)`` (and T on the task mode), as the
+    authors' reference code (OGraffeuille/Multi-Task-Hypernetworks) sets it; biases are per
+    task and not factorised.
     The networks start as that code starts them, which is not DMTRL's own two-stage recipe
     (factorising separately trained single-task networks): every task's layer starts from
     the same default ``nn.Linear`` draw, and the stack of T copies is factorised by truncated
