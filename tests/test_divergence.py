@@ -107,6 +107,22 @@ def test_a_train_main_epoch_whose_last_update_is_not_finite_never_becomes_canoni
     assert env.task.canonical is canonical and env.learner.epoch == 0
 
 
+def test_a_validation_reward_that_is_not_finite_ends_the_episode_as_diverged():
+    """With ``reward="val"`` the reward is computed after the epoch's last update, from the
+    validation loss of a network whose parameters can stay finite while its loss is not (a
+    learning rate of 1e12): that episode ends as diverged, with a finite reward, and the
+    potential the next episode's reward starts from is kept."""
+    env = gym.make(
+        "AuxLabel-Digits-v1", reward="val", lr=1e12, max_batches=1, train_batch_size=20
+    ).unwrapped
+    env.reset(seed=0)
+    potential = env.task._potential
+    for _ in range(20):
+        _, reward, terminated, truncated, info = env.step(0)
+    assert reward == 0.0 and truncated and not terminated and info["diverged"]
+    assert env.task._potential == potential
+
+
 def test_loss_weighting_env_truncates_a_diverged_run():
     env = gym.make("LossWeighting-Cubic-v1", optimizer="sgd", lr=1e12, loss="sum", epochs=5)
     env.reset(seed=0)

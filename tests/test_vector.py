@@ -6,6 +6,7 @@ from __future__ import annotations
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 from conftest import assert_same_vector_infos
 
 import mtl_envs  # noqa: F401
@@ -446,6 +447,82 @@ def test_next_step_autoreset_on_the_auxlabel_vector_form():
     np.testing.assert_array_equal(obs["image"], expected_obs["image"])
     assert info["epoch"].tolist() == [1] * 100 and info["_mode"].all() and "batch" not in info
     envs.step(actions)  # and the epoch goes on
+
+
+TWO_BATCHES = {"train_subset": 40, "train_batch_size": 20, "eval_batch_size": 8}
+
+
+@pytest.mark.parametrize("autoreset", ["SameStep", "NextStep"])
+def test_the_auxlabel_vector_forms_autoreset_keeps_the_train_main_mode(autoreset):
+    """A loop of train_main epochs driven by the autoreset stays in train_main: each epoch
+    goes on from the last one's network (rewards 0, the canonical network moves), rather
+    than training throwaway copies of the canonical one."""
+    envs = gym.make_vec(
+        "AuxLabel-Digits-v1",
+        20,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode=autoreset,
+        **TWO_BATCHES,
+    )
+    envs.reset(seed=0, options={"mode": "train_main"})
+    actions = np.zeros(20, dtype=np.int64)
+    envs.step(actions)
+    _, _, terminated, _, info = envs.step(actions)
+    assert terminated.all()
+    if autoreset == "NextStep":
+        _, _, _, _, info = envs.step(actions)  # the reset step starts the next epoch
+    task = envs.unwrapped.task
+    assert info["mode"].tolist() == ["train_main"] * 20 and task.mode == "train_main"
+    canonical = [v.clone() for v in task.canonical["net"].values()]
+    envs.step(actions)
+    _, rewards, terminated, _, _ = envs.step(actions)
+    assert terminated.all() and not rewards.any()
+    moved = list(task.canonical["net"].values())
+    assert not all(torch.equal(a, b) for a, b in zip(canonical, moved))
+
+
+@pytest.mark.parametrize("autoreset", ["NextStep", "Disabled"])
+def test_an_auxlabel_vector_epoch_cut_by_max_batches_is_ended(autoreset):
+    """A truncated epoch is as ended as a terminated one: the next step restarts it
+    (NextStep: nothing trained) or is refused (Disabled); it never trains a batch past the
+    cut."""
+    envs = gym.make_vec(
+        "AuxLabel-Digits-v1",
+        20,
+        vectorization_mode="vector_entry_point",
+        autoreset_mode=autoreset,
+        max_batches=1,
+        **TWO_BATCHES,
+    )
+    envs.reset(seed=0)
+    actions = np.zeros(20, dtype=np.int64)
+    _, _, terminated, truncated, _ = envs.step(actions)
+    assert truncated.all() and not terminated.any() and envs.unwrapped.learner.position == 1
+    if autoreset == "Disabled":
+        with pytest.raises(ConfigError, match="have ended"):
+            envs.step(actions)
+        return
+    _, rewards, _, _, info = envs.step(actions)
+    assert not rewards.any() and "batch" not in info and envs.unwrapped.learner.position == 0
+
+
+def test_a_train_main_epoch_evaluates_no_validation_potential(monkeypatch):
+    """``reward="val"`` needs the validation loss where a train_agent episode starts; a
+    train_main epoch, which earns no reward, does not pay a pass over the validation split."""
+    env = gym.make(
+        "AuxLabel-Digits-v1", reward="val", restore="none", train_batch_size=20
+    ).unwrapped
+    env.reset(seed=0, options={"mode": "train_main"})
+    calls = []
+    evaluate = env.learner.evaluate
+    monkeypatch.setattr(
+        env.learner, "evaluate", lambda split="test": calls.append(split) or evaluate(split)
+    )
+    for _ in range(20):  # one SGD step: a network the potential has not seen
+        env.step(0)
+    env.reset()
+    env.step(0)
+    assert calls == []
 
 
 def test_autoreset_mode_of_the_sync_form_goes_in_vector_kwargs():

@@ -332,7 +332,11 @@ class AuxLabelTask:
             info["diverged"] = True
         if self.reward == "val" and self.mode == "train_agent" and episode_end:
             end = self.val_potential()
-            reward, self._potential = end - self._potential, end
+            if math.isfinite(end):
+                reward, self._potential = end - self._potential, end
+            else:  # parameters can stay finite while the loss is not: diverged all the same
+                reward, terminated, truncated, episode_end = 0.0, False, True, False
+                info["diverged"] = True
         # An episode cut by `max_batches` still ends its (shortened) epoch where its network
         # goes on (train_main, or any mode under restore="none"), so the schedule steps; a
         # diverged one never becomes canonical.
@@ -473,7 +477,8 @@ class AuxLabelEnv(TextRender, gym.Env):
       ``eval_batch_size`` above the training split's size (B_R shrank to the split), weight
       settings on an unweighted id, ``options={"mode": None}`` (kept the mode) and a bool
       inside an action (read as 1); a reset refused for its mode no longer spends the fresh
-      run that a first reset owes.
+      run that a first reset owes. With ``reward="val"``, an episode whose last update
+      leaves a non-finite validation loss ends as diverged with reward 0 (it returned NaN).
     * v0: kept registered (``observed_image="raw"``) so that results recorded on it reproduce;
       ``gym.make`` warns that it is out of date. Initial release. Fixes since, with the default
       arguments' dynamics unchanged: a diverged ``train_main`` episode no longer becomes
