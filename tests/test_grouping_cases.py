@@ -435,6 +435,32 @@ def test_trained_gains_average_losses_over_the_envs_seeds():
     assert TrainedGains(Trainer(), (0, 1)).losses((1,), "val") == pytest.approx({1: 2.0})
 
 
+def test_trained_gains_are_each_seeds_eq1_averaged_over_the_envs_seeds():
+    """ETAP eq. 1 per seed, then the mean: seed 0 has single-task loss 1.0 and group loss 0.5
+    (gain 0.5), seed 1 has 2.0 and 1.5 (gain 0.25): 0.375, where seed 0 alone gives 0.5."""
+    from types import SimpleNamespace
+
+    from mtl_envs.envs.task_grouping import TrainedGains
+    from mtl_envs.training.group_trainer import GroupTrainer
+
+    losses = {(0,): (1.0, 2.0), (1,): (1.0, 1.0), (0, 1): (0.5, 1.5)}
+    trainer = GroupTrainer.__new__(GroupTrainer)
+    trainer.data = SimpleNamespace(num_tasks=2)
+    trainer.task_losses = lambda group, seed, split="test": {
+        t: losses[tuple(group)][seed] for t in group
+    }
+    assert TrainedGains(trainer, (0, 1)).gains((0, 1), "test")[0] == pytest.approx(0.375)
+
+
+def test_a_group_chosen_again_costs_a_step_of_budget_and_earns_nothing(tmp_path):
+    env = make(write(tmp_path, three_task_table()), budget=2, objective="fallback")
+    env.reset(seed=0)
+    obs, reward, terminated, *_ = env.step(np.array([1, 1, 0]))
+    assert reward > 0 and not terminated and obs["budget_left"] == 1
+    obs, reward, terminated, *_ = env.step(np.array([1, 1, 0]))
+    assert reward == 0.0 and terminated and obs["budget_left"] == 0
+
+
 # ------------------------------------------------------------------------- selection
 
 
@@ -622,3 +648,70 @@ def test_grouping_baselines_take_the_envs_own_defaults(monkeypatch):
     defaults[names.index("objective")] = "fallback"
     monkeypatch.setattr(TaskGroupingEnv.__init__, "__defaults__", tuple(defaults))
     assert grouping_problem(config).objective == "fallback"
+
+
+def test_selection_candidates_per_objective():
+    """Under the fallback objective a task trained alone is the free default, never a
+    candidate; under ETAP's it is one, since every task must be covered by a chosen group."""
+    from mtl_envs.training.grouping import candidate_groups, selection_candidates
+
+    multi = [(0, 1), (0, 2), (1, 2), (0, 1, 2)]
+    assert selection_candidates(3, "fallback") == multi == candidate_groups(3)
+    assert selection_candidates(3, "etap") == all_groups(3)
+
+
+def test_etap_chooses_its_hyperparameters_by_cross_validated_mse():
+    """Appendix B.2: the spline mapping's degree, knots and ridge penalty, and the residual
+    model's penalty over the whole alpha grid, chosen by cross-validated mean squared error."""
+    from mtl_envs.training.gain_prediction import ALPHAS, ETAPPredictor
+
+    rng = np.random.default_rng(0)
+    groups = [g for g in all_groups(4) if len(g) > 1]
+    gains = {g: {t: float(rng.normal()) for t in g} for g in groups}
+    model = ETAPPredictor(rng.normal(size=(4, 4))).fit(groups, gains)
+    assert model.correction.param_grid == {"alpha": list(ALPHAS)}
+    assert model.mapping.scoring == model.correction.scoring == "neg_mean_squared_error"
+
+
+@pytest.mark.parametrize("objective", ["fallback", "etap"])
+def test_etap_selection_spends_the_whole_budget(monkeypatch, objective):
+    """With a predictor that is exact, ETAP's selection is the budget's optimum: {0, 1} and
+    {2, 3} help (0.3 per task), every other group hurts (-0.1 per task). Budget 2: both
+    pairs, 1.2. Budget 1: one pair, 0.6, under the fallback objective; under ETAP's, which
+    must cover every task with the one group, all four together, -0.4."""
+    import mtl_envs.training.gain_prediction as gp
+    from mtl_envs.training.grouping import selection_candidates
+
+    good = {(0, 1), (2, 3)}
+    measured = {
+        g: {t: 0.0 if len(g) == 1 else (0.3 if g in good else -0.1) for t in g}
+        for g in selection_candidates(4, "etap")
+    }
+
+    class Exact:
+        def __init__(self, affinity, residual=True, seed=0):
+            pass
+
+        def fit(self, groups, gains):
+            return self
+
+        def predict(self, group):
+            return dict(measured[tuple(sorted(group))])
+
+    monkeypatch.setattr(gp, "ETAPPredictor", Exact)
+    candidates = selection_candidates(4, objective)
+
+    def select(budget):
+        groups, _, _ = gp.etap_selection(
+            np.zeros((4, 4)),
+            candidates,
+            measured.__getitem__,
+            budget,
+            objective,
+            seed=0,
+            train_groups=2,
+        )
+        return sorted(groups)
+
+    assert select(2) == [(0, 1), (2, 3)]
+    assert select(1) == ([(0, 1)] if objective == "fallback" else [(0, 1, 2, 3)])
