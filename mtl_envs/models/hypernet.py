@@ -32,9 +32,9 @@ from mtl_envs.models.task_networks import (
     DEFAULT_HIDDEN,
     TaskNetwork,
     _metadata_buffer,
-    all_tasks_linear,
+    all_tasks_layers,
     mlp,
-    task_linear,
+    task_layers,
 )
 from mtl_envs.utils import check_bool, check_int, check_number, check_widths
 
@@ -156,20 +156,10 @@ class MultiTaskHypernet(TaskNetwork):
         return [generator(latent) for generator in self.generators]
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        weights = self.task_weights()
-        for i, w in enumerate(weights):
-            x = task_linear(x, w, task)
-            if i < len(weights) - 1:
-                x = torch.relu(x)
-        return x
+        return task_layers(x, self.task_weights(), task)
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
-        weights = self.task_weights()
-        for i, w in enumerate(weights):
-            x = all_tasks_linear(x, w)
-            if i < len(weights) - 1:
-                x = torch.relu(x)
-        return x
+        return all_tasks_layers(x, self.task_weights())
 
 
 def hypernet_parameter_count(

@@ -59,6 +59,27 @@ def all_tasks_linear(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bti,tio->bto", x, weight[:, :-1]) + weight[:, -1]
 
 
+def task_layers(
+    x: torch.Tensor, weights: Sequence[torch.Tensor], task: torch.Tensor
+) -> torch.Tensor:
+    """Each sample through its task's stacked layers (:func:`task_linear`), ReLU between."""
+    for i, w in enumerate(weights):
+        x = task_linear(x, w, task)
+        if i < len(weights) - 1:
+            x = torch.relu(x)
+    return x
+
+
+def all_tasks_layers(x: torch.Tensor, weights: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Every sample through every task's stacked layers (:func:`all_tasks_linear`), ReLU
+    between: (B, T, d_out)."""
+    for i, w in enumerate(weights):
+        x = all_tasks_linear(x, w)
+        if i < len(weights) - 1:
+            x = torch.relu(x)
+    return x
+
+
 def stacked_layers(num_tasks: int, widths: Sequence[int]) -> nn.ParameterList:
     """One linear layer per task between consecutive ``widths``, stacked as (T, d_in + 1,
     d_out) weights (bias last) for :func:`task_linear` and :func:`all_tasks_linear`, each
@@ -203,18 +224,10 @@ class PerTaskNetworks(TaskNetwork):
         return list(self.weights)  # nothing is shared
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        for i, w in enumerate(self.weights):
-            x = task_linear(x, w, task)
-            if i < len(self.weights) - 1:
-                x = torch.relu(x)
-        return x
+        return task_layers(x, list(self.weights), task)
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
-        for i, w in enumerate(self.weights):
-            x = all_tasks_linear(x, w)
-            if i < len(self.weights) - 1:
-                x = torch.relu(x)
-        return x
+        return all_tasks_layers(x, list(self.weights))
 
 
 class HardSharing(TaskNetwork):
@@ -530,23 +543,12 @@ class DMTRL(TaskNetwork):
         return [*(parts[-1] for parts in self.factors), *self.biases]
 
     def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
-        x = with_metadata(x, self.metadata, task)
-        weights = self.layer_weights()
-        for i, w in enumerate(weights):
-            x = task_linear(x, w, task)
-            if i < len(weights) - 1:
-                x = torch.relu(x)
-        return x
+        return task_layers(with_metadata(x, self.metadata, task), self.layer_weights(), task)
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         if self.metadata is not None:  # the inputs depend on the task
             return super().forward_all(x)
-        weights = self.layer_weights()
-        for i, w in enumerate(weights):
-            x = all_tasks_linear(x, w)
-            if i < len(weights) - 1:
-                x = torch.relu(x)
-        return x
+        return all_tasks_layers(x, self.layer_weights())
 
 
 __all__ = [
@@ -559,7 +561,9 @@ __all__ = [
     "STLTaskInfo",
     "Sluice",
     "TaskNetwork",
+    "all_tasks_layers",
     "all_tasks_linear",
     "mlp",
+    "task_layers",
     "task_linear",
 ]
