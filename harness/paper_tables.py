@@ -179,12 +179,16 @@ def format_table2(
         )
     if selection == "across_seeds":
         results = results_across_seeds(results, metric)
-    cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
-    seeds: dict[tuple[str, str], int] = {}
+    rows_by_column: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in summarize(results, metric):
-        env_id, setting = row["env_id"].split(" ")[:2]
-        cells[(env_id, setting)][row["method"]] = cell(row["mean"], row["sem"])
-        seeds[(env_id, setting)] = max(seeds.get((env_id, setting), 0), row["n"])
+        rows_by_column[tuple(row["env_id"].split(" ")[:2])].append(row)
+    # A column's header gives its largest number of seeds; a cell over fewer says its own.
+    seeds = {column: max(r["n"] for r in rows) for column, rows in rows_by_column.items()}
+    cells: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    for column, column_rows in rows_by_column.items():
+        for row in column_rows:
+            own = f" (n={row['n']})" if row["n"] < seeds[column] else ""
+            cells[column][row["method"]] = cell(row["mean"], row["sem"]) + own
     columns = sorted(cells, key=lambda c: (c[0], c[1] != "no_metadata"))
     header = ["method"]
     for env_id, setting in columns:

@@ -703,6 +703,33 @@ def test_table2_cells_are_mean_and_standard_error_of_the_kept_runs():
     assert "| sluice |" not in table and "| sluice |" in format_table2([ROOT / KEPT_TABLE2])
 
 
+def test_a_table2_cell_over_fewer_seeds_than_its_column_says_how_many(tmp_path):
+    """A column's header gives its most seeds; a method run on fewer says so in its cell, so
+    a mean over 5 seeds is never read as one over 10."""
+    import shutil
+
+    from harness.paper_tables import cell, format_table2
+
+    kept = ROOT / "docs" / "results" / "hypernet_schools" / "LossWeighting-Radon-v1"
+    for method in ("hypernet", "hard_sharing"):
+        shutil.copytree(kept / method, tmp_path / "LossWeighting-Radon-v1" / method)
+    runs = sorted((tmp_path / "LossWeighting-Radon-v1/hypernet/metadata").glob("seed*"))
+    for run in runs[5:]:
+        shutil.rmtree(run)
+    mses = [json.loads((r / "result.json").read_text())["final"]["test/raw_mse"] for r in runs[:5]]
+    lines = format_table2([tmp_path]).splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    column = header.index("Radon metadata (n=10)")
+
+    def row(method):
+        line = next(line for line in lines if line.startswith(f"| {method} |"))
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    expected = cell(np.mean(mses), np.std(mses, ddof=1) / np.sqrt(5))
+    assert row("hypernet")[column] == f"{expected} (n=5)"
+    assert "(n=" not in row("hard_sharing")[column]
+
+
 def test_table2_refuses_results_of_several_variants(tmp_path):
     # Two sweep variants of one method and setting would fill one cell, the second's
     # numbers hiding the first's.
