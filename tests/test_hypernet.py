@@ -370,6 +370,27 @@ def test_dmtrl_task_parameters_are_read_by_their_task_alone(factorisation):
     assert any(id(p) not in shared for p in net.parameters())
 
 
+def test_dmtrl_in_the_env_and_its_batched_vector_form():
+    """``model="dmtrl"`` passes the env checker, and each slot of the batched vector form (its
+    factors stacked over runs) steps as a single env of the slot's seed."""
+    kwargs = {"model": "dmtrl", "epochs": 4, "warmup_epochs": 2}
+    check_env(gym.make("LossWeighting-Cubic-v1", **kwargs).unwrapped, skip_render_check=True)
+    vector = gym.make_vec(
+        "LossWeighting-Cubic-v1", 2, vectorization_mode="vector_entry_point", **kwargs
+    )
+    singles = [gym.make("LossWeighting-Cubic-v1", **kwargs) for _ in range(2)]
+    vector.reset(seed=3)
+    for k, env in enumerate(singles):
+        env.reset(seed=3 + k)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        actions = rng.uniform(-0.9, 0.9, vector.action_space.shape).astype(np.float32)
+        obs, rewards, *_ = vector.step(actions)
+        outs = [env.step(a) for env, a in zip(singles, actions)]
+        np.testing.assert_allclose(obs, np.stack([o[0] for o in outs]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(rewards, [o[1] for o in outs], rtol=1e-3, atol=1e-5)
+
+
 def test_dmtrl_bad_arguments():
     with pytest.raises(
         ConfigError, match=r"`model_kwargs.factorisation` must be one of \['tucker'"
