@@ -18,6 +18,12 @@ so the env could train the same network:
   Hospedales, 2017), a third; the factorisation (Tucker or tensor train) and its rank
   {2, 4, 8, 16} are tuned with the learning rate, as the authors' reference code tunes them
   (32 fits per seed and setting);
+* ``mrn``: multilinear relationship networks (Long et al., 2017), hard sharing whose output
+  layers carry a tensor-normal prior with task and feature covariances re-estimated each
+  epoch, a fourth; the prior's weight {1e-2, 1e-3, 1e-4, 1e-5, 0} and the feature
+  covariance's step 1/k, k in {1, 0.1, 0.01}, are tuned with the learning rate, as the
+  reference code tunes them (52 fits per seed and setting: at weight 0 the prior, and k
+  with it, has no effect, so that weight is fitted once, not once per k);
 * ``stl_naive``: one network, no task information;
 * ``stl_task_info``: one network given the task (the paper's "STL": metadata appended to the
   inputs, or a one-hot task code without metadata);
@@ -27,7 +33,7 @@ Each method runs in the settings it has: with metadata (``setting: metadata``; m
 appended to the inputs for the baselines, fed to the hypernetwork beside the embeddings) and
 without (``setting: no_metadata``). ``method_kwargs``: ``metadata`` (true, false or both,
 default both), ``learning_rates``, ``extractor_layers``, ``factorisations``, ``ranks``,
-``batch_size``, ``max_epochs``,
+``prior_weights``, ``feature_ks``, ``batch_size``, ``max_epochs``,
 ``val_every``, ``patience``, ``num_threads`` (torch threads, default 1: these networks are too
 small to gain from more). The split (and the synthetic data) is drawn from the seed.
 """
@@ -56,6 +62,10 @@ from mtl_envs.training.model_selection import PAPER_LEARNING_RATES, EarlyStoppin
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 from mtl_envs.utils import is_finite_number, is_int
 
+# The reference code's grid for MRN (OGraffeuille/Multi-Task-Hypernetworks).
+MRN_PRIOR_WEIGHTS = (1e-2, 1e-3, 1e-4, 1e-5, 0.0)
+MRN_FEATURE_KS = (1.0, 0.1, 0.01)
+
 TABULAR_METHODS = {
     # method: (task network, settings it can use)
     "hypernet": ("hypernet", ("no_metadata", "metadata")),
@@ -63,6 +73,7 @@ TABULAR_METHODS = {
     "cross_stitch": ("cross_stitch", ("no_metadata", "metadata")),
     "sluice": ("sluice", ("no_metadata", "metadata")),
     "dmtrl": ("dmtrl", ("no_metadata", "metadata")),
+    "mrn": ("mrn", ("no_metadata", "metadata")),
     "stl_naive": ("stl_naive", ("no_metadata",)),
     "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
     "stl": ("per_task", ("no_metadata",)),
@@ -139,6 +150,27 @@ def _grid(method: str, options: dict[str, Any]) -> list[dict[str, Any]]:
             )
         triples = itertools.product(lrs, kinds, ranks)
         return [{"lr": float(lr), "factorisation": k, "rank": int(r)} for lr, k, r in triples]
+    if method == "mrn":
+        weights = options.get("prior_weights", MRN_PRIOR_WEIGHTS)
+        if not _nonempty_list(weights) or not all(is_finite_number(w) and w >= 0 for w in weights):
+            raise ConfigError(
+                f"`method_kwargs.prior_weights` must be a list of non-negative finite numbers "
+                f"(the weight of MRN's prior); got {weights!r}."
+            )
+        ks = options.get("feature_ks", MRN_FEATURE_KS)
+        if not _nonempty_list(ks) or not all(is_finite_number(k) and k > 0 for k in ks):
+            raise ConfigError(
+                f"`method_kwargs.feature_ks` must be a list of positive finite numbers (MRN's "
+                f"feature covariance step is 1/k); got {ks!r}."
+            )
+        points = []
+        for lr, weight in itertools.product(lrs, weights):
+            # Without the prior, k changes nothing: one fit, not one per k.
+            for k in ks if weight else ks[:1]:
+                points.append(
+                    {"lr": float(lr), "prior_weight": float(weight), "feature_k": float(k)}
+                )
+        return points
     return [{"lr": float(lr)} for lr in lrs]
 
 
@@ -297,6 +329,10 @@ def run_sluice(config: RunConfig, seed: int) -> dict[str, Any]:
 
 def run_dmtrl(config: RunConfig, seed: int) -> dict[str, Any]:
     return run_tabular(config, seed, "dmtrl")
+
+
+def run_mrn(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "mrn")
 
 
 def run_stl_naive(config: RunConfig, seed: int) -> dict[str, Any]:

@@ -19,8 +19,12 @@ from mtl_envs.models import TASK_NETWORKS, build_task_network, hypernet_paramete
 from mtl_envs.models.hypernet import MultiTaskHypernet, WeightGenerator
 from mtl_envs.models.task_networks import (
     DMTRL,
+    MRN,
     CrossStitch,
+    HardSharing,
     Sluice,
+    cap_trace,
+    invert_large_eigenvalues,
     task_linear,
     tensor_train_cores,
     tucker_factors,
@@ -426,6 +430,146 @@ def test_dmtrl_grid_is_the_reference_codes(tmp_path):
     result = quick("dmtrl", tmp_path, factorisations=["tucker"], ranks=[16], max_epochs=30)
     assert result["selected"] == {"lr": 1e-3, "factorisation": "tucker", "rank": 16}
     assert result["model"] == "dmtrl" and result["final"]["test/raw_mse"] < 0.5
+
+
+# ---------------------------------------------------------------------- MRN
+def test_mrn_prior_on_hand_numbers():
+    """``prior_weight * vec(W)^T (Omega_task kron Omega_feature kron Omega_out) vec(W)`` on
+    the output layers' weights, biases left out."""
+    net = MRN(2, 1, 1, hidden=(2,), prior_weight=0.5)
+    with torch.no_grad():
+        net.heads.copy_(torch.tensor([[[1.0], [2.0], [9.0]], [[3.0], [-1.0], [9.0]]]))
+        net.task_precision.copy_(torch.tensor([[2.0, 1.0], [1.0, 3.0]]))
+        net.feature_precision.copy_(torch.tensor([[1.0, 0.0], [0.0, 2.0]]))
+    # W_t = (1, 2), W_s = (3, -1); sum_ts Omega_task[t, s] W_t^T Omega_feature W_s:
+    # W_t^T F W_t = 1 + 8 = 9, W_t^T F W_s = 3 - 4 = -1, W_s^T F W_s = 9 + 2 = 11;
+    # 2 * 9 + 2 * 1 * (-1) + 3 * 11 = 49, times 0.5.
+    assert net.penalty().item() == pytest.approx(24.5)
+    assert MRN(2, 1, 1, prior_weight=0.0).penalty() is None
+
+
+def test_guarded_inverse_and_trace_cap_on_hand_numbers():
+    # Eigenvalues 4 and 0.05 along (1, 1)/sqrt(2) and (1, -1)/sqrt(2): 4 -> 0.25, 0.05 kept.
+    matrix = torch.tensor([[2.025, 1.975], [1.975, 2.025]])
+    expected = torch.tensor([[0.15, 0.1], [0.1, 0.15]])
+    torch.testing.assert_close(invert_large_eigenvalues(matrix), expected)
+    torch.testing.assert_close(
+        cap_trace(torch.diag(torch.tensor([3000.0, 3000.0]))),
+        torch.diag(torch.tensor([1500.0, 1500.0])),
+    )
+    small = torch.diag(torch.tensor([1.0, 2.0]))
+    assert cap_trace(small) is small
+
+
+def test_mrn_flip_flop_update_on_hand_numbers():
+    """After an epoch: Omega_task from ``W (Omega_feature kron Omega_out) W^T``, then
+    Omega_feature += its estimate from the new Omega_task, divided by k."""
+    net = MRN(2, 1, 1, hidden=(2,), prior_weight=1.0, feature_k=0.1)
+    with torch.no_grad():
+        net.heads.copy_(torch.tensor([[[1.0], [0.0], [5.0]], [[0.0], [2.0], [5.0]]]))
+    net.after_epoch()
+    # C_task = W W^T + 1e-5 I = diag(1, 4) (+ eps): inverted, diag(1, 1/4).
+    torch.testing.assert_close(
+        net.task_precision, torch.diag(torch.tensor([1 / (1 + 1e-5), 1 / (4 + 1e-5)]))
+    )
+    # C_feature = W^T Omega_task W = diag(1 * 1, 2 * 1/4 * 2) = I (+ eps): its inverse, I,
+    # divided by k = 0.1, joins the identity it started from.
+    torch.testing.assert_close(net.feature_precision, 11.0 * torch.eye(2), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(net.output_precision, torch.eye(1))
+    # Without the prior nothing moves.
+    plain = MRN(2, 1, 1, hidden=(2,), prior_weight=0.0)
+    plain.after_epoch()
+    torch.testing.assert_close(plain.task_precision, torch.eye(2))
+
+
+def test_mrn_starts_as_the_reference_code_and_trains_its_prior_each_epoch():
+    """The output layers start at N(0, 0.01^2) weights and zero biases; the learner runs the
+    update once per epoch, the prior's gradient reaches the weights, and the precisions are
+    part of the learner's state."""
+    torch.manual_seed(0)
+    net = MRN(20, 1, 1)
+    assert net.heads[:, :-1].std().item() == pytest.approx(0.01, rel=0.15)
+    assert torch.all(net.heads[:, -1] == 0)
+    base = {"model": "mrn", "batching": "uniform", "batch_size": 64, "optimizer": "adam"}
+    runs = {}
+    for weight in (0.0, 1e-2):
+        config = MultiTaskLearnerConfig(
+            dataset="cubic", model_kwargs={"prior_weight": weight}, **base
+        )
+        learner = MultiTaskLearner(config, seed=0)
+        calls = []
+        hook = learner.net.after_epoch
+        learner.net.after_epoch = lambda hook=hook, calls=calls: (calls.append(1), hook())
+        learner.train_epoch()
+        learner.train_epoch()
+        assert len(calls) == 2
+        runs[weight] = learner
+    assert not torch.equal(runs[0.0].net.heads, runs[1e-2].net.heads)
+    assert torch.equal(runs[0.0].net.task_precision, torch.eye(20))
+    moved = runs[1e-2].net.task_precision
+    assert not torch.equal(moved, torch.eye(20))
+    fresh = MultiTaskLearner(runs[1e-2].config, seed=1)
+    fresh.load_state_dict(runs[1e-2].state_dict())
+    torch.testing.assert_close(fresh.net.task_precision, moved)
+
+
+def test_mrn_in_the_env_and_refused_by_the_batched_vector_form():
+    check_env(
+        gym.make("LossWeighting-Cubic-v1", model="mrn", epochs=4, warmup_epochs=2).unwrapped,
+        skip_render_check=True,
+    )
+    for kwargs, message in (
+        ({}, "adds a loss term of its own"),
+        ({"prior_weight": 0.0}, "updates itself after each epoch"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            gym.make_vec(
+                "LossWeighting-Cubic-v1",
+                2,
+                vectorization_mode="vector_entry_point",
+                model="mrn",
+                model_kwargs=kwargs,
+            )
+
+
+def test_mrn_bad_arguments():
+    for bad in (-1e-3, float("nan"), "0.1"):
+        with pytest.raises(ConfigError, match="`model_kwargs.prior_weight` must be"):
+            MRN(2, 1, 1, prior_weight=bad)
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ConfigError, match="`model_kwargs.feature_k` must be a positive"):
+            MRN(2, 1, 1, feature_k=bad)
+
+
+def test_mrn_grid_is_the_reference_codes(tmp_path):
+    """Learning rate x prior weight {1e-2, 1e-3, 1e-4, 1e-5, 0} x k {1, 0.1, 0.01}, the
+    weight 0 once per rate (k does nothing there): 4 x 13 = 52 points."""
+    from baselines.tabular import _grid
+    from mtl_envs.families import require_family
+
+    grid = _grid("mrn", {})
+    assert len(grid) == 52 and len({tuple(sorted(p.items())) for p in grid}) == 52
+    assert grid[0] == {"lr": 1e-3, "prior_weight": 1e-2, "feature_k": 1.0}
+    assert [p for p in grid if p["lr"] == 1e-3 and p["prior_weight"] == 0.0] == [
+        {"lr": 1e-3, "prior_weight": 0.0, "feature_k": 1.0}
+    ]
+    base = require_family("LossWeighting-Cubic-v1", "LossWeighting").learner_config(
+        "LossWeighting-Cubic-v1", {}
+    )
+    config = tabular_learner_config(base, "mrn", "no_metadata", grid[4], {}, seed=0)
+    assert config.model_kwargs == {"prior_weight": 1e-3, "feature_k": 0.1}
+    net = MultiTaskLearner(config, seed=0).net
+    assert isinstance(net, MRN) and isinstance(net, HardSharing)
+    assert (net.prior_weight, net.feature_k) == (1e-3, 0.1)
+    for bad in ([-1.0], 0.1, []):
+        with pytest.raises(ConfigError, match="`method_kwargs.prior_weights` must be a list"):
+            quick("mrn", tmp_path, prior_weights=bad)
+    for bad in ([0], 1.0, [float("nan")]):
+        with pytest.raises(ConfigError, match="`method_kwargs.feature_ks` must be a list"):
+            quick("mrn", tmp_path, feature_ks=bad)
+    result = quick("mrn", tmp_path, prior_weights=[1e-2], feature_ks=[1.0], max_epochs=30)
+    assert result["selected"] == {"lr": 1e-3, "prior_weight": 1e-2, "feature_k": 1.0}
+    assert result["model"] == "mrn" and result["final"]["test/raw_mse"] < 0.5
 
 
 def test_bad_model_arguments():

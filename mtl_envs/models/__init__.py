@@ -10,6 +10,7 @@ from mtl_envs.models.heads import MultiHeadNet, two_layer_head
 from mtl_envs.models.hypernet import MultiTaskHypernet, hypernet_parameter_count
 from mtl_envs.models.task_networks import (
     DMTRL,
+    MRN,
     CrossStitch,
     HardSharing,
     PerTaskNetworks,
@@ -36,6 +37,7 @@ TASK_NETWORKS: dict[str, Callable[..., TaskNetwork]] = {
     "cross_stitch": CrossStitch,
     "sluice": Sluice,
     "dmtrl": DMTRL,
+    "mrn": MRN,
 }
 """Networks for samples that each belong to one task; ``forward(x, task)``."""
 

@@ -18,7 +18,10 @@ The baselines of the Multi-Task Hypernetwork paper (``000_6f85eb44aaf9e6f8.txt``
 * :class:`Sluice`: sluice networks (Ruder et al., 2019), cross-stitch over subspaces with
   layer-stitch units and orthogonal subspaces, another of them;
 * :class:`DMTRL`: deep multi-task representation learning (Yang and Hospedales, 2017), one
-  network per task whose layers' weights are factorised across tasks, a third.
+  network per task whose layers' weights are factorised across tasks, a third;
+* :class:`MRN`: multilinear relationship networks (Long et al., 2017), hard sharing whose
+  per-task output layers carry a tensor-normal prior with learned task and feature
+  covariances, a fourth.
 
 All use the paper's target architecture: three fully connected ReLU layers of 32.
 """
@@ -103,6 +106,9 @@ def mlp(widths: Sequence[int], final_activation: bool = False) -> nn.Sequential:
 
 class TaskNetwork(nn.Module):
     """Base class: ``forward(x, task) -> (B, out)`` and ``forward_all(x) -> (B, T, out)``.
+
+    A network with work of its own at the end of each training epoch, outside the optimiser
+    (:class:`MRN`'s covariance updates), defines ``after_epoch()``; the learner calls it.
 
     Args:
         num_tasks: T.
@@ -551,11 +557,113 @@ class DMTRL(TaskNetwork):
         return all_tasks_layers(x, self.layer_weights())
 
 
+def invert_large_eigenvalues(matrix: torch.Tensor, threshold: float = 0.1) -> torch.Tensor:
+    """The symmetric ``matrix`` with each eigenvalue above ``threshold`` replaced by its
+    inverse and the others kept: the guarded inverse with which MRN's reference code (Long et
+    al.'s, and the hypernetwork paper's copy of it) turns a covariance estimate into the
+    precision its prior reads, never dividing by a near-zero eigenvalue."""
+    values, vectors = torch.linalg.eigh(matrix.double())
+    values = torch.where(values > threshold, 1.0 / values, values)
+    return ((vectors * values) @ vectors.T).to(matrix.dtype)
+
+
+def cap_trace(matrix: torch.Tensor, cap: float = 3000.0) -> torch.Tensor:
+    """``matrix`` scaled down to trace ``cap`` where its trace is larger (MRN's reference
+    code bounds each update so)."""
+    trace = torch.trace(matrix)
+    return matrix * (cap / trace) if trace > cap else matrix
+
+
+class MRN(HardSharing):
+    """Multilinear relationship networks (Long et al., 2017, "Learning multiple tasks with
+    multilinear relationship networks"), as the hypernetwork paper's reference code
+    (OGraffeuille/Multi-Task-Hypernetworks) runs its Table 2 row: :class:`HardSharing`
+    whose task-specific layer, the per-task output layers' weights ``W`` (T x d x out,
+    biases apart), has a tensor-normal prior. Training adds the prior's negative log
+    density up to constants,
+
+        ``prior_weight * vec(W)^T (Omega_task kron Omega_feature kron Omega_out) vec(W)``,
+
+    (:meth:`penalty`), with precision matrices Omega of each mode, and after each epoch
+    (:meth:`after_epoch`) re-estimates them from W by Long et al.'s flip-flop step, in the
+    reference code's form (eps = 1e-5):
+
+    * ``C_task = W_(task) (Omega_feature kron Omega_out) W_(task)^T + eps I`` and
+      ``Omega_task = cap(inv(C_task))``;
+    * ``C_feature`` likewise from the new ``Omega_task``, and
+      ``Omega_feature += cap(inv(C_feature)) / feature_k``: the reference code accumulates
+      the feature precision over the epochs, scaled by ``1 / feature_k``, where the paper's
+      MRN replaces it;
+
+    ``inv`` is :func:`invert_large_eigenvalues` and ``cap`` :func:`cap_trace` (trace 3000).
+    ``Omega_out`` stays the identity, as the reference code leaves it (which registers the
+    three matrices as parameters of its optimiser, so there Adam also moves them between the
+    updates; here they move only by the updates). The output layer starts at N(0, 0.01^2)
+    weights and zero biases, as there. ``prior_weight=0`` is plain hard sharing with that
+    start. Metadata, when used, is appended to the inputs, as for the other baselines.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+        prior_weight: float = 1e-3,
+        feature_k: float = 1.0,
+    ):
+        super().__init__(num_tasks, in_features, out_features, hidden, metadata)
+        check_number("model_kwargs.prior_weight", prior_weight)
+        check_number("model_kwargs.feature_k", feature_k, strict=True)
+        self.prior_weight = float(prior_weight)
+        self.feature_k = float(feature_k)
+        with torch.no_grad():
+            self.heads[:, :-1].normal_(0.0, 0.01)
+            self.heads[:, -1].zero_()
+        features = self.heads.shape[1] - 1
+        self.register_buffer("task_precision", torch.eye(num_tasks))
+        self.register_buffer("feature_precision", torch.eye(features))
+        self.register_buffer("output_precision", torch.eye(out_features))
+
+    def penalty(self) -> torch.Tensor | None:
+        """The tensor-normal prior's term (``None`` at ``prior_weight=0``)."""
+        if not self.prior_weight:
+            return None
+        w = self.heads[:, :-1]  # (T, d, out)
+        mixed = torch.einsum(
+            "ts,fg,op,sgp->tfo",
+            self.task_precision,
+            self.feature_precision,
+            self.output_precision,
+            w,
+        )
+        return self.prior_weight * (w * mixed).sum()
+
+    @torch.no_grad()
+    def after_epoch(self) -> None:
+        """The flip-flop update of the task and feature precisions from the current W."""
+        if not self.prior_weight:
+            return
+        w = self.heads[:, :-1]
+        task = torch.einsum(
+            "tfo,fg,op,sgp->ts", w, self.feature_precision, self.output_precision, w
+        )
+        task.diagonal().add_(1e-5)
+        self.task_precision.copy_(cap_trace(invert_large_eigenvalues(task)))
+        feature = torch.einsum(
+            "tfo,ts,op,sgp->fg", w, self.task_precision, self.output_precision, w
+        )
+        feature.diagonal().add_(1e-5)
+        self.feature_precision.add_(cap_trace(invert_large_eigenvalues(feature)) / self.feature_k)
+
+
 __all__ = [
     "CrossStitch",
     "DEFAULT_HIDDEN",
     "DMTRL",
     "HardSharing",
+    "MRN",
     "PerTaskNetworks",
     "STLNaive",
     "STLTaskInfo",

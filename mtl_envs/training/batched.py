@@ -31,6 +31,7 @@ from mtl_envs.training.multitask_learner import (
     MultiTaskLearner,
     MultiTaskLearnerConfig,
     TrainingBatch,
+    network_epoch_hook,
     network_penalty,
 )
 from mtl_envs.training.weighting import weighted_objective_terms
@@ -92,6 +93,12 @@ class BatchedMultiTaskLearner:
             raise ConfigError(
                 f"`model={config.model!r}` adds a loss term of its own (its model_kwargs), which "
                 "the batched vector form does not train; use vectorization_mode='sync'."
+            )
+        if network_epoch_hook(first.net) is not None:
+            raise ConfigError(
+                f"`model={config.model!r}` updates itself after each epoch outside the "
+                "optimiser, which the batched vector form does not run; use "
+                "vectorization_mode='sync'."
             )
         self.learners = [first] + [
             MultiTaskLearner(config, dataset=first.data) for _ in range(num_runs - 1)

@@ -143,8 +143,8 @@ class MultiTaskLearnerConfig:
     """Seed of the dataset's train/val/test split (and of synthetic data)."""
     model: str | None = None
     """``None``: shared ``backbone`` + one head per task. Otherwise a task network for feature
-    inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``sluice``, ``dmtrl``, ``stl_naive``,
-    ``stl_task_info``, ``per_task``."""
+    inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``sluice``, ``dmtrl``, ``mrn``,
+    ``stl_naive``, ``stl_task_info``, ``per_task``."""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor options of the task network (``hidden``, ``extractor_layers``, ...)."""
     use_metadata: bool = True
@@ -247,6 +247,11 @@ def network_penalty(net: torch.nn.Module) -> torch.Tensor | None:
     encoder with heads has none)."""
     penalty = getattr(net, "penalty", None)
     return None if penalty is None else penalty()
+
+
+def network_epoch_hook(net: torch.nn.Module) -> Callable[[], None] | None:
+    """The network's own end-of-epoch update (``after_epoch``, :class:`MRN`'s), or ``None``."""
+    return getattr(net, "after_epoch", None)
 
 
 def _batches_to(
@@ -580,11 +585,15 @@ class MultiTaskLearner:
         return current
 
     def end_epoch(self) -> None:
-        """Record the epoch's mean task losses; after the second epoch they become L_base."""
+        """Record the epoch's mean task losses (after the second epoch they become L_base) and
+        run the network's own end-of-epoch update, where it has one (:class:`MRN`'s)."""
         mean = self._epoch_loss_sum / max(self._epoch_batches, 1)
         self.loss_history.append(mean.clone())
         if self.epoch == 1:  # second epoch (IGB Algorithm 1-2, line 1-3)
             self.base_losses = mean.clone()
+        hook = network_epoch_hook(self.net)
+        if hook is not None:
+            hook()
         self.scheduler.step()
         self.epoch += 1
 
