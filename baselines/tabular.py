@@ -24,6 +24,11 @@ so the env could train the same network:
   covariance's step 1/k, k in {1, 0.1, 0.01}, are tuned with the learning rate, as the
   reference code tunes them (52 fits per seed and setting: at weight 0 the prior, and k
   with it, has no effect, so that weight is fitted once, not once per k);
+* ``maxroam``: maximum roaming (Pascal et al., 2021), a widened shared trunk of which each task
+  uses a roaming partition of the units, a fifth; the share of units per partition
+  {0.25, 0.5, 0.75} and the update period {1, 10} epochs are tuned with the learning rate
+  (24 fits per seed and setting). The reference code publishes the network and its update
+  but neither its grid nor the loop that calls the update: this grid is the package's own;
 * ``stl_naive``: one network, no task information;
 * ``stl_task_info``: one network given the task (the paper's "STL": metadata appended to the
   inputs, or a one-hot task code without metadata);
@@ -33,7 +38,8 @@ Each method runs in the settings it has: with metadata (``setting: metadata``; m
 appended to the inputs for the baselines, fed to the hypernetwork beside the embeddings) and
 without (``setting: no_metadata``). ``method_kwargs``: ``metadata`` (true, false or both,
 default both), ``learning_rates``, ``extractor_layers``, ``factorisations``, ``ranks``,
-``prior_weights``, ``feature_ks``, ``batch_size``, ``max_epochs``,
+``prior_weights``, ``feature_ks``, ``sharing_ratios``, ``update_periods``, ``batch_size``,
+``max_epochs``,
 ``val_every``, ``patience``, ``num_threads`` (torch threads, default 1: these networks are too
 small to gain from more). The split (and the synthetic data) is drawn from the seed.
 """
@@ -65,6 +71,9 @@ from mtl_envs.utils import is_finite_number, is_int
 # The reference code's grid for MRN (OGraffeuille/Multi-Task-Hypernetworks).
 MRN_PRIOR_WEIGHTS = (1e-2, 1e-3, 1e-4, 1e-5, 0.0)
 MRN_FEATURE_KS = (1.0, 0.1, 0.01)
+# MaxRoam's: the package's own (see the module's docstring).
+MAXROAM_SHARING_RATIOS = (0.25, 0.5, 0.75)
+MAXROAM_UPDATE_PERIODS = (1, 10)
 
 TABULAR_METHODS = {
     # method: (task network, settings it can use)
@@ -74,6 +83,7 @@ TABULAR_METHODS = {
     "sluice": ("sluice", ("no_metadata", "metadata")),
     "dmtrl": ("dmtrl", ("no_metadata", "metadata")),
     "mrn": ("mrn", ("no_metadata", "metadata")),
+    "maxroam": ("maxroam", ("no_metadata", "metadata")),
     "stl_naive": ("stl_naive", ("no_metadata",)),
     "stl_task_info": ("stl_task_info", ("no_metadata", "metadata")),
     "stl": ("per_task", ("no_metadata",)),
@@ -171,6 +181,26 @@ def _grid(method: str, options: dict[str, Any]) -> list[dict[str, Any]]:
                     {"lr": float(lr), "prior_weight": float(weight), "feature_k": float(k)}
                 )
         return points
+    if method == "maxroam":
+        ratios = options.get("sharing_ratios", MAXROAM_SHARING_RATIOS)
+        if not _nonempty_list(ratios) or not all(
+            is_finite_number(r) and 0 < r <= 1 for r in ratios
+        ):
+            raise ConfigError(
+                f"`method_kwargs.sharing_ratios` must be a list of numbers in (0, 1] (the "
+                f"share of a layer's units each task uses); got {ratios!r}."
+            )
+        periods = options.get("update_periods", MAXROAM_UPDATE_PERIODS)
+        if not _nonempty_list(periods) or not all(is_int(p) and p >= 1 for p in periods):
+            raise ConfigError(
+                f"`method_kwargs.update_periods` must be a list of positive ints (epochs "
+                f"between MaxRoam's partition updates); got {periods!r}."
+            )
+        triples = itertools.product(lrs, ratios, periods)
+        return [
+            {"lr": float(lr), "sharing_ratio": float(r), "update_every": int(p)}
+            for lr, r, p in triples
+        ]
     return [{"lr": float(lr)} for lr in lrs]
 
 
@@ -333,6 +363,10 @@ def run_dmtrl(config: RunConfig, seed: int) -> dict[str, Any]:
 
 def run_mrn(config: RunConfig, seed: int) -> dict[str, Any]:
     return run_tabular(config, seed, "mrn")
+
+
+def run_maxroam(config: RunConfig, seed: int) -> dict[str, Any]:
+    return run_tabular(config, seed, "maxroam")
 
 
 def run_stl_naive(config: RunConfig, seed: int) -> dict[str, Any]:

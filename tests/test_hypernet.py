@@ -22,6 +22,7 @@ from mtl_envs.models.task_networks import (
     MRN,
     CrossStitch,
     HardSharing,
+    MaxRoam,
     Sluice,
     cap_trace,
     invert_large_eigenvalues,
@@ -570,6 +571,115 @@ def test_mrn_grid_is_the_reference_codes(tmp_path):
     result = quick("mrn", tmp_path, prior_weights=[1e-2], feature_ks=[1.0], max_epochs=30)
     assert result["selected"] == {"lr": 1e-3, "prior_weight": 1e-2, "feature_k": 1.0}
     assert result["model"] == "mrn" and result["final"]["test/raw_mse"] < 0.5
+
+
+# ---------------------------------------------------------------------- MaxRoam
+def test_maxroam_runs_each_sample_through_its_tasks_units_on_hand_numbers():
+    net = MaxRoam(2, 1, 1, hidden=(2,), sharing_ratio=0.5)
+    assert net.layers[0].out_features == 4  # ceil(2 / 0.5): each task keeps 2 units
+    with torch.no_grad():
+        net.layers[0].weight.copy_(torch.tensor([[1.0], [-1.0], [2.0], [3.0]]))
+        net.layers[0].bias.copy_(torch.tensor([0.0, 2.0, 0.0, -1.0]))
+        net.mask_0.copy_(torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 1.0, 0.0, 1.0]]))
+        net.heads.copy_(torch.tensor([[[1.0], [1.0], [1.0], [1.0], [0.5]]] * 2))
+    # x = 1: units relu(1, 1, 2, 2); task 0 reads units 0, 1 -> 1 + 1 + 0.5;
+    # task 1 reads units 1, 3 -> 1 + 2 + 0.5.
+    out = net(torch.tensor([[1.0], [1.0]]), torch.tensor([0, 1]))
+    torch.testing.assert_close(out, torch.tensor([[2.5], [3.5]]))
+    torch.testing.assert_close(
+        net.forward_all(torch.tensor([[1.0]])), torch.tensor([[[2.5], [3.5]]])
+    )
+    # A task's loss trains only the shared rows of its own units.
+    net(torch.tensor([[1.0]]), torch.tensor([1])).sum().backward()
+    assert net.layers[0].weight.grad[:, 0].tolist() == [0.0, 1.0, 0.0, 1.0]
+
+
+def test_maxroam_partitions_roam_one_unvisited_unit_per_update_until_all_are_used():
+    torch.manual_seed(0)
+    net = MaxRoam(3, 2, 1, hidden=(4, 4), sharing_ratio=0.5, update_every=2)
+    first = [m.clone() for m in net.masks()]
+    assert all(torch.equal(m.sum(1), torch.full((3,), 4.0)) for m in first)
+    net.after_epoch()  # epoch 1 of 2: no update
+    assert all(torch.equal(a, b) for a, b in zip(first, net.masks()))
+    for update in range(1, 8):
+        before = [m.clone() for m in net.masks()]
+        seen = [getattr(net, f"visited_{k}").clone() for k in range(2)]
+        net.after_epoch()
+        net.after_epoch()
+        for k, (old, new) in enumerate(zip(before, net.masks())):
+            assert torch.equal(new.sum(1), torch.full((3,), 4.0))  # partitions keep 4 units
+            if update <= 4:  # 4 units unvisited per task and layer at the start
+                gained, lost = (new > old), (old > new)
+                assert gained.sum(1).tolist() == [1, 1, 1] and lost.sum(1).tolist() == [1, 1, 1]
+                assert not (gained & seen[k]).any()  # the new unit was never used before
+            else:
+                assert torch.equal(old, new)  # every unit visited: roaming is over
+    assert all(getattr(net, f"visited_{k}").all() for k in range(2))
+
+
+def test_maxroam_roams_the_same_from_a_seed_and_from_its_state():
+    torch.manual_seed(5)
+    a = MaxRoam(4, 1, 1, update_every=1)
+    torch.manual_seed(5)
+    b = MaxRoam(4, 1, 1, update_every=1)
+    torch.manual_seed(6)
+    c = MaxRoam(4, 1, 1, update_every=1)
+    assert not torch.equal(a.mask_0, c.mask_0)
+    for _ in range(3):
+        a.after_epoch()
+        b.after_epoch()
+    c.load_state_dict(a.state_dict())  # a resumed run continues as the run it resumes
+    for _ in range(3):
+        a.after_epoch()
+        b.after_epoch()
+        c.after_epoch()
+    for k in range(3):
+        assert torch.equal(a.masks()[k], b.masks()[k]) and torch.equal(a.masks()[k], c.masks()[k])
+
+
+def test_maxroam_in_the_env_and_refused_by_the_batched_vector_form():
+    check_env(
+        gym.make("LossWeighting-Cubic-v1", model="maxroam", epochs=4, warmup_epochs=2).unwrapped,
+        skip_render_check=True,
+    )
+    with pytest.raises(ConfigError, match="updates itself after each epoch"):
+        gym.make_vec(
+            "LossWeighting-Cubic-v1", 2, vectorization_mode="vector_entry_point", model="maxroam"
+        )
+
+
+def test_maxroam_bad_arguments():
+    for bad in (0, 1.5, float("nan"), "0.5"):
+        with pytest.raises(ConfigError, match="`model_kwargs.sharing_ratio` must be in"):
+            MaxRoam(2, 1, 1, sharing_ratio=bad)
+    for bad in (0, 2.0, True):
+        with pytest.raises(ConfigError, match="`model_kwargs.update_every` must be a positive"):
+            MaxRoam(2, 1, 1, update_every=bad)
+
+
+def test_maxroam_grid(tmp_path):
+    """Learning rate x share of units {0.25, 0.5, 0.75} x update period {1, 10}: 24 points."""
+    from baselines.tabular import _grid
+    from mtl_envs.families import require_family
+
+    grid = _grid("maxroam", {})
+    assert len(grid) == 24 and grid[0] == {"lr": 1e-3, "sharing_ratio": 0.25, "update_every": 1}
+    base = require_family("LossWeighting-Cubic-v1", "LossWeighting").learner_config(
+        "LossWeighting-Cubic-v1", {}
+    )
+    config = tabular_learner_config(base, "maxroam", "metadata", grid[3], {}, seed=0)
+    net = MultiTaskLearner(config, seed=0).net
+    assert isinstance(net, MaxRoam) and (net.sharing_ratio, net.update_every) == (0.5, 10)
+    assert net.layers[0].in_features == 1 + 4  # x and the cubic's four coefficients
+    for bad in ([0.0], 0.5, [1.5]):
+        with pytest.raises(ConfigError, match="`method_kwargs.sharing_ratios` must be a list"):
+            quick("maxroam", tmp_path, sharing_ratios=bad)
+    for bad in ([0], 1, [2.5]):
+        with pytest.raises(ConfigError, match="`method_kwargs.update_periods` must be a list"):
+            quick("maxroam", tmp_path, update_periods=bad)
+    result = quick("maxroam", tmp_path, sharing_ratios=[0.5], update_periods=[1], max_epochs=30)
+    assert result["selected"] == {"lr": 1e-3, "sharing_ratio": 0.5, "update_every": 1}
+    assert result["model"] == "maxroam" and result["final"]["test/raw_mse"] < 0.5
 
 
 def test_bad_model_arguments():

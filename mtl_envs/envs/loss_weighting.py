@@ -228,7 +228,8 @@ class LossWeightingEnv(TextRender, gym.Env):
       Refused since, where they were ignored or misread: ``momentum`` under Adam,
       ``head_hidden`` under a task network, ``scheduler_gamma`` above 1 (a growing rate), a
       ``batch_size`` above the training split's size; a reset refused for its seed no longer
-      drops a pending ``continue_run()``. ``model="sluice"`` and ``model="dmtrl"`` are new.
+      drops a pending ``continue_run()``. The task networks ``sluice``, ``dmtrl``, ``mrn`` and
+      ``maxroam`` are new.
     * v0: initial release (``n * softmax(a)`` on the box, equal warm-up weights).
 
     ## Example

@@ -13,6 +13,7 @@ from mtl_envs.models.task_networks import (
     MRN,
     CrossStitch,
     HardSharing,
+    MaxRoam,
     PerTaskNetworks,
     Sluice,
     STLNaive,
@@ -38,6 +39,7 @@ TASK_NETWORKS: dict[str, Callable[..., TaskNetwork]] = {
     "sluice": Sluice,
     "dmtrl": DMTRL,
     "mrn": MRN,
+    "maxroam": MaxRoam,
 }
 """Networks for samples that each belong to one task; ``forward(x, task)``."""
 

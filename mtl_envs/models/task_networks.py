@@ -21,7 +21,9 @@ The baselines of the Multi-Task Hypernetwork paper (``000_6f85eb44aaf9e6f8.txt``
   network per task whose layers' weights are factorised across tasks, a third;
 * :class:`MRN`: multilinear relationship networks (Long et al., 2017), hard sharing whose
   per-task output layers carry a tensor-normal prior with learned task and feature
-  covariances, a fourth.
+  covariances, a fourth;
+* :class:`MaxRoam`: maximum roaming (Pascal et al., 2021), a shared trunk of which each task
+  uses a partition of the units that roams over the training, a fifth.
 
 All use the paper's target architecture: three fully connected ReLU layers of 32.
 """
@@ -35,7 +37,13 @@ import torch
 from torch import nn
 
 from mtl_envs.errors import ConfigError
-from mtl_envs.utils import check_choice, check_int, check_number, check_widths
+from mtl_envs.utils import (
+    check_choice,
+    check_int,
+    check_number,
+    check_widths,
+    is_finite_number,
+)
 
 DEFAULT_HIDDEN = (32, 32, 32)
 
@@ -108,7 +116,8 @@ class TaskNetwork(nn.Module):
     """Base class: ``forward(x, task) -> (B, out)`` and ``forward_all(x) -> (B, T, out)``.
 
     A network with work of its own at the end of each training epoch, outside the optimiser
-    (:class:`MRN`'s covariance updates), defines ``after_epoch()``; the learner calls it.
+    (:class:`MRN`'s covariance updates, :class:`MaxRoam`'s roaming), defines
+    ``after_epoch()``; the learner calls it.
 
     Args:
         num_tasks: T.
@@ -658,12 +667,123 @@ class MRN(HardSharing):
         self.feature_precision.add_(cap_trace(invert_large_eigenvalues(feature)) / self.feature_k)
 
 
+class MaxRoam(TaskNetwork):
+    """Maximum roaming (Pascal et al., 2021, "Maximum roaming multi-task learning"), as the
+    hypernetwork paper's reference code (OGraffeuille/Multi-Task-Hypernetworks, ``MR.py``)
+    builds it for Table 2: a shared ReLU trunk whose hidden layers are widened to
+    ``ceil(h / sharing_ratio)`` units, of which each task uses a partition of ``h`` (a binary
+    mask per task and layer, drawn at random), and one linear output layer per task. Every
+    task trains the shared weights through its own units only, so the partitions limit how
+    much the tasks interfere, and they roam: every ``update_every`` epochs
+    (:meth:`after_epoch`) each task's partition in each layer takes in one unit it has never
+    used, chosen at random, and drops one of its current units, until it has used them all
+    (the paper's update plan, one unit per update, with selection at random among the
+    unvisited units; Pascal et al. section 3). ``sharing_ratio`` is the paper's p, the share
+    of a layer's units each partition holds (the reference code's ``1 - p``).
+
+    The output layer starts as one default ``nn.Linear`` draw copied to every task, as the
+    reference code starts it. The roaming draws come from a generator of the network's own,
+    seeded from torch's at construction and kept with the masks in the state dict, so a run
+    resumed from a checkpoint roams as the run it continues. The reference code publishes
+    the network and its update but not the loop that calls it; the update period here is in
+    epochs, the paper's Delta in iterations. Metadata, when used, is appended to the inputs,
+    as for the other baselines.
+    """
+
+    def __init__(
+        self,
+        num_tasks: int,
+        in_features: int,
+        out_features: int,
+        hidden: Sequence[int] = DEFAULT_HIDDEN,
+        metadata: torch.Tensor | None = None,
+        sharing_ratio: float = 0.5,
+        update_every: int = 1,
+    ):
+        super().__init__(num_tasks, in_features, out_features)
+        hidden = check_widths("model_kwargs.hidden", hidden, allow_empty=False)
+        if not (is_finite_number(sharing_ratio) and 0.0 < sharing_ratio <= 1.0):
+            raise ConfigError(
+                f"`model_kwargs.sharing_ratio` must be in (0, 1] (the share of a layer's "
+                f"units each task uses); got {sharing_ratio!r}."
+            )
+        check_int("model_kwargs.update_every", update_every)
+        self.sharing_ratio = float(sharing_ratio)
+        self.update_every = update_every
+        d_m = _metadata_buffer(self, metadata, num_tasks)
+        widths = [math.ceil(h / self.sharing_ratio - 1e-9) for h in hidden]
+        self.layers = nn.ModuleList(
+            nn.Linear(d_in, d_out) for d_in, d_out in zip([in_features + d_m, *widths], widths)
+        )
+        self.num_masks = len(widths)
+        for k, (h, width) in enumerate(zip(hidden, widths)):
+            mask = torch.zeros(num_tasks, width)
+            for t in range(num_tasks):
+                mask[t, torch.randperm(width)[:h]] = 1.0
+            self.register_buffer(f"mask_{k}", mask)
+            self.register_buffer(f"visited_{k}", mask.bool())
+        head = nn.Linear(widths[-1], out_features)
+        stacked = torch.cat([head.weight.detach().T, head.bias.detach()[None]])  # (w + 1, out)
+        self.heads = nn.Parameter(stacked.expand(num_tasks, -1, -1).clone())
+        generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
+        self.register_buffer("roam_rng", generator.get_state())
+        self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
+
+    def masks(self) -> list[torch.Tensor]:
+        """Each hidden layer's partitions, (T, width) of 0/1, row t task t's units."""
+        return [getattr(self, f"mask_{k}") for k in range(self.num_masks)]
+
+    def forward(self, x: torch.Tensor, task: torch.Tensor) -> torch.Tensor:
+        x = with_metadata(x, self.metadata, task)
+        for layer, mask in zip(self.layers, self.masks()):
+            x = torch.relu(layer(x)) * mask.index_select(0, task)
+        return task_linear(x, self.heads, task)
+
+    def task_parameters(self) -> list[nn.Parameter]:
+        return [self.heads]
+
+    def forward_all(self, x: torch.Tensor) -> torch.Tensor:
+        if self.metadata is not None:  # the inputs depend on the task
+            return super().forward_all(x)
+        for layer, mask in zip(self.layers, self.masks()):
+            x = (
+                torch.relu(layer(x)) * mask
+                if x.dim() == 3
+                else torch.relu(layer(x))[:, None] * mask
+            )
+        return all_tasks_linear(x, self.heads)
+
+    @torch.no_grad()
+    def after_epoch(self) -> None:
+        """Every ``update_every`` epochs, each partition of each layer swaps one of its units
+        for one it has never used (none once it has used them all)."""
+        self.epochs_seen += 1
+        if int(self.epochs_seen) % self.update_every:
+            return
+        generator = torch.Generator()
+        generator.set_state(self.roam_rng)
+        for k, mask in enumerate(self.masks()):
+            visited = getattr(self, f"visited_{k}")
+            for t in range(self.num_tasks):
+                unvisited = (~visited[t]).nonzero().flatten()
+                if len(unvisited) == 0:
+                    continue
+                active = mask[t].nonzero().flatten()
+                picks = torch.randint(1 << 30, (2,), generator=generator)
+                new = unvisited[picks[0] % len(unvisited)]
+                mask[t, active[picks[1] % len(active)]] = 0.0
+                mask[t, new] = 1.0
+                visited[t, new] = True
+        self.roam_rng.copy_(generator.get_state())
+
+
 __all__ = [
     "CrossStitch",
     "DEFAULT_HIDDEN",
     "DMTRL",
     "HardSharing",
     "MRN",
+    "MaxRoam",
     "PerTaskNetworks",
     "STLNaive",
     "STLTaskInfo",

@@ -144,7 +144,7 @@ class MultiTaskLearnerConfig:
     model: str | None = None
     """``None``: shared ``backbone`` + one head per task. Otherwise a task network for feature
     inputs: ``hypernet``, ``hard_sharing``, ``cross_stitch``, ``sluice``, ``dmtrl``, ``mrn``,
-    ``stl_naive``, ``stl_task_info``, ``per_task``."""
+    ``maxroam``, ``stl_naive``, ``stl_task_info``, ``per_task``."""
     model_kwargs: dict[str, Any] = field(default_factory=dict)
     """Constructor options of the task network (``hidden``, ``extractor_layers``, ...)."""
     use_metadata: bool = True
@@ -250,7 +250,7 @@ def network_penalty(net: torch.nn.Module) -> torch.Tensor | None:
 
 
 def network_epoch_hook(net: torch.nn.Module) -> Callable[[], None] | None:
-    """The network's own end-of-epoch update (``after_epoch``, :class:`MRN`'s), or ``None``."""
+    """The network's own end-of-epoch update (``after_epoch``: MRN's, MaxRoam's), or ``None``."""
     return getattr(net, "after_epoch", None)
 
 
@@ -586,7 +586,7 @@ class MultiTaskLearner:
 
     def end_epoch(self) -> None:
         """Record the epoch's mean task losses (after the second epoch they become L_base) and
-        run the network's own end-of-epoch update, where it has one (:class:`MRN`'s)."""
+        run the network's own end-of-epoch update, where it has one (MRN's, MaxRoam's)."""
         mean = self._epoch_loss_sum / max(self._epoch_batches, 1)
         self.loss_history.append(mean.clone())
         if self.epoch == 1:  # second epoch (IGB Algorithm 1-2, line 1-3)
