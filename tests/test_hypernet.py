@@ -1066,6 +1066,17 @@ def test_selection_across_seeds_on_hand_numbers(tmp_path):
         format_table2([tmp_path], selection="pooled")
 
 
+def test_grid_points_read_in_a_table_cell():
+    from harness.paper_tables import _point
+
+    assert _point({"lr": 10**-3.5, "extractor_layers": 1}) == "lr 1e-3.5, l_h 1"
+    assert _point({"lr": 1e-3, "factorisation": "tt", "rank": 8}) == "lr 1e-3, tt rank 8"
+    mrn = {"lr": 1e-4, "prior_weight": 1e-5, "feature_k": 0.01}
+    assert _point(mrn) == "lr 1e-4, prior 1e-05, k 0.01"
+    roam = {"lr": 1e-3, "sharing_ratio": 0.25, "update_every": 10}
+    assert _point(roam) == "lr 1e-3, share 0.25, every 10"
+
+
 def test_raw_mse_is_the_mean_over_samples_in_the_datas_units():
     """Table 2's metric (MSE in the data's units, over the test samples): the z-scored errors
     times target_std^2, averaged over samples. With target_std 2, task 0's one test sample off

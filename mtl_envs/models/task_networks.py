@@ -605,9 +605,10 @@ class MRN(HardSharing):
       MRN replaces it;
 
     ``inv`` is :func:`invert_large_eigenvalues` and ``cap`` :func:`cap_trace` (trace 3000).
-    ``Omega_out`` stays the identity, as the reference code leaves it (which registers the
-    three matrices as parameters of its optimiser, so there Adam also moves them between the
-    updates; here they move only by the updates). The output layer starts at N(0, 0.01^2)
+    ``Omega_out`` stays the identity, as the reference code means to leave it; that code
+    registers the three matrices as parameters of its optimiser, so there Adam moves the
+    output mode's throughout and the other two in the first epoch, before their first update
+    replaces them; here they move only by the updates. The output layer starts at N(0, 0.01^2)
     weights and zero biases, as there. ``prior_weight=0`` is plain hard sharing with that
     start. Metadata, when used, is appended to the inputs, as for the other baselines.
     """
