@@ -155,6 +155,48 @@ def results_across_seeds(
     return out
 
 
+def _grid_value(text: str) -> Any:
+    """A grid value written in a sub-grid spec: a number where it reads as one, else text."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def results_within(results: Iterable[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
+    """Each run of one method re-read within a sub-grid: ``spec`` ``"METHOD:KEY=VALUE"``
+    keeps the grid points whose ``KEY`` is ``VALUE`` and picks, per run, the one with the
+    lowest validation loss among them, as the run's own search picks over the whole grid
+    (validation alone picks; the fits' recorded test errors give the cells). The copies are
+    named ``METHOD[KEY=VALUE]``, a row of their own: MRN at prior weight 0 is hard sharing
+    with MRN's start, a share of 1 would be MaxRoam without roaming."""
+    method, sep, condition = spec.partition(":")
+    key, eq, text = condition.partition("=")
+    if not (sep and eq and method and key and text):
+        raise ConfigError(
+            f"A sub-grid is written METHOD:KEY=VALUE (mrn:prior_weight=0); got {spec!r}."
+        )
+    value = _grid_value(text)
+    runs = [r for r in results if r["method"] == method]
+    if not runs:
+        raise ConfigError(f"Sub-grid {spec!r}: no result of method {method!r}.")
+    out = []
+    for run in runs:
+        fits = [f for f in run.get("fits", []) if f["params"].get(key, object()) == value]
+        if not fits or not all("recorded" in f for f in fits):
+            points = sorted({json.dumps(f["params"].get(key)) for f in run.get("fits", [])})
+            raise ConfigError(
+                f"Sub-grid {spec!r}: {method} seed {run['seed']} on {run['env_id']} has no "
+                f"fit with {key}={text} that records its test error; its {key} values: {points}."
+            )
+        best = min(fits, key=lambda f: f["best_val"])
+        named = f"{method}[{key}={text}]"
+        out.append(
+            {**run, "method": named, "final": dict(best["recorded"]), "selected": best["params"]}
+        )
+    return out
+
+
 def _point(params: dict[str, Any]) -> str:
     """A grid point in a table cell: ``lr 1e-3.5, l_h 1``."""
     parts = [f"lr 1e{math.log10(params['lr']):.3g}"]
@@ -170,10 +212,15 @@ def _point(params: dict[str, Any]) -> str:
 
 
 def format_table2(
-    paths: Iterable[str | PathLike], metric: str = "test/raw_mse", selection: str = "per_seed"
+    paths: Iterable[str | PathLike],
+    metric: str = "test/raw_mse",
+    selection: str = "per_seed",
+    within: Iterable[str] = (),
 ) -> str:
     """The markdown table of the tabular results below ``paths``; with ``selection=
-    "across_seeds"`` (:func:`select_across_seeds`) a second table gives each cell's point."""
+    "across_seeds"`` (:func:`select_across_seeds`) a second table gives each cell's point.
+    Each spec of ``within`` adds a row of one method's runs read within a sub-grid
+    (:func:`results_within`, per run), below the method's own row."""
     if selection not in SELECTIONS:
         raise ConfigError(f"`selection` must be one of {list(SELECTIONS)}; got {selection!r}.")
     results = load_results(paths)
@@ -192,6 +239,12 @@ def format_table2(
         )
     if selection == "across_seeds":
         results = results_across_seeds(results, metric)
+    extra = [run for spec in within for run in results_within(results, spec)]
+    results = results + extra
+    order = list(METHODS)
+    for name in dict.fromkeys(run["method"] for run in extra):
+        base = name.split("[")[0]
+        order.insert(order.index(base) + 1 if base in order else len(order), name)
     rows_by_column: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
     for row in summarize(results, metric):
         rows_by_column[tuple(row["env_id"].split(" ")[:2])].append(row)
@@ -210,7 +263,7 @@ def format_table2(
         if (env_id, setting) in PAPER:
             header.append("paper")
     rows = []
-    for method in METHODS:
+    for method in order:
         line = [method]
         for column in columns:
             line.append(cells[column].get(method, ""))
@@ -225,6 +278,6 @@ def format_table2(
         f"{env_id.split('-')[1]} {setting.replace('_', ' ')}" for env_id, setting in columns
     ]
     points = {(r["env_id"], r["setting"], r["method"]): _point(r["selected"]) for r in results}
-    point_rows = [[m] + [points.get((*c, m), "") for c in columns] for m in METHODS]
+    point_rows = [[m] + [points.get((*c, m), "") for c in columns] for m in order]
     point_rows = [row for row in point_rows if any(row[1:])]
     return table + "\n" + "\n".join(markdown_table(point_header, point_rows)) + "\n"

@@ -23,10 +23,12 @@ benchmark reports (``benchmarks/run_all.py`` writes them) as one table, and ever
 ``<!-- headroom: FILE [FILE ...] -->`` ... ``<!-- /headroom -->`` with one row per kept probe
 result: its seeds, CPU kernels, headroom, P(best without oracles beats random), rho,
 seconds per episode and whether the id qualifies, and every block
-``<!-- table2: DIR [DIR ...] [--selection across_seeds] -->`` ... ``<!-- /table2 -->`` with
-the tabular results kept in ``docs/results/DIR`` in the hypernetwork paper's Table 2 layout
-(grid points picked per run, or once across seeds), and every block
-``<!-- pairs: NAME [--metric M] [--which best] [--selection across_seeds] X:Y [X:Y ...] -->``
+``<!-- table2: DIR [DIR ...] [--selection across_seeds] [--within M:KEY=VALUE] -->`` ...
+``<!-- /table2 -->`` with the tabular results kept in ``docs/results/DIR`` in the hypernetwork
+paper's Table 2 layout (grid points picked per run, or once across seeds; ``--within`` adds a
+row of one method's runs read within a sub-grid), and every block
+``<!-- pairs: NAME [--metric M] [--which best] [--selection across_seeds] [--within ...]
+X:Y [X:Y ...] -->``
 ... ``<!-- /pairs -->`` with the probability that a run of X beats one of Y, per env id of
 ``docs/results/NAME``,
 and every block ``<!-- refscores: ID [ID ...] -->`` ... ``<!-- /refscores -->`` with the
@@ -117,12 +119,17 @@ def pairs_for(args: str) -> str:
     parser.add_argument("--metric", default=None)
     parser.add_argument("--which", default="final", choices=("final", "best"))
     parser.add_argument("--selection", default="per_seed", choices=("per_seed", "across_seeds"))
+    parser.add_argument("--within", action="append", default=[])
     opts = parser.parse_args(shlex.split(args))
     results = load_results([KEPT / opts.name])
     if opts.selection == "across_seeds":  # tabular runs, one grid point across seeds
         from harness.paper_tables import results_across_seeds
 
         results = results_across_seeds(results)
+    if opts.within:  # tabular runs read within a sub-grid, as rows of their own
+        from harness.paper_tables import results_within
+
+        results = results + [run for spec in opts.within for run in results_within(results, spec)]
     return format_pairs(results, opts.pairs, opts.metric, opts.which)
 
 
@@ -172,8 +179,10 @@ def table2_for(args: str) -> str:
     parser = argparse.ArgumentParser(prog="table2")
     parser.add_argument("folders", nargs="+")
     parser.add_argument("--selection", default="per_seed", choices=SELECTIONS)
+    parser.add_argument("--within", action="append", default=[])
     opts = parser.parse_args(shlex.split(args))
-    return format_table2([KEPT / f for f in opts.folders], selection=opts.selection)
+    folders = [KEPT / f for f in opts.folders]
+    return format_table2(folders, selection=opts.selection, within=opts.within)
 
 
 def refscores_for(env_ids: str) -> str:

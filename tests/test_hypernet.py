@@ -1066,6 +1066,44 @@ def test_selection_across_seeds_on_hand_numbers(tmp_path):
         format_table2([tmp_path], selection="pooled")
 
 
+def test_a_sub_grid_is_read_per_run_on_hand_numbers(tmp_path):
+    """``mrn:prior_weight=0``: each run at its best validation fit among the weight-0 points
+    (seed 0: lr 1e-4, val 0.3 < 0.4, test 5; seed 1: lr 1e-3, test 7), whatever the whole
+    grid picked (the weight-0.01 fits, val 0.1): the row mrn[prior_weight=0] reads 6 +- 1."""
+    from harness.paper_tables import format_table2, results_within
+
+    def fit(lr, weight, val, test):
+        params = {"lr": lr, "prior_weight": weight, "feature_k": 1.0}
+        return {"params": params, "best_val": val, "recorded": {"test/raw_mse": test}}
+
+    runs = [
+        {"seed": 0, "fits": [fit(1e-3, 0.0, 0.4, 1.0), fit(1e-4, 0.0, 0.3, 5.0)]},
+        {"seed": 1, "fits": [fit(1e-3, 0.0, 0.2, 7.0), fit(1e-4, 0.0, 0.6, 1.0)]},
+    ]
+    for run in runs:
+        run["fits"].append(fit(1e-3, 0.01, 0.1, 2.0))
+        run.update(env_id="LossWeighting-Cubic-v1", setting="no_metadata", method="mrn")
+        run["final"] = {"test/raw_mse": 2.0}
+        path = tmp_path / f"seed{run['seed']}" / "result.json"
+        path.parent.mkdir()
+        path.write_text(json.dumps(run))
+    within = results_within(runs, "mrn:prior_weight=0")
+    assert [r["final"]["test/raw_mse"] for r in within] == [5.0, 7.0]
+    assert [r["method"] for r in within] == ["mrn[prior_weight=0]"] * 2
+    assert within[0]["selected"]["lr"] == 1e-4 and runs[0]["method"] == "mrn"
+    lines = format_table2([tmp_path], within=["mrn:prior_weight=0"]).splitlines()
+    row = next(i for i, line in enumerate(lines) if line.startswith("| mrn |"))
+    assert lines[row] == "| mrn | 2.000 +- 0.000 | 0.053 +- 0.003 |"
+    assert lines[row + 1] == "| mrn[prior_weight=0] | 6.000 +- 1.000 |  |"  # below its method
+    for bad, message in (
+        ("mrn", "written METHOD:KEY=VALUE"),
+        ("hypernet:lr=0.001", "no result of method 'hypernet'"),
+        ("mrn:prior_weight=1", r"no fit with prior_weight=1 .*\['0.0', '0.01'\]"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            results_within(runs, bad)
+
+
 def test_grid_points_read_in_a_table_cell():
     from harness.paper_tables import _point
 
