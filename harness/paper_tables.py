@@ -177,13 +177,20 @@ def results_within(results: Iterable[dict[str, Any]], spec: str) -> list[dict[st
             f"A sub-grid is written METHOD:KEY=VALUE (mrn:prior_weight=0); got {spec!r}."
         )
     value = _grid_value(text)
+    results = list(results)
     runs = [r for r in results if r["method"] == method]
     if not runs:
-        raise ConfigError(f"Sub-grid {spec!r}: no result of method {method!r}.")
+        present = sorted({r["method"] for r in results})
+        raise ConfigError(f"Sub-grid {spec!r}: no result of method {method!r}; methods: {present}.")
     out = []
     for run in runs:
         fits = [f for f in run.get("fits", []) if f["params"].get(key, object()) == value]
         if not fits or not all("recorded" in f for f in fits):
+            keys = sorted({k for f in run.get("fits", []) for k in f["params"]})
+            if key not in keys:
+                raise ConfigError(
+                    f"Sub-grid {spec!r}: {method}'s grid has no key {key!r}; its keys: {keys}."
+                )
             points = sorted({json.dumps(f["params"].get(key)) for f in run.get("fits", [])})
             raise ConfigError(
                 f"Sub-grid {spec!r}: {method} seed {run['seed']} on {run['env_id']} has no "
@@ -236,6 +243,12 @@ def format_table2(
             f"Table 2 has one cell per method and setting, and these results come from "
             f"{len(variants)} sweep variants ({', '.join(variants)}), whose runs would share "
             f"cells: give the folder of one variant."
+        )
+    within = list(within)
+    if within and selection == "across_seeds":
+        raise ConfigError(
+            "A sub-grid row (`within`) picks per run; it cannot join a table whose points are "
+            "picked across seeds (`selection='across_seeds'`)."
         )
     if selection == "across_seeds":
         results = results_across_seeds(results, metric)

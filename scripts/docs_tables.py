@@ -121,6 +121,8 @@ def pairs_for(args: str) -> str:
     parser.add_argument("--selection", default="per_seed", choices=("per_seed", "across_seeds"))
     parser.add_argument("--within", action="append", default=[])
     opts = parser.parse_args(shlex.split(args))
+    if opts.within and opts.selection == "across_seeds":
+        raise SystemExit(f"pairs block {args!r}: --within picks per run, not across seeds.")
     results = load_results([KEPT / opts.name])
     if opts.selection == "across_seeds":  # tabular runs, one grid point across seeds
         from harness.paper_tables import results_across_seeds

@@ -635,6 +635,11 @@ def test_maxroam_roams_the_same_from_a_seed_and_from_its_state():
         c.after_epoch()
     for k in range(3):
         assert torch.equal(a.masks()[k], b.masks()[k]) and torch.equal(a.masks()[k], c.masks()[k])
+    # The generator's state stays on the CPU when the network moves (a CUDA run's epoch end
+    # would otherwise hand torch a device tensor as a generator state).
+    moved = MaxRoam(4, 1, 1).to("meta")
+    assert moved.mask_0.device.type == "meta" and moved.roam_state.device.type == "cpu"
+    assert "roam_state" not in dict(moved.named_buffers())
 
 
 def test_maxroam_in_the_env_and_refused_by_the_batched_vector_form():
@@ -1097,11 +1102,14 @@ def test_a_sub_grid_is_read_per_run_on_hand_numbers(tmp_path):
     assert lines[row + 1] == "| mrn[prior_weight=0] | 6.000 +- 1.000 |  |"  # below its method
     for bad, message in (
         ("mrn", "written METHOD:KEY=VALUE"),
-        ("hypernet:lr=0.001", "no result of method 'hypernet'"),
+        ("hypernet:lr=0.001", r"no result of method 'hypernet'; methods: \['mrn'\]"),
+        ("mrn:prior=0", r"has no key 'prior'; its keys: \['feature_k', 'lr', 'prior_weight'\]"),
         ("mrn:prior_weight=1", r"no fit with prior_weight=1 .*\['0.0', '0.01'\]"),
     ):
         with pytest.raises(ConfigError, match=message):
             results_within(runs, bad)
+    with pytest.raises(ConfigError, match="picks per run"):
+        format_table2([tmp_path], selection="across_seeds", within=["mrn:prior_weight=0"])
 
 
 def test_grid_points_read_in_a_table_cell():

@@ -608,9 +608,12 @@ class MRN(HardSharing):
     ``Omega_out`` stays the identity, as the reference code means to leave it; that code
     registers the three matrices as parameters of its optimiser, so there Adam moves the
     output mode's throughout and the other two in the first epoch, before their first update
-    replaces them; here they move only by the updates. The output layer starts at N(0, 0.01^2)
-    weights and zero biases, as there. ``prior_weight=0`` is plain hard sharing with that
-    start. Metadata, when used, is appended to the inputs, as for the other baselines.
+    replaces them; here they move only by the updates. And where a task has several outputs
+    (Robot Arm's three angles), that code's prediction reads its output layer's rows as
+    (output, task) but its prior and updates read them as (task, output), so its task mode
+    mixes tasks and outputs; here W is (T, d, out) in all three. The output layer starts at
+    N(0, 0.01^2) weights and zero biases, as there. ``prior_weight=0`` is plain hard sharing
+    with that start. Metadata, when used, is appended to the inputs, as for the other baselines.
     """
 
     def __init__(
@@ -681,7 +684,9 @@ class MaxRoam(TaskNetwork):
     The output layer starts as one default ``nn.Linear`` draw copied to every task, as the
     reference code starts it. The roaming draws come from a generator of the network's own,
     seeded from torch's at construction and kept with the masks in the state dict, so a run
-    resumed from a checkpoint roams as the run it continues. The reference code publishes
+    resumed from a checkpoint roams as the run it continues. Each layer roams until its own
+    units are all used; the reference code stops every layer when the first is done, the
+    same for equal widths (the paper's 32, 32, 32). The reference code publishes
     the network and its update but not the loop that calls it; the update period here is in
     epochs, the paper's Delta in iterations. Metadata, when used, is appended to the inputs,
     as for the other baselines.
@@ -723,8 +728,16 @@ class MaxRoam(TaskNetwork):
         stacked = torch.cat([head.weight.detach().T, head.bias.detach()[None]])  # (w + 1, out)
         self.heads = nn.Parameter(stacked.expand(num_tasks, -1, -1).clone())
         generator = torch.Generator().manual_seed(int(torch.randint(2**62, ())))
-        self.register_buffer("roam_rng", generator.get_state())
+        # The roaming generator's state stays on the CPU, where torch's generators live,
+        # whatever device the module moves to: kept as extra state, not as a buffer.
+        self.roam_state = generator.get_state()
         self.register_buffer("epochs_seen", torch.zeros((), dtype=torch.long))
+
+    def get_extra_state(self) -> dict[str, torch.Tensor]:
+        return {"roam_state": self.roam_state.clone()}
+
+    def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
+        self.roam_state = state["roam_state"].cpu().clone()
 
     def masks(self) -> list[torch.Tensor]:
         """Each hidden layer's partitions, (T, width) of 0/1, row t task t's units."""
@@ -758,7 +771,7 @@ class MaxRoam(TaskNetwork):
         if int(self.epochs_seen) % self.update_every:
             return
         generator = torch.Generator()
-        generator.set_state(self.roam_rng)
+        generator.set_state(self.roam_state)
         for k, mask in enumerate(self.masks()):
             visited = getattr(self, f"visited_{k}")
             for t in range(self.num_tasks):
@@ -766,12 +779,12 @@ class MaxRoam(TaskNetwork):
                 if len(unvisited) == 0:
                     continue
                 active = mask[t].nonzero().flatten()
-                picks = torch.randint(1 << 30, (2,), generator=generator)
+                picks = torch.randint(1 << 30, (2,), generator=generator).tolist()
                 new = unvisited[picks[0] % len(unvisited)]
                 mask[t, active[picks[1] % len(active)]] = 0.0
                 mask[t, new] = 1.0
                 visited[t, new] = True
-        self.roam_rng.copy_(generator.get_state())
+        self.roam_state = generator.get_state()
 
 
 __all__ = [
