@@ -677,8 +677,8 @@ class MaxRoam(TaskNetwork):
     much the tasks interfere, and they roam: every ``update_every`` epochs
     (:meth:`after_epoch`) each task's partition in each layer takes in one unit it has never
     used, chosen at random, and drops one of its current units, until it has used them all
-    (the paper's update plan, one unit per update, with selection at random among the
-    unvisited units; Pascal et al. section 3). ``sharing_ratio`` is the paper's p, the share
+    (the paper's update plan, one unit per update, chosen at random among the unvisited
+    units). ``sharing_ratio`` is the paper's p, the share
     of a layer's units each partition holds (the reference code's ``1 - p``).
 
     The output layer starts as one default ``nn.Linear`` draw copied to every task, as the
@@ -755,12 +755,9 @@ class MaxRoam(TaskNetwork):
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         if self.metadata is not None:  # the inputs depend on the task
             return super().forward_all(x)
+        x = x[:, None]  # (B, 1, d): every task reads the same inputs
         for layer, mask in zip(self.layers, self.masks()):
-            x = (
-                torch.relu(layer(x)) * mask
-                if x.dim() == 3
-                else torch.relu(layer(x))[:, None] * mask
-            )
+            x = torch.relu(layer(x)) * mask  # (B, T, width)
         return all_tasks_linear(x, self.heads)
 
     @torch.no_grad()
