@@ -65,24 +65,31 @@ ORACLES = {("TaskGrouping", "optimal")}
 
 # The `method_kwargs` keys each method reads (its runner checks their values). A run config's
 # `method_kwargs` are shared by all its methods (an IGBv2 schedule beside the baselines it is
-# compared with), so a key is refused only when none of the run's methods reads it: a typo.
+# compared with), so a key is refused only when none of the run's methods reads it: a typo,
+# or a grid option (MRN's `prior_weights`) given to a run of methods that have no such grid.
+# The tabular protocol's options, which all of its methods read, then each method's own grid.
 TABULAR_OPTIONS = (
     "protocol",
     "metadata",
     "learning_rates",
-    "extractor_layers",
-    "factorisations",
-    "ranks",
-    "prior_weights",
-    "feature_ks",
-    "sharing_ratios",
-    "update_periods",
     "batch_size",
     "max_epochs",
     "val_every",
     "patience",
     "num_threads",
 )
+TABULAR_GRIDS: dict[str, tuple[str, ...]] = {
+    "stl": (),
+    "hypernet": ("extractor_layers",),
+    "hard_sharing": (),
+    "cross_stitch": (),
+    "sluice": (),
+    "dmtrl": ("factorisations", "ranks"),
+    "mrn": ("prior_weights", "feature_ks"),
+    "maxroam": ("sharing_ratios", "update_periods"),
+    "stl_naive": (),
+    "stl_task_info": (),
+}
 MAXL_OPTIONS = (
     "alternation",
     "first_order",
@@ -95,16 +102,7 @@ METHOD_OPTIONS: dict[tuple[str, str], tuple[str, ...]] = {
     ("AuxLabel", "maxl"): MAXL_OPTIONS,
     ("AuxLabel", "wa_maxl"): MAXL_OPTIONS,
     ("LossWeighting", "igbv2"): ("update_epoch", "use_epoch"),
-    ("LossWeighting", "stl"): TABULAR_OPTIONS,
-    ("LossWeighting", "hypernet"): TABULAR_OPTIONS,
-    ("LossWeighting", "hard_sharing"): TABULAR_OPTIONS,
-    ("LossWeighting", "cross_stitch"): TABULAR_OPTIONS,
-    ("LossWeighting", "sluice"): TABULAR_OPTIONS,
-    ("LossWeighting", "dmtrl"): TABULAR_OPTIONS,
-    ("LossWeighting", "mrn"): TABULAR_OPTIONS,
-    ("LossWeighting", "maxroam"): TABULAR_OPTIONS,
-    ("LossWeighting", "stl_naive"): TABULAR_OPTIONS,
-    ("LossWeighting", "stl_task_info"): TABULAR_OPTIONS,
+    **{("LossWeighting", m): TABULAR_OPTIONS + grid for m, grid in TABULAR_GRIDS.items()},
     ("TaskGrouping", "ppo"): ("budgets",),
     ("TaskGrouping", "etap"): ("budgets", "etap_train_groups"),
     ("TaskGrouping", "tag"): ("budgets",),

@@ -703,6 +703,20 @@ def test_shared_method_kwargs_reach_only_the_methods_that_read_them():
     )
     with pytest.raises(ConfigError, match=r"\['max_epochs'\] are options of the tabular protocol"):
         run_quietly("stl", "LossWeighting-Cubic-v1", method_kwargs=forgot.method_kwargs)
+    # A grid option reaches only the method with that grid: given to a run of others, it is
+    # refused before anything trains, not ignored.
+    mrn_grid = {"protocol": "tabular", "prior_weights": [0.01]}
+    for method in ("hard_sharing", "hypernet", "maxroam", "stl"):
+        config = RunConfig(method=method, env_id="LossWeighting-Cubic-v1", method_kwargs=mrn_grid)
+        with pytest.raises(ConfigError, match=r"'prior_weights': none of the methods \["):
+            check_run(config)
+    both = RunConfig(
+        method=["hard_sharing", "mrn"], env_id="LossWeighting-Cubic-v1", method_kwargs=mrn_grid
+    )
+    check_run(both)
+    assert method_options(both, "mrn") == mrn_grid
+    assert method_options(both, "hard_sharing") == {"protocol": "tabular"}
+    check_run(dataclasses.replace(both, method="hard_sharing"), siblings=["mrn"])
     with pytest.raises(ConfigError, match="method_kwargs.use_epoch"):
         run_quietly(
             "igbv2",
