@@ -6,8 +6,8 @@ Each benchmark runs in its own process with its documented arguments and writes 
 ``OUT_DIR/<name>.json`` (default ``docs/results/benchmarks``), replacing the kept report only
 when it succeeds; ``scripts/docs_tables.py
 render`` then rebuilds the benchmark tables of ``docs/results.md`` from those files. They run
-in turn, never side by side: their ratios are timings on a shared machine. About 40 minutes
-on 2 CPU cores.
+in turn, never side by side: their ratios are timings on a shared machine. About 110
+minutes on 2 CPU cores, 70 of them ``igbv2_full_run`` (``--only`` picks some).
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ from mtl_envs.io import atomic_write_json, read_json  # noqa: E402
 BENCHMARKS: dict[str, list[str]] = {
     "aux_label_overhead": [],
     "loss_weighting_cost": [],
+    "igbv2_full_run": [],
     "vector_throughput": [],
     "ppo_cycle": [],
     "affinity_cost": [],
@@ -36,7 +37,13 @@ BENCHMARKS: dict[str, list[str]] = {
     "etap_prediction": ["--draws", "5"],
     "memory_episodes": [],
 }
-NEEDS_DATA = {"aux_label_overhead", "loss_weighting_cost", "ppo_cycle", "eval_share"}
+NEEDS_DATA = {
+    "aux_label_overhead",
+    "loss_weighting_cost",
+    "igbv2_full_run",
+    "ppo_cycle",
+    "eval_share",
+}
 
 
 def keep_report(partial: Path, final: Path) -> None:

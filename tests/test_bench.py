@@ -165,6 +165,47 @@ def test_run_all_refuses_bad_arguments(argv, message):
     assert message in proc.stderr
 
 
+def test_lockstep_trains_ew_to_each_epoch_igbv2_closes_and_times_each_side(monkeypatch):
+    """``benchmarks/igbv2_full_run.py``: at each epoch IGBv2's run records, EW trains up to the
+    same epoch; each side's block is timed apart, evaluation (inside ``record``) in neither."""
+    spec = importlib.util.spec_from_file_location(
+        "igbv2_full_run", ROOT / "benchmarks" / "igbv2_full_run.py"
+    )
+    full_run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full_run)
+    from harness.recording import EpochRecorder
+
+    clock = [0.0]
+    monkeypatch.setattr(full_run.time, "perf_counter", lambda: clock[0])
+
+    class Learner:  # EW: an epoch costs 2 s
+        epoch = 0
+
+        def train_epoch(self):
+            self.epoch += 1
+            clock[0] += 2.0
+
+    def record(recorder, epoch, metrics):  # IGBv2's recorder: evaluating costs 5 s
+        clock[0] += 5.0
+        return {"epoch": epoch + 1}
+
+    monkeypatch.setattr(EpochRecorder, "record", record)
+    lockstep = full_run.Lockstep(Learner())
+    original = lockstep.install()
+    try:
+        lockstep.start()
+        clock[0] += 9.0  # two warm-up epochs and the first env epoch, 3 s each
+        assert EpochRecorder.record(None, 2, {}) == {"epoch": 3}
+        assert lockstep.learner.epoch == 3
+        clock[0] += 3.0
+        EpochRecorder.record(None, 3, {})
+    finally:
+        EpochRecorder.record = original
+    assert EpochRecorder.record is record
+    assert lockstep.epochs == [3, 4] and lockstep.learner.epoch == 4
+    assert lockstep.igbv2_s == [9.0, 3.0] and lockstep.ew_s == [6.0, 2.0]
+
+
 # Every benchmark, cut to seconds: it runs and keeps one row per case it measured.
 SMALL = {
     "etap_prediction": (["--draws", "1"], 3),
@@ -177,6 +218,7 @@ SMALL = {
         7,
     ),
     "eval_share": (["--every", "1", "2"], 2),
+    "igbv2_full_run": (["--env-id", "LossWeighting-Digits10-v1", "--epochs", "7"], 1),
 }
 
 
@@ -209,6 +251,18 @@ def test_every_benchmark_keeps_its_rows(name, tmp_path, fake_data_root):
     assert all(row["case"] and row["measured"] for row in kept["rows"])
     if name == "loss_weighting_cost":
         check_configured_run_t(kept["rows"][-1]["values"], fake_data_root)
+    if name == "igbv2_full_run":
+        check_lockstep(kept["rows"][0]["values"])
+
+
+def check_lockstep(t: dict) -> None:
+    """EW trained every epoch IGBv2 did, block by block, and T divides the two sums."""
+    # Digits10 has two warm-up epochs: the first block closes epoch 3, then one per epoch.
+    assert t["block_epochs"] == list(range(3, t["epochs"] + 1))
+    assert t["ew_train_s"] == pytest.approx(sum(t["block_ew_s"]))
+    assert t["t_igbv2"] == pytest.approx(t["igbv2_train_s"] / t["ew_train_s"])
+    ratios = [a / b for a, b in zip(t["block_igbv2_s"], t["block_ew_s"])]
+    assert t["block_ratios"] == pytest.approx(ratios)
 
 
 def check_configured_run_t(full: dict, data_root: Path) -> None:
