@@ -6,8 +6,8 @@ Each benchmark runs in its own process with its documented arguments and writes 
 ``OUT_DIR/<name>.json`` (default ``docs/results/benchmarks``), replacing the kept report only
 when it succeeds; ``scripts/docs_tables.py
 render`` then rebuilds the benchmark tables of ``docs/results.md`` from those files. They run
-in turn, never side by side: their ratios are timings on a shared machine. About 110
-minutes on 2 CPU cores, 70 of them ``igbv2_full_run`` (``--only`` picks some).
+in turn, never side by side: their ratios are timings on a shared machine. About 125
+minutes on 2 CPU cores, 85 of them ``igbv2_full_run`` (``--only`` picks some).
 """
 
 from __future__ import annotations

@@ -167,7 +167,8 @@ def test_run_all_refuses_bad_arguments(argv, message):
 
 def test_lockstep_trains_ew_to_each_epoch_igbv2_closes_and_times_each_side(monkeypatch):
     """``benchmarks/igbv2_full_run.py``: at each epoch IGBv2's run records, EW trains up to the
-    same epoch; each side's block is timed apart, evaluation (inside ``record``) in neither."""
+    same epoch; each side's block is timed apart, from the recorder's start (IGBv2's env and
+    agent are built before it), evaluation (inside ``record``) in neither."""
     spec = importlib.util.spec_from_file_location(
         "igbv2_full_run", ROOT / "benchmarks" / "igbv2_full_run.py"
     )
@@ -189,19 +190,23 @@ def test_lockstep_trains_ew_to_each_epoch_igbv2_closes_and_times_each_side(monke
         clock[0] += 5.0
         return {"epoch": epoch + 1}
 
+    def init(recorder):  # building IGBv2's env and agent before it costs 7 s
+        clock[0] += 7.0
+
+    monkeypatch.setattr(EpochRecorder, "__init__", init)
     monkeypatch.setattr(EpochRecorder, "record", record)
     lockstep = full_run.Lockstep(Learner())
-    original = lockstep.install()
+    restore = lockstep.install()
     try:
-        lockstep.start()
+        recorder = EpochRecorder()
         clock[0] += 9.0  # two warm-up epochs and the first env epoch, 3 s each
-        assert EpochRecorder.record(None, 2, {}) == {"epoch": 3}
+        assert recorder.record(2, {}) == {"epoch": 3}
         assert lockstep.learner.epoch == 3
         clock[0] += 3.0
-        EpochRecorder.record(None, 3, {})
+        recorder.record(3, {})
     finally:
-        EpochRecorder.record = original
-    assert EpochRecorder.record is record
+        restore()
+    assert EpochRecorder.record is record and EpochRecorder.__init__ is init
     assert lockstep.epochs == [3, 4] and lockstep.learner.epoch == 4
     assert lockstep.igbv2_s == [9.0, 3.0] and lockstep.ew_s == [6.0, 2.0]
 
@@ -263,6 +268,8 @@ def check_lockstep(t: dict) -> None:
     assert t["t_igbv2"] == pytest.approx(t["igbv2_train_s"] / t["ew_train_s"])
     ratios = [a / b for a, b in zip(t["block_igbv2_s"], t["block_ew_s"])]
     assert t["block_ratios"] == pytest.approx(ratios)
+    later = sum(t["block_igbv2_s"][1:]) / sum(t["block_ew_s"][1:])
+    assert t["t_after_first_block"] == pytest.approx(later)
 
 
 def check_configured_run_t(full: dict, data_root: Path) -> None:
