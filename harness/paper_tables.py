@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections import defaultdict
 from collections.abc import Iterable
 from os import PathLike
@@ -163,19 +164,38 @@ def _grid_value(text: str) -> Any:
         return text
 
 
+def _sub_grid_condition(spec: str) -> tuple[str, str, str, str]:
+    """``"METHOD:KEY=VALUE"`` (or ``<=``, ``>=``) split into method, key, operator and the
+    value's text."""
+    method, sep, condition = spec.partition(":")
+    match = re.fullmatch(r"([^<>=]+)(<=|>=|=)(.+)", condition)
+    if not (sep and method and match):
+        raise ConfigError(
+            f"A sub-grid is written METHOD:KEY=VALUE (mrn:prior_weight=0), or with <= or >= "
+            f"(mrn:prior_weight<=0.01); got {spec!r}."
+        )
+    key, op, text = match.groups()
+    return method, key, op, text
+
+
+def _in_sub_grid(point: Any, op: str, value: Any) -> bool:
+    if op == "=":
+        return point == value
+    if not isinstance(point, (int, float)) or not isinstance(value, (int, float)):
+        return False  # an order reads numbers only
+    return point <= value if op == "<=" else point >= value
+
+
 def results_within(results: Iterable[dict[str, Any]], spec: str) -> list[dict[str, Any]]:
     """Each run of one method re-read within a sub-grid: ``spec`` ``"METHOD:KEY=VALUE"``
-    keeps the grid points whose ``KEY`` is ``VALUE`` and picks, per run, the one with the
-    lowest validation loss among them, as the run's own search picks over the whole grid
-    (validation alone picks; the fits' recorded test errors give the cells). The copies are
-    named ``METHOD[KEY=VALUE]``, a row of their own: MRN at prior weight 0 is hard sharing
-    with MRN's start, a share of 1 would be MaxRoam without roaming."""
-    method, sep, condition = spec.partition(":")
-    key, eq, text = condition.partition("=")
-    if not (sep and eq and method and key and text):
-        raise ConfigError(
-            f"A sub-grid is written METHOD:KEY=VALUE (mrn:prior_weight=0); got {spec!r}."
-        )
+    keeps the grid points whose ``KEY`` is ``VALUE`` (``KEY<=VALUE`` and ``KEY>=VALUE`` keep
+    a numeric range) and picks, per run, the one with the lowest validation loss among them,
+    as the run's own search picks over the whole grid (validation alone picks; the fits'
+    recorded test errors give the cells). The copies are named ``METHOD[KEY=VALUE]``, a row
+    of their own: MRN at prior weight 0 is hard sharing with MRN's start, a share of 1 would
+    be MaxRoam without roaming, and ``mrn:prior_weight<=0.01`` reads a run of a widened
+    grid within the reference grid's weights."""
+    method, key, op, text = _sub_grid_condition(spec)
     value = _grid_value(text)
     results = list(results)
     runs = [r for r in results if r["method"] == method]
@@ -184,7 +204,11 @@ def results_within(results: Iterable[dict[str, Any]], spec: str) -> list[dict[st
         raise ConfigError(f"Sub-grid {spec!r}: no result of method {method!r}; methods: {present}.")
     out = []
     for run in runs:
-        fits = [f for f in run.get("fits", []) if f["params"].get(key, object()) == value]
+        fits = [
+            f
+            for f in run.get("fits", [])
+            if key in f["params"] and _in_sub_grid(f["params"][key], op, value)
+        ]
         if not fits or not all("recorded" in f for f in fits):
             keys = sorted({k for f in run.get("fits", []) for k in f["params"]})
             if key not in keys:
@@ -194,10 +218,11 @@ def results_within(results: Iterable[dict[str, Any]], spec: str) -> list[dict[st
             points = sorted({json.dumps(f["params"].get(key)) for f in run.get("fits", [])})
             raise ConfigError(
                 f"Sub-grid {spec!r}: {method} seed {run['seed']} on {run['env_id']} has no "
-                f"fit with {key}={text} that records its test error; its {key} values: {points}."
+                f"fit with {key}{op}{text} that records its test error; its {key} values: "
+                f"{points}."
             )
         best = min(fits, key=lambda f: f["best_val"])
-        named = f"{method}[{key}={text}]"
+        named = f"{method}[{key}{op}{text}]"
         out.append(
             {**run, "method": named, "final": dict(best["recorded"]), "selected": best["params"]}
         )

@@ -26,7 +26,8 @@ seconds per episode and whether the id qualifies, and every block
 ``<!-- table2: DIR [DIR ...] [--selection across_seeds] [--within M:KEY=VALUE] -->`` ...
 ``<!-- /table2 -->`` with the tabular results kept in ``docs/results/DIR`` in the hypernetwork
 paper's Table 2 layout (grid points picked per run, or once across seeds; ``--within`` adds a
-row of one method's runs read within a sub-grid), and every block
+row of one method's runs read within a sub-grid: ``KEY=VALUE``, or a numeric range
+``KEY<=VALUE`` or ``KEY>=VALUE``), and every block
 ``<!-- pairs: NAME [--metric M] [--which best] [--selection across_seeds] [--within ...]
 X:Y [X:Y ...] -->``
 ... ``<!-- /pairs -->`` with the probability that a run of X beats one of Y, per env id of

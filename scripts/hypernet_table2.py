@@ -9,7 +9,8 @@ error over seeds, then the paper's number where Table 2 has one
 point per cell from the validation loss averaged over the seeds instead of one per run;
 ``--within METHOD:KEY=VALUE`` adds a row of that method's runs, each read at its best
 validation fit among the grid points with KEY = VALUE (a sub-grid, such as MRN without its
-prior).
+prior); ``KEY<=VALUE`` and ``KEY>=VALUE`` keep a numeric range (a widened grid's run read
+within the reference grid, ``mrn:prior_weight<=0.01``).
 """
 
 from __future__ import annotations

@@ -1112,6 +1112,41 @@ def test_a_sub_grid_is_read_per_run_on_hand_numbers(tmp_path):
         format_table2([tmp_path], selection="across_seeds", within=["mrn:prior_weight=0"])
 
 
+def test_a_numeric_range_of_a_grid_is_read_per_run():
+    """``mrn:prior_weight<=0.01`` reads a widened grid's run within the reference weights:
+    seed 0's best validation fit is at weight 0.1 (val 0.1, test 9), outside the range, so
+    its range pick is weight 0.01 (val 0.2, test 4); seed 1's is weight 0 either way
+    (val 0.15, test 6). ``>=`` keeps the other side, ``=`` stays exact."""
+    from harness.paper_tables import results_within
+
+    def fit(weight, val, test):
+        params = {"lr": 1e-3, "prior_weight": weight, "feature_k": 1.0}
+        return {"params": params, "best_val": val, "recorded": {"test/raw_mse": test}}
+
+    runs = [
+        {"seed": 0, "fits": [fit(0.1, 0.1, 9.0), fit(0.01, 0.2, 4.0), fit(0.0, 0.3, 5.0)]},
+        {"seed": 1, "fits": [fit(0.1, 0.5, 9.0), fit(0.01, 0.4, 4.0), fit(0.0, 0.15, 6.0)]},
+    ]
+    for run in runs:
+        run.update(env_id="LossWeighting-RobotArm-v1", setting="metadata", method="mrn")
+    below = results_within(runs, "mrn:prior_weight<=1e-2")
+    assert [r["final"]["test/raw_mse"] for r in below] == [4.0, 6.0]
+    assert [r["selected"]["prior_weight"] for r in below] == [0.01, 0.0]
+    assert {r["method"] for r in below} == {"mrn[prior_weight<=1e-2]"}
+    above = results_within(runs, "mrn:prior_weight>=0.01")
+    assert [r["final"]["test/raw_mse"] for r in above] == [9.0, 4.0]
+    assert [r["final"]["test/raw_mse"] for r in results_within(runs, "mrn:prior_weight=0")] == [
+        5.0,
+        6.0,
+    ]
+    with pytest.raises(
+        ConfigError, match=r"no fit with prior_weight>=1 .*\['0.0', '0.01', '0.1'\]"
+    ):
+        results_within(runs, "mrn:prior_weight>=1")
+    with pytest.raises(ConfigError, match="or with <= or >="):
+        results_within(runs, "mrn:prior_weight<0.1")
+
+
 def test_grid_points_read_in_a_table_cell():
     from harness.paper_tables import _point
 
