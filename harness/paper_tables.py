@@ -262,13 +262,17 @@ def format_table2(
             f"Table 2 reads the tabular protocol's results (`method_kwargs: {{protocol: "
             f"tabular}}`, one row per metadata setting); {untabular} have no setting."
         )
-    variants = sorted({str(r.get("variant")) for r in results})
-    if len(variants) > 1:
-        raise ConfigError(
-            f"Table 2 has one cell per method and setting, and these results come from "
-            f"{len(variants)} sweep variants ({', '.join(variants)}), whose runs would share "
-            f"cells: give the folder of one variant."
-        )
+    variants_by_cell: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+    for r in results:
+        variants_by_cell[(r["env_id"], r["setting"], r["method"])].add(str(r.get("variant")))
+    for (env_id, setting, method), variants in sorted(variants_by_cell.items()):
+        if len(variants) > 1:
+            raise ConfigError(
+                f"Table 2 has one cell per method and setting, and {method}'s {setting} "
+                f"results on {env_id} come from {len(variants)} sweep variants "
+                f"({', '.join(sorted(variants))}), whose runs would share it: give the folder "
+                f"of one variant."
+            )
     within = list(within)
     if within and selection == "across_seeds":
         raise ConfigError(

@@ -1024,8 +1024,18 @@ def test_table2_refuses_results_of_several_variants(tmp_path):
         folder.mkdir()
         (folder / "result.json").write_text(json.dumps(result))
     assert "Radon metadata (n=1)" in format_table2([tmp_path / "max_epochs=10"])
-    with pytest.raises(ConfigError, match="2 sweep variants.*give the folder of one variant"):
+    with pytest.raises(
+        ConfigError, match="hypernet's metadata.*2 sweep variants.*give the folder of one variant"
+    ):
         format_table2([tmp_path])
+    # Variants of different methods fill different cells: one table holds both.
+    other = sorted(kept.glob("LossWeighting-Radon-v1/hard_sharing/metadata/seed*/result.json"))[0]
+    result = json.loads(other.read_text())
+    result["variant"] = "lr_wide"
+    (tmp_path / "lr_wide").mkdir()
+    (tmp_path / "lr_wide" / "result.json").write_text(json.dumps(result))
+    lines = format_table2([tmp_path / "max_epochs=10", tmp_path / "lr_wide"]).splitlines()
+    assert [line.split(" | ")[0] for line in lines[2:]] == ["| hard_sharing", "| hypernet"]
 
 
 def test_selection_across_seeds_on_hand_numbers(tmp_path):
