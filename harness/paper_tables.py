@@ -192,7 +192,7 @@ def results_within(results: Iterable[dict[str, Any]], spec: str) -> list[dict[st
     a numeric range) and picks, per run, the one with the lowest validation loss among them,
     as the run's own search picks over the whole grid (validation alone picks; the fits'
     recorded test errors give the cells). The copies are named ``METHOD[KEY=VALUE]``, a row
-    of their own: MRN at prior weight 0 is hard sharing with MRN's start, a share of 1 would
+    of their own: MRN at prior weight 0 is hard sharing with MRN's start, a share of 1 is
     be MaxRoam without roaming, and ``mrn:prior_weight<=0.01`` reads a run of a widened
     grid within the reference grid's weights."""
     method, key, op, text = _sub_grid_condition(spec)
