@@ -979,8 +979,11 @@ def test_table2_cells_are_mean_and_standard_error_of_the_kept_runs():
     row = next(line for line in lines if line.startswith("| hypernet |"))
     cells = [c.strip() for c in row.strip("|").split("|")]
     assert cells[header.index("Radon metadata (n=10)")] == expected
-    # DMTRL ran on neither schools nor counties, and the paper has no number there: no row.
-    assert "| dmtrl |" not in table and "| dmtrl |" in format_table2([ROOT / KEPT_TABLE2])
+    # A method without runs in the folders read, and without a paper number in their
+    # columns (the paper reports no school or county data), has no row.
+    radon_hypernet = format_table2([kept / "LossWeighting-Radon-v1" / "hypernet"])
+    assert "| dmtrl |" in table and "| dmtrl |" not in radon_hypernet
+    assert [line.split(" | ")[0] for line in radon_hypernet.splitlines()[2:]] == ["| hypernet"]
 
 
 def test_a_table2_cell_over_fewer_seeds_than_its_column_says_how_many(tmp_path):
