@@ -34,7 +34,6 @@ from mtl_envs.training.model_selection import EarlyStopping, train_early_stopped
 from mtl_envs.training.multitask_learner import MultiTaskLearner, MultiTaskLearnerConfig
 
 ROOT = Path(__file__).resolve().parents[1]
-KEPT_TABLE2 = "docs/results/hypernet_table2"
 
 TARGET = [(1, 32), (32, 32), (32, 32), (32, 1)]  # the paper's 3 x 32 target network
 
